@@ -1,0 +1,7 @@
+"""Sieve's dataflow ISA: the contract between the compiler and the simulator.
+
+Tokens and streams (`isa.tokens`), fibertrees and memory images (`isa.fibertree`),
+instructions and port signatures (`isa.ops`), kernels and programs (`isa.program`),
+the chip description targeted by the compiler (`isa.arch`), and the functional
+interpreter that defines every instruction (`isa.interp`). Imports only numpy.
+"""

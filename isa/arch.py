@@ -1,0 +1,211 @@
+"""The chip description: frozen dataclasses the compiler targets and the simulator builds.
+
+They live in ``isa`` because they are part of the contract between the compiler (which may
+not import the simulator) and the simulator. ``simulator.config`` loads them from YAML with
+one generic loader; units are in the field names. Each class may define ``problems()``
+returning semantic problems as (relative key path, message) pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from isa.ops import TileKind
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    freq_mhz: float                      # operating frequency used to convert cycles to seconds
+    max_freq_mhz: float                  # silicon maximum (informational, checked >= freq_mhz)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.freq_mhz <= 0:
+            out.append(("freq_mhz", "must be > 0"))
+        if self.freq_mhz > self.max_freq_mhz:
+            out.append(("freq_mhz", f"{self.freq_mhz} exceeds max_freq_mhz {self.max_freq_mhz}"))
+        return out
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    rows: int
+    cols: int
+    mem_column_period: int               # every k-th column (k-1, 2k-1, ...) is a MEM column
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        for key in ("rows", "cols", "mem_column_period"):
+            if getattr(self, key) < 1:
+                out.append((key, "must be >= 1"))
+        if self.mem_column_period >= 1 and self.cols < self.mem_column_period:
+            out.append(("cols", f"must be >= mem_column_period ({self.mem_column_period}) "
+                                "to hold a MEM column"))
+        return out
+
+    def kind(self, row: int, col: int) -> TileKind:
+        """Tile kind at (row, col)."""
+        return TileKind.MEM if (col + 1) % self.mem_column_period == 0 else TileKind.PE
+
+    def tiles(self, kind: TileKind) -> list[tuple[int, int]]:
+        """All tiles of one kind, row-major."""
+        return [(r, c) for r in range(self.rows) for c in range(self.cols)
+                if self.kind(r, c) is kind]
+
+
+@dataclass(frozen=True)
+class ZeroPolicyConfig:
+    a: str = "skip"                      # policy for operand a of a PE's ALU: skip|gate|none
+    b: str = "skip"
+
+    def problems(self) -> list[tuple[str, str]]:
+        return [(k, f"must be one of skip, gate, none (got {getattr(self, k)!r})")
+                for k in ("a", "b") if getattr(self, k) not in ("skip", "gate", "none")]
+
+
+@dataclass(frozen=True)
+class PeConfig:
+    fifo_depth: int                      # input FIFO entries per port (ready-valid)
+    datapath_bits: int
+    zero_policy: ZeroPolicyConfig = field(default_factory=ZeroPolicyConfig)
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.fifo_depth < 1:
+            out.append(("fifo_depth", "must be >= 1"))
+        if self.datapath_bits not in (8, 16, 32):
+            out.append(("datapath_bits", "must be 8, 16 or 32"))
+        return out
+
+
+@dataclass(frozen=True)
+class MemTileConfig:
+    size_bytes: int
+    word_bits: int
+    ports: int
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.size_bytes < 1:
+            out.append(("size_bytes", "must be >= 1"))
+        if self.word_bits % 16 or self.word_bits < 16:
+            out.append(("word_bits", "must be a positive multiple of 16"))
+        elif self.size_bytes % (self.word_bits // 8):
+            out.append(("size_bytes", f"must be a multiple of the word ({self.word_bits} bits)"))
+        if self.ports != 1:
+            out.append(("ports", "only single-port memory tiles are modelled (1)"))
+        return out
+
+
+@dataclass(frozen=True)
+class InterconnectConfig:
+    tracks_per_direction: int            # routing tracks per link and direction
+    track_bits: int
+    hop_latency_cycles: int              # cycles per switch-box hop
+    fifo_depth: int                      # ready-valid FIFO entries per hop
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        for key in ("tracks_per_direction", "hop_latency_cycles", "fifo_depth"):
+            if getattr(self, key) < 1:
+                out.append((key, "must be >= 1"))
+        if self.track_bits < 17:
+            out.append(("track_bits", "must be >= 17 (16 data bits + 1 control bit)"))
+        return out
+
+
+@dataclass(frozen=True)
+class GlbConfig:
+    tiles: int
+    tile_size_bytes: int
+    banks_per_tile: int
+    bank_width_bits: int
+    array_links_per_direction: int       # GLB<->array links each way
+    link_bits: int
+    latency_cycles: int
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        for key in ("tiles", "tile_size_bytes", "banks_per_tile", "bank_width_bits",
+                    "array_links_per_direction", "link_bits"):
+            if getattr(self, key) < 1:
+                out.append((key, "must be >= 1"))
+        if self.latency_cycles < 0:
+            out.append(("latency_cycles", "must be >= 0"))
+        if self.banks_per_tile >= 1 and self.tile_size_bytes % self.banks_per_tile:
+            out.append(("banks_per_tile", f"must divide tile_size_bytes ({self.tile_size_bytes})"))
+        return out
+
+    @property
+    def size_bytes(self) -> int:
+        return self.tiles * self.tile_size_bytes
+
+    @property
+    def array_bytes_per_cycle(self) -> float:
+        """GLB->array (or array->GLB) bandwidth over all links."""
+        return self.array_links_per_direction * self.link_bits / 8
+
+
+@dataclass(frozen=True)
+class DramConfig:
+    kind: str                            # lpddr4 | ddr4 | hbm2
+    bandwidth_bytes_per_cycle: float
+    latency_cycles: int
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.kind not in ("lpddr4", "ddr4", "hbm2"):
+            out.append(("kind", f"must be lpddr4, ddr4 or hbm2 (got {self.kind!r})"))
+        if self.bandwidth_bytes_per_cycle <= 0:
+            out.append(("bandwidth_bytes_per_cycle", "must be > 0"))
+        if self.latency_cycles < 0:
+            out.append(("latency_cycles", "must be >= 0"))
+        return out
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    config_bits_per_cycle: int           # configuration network bandwidth
+    launch_cycles: int                   # firmware overhead per kernel launch
+    dma_setup_cycles: int                # firmware overhead per DMA descriptor
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.config_bits_per_cycle < 1:
+            out.append(("config_bits_per_cycle", "must be >= 1"))
+        for key in ("launch_cycles", "dma_setup_cycles"):
+            if getattr(self, key) < 0:
+                out.append((key, "must be >= 0"))
+        return out
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    fidelity: str = "cycle"              # cycle | burst
+    max_cycles: int = 1_000_000_000      # watchdog
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.fidelity not in ("cycle", "burst"):
+            out.append(("fidelity", f"must be cycle or burst (got {self.fidelity!r})"))
+        if self.max_cycles < 1:
+            out.append(("max_cycles", "must be >= 1"))
+        return out
+
+
+@dataclass(frozen=True)
+class ChipConfig:
+    name: str
+    clock: ClockConfig
+    array: ArrayConfig
+    pe: PeConfig
+    mem_tile: MemTileConfig
+    interconnect: InterconnectConfig
+    glb: GlbConfig
+    dram: DramConfig
+    controller: ControllerConfig
+    sim: SimConfig = field(default_factory=SimConfig)
+    description: str = ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []

@@ -1,0 +1,221 @@
+"""Fibertrees: tensors as levels of fibers (SAM section 3.1, TACO's level formats).
+
+A tensor of rank R is stored as R levels in ``mode_order`` (storage level l holds mode
+``mode_order[l]``). A level is ``dense`` (a size only: every coordinate 0..size-1 is present)
+or ``compressed`` (a segment array ``seg`` of length fibers+1 and a coordinate array ``crd``).
+The value array ``vals`` holds one value per position of the last level. These arrays are the
+memory images the chip's memory tiles hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isa.errors import IsaError
+
+FORMATS = ("dense", "compressed")
+
+
+@dataclass(frozen=True, eq=False)
+class Level:
+    """One storage level. ``seg``/``crd`` are int64 arrays for compressed levels, else None."""
+
+    fmt: str
+    size: int
+    seg: np.ndarray | None = None
+    crd: np.ndarray | None = None
+
+    def fibers(self, n_parent: int) -> int:
+        """Number of positions this level has, given the parent's position count."""
+        return n_parent * self.size if self.fmt == "dense" else int(len(self.crd))
+
+    def elements(self) -> int:
+        """Stored metadata elements (segment + coordinate entries)."""
+        return 0 if self.fmt == "dense" else int(len(self.seg) + len(self.crd))
+
+
+@dataclass(frozen=True, eq=False)
+class FiberTree:
+    """A tensor stored level by level, with its value array."""
+
+    name: str
+    shape: tuple[int, ...]
+    mode_order: tuple[int, ...]
+    levels: tuple[Level, ...]
+    vals: np.ndarray
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(lv.fmt for lv in self.levels)
+
+    def nbytes(self, element_bytes: int = 2) -> int:
+        """Bytes of the memory image (segments, coordinates, values) at ``element_bytes``."""
+        return element_bytes * (sum(lv.elements() for lv in self.levels) + len(self.vals))
+
+    @property
+    def nnz(self) -> int:
+        """Stored values (including explicit zeros of dense levels)."""
+        return int(len(self.vals))
+
+    # ---------------------------------------------------------------- building
+    @staticmethod
+    def from_coo(
+        name: str,
+        shape: tuple[int, ...],
+        coords: np.ndarray,
+        values: np.ndarray,
+        formats: tuple[str, ...],
+        mode_order: tuple[int, ...] | None = None,
+    ) -> FiberTree:
+        """Build from coordinates (nnz x rank, mode order of ``shape``) and values.
+
+        Every given entry is stored, so explicit zeros stay explicit. Duplicates are an error.
+        """
+        rank = len(shape)
+        mode_order = tuple(range(rank)) if mode_order is None else tuple(mode_order)
+        if len(formats) != rank or sorted(mode_order) != list(range(rank)):
+            raise IsaError(f"tensor {name}: formats {formats} / mode order {mode_order} "
+                           f"do not match rank {rank}")
+        for f in formats:
+            if f not in FORMATS:
+                raise IsaError(f"tensor {name}: unknown level format {f!r} (use {FORMATS})")
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, rank)
+        values = np.asarray(values)
+        keys = coords[:, list(mode_order)]
+        dims = [shape[m] for m in mode_order]
+        if len(keys) and ((keys < 0).any() or (keys >= np.array(dims)).any()):
+            raise IsaError(f"tensor {name}: coordinate outside shape {shape}")
+        order = np.lexsort(keys.T[::-1]) if len(keys) else np.zeros(0, dtype=np.int64)
+        keys, values = keys[order], values[order]
+        if len(keys) > 1 and (np.diff(keys, axis=0) == 0).all(axis=1).any():
+            raise IsaError(f"tensor {name}: duplicate coordinates")
+        pos = np.zeros(len(keys), dtype=np.int64)   # position of each entry in current level
+        n_parent = 1
+        levels = []
+        for lvl, (fmt, dim) in enumerate(zip(formats, dims)):
+            c = keys[:, lvl]
+            if fmt == "dense":
+                pos = pos * dim + c
+                n = n_parent * dim
+                levels.append(Level("dense", dim))
+            else:
+                pair = pos * max(dim, 1) + c
+                uniq, inverse = np.unique(pair, return_inverse=True)
+                parents = uniq // max(dim, 1)
+                crd = uniq % max(dim, 1)
+                seg = np.searchsorted(parents, np.arange(n_parent + 1), side="left")
+                pos = inverse.reshape(-1).astype(np.int64)
+                n = len(uniq)
+                levels.append(Level("compressed", dim, seg.astype(np.int64),
+                                    crd.astype(np.int64)))
+            n_parent = n
+        dtype = values.dtype if values.dtype.kind in "iuf" else np.float64
+        vals = np.zeros(n_parent, dtype=dtype)
+        vals[pos] = values
+        return FiberTree(name, tuple(shape), mode_order, tuple(levels), vals)
+
+    @staticmethod
+    def from_dense(name: str, array: np.ndarray, formats: tuple[str, ...],
+                   mode_order: tuple[int, ...] | None = None) -> FiberTree:
+        """Build from a dense array; zeros are not stored in compressed levels."""
+        array = np.asarray(array)
+        coords = np.argwhere(array != 0)
+        return FiberTree.from_coo(name, array.shape, coords, array[tuple(coords.T)],
+                                  formats, mode_order)
+
+    @staticmethod
+    def from_scipy(name: str, matrix, formats: tuple[str, ...],
+                   mode_order: tuple[int, ...] | None = None) -> FiberTree:
+        """Build from a scipy sparse matrix, keeping its explicitly stored zeros."""
+        coo = matrix.tocoo()
+        coords = np.stack([coo.row, coo.col], axis=1)
+        return FiberTree.from_coo(name, coo.shape, coords, coo.data, formats, mode_order)
+
+    # ---------------------------------------------------------------- reading
+    def coo(self) -> tuple[np.ndarray, np.ndarray]:
+        """Stored entries as (coords in mode order of ``shape``, values)."""
+        pos = np.zeros(1, dtype=np.int64)
+        keys = np.zeros((1, 0), dtype=np.int64)
+        for lv in self.levels:
+            if lv.fmt == "dense":
+                child = (pos[:, None] * lv.size + np.arange(lv.size)).reshape(-1)
+                crd = np.tile(np.arange(lv.size), len(pos))
+                keys = np.repeat(keys, lv.size, axis=0)
+            else:
+                starts, ends = lv.seg[pos], lv.seg[pos + 1]
+                counts = ends - starts
+                child = _ranges(starts, counts)
+                crd = lv.crd[child]
+                keys = np.repeat(keys, counts, axis=0)
+            keys = np.concatenate([keys, crd[:, None]], axis=1)
+            pos = child
+        coords = np.empty_like(keys)
+        coords[:, list(self.mode_order)] = keys
+        return coords, self.vals[pos]
+
+    def to_dense(self) -> np.ndarray:
+        """The tensor as a dense numpy array."""
+        out = np.zeros(self.shape, dtype=self.vals.dtype)
+        coords, vals = self.coo()
+        if len(vals):
+            out[tuple(coords.T)] = vals
+        return out
+
+    def check(self) -> None:
+        """Raise IsaError if the arrays are not a well-formed fibertree."""
+        n_parent = 1
+        for lvl, lv in enumerate(self.levels):
+            if lv.fmt == "compressed":
+                seg, crd = lv.seg, lv.crd
+                if len(seg) != n_parent + 1 or seg[0] != 0 or seg[-1] != len(crd):
+                    raise IsaError(f"tensor {self.name} level {lvl}: segment array "
+                                   f"malformed ({len(seg)} entries for {n_parent} fibers)")
+                if (np.diff(seg) < 0).any():
+                    raise IsaError(f"tensor {self.name} level {lvl}: segments decrease")
+                for p in range(n_parent) if len(crd) < 100000 else ():
+                    f = crd[seg[p]:seg[p + 1]]
+                    if (np.diff(f) <= 0).any():
+                        raise IsaError(f"tensor {self.name} level {lvl}: fiber {p} "
+                                       "coordinates not strictly increasing")
+            n_parent = lv.fibers(n_parent)
+        if len(self.vals) != n_parent:
+            raise IsaError(f"tensor {self.name}: {len(self.vals)} values for {n_parent} "
+                           "positions")
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate arange(s, s+c) for each (s, c), vectorized."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    nz = counts > 0
+    starts, counts = np.asarray(starts, dtype=np.int64)[nz], counts[nz]
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return np.arange(total, dtype=np.int64) + offsets
+
+
+def parse_formats(spec: str) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """Parse a SAM/TACO-style format string: ``"ss"``, ``"ds"``, ``"cs"``, ``"ss:1,0"``.
+
+    Letters: ``d`` dense; ``s`` or ``c`` compressed. An optional ``:i,j,...`` gives the mode
+    order (storage level l holds mode i_l).
+    """
+    letters, _, order = spec.partition(":")
+    table = {"d": "dense", "s": "compressed", "c": "compressed"}
+    bad = [ch for ch in letters if ch not in table]
+    if bad or not letters:
+        raise IsaError(f"bad format {spec!r}: use letters d (dense), s or c (compressed), "
+                       "optionally followed by a mode order like ':1,0'")
+    fmts = tuple(table[ch] for ch in letters)
+    if not order:
+        return fmts, None
+    try:
+        mo = tuple(int(x) for x in order.split(","))
+    except ValueError:
+        raise IsaError(f"bad mode order in format {spec!r}") from None
+    if sorted(mo) != list(range(len(fmts))):
+        raise IsaError(f"bad mode order in format {spec!r}: must permute 0..{len(fmts) - 1}")
+    return fmts, mo

@@ -1,0 +1,674 @@
+"""The functional interpreter: the living definition of every instruction.
+
+Each opcode has one behaviour: a generator that runs one *step* per iteration. A step is
+the unit of time of the timing engines (one step = one busy cycle of the tile):
+
+1. it may ``yield Peek(ports)`` to see the head token of some input ports (which ports
+   depends only on the unit's state, never on token values); the engine sends back the
+   head tokens as a tuple;
+2. it then ``yield Fire(consume, out, act)``: the input ports whose head it pops, the token
+   it emits per output port (at most one per port), and the architectural actions it
+   performed (SRAM word reads and writes, ALU ops), as a tuple of (name, count).
+
+The behaviour returns after emitting Done. ``run_kernel`` drives the behaviours with
+unbounded queues in topological order and no timing; the cycle engine drives the very same
+generators under SimPy timing rules, so the two cannot disagree on what is computed.
+
+Memory tiles hold 64-bit words of four 16-bit elements; each SRAM client (segment reader,
+coordinate reader, value reader, writers) keeps a one-word cache, as Onyx's level buffer does,
+so a word is fetched only when the client moves to another word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from isa.errors import IsaError
+from isa.fibertree import FiberTree, Level
+from isa.ops import ALU_UNARY, Opcode
+from isa.program import Kernel, Node
+from isa.tokens import DONE, EMPTY, REP, Done, Empty, Stop, Token, is_data
+
+ELEMENTS_PER_WORD = 4   # 64-bit SRAM word / 16-bit elements
+
+
+@dataclass(slots=True)
+class Peek:
+    """Request the head tokens of ``ports`` (in that order)."""
+
+    ports: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Fire:
+    """Pop ``consume``, emit ``out`` (port -> token), record actions ``act``."""
+
+    consume: tuple[str, ...] = ()
+    out: dict[str, Token] = field(default_factory=dict)
+    act: tuple[tuple[str, int], ...] = ()
+
+
+Behaviour = Generator[Any, Any, None]
+
+
+@dataclass
+class WrittenLevel:
+    """What a level writer has written so far."""
+
+    seg: list[int] = field(default_factory=lambda: [0])
+    crd: list[int] = field(default_factory=list)
+    vals: list[Any] = field(default_factory=list)
+
+
+class Memory:
+    """The memory images a kernel reads and the levels its writers produce."""
+
+    def __init__(self, images: dict[str, FiberTree]):
+        self.images = images
+        self.written: dict[tuple[str, int], WrittenLevel] = {}
+
+    def level(self, tensor: str, level: int) -> Level:
+        try:
+            return self.images[tensor].levels[level]
+        except (KeyError, IndexError):
+            raise IsaError(f"no memory image for {tensor} level {level}") from None
+
+    def vals(self, tensor: str) -> np.ndarray:
+        try:
+            return self.images[tensor].vals
+        except KeyError:
+            raise IsaError(f"no memory image for {tensor} values") from None
+
+    def writer(self, tensor: str, level: int) -> WrittenLevel:
+        return self.written.setdefault((tensor, level), WrittenLevel())
+
+
+class _WordCache:
+    """One-word cache of one SRAM client: counts word fetches."""
+
+    __slots__ = ("word",)
+
+    def __init__(self) -> None:
+        self.word = -1
+
+    def touch(self, element: int) -> int:
+        w = element // ELEMENTS_PER_WORD
+        if w == self.word:
+            return 0
+        self.word = w
+        return 1
+
+
+def _py(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _bad(node: Node, what: str) -> IsaError:
+    return IsaError(f"{node.op.value} {node.id}: malformed input: {what}")
+
+
+# --------------------------------------------------------------------------- behaviours
+def scan(node: Node, mem: Memory) -> Behaviour:
+    """Level scanner. For each input ref, emit the fiber's (crd, ref) pairs.
+
+    Fibers are separated by S0; an input stop S_n becomes S_(n+1); D passes. A root scanner
+    feeds itself ``0 D``. Steps: 1 per input ref (segment fetch), 1 per emitted coordinate,
+    1 per separator or stop. With ``skip_zeros`` a coordinate whose value is 0 takes its step
+    but is not emitted (zero policy ``skip``).
+    """
+    a = node.a
+    lv = mem.level(a["tensor"], a["level"])
+    dense = a["fmt"] == "dense"
+    dim = a["dim"] if dense else 0
+    vals = mem.vals(a["tensor"]) if a["skip_zeros"] else None
+    seg_c, crd_c, val_c = _WordCache(), _WordCache(), _WordCache()
+    root_feed = [0, DONE] if a["root"] else None
+    p = end = base = 0
+    state = "idle"
+    while True:
+        if state == "fiber":
+            act: list[tuple[str, int]] = []
+            if not dense:
+                act.append(("sram_read_words", crd_c.touch(p)))
+            c = p - base if dense else int(lv.crd[p])
+            if vals is not None:
+                act.append(("sram_read_words", val_c.touch(p)))
+                if vals[p] == 0:
+                    act.append(("skipped_zero_count", 1))
+                    p += 1
+                    state = "fiber" if p < end else "ended"
+                    yield Fire((), {}, tuple(act))
+                    continue
+            p += 1
+            state = "fiber" if p < end else "ended"
+            yield Fire((), {"crd": c, "ref": p - 1}, tuple(act))
+            continue
+        if root_feed is not None:
+            (tok,) = (root_feed[0],)
+        else:
+            (tok,) = yield Peek(("ref",))
+        consume = () if root_feed is not None else ("ref",)
+        if state == "ended":
+            state = "idle"
+            if isinstance(tok, Stop):
+                if root_feed is not None:
+                    root_feed.pop(0)
+                s = Stop(tok.level + 1)
+                yield Fire(consume, {"crd": s, "ref": s})
+            else:
+                yield Fire((), {"crd": Stop(0), "ref": Stop(0)})
+            continue
+        if root_feed is not None:
+            root_feed.pop(0)
+        if isinstance(tok, Done):
+            yield Fire(consume, {"crd": DONE, "ref": DONE})
+            return
+        if isinstance(tok, Stop):
+            s = Stop(tok.level + 1)
+            yield Fire(consume, {"crd": s, "ref": s})
+            continue
+        if isinstance(tok, Empty):
+            p = end = 0
+            state = "ended"
+            yield Fire(consume)
+            continue
+        if not is_data(tok):
+            raise _bad(node, f"{tok!r} on a ref stream")
+        r = int(tok)
+        if dense:
+            base = p = r * dim
+            end = p + dim
+            act = ()
+        else:
+            if r + 1 >= len(lv.seg):
+                raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
+            p, end = int(lv.seg[r]), int(lv.seg[r + 1])
+            act = (("sram_read_words", seg_c.touch(r) + seg_c.touch(r + 1)),)
+        state = "fiber" if p < end else "ended"
+        yield Fire(consume, {}, act)
+
+
+def repsig(node: Node, mem: Memory) -> Behaviour:
+    """Repeat-signal generator: R per coordinate; stops and D pass through."""
+    while True:
+        (tok,) = yield Peek(("crd",))
+        if isinstance(tok, Done):
+            yield Fire(("crd",), {"repsig": DONE})
+            return
+        yield Fire(("crd",), {"repsig": tok if isinstance(tok, Stop) else REP})
+
+
+def repeat(node: Node, mem: Memory) -> Behaviour:
+    """Repeater: emit the head ref once per R; a repsig stop ends that ref's fiber.
+
+    The output's stop structure is the repsig stream's. After a repsig stop S_k with k >= 1
+    the ref stream's own stop (S_(k-1)) is already accounted for and is dropped (1 step).
+    A ref-stream stop S_m met at a fiber start is an empty outer fiber: it pairs with a bare
+    repsig stop S_(m+1).
+    """
+    root_feed = [0, DONE] if node.attr("root") else None
+    drop = False
+    while True:
+        if drop:
+            if root_feed is not None:
+                tok = root_feed.pop(0)
+                if not isinstance(tok, Stop):
+                    raise _bad(node, f"expected a stop on the root ref, got {tok!r}")
+                yield Fire()
+            else:
+                (tok,) = yield Peek(("ref",))
+                if not isinstance(tok, Stop):
+                    raise _bad(node, f"expected a stop on ref after a repsig stop, got {tok!r}")
+                yield Fire(("ref",))
+            drop = False
+            continue
+        if root_feed is not None:
+            (sig,) = yield Peek(("repsig",))
+            ref = root_feed[0]
+        else:
+            ref, sig = yield Peek(("ref", "repsig"))
+        pop_ref = () if root_feed is not None else ("ref",)
+        if isinstance(ref, Done) and isinstance(sig, Done):
+            yield Fire(pop_ref + ("repsig",), {"ref": DONE})
+            return
+        if sig is REP or isinstance(sig, type(REP)):
+            if not (is_data(ref) or isinstance(ref, Empty)):
+                raise _bad(node, f"R against ref {ref!r}")
+            yield Fire(("repsig",), {"ref": ref})
+        elif isinstance(sig, Stop):
+            if is_data(ref) or isinstance(ref, Empty):
+                if root_feed is not None:
+                    root_feed.pop(0)
+                drop = sig.level >= 1
+                yield Fire(pop_ref + ("repsig",), {"ref": sig})
+            elif isinstance(ref, Stop) and sig.level == ref.level + 1:
+                if root_feed is not None:
+                    root_feed.pop(0)
+                yield Fire(pop_ref + ("repsig",), {"ref": sig})
+            else:
+                raise _bad(node, f"repsig {sig!r} against ref {ref!r}")
+        else:
+            raise _bad(node, f"repsig {sig!r} against ref {ref!r}")
+
+
+def _join(node: Node, mem: Memory, union: bool) -> Behaviour:
+    ports = ("crd_a", "ref_a", "crd_b", "ref_b")
+    side_a, side_b = ("crd_a", "ref_a"), ("crd_b", "ref_b")
+    while True:
+        ca, ra, cb, rb = yield Peek(ports)
+        da, db = is_data(ca), is_data(cb)
+        if da and db:
+            if ca == cb:
+                yield Fire(ports, {"crd": ca, "ref_a": ra, "ref_b": rb}, (("match_count", 1),))
+            elif ca < cb:
+                yield Fire(side_a, {"crd": ca, "ref_a": ra, "ref_b": EMPTY} if union else {})
+            else:
+                yield Fire(side_b, {"crd": cb, "ref_a": EMPTY, "ref_b": rb} if union else {})
+        elif da and isinstance(cb, Stop):
+            yield Fire(side_a, {"crd": ca, "ref_a": ra, "ref_b": EMPTY} if union else {})
+        elif db and isinstance(ca, Stop):
+            yield Fire(side_b, {"crd": cb, "ref_a": EMPTY, "ref_b": rb} if union else {})
+        elif isinstance(ca, Stop) and isinstance(cb, Stop):
+            if ca.level != cb.level:
+                raise _bad(node, f"fiber structure differs: {ca!r} vs {cb!r}")
+            yield Fire(ports, {"crd": ca, "ref_a": ca, "ref_b": ca})
+        elif isinstance(ca, Done) and isinstance(cb, Done):
+            yield Fire(ports, {"crd": DONE, "ref_a": DONE, "ref_b": DONE})
+            return
+        else:
+            raise _bad(node, f"fiber structure differs: {ca!r} vs {cb!r}")
+
+
+def intersect(node: Node, mem: Memory) -> Behaviour:
+    """Two-finger intersection: one comparison per step; a non-match pops the smaller side."""
+    return _join(node, mem, union=False)
+
+
+def union(node: Node, mem: Memory) -> Behaviour:
+    """Two-finger union: emits every coordinate of either side, N for the absent side's ref."""
+    return _join(node, mem, union=True)
+
+
+def array(node: Node, mem: Memory) -> Behaviour:
+    """Value load: ref -> value; N, stops and D pass through."""
+    vals = mem.vals(node.attr("tensor"))
+    cache = _WordCache()
+    while True:
+        (tok,) = yield Peek(("ref",))
+        if is_data(tok):
+            r = int(tok)
+            if not 0 <= r < len(vals):
+                raise _bad(node, f"ref {r} outside {node.attr('tensor')} values")
+            yield Fire(("ref",), {"val": _py(vals[r])}, (("sram_read_words", cache.touch(r)),))
+        else:
+            yield Fire(("ref",), {"val": tok})
+            if isinstance(tok, Done):
+                return
+
+
+_ALU_FN: dict[str, Callable[..., Any]] = {
+    "add": lambda x, y: x + y,
+    "sub": lambda x, y: x - y,
+    "mul": lambda x, y: x * y,
+    "max": lambda x, y: max(x, y),
+    "relu": lambda x: max(x, 0),
+    "silu": lambda x: float(x) / (1.0 + float(np.exp(-float(x)))),
+    "gelu": lambda x: 0.5 * float(x) * (1.0 + float(np.tanh(0.7978845608028654 *
+                                                              (x + 0.044715 * x ** 3)))),
+}
+
+
+def alu_op_kind(op: str, a: Any, b: Any, zero_a: str, zero_b: str) -> str:
+    """Classify one ALU op: 'effectual', 'gated' or 'ineffectual' (done with a zero operand).
+
+    Only a multiply is ineffectual with a zero operand. A zero whose operand policy is
+    ``gate`` or ``skip`` (a zero that reached the PE although its operand skips zeros, e.g. the
+    N of a union) clock-gates the op; under ``none`` the op runs at full energy.
+    """
+    if op != "mul" or (a != 0 and b != 0):
+        return "effectual"
+    policies = ([zero_a] if a == 0 else []) + ([zero_b] if b == 0 else [])
+    return "ineffectual" if all(p == "none" for p in policies) else "gated"
+
+
+def alu(node: Node, mem: Memory) -> Behaviour:
+    """ALU: combines its operand streams value by value; N reads as 0; stops must agree."""
+    a = node.a
+    op = a["op"]
+    fn = _ALU_FN[op]
+    if op in ALU_UNARY:
+        while True:
+            (x,) = yield Peek(("a",))
+            if is_data(x) or isinstance(x, Empty):
+                yield Fire(("a",), {"val": fn(0 if isinstance(x, Empty) else x)},
+                           (("effectual_op_count", 1),))
+            else:
+                yield Fire(("a",), {"val": x})
+                if isinstance(x, Done):
+                    return
+    counters = {"effectual": "effectual_op_count", "gated": "gated_op_count",
+                "ineffectual": "ineffectual_op_count"}
+    while True:
+        x, y = yield Peek(("a", "b"))
+        vx = 0 if isinstance(x, Empty) else x
+        vy = 0 if isinstance(y, Empty) else y
+        if is_data(vx) and is_data(vy):
+            kind = alu_op_kind(op, vx, vy, a["zero_a"], a["zero_b"])
+            yield Fire(("a", "b"), {"val": fn(vx, vy)}, ((counters[kind], 1),))
+        elif isinstance(x, Stop) and isinstance(y, Stop) and x.level == y.level:
+            yield Fire(("a", "b"), {"val": x})
+        elif isinstance(x, Done) and isinstance(y, Done):
+            yield Fire(("a", "b"), {"val": DONE})
+            return
+        else:
+            raise _bad(node, f"operands out of step: {x!r} vs {y!r}")
+
+
+def reduce(node: Node, mem: Memory) -> Behaviour:
+    """Scalar reducer: one sum per innermost fiber; S_n (n>=1) becomes S_(n-1).
+
+    An empty fiber gives 0, or nothing with ``drop_empty``. Steps: 1 per value, 1 per S0,
+    2 per S_n with n >= 1 (the sum, then the lowered stop).
+    """
+    drop_empty = node.attr("drop_empty")
+    acc: Any = 0
+    count = 0
+    while True:
+        (tok,) = yield Peek(("val",))
+        if is_data(tok) or isinstance(tok, Empty):
+            acc = acc + (0 if isinstance(tok, Empty) else tok)
+            count += 1
+            yield Fire(("val",), {}, (("add_count", 1),))
+        elif isinstance(tok, Stop):
+            emit = count > 0 or not drop_empty
+            if tok.level == 0:
+                yield Fire(("val",), {"val": acc} if emit else {})
+            else:
+                if emit:
+                    yield Fire((), {"val": acc})
+                yield Fire(("val",), {"val": Stop(tok.level - 1)})
+            acc, count = 0, 0
+        elif isinstance(tok, Done):
+            yield Fire(("val",), {"val": DONE})
+            return
+        else:
+            raise _bad(node, f"{tok!r} on a val stream")
+
+
+def vreduce(node: Node, mem: Memory) -> Behaviour:
+    """Vector reducer (sparse accumulator, order 1): sums values by coordinate across the
+    S0-separated sub-fibers of one fiber; at S_n (n>=1) emits the sorted (crd, val) pairs one
+    per step, then S_(n-1)."""
+    acc: dict[int, Any] = {}
+    while True:
+        c, v = yield Peek(("crd", "val"))
+        if is_data(c):
+            if not (is_data(v) or isinstance(v, Empty)):
+                raise _bad(node, f"crd {c!r} with val {v!r}")
+            acc[c] = acc.get(c, 0) + (0 if isinstance(v, Empty) else v)
+            yield Fire(("crd", "val"), {}, (("add_count", 1),))
+        elif isinstance(c, Stop) and isinstance(v, Stop) and c.level == v.level:
+            if c.level == 0:
+                yield Fire(("crd", "val"))
+                continue
+            for k in sorted(acc):
+                yield Fire((), {"crd": k, "val": acc[k]})
+            acc = {}
+            s = Stop(c.level - 1)
+            yield Fire(("crd", "val"), {"crd": s, "val": s})
+        elif isinstance(c, Done) and isinstance(v, Done):
+            yield Fire(("crd", "val"), {"crd": DONE, "val": DONE})
+            return
+        else:
+            raise _bad(node, f"crd {c!r} with val {v!r}")
+
+
+def crddrop(node: Node, mem: Memory) -> Behaviour:
+    """Coordinate dropper: removes outer coordinates whose inner fiber is empty.
+
+    The inner output's stops are regenerated from the outer stream's structure (S0 between
+    kept fibers, S_(m+1) at an outer S_m), so no duplicate stops remain.
+    """
+    open_ = False        # a kept fiber's closing stop is still owed on the inner output
+    in_nonempty = False  # the current input outer fiber has had a coordinate
+    inside = False       # within a kept fiber, forwarding inner data
+    while True:
+        if inside:
+            (i,) = yield Peek(("inner",))
+            if is_data(i):
+                yield Fire(("inner",), {"inner": i})
+            elif isinstance(i, Stop):
+                inside = False
+                yield Fire(("inner",))
+            else:
+                raise _bad(node, f"inner {i!r} inside a fiber")
+            continue
+        o, i = yield Peek(("outer", "inner"))
+        if is_data(o):
+            in_nonempty = True
+            if is_data(i):
+                if open_:
+                    open_ = False
+                    yield Fire((), {"inner": Stop(0)})
+                else:
+                    open_ = inside = True
+                    yield Fire(("outer", "inner"), {"outer": o, "inner": i})
+            elif isinstance(i, Stop):
+                yield Fire(("outer", "inner"), {}, (("dropped_count", 1),))
+            else:
+                raise _bad(node, f"outer {o!r} with inner {i!r}")
+        elif isinstance(o, Stop):
+            s = Stop(o.level + 1)
+            pops = ("outer",) if in_nonempty else ("outer", "inner")
+            if not in_nonempty and not (isinstance(i, Stop) and i.level == o.level + 1):
+                raise _bad(node, f"empty outer fiber {o!r} with inner {i!r}")
+            in_nonempty = open_ = False
+            yield Fire(pops, {"outer": o, "inner": s})
+        elif isinstance(o, Done) and isinstance(i, Done):
+            yield Fire(("outer", "inner"), {"outer": DONE, "inner": DONE})
+            return
+        else:
+            raise _bad(node, f"outer {o!r} with inner {i!r}")
+
+
+def crdhold(node: Node, mem: Memory) -> Behaviour:
+    """Coordinate hold: repeats each outer coordinate alongside every coordinate of its inner
+    fiber; both outputs carry the inner stream's stop structure."""
+    in_nonempty = False
+    cur: Any = None
+    while True:
+        if cur is not None:
+            (i,) = yield Peek(("inner",))
+            if is_data(i):
+                yield Fire(("inner",), {"outer": cur, "inner": i})
+            elif isinstance(i, Stop):
+                cur = None
+                yield Fire(("outer", "inner"), {"outer": i, "inner": i})
+            else:
+                raise _bad(node, f"inner {i!r} inside a fiber")
+            continue
+        o, i = yield Peek(("outer", "inner"))
+        if is_data(o):
+            in_nonempty = True
+            if is_data(i):
+                cur = o
+                yield Fire(("inner",), {"outer": o, "inner": i})
+            elif isinstance(i, Stop):
+                yield Fire(("outer", "inner"), {"outer": i, "inner": i})
+            else:
+                raise _bad(node, f"outer {o!r} with inner {i!r}")
+        elif isinstance(o, Stop):
+            if in_nonempty:
+                in_nonempty = False
+                yield Fire(("outer",))
+            elif isinstance(i, Stop):
+                yield Fire(("outer", "inner"), {"outer": i, "inner": i})
+            else:
+                raise _bad(node, f"empty outer fiber {o!r} with inner {i!r}")
+        elif isinstance(o, Done) and isinstance(i, Done):
+            yield Fire(("outer", "inner"), {"outer": DONE, "inner": DONE})
+            return
+        else:
+            raise _bad(node, f"outer {o!r} with inner {i!r}")
+
+
+def write_crd(node: Node, mem: Memory) -> Behaviour:
+    """Level writer: appends coordinates; every stop closes a fiber (a segment entry).
+
+    Writes are combined in a one-word buffer per array: an SRAM word write per 4 elements,
+    plus the partial last words when D arrives.
+    """
+    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    while True:
+        (tok,) = yield Peek(("crd",))
+        if is_data(tok):
+            out.crd.append(int(tok))
+            yield Fire(("crd",), {}, (("sram_write_words", int(len(out.crd) % 4 == 0)),))
+        elif isinstance(tok, Stop):
+            out.seg.append(len(out.crd))
+            yield Fire(("crd",), {}, (("sram_write_words", int(len(out.seg) % 4 == 0)),))
+        elif isinstance(tok, Done):
+            tail = int(len(out.crd) % 4 != 0) + int(len(out.seg) % 4 != 0)
+            yield Fire(("crd",), {}, (("sram_write_words", tail),))
+            return
+        else:
+            raise _bad(node, f"{tok!r} on a crd stream")
+
+
+def write_val(node: Node, mem: Memory) -> Behaviour:
+    """Value writer: appends values; stops carry no information for the value array."""
+    out = mem.writer(node.attr("tensor"), -1)
+    while True:
+        (tok,) = yield Peek(("val",))
+        if is_data(tok) or isinstance(tok, Empty):
+            out.vals.append(0 if isinstance(tok, Empty) else tok)
+            yield Fire(("val",), {}, (("sram_write_words", int(len(out.vals) % 4 == 0)),))
+        elif isinstance(tok, Stop):
+            yield Fire(("val",))
+        elif isinstance(tok, Done):
+            yield Fire(("val",), {}, (("sram_write_words", int(len(out.vals) % 4 != 0)),))
+            return
+        else:
+            raise _bad(node, f"{tok!r} on a val stream")
+
+
+BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
+    Opcode.SCAN: scan,
+    Opcode.REPSIG: repsig,
+    Opcode.REPEAT: repeat,
+    Opcode.INTERSECT: intersect,
+    Opcode.UNION: union,
+    Opcode.ARRAY: array,
+    Opcode.ALU: alu,
+    Opcode.REDUCE: reduce,
+    Opcode.VREDUCE: vreduce,
+    Opcode.CRDDROP: crddrop,
+    Opcode.CRDHOLD: crdhold,
+    Opcode.WRITE_CRD: write_crd,
+    Opcode.WRITE_VAL: write_val,
+}
+
+
+# --------------------------------------------------------------------------- driving
+def run_unit(node: Node, inputs: dict[str, list[Token]], mem: Memory | None = None,
+             ) -> tuple[dict[str, list[Token]], dict[str, int], int]:
+    """Run one behaviour over complete input streams (unbounded queues, no timing).
+
+    Returns (output streams by port, action totals, steps). Raises IsaError if the
+    behaviour reads past the end of an input or leaves input unread.
+    """
+    mem = mem or Memory({})
+    gen = BEHAVIOURS[node.op](node, mem)
+    heads = {p: 0 for p in inputs}
+    outs: dict[str, list[Token]] = {}
+    acts: dict[str, int] = {}
+    steps = 0
+    reply: Any = None
+    while True:
+        try:
+            req = gen.send(reply)
+        except StopIteration:
+            break
+        if isinstance(req, Peek):
+            try:
+                reply = tuple(inputs[p][heads[p]] for p in req.ports)
+            except (IndexError, KeyError) as exc:
+                raise _bad(node, f"stream on {req.ports} ended without D ({exc})") from None
+            continue
+        steps += 1
+        for p in req.consume:
+            heads[p] += 1
+        for p, tok in req.out.items():
+            outs.setdefault(p, []).append(tok)
+        for name, n in req.act:
+            acts[name] = acts.get(name, 0) + n
+        reply = None
+    for p, h in heads.items():
+        if h != len(inputs[p]):
+            raise _bad(node, f"port {p} has {len(inputs[p]) - h} unread tokens")
+    return outs, acts, steps
+
+
+@dataclass
+class InterpResult:
+    """Streams on every edge (by source port), written levels and actions per node."""
+
+    streams: dict[tuple[str, str], list[Token]]
+    memory: Memory
+    actions: dict[str, dict[str, int]]
+    steps: dict[str, int]
+
+
+def run_kernel(kernel: Kernel, images: dict[str, FiberTree]) -> InterpResult:
+    """Interpret a kernel: run every unit in topological order over complete streams."""
+    mem = Memory(images)
+    streams: dict[tuple[str, str], list[Token]] = {}
+    actions: dict[str, dict[str, int]] = {}
+    steps: dict[str, int] = {}
+    for node in kernel.topo_order():
+        inputs = {e.dst_port: streams[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
+        outs, acts, n = run_unit(node, inputs, mem)
+        for port, toks in outs.items():
+            streams[(node.id, port)] = toks
+        for port in kernel.ports_of(node)[1]:
+            streams.setdefault((node.id, port), [])
+        actions[node.id] = acts
+        steps[node.id] = n
+    return InterpResult(streams, mem, actions, steps)
+
+
+def assemble_output(decl, mem: Memory) -> FiberTree:
+    """Build the output tensor ``decl`` (a TensorDecl) from what its level writers wrote.
+
+    A level has as many fibers as its parent level has positions; writers may have closed
+    extra trailing empty fibers (an empty outer fiber's bare stop), which are dropped.
+    """
+    levels = []
+    n_parent = 1
+    for lvl, (fmt, mode) in enumerate(zip(decl.formats, decl.mode_order)):
+        dim = decl.shape[mode]
+        if fmt == "dense":
+            levels.append(Level("dense", dim))
+            n_parent *= dim
+            continue
+        w = mem.written.get((decl.name, lvl))
+        if w is None:
+            raise IsaError(f"output {decl.name} level {lvl} was never written")
+        seg = np.asarray(w.seg, dtype=np.int64)
+        if len(seg) < n_parent + 1 or (len(seg) > n_parent + 1 and
+                                       (seg[n_parent + 1:] != seg[n_parent]).any()):
+            raise IsaError(f"output {decl.name} level {lvl}: {len(seg) - 1} fibers written "
+                           f"for {n_parent} parent positions")
+        levels.append(Level("compressed", dim, seg[: n_parent + 1],
+                            np.asarray(w.crd, dtype=np.int64)))
+        n_parent = len(w.crd)
+    wv = mem.written.get((decl.name, -1))
+    raw = [] if wv is None else wv.vals
+    vals = np.asarray(raw) if raw else np.zeros(0, dtype=np.int64)
+    tree = FiberTree(decl.name, tuple(decl.shape), tuple(decl.mode_order), tuple(levels), vals)
+    tree.check()
+    return tree

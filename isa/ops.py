@@ -1,0 +1,123 @@
+"""The instruction set: one opcode enum, port signatures and attribute schemas.
+
+Every instruction is a SAM primitive configured into one tile. The enum values are the
+assembly mnemonics. ``SIGNATURES`` gives each opcode's typed input and output ports and
+``ATTRS`` its attributes (name -> type, with defaults), which the verifier, the assembler
+and the bitstream encoder all read from here.
+
+Stream kinds: ``crd`` coordinates, ``ref`` references, ``val`` values, ``repsig`` repeat
+signals.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Opcode(enum.Enum):
+    """Sparse dataflow instructions (SAM Defs 3.1-3.9 plus SAM's helper blocks)."""
+
+    SCAN = "scan"            # level scanner (fiberlookup), compressed or dense level
+    REPSIG = "repsig"        # repeat-signal generator
+    REPEAT = "repeat"        # repeater
+    INTERSECT = "intersect"  # two-way coordinate intersection
+    UNION = "union"          # two-way coordinate union
+    ARRAY = "array"          # value load (arrayvals)
+    ALU = "alu"              # binary or unary value operation
+    REDUCE = "reduce"        # scalar reducer (order 0)
+    VREDUCE = "vreduce"      # vector reducer / sparse accumulator (order 1)
+    CRDDROP = "crddrop"      # coordinate dropper
+    CRDHOLD = "crdhold"      # coordinate hold
+    WRITE_CRD = "write_crd"  # level writer for a coordinate level
+    WRITE_VAL = "write_val"  # level writer for the value array
+
+
+class TileKind(enum.Enum):
+    """Which kind of tile an opcode is configured into."""
+
+    PE = "pe"
+    MEM = "mem"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Typed ports of an opcode: port name -> stream kind."""
+
+    inputs: dict[str, str]
+    outputs: dict[str, str]
+    tile: TileKind
+
+
+_SIG = Signature
+SIGNATURES: dict[Opcode, Signature] = {
+    Opcode.SCAN: _SIG({"ref": "ref"}, {"crd": "crd", "ref": "ref"}, TileKind.MEM),
+    Opcode.REPSIG: _SIG({"crd": "crd"}, {"repsig": "repsig"}, TileKind.PE),
+    Opcode.REPEAT: _SIG({"ref": "ref", "repsig": "repsig"}, {"ref": "ref"}, TileKind.PE),
+    Opcode.INTERSECT: _SIG(
+        {"crd_a": "crd", "ref_a": "ref", "crd_b": "crd", "ref_b": "ref"},
+        {"crd": "crd", "ref_a": "ref", "ref_b": "ref"},
+        TileKind.PE,
+    ),
+    Opcode.UNION: _SIG(
+        {"crd_a": "crd", "ref_a": "ref", "crd_b": "crd", "ref_b": "ref"},
+        {"crd": "crd", "ref_a": "ref", "ref_b": "ref"},
+        TileKind.PE,
+    ),
+    Opcode.ARRAY: _SIG({"ref": "ref"}, {"val": "val"}, TileKind.MEM),
+    Opcode.ALU: _SIG({"a": "val", "b": "val"}, {"val": "val"}, TileKind.PE),
+    Opcode.REDUCE: _SIG({"val": "val"}, {"val": "val"}, TileKind.PE),
+    Opcode.VREDUCE: _SIG({"crd": "crd", "val": "val"}, {"crd": "crd", "val": "val"}, TileKind.PE),
+    Opcode.CRDDROP: _SIG(
+        {"outer": "crd", "inner": "crd"}, {"outer": "crd", "inner": "crd"}, TileKind.PE
+    ),
+    Opcode.CRDHOLD: _SIG(
+        {"outer": "crd", "inner": "crd"}, {"outer": "crd", "inner": "crd"}, TileKind.PE
+    ),
+    Opcode.WRITE_CRD: _SIG({"crd": "crd"}, {}, TileKind.MEM),
+    Opcode.WRITE_VAL: _SIG({"val": "val"}, {}, TileKind.MEM),
+}
+
+ALU_BINARY = ("add", "sub", "mul", "max")
+ALU_UNARY = ("relu", "silu", "gelu")
+ZERO_POLICIES = ("skip", "gate", "none")
+
+# Attribute schema: name -> (type, default). A default of None means required.
+ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
+    Opcode.SCAN: {
+        "tensor": (str, None),
+        "level": (int, None),
+        "fmt": (str, None),          # "compressed" | "dense"
+        "dim": (int, 0),             # size of a dense level
+        "root": (bool, False),       # fed "0 D" by the tile itself
+        "skip_zeros": (bool, False), # zero policy "skip": drop coordinates whose value is 0
+    },
+    Opcode.REPSIG: {},
+    Opcode.REPEAT: {"root": (bool, False)},
+    Opcode.INTERSECT: {},
+    Opcode.UNION: {},
+    Opcode.ARRAY: {"tensor": (str, None)},
+    Opcode.ALU: {
+        "op": (str, None),
+        "zero_a": (str, "skip"),     # zero policy of operand a
+        "zero_b": (str, "skip"),     # zero policy of operand b
+    },
+    Opcode.REDUCE: {"drop_empty": (bool, False)},
+    Opcode.VREDUCE: {},
+    Opcode.CRDDROP: {},
+    Opcode.CRDHOLD: {},
+    Opcode.WRITE_CRD: {"tensor": (str, None), "level": (int, None)},
+    Opcode.WRITE_VAL: {"tensor": (str, None)},
+}
+
+
+def signature(op: Opcode, attrs: dict[str, object] | None = None) -> Signature:
+    """Ports of an instruction; a unary ALU has no ``b`` input and a root unit no ref input."""
+    sig = SIGNATURES[op]
+    attrs = attrs or {}
+    inputs = dict(sig.inputs)
+    if op is Opcode.ALU and attrs.get("op") in ALU_UNARY:
+        inputs.pop("b")
+    if op in (Opcode.SCAN, Opcode.REPEAT) and attrs.get("root"):
+        inputs.pop("ref")
+    return Signature(inputs, dict(sig.outputs), sig.tile)

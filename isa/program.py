@@ -1,0 +1,171 @@
+"""Kernels and programs: immutable graphs of instructions, memory images and a schedule.
+
+A ``Kernel`` is a DAG of ``Node`` (one instruction each) joined by typed ``Edge`` streams.
+After placement every node names its tile (row, col) and every edge its route over the mesh;
+``Edge.hops`` is the route length in links (>= 1 once routed). A ``Program`` is kernels plus
+the input memory images plus the controller schedule (the firmware).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from isa.ops import ATTRS, Opcode, signature
+
+
+@dataclass(frozen=True)
+class Node:
+    """One instruction instance. ``attrs`` is a sorted tuple of (name, value) pairs."""
+
+    id: str
+    op: Opcode
+    attrs: tuple[tuple[str, Any], ...] = ()
+    tile: tuple[int, int] | None = None   # (row, col) after placement
+
+    @staticmethod
+    def make(id: str, op: Opcode, tile: tuple[int, int] | None = None, **attrs: Any) -> Node:
+        """Build a node, filling attribute defaults from the opcode's schema."""
+        full: dict[str, Any] = {}
+        for name, (_typ, default) in ATTRS[op].items():
+            if name in attrs:
+                full[name] = attrs.pop(name)
+            elif default is not None:
+                full[name] = default
+        full.update(attrs)  # unknown names are kept so the verifier can report them
+        return Node(id, op, tuple(sorted(full.items())), tile)
+
+    @property
+    def a(self) -> dict[str, Any]:
+        """Attributes as a dict."""
+        return dict(self.attrs)
+
+    def attr(self, name: str) -> Any:
+        for k, v in self.attrs:
+            if k == name:
+                return v
+        raise KeyError(f"{self.id}: no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A stream from ``src.src_port`` to ``dst.dst_port`` carrying ``kind`` tokens."""
+
+    src: str
+    src_port: str
+    dst: str
+    dst_port: str
+    kind: str
+    route: tuple[tuple[int, int], ...] = ()   # tiles visited, source first, after routing
+
+    @property
+    def hops(self) -> int:
+        """Links crossed by the route (0 before routing)."""
+        return max(len(self.route) - 1, 0)
+
+    @property
+    def name(self) -> str:
+        return f"{self.src}.{self.src_port}->{self.dst}.{self.dst_port}"
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """A tensor a kernel reads or writes: storage formats per level, in mode order."""
+
+    name: str
+    shape: tuple[int, ...]
+    formats: tuple[str, ...]        # per storage level: "compressed" | "dense"
+    mode_order: tuple[int, ...]     # storage level l holds mode mode_order[l]
+    is_output: bool = False
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A dataflow graph of instructions."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    edges: tuple[Edge, ...]
+    tensors: tuple[TensorDecl, ...] = ()
+    expr: str = ""
+
+    def node(self, id: str) -> Node:
+        for n in self.nodes:
+            if n.id == id:
+                return n
+        raise KeyError(f"kernel {self.name}: no node {id!r}")
+
+    def tensor(self, name: str) -> TensorDecl:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(f"kernel {self.name}: no tensor {name!r}")
+
+    def in_edges(self, id: str) -> list[Edge]:
+        return [e for e in self.edges if e.dst == id]
+
+    def out_edges(self, id: str) -> list[Edge]:
+        return [e for e in self.edges if e.src == id]
+
+    def topo_order(self) -> list[Node]:
+        """Nodes in a deterministic topological order (Kahn's algorithm, ties by position)."""
+        index = {n.id: i for i, n in enumerate(self.nodes)}
+        indeg = {n.id: 0 for n in self.nodes}
+        succ: dict[str, list[str]] = {n.id: [] for n in self.nodes}
+        for e in self.edges:
+            indeg[e.dst] += 1
+            succ[e.src].append(e.dst)
+        ready = sorted((i for i, d in indeg.items() if d == 0), key=index.__getitem__)
+        order: list[str] = []
+        while ready:
+            nid = ready.pop(0)
+            order.append(nid)
+            for s in succ[nid]:
+                indeg[s] -= 1
+                if indeg[s] == 0:
+                    ready.append(s)
+                    ready.sort(key=index.__getitem__)
+        if len(order) != len(self.nodes):
+            from isa.errors import IsaError
+
+            stuck = sorted(set(indeg) - set(order))
+            raise IsaError(f"kernel {self.name}: graph has a cycle through {stuck}")
+        return [self.node(i) for i in order]
+
+    def ports_of(self, node: Node) -> tuple[dict[str, str], dict[str, str]]:
+        sig = signature(node.op, node.a)
+        return sig.inputs, sig.outputs
+
+    def with_nodes(self, nodes: tuple[Node, ...]) -> Kernel:
+        return replace(self, nodes=nodes)
+
+    def with_edges(self, edges: tuple[Edge, ...]) -> Kernel:
+        return replace(self, edges=edges)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One controller (firmware) step. ``op`` is one of COMMANDS; ``arg`` names its object."""
+
+    op: str
+    arg: str
+    size_bytes: int = 0
+
+
+COMMANDS = ("dma_in", "load", "configure", "launch", "wait", "unload", "dma_out")
+
+
+@dataclass(frozen=True)
+class Program:
+    """Kernels + input memory images + the controller schedule."""
+
+    name: str
+    kernels: tuple[Kernel, ...]
+    images: dict[str, Any] = field(default_factory=dict)   # tensor name -> FiberTree
+    schedule: tuple[Command, ...] = ()
+
+    def kernel(self, name: str) -> Kernel:
+        for k in self.kernels:
+            if k.name == name:
+                return k
+        raise KeyError(f"program {self.name}: no kernel {name!r}")
