@@ -24,16 +24,17 @@ class Node:
     tile: tuple[int, int] | None = None   # (row, col) after placement
 
     @staticmethod
-    def make(id: str, op: Opcode, tile: tuple[int, int] | None = None, **attrs: Any) -> Node:
+    def make(id: str, opcode: Opcode, /, *, tile: tuple[int, int] | None = None,
+             **attrs: Any) -> Node:
         """Build a node, filling attribute defaults from the opcode's schema."""
         full: dict[str, Any] = {}
-        for name, (_typ, default) in ATTRS[op].items():
+        for name, (_typ, default) in ATTRS[opcode].items():
             if name in attrs:
                 full[name] = attrs.pop(name)
             elif default is not None:
                 full[name] = default
         full.update(attrs)  # unknown names are kept so the verifier can report them
-        return Node(id, op, tuple(sorted(full.items())), tile)
+        return Node(id, opcode, tuple(sorted(full.items())), tile)
 
     @property
     def a(self) -> dict[str, Any]:
