@@ -1,1 +1,12 @@
-"""Sieve package."""
+"""Sieve: a cycle-level simulator of a sparsity-aware dataflow chip.
+
+    >>> import sieve
+    >>> report = sieve.run("configs/chips/onyx-small.yaml", "spmspm",
+    ...                    params={"shape": "16,16,16", "density": "0.2"})
+"""
+
+from __future__ import annotations
+
+from sieve.api import Report, run
+
+__all__ = ["Report", "run"]

@@ -1,0 +1,126 @@
+"""The compiler pipeline, listed in one place.
+
+    parse      index notation + formats + loop order           (compiler.notation)
+    images     workload tensors -> fibertree memory images     (isa.fibertree)
+    lower      Custard's algorithm -> SAM graph                 (compiler.lower)
+    place      one instruction per PE/MEM tile                  (compiler.place)
+    route      every stream over the mesh, PathFinder           (compiler.route)
+    emit       isa.Program with the controller schedule         (compile_layer below)
+
+The ISA verifier runs after every pass that changes the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from isa.arch import ChipConfig
+from isa.errors import CompileError, IsaError
+from isa.fibertree import FiberTree, parse_formats
+from isa.program import Command, Kernel, Program, TensorDecl
+from isa.verify import verify_kernel
+
+from compiler.lower import lower_assignment
+from compiler.notation import parse_expr, parse_order
+from compiler.place import place_kernel
+from compiler.route import route_kernel
+
+ELEMENT_BYTES = 2
+
+
+def _verified(kernel: Kernel, after: str, chip: ChipConfig | None = None) -> Kernel:
+    try:
+        verify_kernel(kernel, chip.array if chip is not None else None)
+    except IsaError as exc:
+        raise CompileError(f"{after}: produced an invalid kernel: {exc}") from None
+    return kernel
+
+
+def build_images(layer: Any) -> tuple[dict[str, FiberTree], dict[str, TensorDecl]]:
+    """Memory images and declarations of a layer's operands, in their storage formats."""
+    images, decls = {}, {}
+    for name, data in layer.tensors.items():
+        try:
+            fmts, order = parse_formats(layer.formats[name])
+        except IsaError as exc:
+            raise CompileError(f"images: tensor {name}: {exc}") from None
+        ndim = len(data.shape)
+        if len(fmts) != ndim:
+            raise CompileError(f"images: tensor {name} has {ndim} modes but format "
+                               f"{layer.formats[name]!r} gives {len(fmts)} levels")
+        order = order or tuple(range(ndim))
+        if sp.issparse(data):
+            tree = FiberTree.from_scipy(name, data, fmts, order)
+        else:
+            arr = np.asarray(data)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise CompileError(f"images: tensor {name} contains NaN or infinite values")
+            # dense levels store every coordinate; compressed levels only nonzeros
+            tree = FiberTree.from_dense(name, arr, fmts, order)
+        if tree.vals.dtype.kind == "f" and not np.isfinite(tree.vals).all():
+            raise CompileError(f"images: tensor {name} contains NaN or infinite values")
+        images[name] = tree
+        decls[name] = TensorDecl(name, tuple(tree.shape), fmts, order)
+    return images, decls
+
+
+def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTree]]:
+    """parse + images + lower (unplaced kernel), with the verifier after lowering."""
+    assign = parse_expr(layer.expr)
+    order = parse_order(layer.order, assign)
+    images, decls = build_images(layer)
+    for acc in assign.operands:
+        if acc.tensor not in decls:
+            raise CompileError(f"parse: {layer.expr}: no data for tensor {acc.tensor}")
+        if len(acc.indices) != len(decls[acc.tensor].shape):
+            raise CompileError(f"parse: {layer.expr}: {acc.tensor} is indexed by "
+                               f"{len(acc.indices)} variables but has "
+                               f"{len(decls[acc.tensor].shape)} modes")
+    sizes: dict[str, int] = {}
+    for acc in assign.operands:
+        for v, n in zip(acc.indices, decls[acc.tensor].shape):
+            if sizes.setdefault(v, n) != n:
+                raise CompileError(f"parse: {layer.expr}: index {v} has size {sizes[v]} and "
+                                   f"{n} (shape mismatch at tensor {acc.tensor})")
+    out = assign.out
+    decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
+                                   ("compressed",) * len(out.indices),
+                                   tuple(range(len(out.indices))), True)
+    zeros = {n: bool((t.vals == 0).any()) for n, t in images.items()}
+    policy = (chip.pe.zero_policy.a, chip.pe.zero_policy.b)
+    kernel = lower_assignment(assign, order, decls, zero_policy=policy, explicit_zeros=zeros,
+                              name=f"{layer.name}_{''.join(order)}")
+    return _verified(kernel, "lower"), images
+
+
+def compile_layer(layer: Any, chip: ChipConfig) -> Program:
+    """Compile a workload layer for ``chip``: the whole pipeline, returning a Program."""
+    kernel, images = lower_layer(layer, chip)
+    kernel = _verified(place_kernel(kernel, chip), "place", chip)
+    kernel = _verified(route_kernel(kernel, chip), "route", chip)
+    return emit_program(kernel, images, chip)
+
+
+def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
+    """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
+    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
+    from isa.bitstream import config_bits
+
+    total = sum(t.nbytes(ELEMENT_BYTES) for t in images.values())
+    if total > chip.glb.size_bytes:
+        raise CompileError(f"emit: inputs need {total} bytes of global buffer but chip "
+                           f"{chip.name} has {chip.glb.size_bytes} (tiling is not implemented "
+                           "for this kernel; use a smaller problem)")
+    sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
+    for name in sorted(images):
+        sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
+    for name in sorted(images):
+        sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES)))
+    sched += [Command("launch", kernel.name), Command("wait", kernel.name)]
+    for decl in kernel.tensors:
+        if decl.is_output:
+            sched += [Command("unload", decl.name), Command("dma_out", decl.name)]
+    return Program(kernel.name, (kernel,), images, tuple(sched))

@@ -1,0 +1,207 @@
+"""The Python facade: ``sieve.run(chip, workload, ...) -> Report``.
+
+It wires the packages: load and validate the chip config, build the workload layer, compile
+it, simulate it, check the output against numpy and the ISA interpreter, and write the run
+folder. Nothing else imports ``sieve``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.pipeline import compile_layer
+from isa.arch import ChipConfig
+from isa.asm import print_program
+from isa.fibertree import FiberTree
+from isa.interp import assemble_output, run_kernel
+from isa.ops import Opcode
+from isa.program import Program
+from simulator.chip import RunResult, simulate
+from simulator.config import dump_chip, load_chip
+from workloads import KernelLayer, get_workload
+
+
+@dataclass
+class Report:
+    """A finished run: the simulation result, its checks and the derived summary."""
+
+    result: RunResult
+    layer: KernelLayer
+    program: Program
+    summary: dict[str, Any]
+    chip: ChipConfig
+    wall_seconds: float
+    checks: dict[str, bool] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Report({s['workload']} on {s['chip']}: {s['cycles']} cycles, "
+                f"verified={s['verified']}, fidelity={s['fidelity']})")
+
+    def _repr_markdown_(self) -> str:   # notebooks
+        return summary_markdown(self.summary)
+
+
+def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str, ...] = ()
+                 ) -> ChipConfig:
+    """A ChipConfig from a path or name (with ``key.path=value`` overrides) or as given."""
+    if isinstance(chip, ChipConfig):
+        if overrides:
+            from isa.schema import apply_overrides, load_dataclass, to_dict
+
+            data = apply_overrides(to_dict(chip), list(overrides), where=chip.name)
+            return load_dataclass(ChipConfig, data, where=f"{chip.name} (overrides)")
+        return chip
+    return load_chip(chip, list(overrides))
+
+
+def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None
+                ) -> KernelLayer:
+    """A KernelLayer from a catalog name and ``-p`` parameters, or as given."""
+    if isinstance(workload, KernelLayer):
+        return workload
+    return get_workload(workload).make(params or {})
+
+
+def check_outputs(result: RunResult, program: Program, layer: KernelLayer) -> dict[str, bool]:
+    """Compare the simulated output with numpy and with the ISA interpreter."""
+    kernel = program.kernels[0]
+    interp = run_kernel(kernel, program.images)
+    checks: dict[str, bool] = {}
+    ref = np.asarray(layer.reference())
+    for decl in kernel.tensors:
+        if not decl.is_output:
+            continue
+        sim = result.outputs[decl.name]
+        want = assemble_output(decl, interp.memory)
+        got = sim.to_dense()
+        if ref.dtype.kind in "iub" and got.dtype.kind in "iub":
+            checks["numpy"] = bool(np.array_equal(got, ref))
+        else:
+            checks["numpy"] = bool(got.shape == ref.shape and
+                                   np.allclose(got, ref, rtol=1e-9, atol=1e-12))
+        checks["interpreter"] = _same_tree(sim, want)
+    return checks
+
+
+def _same_tree(a: FiberTree, b: FiberTree) -> bool:
+    if a.formats != b.formats or len(a.levels) != len(b.levels):
+        return False
+    for la, lb in zip(a.levels, b.levels):
+        if la.fmt == "compressed" and not (np.array_equal(la.seg, lb.seg)
+                                            and np.array_equal(la.crd, lb.crd)):
+            return False
+    return bool(np.array_equal(a.vals, b.vals))
+
+
+def skipped_ops(program: Program, result: RunResult) -> int:
+    """ALU ops avoided by zero-skipping scanners: ops of the same kernel with skipping off
+    (functional interpreter) minus the ops the run performed."""
+    kernel = program.kernels[0]
+    if not any(n.op is Opcode.SCAN and n.attr("skip_zeros") for n in kernel.nodes):
+        return 0
+    nodes = tuple(dataclasses.replace(n, attrs=tuple((k, False if k == "skip_zeros" else v)
+                                                     for k, v in n.attrs))
+                  if n.op is Opcode.SCAN else n for n in kernel.nodes)
+    interp = run_kernel(kernel.with_nodes(nodes), program.images)
+    names = ("effectual_op_count", "gated_op_count", "ineffectual_op_count")
+    dense_ops = sum(a.get(k, 0) for a in interp.actions.values() for k in names)
+    return dense_ops - sum(result.total(k) for k in names)
+
+
+def make_summary(result: RunResult, layer: KernelLayer, program: Program,
+                 checks: dict[str, bool]) -> dict[str, Any]:
+    """The ``summary`` object of stats.json: headline figures, all computed from the run."""
+    return {
+        "chip": result.chip,
+        "workload": layer.name,
+        "kernel": program.kernels[0].name,
+        "fidelity": result.fidelity,
+        "cycles": result.cycles,
+        "kernel_cycles": result.kernel_cycles,
+        "seconds": result.seconds,
+        "verified": bool(checks) and all(checks.values()),
+        "checks": checks,
+        "effectual_ops": result.total("effectual_op_count"),
+        "skipped_ops": skipped_ops(program, result),
+        "gated_ops": result.total("gated_op_count"),
+        "ineffectual_ops": result.total("ineffectual_op_count"),
+        "skipped_zero_elements": result.total("skipped_zero_count"),
+        "sram_read_words": result.total("sram_read_words"),
+        "sram_write_words": result.total("sram_write_words"),
+        "hop_count": result.total("hop_count"),
+        "dram_bytes": result.stats["chip.memory.dram_read_bytes"]["value"]
+        + result.stats["chip.memory.dram_write_bytes"]["value"],
+        "config_bits": result.stats["chip.controller.config_bits"]["value"],
+    }
+
+
+def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
+        params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
+        fidelity: str | None = None, out: str | Path | None = None,
+        progress: Any = None) -> Report:
+    """Compile and simulate ``workload`` on ``chip``, verify it, optionally write ``out``."""
+    t0 = time.perf_counter()
+    cfg = resolve_chip(chip, overrides)
+    layer = build_layer(workload, params)
+    program = compile_layer(layer, cfg)
+    result = simulate(program, cfg, fidelity=fidelity, progress=progress)
+    checks = check_outputs(result, program, layer)
+    summary = make_summary(result, layer, program, checks)
+    report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks)
+    if out is not None:
+        write_run(report, Path(out))
+    return report
+
+
+def write_run(report: Report, out: Path) -> None:
+    """The run folder: stats.json (deterministic), the resolved config and workload, the
+    program's assembly, summary.md, and wall-clock timing kept apart in timing.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"summary": report.summary, "stats": report.result.stats}
+    (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out / "config.yaml").write_text(dump_chip(report.chip))
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
+    (out / "workload.json").write_text(json.dumps(
+        {"name": report.layer.name, "expr": report.layer.expr, "params": params,
+         "formats": report.layer.formats, "order": report.layer.order},
+        indent=1, sort_keys=True) + "\n")
+    (out / "program.s").write_text(print_program(report.program))
+    (out / "summary.md").write_text(summary_markdown(report.summary))
+    (out / "timing.json").write_text(json.dumps({"wall_seconds": report.wall_seconds}) + "\n")
+    report.out_dir = out
+
+
+SUMMARY_ROWS = (
+    ("cycles", "total cycles", "{:,}"),
+    ("kernel_cycles", "kernel cycles", "{:,}"),
+    ("seconds", "simulated time (s)", "{:.3e}"),
+    ("verified", "output verified", "{}"),
+    ("effectual_ops", "effectual ops", "{:,}"),
+    ("skipped_ops", "skipped ops", "{:,}"),
+    ("gated_ops", "gated ops", "{:,}"),
+    ("ineffectual_ops", "ineffectual ops", "{:,}"),
+    ("sram_read_words", "MEM-tile SRAM reads (words)", "{:,}"),
+    ("sram_write_words", "MEM-tile SRAM writes (words)", "{:,}"),
+    ("hop_count", "interconnect word-hops", "{:,}"),
+    ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
+)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS]
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# {summary['workload']} ({summary['kernel']}) on {summary['chip']}", "",
+             f"fidelity: `{summary['fidelity']}`", "", "| figure | value |", "|---|---:|"]
+    lines += [f"| {label} | {value} |" for label, value in summary_rows(summary)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,153 @@
+"""The ``sieve`` command line: run, compile, list.
+
+Every user error (config, workload, compile, simulation) is printed as one message without
+a traceback, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from isa.errors import SieveError
+from workloads import CATALOG, WorkloadError
+
+
+def _params(pairs: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkloadError(f"{what} {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _progress() -> Any:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(cycle: int) -> None:
+        print(f"\r  simulating... {cycle:,} cycles", end="", file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sieve.api import run, summary_rows
+
+    report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
+                 overrides=args.config, fidelity=args.fidelity, out=args.out,
+                 progress=None if args.quiet else _progress())
+    if sys.stderr.isatty() and not args.quiet:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+    s = report.summary
+    print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
+    rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value:>16}")
+    if report.out_dir is not None:
+        print(f"run folder: {report.out_dir}")
+    if not s["verified"]:
+        print(f"error: output check failed: {s['checks']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from compiler.pipeline import compile_layer
+    from isa.asm import print_program
+    from isa.bitstream import config_bits, encode
+    from isa.dot import to_dot
+    from sieve.api import build_layer, resolve_chip
+
+    cfg = resolve_chip(args.chip, args.config)
+    program = compile_layer(build_layer(args.workload, _params(args.param, "parameter")), cfg)
+    kernel = program.kernels[0]
+    if args.emit == "asm":
+        text: str | bytes = print_program(program)
+    elif args.emit == "dot":
+        text = to_dot(kernel)
+    else:
+        words = encode(kernel)
+        if args.output:
+            Path(args.output).write_bytes(words.tobytes())
+            print(f"wrote {len(words)} words ({config_bits(kernel)} configuration bits) "
+                  f"to {args.output}")
+            return 0
+        text = "\n".join(f"{w:08x}" for w in words) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from simulator.config import list_chips
+
+    if args.what in ("chips", "all"):
+        print("chips (configs/chips):")
+        for name, path, desc in list_chips():
+            print(f"  {name:<14} {path}  {desc}")
+    if args.what in ("workloads", "all"):
+        print("workloads:")
+        for w in CATALOG.values():
+            print(f"  {w.name:<10} {w.summary}")
+            print(f"  {'':<10} source: {w.source}")
+            for p in w.params:
+                default = ",".join(map(str, p.default)) if isinstance(p.default, tuple) \
+                    else p.default
+                print(f"  {'':<12} -p {p.name}={default!s:<10} {p.help}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sieve", description="Simulate sparse kernels on a "
+                                 "sparsity-aware dataflow chip (Onyx-like CGRA).")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("chip", help="chip config: a YAML path or a name in configs/chips")
+        p.add_argument("workload", help="workload name (see `sieve list workloads`)")
+        p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="workload parameter, e.g. -p shape=64,64,64 -p density=0.1")
+        p.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="chip config override, e.g. -c pe.fifo_depth=4")
+
+    r = sub.add_parser("run", help="compile, simulate and verify a workload")
+    common(r)
+    r.add_argument("--fidelity", choices=("cycle", "burst"), default=None,
+                   help="timing engine (default: the chip config's sim.fidelity)")
+    r.add_argument("--out", default=None, help="run folder to write (stats.json, ...)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("compile", help="compile a workload and print assembly, DOT or bits")
+    common(c)
+    c.add_argument("--emit", choices=("asm", "dot", "bitstream"), default="asm")
+    c.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    c.set_defaults(fn=cmd_compile)
+
+    ls = sub.add_parser("list", help="list chips and workloads")
+    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "all"), default="all")
+    ls.set_defaults(fn=cmd_list)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (SieveError, WorkloadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

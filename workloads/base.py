@@ -1,0 +1,141 @@
+"""Layer objects and the parameter machinery shared by every workload.
+
+A workload is a function of typed parameters that returns a ``KernelLayer``: concrete tensors
+(numpy arrays or scipy sparse matrices), the index-notation expression that computes the
+layer, each tensor's storage format, a loop order, and a numpy reference of the result.
+This package imports only numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class WorkloadError(ValueError):
+    """A workload name, parameter or tensor is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One workload parameter: ``-p name=value`` on the CLI."""
+
+    name: str
+    kind: str            # "int", "float", "str", "ints" (comma-separated)
+    default: Any
+    help: str
+
+    def parse(self, workload: str, text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        try:
+            if self.kind == "int":
+                return int(text)
+            if self.kind == "float":
+                return float(text)
+            if self.kind == "ints":
+                return tuple(int(x) for x in text.split(","))
+            return text
+        except ValueError:
+            raise WorkloadError(f"workload {workload}: parameter {self.name}: expected "
+                                f"{self.kind}, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class KernelLayer:
+    """A sparse tensor-algebra kernel with its data."""
+
+    name: str
+    expr: str
+    tensors: dict[str, Any]               # operand name -> np.ndarray | scipy.sparse matrix
+    formats: dict[str, str]               # tensor name -> format string, e.g. "ss", "ss:1,0"
+    order: str | None                     # loop order, e.g. "ikj"; None: compiler default
+    out_shape: tuple[int, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    reference_fn: Callable[[], np.ndarray] | None = None
+
+    def reference(self) -> np.ndarray:
+        """The layer's result computed with numpy (dense)."""
+        assert self.reference_fn is not None
+        return self.reference_fn()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A catalog entry."""
+
+    name: str
+    summary: str
+    source: str
+    params: tuple[Param, ...]
+    build: Callable[[dict[str, Any]], KernelLayer]
+
+    def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given`` (strings parsed), unknown names rejected."""
+        known = {p.name: p for p in self.params}
+        out = {p.name: p.default for p in self.params}
+        for key, text in given.items():
+            if key not in known:
+                hint = difflib.get_close_matches(key, known, n=1)
+                raise WorkloadError(
+                    f"workload {self.name}: unknown parameter {key!r}"
+                    + (f" (did you mean {hint[0]}?)" if hint else "")
+                    + f"; parameters: {', '.join(known)}")
+            out[key] = known[key].parse(self.name, text)
+        return out
+
+    def make(self, given: dict[str, Any] | None = None) -> KernelLayer:
+        return self.build(self.resolve(given or {}))
+
+
+# ------------------------------------------------------------------ data generators
+def check_density(workload: str, density: float, name: str = "density") -> None:
+    if not (0.0 <= density <= 1.0) or density != density:
+        raise WorkloadError(f"workload {workload}: parameter {name}: must be in [0, 1], "
+                            f"got {density}")
+
+
+def check_shape(workload: str, shape: tuple[int, ...], rank: int, what: str) -> None:
+    if len(shape) != rank or any(s < 1 for s in shape):
+        raise WorkloadError(f"workload {workload}: parameter shape: expected {rank} positive "
+                            f"sizes ({what}), got {','.join(map(str, shape))}")
+
+
+def random_sparse(rng: np.random.Generator, shape: tuple[int, int], density: float,
+                  values: str, empty_rows: float = 0.0) -> sp.csr_matrix:
+    """A seeded random matrix with exactly round(density * size) nonzeros.
+
+    Integer values are drawn from 1..9 (exact arithmetic); float values from U(0.5, 1.5).
+    ``empty_rows`` forces that fraction of rows (chosen at random) to be empty.
+    """
+    m, n = shape
+    size = m * n
+    nnz = int(round(density * size))
+    flat = rng.choice(size, size=nnz, replace=False) if nnz else np.zeros(0, dtype=np.int64)
+    rows, cols = np.divmod(flat, n)
+    if empty_rows > 0:
+        dead = rng.random(m) < empty_rows
+        keep = ~dead[rows]
+        rows, cols = rows[keep], cols[keep]
+    if values == "int":
+        data = rng.integers(1, 10, size=len(rows)).astype(np.int64)
+    else:
+        data = rng.uniform(0.5, 1.5, size=len(rows))
+    return sp.csr_matrix((data, (rows, cols)), shape=shape)
+
+
+def parse_format_spec(workload: str, spec: str, defaults: dict[str, str]) -> dict[str, str]:
+    """``"B:ss C:ss:1,0"`` -> {"B": "ss", "C": "ss:1,0"} overlaid on ``defaults``."""
+    out = dict(defaults)
+    for item in spec.split():
+        name, sep, fmt = item.partition(":")
+        if not sep or name not in defaults:
+            raise WorkloadError(f"workload {workload}: parameter formats: {item!r} should be "
+                                f"TENSOR:FORMAT with TENSOR in {', '.join(defaults)}")
+        out[name] = fmt
+    return out
