@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import difflib
 import enum
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -80,8 +81,10 @@ def load_dataclass(cls: type[T], data: Any, *, where: str) -> T:
 def build_dataclass(cls: type[T], data: Any) -> tuple[T | None, list[Problem]]:
     """Build ``cls`` from ``data``; return (instance or None, all problems found).
 
-    The instance is None whenever it could not be constructed. It is returned (not None) when
-    only semantic problems were found, so callers that want to inspect it still can.
+    The instance is None whenever it could not be constructed (a type error or a missing key
+    anywhere in it). Unknown keys and semantic problems do not prevent construction: they are
+    listed, and the instance built without the unknown keys is returned, so callers that want
+    to inspect it still can. ``load_dataclass`` raises on any problem at all.
     """
     if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
         raise TypeError(f"build_dataclass needs a dataclass type, got {cls!r}")
@@ -157,7 +160,7 @@ def apply_overrides(
                 child = node[part] = {}
             if not isinstance(child, dict):
                 path = ".".join(parts[: depth + 1])
-                problems.append((label, f"{path} is a {_kind(child)}, not a mapping"))
+                problems.append((label, f"{path} holds {_shown(child)}, not a mapping"))
                 break
             node = child
         else:
@@ -190,7 +193,10 @@ def to_dict(instance: Any) -> Any:
 
 
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    """``path.key``, where either part may be empty."""
+    if not path:
+        return key
+    return f"{path}.{key}" if key else path
 
 
 def _kind(value: Any) -> str:
@@ -240,8 +246,9 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
-@typing.no_type_check
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass (cached: classes are immutable here)."""
     return typing.get_type_hints(cls)
 
 
@@ -316,8 +323,8 @@ def _convert_union(
             problems.extend(scratch)      # semantic problems of a nested dataclass, if any
             return converted
         attempts.append(scratch)
-    if len(options) == 1:
-        problems.extend(attempts[0])      # `X | None`: report X's own, more precise problems
+    if len(options) == 1 and any(p != path for p, _ in attempts[0]):
+        problems.extend(attempts[0])      # `X | None`, X a container: report inside it
     else:
         problems.append((path, f"expected {_type_name(tp)}, got {_shown(value)}"))
     return _FAILED
@@ -338,7 +345,7 @@ def _convert_sequence(
     else:
         item_types = [args[0] if args else Any] * len(value)
     items = [_convert(t, v, f"{path}[{i}]", problems)
-             for i, (t, v) in enumerate(zip(item_types, value))]
+             for i, (t, v) in enumerate(zip(item_types, value, strict=True))]
     if any(item is _FAILED for item in items):
         return _FAILED
     return tuple(items) if origin is tuple else items
@@ -377,8 +384,9 @@ def _convert_dataclass(cls: type, value: Any, path: str, problems: list[Problem]
         key_path = _join(path, str(key))
         field = fields.get(key) if isinstance(key, str) else None
         if field is None:
+            # Reported, but the instance is still built (without it) so that its semantic
+            # problems are listed in the same error.
             problems.append((key_path, _unknown_key_message(str(key), fields)))
-            failed = True
             continue
         converted = _convert(hints[key], item, key_path, problems)
         if converted is _FAILED:

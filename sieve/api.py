@@ -55,10 +55,10 @@ def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str
     """A ChipConfig from a path or name (with ``key.path=value`` overrides) or as given."""
     if isinstance(chip, ChipConfig):
         if overrides:
-            from isa.schema import apply_overrides, load_dataclass, to_dict
+            from isa.schema import to_dict
+            from simulator.config import chip_from_dict
 
-            data = apply_overrides(to_dict(chip), list(overrides), where=chip.name)
-            return load_dataclass(ChipConfig, data, where=f"{chip.name} (overrides)")
+            return chip_from_dict(to_dict(chip), where=chip.name, overrides=list(overrides))
         return chip
     return load_chip(chip, list(overrides))
 

@@ -194,3 +194,58 @@ class CycleKernel:
         """One line per unit that has not finished, with what it waits for."""
         return "\n".join(f"  {u.node.op.value} {u.node.id} ({tile_name(u.node)}): {u.waiting}"
                          for u in self.units.values() if not u.done)
+
+
+def _source(tokens: list[Any]):
+    for tok in tokens:
+        yield Fire((), {"out": tok})
+
+
+def _sink(log: list[tuple[int, Any]], env: simpy.Environment, t0: int):
+    while True:
+        (tok,) = yield Peek(("in",))
+        log.append((env.now - t0, tok))
+        yield Fire(("in",))
+        if repr(tok) == "D":
+            return
+
+
+def run_streams(node: Node, inputs: dict[str, list[Any]], chip: ChipConfig,
+                images: dict[str, FiberTree] | None = None, *, hops: int = 1,
+                ) -> tuple[dict[str, list[tuple[int, Any]]], UnitStats]:
+    """Run one unit between stream sources and sinks under the cycle engine's rules.
+
+    Each input port is fed by a source emitting its tokens one per cycle from cycle 0 (subject
+    to back-pressure); each output port drains into a sink that pops one token per cycle.
+    Every channel has ``hops`` hops. Returns each output's (pop cycle, token) log and the
+    unit's counters. This is the shared harness of the unit timing tests.
+    """
+    from isa.ops import signature
+
+    env = simpy.Environment()
+    route = tuple((0, i) for i in range(hops + 1))
+    mem = Memory(images or {})
+    sig = signature(node.op, node.a)
+    ins: dict[str, Channel] = {}
+    outs: dict[str, list[Channel]] = {}
+    procs = []
+    logs: dict[str, list[tuple[int, Any]]] = {}
+    for port in sig.inputs:
+        e = Edge("src_" + port, "out", node.id, port, sig.inputs[port], route)
+        ch = Channel(env, e, *channel_shape(e, chip))
+        ins[port] = ch
+        src = UnitState(Node.make("src_" + port, node.op), {}, {"out": [ch]})
+        procs.append(env.process(_unit(env, src, _source(inputs[port]), 0)))
+    for port in sig.outputs:
+        e = Edge(node.id, port, "sink_" + port, "in", sig.outputs[port], route)
+        ch = Channel(env, e, *channel_shape(e, chip))
+        outs[port] = [ch]
+        logs[port] = []
+        sink = UnitState(Node.make("sink_" + port, node.op), {"in": ch}, {})
+        procs.append(env.process(_unit(env, sink, _sink(logs[port], env, 0), 0)))
+    unit = UnitState(node, ins, outs)
+    procs.append(env.process(_unit(env, unit, BEHAVIOURS[node.op](node, mem), 0)))
+    env.run()
+    if not all(p.triggered for p in procs):
+        raise SimulationError(f"run_streams: {node.id} did not finish: {unit.waiting}")
+    return logs, unit.stats

@@ -1,0 +1,172 @@
+"""Chip configs: YAML files -> validated :class:`~isa.arch.ChipConfig` objects.
+
+A chip is named by a path (``configs/chips/onyx.yaml``) or by a bare name (``onyx``) that is
+looked up as ``<name>.yaml`` in the chip folder: ``configs/chips`` under the current directory
+first, then the ``configs/chips`` folder of this source tree. Files are read with
+``yaml.safe_load`` only and converted by the one generic loader (:mod:`isa.schema`), so every
+problem (bad YAML, unknown keys, wrong types, missing keys, impossible sizes) arrives as one
+:class:`~isa.errors.ConfigError` naming the file and listing each problem by key path.
+
+Overrides (``-c key.path=value`` on the command line) are applied to the parsed data before
+validation, with each value parsed as YAML (``pe.fifo_depth=4`` is the int 4,
+``sim.fidelity=burst`` the string ``burst``), and go through exactly the same checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from isa.arch import ChipConfig
+from isa.errors import ConfigError
+from isa.schema import TOP_LEVEL, apply_overrides, format_problems, load_dataclass, to_dict
+
+__all__ = [
+    "DEFAULT_CHIP_ROOT",
+    "chip_from_dict",
+    "chip_search_path",
+    "dump_chip",
+    "list_chips",
+    "load_chip",
+    "parse_override_value",
+    "read_yaml",
+    "resolve_chip",
+]
+
+DEFAULT_CHIP_ROOT = Path("configs/chips")
+"""Where bare chip names are looked up, relative to the current directory."""
+
+_SOURCE_CHIP_ROOT = Path(__file__).resolve().parents[1] / "configs" / "chips"
+"""The chip folder of this source tree: the fallback when the current directory has none."""
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse the value of a ``key.path=value`` override as a YAML scalar (or flow collection).
+
+    Text that is not valid YAML on its own (e.g. ``a: b``) is kept as a plain string.
+    """
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def read_yaml(path: str | Path, *, where: str | None = None) -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping; one ConfigError for any problem.
+
+    ``where`` names the file in messages (default: ``path`` as given).
+    """
+    name = str(path) if where is None else where
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(format_problems(name, [(TOP_LEVEL, "file not found")])) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(format_problems(name, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(format_problems(name, [_yaml_problem(exc)])) from None
+    if data is None:
+        raise ConfigError(format_problems(name, [(TOP_LEVEL, "file is empty")]))
+    if not isinstance(data, dict):
+        kind = "list" if isinstance(data, list) else type(data).__name__
+        raise ConfigError(format_problems(
+            name, [(TOP_LEVEL, f"expected a mapping of keys, got a {kind}")]))
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """(location, message) for a YAML syntax error, with 1-based line and column."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    if mark is None:
+        return (TOP_LEVEL, message)
+    return (f"line {mark.line + 1}, column {mark.column + 1}", message)
+
+
+def chip_search_path(root: str | Path = DEFAULT_CHIP_ROOT) -> list[Path]:
+    """The folders searched for bare chip names, in order (duplicates removed)."""
+    out: list[Path] = []
+    for folder in (Path(root), _SOURCE_CHIP_ROOT):
+        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
+            out.append(folder)
+    return out
+
+
+def resolve_chip(name_or_path: str | Path, root: str | Path = DEFAULT_CHIP_ROOT) -> Path:
+    """The YAML file of a chip given as a path or a bare name (``onyx``).
+
+    A string that looks like a path (it has a ``/`` or ends in ``.yaml``/``.yml``) is returned
+    as is (a missing file is reported when it is read). A bare name is looked up in
+    :func:`chip_search_path`; if it is not found, the ConfigError lists the chips available.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml"):
+        return path
+    if path.is_file():
+        return path
+    for folder in chip_search_path(root):
+        candidate = folder / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = sorted({n for folder in chip_search_path(root) for n, _, _ in list_chips(folder)})
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    available = ", ".join(names) if names else f"none found in {root}"
+    raise ConfigError(format_problems(
+        text, [(TOP_LEVEL, f"unknown chip ({hint}available: {available})")]))
+
+
+def chip_from_dict(
+    data: dict[str, Any], *, where: str, overrides: Sequence[str] = ()
+) -> ChipConfig:
+    """Validate parsed data (plus overrides) into a ChipConfig; one ConfigError otherwise."""
+    if overrides:
+        data = apply_overrides(data, list(overrides), where=where, parse=parse_override_value)
+    return load_dataclass(ChipConfig, data, where=where)
+
+
+def load_chip(path: str | Path, overrides: Sequence[str] = ()) -> ChipConfig:
+    """Load a chip config from a YAML path or a bare chip name, applying ``key=value`` overrides.
+
+    Raises one ConfigError naming the file for a missing file, a YAML syntax error (with its
+    line), a non-mapping document, or any combination of schema and semantic problems.
+    """
+    file = resolve_chip(path)
+    where = str(file)
+    data = read_yaml(file, where=where)
+    if overrides:
+        where = f"{where} (with overrides {' '.join(overrides)})"
+    return chip_from_dict(data, where=where, overrides=overrides)
+
+
+def list_chips(root: str | Path = DEFAULT_CHIP_ROOT) -> list[tuple[str, Path, str]]:
+    """(name, path, description) of every ``*.yaml`` chip in ``root``, sorted by name.
+
+    The description is the file's top-level ``description:``; an unreadable file is listed
+    with the first line of its problem instead, so one broken file does not hide the others.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        return []
+    out: list[tuple[str, Path, str]] = []
+    for file in sorted(folder.glob("*.yaml"), key=lambda f: f.stem):
+        try:
+            description = str(read_yaml(file).get("description", "") or "")
+        except ConfigError as exc:
+            description = f"(invalid: {str(exc).splitlines()[-1].strip()})"
+        out.append((file.stem, file, " ".join(description.split())))
+    return out
+
+
+def dump_chip(cfg: ChipConfig) -> str:
+    """The resolved config as YAML text (``load_chip`` of it gives back an equal config)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, width=100)
