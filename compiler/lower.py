@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from compiler.notation import Assignment
 from isa.errors import CompileError
 from isa.ops import Opcode, signature
 from isa.program import Edge, Kernel, Node, TensorDecl
-
-from compiler.notation import Assignment
 
 Port = tuple[str, str]   # (node id, output port)
 

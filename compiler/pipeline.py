@@ -17,16 +17,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from compiler.lower import lower_assignment
+from compiler.notation import parse_expr, parse_order
+from compiler.place import place_kernel
+from compiler.route import route_kernel
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree, parse_formats
 from isa.program import Command, Kernel, Program, TensorDecl
 from isa.verify import verify_kernel
-
-from compiler.lower import lower_assignment
-from compiler.notation import parse_expr, parse_order
-from compiler.place import place_kernel
-from compiler.route import route_kernel
 
 ELEMENT_BYTES = 2
 

@@ -3,9 +3,11 @@
 Each opcode has one behaviour: a generator that runs one *step* per iteration. A step is
 the unit of time of the timing engines (one step = one busy cycle of the tile):
 
-1. it may ``yield Peek(ports)`` to see the head token of some input ports (which ports
-   depends only on the unit's state, never on token values); the engine sends back the
-   head tokens as a tuple;
+1. it may ``yield Peek(ports)`` to see the head token of some input ports; the engine sends
+   back the head tokens as a tuple. A step may peek several times (a decision tree: which
+   port to look at next may depend on the heads already seen, never on anything else), and
+   it waits for every head it peeked. A unit peeks only what it needs to decide, so it never
+   waits for a token that does not change its action;
 2. it then ``yield Fire(consume, out, act)``: the input ports whose head it pops, the token
    it emits per output port (at most one per port), and the architectural actions it
    performed (SRAM word reads and writes, ALU ops), as a tuple of (name, count).
@@ -447,7 +449,12 @@ def crddrop(node: Node, mem: Memory) -> Behaviour:
             else:
                 raise _bad(node, f"inner {i!r} inside a fiber")
             continue
-        o, i = yield Peek(("outer", "inner"))
+        (o,) = yield Peek(("outer",))
+        if isinstance(o, Stop) and in_nonempty:
+            in_nonempty = open_ = False
+            yield Fire(("outer",), {"outer": o, "inner": Stop(o.level + 1)})
+            continue
+        (i,) = yield Peek(("inner",))
         if is_data(o):
             in_nonempty = True
             if is_data(i):
@@ -462,12 +469,10 @@ def crddrop(node: Node, mem: Memory) -> Behaviour:
             else:
                 raise _bad(node, f"outer {o!r} with inner {i!r}")
         elif isinstance(o, Stop):
-            s = Stop(o.level + 1)
-            pops = ("outer",) if in_nonempty else ("outer", "inner")
-            if not in_nonempty and not (isinstance(i, Stop) and i.level == o.level + 1):
+            if not (isinstance(i, Stop) and i.level == o.level + 1):
                 raise _bad(node, f"empty outer fiber {o!r} with inner {i!r}")
-            in_nonempty = open_ = False
-            yield Fire(pops, {"outer": o, "inner": s})
+            open_ = False
+            yield Fire(("outer", "inner"), {"outer": o, "inner": Stop(o.level + 1)})
         elif isinstance(o, Done) and isinstance(i, Done):
             yield Fire(("outer", "inner"), {"outer": DONE, "inner": DONE})
             return
@@ -491,7 +496,12 @@ def crdhold(node: Node, mem: Memory) -> Behaviour:
             else:
                 raise _bad(node, f"inner {i!r} inside a fiber")
             continue
-        o, i = yield Peek(("outer", "inner"))
+        (o,) = yield Peek(("outer",))
+        if isinstance(o, Stop) and in_nonempty:
+            in_nonempty = False
+            yield Fire(("outer",))
+            continue
+        (i,) = yield Peek(("inner",))
         if is_data(o):
             in_nonempty = True
             if is_data(i):
@@ -502,13 +512,9 @@ def crdhold(node: Node, mem: Memory) -> Behaviour:
             else:
                 raise _bad(node, f"outer {o!r} with inner {i!r}")
         elif isinstance(o, Stop):
-            if in_nonempty:
-                in_nonempty = False
-                yield Fire(("outer",))
-            elif isinstance(i, Stop):
-                yield Fire(("outer", "inner"), {"outer": i, "inner": i})
-            else:
+            if not isinstance(i, Stop):
                 raise _bad(node, f"empty outer fiber {o!r} with inner {i!r}")
+            yield Fire(("outer", "inner"), {"outer": i, "inner": i})
         elif isinstance(o, Done) and isinstance(i, Done):
             yield Fire(("outer", "inner"), {"outer": DONE, "inner": DONE})
             return

@@ -15,7 +15,6 @@ Compare with ``isinstance`` (or identity for the singletons), never with strings
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from isa.errors import IsaError
 
@@ -58,7 +57,7 @@ DONE = Done()
 EMPTY = Empty()
 REP = Rep()
 
-Token = Union[int, float, Stop, Done, Empty, Rep]
+Token = int | float | Stop | Done | Empty | Rep
 
 
 def is_data(tok: object) -> bool:

@@ -22,8 +22,7 @@ from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Program
-
-from simulator.engine_cycle import CycleKernel, KernelRun, tile_name
+from simulator.engine_cycle import CycleKernel, KernelRun, drive, tile_name
 from simulator.stats import ControllerStats, MemoryStats, flatten
 
 ELEMENT_BYTES = 2   # 16-bit datapath: coordinates, segments and values are 16-bit words
@@ -152,17 +151,10 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
         end_cycle[0] = int(env.now)
 
     proc = env.process(controller())
-    deadline = chip.sim.max_cycles
-    while not proc.triggered:
-        nxt = env.peek()
-        if nxt == float("inf") or nxt >= deadline:
-            break
-        env.run(until=min(int(nxt) + 20000, deadline))
-        if progress is not None:
-            progress(int(env.now))
-    if not proc.triggered:
+    status = drive(env, proc, chip.sim.max_cycles, progress)
+    if status != "done":
         stuck = "\n".join(k.stuck() for k in live.values())
-        if env.peek() != float("inf"):
+        if status == "watchdog":
             raise SimulationError(f"watchdog: no completion after sim.max_cycles="
                                   f"{chip.sim.max_cycles} cycles; unit states:\n{stuck}")
         raise SimulationError(f"deadlock at cycle {env.now}: no unit can make progress:\n"

@@ -32,7 +32,6 @@ from isa.errors import IsaError, SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import BEHAVIOURS, Fire, Memory, Peek
 from isa.program import Edge, Kernel, Node
-
 from simulator.stats import ChannelStats, UnitStats
 
 
@@ -249,3 +248,41 @@ def run_streams(node: Node, inputs: dict[str, list[Any]], chip: ChipConfig,
     if not all(p.triggered for p in procs):
         raise SimulationError(f"run_streams: {node.id} did not finish: {unit.waiting}")
     return logs, unit.stats
+
+
+def run_kernel_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
+                     ) -> KernelRun:
+    """Run one kernel alone from cycle 0 (no DMA or configuration), detecting deadlock."""
+    env = simpy.Environment()
+    ck = CycleKernel(env, kernel, images, chip)
+    proc = env.process(ck.run())
+    status = drive(env, proc, chip.sim.max_cycles)
+    if status == "watchdog":
+        raise SimulationError(f"watchdog: kernel {kernel.name} not done after "
+                              f"sim.max_cycles={chip.sim.max_cycles}:\n{ck.stuck()}")
+    if status == "deadlock":
+        raise SimulationError(f"deadlock at kernel cycle {env.now} in {kernel.name}: no unit "
+                              f"can make progress:\n{ck.stuck()}")
+    if not proc.ok:
+        raise proc.value
+    return proc.value
+
+
+def drive(env: simpy.Environment, proc: Any, deadline: int, progress: Any = None,
+          chunk: int = 20000) -> str:
+    """Run ``env`` until ``proc`` ends: returns "done", "deadlock" (no event left while
+    ``proc`` waits) or "watchdog" (``deadline`` reached). Calls ``progress(cycle)`` between
+    chunks of ``chunk`` cycles."""
+    step, peek = env.step, env.peek
+    next_report = chunk
+    while not proc.triggered:
+        t = peek()
+        if t == float("inf"):
+            return "deadlock"
+        if t >= deadline:
+            return "watchdog"
+        step()
+        if progress is not None and t >= next_report:
+            progress(int(t))
+            next_report = t + chunk
+    return "done"

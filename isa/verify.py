@@ -1,0 +1,276 @@
+"""The kernel verifier: every ISA rule a kernel must satisfy, all problems in one error.
+
+``verify_kernel`` runs between compiler passes and before simulation. Rules:
+
+- node ids are unique; attribute names are in ``ops.ATTRS`` with the declared type, required
+  ones are present; ALU ops, zero policies and scan formats take known values;
+- every edge joins existing nodes, from an output port to an input port of the nodes'
+  signatures (``ops.signature``), and its kind equals both ports' kinds;
+- every input port is driven by exactly one edge (outputs may fan out or be unused);
+- the graph is a DAG, and every level writer is reachable from a scan;
+- tensors named by scan, array and writer nodes are declared (once each), writers write output
+  tensors and scans/arrays read input tensors, and scanned/written levels exist.
+
+Given an ``ArrayConfig``, it also checks the physical mapping at the stage the kernel has
+reached: once any node is placed, every node is placed inside the grid on a tile of its
+opcode's kind and no two nodes share a tile; once any edge is routed, every edge's route runs
+from its source tile to its destination tile over mesh neighbours with at least one hop.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections import defaultdict
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from isa.arch import ArrayConfig
+from isa.errors import IsaError
+from isa.ops import (
+    ALU_BINARY,
+    ALU_UNARY,
+    ATTRS,
+    SIGNATURES,
+    ZERO_POLICIES,
+    Opcode,
+    signature,
+)
+from isa.program import Kernel, Node
+
+SCAN_FORMATS = ("compressed", "dense")
+READERS = (Opcode.SCAN, Opcode.ARRAY)
+WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL)
+
+
+def _type_ok(value: Any, typ: type) -> bool:
+    if typ is bool:
+        return isinstance(value, (bool, np.bool_))
+    if typ is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, typ)
+
+
+def _attr_problems(node: Node) -> list[str]:
+    out: list[str] = []
+    schema = ATTRS[node.op]
+    seen: set[str] = set()
+    for key, value in node.attrs:
+        if key in seen:
+            out.append(f"node {node.id}: attribute {key} given twice")
+        seen.add(key)
+        if key not in schema:
+            out.append(f"node {node.id}: unknown attribute {key!r} for {node.op.value}")
+        elif not _type_ok(value, schema[key][0]):
+            out.append(
+                f"node {node.id}: attribute {key} must be {schema[key][0].__name__}, "
+                f"got {value!r}"
+            )
+    for key, (_typ, default) in schema.items():
+        if default is None and key not in seen:
+            out.append(f"node {node.id}: required attribute {key} missing")
+    a = node.a
+    choices: list[tuple[str, tuple[str, ...]]] = []
+    if node.op is Opcode.ALU:
+        choices = [("op", ALU_BINARY + ALU_UNARY), ("zero_a", ZERO_POLICIES),
+                   ("zero_b", ZERO_POLICIES)]
+    elif node.op is Opcode.SCAN:
+        choices = [("fmt", SCAN_FORMATS)]
+    for key, allowed in choices:
+        if key in a and isinstance(a[key], str) and a[key] not in allowed:
+            out.append(
+                f"node {node.id}: {key} must be one of {', '.join(allowed)}, got {a[key]!r}"
+            )
+    return out
+
+
+def _edge_and_arity_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
+    out: list[str] = []
+    drivers: dict[tuple[str, str], int] = defaultdict(int)
+    for e in kernel.edges:
+        bad_end = False
+        for end in (e.src, e.dst):
+            if end not in nodes:
+                out.append(f"edge {e.name}: unknown node {end!r}")
+                bad_end = True
+        if bad_end:
+            continue
+        src, dst = nodes[e.src], nodes[e.dst]
+        outputs = signature(src.op, src.a).outputs
+        inputs = signature(dst.op, dst.a).inputs
+        if e.src_port not in outputs:
+            out.append(f"edge {e.name}: {src.op.value} {src.id} has no output port "
+                       f"{e.src_port!r} (has {', '.join(outputs) or 'none'})")
+        elif outputs[e.src_port] != e.kind:
+            out.append(f"edge {e.name}: kind {e.kind} but output port {e.src_port} "
+                       f"carries {outputs[e.src_port]}")
+        if e.dst_port not in inputs:
+            out.append(f"edge {e.name}: {dst.op.value} {dst.id} has no input port "
+                       f"{e.dst_port!r} (has {', '.join(inputs) or 'none'})")
+        else:
+            drivers[(e.dst, e.dst_port)] += 1
+            if inputs[e.dst_port] != e.kind:
+                out.append(f"edge {e.name}: kind {e.kind} but input port {e.dst_port} "
+                           f"takes {inputs[e.dst_port]}")
+    for node in nodes.values():
+        for port in signature(node.op, node.a).inputs:
+            count = drivers[(node.id, port)]
+            if count == 0:
+                out.append(f"node {node.id}: input port {port} unconnected")
+            elif count > 1:
+                out.append(f"node {node.id}: input port {port} driven by {count} edges")
+    return out
+
+
+def _graph_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
+    """Cycles, and writers that no scan feeds."""
+    succ: dict[str, set[str]] = {n: set() for n in nodes}
+    pred: dict[str, set[str]] = {n: set() for n in nodes}
+    for e in kernel.edges:
+        if e.src in nodes and e.dst in nodes:
+            succ[e.src].add(e.dst)
+            pred[e.dst].add(e.src)
+    out: list[str] = []
+    # Peel sources, then sinks: what remains lies on (or between) cycles.
+    alive = set(nodes)
+    for links in (pred, succ):
+        frontier = [n for n in alive if not (links[n] & alive)]
+        while frontier:
+            n = frontier.pop()
+            if n not in alive:
+                continue
+            alive.discard(n)
+            other = succ if links is pred else pred
+            frontier += [m for m in other[n] if m in alive and not (links[m] & alive)]
+    if alive:
+        order = [n for n in nodes if n in alive]
+        out.append(f"graph has a cycle through {', '.join(order)}")
+    for node in nodes.values():
+        if node.op not in WRITERS:
+            continue
+        seen = {node.id}
+        stack = [node.id]
+        found = False
+        while stack and not found:
+            for p in pred[stack.pop()]:
+                if nodes[p].op is Opcode.SCAN:
+                    found = True
+                    break
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        if not found:
+            out.append(f"node {node.id}: {node.op.value} not reachable from a scan")
+    return out
+
+
+def _tensor_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
+    out: list[str] = []
+    declared = {}
+    for t in kernel.tensors:
+        if t.name in declared:
+            out.append(f"tensor {t.name} declared twice")
+        declared[t.name] = t
+    for node in nodes.values():
+        if node.op not in READERS + WRITERS:
+            continue
+        name = node.a.get("tensor")
+        if not isinstance(name, str):
+            continue
+        t = declared.get(name)
+        if t is None:
+            out.append(f"node {node.id}: tensor {name} not declared")
+            continue
+        if node.op in WRITERS and not t.is_output:
+            out.append(f"node {node.id}: writes input tensor {name}")
+        if node.op in READERS and t.is_output:
+            out.append(f"node {node.id}: reads output tensor {name}")
+        level = node.a.get("level")
+        if (node.op in (Opcode.SCAN, Opcode.WRITE_CRD) and _type_ok(level, int)
+                and not 0 <= level < len(t.formats)):
+            out.append(f"node {node.id}: level {level} outside tensor {name} "
+                       f"(levels 0..{len(t.formats) - 1})")
+    return out
+
+
+def _inside(tile: tuple[int, int], array: ArrayConfig) -> bool:
+    return 0 <= tile[0] < array.rows and 0 <= tile[1] < array.cols
+
+
+def _placement_problems(kernel: Kernel, nodes: dict[str, Node], array: ArrayConfig) -> list[str]:
+    out: list[str] = []
+    if any(n.tile is not None for n in nodes.values()):
+        on_tile: dict[tuple[int, int], list[str]] = defaultdict(list)
+        for node in nodes.values():
+            if node.tile is None:
+                out.append(f"node {node.id}: not placed")
+                continue
+            on_tile[node.tile].append(node.id)
+            if not _inside(node.tile, array):
+                out.append(f"node {node.id}: tile {node.tile} outside the "
+                           f"{array.rows}x{array.cols} array")
+                continue
+            want, have = SIGNATURES[node.op].tile, array.kind(*node.tile)
+            if want is not have:
+                out.append(f"node {node.id}: {node.op.value} needs a {want.value} tile, "
+                           f"{node.tile} is a {have.value} tile")
+        for tile, ids in on_tile.items():
+            if len(ids) > 1:
+                out.append(f"tile {tile} holds several nodes: {', '.join(ids)}")
+    if any(e.route for e in kernel.edges):
+        for e in kernel.edges:
+            out += _route_problems(e.name, e.route, nodes.get(e.src), nodes.get(e.dst), array)
+    return out
+
+
+def _route_problems(
+    name: str,
+    route: tuple[tuple[int, int], ...],
+    src: Node | None,
+    dst: Node | None,
+    array: ArrayConfig,
+) -> list[str]:
+    if not route:
+        return [f"edge {name}: not routed"]
+    out: list[str] = []
+    if len(route) < 2:
+        out.append(f"edge {name}: route {list(route)} has no hop (needs at least 2 tiles)")
+    if src is not None and src.tile is not None and route[0] != src.tile:
+        out.append(f"edge {name}: route starts at {route[0]}, source is on {src.tile}")
+    if dst is not None and dst.tile is not None and route[-1] != dst.tile:
+        out.append(f"edge {name}: route ends at {route[-1]}, destination is on {dst.tile}")
+    for tile in route:
+        if not _inside(tile, array):
+            out.append(f"edge {name}: route tile {tile} outside the "
+                       f"{array.rows}x{array.cols} array")
+    for a, b in pairwise(route):
+        if abs(a[0] - b[0]) + abs(a[1] - b[1]) != 1:
+            out.append(f"edge {name}: route step {a} -> {b} is not between mesh neighbours")
+    return out
+
+
+def kernel_problems(kernel: Kernel, array: ArrayConfig | None = None) -> list[str]:
+    """Every rule violation of ``kernel`` (empty when valid), without the kernel prefix."""
+    out: list[str] = []
+    nodes: dict[str, Node] = {}
+    for node in kernel.nodes:
+        if node.id in nodes:
+            out.append(f"duplicate node id {node.id!r}")
+            continue
+        nodes[node.id] = node
+    for node in kernel.nodes:
+        out += _attr_problems(node)
+    out += _edge_and_arity_problems(kernel, nodes)
+    out += _graph_problems(kernel, nodes)
+    out += _tensor_problems(kernel, nodes)
+    if array is not None:
+        out += _placement_problems(kernel, nodes, array)
+    return out
+
+
+def verify_kernel(kernel: Kernel, array: ArrayConfig | None = None) -> None:
+    """Raise one IsaError listing every problem, one per line as ``kernel NAME: problem``."""
+    problems = kernel_problems(kernel, array)
+    if problems:
+        raise IsaError("\n".join(f"kernel {kernel.name}: {p}" for p in problems))
