@@ -1,0 +1,79 @@
+"""The command line: the README's commands work and bad input gives one clear error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from isa.asm import parse_program
+from isa.bitstream import decode
+from sieve.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = str(ROOT / "configs/chips/onyx-small.yaml")
+
+
+def test_run_writes_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "a"
+    rc = main(["run", SMALL, "spmspm", "-p", "shape=16,16,16", "-p", "density=0.1",
+               "-p", "seed=0", "--fidelity", "cycle", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "output verified" in text and "True" in text and "total cycles" in text
+    summary = json.loads((out / "stats.json").read_text())["summary"]
+    assert summary["verified"] is True
+
+
+def test_compile_emits_asm_dot_and_bitstream(tmp_path, capsys):
+    base = ["compile", SMALL, "spmspm", "-p", "shape=8,8,8"]
+    assert main(base + ["--emit", "asm"]) == 0
+    program = parse_program(capsys.readouterr().out)
+    assert program.kernels[0].name == "spmspm_ikj"
+    assert main(base + ["--emit", "dot"]) == 0
+    assert capsys.readouterr().out.startswith("digraph")
+    assert main(base + ["--emit", "bitstream", "-o", str(tmp_path / "k.bin")]) == 0
+    words = np.frombuffer((tmp_path / "k.bin").read_bytes(), dtype=np.uint32)
+    assert decode(words) == program.kernels[0]
+
+
+def test_list_shows_chips_and_workload_parameters(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for word in ("onyx", "onyx-small", "spmv", "spmspm", "elemadd", "elemmul",
+                 "-p density=", "-p order=ikj", "source:"):
+        assert word in text
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", SMALL, "spmspm", "-c", "pe.fifo_dept=4"], "did you mean fifo_depth"),
+    (["run", SMALL, "spmspm", "-c", "pe.fifo_depth=0"], "pe.fifo_depth: must be >= 1"),
+    (["run", SMALL, "spmspm", "-p", "densty=0.1"], "did you mean density"),
+    (["run", SMALL, "spmspm", "-p", "density=1.5"], "must be in [0, 1]"),
+    (["run", SMALL, "spmspm", "-p", "shape=8,8"], "expected 3 positive sizes"),
+    (["run", SMALL, "spmsmp"], "did you mean spmspm"),
+    (["run", "nochip", "spmspm"], "unknown chip"),
+    (["run", SMALL, "spmspm", "-p", "order=kij"], "parameter order"),
+    (["run", SMALL, "spmspm", "-p", "formats=B:sx"], "bad format"),
+    # Too large for onyx-small's global buffer: an impossible size.
+    (["run", SMALL, "spmspm", "-p", "shape=2000,2000,2000", "-p", "density=0.05"],
+     "global buffer"),
+])
+def test_bad_input_is_one_clear_error(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_console_script_has_no_traceback_on_error():
+    exe = Path(sys.executable).with_name("sieve")
+    proc = subprocess.run([str(exe), "run", SMALL, "spmspm", "-c", "pe.fifo_dept=4"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "invalid config" in proc.stderr and "pe.fifo_dept" in proc.stderr
