@@ -678,3 +678,46 @@ def assemble_output(decl, mem: Memory) -> FiberTree:
     tree = FiberTree(decl.name, tuple(decl.shape), tuple(decl.mode_order), tuple(levels), vals)
     tree.check()
     return tree
+
+
+@dataclass
+class StepTrace:
+    """One step of a behaviour: heads peeked (port -> token index), ports popped, ports
+    written. What the burst engine's firing tables must reproduce."""
+
+    peeks: dict[str, int]
+    pops: tuple[str, ...]
+    emits: tuple[str, ...]
+
+
+def trace_unit(node: Node, inputs: dict[str, list[Token]], mem: Memory | None = None,
+               ) -> tuple[list[StepTrace], dict[str, list[Token]], dict[str, int]]:
+    """Run a behaviour like ``run_unit`` and record every step's peeks, pops and emits."""
+    mem = mem or Memory({})
+    gen = BEHAVIOURS[node.op](node, mem)
+    heads = {p: 0 for p in inputs}
+    outs: dict[str, list[Token]] = {}
+    acts: dict[str, int] = {}
+    steps: list[StepTrace] = []
+    peeks: dict[str, int] = {}
+    reply: Any = None
+    while True:
+        try:
+            req = gen.send(reply)
+        except StopIteration:
+            break
+        if isinstance(req, Peek):
+            for p in req.ports:
+                peeks[p] = heads[p]
+            reply = tuple(inputs[p][heads[p]] for p in req.ports)
+            continue
+        steps.append(StepTrace(dict(peeks), tuple(req.consume), tuple(req.out)))
+        peeks = {}
+        for p in req.consume:
+            heads[p] += 1
+        for p, tok in req.out.items():
+            outs.setdefault(p, []).append(tok)
+        for name, n in req.act:
+            acts[name] = acts.get(name, 0) + n
+        reply = None
+    return steps, outs, acts

@@ -1,0 +1,865 @@
+"""The ``burst`` engine: the cycle engine's exact timing, computed with numpy.
+
+A graph of SAM primitives is a Kahn process network: which tokens each unit consumes and
+produces does not depend on timing. So the engine works in two phases:
+
+1. *Functional pass* (``FIRE``): per unit, in topological order, a numpy function computes the
+   unit's output streams and its *firing table*: how many steps it takes, which head token of
+   each input port each step peeks, the step that pops each input token, the step that emits
+   each output token, and its action totals. Each function reproduces, array-wise, the step
+   sequence of the unit's behaviour in ``isa.interp`` (tests compare them step for step).
+2. *Timing* (``solve_times``): the cycle engine's rules as max-plus recurrences. Step f of a
+   unit happens at t[f] = max(t[f-1] + 1, c[f]) where c[f] is the latest of the arrival of
+   every head it peeked (put + latency) and the room in every output it writes (pop of the
+   token ``depth`` places earlier, + 1). For fixed c this is t = f + cummax(c - f). The
+   arrivals come from producers earlier in topological order; the room terms from consumers
+   later in it, so the pass is repeated (Gauss-Seidel) until no time changes: the least fixed
+   point, which is exactly the schedule the cycle engine's as-soon-as-possible processes
+   produce.
+
+No Python loop runs per token, per nonzero or per MAC; the loops are over units, ports and
+fixed-point iterations. If the fixed point does not settle, the step dependency graph is
+checked for a cycle (scipy's strongly connected components): a cycle is a deadlock, reported
+with the units caught in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from isa.arch import ChipConfig
+from isa.errors import SimulationError
+from isa.fibertree import FiberTree, _ranges
+from isa.interp import ELEMENTS_PER_WORD, Memory, WrittenLevel, alu_op_kind
+from isa.ops import ALU_UNARY, Opcode
+from isa.program import Kernel, Node
+from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
+
+from simulator.engine_cycle import KernelRun, channel_shape
+from simulator.stats import ChannelStats, UnitStats
+
+DATA, STOP, DONE_K, EMPTY_K, REP_K = 0, 1, 2, 3, 4
+I64 = np.int64
+
+
+# ----------------------------------------------------------------------------- streams
+@dataclass
+class Stream:
+    """A token stream as arrays: ``kind`` (DATA, STOP, DONE, EMPTY, REP) and ``data`` (the
+    number of a data token, the level of a stop)."""
+
+    kind: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @staticmethod
+    def encode(toks: list[Any]) -> Stream:
+        kind = np.zeros(len(toks), dtype=np.int8)
+        data = [0] * len(toks)
+        for i, t in enumerate(toks):
+            if isinstance(t, Stop):
+                kind[i], data[i] = STOP, t.level
+            elif isinstance(t, Done):
+                kind[i] = DONE_K
+            elif isinstance(t, Empty):
+                kind[i] = EMPTY_K
+            elif isinstance(t, Rep):
+                kind[i] = REP_K
+            else:
+                data[i] = t
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "iuf":
+            arr = arr.astype(np.float64)
+        return Stream(kind, arr if len(toks) else np.zeros(0, dtype=I64))
+
+    def decode(self) -> list[Any]:
+        out: list[Any] = []
+        for k, d in zip(self.kind.tolist(), self.data.tolist()):
+            out.append(d if k == DATA else Stop(int(d)) if k == STOP else
+                       DONE if k == DONE_K else EMPTY if k == EMPTY_K else REP)
+        return out
+
+
+@dataclass
+class Firing:
+    """A unit's firing table and outputs (see the module docstring)."""
+
+    n: int
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
+    pops: dict[str, np.ndarray]                       # port -> step popping each token
+    emits: dict[str, np.ndarray]                      # port -> step emitting each token
+    outs: dict[str, Stream]
+    acts: dict[str, int] = field(default_factory=dict)
+
+
+def _bad(node: Node, what: str) -> SimulationError:
+    return SimulationError(f"{node.op.value} {node.id}: malformed input: {what}")
+
+
+def _word_changes(elements: np.ndarray, start: int = -1) -> int:
+    """SRAM word fetches of a one-word cache walking ``elements`` in order."""
+    if len(elements) == 0:
+        return 0
+    w = elements // ELEMENTS_PER_WORD
+    return int(w[0] != start) + int(np.count_nonzero(w[1:] != w[:-1]))
+
+
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(counts), dtype=I64)
+    if len(counts) > 1:
+        np.cumsum(counts[:-1], out=out[1:])
+    return out
+
+
+def _emit(steps: np.ndarray, kind: np.ndarray, data: np.ndarray, order: np.ndarray
+          ) -> tuple[np.ndarray, Stream]:
+    """Output tokens sorted by step (``order`` breaks no ties: one token per step)."""
+    idx = np.argsort(steps, kind="stable") if order is None else order
+    return steps[idx], Stream(kind[idx].astype(np.int8), data[idx])
+
+
+def _cat(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=I64)
+
+
+def _sorted_stream(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                   ) -> tuple[np.ndarray, Stream]:
+    """Merge (steps, kinds, data) pieces of one output port into step order."""
+    steps = np.concatenate([p[0] for p in pieces]).astype(I64)
+    kinds = np.concatenate([np.broadcast_to(p[1], p[0].shape) for p in pieces]).astype(np.int8)
+    datas = [np.broadcast_to(np.asarray(p[2]), p[0].shape) for p in pieces]
+    dtype = np.result_type(*[d.dtype for d in datas]) if datas else I64
+    data = np.concatenate([d.astype(dtype) for d in datas])
+    o = np.argsort(steps, kind="stable")
+    if len(o) > 1 and (np.diff(steps[o]) == 0).any():
+        raise AssertionError("two tokens emitted on one port in one step")
+    return steps[o], Stream(kinds[o], data[o])
+
+
+# ----------------------------------------------------------------------------- opcodes
+def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    a = node.a
+    lv = mem.level(a["tensor"], a["level"])
+    dense = a["fmt"] == "dense"
+    root = a["root"]
+    src = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    k, d = src.kind, src.data.astype(I64)
+    n_in = len(k)
+    if n_in == 0 or k[-1] != DONE_K:
+        raise _bad(node, "ref stream does not end with D")
+    fib = (k == DATA) | (k == EMPTY_K)
+    prev_fib = np.zeros(n_in, bool)
+    prev_fib[1:] = fib[:-1]
+    absorbed = (k == STOP) & prev_fib
+    if (k == REP_K).any():
+        raise _bad(node, "R on a ref stream")
+    is_data = k == DATA
+    r = d[is_data]
+    start = np.zeros(n_in, I64)
+    length = np.zeros(n_in, I64)
+    if dense:
+        start[is_data] = r * a["dim"]
+        length[is_data] = a["dim"]
+    else:
+        if len(r) and (r.min() < 0 or r.max() + 1 >= len(lv.seg)):
+            raise _bad(node, f"ref outside {a['tensor']} level {a['level']}")
+        start[is_data] = lv.seg[r]
+        length[is_data] = lv.seg[r + 1] - lv.seg[r]
+    counts = np.where(fib, 2 + length, np.where(absorbed, 0, 1))
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    fi = np.flatnonzero(fib)                       # fiber tokens
+    nxt = fi + 1                                   # the token the ended step peeks
+    ended_step = off[fi] + 1 + length[fi]
+    nxt_stop = k[nxt] == STOP
+    # coordinate steps
+    lens = length[fi]
+    pos = _ranges(start[fi], lens)                 # positions in the level
+    coord_step = _ranges(off[fi] + 1, lens)
+    base = np.repeat(start[fi], lens)
+    crd = pos - base if dense else lv.crd[pos].astype(I64) if len(pos) else pos
+    acts: dict[str, int] = {}
+    keep = np.ones(len(pos), bool)
+    if a["skip_zeros"]:
+        vals = mem.vals(a["tensor"])
+        keep = vals[pos] != 0 if len(pos) else keep
+        acts["skipped_zero_count"] = int(np.count_nonzero(~keep))
+        val_reads = _word_changes(pos)
+    else:
+        val_reads = 0
+    if not dense:
+        w0 = r // ELEMENTS_PER_WORD
+        w1 = (r + 1) // ELEMENTS_PER_WORD
+        prev = np.concatenate([[-1], w1[:-1]]) if len(r) else w1
+        seg_reads = int(np.count_nonzero(w0 != prev) + np.count_nonzero(w1 != w0))
+        acts["sram_read_words"] = seg_reads + _word_changes(pos) + val_reads
+    elif val_reads:
+        acts["sram_read_words"] = val_reads
+    lone = np.flatnonzero((k == STOP) & ~absorbed)
+    done = np.flatnonzero(k == DONE_K)
+    stop_lvl = np.where(nxt_stop, d[nxt] + 1, 0)
+    pieces_crd = [(coord_step[keep], DATA, crd[keep]),
+                  (ended_step, STOP, stop_lvl),
+                  (off[lone], STOP, d[lone] + 1),
+                  (off[done], DONE_K, 0)]
+    pieces_ref = [(coord_step[keep], DATA, pos[keep]), *pieces_crd[1:]]
+    e_crd, s_crd = _sorted_stream(pieces_crd)
+    _e_ref, s_ref = _sorted_stream(pieces_ref)
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pops: dict[str, np.ndarray] = {}
+    if not root:
+        pop = off.copy()
+        ab = np.flatnonzero(absorbed)
+        pop[ab] = off[ab - 1] + 1 + length[ab - 1]
+        own = np.flatnonzero(~absorbed)
+        ps = np.concatenate([off[own], ended_step])
+        pt = np.concatenate([own, nxt])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd}, {"crd": s_crd, "ref": s_ref},
+                  acts)
+
+
+def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["crd"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    kind = np.where(s.kind == DATA, REP_K, s.kind).astype(np.int8)
+    data = np.where(s.kind == DATA, 0, s.data).astype(I64)
+    return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
+                  {"repsig": Stream(kind, data)})
+
+
+def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    root = node.attr("root")
+    ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    sig = ins["repsig"]
+    rk, sk = ref.kind, sig.kind
+    prev_fib = np.zeros(len(rk), bool)
+    prev_fib[1:] = (rk[:-1] == DATA) | (rk[:-1] == EMPTY_K)
+    dropped = (rk == STOP) & prev_fib
+    consumer = np.flatnonzero(~dropped)
+    ends = np.flatnonzero(sk != REP_K)
+    if len(ends) != len(consumer):
+        raise _bad(node, f"{len(consumer)} refs to repeat but {len(ends)} repsig fibers")
+    gsize = np.diff(np.concatenate([[-1], ends]))
+    ck = rk[consumer]
+    is_fib = (ck == DATA) | (ck == EMPTY_K)
+    if ((~is_fib) & (gsize != 1)).any() or (sk[ends] == DONE_K).sum() != 1 \
+            or ((ck == DONE_K) != (sk[ends] == DONE_K)).any():
+        raise _bad(node, "repsig and ref streams out of step")
+    counts = np.ones(len(rk), I64)
+    counts[consumer] = gsize
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    # each repsig token is handled by one step, in order, skipping drop steps
+    g_of_sig = np.repeat(np.arange(len(consumer)), gsize)
+    sig_step = off[consumer][g_of_sig] + (np.arange(len(sk)) - np.repeat(ends - gsize + 1, gsize))
+    head_ref = consumer[g_of_sig]
+    out_kind = np.where(sk == REP_K, rk[head_ref], sk).astype(np.int8)
+    out_data = np.where(sk == REP_K, ref.data[head_ref], sig.data)
+    drop_idx = np.flatnonzero(dropped)
+    peeks = {"repsig": (sig_step, np.arange(len(sk), dtype=I64))}
+    pops = {"repsig": sig_step}
+    if not root:
+        ps = np.concatenate([sig_step, off[drop_idx]])
+        pt = np.concatenate([head_ref, drop_idx])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pop = np.empty(len(rk), I64)
+        pop[consumer] = off[consumer] + gsize - 1
+        pop[drop_idx] = off[drop_idx]
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
+
+
+def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
+    ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
+    ctl_a = np.flatnonzero(ca.kind != DATA)
+    ctl_b = np.flatnonzero(cb.kind != DATA)
+    if len(ctl_a) != len(ctl_b) or (ca.kind[ctl_a] != cb.kind[ctl_b]).any() or \
+            (ca.data[ctl_a] != cb.data[ctl_b]).any():
+        raise _bad(node, "fiber structure differs between the two inputs")
+    if len(ca) != len(ra) or len(cb) != len(rb):
+        raise _bad(node, "crd and ref streams differ in length")
+    seg_a = np.cumsum(ca.kind != DATA) - (ca.kind != DATA)     # segment of each token
+    seg_b = np.cumsum(cb.kind != DATA) - (cb.kind != DATA)
+    da_i = np.flatnonzero(ca.kind == DATA)
+    db_i = np.flatnonzero(cb.kind == DATA)
+    seg = np.concatenate([seg_a[da_i], seg_b[db_i]]).astype(I64)
+    crd = np.concatenate([ca.data[da_i], cb.data[db_i]]).astype(I64)
+    side = np.concatenate([np.zeros(len(da_i), np.int8), np.ones(len(db_i), np.int8)])
+    tok = np.concatenate([da_i, db_i]).astype(I64)
+    o = np.lexsort((side, crd, seg))
+    seg, crd, side, tok = seg[o], crd[o], side[o], tok[o]
+    dup = np.zeros(len(o), bool)
+    if len(o) > 1:
+        dup[1:] = (seg[1:] == seg[:-1]) & (crd[1:] == crd[:-1])
+    local = np.cumsum(~dup) - 1                       # merge step ignoring control steps
+    step = local + seg                                # one control step per earlier segment
+    n_seg = len(ctl_a)
+    merges = np.bincount(seg[~dup], minlength=n_seg) if n_seg else np.zeros(0, I64)
+    ctl_step = np.cumsum(merges) + np.arange(n_seg)
+    n = int(merges.sum() + n_seg)
+    pop_a = np.empty(len(ca), I64)
+    pop_b = np.empty(len(cb), I64)
+    pop_a[tok[side == 0]] = step[side == 0]
+    pop_b[tok[side == 1]] = step[side == 1]
+    pop_a[ctl_a] = ctl_step
+    pop_b[ctl_b] = ctl_step
+    steps = np.arange(n, dtype=I64)
+    head_a = np.searchsorted(np.sort(pop_a), steps, side="left")
+    head_b = np.searchsorted(np.sort(pop_b), steps, side="left")
+    first = ~dup
+    match = np.zeros(len(o), bool)
+    if len(o) > 1:
+        match[:-1] = dup[1:]
+    acts = {"match_count": int(np.count_nonzero(match))}
+    ctl_kind = ca.kind[ctl_a]
+    ctl_data = ca.data[ctl_a].astype(I64)
+    if union:
+        ms = step[first]
+        a_has = np.zeros(len(ms), bool)
+        b_has = np.zeros(len(ms), bool)
+        a_tok = np.zeros(len(ms), I64)
+        b_tok = np.zeros(len(ms), I64)
+        grp = np.cumsum(first) - 1
+        a_has[grp[side == 0]] = True
+        b_has[grp[side == 1]] = True
+        a_tok[grp[side == 0]] = tok[side == 0]
+        b_tok[grp[side == 1]] = tok[side == 1]
+        mc = crd[first]
+        ref_a_k = np.where(a_has, ra.kind[a_tok], EMPTY_K)
+        ref_b_k = np.where(b_has, rb.kind[b_tok], EMPTY_K)
+        ref_a_d = np.where(a_has, ra.data[a_tok], 0)
+        ref_b_d = np.where(b_has, rb.data[b_tok], 0)
+    else:
+        ms = step[match]
+        ia, ib = tok[match], tok[np.flatnonzero(match) + 1]
+        mc = crd[match]
+        ref_a_k, ref_a_d = ra.kind[ia], ra.data[ia]
+        ref_b_k, ref_b_d = rb.kind[ib], rb.data[ib]
+    e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
+    _, s_ra = _sorted_stream([(ms, ref_a_k, ref_a_d), (ctl_step, ctl_kind, ctl_data)])
+    _, s_rb = _sorted_stream([(ms, ref_b_k, ref_b_d), (ctl_step, ctl_kind, ctl_data)])
+    peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
+             "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
+    pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
+    return Firing(n, peeks, pops, {"crd": e, "ref_a": e, "ref_b": e},
+                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts)
+
+
+def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_join(node, ins, union=False)
+
+
+def fire_union(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_join(node, ins, union=True)
+
+
+def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["ref"]
+    vals = mem.vals(node.attr("tensor"))
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    is_data = s.kind == DATA
+    r = s.data[is_data].astype(I64)
+    if len(r) and (r.min() < 0 or r.max() >= len(vals)):
+        raise _bad(node, f"ref outside {node.attr('tensor')} values")
+    out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
+    out[is_data] = vals[r]
+    out[~is_data] = s.data[~is_data]
+    return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
+                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
+
+
+_NP_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+    "relu": lambda x: np.maximum(x, 0),
+    "silu": lambda x: x / (1.0 + np.exp(-x.astype(np.float64))),
+    "gelu": lambda x: 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3))),
+}
+
+
+def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    a = node.a
+    op = a["op"]
+    x = ins["a"]
+    n = len(x)
+    steps = np.arange(n, dtype=I64)
+    xv = (x.kind == DATA) | (x.kind == EMPTY_K)
+    if op in ALU_UNARY:
+        out = x.data.astype(np.float64 if op != "relu" else x.data.dtype).copy()
+        vx = np.where(x.kind == EMPTY_K, 0, x.data)[xv]
+        out[xv] = _NP_OPS[op](vx)
+        kind = np.where(xv, DATA, x.kind).astype(np.int8)
+        return Firing(n, {"a": (steps, steps)}, {"a": steps}, {"val": steps},
+                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
+    y = ins["b"]
+    yv = (y.kind == DATA) | (y.kind == EMPTY_K)
+    if len(y) != n or (xv != yv).any() or (x.kind[~xv] != y.kind[~yv]).any() or \
+            (x.data[~xv] != y.data[~yv]).any():
+        raise _bad(node, "operands out of step")
+    vx = np.where(x.kind == EMPTY_K, 0, x.data)
+    vy = np.where(y.kind == EMPTY_K, 0, y.data)
+    dtype = np.result_type(vx.dtype, vy.dtype)
+    out = np.where(xv, _NP_OPS[op](vx.astype(dtype), vy.astype(dtype)), x.data.astype(dtype))
+    acts: dict[str, int] = {}
+    if op == "mul":
+        za = xv & (vx == 0)
+        zb = xv & (vy == 0)
+        zero = za | zb
+        kinds = {alu_op_kind("mul", 0 if pa else 1, 0 if pb else 1, a["zero_a"], a["zero_b"])
+                 for pa in (0, 1) for pb in (0, 1)}
+        del kinds
+        none_only = ((~za) | (a["zero_a"] == "none")) & ((~zb) | (a["zero_b"] == "none"))
+        acts["effectual_op_count"] = int(np.count_nonzero(xv & ~zero))
+        acts["ineffectual_op_count"] = int(np.count_nonzero(zero & none_only))
+        acts["gated_op_count"] = int(np.count_nonzero(zero & ~none_only))
+    else:
+        acts["effectual_op_count"] = int(np.count_nonzero(xv))
+    kind = np.where(xv, DATA, x.kind).astype(np.int8)
+    return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
+                  {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
+                                                               if v})
+
+
+def _fiber_sums(kind: np.ndarray, data: np.ndarray, boundary: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """For each boundary token: the sum and count of the value tokens since the previous
+    boundary (EMPTY counts as 0)."""
+    val = (kind == DATA) | (kind == EMPTY_K)
+    v = np.where(kind == DATA, data, 0)
+    grp = np.cumsum(boundary) - boundary             # group of each token
+    nb = int(boundary.sum())
+    sums = np.zeros(nb, dtype=v.dtype if v.dtype.kind in "iuf" else np.float64)
+    np.add.at(sums, grp[val], v[val])
+    counts = np.bincount(grp[val], minlength=nb)
+    return sums, counts
+
+
+def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["val"]
+    k = s.kind
+    drop = node.attr("drop_empty")
+    if (k == REP_K).any():
+        raise _bad(node, "R on a val stream")
+    ctl = k == STOP
+    sums, counts = _fiber_sums(k, s.data, ctl)
+    ci = np.flatnonzero(ctl)
+    lvl = s.data[ci].astype(I64)
+    emit_sum = (counts > 0) | (not drop)
+    counts_tok = np.ones(len(k), I64)
+    counts_tok[ci] = np.where((lvl >= 1) & emit_sum, 2, 1)
+    off = _exclusive_cumsum(counts_tok)
+    n = int(counts_tok.sum())
+    last = off + counts_tok - 1
+    sum_step = off[ci][emit_sum]
+    lower = ci[lvl >= 1]
+    lower_step = last[lower]
+    done = np.flatnonzero(k == DONE_K)
+    e, out = _sorted_stream([(sum_step, DATA, sums[emit_sum]),
+                             (lower_step, STOP, s.data[lower].astype(I64) - 1),
+                             (off[done], DONE_K, 0)])
+    steps_all = off
+    return Firing(n, {"val": (steps_all, np.arange(len(k), dtype=I64))}, {"val": last},
+                  {"val": e}, {"val": out},
+                  {"add_count": int(np.count_nonzero((k == DATA) | (k == EMPTY_K)))})
+
+
+def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    c, v = ins["crd"], ins["val"]
+    if len(c) != len(v) or ((c.kind == DATA) != ((v.kind == DATA) | (v.kind == EMPTY_K))).any():
+        raise _bad(node, "crd and val streams out of step")
+    k = c.kind
+    flush = (k == STOP) & (c.data >= 1)
+    grp = np.cumsum(flush) - flush
+    di = np.flatnonzero(k == DATA)
+    vals = np.where(v.kind[di] == EMPTY_K, 0, v.data[di])
+    g, cc = grp[di].astype(I64), c.data[di].astype(I64)
+    o = np.lexsort((cc, g))
+    g, cc, vals = g[o], cc[o], vals[o]
+    new = np.ones(len(o), bool)
+    if len(o) > 1:
+        new[1:] = (g[1:] != g[:-1]) | (cc[1:] != cc[:-1])
+    starts = np.flatnonzero(new)
+    sums = np.add.reduceat(vals, starts) if len(o) else vals
+    ug, uc = g[starts], cc[starts]
+    fi = np.flatnonzero(flush)
+    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
+    counts_tok = np.ones(len(k), I64)
+    counts_tok[fi] = m + 1
+    off = _exclusive_cumsum(counts_tok)
+    n = int(counts_tok.sum())
+    last = off + counts_tok - 1
+    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
+    entry_step = off[fi][ug] + rank if len(ug) else ug
+    lower_step = last[fi]
+    done = np.flatnonzero(k == DONE_K)
+    lvl = c.data[fi].astype(I64) - 1
+    e, out_c = _sorted_stream([(entry_step, DATA, uc), (lower_step, STOP, lvl),
+                               (off[done], DONE_K, 0)])
+    _, out_v = _sorted_stream([(entry_step, DATA, sums), (lower_step, STOP, lvl),
+                               (off[done], DONE_K, 0)])
+    tok = np.arange(len(k), dtype=I64)
+    peeks = {"crd": (off, tok), "val": (off, tok)}
+    return Firing(n, peeks, {"crd": last, "val": last}, {"crd": e, "val": e},
+                  {"crd": out_c, "val": out_v}, {"add_count": len(di)})
+
+
+def _inner_fibers(node: Node, outer: Stream, inner: Stream):
+    """Pair outer tokens with inner fibers for the dropper and the hold.
+
+    Returns per outer token its inner fiber's (first token index, data length) for the
+    tokens that consume a fiber, plus the masks of outer token classes."""
+    ok = outer.kind
+    prev_data = np.zeros(len(ok), bool)
+    prev_data[1:] = ok[:-1] == DATA
+    stop_after = (ok == STOP) & prev_data          # closes a non-empty outer fiber: no inner
+    consumer = ~stop_after
+    ends = np.flatnonzero(inner.kind != DATA)       # inner fiber ends (stops, D)
+    ci = np.flatnonzero(consumer)
+    if len(ends) != len(ci):
+        raise _bad(node, f"{len(ci)} outer coordinates/fibers but {len(ends)} inner fibers")
+    first = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else ends
+    length = ends - first
+    if ((ok[ci] != DATA) & (length != 0)).any():
+        raise _bad(node, "an empty outer fiber has inner coordinates")
+    if ((ok[ci] == DONE_K) != (inner.kind[ends] == DONE_K)).any():
+        raise _bad(node, "outer and inner streams end at different places")
+    if ((ok[ci] == STOP) & ((inner.kind[ends] != STOP) |
+                            (inner.data[ends] != outer.data[ci] + 1))).any():
+        raise _bad(node, "empty outer fiber and inner stop disagree")
+    return stop_after, ci, first, length, ends
+
+
+def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    outer, inner = ins["outer"], ins["inner"]
+    ok = outer.kind
+    stop_after, ci, first, length, ends = _inner_fibers(node, outer, inner)
+    n_o = len(ok)
+    L = np.zeros(n_o, I64)
+    L[ci] = length
+    fst = np.zeros(n_o, I64)
+    fst[ci] = first
+    end = np.zeros(n_o, I64)
+    end[ci] = ends
+    is_d = ok == DATA
+    kept = is_d & (L > 0)
+    fiber = np.cumsum(ok == STOP) - (ok == STOP)     # outer fiber of each token
+    ck = np.cumsum(kept) - kept                      # kept tokens strictly before
+    start_of_fiber = np.zeros(int(fiber.max()) + 1 if n_o else 0, I64)
+    # kept count at the first token of each outer fiber
+    firsts = np.flatnonzero(np.concatenate([[True], fiber[1:] != fiber[:-1]])) if n_o else ci
+    start_of_fiber[fiber[firsts]] = ck[firsts]
+    open_before = kept & (ck - start_of_fiber[fiber] > 0)
+    counts = np.where(kept, open_before + L + 1, 1).astype(I64)
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    ki = np.flatnonzero(kept)
+    sep_step = off[ki][open_before[ki]]
+    first_step = off[ki] + open_before[ki]
+    # inner data steps: first at first_step, the rest one per cycle after it
+    inner_data_tok = _ranges(fst[ki], L[ki])
+    inner_data_step = _ranges(first_step, L[ki])
+    inner_stop_step = first_step + L[ki]
+    dropped = np.flatnonzero(is_d & (L == 0))
+    ctl = np.flatnonzero(~is_d)
+    sa = np.flatnonzero(stop_after)
+    out_o = [(first_step, DATA, outer.data[ki]), (off[ctl], ok[ctl], outer.data[ctl])]
+    ctl_stop = ctl[ok[ctl] == STOP]
+    ctl_done = ctl[ok[ctl] == DONE_K]
+    out_i = [(sep_step, STOP, 0), (inner_data_step, DATA, inner.data[inner_data_tok]),
+             (off[ctl_stop], STOP, outer.data[ctl_stop].astype(I64) + 1),
+             (off[ctl_done], DONE_K, 0)]
+    e_o, s_o = _sorted_stream(out_o)
+    e_i, s_i = _sorted_stream(out_i)
+    # peeks: outer at every between-step (not inside); inner where the decision needed it
+    between = np.setdiff1d(np.arange(n, dtype=I64), _cat(inner_data_step[1:] if False else
+                                                         _inside_steps(first_step, L[ki]),
+                                                         inner_stop_step))
+    tok_o = np.repeat(np.arange(n_o, dtype=I64), counts)
+    po = (between, tok_o[between])
+    no_inner = np.isin(between, off[sa])
+    pi_steps_b = between[~no_inner]
+    pop_o = off + counts - 1
+    pop_o[ki] = first_step
+    pop_i = np.empty(len(inner.kind), I64)
+    pop_i[inner_data_tok] = inner_data_step
+    pop_i[ends] = np.where(kept[ci], inner_stop_step_at(ci, kept, inner_stop_step), off[ci])
+    # inner head at a between step: the first token of the pending fiber
+    tok_i_b = _inner_head(pi_steps_b, pop_i)
+    pi_steps = _cat(pi_steps_b, _inside_steps(first_step, L[ki]), inner_stop_step)
+    pi_toks = _cat(tok_i_b, _inside_toks(fst[ki], L[ki]), end[ki])
+    o = np.argsort(pi_steps, kind="stable")
+    return Firing(n, {"outer": po, "inner": (pi_steps[o], pi_toks[o])},
+                  {"outer": pop_o, "inner": pop_i}, {"outer": e_o, "inner": e_i},
+                  {"outer": s_o, "inner": s_i},
+                  {"dropped_count": len(dropped)} if len(dropped) else {})
+
+
+def _inside_steps(first_step: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Steps after a kept fiber's first one that forward its remaining data."""
+    return _ranges(first_step + 1, np.maximum(L - 1, 0))
+
+
+def _inside_toks(first_tok: np.ndarray, L: np.ndarray) -> np.ndarray:
+    return _ranges(first_tok + 1, np.maximum(L - 1, 0))
+
+
+def inner_stop_step_at(ci: np.ndarray, kept: np.ndarray, inner_stop_step: np.ndarray
+                       ) -> np.ndarray:
+    """inner_stop_step (indexed by kept tokens) gathered for consumer tokens (kept ones)."""
+    out = np.zeros(len(ci), I64)
+    kc = kept[ci]
+    out[kc] = inner_stop_step
+    return out
+
+
+def _inner_head(steps: np.ndarray, pop_i: np.ndarray) -> np.ndarray:
+    """Index of the inner head token at each step (tokens popped in order)."""
+    return np.searchsorted(np.sort(pop_i), steps, side="left")
+
+
+def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    outer, inner = ins["outer"], ins["inner"]
+    ok = outer.kind
+    stop_after, ci, first, length, ends = _inner_fibers(node, outer, inner)
+    n_o = len(ok)
+    L = np.zeros(n_o, I64)
+    L[ci] = length
+    counts = np.where(ok == DATA, L + 1, 1).astype(I64)
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    # consumers: each inner token (data then its end) is handled by one step, in order
+    cons_off = off[ci]
+    inner_step = np.empty(len(inner.kind), I64)
+    all_first = first
+    inner_step_data = _ranges(cons_off, length)
+    inner_step[_ranges(all_first, length)] = inner_step_data
+    inner_step[ends] = cons_off + length
+    sa = np.flatnonzero(stop_after)
+    # outputs: every inner token is emitted on both ports (data with its outer coordinate)
+    owner = np.repeat(ci, length + 1)                # outer token of each inner token
+    tok_i = np.arange(len(inner.kind), dtype=I64)
+    is_d = inner.kind == DATA
+    o_kind = np.where(is_d, DATA, inner.kind).astype(np.int8)
+    o_data = np.where(is_d, outer.data[owner], inner.data)
+    order = np.argsort(inner_step, kind="stable")
+    e = inner_step[order]
+    s_o = Stream(o_kind[order], o_data[order])
+    s_i = Stream(inner.kind[order].astype(np.int8), inner.data[order])
+    pop_o = off + counts - 1
+    pop_i = inner_step
+    # peeks: outer at the first step of every outer token; inner at every inner step
+    peek_o = (off, np.arange(n_o, dtype=I64))
+    peek_i = (inner_step[order], tok_i[order])
+    del sa
+    return Firing(n, {"outer": peek_o, "inner": peek_i}, {"outer": pop_o, "inner": pop_i},
+                  {"outer": e, "inner": e}, {"outer": s_o, "inner": s_i})
+
+
+def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["crd"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    is_d = s.kind == DATA
+    crd = s.data[is_d].astype(I64)
+    stops = s.kind == STOP
+    seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64)
+    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out.crd.extend(crd.tolist())
+    out.seg[:] = seg.tolist()
+    nc, ns = len(crd), len(seg)
+    words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
+    return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {}, {},
+                  {"sram_write_words": words})
+
+
+def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["val"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    val = (s.kind == DATA) | (s.kind == EMPTY_K)
+    v = np.where(s.kind == DATA, s.data, 0)[val]
+    out = mem.writer(node.attr("tensor"), -1)
+    out.vals.extend(v.tolist())
+    nv = len(v)
+    return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
+                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
+
+
+FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
+    Opcode.SCAN: fire_scan,
+    Opcode.REPSIG: fire_repsig,
+    Opcode.REPEAT: fire_repeat,
+    Opcode.INTERSECT: fire_intersect,
+    Opcode.UNION: fire_union,
+    Opcode.ARRAY: fire_array,
+    Opcode.ALU: fire_alu,
+    Opcode.REDUCE: fire_reduce,
+    Opcode.VREDUCE: fire_vreduce,
+    Opcode.CRDDROP: fire_crddrop,
+    Opcode.CRDHOLD: fire_crdhold,
+    Opcode.WRITE_CRD: fire_write_crd,
+    Opcode.WRITE_VAL: fire_write_val,
+}
+
+
+# ----------------------------------------------------------------------------- driving
+def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
+                ) -> tuple[dict[str, Firing], Memory, list[Node]]:
+    """The functional pass over a whole kernel, in topological order."""
+    mem = Memory(images)
+    streams: dict[tuple[str, str], Stream] = {}
+    firings: dict[str, Firing] = {}
+    order = kernel.topo_order()
+    for node in order:
+        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
+        f = FIRE[node.op](node, ins, mem)
+        for port, s in f.outs.items():
+            streams[(node.id, port)] = s
+        firings[node.id] = f
+    return firings, mem, order
+
+
+def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
+                chip: ChipConfig, *, max_iterations: int = 100_000,
+                check_after: int = 64) -> tuple[dict[str, np.ndarray], int]:
+    """Least fixed point of the max-plus timing recurrences; returns (step times per unit,
+    iterations used)."""
+    ins = {n.id: [] for n in order}
+    outs = {n.id: [] for n in order}
+    shape = {}
+    for e in kernel.edges:
+        ins[e.dst].append(e)
+        outs[e.src].append(e)
+        shape[e.name] = channel_shape(e, chip)
+    put: dict[str, np.ndarray] = {}
+    pop: dict[str, np.ndarray] = {}
+    times: dict[str, np.ndarray] = {}
+    ar = {n.id: np.arange(firings[n.id].n, dtype=I64) for n in order}
+    for it in range(1, max_iterations + 1):
+        changed = False
+        for node in order:
+            f = firings[node.id]
+            c = np.zeros(f.n, I64)
+            for e in ins[node.id]:
+                ps, pt = f.peeks[e.dst_port]
+                if len(ps):
+                    c[ps] = np.maximum(c[ps], put[e.name][pt] + shape[e.name][1])
+            for e in outs[node.id]:
+                g = pop.get(e.name)
+                depth = shape[e.name][0]
+                es = f.emits[e.src_port]
+                if g is not None and len(es) > depth:
+                    c[es[depth:]] = np.maximum(c[es[depth:]], g[: len(es) - depth] + 1)
+            a = ar[node.id]
+            t = a + np.maximum.accumulate(c - a) if f.n else c
+            old = times.get(node.id)
+            if old is None or not np.array_equal(old, t):
+                changed = True
+                times[node.id] = t
+            for e in outs[node.id]:
+                put[e.name] = t[f.emits[e.src_port]]
+            for e in ins[node.id]:
+                pop[e.name] = t[f.pops[e.dst_port]]
+        if not changed:
+            return times, it
+        if it == check_after:
+            _check_deadlock(kernel, firings, order, shape)
+    raise SimulationError(f"burst engine: timing did not settle after {max_iterations} "
+                          f"iterations in {kernel.name}")
+
+
+def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
+                    shape: dict[str, tuple[int, int]]) -> None:
+    """Raise a deadlock error if the step dependency graph has a cycle."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    base: dict[str, int] = {}
+    total = 0
+    for node in order:
+        base[node.id] = total
+        total += firings[node.id].n
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    for node in order:
+        f = firings[node.id]
+        b = base[node.id]
+        src.append(b + np.arange(f.n - 1, dtype=I64))
+        dst.append(b + np.arange(1, f.n, dtype=I64))
+    for e in kernel.edges:
+        fp, fc = firings[e.src], firings[e.dst]
+        es = fp.emits[e.src_port]
+        ps, pt = fc.peeks[e.dst_port]
+        src.append(base[e.src] + es[pt])                       # emit -> peek
+        dst.append(base[e.dst] + ps)
+        depth = shape[e.name][0]
+        if len(es) > depth:
+            pops = fc.pops[e.dst_port]
+            src.append(base[e.dst] + pops[: len(es) - depth])  # pop -> emit into the slot
+            dst.append(base[e.src] + es[depth:])
+    s, d = np.concatenate(src), np.concatenate(dst)
+    g = sp.coo_matrix((np.ones(len(s), np.int8), (s, d)), shape=(total, total)).tocsr()
+    ncomp, labels = connected_components(g, directed=True, connection="strong")
+    if ncomp == total:
+        return
+    sizes = np.bincount(labels)
+    in_cycle = sizes[labels] > 1
+    stuck = []
+    for node in order:
+        b, n = base[node.id], firings[node.id].n
+        hit = np.flatnonzero(in_cycle[b:b + n])
+        if len(hit):
+            stuck.append(f"  {node.op.value} {node.id}: blocked from its step {hit[0]} of {n}")
+    raise SimulationError(f"deadlock in {kernel.name}: the units' dependencies form a cycle "
+                          "(no unit can make progress):\n" + "\n".join(stuck))
+
+
+def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> KernelRun:
+    """Run one kernel with the burst engine from cycle 0; same result as the cycle engine."""
+    firings, mem, order = fire_kernel(kernel, images)
+    times, _ = solve_times(kernel, firings, order, chip)
+    units: dict[str, UnitStats] = {}
+    end = -1
+    for node in order:
+        f = firings[node.id]
+        t = times[node.id]
+        st = UnitStats()
+        if f.n:
+            st.busy_cycles = f.n
+            st.first_cycle = int(t[0])
+            st.last_cycle = int(t[-1])
+            end = max(end, st.last_cycle)
+        st.tokens_in_count = int(sum(len(p) for p in f.pops.values())
+                                 - _shared_pops(node, f))
+        st.tokens_out_count = int(sum(len(e) for e in f.emits.values()))
+        for name, v in f.acts.items():
+            setattr(st, name, getattr(st, name) + int(v))
+        units[node.id] = st
+    channels = {}
+    for e in kernel.edges:
+        n = len(firings[e.src].emits[e.src_port])
+        channels[e.name] = ChannelStats(token_count=n, hop_count=n * max(e.hops, 1))
+    return KernelRun(end + 1, mem, units, channels)
+
+
+def _shared_pops(node: Node, f: Firing) -> int:
+    """Pops listed under two ports that are one physical port pair (none: every port's
+    tokens are distinct)."""
+    return 0
+
+
+__all__ = ["FIRE", "Firing", "Stream", "fire_kernel", "run_burst", "solve_times",
+           "WrittenLevel"]
