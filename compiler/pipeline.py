@@ -5,6 +5,7 @@
     lower      Custard's algorithm -> SAM graph                 (compiler.lower)
     place      one instruction per PE/MEM tile                  (compiler.place)
     route      every stream over the mesh, PathFinder           (compiler.route)
+    balance    FIFO entries for reconvergent paths' slack       (compiler.balance)
     emit       isa.Program with the controller schedule         (compile_layer below)
 
 The ISA verifier runs after every pass that changes the graph.
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from compiler.balance import balance_kernel
 from compiler.lower import lower_assignment
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
@@ -100,6 +102,7 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     kernel, images = lower_layer(layer, chip)
     kernel = _verified(place_kernel(kernel, chip), "place", chip)
     kernel = _verified(route_kernel(kernel, chip), "route", chip)
+    kernel = _verified(balance_kernel(kernel, chip), "balance", chip)
     return emit_program(kernel, images, chip)
 
 

@@ -180,6 +180,17 @@ class ControllerConfig:
 
 
 @dataclass(frozen=True)
+class CompilerConfig:
+    balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
+    max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0 <= self.max_buffer_entries <= 255:
+            return [("max_buffer_entries", "must be in 0..255")]
+        return []
+
+
+@dataclass(frozen=True)
 class SimConfig:
     fidelity: str = "cycle"              # cycle | burst
     max_cycles: int = 1_000_000_000      # watchdog
@@ -204,6 +215,7 @@ class ChipConfig:
     glb: GlbConfig
     dram: DramConfig
     controller: ControllerConfig
+    compiler: CompilerConfig = field(default_factory=CompilerConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     description: str = ""
 

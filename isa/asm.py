@@ -130,6 +130,8 @@ def _edge_line(edge: Edge) -> str:
     )
     if edge.route:
         line += " via " + " ".join(_tile(t) for t in edge.route)
+    if edge.buffer:
+        line += f" buffer={edge.buffer}"
     return line
 
 
@@ -431,15 +433,27 @@ def _parse_edge(line: _Line, kb: _KernelBuilder) -> None:
     if kind not in STREAM_KINDS:
         raise line.error(f"unknown stream kind {kind!r} (expected {', '.join(STREAM_KINDS)})")
     route: list[tuple[int, int]] = []
+    buffer = 0
     tok = line.peek()
-    if tok is not None:
-        if tok.kind != "name" or tok.text != "via":
-            raise line.error(f"expected 'via' or end of line, got {tok.text!r}")
+    if tok is not None and tok.kind == "name" and tok.text == "via":
         line.pos += 1
         route.append(line.tile())
-        while line.peek() is not None:
+        while line.peek() is not None and line.peek().text != "buffer":
             route.append(line.tile())
-    kb.edges.append((line, Edge(src, src_port, dst, dst_port, kind, tuple(route))))
+        tok = line.peek()
+    if tok is not None:
+        if tok.kind != "name" or tok.text != "buffer":
+            raise line.error(f"expected 'via', 'buffer=' or end of line, got {tok.text!r}")
+        line.pos += 1
+        line.punct("=")
+        text = line.peek().text if line.peek() is not None else ""
+        if not text.isdigit():
+            raise line.error(f"buffer= needs a non-negative integer, got {text!r}")
+        line.pos += 1
+        buffer = int(text)
+        if line.peek() is not None:
+            raise line.error(f"unexpected {line.peek().text!r} after buffer=")
+    kb.edges.append((line, Edge(src, src_port, dst, dst_port, kind, tuple(route), buffer)))
 
 
 def _is_edge(line: _Line) -> bool:

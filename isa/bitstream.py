@@ -18,7 +18,8 @@ Layout (every field one uint32 word unless noted; ``S`` = index into the string 
               per attribute: TAG = schema index << 8 | type tag        -- configuration
                              VALUE (int: signed; bool: 0/1; str: S)    -- configuration
     edges     per edge: src node index, dst node index,
-              PORTS = src port << 24 | dst port << 16 | kind << 8      -- metadata
+              PORTS = src port << 24 | dst port << 16 | kind << 8 | buffer  -- buffer:
+                      extra FIFO entries (0..255) configured on the stream
               route length, then per route tile: row << 16 | col       -- switch settings
 
 Port indices count in the opcode's full ``SIGNATURES`` port order (outputs for the source,
@@ -27,7 +28,8 @@ declaration order; attribute indices count in ``ATTRS[op]`` order.
 
 ``config_bits`` counts what the configuration network would load into the array: per tile
 the OP word and the TAG and VALUE words of each attribute, and per edge one switch word per
-hop (a route of n tiles sets n - 1 switch boxes). The header, string table, tensor table,
+hop (a route of n tiles sets n - 1 switch boxes), plus one FIFO-configuration word for an edge
+with balancing buffer entries. The header, string table, tensor table,
 node-id words, tile addresses (the network's addressing, not payload), edge endpoint and port
 words are simulator metadata and do not count.
 """
@@ -145,8 +147,10 @@ def _edge_words(edge: Edge, nodes: dict[str, Node], order: dict[str, int]) -> li
         raise IsaError(f"bitstream: edge {edge.name}: unknown stream kind {edge.kind!r}")
     if not edge.route:
         raise IsaError(f"bitstream: edge {edge.name} is not routed")
+    if not 0 <= edge.buffer <= 0xFF:
+        raise IsaError(f"bitstream: edge {edge.name}: buffer {edge.buffer} outside 0..255")
     ports = (outputs.index(edge.src_port) << 24 | inputs.index(edge.dst_port) << 16
-             | STREAM_KINDS.index(edge.kind) << 8)
+             | STREAM_KINDS.index(edge.kind) << 8 | edge.buffer)
     out = [order[edge.src], order[edge.dst], ports, len(edge.route)]
     return out + [_coord(t, f"edge {edge.name} route") for t in edge.route]
 
@@ -187,7 +191,7 @@ def config_bits(kernel: Kernel) -> int:
     module docstring). Needs no placement.
     """
     tile_words = sum(1 + 2 * len(n.attrs) for n in kernel.nodes)
-    switch_words = sum(e.hops for e in kernel.edges)
+    switch_words = sum(e.hops + (1 if e.buffer else 0) for e in kernel.edges)
     return WORD_BITS * (tile_words + switch_words)
 
 
@@ -288,7 +292,7 @@ def _read_edge(r: _Reader, nodes: list[Node]) -> Edge:
     kind: str = r.index(STREAM_KINDS, ports >> 8 & 0xFF, "stream kind")
     route = r.take(r.word("route length"), "route")
     tiles = tuple((w >> 16, w & 0xFFFF) for w in route)
-    return Edge(src.id, src_port, dst.id, dst_port, kind, tiles)
+    return Edge(src.id, src_port, dst.id, dst_port, kind, tiles, ports & 0xFF)
 
 
 def decode(words: np.ndarray) -> Kernel:

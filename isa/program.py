@@ -58,6 +58,7 @@ class Edge:
     dst_port: str
     kind: str
     route: tuple[tuple[int, int], ...] = ()   # tiles visited, source first, after routing
+    buffer: int = 0                           # extra FIFO entries set by the balance pass
 
     @property
     def hops(self) -> int:

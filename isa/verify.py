@@ -89,6 +89,8 @@ def _edge_and_arity_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str
     out: list[str] = []
     drivers: dict[tuple[str, str], int] = defaultdict(int)
     for e in kernel.edges:
+        if e.buffer < 0:
+            out.append(f"edge {e.name}: negative buffer {e.buffer}")
         bad_end = False
         for end in (e.src, e.dst):
             if end not in nodes:

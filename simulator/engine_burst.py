@@ -38,7 +38,6 @@ from isa.interp import ELEMENTS_PER_WORD, Memory, WrittenLevel, alu_op_kind
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
-
 from simulator.engine_cycle import KernelRun, channel_shape
 from simulator.stats import ChannelStats, UnitStats
 

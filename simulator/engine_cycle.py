@@ -6,10 +6,11 @@ Time rules (shared with the ``burst`` engine, which must reproduce them exactly)
   head tokens of some input ports, pops some of them, and emits at most one token per output
   port (the behaviours in ``isa.interp`` define which).
 - A channel has a latency L = hops x ``interconnect.hop_latency_cycles`` (>= 1) and a capacity
-  ``pe.fifo_depth + (hops - 1) x interconnect.fifo_depth`` tokens (the consumer's input FIFO
-  plus one ready-valid FIFO per extra hop). A token put at cycle p can be peeked or popped
-  from cycle p + L. A token counts against capacity from its put until its pop; a slot freed
-  by a pop at cycle g can be refilled from cycle g + 1 (ready is registered).
+  ``pe.fifo_depth + (hops - 1) x interconnect.fifo_depth + buffer`` tokens (the consumer's
+  input FIFO, one ready-valid FIFO per extra hop, and the compiler's balancing entries). A
+  token put at cycle p can be peeked or popped from cycle p + L. A token counts against
+  capacity from its put until its pop; a slot freed by a pop at cycle g can be refilled from
+  cycle g + 1 (ready is registered).
 - So step f of a unit happens at the earliest cycle t >= t[f-1] + 1 such that every peeked
   head has arrived and every output it writes has room. Because every effect of one unit on
   another is delayed by at least one cycle, the order in which SimPy runs processes within a
@@ -36,10 +37,13 @@ from simulator.stats import ChannelStats, UnitStats
 
 
 def channel_shape(edge: Edge, chip: ChipConfig) -> tuple[int, int]:
-    """(capacity, latency) of a routed stream; an unrouted edge counts as one hop."""
+    """(capacity, latency) of a routed stream; an unrouted edge counts as one hop.
+
+    Capacity is the consumer's input FIFO, one ready-valid FIFO per further hop, and the
+    balancing entries the compiler configured on the stream (``Edge.buffer``)."""
     hops = max(edge.hops, 1)
     latency = hops * chip.interconnect.hop_latency_cycles
-    depth = chip.pe.fifo_depth + (hops - 1) * chip.interconnect.fifo_depth
+    depth = chip.pe.fifo_depth + (hops - 1) * chip.interconnect.fifo_depth + edge.buffer
     return depth, latency
 
 

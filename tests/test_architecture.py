@@ -18,7 +18,7 @@ ALLOWED = {
     "isa": {"numpy", "isa"},
     "workloads": {"numpy", "scipy", "workloads"},
     "compiler": {"isa", "workloads", "networkx", "numpy", "scipy", "compiler"},
-    "simulator": {"isa", "simpy", "numpy", "yaml", "simulator"},
+    "simulator": {"isa", "simpy", "numpy", "scipy", "yaml", "simulator"},
     "reports": {"reports", "numpy", "matplotlib", "isa"},
 }
 THIRD_PARTY_AND_PROJECT = {"numpy", "scipy", "simpy", "networkx", "matplotlib", "yaml",
