@@ -192,7 +192,7 @@ class CompilerConfig:
 
 @dataclass(frozen=True)
 class SimConfig:
-    fidelity: str = "cycle"              # cycle | burst
+    fidelity: str = "burst"              # burst (default, fast) | cycle (the reference)
     max_cycles: int = 1_000_000_000      # watchdog
 
     def problems(self) -> list[tuple[str, str]]:

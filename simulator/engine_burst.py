@@ -127,18 +127,31 @@ def _cat(*parts: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=I64)
 
 
-def _sorted_stream(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+def _sorted_stream(pieces: list[tuple[np.ndarray, Any, Any]]
                    ) -> tuple[np.ndarray, Stream]:
-    """Merge (steps, kinds, data) pieces of one output port into step order."""
-    steps = np.concatenate([p[0] for p in pieces]).astype(I64)
-    kinds = np.concatenate([np.broadcast_to(p[1], p[0].shape) for p in pieces]).astype(np.int8)
-    datas = [np.broadcast_to(np.asarray(p[2]), p[0].shape) for p in pieces]
+    """Merge (steps, kinds, data) pieces of one output port into step order.
+
+    Each step emits at most one token per port, so the pieces are scattered into per-step
+    slots and compacted: linear time, no sort."""
+    size = 1 + max((int(p[0].max()) for p in pieces if len(p[0])), default=-1)
+    datas = [np.asarray(p[2]) for p in pieces]
     dtype = np.result_type(*[d.dtype for d in datas]) if datas else I64
-    data = np.concatenate([d.astype(dtype) for d in datas])
-    o = np.argsort(steps, kind="stable")
-    if len(o) > 1 and (np.diff(steps[o]) == 0).any():
-        raise AssertionError("two tokens emitted on one port in one step")
-    return steps[o], Stream(kinds[o], data[o])
+    total = sum(len(p[0]) for p in pieces)
+    if total * 16 < size:         # few tokens over many steps: sort them instead
+        steps = np.concatenate([p[0] for p in pieces]).astype(I64)
+        kind = np.concatenate([np.broadcast_to(np.asarray(p[1], np.int8), p[0].shape)
+                               for p in pieces])
+        data = np.concatenate([np.broadcast_to(d, p[0].shape).astype(dtype)
+                               for p, d in zip(pieces, datas)])
+        o = np.argsort(steps, kind="stable")
+        return steps[o], Stream(kind[o], data[o])
+    kinds = np.full(size, -1, dtype=np.int8)
+    data = np.zeros(size, dtype=dtype)
+    for (steps, kind, _), d in zip(pieces, datas):
+        kinds[steps] = kind
+        data[steps] = d
+    steps = np.flatnonzero(kinds >= 0)
+    return steps.astype(I64), Stream(kinds[steps], data[steps])
 
 
 # ----------------------------------------------------------------------------- opcodes
@@ -182,8 +195,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     lens = length[fi]
     pos = _ranges(start[fi], lens)                 # positions in the level
     coord_step = _ranges(off[fi] + 1, lens)
-    base = np.repeat(start[fi], lens)
-    crd = pos - base if dense else lv.crd[pos].astype(I64) if len(pos) else pos
+    crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
     acts: dict[str, int] = {}
     keep = np.ones(len(pos), bool)
     if a["skip_zeros"]:
@@ -204,13 +216,14 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     lone = np.flatnonzero((k == STOP) & ~absorbed)
     done = np.flatnonzero(k == DONE_K)
     stop_lvl = np.where(nxt_stop, d[nxt] + 1, 0)
-    pieces_crd = [(coord_step[keep], DATA, crd[keep]),
-                  (ended_step, STOP, stop_lvl),
-                  (off[lone], STOP, d[lone] + 1),
-                  (off[done], DONE_K, 0)]
-    pieces_ref = [(coord_step[keep], DATA, pos[keep]), *pieces_crd[1:]]
-    e_crd, s_crd = _sorted_stream(pieces_crd)
-    _e_ref, s_ref = _sorted_stream(pieces_ref)
+    ctl = [(ended_step, STOP, stop_lvl), (off[lone], STOP, d[lone] + 1),
+           (off[done], DONE_K, 0)]
+    ks = coord_step[keep] if not a["skip_zeros"] else coord_step[keep]
+    e_crd, s_crd = _sorted_stream([(ks, DATA, crd[keep] if a["skip_zeros"] else crd), *ctl])
+    ref_data = np.zeros(n, I64)
+    ref_data[ks] = pos[keep] if a["skip_zeros"] else pos
+    ref_data[e_crd[s_crd.kind != DATA]] = s_crd.data[s_crd.kind != DATA]
+    s_ref = Stream(s_crd.kind, ref_data[e_crd])
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
     if not root:
@@ -281,6 +294,13 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
 
 
+def _heads(pop: np.ndarray, n: int) -> np.ndarray:
+    """Head token index at each of n steps, given each token's popping step (in order)."""
+    popped = np.zeros(n + 1, I64)
+    popped[pop + 1] = 1           # a port pops at most one token per step
+    return np.cumsum(popped)[:n]
+
+
 def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
     ctl_a = np.flatnonzero(ca.kind != DATA)
@@ -294,57 +314,65 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     seg_b = np.cumsum(cb.kind != DATA) - (cb.kind != DATA)
     da_i = np.flatnonzero(ca.kind == DATA)
     db_i = np.flatnonzero(cb.kind == DATA)
-    seg = np.concatenate([seg_a[da_i], seg_b[db_i]]).astype(I64)
-    crd = np.concatenate([ca.data[da_i], cb.data[db_i]]).astype(I64)
-    side = np.concatenate([np.zeros(len(da_i), np.int8), np.ones(len(db_i), np.int8)])
-    tok = np.concatenate([da_i, db_i]).astype(I64)
-    o = np.lexsort((side, crd, seg))
-    seg, crd, side, tok = seg[o], crd[o], side[o], tok[o]
-    dup = np.zeros(len(o), bool)
-    if len(o) > 1:
-        dup[1:] = (seg[1:] == seg[:-1]) & (crd[1:] == crd[:-1])
-    local = np.cumsum(~dup) - 1                       # merge step ignoring control steps
-    step = local + seg                                # one control step per earlier segment
+    # one sortable key per coordinate: (segment, coordinate); each side is already sorted
+    span = int(max(ca.data[da_i].max(initial=0), cb.data[db_i].max(initial=0))) + 1
+    ka = seg_a[da_i].astype(I64) * span + ca.data[da_i].astype(I64)
+    kb = seg_b[db_i].astype(I64) * span + cb.data[db_i].astype(I64)
+    if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
+        raise _bad(node, "coordinates not strictly increasing within a fiber")
+    # merged position of every coordinate; a b-coordinate equal to an a-coordinate shares it
+    lo = np.searchsorted(kb, ka, side="left")
+    hit_a = lo < len(kb)
+    hit_a[hit_a] = kb[lo[hit_a]] == ka[hit_a]
+    ia_match = np.flatnonzero(hit_a)
+    ib_match = lo[ia_match]
+    b_is_match = np.zeros(len(kb), bool)
+    b_is_match[ib_match] = True
+    # distinct merged coordinates before each entry (matched pairs count once)
+    b_before_a = lo - np.concatenate([[0], np.cumsum(hit_a)])[:-1] if len(ka) else lo
+    a_rank = np.arange(len(ka)) + b_before_a
+    hi = np.searchsorted(ka, kb, side="left")
+    b_rank = np.arange(len(kb)) - np.concatenate([[0], np.cumsum(b_is_match)])[:-1] + hi \
+        if len(kb) else hi
+    b_rank[ib_match] = a_rank[ia_match]
+    seg_of_a, seg_of_b = seg_a[da_i].astype(I64), seg_b[db_i].astype(I64)
+    step_a = a_rank + seg_of_a                 # one control step per earlier segment
+    step_b = b_rank + seg_of_b
     n_seg = len(ctl_a)
-    merges = np.bincount(seg[~dup], minlength=n_seg) if n_seg else np.zeros(0, I64)
+    distinct = len(ka) + len(kb) - len(ia_match)
+    merges = (np.bincount(seg_of_a, minlength=n_seg) + np.bincount(seg_of_b, minlength=n_seg)
+              - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg else \
+        np.zeros(0, I64)
     ctl_step = np.cumsum(merges) + np.arange(n_seg)
-    n = int(merges.sum() + n_seg)
+    n = int(distinct + n_seg)
     pop_a = np.empty(len(ca), I64)
     pop_b = np.empty(len(cb), I64)
-    pop_a[tok[side == 0]] = step[side == 0]
-    pop_b[tok[side == 1]] = step[side == 1]
+    pop_a[da_i] = step_a
+    pop_b[db_i] = step_b
     pop_a[ctl_a] = ctl_step
     pop_b[ctl_b] = ctl_step
     steps = np.arange(n, dtype=I64)
-    head_a = np.searchsorted(np.sort(pop_a), steps, side="left")
-    head_b = np.searchsorted(np.sort(pop_b), steps, side="left")
-    first = ~dup
-    match = np.zeros(len(o), bool)
-    if len(o) > 1:
-        match[:-1] = dup[1:]
-    acts = {"match_count": int(np.count_nonzero(match))}
+    head_a = _heads(pop_a, n)
+    head_b = _heads(pop_b, n)
+    acts = {"match_count": len(ia_match)}
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
     if union:
-        ms = step[first]
-        a_has = np.zeros(len(ms), bool)
-        b_has = np.zeros(len(ms), bool)
-        a_tok = np.zeros(len(ms), I64)
-        b_tok = np.zeros(len(ms), I64)
-        grp = np.cumsum(first) - 1
-        a_has[grp[side == 0]] = True
-        b_has[grp[side == 1]] = True
-        a_tok[grp[side == 0]] = tok[side == 0]
-        b_tok[grp[side == 1]] = tok[side == 1]
-        mc = crd[first]
-        ref_a_k = np.where(a_has, ra.kind[a_tok], EMPTY_K)
-        ref_b_k = np.where(b_has, rb.kind[b_tok], EMPTY_K)
-        ref_a_d = np.where(a_has, ra.data[a_tok], 0)
-        ref_b_d = np.where(b_has, rb.data[b_tok], 0)
+        only_b = np.flatnonzero(~b_is_match)
+        ms = np.concatenate([step_a, step_b[only_b]])
+        mc = np.concatenate([ca.data[da_i], cb.data[db_i][only_b]]).astype(I64)
+        ref_a_k = np.concatenate([ra.kind[da_i], np.full(len(only_b), EMPTY_K, np.int8)])
+        ref_a_d = np.concatenate([ra.data[da_i], np.zeros(len(only_b), ra.data.dtype)])
+        rbk = np.full(len(ka), EMPTY_K, np.int8)
+        rbd = np.zeros(len(ka), rb.data.dtype)
+        rbk[ia_match] = rb.kind[db_i[ib_match]]
+        rbd[ia_match] = rb.data[db_i[ib_match]]
+        ref_b_k = np.concatenate([rbk, rb.kind[db_i][only_b]])
+        ref_b_d = np.concatenate([rbd, rb.data[db_i][only_b]])
     else:
-        ms = step[match]
-        ia, ib = tok[match], tok[np.flatnonzero(match) + 1]
-        mc = crd[match]
+        ms = step_a[ia_match]
+        mc = ca.data[da_i][ia_match].astype(I64)
+        ia, ib = da_i[ia_match], db_i[ib_match]
         ref_a_k, ref_a_d = ra.kind[ia], ra.data[ia]
         ref_b_k, ref_b_d = rb.kind[ib], rb.data[ib]
     e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
@@ -583,12 +611,15 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     e_o, s_o = _sorted_stream(out_o)
     e_i, s_i = _sorted_stream(out_i)
     # peeks: outer at every between-step (not inside); inner where the decision needed it
-    between = np.setdiff1d(np.arange(n, dtype=I64), _cat(inner_data_step[1:] if False else
-                                                         _inside_steps(first_step, L[ki]),
-                                                         inner_stop_step))
+    mark = np.ones(n, bool)
+    mark[_inside_steps(first_step, L[ki])] = False
+    mark[inner_stop_step] = False
+    between = np.flatnonzero(mark)
     tok_o = np.repeat(np.arange(n_o, dtype=I64), counts)
     po = (between, tok_o[between])
-    no_inner = np.isin(between, off[sa])
+    outer_only = np.zeros(n, bool)
+    outer_only[off[sa]] = True
+    no_inner = outer_only[between]
     pi_steps_b = between[~no_inner]
     pop_o = off + counts - 1
     pop_o[ki] = first_step
@@ -626,7 +657,7 @@ def inner_stop_step_at(ci: np.ndarray, kept: np.ndarray, inner_stop_step: np.nda
 
 def _inner_head(steps: np.ndarray, pop_i: np.ndarray) -> np.ndarray:
     """Index of the inner head token at each step (tokens popped in order)."""
-    return np.searchsorted(np.sort(pop_i), steps, side="left")
+    return np.searchsorted(pop_i, steps, side="left")
 
 
 def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -731,53 +762,102 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
     return firings, mem, order
 
 
+@dataclass
+class _Constraint:
+    """t[dst][targets] >= t[src][index] + weight, precomputed once per edge."""
+
+    src: str
+    index: np.ndarray
+    targets: np.ndarray | None      # None: every step of the destination, in order
+    weight: int
+
+
+def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
+                 ) -> dict[str, list[_Constraint]]:
+    """Arrival (emit -> peek, + latency) and room (pop -> emit depth later, + 1) terms per
+    unit. A scanner's crd and ref streams share their steps, so identical terms are merged."""
+    out: dict[str, list[_Constraint]] = {n.id: [] for n in kernel.nodes}
+    seen: set[tuple] = set()
+
+    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int,
+            key: tuple) -> None:
+        if key in seen or len(targets) == 0:
+            return
+        seen.add(key)
+        n = firings[dst].n
+        full = len(targets) == n and targets[0] == 0 and targets[-1] == n - 1
+        out[dst].append(_Constraint(src, index, None if full else targets, weight))
+
+    for e in kernel.edges:
+        depth, latency = channel_shape(e, chip)
+        es = firings[e.src].emits[e.src_port]
+        ps, pt = firings[e.dst].peeks[e.dst_port]
+        add(e.dst, e.src, es[pt], ps, latency,
+            ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency))
+        if len(es) > depth:
+            pops = firings[e.dst].pops[e.dst_port]
+            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1,
+                ("room", e.dst, id(pops), e.src, id(es), depth))
+    return out
+
+
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 chip: ChipConfig, *, max_iterations: int = 100_000,
                 check_after: int = 64) -> tuple[dict[str, np.ndarray], int]:
     """Least fixed point of the max-plus timing recurrences; returns (step times per unit,
-    iterations used)."""
-    ins = {n.id: [] for n in order}
-    outs = {n.id: [] for n in order}
-    shape = {}
-    for e in kernel.edges:
-        ins[e.dst].append(e)
-        outs[e.src].append(e)
-        shape[e.name] = channel_shape(e, chip)
-    put: dict[str, np.ndarray] = {}
-    pop: dict[str, np.ndarray] = {}
+    sweeps used). A sweep recomputes, in topological order, only the units whose inputs'
+    or consumers' times changed since they were last computed."""
+    cons = _constraints(kernel, firings, chip)
+    readers: dict[str, set[str]] = {n.id: set() for n in order}
+    for dst, lst in cons.items():
+        for c in lst:
+            readers[c.src].add(dst)
     times: dict[str, np.ndarray] = {}
-    ar = {n.id: np.arange(firings[n.id].n, dtype=I64) for n in order}
+    # int32 cycles halve the memory traffic; the watchdog (sim.max_cycles) bounds every time
+    tdtype = np.int32 if chip.sim.max_cycles < 2**31 - 2**24 else I64
+    ar = {n.id: np.arange(firings[n.id].n, dtype=tdtype) for n in order}
+    dirty = {n.id for n in order}
+    recomputed: dict[str, int] = {}
     for it in range(1, max_iterations + 1):
-        changed = False
+        changed_any = False
         for node in order:
-            f = firings[node.id]
-            c = np.zeros(f.n, I64)
-            for e in ins[node.id]:
-                ps, pt = f.peeks[e.dst_port]
-                if len(ps):
-                    c[ps] = np.maximum(c[ps], put[e.name][pt] + shape[e.name][1])
-            for e in outs[node.id]:
-                g = pop.get(e.name)
-                depth = shape[e.name][0]
-                es = f.emits[e.src_port]
-                if g is not None and len(es) > depth:
-                    c[es[depth:]] = np.maximum(c[es[depth:]], g[: len(es) - depth] + 1)
-            a = ar[node.id]
-            t = a + np.maximum.accumulate(c - a) if f.n else c
-            old = times.get(node.id)
-            if old is None or not np.array_equal(old, t):
-                changed = True
-                times[node.id] = t
-            for e in outs[node.id]:
-                put[e.name] = t[f.emits[e.src_port]]
-            for e in ins[node.id]:
-                pop[e.name] = t[f.pops[e.dst_port]]
-        if not changed:
+            uid = node.id
+            if uid not in dirty:
+                continue
+            dirty.discard(uid)
+            recomputed[uid] = recomputed.get(uid, 0) + 1
+            c = np.zeros(firings[uid].n, tdtype)
+            for con in cons[uid]:
+                src_t = times.get(con.src)
+                if src_t is None:
+                    continue
+                v = src_t[con.index]
+                v += con.weight
+                if con.targets is None:
+                    np.maximum(c, v, out=c)
+                else:
+                    c[con.targets] = np.maximum(c[con.targets], v)
+            a = ar[uid]
+            c -= a
+            np.maximum.accumulate(c, out=c)
+            c += a
+            if len(c) and c[-1] >= chip.sim.max_cycles:
+                raise SimulationError(
+                    f"watchdog: {node.op.value} {uid} in {kernel.name} would run past "
+                    f"sim.max_cycles={chip.sim.max_cycles} (burst engine)")
+            old = times.get(uid)
+            if old is None or not np.array_equal(old, c):
+                times[uid] = c
+                changed_any = True
+                dirty |= readers[uid]
+        if not changed_any and not dirty:
+            solve_times.last_recomputed = recomputed   # type: ignore[attr-defined]
             return times, it
         if it == check_after:
-            _check_deadlock(kernel, firings, order, shape)
+            _check_deadlock(kernel, firings, order,
+                            {e.name: channel_shape(e, chip) for e in kernel.edges})
     raise SimulationError(f"burst engine: timing did not settle after {max_iterations} "
-                          f"iterations in {kernel.name}")
+                          f"sweeps in {kernel.name}")
 
 
 def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node],

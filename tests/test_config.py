@@ -74,7 +74,7 @@ def test_onyx_loads_with_the_silicon_numbers() -> None:
     assert cfg.dram.kind == "lpddr4"
     # LPDDR4-4266 x32 at 850 MHz, as computed in the file's comment.
     assert cfg.dram.bandwidth_bytes_per_cycle == pytest.approx(4266e6 * 4 / 850e6, abs=1e-3)
-    assert cfg.sim.fidelity == "cycle"
+    assert cfg.sim.fidelity == "burst"
 
 
 def test_onyx_small_is_the_same_chip_with_a_small_array() -> None:
@@ -255,10 +255,10 @@ def test_int_and_bool_are_not_interchangeable(tmp_path: Path) -> None:
 
 
 def test_overrides_are_parsed_as_yaml_and_applied() -> None:
-    cfg = load_chip(ONYX, ["pe.fifo_depth=4", "sim.fidelity=burst",
+    cfg = load_chip(ONYX, ["pe.fifo_depth=4", "sim.fidelity=cycle",
                            "dram.bandwidth_bytes_per_cycle=40", "pe.zero_policy.b=gate"])
     assert cfg.pe.fifo_depth == 4
-    assert cfg.sim.fidelity == "burst"
+    assert cfg.sim.fidelity == "cycle"
     assert cfg.dram.bandwidth_bytes_per_cycle == 40.0
     assert cfg.pe.zero_policy == ZeroPolicyConfig(a="skip", b="gate")
     assert load_chip(ONYX).pe.fifo_depth == 2          # the file itself is untouched
