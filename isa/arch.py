@@ -217,6 +217,7 @@ class ChipConfig:
     controller: ControllerConfig
     compiler: CompilerConfig = field(default_factory=CompilerConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    energy_table: str = "onyx-12nm"      # a name in configs/energy (or a YAML path)
     description: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
