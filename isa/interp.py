@@ -57,13 +57,19 @@ class Fire:
 Behaviour = Generator[Any, Any, None]
 
 
-@dataclass
+@dataclass(eq=False)
 class WrittenLevel:
-    """What a level writer has written so far."""
+    """What a level writer has written so far (lists here; the burst engine stores arrays)."""
 
-    seg: list[int] = field(default_factory=lambda: [0])
-    crd: list[int] = field(default_factory=list)
-    vals: list[Any] = field(default_factory=list)
+    seg: Any = field(default_factory=lambda: [0])
+    crd: Any = field(default_factory=list)
+    vals: Any = field(default_factory=list)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WrittenLevel):
+            return NotImplemented
+        return all(np.array_equal(np.asarray(getattr(self, f)), np.asarray(getattr(other, f)))
+                   for f in ("seg", "crd", "vals"))
 
 
 class Memory:
@@ -673,8 +679,8 @@ def assemble_output(decl, mem: Memory) -> FiberTree:
                             np.asarray(w.crd, dtype=np.int64)))
         n_parent = len(w.crd)
     wv = mem.written.get((decl.name, -1))
-    raw = [] if wv is None else wv.vals
-    vals = np.asarray(raw) if raw else np.zeros(0, dtype=np.int64)
+    raw = np.asarray([] if wv is None else wv.vals)
+    vals = raw if len(raw) else np.zeros(0, dtype=np.int64)
     tree = FiberTree(decl.name, tuple(decl.shape), tuple(decl.mode_order), tuple(levels), vals)
     tree.check()
     return tree

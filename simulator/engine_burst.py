@@ -315,27 +315,34 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     da_i = np.flatnonzero(ca.kind == DATA)
     db_i = np.flatnonzero(cb.kind == DATA)
     # one sortable key per coordinate: (segment, coordinate); each side is already sorted
-    span = int(max(ca.data[da_i].max(initial=0), cb.data[db_i].max(initial=0))) + 1
-    ka = seg_a[da_i].astype(I64) * span + ca.data[da_i].astype(I64)
-    kb = seg_b[db_i].astype(I64) * span + cb.data[db_i].astype(I64)
+    crd_a = np.asarray(ca.data[da_i], dtype=I64)
+    crd_b = np.asarray(cb.data[db_i], dtype=I64)
+    span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
+    ka = seg_a[da_i] * span + crd_a
+    kb = seg_b[db_i] * span + crd_b
     if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
-    # merged position of every coordinate; a b-coordinate equal to an a-coordinate shares it
-    lo = np.searchsorted(kb, ka, side="left")
-    hit_a = lo < len(kb)
-    hit_a[hit_a] = kb[lo[hit_a]] == ka[hit_a]
-    ia_match = np.flatnonzero(hit_a)
-    ib_match = lo[ia_match]
-    b_is_match = np.zeros(len(kb), bool)
+    # merge the two sorted runs (a stable sort of the concatenation is a linear merge); an
+    # a-coordinate equal to a b-coordinate comes first, and the pair is one step
+    na, nb = len(ka), len(kb)
+    o = np.argsort(np.concatenate([ka, kb]), kind="stable")
+    merged = np.concatenate([ka, kb])[o]
+    dup = np.zeros(na + nb, bool)
+    dup[1:] = merged[1:] == merged[:-1]
+    rank = np.cumsum(~dup) - 1
+    a_rank = np.empty(na, I64)
+    b_rank = np.empty(nb, I64)
+    from_a = o < na
+    a_rank[o[from_a]] = rank[from_a]
+    b_rank[o[~from_a] - na] = rank[~from_a]
+    pair = np.flatnonzero(dup)
+    ia_match = o[pair - 1]
+    ib_match = o[pair] - na
+    hit_a = np.zeros(na, bool)
+    hit_a[ia_match] = True
+    b_is_match = np.zeros(nb, bool)
     b_is_match[ib_match] = True
-    # distinct merged coordinates before each entry (matched pairs count once)
-    b_before_a = lo - np.concatenate([[0], np.cumsum(hit_a)])[:-1] if len(ka) else lo
-    a_rank = np.arange(len(ka)) + b_before_a
-    hi = np.searchsorted(ka, kb, side="left")
-    b_rank = np.arange(len(kb)) - np.concatenate([[0], np.cumsum(b_is_match)])[:-1] + hi \
-        if len(kb) else hi
-    b_rank[ib_match] = a_rank[ia_match]
-    seg_of_a, seg_of_b = seg_a[da_i].astype(I64), seg_b[db_i].astype(I64)
+    seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
     step_a = a_rank + seg_of_a                 # one control step per earlier segment
     step_b = b_rank + seg_of_b
     n_seg = len(ctl_a)
@@ -358,26 +365,41 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
     if union:
+        # a union emits on every step: write the outputs straight into per-step slots
         only_b = np.flatnonzero(~b_is_match)
-        ms = np.concatenate([step_a, step_b[only_b]])
-        mc = np.concatenate([ca.data[da_i], cb.data[db_i][only_b]]).astype(I64)
-        ref_a_k = np.concatenate([ra.kind[da_i], np.full(len(only_b), EMPTY_K, np.int8)])
-        ref_a_d = np.concatenate([ra.data[da_i], np.zeros(len(only_b), ra.data.dtype)])
-        rbk = np.full(len(ka), EMPTY_K, np.int8)
-        rbd = np.zeros(len(ka), rb.data.dtype)
-        rbk[ia_match] = rb.kind[db_i[ib_match]]
-        rbd[ia_match] = rb.data[db_i[ib_match]]
-        ref_b_k = np.concatenate([rbk, rb.kind[db_i][only_b]])
-        ref_b_d = np.concatenate([rbd, rb.data[db_i][only_b]])
+        a_only = np.flatnonzero(~hit_a)
+        ddt = np.result_type(ra.data.dtype, rb.data.dtype, ca.data.dtype)
+        outs = {}
+        for port in ("crd", "ref_a", "ref_b"):
+            kind = np.empty(n, np.int8)
+            data = np.empty(n, ddt)
+            kind[ctl_step] = ctl_kind
+            data[ctl_step] = ctl_data
+            outs[port] = [kind, data]
+        (ck, cd), (ak, ad), (bk, bd) = outs["crd"], outs["ref_a"], outs["ref_b"]
+        ck[step_a] = DATA
+        cd[step_a] = crd_a
+        ck[step_b[only_b]] = DATA
+        cd[step_b[only_b]] = crd_b[only_b]
+        ak[step_a] = ra.kind[da_i]
+        ad[step_a] = ra.data[da_i]
+        ak[step_b[only_b]] = EMPTY_K
+        ad[step_b[only_b]] = 0
+        bk[step_b] = rb.kind[db_i]
+        bd[step_b] = rb.data[db_i]
+        bk[step_a[a_only]] = EMPTY_K
+        bd[step_a[a_only]] = 0
+        e = steps
+        s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
         ms = step_a[ia_match]
-        mc = ca.data[da_i][ia_match].astype(I64)
+        mc = crd_a[ia_match]
         ia, ib = da_i[ia_match], db_i[ib_match]
-        ref_a_k, ref_a_d = ra.kind[ia], ra.data[ia]
-        ref_b_k, ref_b_d = rb.kind[ib], rb.data[ib]
-    e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
-    _, s_ra = _sorted_stream([(ms, ref_a_k, ref_a_d), (ctl_step, ctl_kind, ctl_data)])
-    _, s_rb = _sorted_stream([(ms, ref_b_k, ref_b_d), (ctl_step, ctl_kind, ctl_data)])
+        e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
+        _, s_ra = _sorted_stream([(ms, ra.kind[ia], ra.data[ia]),
+                                  (ctl_step, ctl_kind, ctl_data)])
+        _, s_rb = _sorted_stream([(ms, rb.kind[ib], rb.data[ib]),
+                                  (ctl_step, ctl_kind, ctl_data)])
     peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
              "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
@@ -707,8 +729,7 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     stops = s.kind == STOP
     seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64)
     out = mem.writer(node.attr("tensor"), node.attr("level"))
-    out.crd.extend(crd.tolist())
-    out.seg[:] = seg.tolist()
+    out.crd, out.seg = crd, seg
     nc, ns = len(crd), len(seg)
     words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {}, {},
@@ -722,7 +743,7 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     val = (s.kind == DATA) | (s.kind == EMPTY_K)
     v = np.where(s.kind == DATA, s.data, 0)[val]
     out = mem.writer(node.attr("tensor"), -1)
-    out.vals.extend(v.tolist())
+    out.vals = v
     nv = len(v)
     return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
                   {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
