@@ -34,7 +34,7 @@ import numpy as np
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree, _ranges
-from isa.interp import ELEMENTS_PER_WORD, Memory, WrittenLevel, alu_op_kind
+from isa.interp import ELEMENTS_PER_WORD, Memory, WrittenLevel
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
@@ -467,9 +467,7 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         za = xv & (vx == 0)
         zb = xv & (vy == 0)
         zero = za | zb
-        kinds = {alu_op_kind("mul", 0 if pa else 1, 0 if pb else 1, a["zero_a"], a["zero_b"])
-                 for pa in (0, 1) for pb in (0, 1)}
-        del kinds
+        # the classification of isa.interp.alu_op_kind, array-wise
         none_only = ((~za) | (a["zero_a"] == "none")) & ((~zb) | (a["zero_b"] == "none"))
         acts["effectual_op_count"] = int(np.count_nonzero(xv & ~zero))
         acts["ineffectual_op_count"] = int(np.count_nonzero(zero & none_only))
@@ -568,8 +566,9 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 def _inner_fibers(node: Node, outer: Stream, inner: Stream):
     """Pair outer tokens with inner fibers for the dropper and the hold.
 
-    Returns per outer token its inner fiber's (first token index, data length) for the
-    tokens that consume a fiber, plus the masks of outer token classes."""
+    Returns: the mask of outer stops that close a non-empty outer fiber (they consume no inner
+    token), the outer tokens that consume an inner fiber, each such fiber's first token,
+    data length and end token, and the data length per outer token (0 where none)."""
     ok = outer.kind
     prev_data = np.zeros(len(ok), bool)
     prev_data[1:] = ok[:-1] == DATA
@@ -588,16 +587,16 @@ def _inner_fibers(node: Node, outer: Stream, inner: Stream):
     if ((ok[ci] == STOP) & ((inner.kind[ends] != STOP) |
                             (inner.data[ends] != outer.data[ci] + 1))).any():
         raise _bad(node, "empty outer fiber and inner stop disagree")
-    return stop_after, ci, first, length, ends
+    L = np.zeros(len(ok), I64)
+    L[ci] = length
+    return stop_after, ci, first, length, ends, L
 
 
 def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     outer, inner = ins["outer"], ins["inner"]
     ok = outer.kind
-    stop_after, ci, first, length, ends = _inner_fibers(node, outer, inner)
+    stop_after, ci, first, length, ends, L = _inner_fibers(node, outer, inner)
     n_o = len(ok)
-    L = np.zeros(n_o, I64)
-    L[ci] = length
     fst = np.zeros(n_o, I64)
     fst[ci] = first
     end = np.zeros(n_o, I64)
@@ -685,10 +684,8 @@ def _inner_head(steps: np.ndarray, pop_i: np.ndarray) -> np.ndarray:
 def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     outer, inner = ins["outer"], ins["inner"]
     ok = outer.kind
-    stop_after, ci, first, length, ends = _inner_fibers(node, outer, inner)
+    _stop_after, ci, first, length, ends, L = _inner_fibers(node, outer, inner)
     n_o = len(ok)
-    L = np.zeros(n_o, I64)
-    L[ci] = length
     counts = np.where(ok == DATA, L + 1, 1).astype(I64)
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
@@ -699,7 +696,6 @@ def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     inner_step_data = _ranges(cons_off, length)
     inner_step[_ranges(all_first, length)] = inner_step_data
     inner_step[ends] = cons_off + length
-    sa = np.flatnonzero(stop_after)
     # outputs: every inner token is emitted on both ports (data with its outer coordinate)
     owner = np.repeat(ci, length + 1)                # outer token of each inner token
     tok_i = np.arange(len(inner.kind), dtype=I64)
@@ -715,7 +711,6 @@ def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     # peeks: outer at the first step of every outer token; inner at every inner step
     peek_o = (off, np.arange(n_o, dtype=I64))
     peek_i = (inner_step[order], tok_i[order])
-    del sa
     return Firing(n, {"outer": peek_o, "inner": peek_i}, {"outer": pop_o, "inner": pop_i},
                   {"outer": e, "inner": e}, {"outer": s_o, "inner": s_i})
 
@@ -942,8 +937,7 @@ def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) ->
             st.first_cycle = int(t[0])
             st.last_cycle = int(t[-1])
             end = max(end, st.last_cycle)
-        st.tokens_in_count = int(sum(len(p) for p in f.pops.values())
-                                 - _shared_pops(node, f))
+        st.tokens_in_count = int(sum(len(p) for p in f.pops.values()))
         st.tokens_out_count = int(sum(len(e) for e in f.emits.values()))
         for name, v in f.acts.items():
             setattr(st, name, getattr(st, name) + int(v))
@@ -953,12 +947,6 @@ def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) ->
         n = len(firings[e.src].emits[e.src_port])
         channels[e.name] = ChannelStats(token_count=n, hop_count=n * max(e.hops, 1))
     return KernelRun(end + 1, mem, units, channels)
-
-
-def _shared_pops(node: Node, f: Firing) -> int:
-    """Pops listed under two ports that are one physical port pair (none: every port's
-    tokens are distinct)."""
-    return 0
 
 
 __all__ = ["FIRE", "Firing", "Stream", "fire_kernel", "run_burst", "solve_times",
