@@ -116,13 +116,6 @@ def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     return out
 
 
-def _emit(steps: np.ndarray, kind: np.ndarray, data: np.ndarray, order: np.ndarray
-          ) -> tuple[np.ndarray, Stream]:
-    """Output tokens sorted by step (``order`` breaks no ties: one token per step)."""
-    idx = np.argsort(steps, kind="stable") if order is None else order
-    return steps[idx], Stream(kind[idx].astype(np.int8), data[idx])
-
-
 def _cat(*parts: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=I64)
 
