@@ -1,0 +1,754 @@
+"""Energy: per-action tables (configs/energy/*.yaml) and the energy of a run or a dense GEMM.
+
+Energy = sum over actions of (count x energy per action) + leakage x time. The per-action
+energies live in an energy table, a YAML file in ``configs/energy`` loaded into the frozen
+:class:`EnergyTable` by the one generic loader (:mod:`isa.schema`), so a misspelled key, a wrong
+type or a negative energy arrives as one :class:`~isa.errors.ConfigError` listing every problem
+by key path. A chip names its table (``ChipConfig.energy_table``); tables are looked up by bare
+name (``onyx-12nm``) in ``configs/energy`` under the current directory, then in this source
+tree, or given as a path. ``docs/energy.md`` gives the sources, the calibration and its
+arithmetic.
+
+Counter -> action mapping (:func:`energy_breakdown`)
+----------------------------------------------------
+The stats dict of a run is flat: ``chip.<tile>.<opcode>.<counter>``, ``chip.noc.<stream>.*``,
+``chip.memory.*`` and ``chip.controller.*`` (see :mod:`simulator.stats`). Each action below is
+charged ``count x energy``; a counter not listed costs nothing (``first_cycle``,
+``last_cycle``, ``tokens_in_count``, ``tokens_out_count``, ``match_count``, ``dropped_count``
+and the time counters: their work is already paid for by the busy cycles, tokens and hops).
+
+Each line: action: count -> energy per count (table key).
+
+* ``mac``: ``alu.effectual_op_count`` of a MAC-class ALU -> ``mac_active_pj``
+* ``mac_ineffectual``: ``alu.ineffectual_op_count`` (MAC-class) -> ``mac_active_pj``
+* ``mac_gated``: ``alu.gated_op_count`` (MAC-class) -> ``mac_gated_pj``
+* ``alu_op``: ``alu.effectual_op_count`` of other ALUs -> ``alu_op_pj``
+* ``alu_op_ineffectual``: ``alu.ineffectual_op_count`` (other ALUs) -> ``alu_op_pj``
+* ``alu_op_gated``: ``alu.gated_op_count`` (other ALUs) -> ``alu_op_pj`` x g (*)
+* ``mac_skipped``: ``scan.skipped_zero_count`` -> ``mac_skipped_pj`` (0 in the shipped tables)
+* ``zero_detect``: ``gated_op_count`` + ``skipped_zero_count`` -> ``zero_detect_pj``
+* ``register_access``: 0 here (a run's register energy is inside the per-step entries); used
+  by :func:`dense_gemm_energy` -> ``register_access_pj``
+* ``joiner_step``: ``intersect.busy_cycles``, ``union.busy_cycles`` (one comparison per
+  busy cycle) -> ``joiner_step_pj``
+* ``reducer_accumulate``: ``reduce.add_count``, ``vreduce.add_count`` ->
+  ``reducer_accumulate_pj``
+* ``pe_control_step``: busy cycles of ``repeat``, ``repsig``, ``crddrop``, ``crdhold``; a
+  reducer's busy cycles minus its adds; an ALU's busy cycles minus its ops (control tokens
+  passed through) -> ``control_step_pj``
+* ``mem_sram_read`` / ``mem_sram_write``: ``sram_read_words`` / ``sram_write_words`` (64-bit
+  words) -> ``mem_sram_read_pj`` / ``mem_sram_write_pj``
+* ``mem_control_step``: ``busy_cycles`` of ``scan``, ``array``, ``write_crd``, ``write_val``
+  (one address-generator step each) -> ``control_step_pj``
+* ``fifo_push``: sum of ``chip.noc.*.token_count`` (each 17-bit token is pushed once into its
+  consumer's input FIFO) -> ``fifo_push_pj``
+* ``interconnect_hop``: sum of ``chip.noc.*.hop_count`` (tokens x links crossed) ->
+  ``interconnect_hop_pj`` x ``interconnect.track_bits`` / 16 (the entry is per 16-bit word)
+* ``glb_read`` / ``glb_write``: ``chip.memory.glb_read_bytes`` / ``glb_write_bytes`` divided
+  by 8 (64-bit words) -> ``glb_read_pj`` / ``glb_write_pj``
+* ``dram_read`` / ``dram_write``: ``chip.memory.dram_read_bytes`` / ``dram_write_bytes`` x 8
+  (bits) -> ``dram_pj_per_bit`` of ``chip.dram.kind``
+* ``config_load``: ``chip.controller.config_bits`` -> ``config_load_pj_per_bit``
+* ``leakage_pe`` / ``leakage_mem`` / ``leakage_glb``: PE tiles / MEM tiles / GLB tiles x
+  cycles (every tile of the array leaks, busy or idle) -> ``leakage.*_tile_pj_per_cycle``
+
+(*) g = ``mac_gated_pj / mac_active_pj`` of the datatype: a gated non-MAC op saves the same
+fraction as a gated MAC.
+
+MAC-class ALUs are those whose ``op`` is ``mul`` (or the activations ``silu``/``gelu``,
+assumed to cost one multiply-class step). Tile stats do not say which op a tile runs, so pass
+``program=`` to classify ALUs; without it every ALU op is costed as a MAC (an upper bound: the
+catalog's sparse kernels multiply in the ALU and add in a reducer). Energies use the datatype
+``datatype`` (default: ``int16`` for a 16-bit datapath, ``int8`` for 8, ``fp32`` for 32).
+
+Components (``EnergyReport.by_component``): ``pe_alu`` (mac*, alu_op*, zero_detect,
+register_access), ``pe_sparse`` (joiner_step, reducer_accumulate, pe_control_step),
+``mem_sram``, ``mem_ctrl`` (mem_control_step), ``fifo``, ``interconnect``, ``glb``, ``dram``,
+``config``, ``leakage``.
+
+Scaling rules
+-------------
+* ``fabric_overhead`` (the silicon calibration factor, ``docs/energy.md``) multiplies the
+  on-chip dynamic energy of the array: components ``pe_alu``, ``pe_sparse``, ``mem_sram``,
+  ``mem_ctrl``, ``fifo``, ``interconnect`` and ``config``. It does not multiply ``glb``,
+  ``dram`` or ``leakage``.
+* Voltage: a table is stated at its ``voltage_v`` (V0). Evaluated at V, dynamic energy (every
+  component but ``dram`` and ``leakage``) scales by (V/V0)^2; DRAM energy does not follow the
+  core voltage; leakage power scales by V/V0 (constant leakage current, first order).
+* Leakage entries are pJ per cycle at ``leakage.reference_freq_mhz``, i.e. a power; at a clock
+  f the energy per cycle is ``value x reference_freq_mhz / f``.
+
+Dense GEMM (:func:`dense_gemm_energy`)
+--------------------------------------
+An INT16 C[M,N] = A[M,K] B[K,N] on the whole array at steady state, output stationary: each MAC
+PE holds one C element in its accumulator and performs one fused MAC (2 ops) per cycle. The
+MAC PEs form an r x c block, r = ``array.rows``, c = the PE columns of all but
+:data:`DENSE_GEMM_IO_GROUPS` MEM-column groups (a group is one MEM column and the
+``mem_column_period - 1`` PE columns it feeds). The reserved group streams A in from the GLB
+(its MEM column buffers one A word per row per cycle, which is exactly the 16 GLB links of
+Onyx) and drains C; its PEs forward and do no MACs. B is loaded once into the MEM tiles of the
+MAC groups and re-read for every row block of A. With TR = ceil(M/r), TC = ceil(N/c):
+
+* cycles = TR x TC x K (fill and drain overlapped; full utilization when r | M and c | N);
+* per MAC: 1 ``mac``, 2 ``fifo_push`` and 2 ``interconnect_hop`` (each operand is broadcast
+  along a row or a column and crosses one link per PE it reaches), 4 ``register_access``
+  (2 operand reads, accumulator read and write);
+* A: M K TC words streamed from the GLB, each written to and read from one IO-group MEM tile;
+* B: K N words loaded once (GLB read, MEM write), K N TR words read from MEM tiles;
+* C: M N words drained over 2 hops into MEM tiles (write, read) and into the GLB;
+* one ``mem_control_step`` per MEM SRAM word access (address generation);
+* DRAM: A and B read once, C written once (the GLB holds the working set); GLB writes for
+  the DRAM loads and C, GLB reads for the DRAM stores of C;
+* no configuration energy (steady state); leakage of every tile for the cycles.
+
+Ops = 2 x MACs. The model is linear in ``fabric_overhead``; :func:`fit_fabric_overhead`
+solves for the factor that reproduces a target GOPS/W (how onyx-12nm's value was fitted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from isa.arch import ChipConfig
+from isa.errors import ConfigError
+from isa.ops import SIGNATURES, Opcode, TileKind
+from isa.program import Program
+from isa.schema import TOP_LEVEL, apply_overrides, format_problems, load_dataclass
+
+__all__ = [
+    "ACTIONS",
+    "COMPONENTS",
+    "DATATYPE_BY_BITS",
+    "DEFAULT_ENERGY_ROOT",
+    "DENSE_GEMM_IO_GROUPS",
+    "DatatypeEnergy",
+    "Datatypes",
+    "DenseMapping",
+    "DramEnergy",
+    "EnergyReport",
+    "EnergyTable",
+    "LeakageEnergy",
+    "dense_gemm_energy",
+    "dense_mapping",
+    "dense_peak_gops",
+    "energy_breakdown",
+    "energy_search_path",
+    "fit_fabric_overhead",
+    "list_energy_tables",
+    "load_energy_table",
+    "resolve_energy_table",
+]
+
+DEFAULT_ENERGY_ROOT = Path("configs/energy")
+"""Where bare energy-table names are looked up, relative to the current directory."""
+
+_SOURCE_ENERGY_ROOT = Path(__file__).resolve().parents[1] / "configs" / "energy"
+"""The energy folder of this source tree: the fallback when the current directory has none."""
+
+DENSE_GEMM_IO_GROUPS = 1
+"""MEM-column groups a dense GEMM mapping gives to I/O instead of MACs.
+
+A group is one MEM column plus the ``mem_column_period - 1`` PE columns it feeds (on Onyx,
+16 rows x 3 PE columns = 48 PEs). Output-stationary GEMM needs one A word per array row per
+cycle from the GLB; one group's MEM column buffers that stream (one MEM tile per row, fed by
+one GLB link per row: Onyx has 16 rows and 16 GLB->array links) and drains the finished C
+tiles, and its PE columns route the A words into the MAC block instead of computing. On Onyx
+that leaves 7 of 8 groups, 336 of 384 PEs, doing MACs. This is a mapping assumption, not a
+silicon measurement: Onyx's published 571 GOPS at 850 MHz is 672 ops/cycle, exactly 7/8 of
+384 x 2, which is consistent with (and was read as support for) it; docs/energy.md discusses
+the alternatives.
+"""
+
+DATATYPE_BY_BITS = {8: "int8", 16: "int16", 32: "fp32"}
+"""Default datatype for a PE datapath width (``pe.datapath_bits``)."""
+
+_MAC_CLASS_ALU_OPS = frozenset({"mul", "silu", "gelu"})
+"""ALU ops costed as a MAC: multiplies, and activations assumed to need a multiply step."""
+
+# --------------------------------------------------------------------------------------------
+# The table
+
+
+def _non_negative(obj: Any) -> list[tuple[str, str]]:
+    """Problems for every float field of ``obj`` that is negative."""
+    return [(f.name, f"must be >= 0 (got {getattr(obj, f.name)})")
+            for f in dataclasses.fields(obj)
+            if isinstance(getattr(obj, f.name), float) and getattr(obj, f.name) < 0]
+
+
+@dataclass(frozen=True)
+class DatatypeEnergy:
+    """Value-datapath energies of one number format (pJ per op)."""
+
+    mac_active_pj: float          # one multiply-accumulate performed (operands non-zero or not)
+    mac_gated_pj: float           # one MAC issued on a zero operand and clock-gated
+    mac_skipped_pj: float         # one MAC never issued (skipped by the metadata)
+    alu_op_pj: float              # one non-MAC value op: add, sub, max, compare
+    reducer_accumulate_pj: float  # one reducer accumulation: add + accumulator read and write
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = _non_negative(self)
+        if self.mac_gated_pj > self.mac_active_pj:
+            out.append(("mac_gated_pj", f"must not exceed mac_active_pj ({self.mac_active_pj})"))
+        if self.mac_skipped_pj > self.mac_active_pj:
+            out.append(("mac_skipped_pj",
+                        f"must not exceed mac_active_pj ({self.mac_active_pj})"))
+        return out
+
+    @property
+    def gated_fraction(self) -> float:
+        """Energy of a gated op relative to a performed one."""
+        return self.mac_gated_pj / self.mac_active_pj if self.mac_active_pj else 0.0
+
+
+@dataclass(frozen=True)
+class Datatypes:
+    """Per-format value energies."""
+
+    int8: DatatypeEnergy
+    int16: DatatypeEnergy
+    bf16: DatatypeEnergy
+    fp32: DatatypeEnergy
+
+    def get(self, name: str) -> DatatypeEnergy:
+        """The entry of datatype ``name``; ValueError naming the valid ones otherwise."""
+        names = [f.name for f in dataclasses.fields(self)]
+        if name not in names:
+            raise ValueError(f"unknown datatype {name!r} (use one of {', '.join(names)})")
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class DramEnergy:
+    """DRAM access energy per bit transferred, by ``dram.kind`` preset (I/O included)."""
+
+    lpddr4: float
+    ddr4: float
+    hbm2: float
+
+    def problems(self) -> list[tuple[str, str]]:
+        return _non_negative(self)
+
+
+@dataclass(frozen=True)
+class LeakageEnergy:
+    """Static energy per tile per cycle, stated at ``reference_freq_mhz`` (it is a power)."""
+
+    reference_freq_mhz: float
+    pe_tile_pj_per_cycle: float
+    mem_tile_pj_per_cycle: float
+    glb_tile_pj_per_cycle: float
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = _non_negative(self)
+        if self.reference_freq_mhz <= 0:
+            out.append(("reference_freq_mhz", "must be > 0"))
+        return out
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Per-action energies of one technology, in pJ, at ``voltage_v``."""
+
+    name: str
+    node_nm: float                # technology node (informational)
+    voltage_v: float              # supply voltage the dynamic energies are stated at
+    fabric_overhead: float        # calibration multiplier of the array's dynamic energy
+    datatypes: Datatypes
+    control_step_pj: float        # one 16-bit compare/increment step of a control unit
+    joiner_step_pj: float         # one intersect/union comparison step
+    zero_detect_pj: float         # one zero test of a 16-bit operand
+    register_access_pj: float     # one 16-bit register read or write
+    fifo_push_pj: float           # one 17-bit token pushed into a small FIFO
+    interconnect_hop_pj: float    # one 16-bit word crossing one tile-to-tile link
+    mem_sram_read_pj: float       # one 64-bit MEM-tile SRAM word read
+    mem_sram_write_pj: float      # one 64-bit MEM-tile SRAM word write
+    glb_read_pj: float            # one 64-bit GLB word read
+    glb_write_pj: float           # one 64-bit GLB word write
+    config_load_pj_per_bit: float
+    dram_pj_per_bit: DramEnergy
+    leakage: LeakageEnergy
+    description: str = ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        positive = ("node_nm", "voltage_v", "fabric_overhead")
+        out = [(k, m) for k, m in _non_negative(self) if k not in positive]
+        for key in positive:
+            if getattr(self, key) <= 0:
+                out.append((key, "must be > 0"))
+        return out
+
+    def dram_pj_per_bit_of(self, kind: str) -> float:
+        """DRAM energy per bit of a ``dram.kind`` preset."""
+        if kind not in ("lpddr4", "ddr4", "hbm2"):
+            raise ValueError(f"unknown dram kind {kind!r} (use lpddr4, ddr4 or hbm2)")
+        return float(getattr(self.dram_pj_per_bit, kind))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def energy_search_path(root: str | Path = DEFAULT_ENERGY_ROOT) -> list[Path]:
+    """The folders searched for bare table names, in order (duplicates removed)."""
+    out: list[Path] = []
+    for folder in (Path(root), _SOURCE_ENERGY_ROOT):
+        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
+            out.append(folder)
+    return out
+
+
+def resolve_energy_table(name_or_path: str | Path,
+                         root: str | Path = DEFAULT_ENERGY_ROOT) -> Path:
+    """The YAML file of a table given as a path or a bare name (``onyx-12nm``).
+
+    Like chip names: a string with a ``/`` or a ``.yaml``/``.yml`` suffix is a path; a bare
+    name is looked up in :func:`energy_search_path`, and an unknown one gives a ConfigError
+    listing the tables available (with a suggestion).
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml"):
+        return path
+    for folder in energy_search_path(root):
+        candidate = folder / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = sorted({n for folder in energy_search_path(root)
+                    for n, _, _ in list_energy_tables(folder)})
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    available = ", ".join(names) if names else f"none found in {root}"
+    raise ConfigError(format_problems(
+        text, [(TOP_LEVEL, f"unknown energy table ({hint}available: {available})")]))
+
+
+def _read_yaml(path: Path, where: str) -> dict[str, Any]:
+    """Parse a YAML file whose top level must be a mapping; one ConfigError otherwise (the
+    same checks and messages as ``simulator.config.read_yaml``, kept here so that this module
+    imports only ``isa``, yaml and the standard library)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(format_problems(where, [(TOP_LEVEL, "file not found")])) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(format_problems(where, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        place = TOP_LEVEL if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(format_problems(where, [(place, f"YAML syntax error: {problem}")])
+                          ) from None
+    if data is None:
+        raise ConfigError(format_problems(where, [(TOP_LEVEL, "file is empty")]))
+    if not isinstance(data, dict):
+        kind = "list" if isinstance(data, list) else type(data).__name__
+        raise ConfigError(format_problems(
+            where, [(TOP_LEVEL, f"expected a mapping of keys, got a {kind}")]))
+    return data
+
+
+def _parse_override_value(text: str) -> Any:
+    """An override value parsed as YAML (``1`` -> 1); text that is not YAML stays a string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def load_energy_table(name_or_path: str | Path, overrides: Sequence[str] = ()) -> EnergyTable:
+    """Load an energy table from a bare name or a YAML path, with ``key.path=value`` overrides.
+
+    Raises one ConfigError naming the file for a missing file, bad YAML, unknown keys (with
+    suggestions), wrong types, missing keys and impossible values, all together.
+    """
+    file = resolve_energy_table(name_or_path)
+    where = str(file)
+    data = _read_yaml(file, where)
+    if overrides:
+        where = f"{where} (with overrides {' '.join(overrides)})"
+        data = apply_overrides(data, list(overrides), where=where, parse=_parse_override_value)
+    return load_dataclass(EnergyTable, data, where=where)
+
+
+def list_energy_tables(root: str | Path = DEFAULT_ENERGY_ROOT) -> list[tuple[str, Path, str]]:
+    """(name, path, description) of every ``*.yaml`` table in ``root`` (default: the search
+    path's first folder that exists), sorted by name; an unreadable file is listed with its
+    problem as the description."""
+    folder = Path(root)
+    if not folder.is_dir():
+        folders = energy_search_path(root)
+        if not folders:
+            return []
+        folder = folders[0]
+    out: list[tuple[str, Path, str]] = []
+    for file in sorted(folder.glob("*.yaml"), key=lambda f: f.stem):
+        try:
+            text = file.read_text(encoding="utf-8")
+            data = yaml.safe_load(text)
+            description = str((data or {}).get("description", "") or "")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+            description = f"(invalid: {str(exc).splitlines()[0] if str(exc) else exc!r})"
+        out.append((file.stem, file, " ".join(description.split())))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+ACTIONS: dict[str, str] = {
+    "mac": "pe_alu",
+    "mac_ineffectual": "pe_alu",
+    "mac_gated": "pe_alu",
+    "mac_skipped": "pe_alu",
+    "alu_op": "pe_alu",
+    "alu_op_ineffectual": "pe_alu",
+    "alu_op_gated": "pe_alu",
+    "zero_detect": "pe_alu",
+    "register_access": "pe_alu",
+    "joiner_step": "pe_sparse",
+    "reducer_accumulate": "pe_sparse",
+    "pe_control_step": "pe_sparse",
+    "mem_sram_read": "mem_sram",
+    "mem_sram_write": "mem_sram",
+    "mem_control_step": "mem_ctrl",
+    "fifo_push": "fifo",
+    "interconnect_hop": "interconnect",
+    "glb_read": "glb",
+    "glb_write": "glb",
+    "dram_read": "dram",
+    "dram_write": "dram",
+    "config_load": "config",
+    "leakage_pe": "leakage",
+    "leakage_mem": "leakage",
+    "leakage_glb": "leakage",
+}
+"""Every action and the component it belongs to."""
+
+COMPONENTS = tuple(dict.fromkeys(ACTIONS.values()))
+"""Components in report order."""
+
+_FABRIC = frozenset({"pe_alu", "pe_sparse", "mem_sram", "mem_ctrl", "fifo", "interconnect",
+                     "config"})
+"""Components multiplied by ``fabric_overhead``."""
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """The energy of one run (or one modelled kernel), in pJ.
+
+    ``by_action[a] = counts[a] x (energy per count of a, after scaling)``; ``by_component``
+    sums the actions of each component; ``total_pj`` is the sum of either.
+    """
+
+    total_pj: float
+    by_component: dict[str, float]
+    by_action: dict[str, float]
+    counts: dict[str, float]
+    cycles: int
+    seconds: float
+    ops: int                      # useful arithmetic ops (see the producing function)
+    table: str
+    datatype: str
+    voltage_v: float
+    freq_mhz: float
+    per_count_pj: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def on_chip_pj(self) -> float:
+        """Energy without DRAM (what a chip power measurement sees)."""
+        return self.total_pj - self.by_component.get("dram", 0.0)
+
+    @property
+    def average_power_w(self) -> float:
+        """Average power over the run, DRAM included."""
+        return self.total_pj * 1e-12 / self.seconds if self.seconds > 0 else 0.0
+
+    def gops_per_watt(self, *, include_dram: bool = False) -> float:
+        """Ops per joule / 1e9 (= GOPS per watt), on chip unless ``include_dram``."""
+        energy_pj = self.total_pj if include_dram else self.on_chip_pj
+        return self.ops / (energy_pj * 1e-12) / 1e9 if energy_pj > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+def _resolve_datatype(chip: ChipConfig, datatype: str | None) -> str:
+    if datatype is not None:
+        return datatype
+    bits = chip.pe.datapath_bits
+    if bits not in DATATYPE_BY_BITS:
+        raise ValueError(f"no default datatype for a {bits}-bit datapath; pass datatype=")
+    return DATATYPE_BY_BITS[bits]
+
+
+def _per_count(table: EnergyTable, chip: ChipConfig, datatype: str, voltage_v: float,
+               freq_mhz: float) -> dict[str, float]:
+    """Energy (pJ) per count of every action after overhead, voltage and clock scaling."""
+    dt = table.datatypes.get(datatype)
+    v2 = (voltage_v / table.voltage_v) ** 2
+    leak = table.leakage
+    leak_scale = (voltage_v / table.voltage_v) * leak.reference_freq_mhz / freq_mhz
+    track = chip.interconnect.track_bits / 16
+    base = {
+        "mac": dt.mac_active_pj,
+        "mac_ineffectual": dt.mac_active_pj,
+        "mac_gated": dt.mac_gated_pj,
+        "mac_skipped": dt.mac_skipped_pj,
+        "alu_op": dt.alu_op_pj,
+        "alu_op_ineffectual": dt.alu_op_pj,
+        "alu_op_gated": dt.alu_op_pj * dt.gated_fraction,
+        "zero_detect": table.zero_detect_pj,
+        "register_access": table.register_access_pj,
+        "joiner_step": table.joiner_step_pj,
+        "reducer_accumulate": dt.reducer_accumulate_pj,
+        "pe_control_step": table.control_step_pj,
+        "mem_sram_read": table.mem_sram_read_pj,
+        "mem_sram_write": table.mem_sram_write_pj,
+        "mem_control_step": table.control_step_pj,
+        "fifo_push": table.fifo_push_pj,
+        "interconnect_hop": table.interconnect_hop_pj * track,
+        "glb_read": table.glb_read_pj,
+        "glb_write": table.glb_write_pj,
+        "config_load": table.config_load_pj_per_bit,
+    }
+    out: dict[str, float] = {}
+    for action, pj in base.items():
+        scale = v2 * (table.fabric_overhead if ACTIONS[action] in _FABRIC else 1.0)
+        out[action] = pj * scale
+    dram = table.dram_pj_per_bit_of(chip.dram.kind)
+    out["dram_read"] = out["dram_write"] = dram
+    out["leakage_pe"] = leak.pe_tile_pj_per_cycle * leak_scale
+    out["leakage_mem"] = leak.mem_tile_pj_per_cycle * leak_scale
+    out["leakage_glb"] = leak.glb_tile_pj_per_cycle * leak_scale
+    return out
+
+
+def _report(counts: dict[str, float], per_count: dict[str, float], *, cycles: int,
+            freq_mhz: float, ops: int, table: EnergyTable, datatype: str,
+            voltage_v: float) -> EnergyReport:
+    full = {a: float(counts.get(a, 0.0)) for a in ACTIONS}
+    by_action = {a: full[a] * per_count[a] for a in ACTIONS}
+    by_component = {c: 0.0 for c in COMPONENTS}
+    for action, pj in by_action.items():
+        by_component[ACTIONS[action]] += pj
+    return EnergyReport(
+        total_pj=math.fsum(by_action.values()), by_component=by_component,
+        by_action=by_action, counts=full, cycles=int(cycles),
+        seconds=cycles / (freq_mhz * 1e6), ops=int(ops), table=table.name, datatype=datatype,
+        voltage_v=voltage_v, freq_mhz=freq_mhz, per_count_pj=dict(per_count))
+
+
+def _alu_kinds(program: Program | None) -> dict[str, str]:
+    """Tile prefix (``pe_R_C``, or node id when unplaced) -> ALU op, from the program."""
+    if program is None:
+        return {}
+    out: dict[str, str] = {}
+    for kernel in program.kernels:
+        for node in kernel.nodes:
+            if node.op is not Opcode.ALU:
+                continue
+            tile = (node.id if node.tile is None else
+                    f"{SIGNATURES[node.op].tile.value}_{node.tile[0]}_{node.tile[1]}")
+            out[tile] = str(node.attr("op"))
+    return out
+
+
+def _value(entry: Any) -> float:
+    return float(entry["value"] if isinstance(entry, Mapping) else entry)
+
+
+def energy_breakdown(stats: Mapping[str, Any], cycles: int, chip: ChipConfig,
+                     table: EnergyTable, *, datatype: str | None = None,
+                     voltage_v: float | None = None, program: Program | None = None
+                     ) -> EnergyReport:
+    """Energy of a simulated run from its stats dict (mapping in the module docstring).
+
+    ``stats`` maps counter names to ``{"value": ...}`` entries (or plain numbers); ``cycles``
+    is the run's total cycles (leakage time) at ``chip.clock.freq_mhz``. ``voltage_v``
+    defaults to the table's. ``program`` (optional) tells MAC-class ALUs from others.
+    ``ops`` of the report = effectual ALU ops + reducer accumulations.
+    """
+    dtype = _resolve_datatype(chip, datatype)
+    volts = table.voltage_v if voltage_v is None else float(voltage_v)
+    freq = chip.clock.freq_mhz
+    alu_kinds = _alu_kinds(program)
+    counts: dict[str, float] = dict.fromkeys(ACTIONS, 0.0)
+    units: dict[tuple[str, str], dict[str, float]] = {}
+    memory: dict[str, float] = {}
+    controller: dict[str, float] = {}
+    for name, entry in stats.items():
+        parts = name.split(".")
+        if len(parts) < 3 or parts[0] != "chip":
+            continue
+        if parts[1] == "noc":
+            if parts[-1] == "token_count":
+                counts["fifo_push"] += _value(entry)
+            elif parts[-1] == "hop_count":
+                counts["interconnect_hop"] += _value(entry)
+        elif parts[1] == "memory" and len(parts) == 3:
+            memory[parts[2]] = _value(entry)
+        elif parts[1] == "controller" and len(parts) == 3:
+            controller[parts[2]] = _value(entry)
+        elif len(parts) == 4:
+            units.setdefault((parts[1], parts[2]), {})[parts[3]] = _value(entry)
+    for (tile, opname), c in units.items():
+        try:
+            op = Opcode(opname)
+        except ValueError:
+            continue
+        busy = c.get("busy_cycles", 0.0)
+        if op is Opcode.ALU:
+            eff = c.get("effectual_op_count", 0.0)
+            ineff = c.get("ineffectual_op_count", 0.0)
+            gated = c.get("gated_op_count", 0.0)
+            mac_class = alu_kinds.get(tile, "mul") in _MAC_CLASS_ALU_OPS
+            prefix = "mac" if mac_class else "alu_op"
+            counts[prefix] += eff
+            counts[f"{prefix}_ineffectual"] += ineff
+            counts[f"{prefix}_gated"] += gated
+            counts["zero_detect"] += gated
+            counts["pe_control_step"] += max(busy - eff - ineff - gated, 0.0)
+        elif op in (Opcode.INTERSECT, Opcode.UNION):
+            counts["joiner_step"] += busy
+        elif op in (Opcode.REDUCE, Opcode.VREDUCE):
+            adds = c.get("add_count", 0.0)
+            counts["reducer_accumulate"] += adds
+            counts["pe_control_step"] += max(busy - adds, 0.0)
+        elif SIGNATURES[op].tile is TileKind.PE:      # repeat, repsig, crddrop, crdhold
+            counts["pe_control_step"] += busy
+        else:                                         # MEM tile: scan, array, writers
+            counts["mem_sram_read"] += c.get("sram_read_words", 0.0)
+            counts["mem_sram_write"] += c.get("sram_write_words", 0.0)
+            counts["mem_control_step"] += busy
+            skipped = c.get("skipped_zero_count", 0.0)
+            counts["mac_skipped"] += skipped
+            counts["zero_detect"] += skipped
+        if SIGNATURES[op].tile is TileKind.PE:
+            # A PE unit's own SRAM counters are zero; counted anyway if a future unit has them.
+            counts["mem_sram_read"] += c.get("sram_read_words", 0.0)
+            counts["mem_sram_write"] += c.get("sram_write_words", 0.0)
+    counts["glb_read"] = memory.get("glb_read_bytes", 0.0) / 8
+    counts["glb_write"] = memory.get("glb_write_bytes", 0.0) / 8
+    counts["dram_read"] = memory.get("dram_read_bytes", 0.0) * 8
+    counts["dram_write"] = memory.get("dram_write_bytes", 0.0) * 8
+    counts["config_load"] = controller.get("config_bits", 0.0)
+    counts["leakage_pe"] = len(chip.array.tiles(TileKind.PE)) * cycles
+    counts["leakage_mem"] = len(chip.array.tiles(TileKind.MEM)) * cycles
+    counts["leakage_glb"] = chip.glb.tiles * cycles
+    ops = sum(c.get("effectual_op_count", 0.0) + c.get("add_count", 0.0)
+              for c in units.values())
+    per_count = _per_count(table, chip, dtype, volts, freq)
+    return _report(counts, per_count, cycles=cycles, freq_mhz=freq, ops=int(ops), table=table,
+                   datatype=dtype, voltage_v=volts)
+
+
+# --------------------------------------------------------------------------------------------
+# Dense GEMM (calibration kernel)
+
+
+@dataclass(frozen=True)
+class DenseMapping:
+    """The output-stationary MAC block a dense GEMM uses on a chip."""
+
+    rows: int                     # r: MAC PE rows (= array rows)
+    cols: int                     # c: MAC PE columns
+    io_groups: int                # MEM-column groups reserved for I/O
+
+    @property
+    def mac_pes(self) -> int:
+        return self.rows * self.cols
+
+
+def dense_mapping(chip: ChipConfig) -> DenseMapping:
+    """The MAC block of :data:`DENSE_GEMM_IO_GROUPS`: all rows, the PE columns of the other
+    MEM-column groups (Onyx: 16 x 21 = 336 of 384 PEs)."""
+    arr = chip.array
+    pe_cols = arr.cols - len({c for _, c in arr.tiles(TileKind.MEM)})
+    groups = arr.cols // arr.mem_column_period
+    per_group = arr.mem_column_period - 1
+    io = min(DENSE_GEMM_IO_GROUPS, max(groups - 1, 0))
+    return DenseMapping(rows=arr.rows, cols=max(pe_cols - io * per_group, 1), io_groups=io)
+
+
+def dense_peak_gops(chip: ChipConfig, *, freq_mhz: float | None = None) -> float:
+    """Peak dense INT16 throughput: MAC PEs x 2 ops (fused MAC) x clock, in GOPS."""
+    freq = chip.clock.freq_mhz if freq_mhz is None else float(freq_mhz)
+    return dense_mapping(chip).mac_pes * 2 * freq * 1e6 / 1e9
+
+
+def dense_gemm_energy(M: int, N: int, K: int, chip: ChipConfig, table: EnergyTable, *,
+                      freq_mhz: float | None = None, voltage_v: float | None = None,
+                      datatype: str = "int16") -> EnergyReport:
+    """Energy of a dense GEMM (M x K times K x N) on the array at steady state.
+
+    The mapping and per-MAC action counts are in the module docstring. ``freq_mhz`` (default
+    the chip clock) sets time and leakage per cycle; ``voltage_v`` (default the table's)
+    scales dynamic energy by (V/V0)^2. ``ops`` of the report = 2 x M N K.
+    """
+    if min(M, N, K) < 1:
+        raise ValueError(f"GEMM sizes must be >= 1 (got M={M}, N={N}, K={K})")
+    freq = chip.clock.freq_mhz if freq_mhz is None else float(freq_mhz)
+    volts = table.voltage_v if voltage_v is None else float(voltage_v)
+    m = dense_mapping(chip)
+    tr, tc = math.ceil(M / m.rows), math.ceil(N / m.cols)
+    macs = M * N * K
+    cycles = tr * tc * K
+    words_per_sram = chip.mem_tile.word_bits // 16
+    words_per_glb = chip.glb.bank_width_bits // 16
+    a_stream = M * K * tc              # A words streamed GLB -> IO MEM tiles -> rows
+    b_load = K * N                     # B words loaded once into the MAC groups' MEM tiles
+    b_reads = K * N * tr               # B words read from MEM tiles (once per row block)
+    c_words = M * N
+    sram_reads = (a_stream + b_reads + c_words) / words_per_sram
+    sram_writes = (a_stream + b_load + c_words) / words_per_sram
+    counts = {
+        "mac": macs,
+        "register_access": 4 * macs,
+        "fifo_push": 2 * macs + c_words,
+        "interconnect_hop": 2 * macs + 2 * c_words,
+        "mem_sram_read": sram_reads,
+        "mem_sram_write": sram_writes,
+        "mem_control_step": sram_reads + sram_writes,
+        "glb_read": (a_stream + b_load + c_words) / words_per_glb,
+        "glb_write": (M * K + K * N + c_words) / words_per_glb,
+        "dram_read": (M * K + K * N) * 16,
+        "dram_write": c_words * 16,
+        "leakage_pe": len(chip.array.tiles(TileKind.PE)) * cycles,
+        "leakage_mem": len(chip.array.tiles(TileKind.MEM)) * cycles,
+        "leakage_glb": chip.glb.tiles * cycles,
+    }
+    per_count = _per_count(table, chip, datatype, volts, freq)
+    return _report(counts, per_count, cycles=cycles, freq_mhz=freq, ops=2 * macs, table=table,
+                   datatype=datatype, voltage_v=volts)
+
+
+def fit_fabric_overhead(target_gops_per_w: float, M: int, N: int, K: int, chip: ChipConfig,
+                        table: EnergyTable, *, freq_mhz: float, voltage_v: float
+                        ) -> tuple[float, float, float]:
+    """Solve for the ``fabric_overhead`` that makes the dense GEMM reach a target on-chip GOPS/W.
+
+    On-chip energy is linear in the factor, E(f) = f x A + B, with A the fabric energy at
+    f = 1 and B the rest (GLB, leakage). Returns (f, A, B) in pJ; f = (E_target - B) / A
+    with E_target = ops / (target x 1e9) J.
+    """
+    def on_chip(f: float) -> float:
+        t = dataclasses.replace(table, fabric_overhead=f)
+        return dense_gemm_energy(M, N, K, chip, t, freq_mhz=freq_mhz,
+                                 voltage_v=voltage_v).on_chip_pj
+
+    rest = on_chip(0.0)               # B (replace() does not run the table's problems())
+    fabric = on_chip(1.0) - rest      # A
+    target_pj = 2 * M * N * K / (target_gops_per_w * 1e9) * 1e12
+    return (target_pj - rest) / fabric, fabric, rest
