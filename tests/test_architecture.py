@@ -20,9 +20,11 @@ ALLOWED = {
     "compiler": {"isa", "workloads", "networkx", "numpy", "scipy", "compiler"},
     "simulator": {"isa", "simpy", "numpy", "scipy", "yaml", "simulator"},
     "reports": {"reports", "numpy", "matplotlib", "isa"},
+    "baselines": {"numpy", "scipy", "yaml", "isa", "workloads", "baselines"},
 }
 THIRD_PARTY_AND_PROJECT = {"numpy", "scipy", "simpy", "networkx", "matplotlib", "yaml",
                            "isa", "workloads", "compiler", "simulator", "reports", "sieve",
+                           "baselines",
                            "dask", "distributed", "pandas", "torch", "tqdm", "rich"}
 
 
