@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from baselines.cpu import CpuEstimate, estimate, load_cpu_preset
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -25,6 +26,7 @@ from isa.ops import Opcode
 from isa.program import Program
 from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
+from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from workloads import KernelLayer, get_workload
 
 
@@ -39,6 +41,8 @@ class Report:
     chip: ChipConfig
     wall_seconds: float
     checks: dict[str, bool] = field(default_factory=dict)
+    energy: EnergyReport | None = None
+    baseline: CpuEstimate | None = None
     out_dir: Path | None = None
 
     def __repr__(self) -> str:
@@ -117,9 +121,34 @@ def skipped_ops(program: Program, result: RunResult) -> int:
     return dense_ops - sum(result.total(k) for k in names)
 
 
+def baseline_summary(chip_seconds: float, chip_joules: float, cpu: CpuEstimate
+                     ) -> dict[str, Any]:
+    """The CPU's time and energy and the chip's advantage as ratios (CPU / chip)."""
+    return {
+        "cpu": cpu.preset,
+        "seconds": cpu.seconds,
+        "energy_j": cpu.energy_j,
+        "bound": cpu.bound,
+        "speedup": cpu.seconds / chip_seconds,
+        "energy_ratio": cpu.energy_j / chip_joules,
+        "edp_ratio": (cpu.seconds * cpu.energy_j) / (chip_seconds * chip_joules),
+    }
+
+
 def make_summary(result: RunResult, layer: KernelLayer, program: Program,
-                 checks: dict[str, bool]) -> dict[str, Any]:
+                 checks: dict[str, bool], energy: EnergyReport | None = None,
+                 cpu: CpuEstimate | None = None) -> dict[str, Any]:
     """The ``summary`` object of stats.json: headline figures, all computed from the run."""
+    out = _base_summary(result, layer, program, checks)
+    if energy is not None:
+        out["energy_j"] = energy.total_pj * 1e-12
+    if cpu is not None and energy is not None:
+        out["baseline"] = baseline_summary(result.seconds, energy.total_pj * 1e-12, cpu)
+    return out
+
+
+def _base_summary(result: RunResult, layer: KernelLayer, program: Program,
+                  checks: dict[str, bool]) -> dict[str, Any]:
     return {
         "chip": result.chip,
         "workload": layer.name,
@@ -147,16 +176,23 @@ def make_summary(result: RunResult, layer: KernelLayer, program: Program,
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
-        progress: Any = None) -> Report:
-    """Compile and simulate ``workload`` on ``chip``, verify it, optionally write ``out``."""
+        baseline: str | Path | None = None, progress: Any = None) -> Report:
+    """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
+    chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
+    optionally write the run folder ``out``."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
+    cpu = estimate(layer, load_cpu_preset(baseline)) if baseline is not None else None
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
     checks = check_outputs(result, program, layer)
-    summary = make_summary(result, layer, program, checks)
-    report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks)
+    energy = energy_breakdown(result.stats, result.cycles, cfg,
+                              load_energy_table(cfg.energy_table), program=program)
+    summary = make_summary(result, layer, program, checks, energy, cpu)
+    summary["energy_table"] = cfg.energy_table
+    report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks,
+                    energy, cpu)
     if out is not None:
         write_run(report, Path(out))
     return report
@@ -167,6 +203,14 @@ def write_run(report: Report, out: Path) -> None:
     program's assembly, summary.md, and wall-clock timing kept apart in timing.json."""
     out.mkdir(parents=True, exist_ok=True)
     doc = {"summary": report.summary, "stats": report.result.stats}
+    if report.energy is not None:
+        e = report.energy
+        doc["energy"] = {"unit": "pJ", "total_pj": e.total_pj,
+                         "by_component": e.by_component, "by_action": e.by_action,
+                         "counts": e.counts}
+    if report.baseline is not None:
+        doc["baseline"] = {"preset": report.summary["baseline"]["cpu"],
+                           "breakdown": report.baseline.breakdown}
     (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
@@ -193,11 +237,26 @@ SUMMARY_ROWS = (
     ("sram_write_words", "MEM-tile SRAM writes (words)", "{:,}"),
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
+    ("energy_j", "energy (J)", "{:.3e}"),
+)
+
+BASELINE_ROWS = (
+    ("seconds", "CPU time (s)", "{:.3e}"),
+    ("energy_j", "CPU energy (J)", "{:.3e}"),
+    ("speedup", "speedup (CPU time / chip time)", "{:.2f}x"),
+    ("energy_ratio", "energy ratio (CPU / chip)", "{:.1f}x"),
+    ("edp_ratio", "EDP ratio (CPU / chip)", "{:.1f}x"),
 )
 
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS]
+    rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
+            if key in summary]
+    base = summary.get("baseline")
+    if base:
+        rows += [(f"{label} [{base['cpu']}]" if key == "seconds" else label,
+                  fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
+    return rows
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

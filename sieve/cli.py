@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                  overrides=args.config, fidelity=args.fidelity, out=args.out,
-                 progress=None if args.quiet else _progress())
+                 baseline=args.baseline, progress=None if args.quiet else _progress())
     if sys.stderr.isatty() and not args.quiet:
         print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
     s = report.summary
@@ -53,6 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not s["verified"]:
         print(f"error: output check failed: {s['checks']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import logging
+
+    from baselines.cpu import calibrate_host
+
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    print(f"measuring this machine (medians of {args.repeats} runs)...", file=sys.stderr)
+    calibrate_host(args.out, repeats=args.repeats, quick=args.quick)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -92,6 +104,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("chips (configs/chips):")
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
+    if args.what in ("cpus", "all"):
+        from baselines.cpu import list_cpu_presets
+
+        print("CPU baselines (configs/cpus):")
+        for name, path in list_cpu_presets():
+            print(f"  {name:<14} {path}")
     if args.what in ("workloads", "all"):
         print("workloads:")
         for w in CATALOG.values():
@@ -122,8 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fidelity", choices=("cycle", "burst"), default=None,
                    help="timing engine (default: the chip config's sim.fidelity)")
     r.add_argument("--out", default=None, help="run folder to write (stats.json, ...)")
+    r.add_argument("--baseline", default=None, metavar="CPU",
+                   help="CPU preset to compare with: a YAML path or a name in configs/cpus "
+                        "(xeon-12c, xeon-1c, epyc-9654, host)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     r.set_defaults(fn=cmd_run)
+
+    cal = sub.add_parser("calibrate-cpu", help="measure this machine and write a host preset")
+    cal.add_argument("--out", default="configs/cpus/host.yaml")
+    cal.add_argument("--repeats", type=int, default=5)
+    cal.add_argument("--quick", action="store_true", help="fewer, smaller measurements")
+    cal.set_defaults(fn=cmd_calibrate)
 
     c = sub.add_parser("compile", help="compile a workload and print assembly, DOT or bits")
     common(c)
@@ -132,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")
-    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "all"), default="all")
+    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "all"),
+                    default="all")
     ls.set_defaults(fn=cmd_list)
     return ap
 

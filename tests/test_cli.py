@@ -77,3 +77,16 @@ def test_console_script_has_no_traceback_on_error():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "invalid config" in proc.stderr and "pe.fifo_dept" in proc.stderr
+
+
+def test_run_with_a_cpu_baseline_prints_the_ratios(capsys):
+    assert main(["run", SMALL, "spmv", "-p", "shape=32,32", "--baseline", "xeon-1c"]) == 0
+    out = capsys.readouterr().out
+    for label in ("speedup", "energy ratio", "EDP ratio", "energy (J)"):
+        assert label in out
+
+
+def test_unknown_baseline_is_one_clear_error(capsys):
+    assert main(["run", SMALL, "spmv", "--baseline", "xeon-13c"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err

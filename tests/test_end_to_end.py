@@ -115,3 +115,19 @@ def test_summary_counts_are_the_stats(small_chip):
     assert r.summary["effectual_ops"] == b.multiply(c).nnz
     assert r.summary["dram_bytes"] == (st["chip.memory.dram_read_bytes"]["value"]
                                        + st["chip.memory.dram_write_bytes"]["value"])
+
+
+def test_energy_and_baseline_in_the_summary(small_chip, tmp_path):
+    report = sieve.run(small_chip, "spmspm", params={"shape": "12,10,12", "density": 0.2},
+                       baseline="xeon-12c", out=tmp_path / "r")
+    s = report.summary
+    assert s["energy_j"] == pytest.approx(report.energy.total_pj * 1e-12)
+    assert s["energy_j"] > 0
+    b = s["baseline"]
+    assert b["cpu"] == "xeon-12c" and b["seconds"] > 0 and b["energy_j"] > 0
+    assert b["speedup"] == pytest.approx(b["seconds"] / s["seconds"])
+    assert b["energy_ratio"] == pytest.approx(b["energy_j"] / s["energy_j"])
+    assert b["edp_ratio"] == pytest.approx(b["speedup"] * b["energy_ratio"])
+    doc = json.loads((tmp_path / "r" / "stats.json").read_text())
+    assert doc["energy"]["total_pj"] == pytest.approx(sum(doc["energy"]["by_component"].values()))
+    assert doc["summary"]["baseline"]["edp_ratio"] == pytest.approx(b["edp_ratio"])
