@@ -121,6 +121,33 @@ def skipped_ops(program: Program, result: RunResult) -> int:
     return dense_ops - sum(result.total(k) for k in names)
 
 
+def dense_equivalent_ops(expr: str, tensors: dict[str, Any]) -> int:
+    """Ops of the dense computation: one multiply (and one add when an index is contracted)
+    per point of the iteration space."""
+    from compiler.notation import parse_expr
+
+    assign = parse_expr(expr)
+    sizes: dict[str, int] = {}
+    for acc in assign.operands:
+        for v, n in zip(acc.indices, tensors[acc.tensor].shape):
+            sizes[v] = int(n)
+    points = int(np.prod([sizes[v] for v in assign.index_vars], dtype=np.float64))
+    contracted = any(v not in assign.out.indices for v in assign.index_vars)
+    return points * (2 if contracted and assign.op == "*" else 1)
+
+
+def roofs(chip: ChipConfig) -> dict[str, float]:
+    """The chip's roofline: compute roof (ops/s, every PE tile one op per cycle, two when
+    fused MACs are counted) and a bandwidth roof per memory level (bytes/s)."""
+    from isa.ops import TileKind
+
+    hz = chip.clock.freq_mhz * 1e6
+    pes = len(chip.array.tiles(TileKind.PE))
+    return {"compute_ops_per_s": pes * 2 * hz,
+            "dram_bytes_per_s": chip.dram.bandwidth_bytes_per_cycle * hz,
+            "glb_bytes_per_s": chip.glb.array_bytes_per_cycle * hz}
+
+
 def baseline_summary(chip_seconds: float, chip_joules: float, cpu: CpuEstimate
                      ) -> dict[str, Any]:
     """The CPU's time and energy and the chip's advantage as ratios (CPU / chip)."""
@@ -129,6 +156,9 @@ def baseline_summary(chip_seconds: float, chip_joules: float, cpu: CpuEstimate
         "seconds": cpu.seconds,
         "energy_j": cpu.energy_j,
         "bound": cpu.bound,
+        "flops": cpu.flops,
+        "dense_equivalent_flops": cpu.dense_equivalent_flops,
+        "dram_bytes": cpu.bytes,
         "speedup": cpu.seconds / chip_seconds,
         "energy_ratio": cpu.energy_j / chip_joules,
         "edp_ratio": (cpu.seconds * cpu.energy_j) / (chip_seconds * chip_joules),
@@ -140,6 +170,10 @@ def make_summary(result: RunResult, layer: KernelLayer, program: Program,
                  cpu: CpuEstimate | None = None) -> dict[str, Any]:
     """The ``summary`` object of stats.json: headline figures, all computed from the run."""
     out = _base_summary(result, layer, program, checks)
+    out["ops"] = out["effectual_ops"] + result.total("add_count")
+    out["dense_equivalent_ops"] = dense_equivalent_ops(layer.expr, layer.tensors)
+    out["glb_bytes"] = (result.stats["chip.memory.glb_read_bytes"]["value"]
+                        + result.stats["chip.memory.glb_write_bytes"]["value"])
     if energy is not None:
         out["energy_j"] = energy.total_pj * 1e-12
     if cpu is not None and energy is not None:
@@ -183,7 +217,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
-    cpu = estimate(layer, load_cpu_preset(baseline)) if baseline is not None else None
+    preset = load_cpu_preset(baseline) if baseline is not None else None
+    cpu = estimate(layer, preset) if preset is not None else None
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
     checks = check_outputs(result, program, layer)
@@ -191,6 +226,11 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
                               load_energy_table(cfg.energy_table), program=program)
     summary = make_summary(result, layer, program, checks, energy, cpu)
     summary["energy_table"] = cfg.energy_table
+    summary["roofs"] = roofs(cfg)
+    if preset is not None:
+        summary["baseline"]["roofs"] = {
+            "compute_ops_per_s": preset.peak_gflops * 1e9,
+            "dram_bytes_per_s": preset.sustained_bandwidth_gb_per_s * 1e9}
     report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks,
                     energy, cpu)
     if out is not None:
