@@ -48,6 +48,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value:>16}")
+    for name, value in s["checks"].items():
+        if isinstance(value, str):
+            print(f"  note: the {name} check was {value}")
     if report.out_dir is not None:
         print(f"run folder: {report.out_dir}")
     if not s["verified"]:

@@ -1,0 +1,114 @@
+"""Dense vs sparse mode on Onyx: where does sparse start to win? (Onyx, IEEE Micro 2025:
+a 512x512 matmul wins in sparse mode above about 89% sparsity, 23.1x better at 99%.)
+
+Dense mode: the output-stationary systolic schedule (simulator/systolic.py, SCALE-Sim's
+conventions) on Onyx's dense MAC block (simulator/energy.py: 16 x 21 PEs, one MEM-column group
+kept for I/O), and the calibrated dense-GEMM energy model; it does the same work whatever the
+sparsity. Sparse mode: SpM*SpM (Gustavson, ikj) with both operands at the given sparsity,
+compiled and simulated on configs/chips/onyx.yaml with the burst engine, energy from the same
+table. Sparsities below --min-sparsity are not simulated: their sparse runs need tens of
+millions of token steps; they are printed as "not run".
+
+    .venv/bin/python benchmarks/bench_crossover.py [--n 512] [--plot runs/crossover.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import sieve  # noqa: E402
+from simulator.config import load_chip  # noqa: E402
+from simulator.energy import dense_gemm_energy, dense_mapping, load_energy_table  # noqa: E402
+from simulator.systolic import SystolicArray, gemm_cycles  # noqa: E402
+
+SPARSITIES = [0.0, 0.5, 0.8, 0.85, 0.89, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
+
+
+def crossing(xs, ratios):
+    """Sparsity where ratio (dense/sparse) crosses 1, by log-linear interpolation."""
+    import math
+
+    pts = [(x, r) for x, r in zip(xs, ratios) if r is not None]
+    for (x0, r0), (x1, r1) in zip(pts, pts[1:]):
+        if r0 < 1 <= r1:
+            t = (0 - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return x0 + t * (x1 - x0)
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--min-sparsity", type=float, default=0.85)
+    ap.add_argument("--plot", default=str(ROOT / "runs" / "crossover.png"))
+    args = ap.parse_args()
+    n = args.n
+    chip = load_chip(ROOT / "configs/chips/onyx.yaml")
+    table = load_energy_table(chip.energy_table)
+    hz = chip.clock.freq_mhz * 1e6
+    m = dense_mapping(chip)
+    dense_cycles = gemm_cycles(n, n, n, SystolicArray(m.rows, m.cols, "os")) + 1
+    dense_s = dense_cycles / hz
+    dense_j = dense_gemm_energy(n, n, n, chip, table).total_pj * 1e-12
+    print(f"{n}x{n} matmul on {chip.name}: dense mode {dense_cycles:,} cycles "
+          f"({m.rows}x{m.cols} MAC PEs, output-stationary), {dense_s * 1e6:.1f} us, "
+          f"{dense_j * 1e6:.2f} uJ")
+    print(f"{'sparsity':>9} {'sparse cycles':>14} {'sparse us':>10} {'sparse uJ':>10} "
+          f"{'time x':>7} {'energy x':>9} {'EDP x':>8} {'wall s':>7}")
+    rows = []
+    for sp in SPARSITIES:
+        if sp < args.min_sparsity:
+            print(f"{sp:>9.1%} {'not run':>14}")
+            rows.append((sp, None, None, None))
+            continue
+        t0 = time.perf_counter()
+        r = sieve.run(chip, "spmspm", params={"shape": f"{n},{n},{n}", "density": 1 - sp,
+                                              "seed": 0})
+        wall = time.perf_counter() - t0
+        s = r.summary
+        assert s["verified"], s["checks"]
+        t_ratio = dense_s / s["seconds"]
+        e_ratio = dense_j / s["energy_j"]
+        rows.append((sp, t_ratio, e_ratio, t_ratio * e_ratio))
+        print(f"{sp:>9.1%} {s['cycles']:>14,} {s['seconds'] * 1e6:>10.1f} "
+              f"{s['energy_j'] * 1e6:>10.2f} {t_ratio:>7.2f} {e_ratio:>9.2f} "
+              f"{t_ratio * e_ratio:>8.2f} {wall:>7.1f}", flush=True)
+    xs = [r[0] for r in rows]
+    for label, i in (("time", 1), ("energy", 2), ("EDP", 3)):
+        x = crossing(xs, [r[i] for r in rows])
+        at99 = next((r[i] for r in rows if abs(r[0] - 0.99) < 1e-9), None)
+        print(f"{label:>6}: sparse mode wins above "
+              + (f"{x:.1%} sparsity" if x is not None else "(no crossing in the range run)")
+              + (f"; sparse advantage at 99%: {at99:.1f}x" if at99 else "")
+              + "   (Onyx, IEEE Micro 2025: 89%, 23.1x at 99%)")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, i, style in (("time", 1, "o-"), ("energy", 2, "s-"), ("EDP", 3, "^-")):
+        pts = [(100 * r[0], r[i]) for r in rows if r[i] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{label}: dense / sparse")
+    ax.axhline(1, color="grey", lw=1)
+    ax.axvline(89, color="tab:red", ls="--", lw=1, label="Onyx-reported crossover (89%)")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity of both operands (%)")
+    ax.set_ylabel("sparse-mode advantage (x, log)")
+    ax.set_title(f"{n}x{n} matmul on {chip.name}: sparse vs dense mode")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
