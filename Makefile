@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/sieve run configs/chips/onyx.yaml spmspm -p shape=64,64,64 -p density=0.1 -p seed=0 --out runs/demo
+	$(BIN)/sieve run configs/chips/onyx.yaml spmspm -p shape=64,64,64 -p density=0.1 -p seed=0 --baseline xeon-12c --out runs/demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

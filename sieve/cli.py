@@ -52,10 +52,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         if isinstance(value, str):
             print(f"  note: the {name} check was {value}")
     if report.out_dir is not None:
-        print(f"run folder: {report.out_dir}")
+        from reports import render_run
+
+        render_run(report.out_dir, trace=args.trace)
+        print(f"run folder: {report.out_dir} (report.html, roofline.png, energy.png, ...)")
     if not s["verified"]:
         print(f"error: output check failed: {s['checks']}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import render_run
+
+    for folder in args.run_dirs:
+        for path in render_run(Path(folder), trace=args.trace):
+            print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports import render_comparison
+    from sieve.api import run
+
+    out = Path(args.out)
+    dirs = []
+    for chip in args.chips:
+        for workload in args.workloads:
+            folder = out / f"{Path(chip).stem}__{workload}"
+            report = run(chip, workload, params=_params(args.param, "parameter"),
+                         overrides=args.config, fidelity=args.fidelity, out=folder,
+                         baseline=args.baseline)
+            s = report.summary
+            print(f"  {s['chip']:<12} {s['workload']:<8} {s['cycles']:>12,} cycles  "
+                  f"verified={s['verified']}", file=sys.stderr)
+            dirs.append(folder)
+    paths = render_comparison(dirs, out)
+    table = next(p for p in paths if p.suffix == ".md")
+    print(table.read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -146,8 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", default=None, metavar="CPU",
                    help="CPU preset to compare with: a YAML path or a name in configs/cpus "
                         "(xeon-12c, xeon-1c, epyc-9654, host)")
+    r.add_argument("--trace", action="store_true",
+                   help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     r.set_defaults(fn=cmd_run)
+
+    rep = sub.add_parser("report", help="re-render reports of saved run folders")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rep.add_argument("--trace", action="store_true", help="also write trace.json")
+    rep.set_defaults(fn=cmd_report)
+
+    cmp_ = sub.add_parser("compare", help="run several chips x workloads; one table")
+    cmp_.add_argument("--chips", nargs="+", required=True, metavar="CHIP")
+    cmp_.add_argument("--workloads", nargs="+", required=True, metavar="WORKLOAD")
+    cmp_.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    cmp_.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE")
+    cmp_.add_argument("--fidelity", choices=("cycle", "burst"), default=None)
+    cmp_.add_argument("--baseline", default=None, metavar="CPU")
+    cmp_.add_argument("--out", default="runs/compare", help="folder for the runs and table")
+    cmp_.set_defaults(fn=cmd_compare)
 
     cal = sub.add_parser("calibrate-cpu", help="measure this machine and write a host preset")
     cal.add_argument("--out", default="configs/cpus/host.yaml")

@@ -90,3 +90,30 @@ def test_unknown_baseline_is_one_clear_error(capsys):
     assert main(["run", SMALL, "spmv", "--baseline", "xeon-13c"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_run_renders_a_report_and_trace(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", SMALL, "spmv", "-p", "shape=24,24", "--baseline", "xeon-12c",
+                 "--out", str(out), "--trace"]) == 0
+    for name in ("report.html", "roofline.png", "energy.png", "comparison.png",
+                 "pe_utilization.png", "summary.md", "trace.json"):
+        assert (out / name).stat().st_size > 0
+    (out / "roofline.png").unlink()
+    assert main(["report", str(out)]) == 0          # re-render without simulating
+    assert (out / "roofline.png").exists()
+
+
+def test_compare_writes_one_table(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--chips", SMALL, "--workloads", "spmv", "elemmul",
+                 "-p", "shape=16,16", "--baseline", "xeon-1c", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "speedup" in text and "spmv" in text and "elemmul" in text
+    csv = (out / "comparison.csv").read_text().strip().splitlines()
+    assert len(csv) == 3   # header + one row per run
+
+
+def test_report_on_a_non_run_folder_is_one_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err

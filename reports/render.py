@@ -1,0 +1,60 @@
+"""The report entry points: every picture and page of one run folder, and the comparison of
+several runs. They read run folders only; they never run a simulation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from reports.html import report_html
+from reports.plots import plot_chip_vs_cpu, plot_comparison_runs, plot_energy, plot_utilization
+from reports.roofline import plot_roofline
+from reports.rundata import ReportError, load_run
+from reports.tables import comparison_csv, comparison_markdown, summary_markdown
+from reports.trace import trace_events
+
+IMAGES = ("roofline.png", "energy.png", "comparison.png", "pe_utilization.png")
+
+
+def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
+    """Write the reports of one run folder into it and return the written paths.
+
+    Files: roofline.png, energy.png, comparison.png (chip vs CPU), pe_utilization.png,
+    summary.md (regenerated), report.html (self-contained) and, with ``trace``, trace.json
+    (Chrome/Perfetto trace events). Raises ReportError when ``run_dir`` is not a run folder.
+    """
+    run = load_run(run_dir)
+    out = run.path
+    images = [plot_roofline(run.summary, out / "roofline.png"),
+              plot_energy(run, out / "energy.png"),
+              plot_chip_vs_cpu(run, out / "comparison.png"),
+              plot_utilization(run, out / "pe_utilization.png")]
+    written = list(images)
+    trace_path = None
+    if trace:
+        trace_path = out / "trace.json"
+        trace_path.write_text(json.dumps(trace_events(run), indent=1) + "\n")
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(run, [p.name for p in images]))
+    html = out / "report.html"
+    html.write_text(report_html(run, images, trace_path))
+    written += [summary, html]
+    if trace_path is not None:
+        written.append(trace_path)
+    return written
+
+
+def render_comparison(run_dirs: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
+    """Compare runs (``sieve compare``): comparison.md and comparison.csv (one row per run)
+    and comparison.png in ``out_dir``; returns the written paths."""
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise ReportError("nothing to compare: no run folders given")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out / "comparison.md", out / "comparison.csv"
+    md.write_text(comparison_markdown(runs))
+    csv_path.write_text(comparison_csv(runs))
+    png = plot_comparison_runs(runs, out / "comparison.png")
+    return [md, csv_path, png]

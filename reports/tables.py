@@ -1,0 +1,173 @@
+"""The run's tables: headline figures, energy by component, and one row per run for
+comparisons; rendered as Markdown and CSV (the HTML report formats the same rows)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from reports.fmt import count, energy_scale, ratio, share, si
+from reports.roofline import roofline
+from reports.rundata import RunData
+
+
+def verification_text(summary: dict[str, Any]) -> str:
+    """"yes (interpreter ok, numpy ok)" or "NO (...)": the output checks of a run. A check
+    that was not run is recorded as a string saying why, shown as it is, never as ok."""
+    checks = summary.get("checks") or {}
+
+    def state(v: Any) -> str:
+        if v is True:
+            return "ok"
+        if v is False:
+            return "FAILED"
+        return str(v)
+
+    detail = ", ".join(f"{k} {state(v)}" for k, v in sorted(checks.items()))
+    verdict = "yes" if summary.get("verified") else "NO"
+    return f"{verdict} ({detail})" if detail else verdict
+
+
+def summary_rows(run: RunData) -> list[tuple[str, str]]:
+    """(label, value) rows of the headline figures, chip first, then the CPU baseline."""
+    s = run.summary
+    rows: list[tuple[str, str]] = []
+
+    def add(key: str, label: str, fmt: Any) -> None:
+        if s.get(key) is not None:
+            rows.append((label, fmt(s[key])))
+
+    add("cycles", "total cycles (launch, config, DMA, kernel)", count)
+    add("kernel_cycles", "kernel cycles", count)
+    rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
+    add("seconds", "chip time (whole run)", lambda v: si(v, "s"))
+    add("verified", "output verified", lambda _v: verification_text(s))
+    add("ops", "useful ops (ALU ops + reducer adds)", count)
+    add("effectual_ops", "effectual ALU ops", count)
+    add("dense_equivalent_ops", "dense-equivalent ops", count)
+    add("skipped_ops", "skipped ops", count)
+    add("gated_ops", "gated ops", count)
+    add("ineffectual_ops", "ineffectual ops", count)
+    add("sram_read_words", "MEM-tile SRAM reads (words)", count)
+    add("sram_write_words", "MEM-tile SRAM writes (words)", count)
+    add("hop_count", "interconnect word-hops", count)
+    add("dram_bytes", "DRAM traffic (bytes)", count)
+    add("glb_bytes", "GLB traffic (bytes)", count)
+    model = roofline(s)
+    useful = model.point("useful")
+    if useful is not None and useful.placeable:
+        rows.append(("performance (useful ops / chip time)", si(useful.performance, "ops/s")))
+        rows.append(("operational intensity (useful ops / DRAM byte)",
+                     f"{useful.intensity:.3g} ops/B"))
+        if model.chip.compute_ops_per_s > 0 and model.chip.bandwidths["DRAM"] > 0:
+            att = model.chip.attainable(useful.intensity, "DRAM")
+            share = 100 * useful.performance / att
+            rows.append(("share of the attainable roofline",
+                         f"{share:.2g}% of {si(att, 'ops/s')}"))
+    if s.get("energy_j") is not None:
+        rows.append(("chip energy", si(s["energy_j"], "J")))
+        if s.get("ops"):
+            rows.append(("chip energy per useful op", si(s["energy_j"] / s["ops"], "J")))
+    base = run.baseline
+    if base:
+        rows += [("CPU baseline", f"{base.get('cpu', '?')} ({base.get('bound', '?')}-bound)"),
+                 ("CPU time", si(base.get("seconds", math.nan), "s")),
+                 ("CPU energy", si(base.get("energy_j", math.nan), "J")),
+                 ("speedup (CPU time / chip time)", ratio(base.get("speedup", math.nan))),
+                 ("energy ratio (CPU / chip)", ratio(base.get("energy_ratio", math.nan))),
+                 ("EDP ratio (CPU / chip)", ratio(base.get("edp_ratio", math.nan)))]
+    else:
+        rows.append(("CPU baseline", "none (sieve run --baseline CPU adds one)"))
+    return rows
+
+
+def energy_rows(run: RunData) -> tuple[str, list[tuple[str, str, str]]]:
+    """The energy unit and (component, energy, share) rows, largest first, with a total."""
+    e = run.energy
+    total = float(e.get("total_pj", 0.0))
+    comps = sorted((e.get("by_component") or {}).items(), key=lambda kv: -kv[1])
+    scale, unit = energy_scale(max((pj for _, pj in comps), default=total))
+    rows = [(name, f"{pj / scale:,.4g}", share(pj, total)) for name, pj in comps]
+    if comps:
+        rows.append(("total", f"{total / scale:,.4g}", share(total, total)))
+    return unit, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def summary_markdown(run: RunData, images: Sequence[str] = ()) -> str:
+    """summary.md: the headline figures with the CPU ratios, the energy breakdown, the
+    pictures."""
+    s = run.summary
+    lines = [f"# {s.get('workload', '?')} ({s.get('kernel', '?')}) on {s.get('chip', '?')}", "",
+             f"fidelity `{s.get('fidelity', '?')}`, energy table "
+             f"`{s.get('energy_table', '?')}`, output verified: {verification_text(s)}", ""]
+    lines += _md_table(["figure", "value"], [list(r) for r in summary_rows(run)], "lr")
+    unit, erows = energy_rows(run)
+    if erows:
+        lines += ["", "## Energy by component", ""]
+        lines += _md_table(["component", f"energy ({unit})", "share"],
+                           [list(r) for r in erows], "lrr")
+    if images:
+        lines += ["", "## Pictures", ""] + [f"![{name}]({name})" for name in images]
+    return "\n".join(lines) + "\n"
+
+
+COMPARISON_COLUMNS = ("run", "chip", "workload", "kernel", "cycles", "seconds", "energy_j",
+                      "cpu", "cpu_seconds", "speedup", "energy_ratio", "edp_ratio", "verified")
+
+
+def comparison_row(run: RunData) -> dict[str, Any]:
+    """One run's row of the comparison table (None where there is no CPU baseline)."""
+    s, base = run.summary, run.baseline or {}
+    return {"run": run.name, "chip": s.get("chip"), "workload": s.get("workload"),
+            "kernel": s.get("kernel"), "cycles": s.get("cycles"), "seconds": s.get("seconds"),
+            "energy_j": s.get("energy_j"), "cpu": base.get("cpu"),
+            "cpu_seconds": base.get("seconds"), "speedup": base.get("speedup"),
+            "energy_ratio": base.get("energy_ratio"), "edp_ratio": base.get("edp_ratio"),
+            "verified": s.get("verified")}
+
+
+def comparison_csv(runs: list[RunData]) -> str:
+    """CSV with a header and one row per run, full precision, empty cells where missing."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COMPARISON_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for run in runs:
+        writer.writerow({k: "" if v is None else v for k, v in comparison_row(run).items()})
+    return buf.getvalue()
+
+
+def comparison_markdown(runs: list[RunData]) -> str:
+    """A Markdown table with one row per run."""
+    def cell(key: str, v: Any) -> str:
+        if v is None:
+            return "-"
+        if key == "cycles":
+            return count(v)
+        if key in ("seconds", "cpu_seconds"):
+            return si(v, "s")
+        if key == "energy_j":
+            return si(v, "J")
+        if key in ("speedup", "energy_ratio", "edp_ratio"):
+            return ratio(v)
+        if key == "verified":
+            return "yes" if v else "NO"
+        return str(v)
+
+    header = ["run", "chip", "workload", "kernel", "cycles", "chip time", "chip energy", "CPU",
+              "CPU time", "speedup", "energy ratio", "EDP ratio", "verified"]
+    rows = [[cell(k, comparison_row(r)[k]) for k in COMPARISON_COLUMNS] for r in runs]
+    lines = [f"# Chip vs CPU across {len(runs)} runs", "",
+             "Ratios are CPU / chip: above 1x the chip is faster, uses less energy, or has the "
+             "lower energy-delay product.", ""]
+    lines += _md_table(header, rows, "llllrrrlrrrrl")
+    return "\n".join(lines) + "\n"
