@@ -32,7 +32,7 @@ from simulator.config import load_chip  # noqa: E402
 from simulator.energy import dense_gemm_energy, dense_mapping, load_energy_table  # noqa: E402
 from simulator.systolic import SystolicArray, gemm_cycles  # noqa: E402
 
-SPARSITIES = [0.0, 0.5, 0.8, 0.85, 0.89, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
+SPARSITIES = [0.0, 0.5, 0.8, 0.85, 0.89, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]
 
 
 def crossing(xs, ratios):
@@ -50,7 +50,7 @@ def crossing(xs, ratios):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--min-sparsity", type=float, default=0.85)
+    ap.add_argument("--min-sparsity", type=float, default=0.89)
     ap.add_argument("--plot", default=str(ROOT / "runs" / "crossover.png"))
     args = ap.parse_args()
     n = args.n
