@@ -31,6 +31,7 @@ from simulator.config import (
     parse_override_value,
     resolve_chip,
 )
+from tests import citations
 
 REPO = Path(__file__).resolve().parents[1]
 CHIPS = REPO / "configs" / "chips"
@@ -459,46 +460,10 @@ def test_generic_loader_on_arch_classes() -> None:
 SOURCE = re.compile(
     r"\b(VLSI24|MICRO25|JSSC25|SAM23|LATTE23|DAM24|FUSEFLOW26|AHA|garnet|lake|canal)\b"
     r"|ASSUMPTION")
-LEAF = re.compile(r"^\s*(?:-\s+)?(?:[\w.-]+\s*:)?\s*(?P<value>.*?)\s*$")
-
-
-def split_comment(line: str) -> tuple[str, str]:
-    """(code, comment) of one YAML line: the first '#' outside quotes starts a comment."""
-    quote = ""
-    for i, ch in enumerate(line):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i], line[i + 1:]
-    return line, ""
 
 
 def uncited_numbers(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of every numeric leaf with no source or ASSUMPTION comment on its
-    line or in the block of comment lines directly above it."""
-    lines = text.splitlines()
-    out: list[tuple[int, str]] = []
-    for i, line in enumerate(lines):
-        code, comment = split_comment(line)
-        match = LEAF.match(code)
-        if not code.strip() or match is None or not match["value"]:
-            continue
-        try:
-            value = yaml.safe_load(match["value"])
-        except yaml.YAMLError:
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        comments = [comment]
-        j = i - 1
-        while j >= 0 and lines[j].lstrip().startswith("#"):
-            comments.append(lines[j])
-            j -= 1
-        if not any(SOURCE.search(c) for c in comments):
-            out.append((i + 1, line))
-    return out
+    return citations.uncited_numbers(text, SOURCE)
 
 
 def test_citation_checker_catches_an_uncited_number() -> None:

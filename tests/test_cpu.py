@@ -31,6 +31,7 @@ from baselines.cpu import (
     time_call,
 )
 from isa.errors import ConfigError
+from tests import citations
 from workloads import WorkloadError, get_workload
 from workloads.base import random_sparse
 
@@ -78,46 +79,10 @@ def test_unknown_bare_preset_name_suggests() -> None:
 
 SOURCE = re.compile(r"\b(VENDOR|MEASURED|FITTED|OS-REPORTED)\b|energy_cpu\.md|onyx_sam\.md"
                     r"|ASSUMPTION")
-LEAF = re.compile(r"^\s*(?:-\s+)?(?:[\w.-]+\s*:)?\s*(?P<value>.*?)\s*$")
-
-
-def split_comment(line: str) -> tuple[str, str]:
-    """(code, comment) of one YAML line: the first '#' outside quotes starts a comment."""
-    quote = ""
-    for i, ch in enumerate(line):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i], line[i + 1:]
-    return line, ""
 
 
 def uncited_numbers(text: str) -> list[tuple[int, str]]:
-    """(line number, line) of every numeric leaf with no source tag on its line or in the
-    block of comment lines directly above it."""
-    lines = text.splitlines()
-    out: list[tuple[int, str]] = []
-    for i, line in enumerate(lines):
-        code, comment = split_comment(line)
-        match = LEAF.match(code)
-        if not code.strip() or match is None or not match["value"]:
-            continue
-        try:
-            value = yaml.safe_load(match["value"])
-        except yaml.YAMLError:
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        comments = [comment]
-        j = i - 1
-        while j >= 0 and lines[j].lstrip().startswith("#"):
-            comments.append(lines[j])
-            j -= 1
-        if not any(SOURCE.search(c) for c in comments):
-            out.append((i + 1, line))
-    return out
+    return citations.uncited_numbers(text, SOURCE)
 
 
 def test_citation_checker_catches_an_uncited_number() -> None:
@@ -139,7 +104,7 @@ def test_every_number_in_cpu_presets_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited_numbers(text) == []
     numbers = [ln for ln in text.splitlines()
-               if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*$", split_comment(ln)[0])]
+               if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*$", citations.split_comment(ln)[0])]
     assert len(numbers) >= 25            # the checker did see this file's numbers
 
 

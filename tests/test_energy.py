@@ -30,6 +30,7 @@ from simulator.energy import (
     load_energy_table,
     resolve_energy_table,
 )
+from tests import citations
 
 REPO = Path(__file__).resolve().parents[1]
 ENERGY = REPO / "configs" / "energy"
@@ -112,47 +113,8 @@ SOURCE = re.compile(
     r"|VLSI24|MICRO25|garnet)\b|ASSUMPTION")
 
 
-def split_comment(line: str) -> tuple[str, str]:
-    """(code, comment) of one YAML line: the first '#' outside quotes starts a comment."""
-    quote = ""
-    for i, ch in enumerate(line):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return line[:i], line[i + 1:]
-    return line, ""
-
-
-def numeric_leaves(text: str) -> list[tuple[int, str, list[str]]]:
-    """(line number, line, comments) of every numeric leaf: its own comment and the block of
-    comment lines directly above it."""
-    lines = text.splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        code, comment = split_comment(line)
-        match = re.match(r"^\s*[\w.-]+\s*:\s*(?P<value>\S.*?)\s*$", code)
-        if match is None:
-            continue
-        try:
-            value = yaml.safe_load(match["value"])
-        except yaml.YAMLError:
-            continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        comments = [comment]
-        j = i - 1
-        while j >= 0 and lines[j].lstrip().startswith("#"):
-            comments.append(lines[j])
-            j -= 1
-        out.append((i + 1, line, comments))
-    return out
-
-
 def uncited(text: str) -> list[tuple[int, str]]:
-    return [(n, line) for n, line, comments in numeric_leaves(text)
-            if not any(SOURCE.search(c) for c in comments)]
+    return citations.uncited_numbers(text, SOURCE)
 
 
 def test_citation_checker_catches_an_uncited_number() -> None:
@@ -173,7 +135,7 @@ def test_every_number_in_energy_tables_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited(text) == []
     # The checker saw every numeric leaf of the loaded table (so none escaped the regex).
-    leaves = len(numeric_leaves(text))
+    leaves = len(citations.numeric_leaves(text))
     data = yaml.safe_load(text)
 
     def count(node: Any) -> int:
