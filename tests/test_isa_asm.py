@@ -6,13 +6,13 @@ import re
 from dataclasses import replace
 
 import pytest
-from test_isa_verify import ewise_mul
 
 from isa.asm import parse_kernel, parse_program, print_kernel, print_program
 from isa.dot import to_dot
 from isa.errors import IsaError
 from isa.ops import Opcode
 from isa.program import Command, Edge, Kernel, Node, Program, TensorDecl
+from tests.test_isa_verify import ewise_mul
 
 
 def _odd_kernel() -> Kernel:

@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_isa_verify import ewise_mul
 
 from isa.bitstream import MAGIC, VERSION, WORD_BITS, config_bits, decode, encode
 from isa.errors import IsaError
 from isa.ops import Opcode
 from isa.program import Edge, Kernel, Node, TensorDecl
+from tests.test_isa_verify import ewise_mul
 
 
 def _odd_kernel() -> Kernel:
