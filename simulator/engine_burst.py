@@ -34,7 +34,7 @@ import numpy as np
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree, _ranges
-from isa.interp import ELEMENTS_PER_WORD, Memory, WrittenLevel
+from isa.interp import ELEMENTS_PER_WORD, Memory
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
@@ -810,12 +810,20 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
     return out
 
 
+@dataclass
+class SolveStats:
+    """How the timing solver converged: sweeps, and recomputations per unit."""
+
+    sweeps: int
+    recomputed: dict[str, int]
+
+
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 chip: ChipConfig, *, max_iterations: int = 100_000,
-                check_after: int = 64) -> tuple[dict[str, np.ndarray], int]:
+                check_after: int = 64) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences; returns (step times per unit,
-    sweeps used). A sweep recomputes, in topological order, only the units whose inputs'
-    or consumers' times changed since they were last computed."""
+    solver statistics). A sweep recomputes, in topological order, only the units whose
+    inputs' or consumers' times changed since they were last computed."""
     cons = _constraints(kernel, firings, chip)
     readers: dict[str, set[str]] = {n.id: set() for n in order}
     for dst, lst in cons.items():
@@ -860,8 +868,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 changed_any = True
                 dirty |= readers[uid]
         if not changed_any and not dirty:
-            solve_times.last_recomputed = recomputed   # type: ignore[attr-defined]
-            return times, it
+            return times, SolveStats(it, recomputed)
         if it == check_after:
             _check_deadlock(kernel, firings, order,
                             {e.name: channel_shape(e, chip) for e in kernel.edges})
@@ -942,5 +949,5 @@ def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) ->
     return KernelRun(end + 1, mem, units, channels)
 
 
-__all__ = ["FIRE", "Firing", "Stream", "fire_kernel", "run_burst", "solve_times",
-           "WrittenLevel"]
+__all__ = ["FIRE", "Firing", "SolveStats", "Stream", "fire_kernel", "run_burst",
+           "solve_times"]
