@@ -85,6 +85,7 @@ __all__ = [
     "estimate_gemm",
     "estimate_spmm",
     "estimate_work",
+    "gemm_layer_work",
     "gemm_work",
     "list_cpu_presets",
     "load_cpu_preset",
@@ -718,6 +719,22 @@ def gemm_work(m: int, n: int, k: int, preset: CpuPreset) -> KernelWork:
                       parallel_efficiency=1.0,
                       call_overhead_s=preset.dense.call_overhead_us * 1e-6,
                       counts={"M": m, "N": n, "K": k})
+
+
+@cpu_kernel("gemm")
+def gemm_layer_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+    """X = A B as a dense BLAS GEMM (MKL ``sgemm``): :func:`gemm_work` of the operands' shapes.
+
+    A dense library issues every MAC, so zeros of A and N:M-pruned weights of B save nothing.
+    """
+    a, b = layer.tensors.get("A"), layer.tensors.get("B")
+    if a is None or b is None or len(a.shape) != 2 or len(b.shape) != 2:
+        raise WorkloadError(f"CPU baseline: layer {layer.name}: expected 2-D tensors A and B")
+    (m, k), (k_b, n) = a.shape, b.shape
+    if k != k_b:
+        raise WorkloadError(f"CPU baseline: layer {layer.name}: A is {m}x{k} but B is "
+                            f"{k_b}x{n}")
+    return gemm_work(int(m), int(n), int(k), preset)
 
 
 def estimate_gemm(m: int, n: int, k: int, preset: CpuPreset) -> CpuEstimate:

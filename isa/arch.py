@@ -204,6 +204,30 @@ class SimConfig:
         return out
 
 
+SYSTOLIC_DATAFLOWS = ("os", "ws", "is")
+"""SCALE-Sim's dataflows: output-, weight- and input-stationary (simulator.systolic)."""
+
+
+@dataclass(frozen=True)
+class SystolicConfig:
+    """A dense rows x cols MAC array for GEMMs, timed with SCALE-Sim v3's conventions.
+
+    A chip with this section runs dense GEMMs on it; a chip without one runs them on the
+    CGRA's dense MAC block (simulator.energy.dense_mapping).
+    """
+
+    rows: int
+    cols: int
+    dataflow: str = "os"                 # default dataflow: os | ws | is
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = [(key, "must be >= 1") for key in ("rows", "cols") if getattr(self, key) < 1]
+        if self.dataflow not in SYSTOLIC_DATAFLOWS:
+            out.append(("dataflow", f"must be one of {', '.join(SYSTOLIC_DATAFLOWS)} "
+                                    f"(got {self.dataflow!r})"))
+        return out
+
+
 @dataclass(frozen=True)
 class ChipConfig:
     name: str
@@ -219,6 +243,7 @@ class ChipConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     energy_table: str = "onyx-12nm"      # a name in configs/energy (or a YAML path)
     description: str = ""
+    systolic: SystolicConfig | None = None  # dense GEMM array; None: the CGRA's MAC block
 
     def problems(self) -> list[tuple[str, str]]:
         return []

@@ -42,6 +42,7 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
 
     add("cycles", "total cycles (launch, config, DMA, kernel)", count)
     add("kernel_cycles", "kernel cycles", count)
+    add("compute_cycles", "compute cycles (dense GEMM, SCALE-Sim v3)", count)
     rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
     add("seconds", "chip time (whole run)", lambda v: si(v, "s"))
     add("verified", "output verified", lambda _v: verification_text(s))

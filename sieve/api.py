@@ -2,7 +2,8 @@
 
 It wires the packages: load and validate the chip config, build the workload layer, compile
 it, simulate it, check the output against numpy and the ISA interpreter, and write the run
-folder. Nothing else imports ``sieve``.
+folder. A dense GEMM (workload ``gemm``) skips the SAM compiler and runs on the systolic
+array instead (:mod:`sieve.dense`). Nothing else imports ``sieve``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, estimate, load_cpu_preset
+from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -24,6 +25,14 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel
 from isa.ops import Opcode
 from isa.program import Program
+from sieve.dense import (
+    check_dense_output,
+    dense_compute_roof,
+    dense_energy,
+    dense_summary,
+    is_dense,
+    simulate_dense,
+)
 from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
@@ -37,7 +46,7 @@ class Report:
 
     result: RunResult
     layer: KernelLayer
-    program: Program
+    program: Program | None           # None for a dense GEMM (sieve.dense: no ISA program)
     summary: dict[str, Any]
     chip: ChipConfig
     wall_seconds: float
@@ -229,12 +238,15 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         baseline: str | Path | None = None, progress: Any = None) -> Report:
     """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
     chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
-    optionally write the run folder ``out``."""
+    optionally write the run folder ``out``. A ``gemm`` takes the dense path (sieve.dense),
+    which has one timing model, so ``fidelity`` does not apply to it."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
     preset = load_cpu_preset(baseline) if baseline is not None else None
     cpu = estimate(layer, preset) if preset is not None else None
+    if is_dense(layer):
+        return _run_dense(cfg, layer, cpu, preset, t0, out)
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
     checks = check_outputs(result, program, layer)
@@ -244,10 +256,33 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     summary["energy_table"] = cfg.energy_table
     summary["roofs"] = roofs(cfg)
     if preset is not None:
-        summary["baseline"]["roofs"] = {
-            "compute_ops_per_s": preset.peak_gflops * 1e9,
-            "dram_bytes_per_s": preset.sustained_bandwidth_gb_per_s * 1e9}
+        summary["baseline"]["roofs"] = cpu_roofs(preset)
     report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks,
+                    energy, cpu)
+    if out is not None:
+        write_run(report, Path(out))
+    return report
+
+
+def cpu_roofs(preset: CpuPreset) -> dict[str, float]:
+    """The CPU preset's compute and DRAM roofs for the roofline."""
+    return {"compute_ops_per_s": preset.peak_gflops * 1e9,
+            "dram_bytes_per_s": preset.sustained_bandwidth_gb_per_s * 1e9}
+
+
+def _run_dense(cfg: ChipConfig, layer: KernelLayer, cpu: CpuEstimate | None,
+               preset: CpuPreset | None, t0: float, out: str | Path | None) -> Report:
+    """The dense path of :func:`run` (sieve.dense): a GEMM on the systolic array, verified
+    against numpy, with the dense GEMM energy model and the array's compute roof."""
+    run_ = simulate_dense(layer, cfg)
+    checks = check_dense_output(run_, layer)
+    energy, model = dense_energy(layer, cfg)
+    summary = dense_summary(run_, layer, checks, energy, model)
+    summary["roofs"] = {**roofs(cfg), "compute_ops_per_s": dense_compute_roof(run_.array, cfg)}
+    if cpu is not None and preset is not None:
+        summary["baseline"] = baseline_summary(run_.result.seconds, summary["energy_j"], cpu)
+        summary["baseline"]["roofs"] = cpu_roofs(preset)
+    report = Report(run_.result, layer, None, summary, cfg, time.perf_counter() - t0, checks,
                     energy, cpu)
     if out is not None:
         write_run(report, Path(out))
@@ -274,7 +309,8 @@ def write_run(report: Report, out: Path) -> None:
         {"name": report.layer.name, "expr": report.layer.expr, "params": params,
          "formats": report.layer.formats, "order": report.layer.order},
         indent=1, sort_keys=True) + "\n")
-    (out / "program.s").write_text(print_program(report.program))
+    if report.program is not None:
+        (out / "program.s").write_text(print_program(report.program))
     (out / "summary.md").write_text(summary_markdown(report.summary))
     (out / "timing.json").write_text(json.dumps({"wall_seconds": report.wall_seconds}) + "\n")
     report.out_dir = out
@@ -283,6 +319,7 @@ def write_run(report: Report, out: Path) -> None:
 SUMMARY_ROWS = (
     ("cycles", "total cycles", "{:,}"),
     ("kernel_cycles", "kernel cycles", "{:,}"),
+    ("compute_cycles", "compute cycles (SCALE-Sim v3)", "{:,}"),
     ("seconds", "simulated time (s)", "{:.3e}"),
     ("verified", "output verified", "{}"),
     ("effectual_ops", "effectual ops", "{:,}"),

@@ -112,9 +112,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from isa.bitstream import config_bits, encode
     from isa.dot import to_dot
     from sieve.api import build_layer, resolve_chip
+    from sieve.dense import is_dense
 
     cfg = resolve_chip(args.chip, args.config)
-    program = compile_layer(build_layer(args.workload, _params(args.param, "parameter")), cfg)
+    layer = build_layer(args.workload, _params(args.param, "parameter"))
+    if is_dense(layer):
+        raise WorkloadError(f"workload {layer.name} runs in dense mode on a systolic array "
+                            "(simulator/systolic.py), not as a SAM program: use `sieve run`")
+    program = compile_layer(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
         text: str | bytes = print_program(program)

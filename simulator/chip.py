@@ -28,6 +28,36 @@ from simulator.stats import ControllerStats, MemoryStats, flatten
 ELEMENT_BYTES = 2   # 16-bit datapath: coordinates, segments and values are 16-bit words
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """The time of one transfer over DRAM or the GLB<->array links.
+
+    ``cycles`` = setup + latency + ``busy_cycles``, where ``busy_cycles`` = ceil(bytes /
+    bandwidth) (0 for an empty transfer) is the time the link itself is occupied.
+    """
+
+    cycles: int
+    busy_cycles: int
+
+
+def transfer_time(nbytes: int, bandwidth_bytes_per_cycle: float, latency_cycles: int,
+                  setup_cycles: int = 0) -> Transfer:
+    """Cycles of one transfer of ``nbytes``: setup + latency + ceil(nbytes / bandwidth)."""
+    busy = math.ceil(nbytes / bandwidth_bytes_per_cycle) if nbytes else 0
+    return Transfer(setup_cycles + latency_cycles + busy, busy)
+
+
+def dram_transfer(chip: ChipConfig, nbytes: int) -> Transfer:
+    """A DMA between DRAM and the GLB (one descriptor: the controller's setup is paid)."""
+    return transfer_time(nbytes, chip.dram.bandwidth_bytes_per_cycle, chip.dram.latency_cycles,
+                         chip.controller.dma_setup_cycles)
+
+
+def link_transfer(chip: ChipConfig, nbytes: int) -> Transfer:
+    """A transfer between the GLB and the array over all GLB<->array links."""
+    return transfer_time(nbytes, chip.glb.array_bytes_per_cycle, chip.glb.latency_cycles)
+
+
 @dataclass
 class RunResult:
     """Everything a simulation produced."""
@@ -67,12 +97,11 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     live: dict[str, CycleKernel] = {}
     outputs: dict[str, FiberTree] = {}
 
-    def transfer(res: simpy.Resource, nbytes: int, bw: float, latency: int, setup: int):
+    def transfer(res: simpy.Resource, cost: Transfer):
         with res.request() as req:
             yield req
-            busy = math.ceil(nbytes / bw) if nbytes else 0
-            yield env.timeout(setup + latency + busy)
-        return busy
+            yield env.timeout(cost.cycles)
+        return cost.busy_cycles
 
     def configure(kernel):
         from isa.bitstream import config_bits
@@ -94,17 +123,13 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
         for cmd in program.schedule:
             start = env.now
             if cmd.op == "dma_in":
-                busy = yield env.process(transfer(dram, cmd.size_bytes,
-                                                  chip.dram.bandwidth_bytes_per_cycle,
-                                                  chip.dram.latency_cycles, c.dma_setup_cycles))
+                busy = yield env.process(transfer(dram, dram_transfer(chip, cmd.size_bytes)))
                 mem.dram_read_bytes += cmd.size_bytes
                 mem.glb_write_bytes += cmd.size_bytes
                 mem.dram_busy_cycles += busy
                 ctl.dma_in_cycles += env.now - start
             elif cmd.op == "load":
-                busy = yield env.process(transfer(links, cmd.size_bytes,
-                                                  chip.glb.array_bytes_per_cycle,
-                                                  chip.glb.latency_cycles, 0))
+                busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
                 mem.glb_read_bytes += cmd.size_bytes
                 mem.link_busy_cycles += busy
                 ctl.dma_in_cycles += env.now - start
@@ -133,15 +158,13 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                         outputs[decl.name] = assemble_output(decl, run.memory)
             elif cmd.op == "unload":
                 n = output_bytes(cmd.arg)
-                busy = yield env.process(transfer(links, n, chip.glb.array_bytes_per_cycle,
-                                                  chip.glb.latency_cycles, 0))
+                busy = yield env.process(transfer(links, link_transfer(chip, n)))
                 mem.glb_write_bytes += n
                 mem.link_busy_cycles += busy
                 ctl.dma_out_cycles += env.now - start
             elif cmd.op == "dma_out":
                 n = output_bytes(cmd.arg)
-                busy = yield env.process(transfer(dram, n, chip.dram.bandwidth_bytes_per_cycle,
-                                                  chip.dram.latency_cycles, c.dma_setup_cycles))
+                busy = yield env.process(transfer(dram, dram_transfer(chip, n)))
                 mem.dram_write_bytes += n
                 mem.glb_read_bytes += n
                 mem.dram_busy_cycles += busy

@@ -79,10 +79,12 @@ from typing import Any
 
 import numpy as np
 
+from isa.arch import SYSTOLIC_DATAFLOWS
 from isa.errors import SimulationError
 
-DATAFLOWS = ("os", "ws", "is")
-_EXACT_FLOAT64 = 2**53  # every integer of smaller magnitude is exact in float64
+DATAFLOWS = SYSTOLIC_DATAFLOWS
+_EXACT_FLOAT32 = 2**24  # every integer of smaller magnitude is exact in float32
+_EXACT_FLOAT64 = 2**53  # ... and in float64
 
 
 def _counter(unit: str, desc: str) -> Any:
@@ -312,7 +314,9 @@ def _operand(name: str, x: Any) -> np.ndarray:
 
 def _work_dtype(a: np.ndarray, b: np.ndarray) -> tuple[np.dtype, np.dtype]:
     """(dtype to accumulate in, dtype of the result): numpy's result type, accumulated in
-    float64 when that is exact for integers (|partial sums| < 2**53), for BLAS speed."""
+    float32 or float64 when that is exact for integers (|partial sums| < 2**24 or 2**53: every
+    intermediate is then an exactly representable integer, in any summation order), for BLAS
+    speed."""
     out = np.result_type(a.dtype, b.dtype)
     if out.kind == "f":
         return out, out
@@ -320,8 +324,10 @@ def _work_dtype(a: np.ndarray, b: np.ndarray) -> tuple[np.dtype, np.dtype]:
     def peak(x: np.ndarray) -> int:
         return max(abs(int(x.max())), abs(int(x.min()))) if x.size else 0
 
-    exact = peak(a) * peak(b) * a.shape[1] < _EXACT_FLOAT64
-    return (np.dtype(np.float64) if exact else out), out
+    bound = peak(a) * peak(b) * a.shape[1]
+    if bound < _EXACT_FLOAT32:
+        return np.dtype(np.float32), out
+    return (np.dtype(np.float64) if bound < _EXACT_FLOAT64 else out), out
 
 
 def _compress_nm(b: np.ndarray, nm: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -357,7 +363,8 @@ def simulate_gemm(a: np.ndarray, b: np.ndarray, array: SystolicArray, *,
 
     Each fold multiplies its block of A by its block of (decompressed) weights and accumulates
     into its block of C, so WS and IS accumulate partial sums across K folds. Integers are
-    exact (accumulated in float64 only when no partial sum can reach 2**53); floats are
+    exact (accumulated in float32 or float64 only when no partial sum can reach 2**24 or
+    2**53); floats are
     accumulated fold by fold, so they may differ from ``a @ b`` in the last bits.
 
     Timing: ``fold_schedule`` (SCALE-Sim v3 compute cycles, no DRAM stalls).

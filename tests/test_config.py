@@ -458,7 +458,8 @@ def test_generic_loader_on_arch_classes() -> None:
 
 
 SOURCE = re.compile(
-    r"\b(VLSI24|MICRO25|JSSC25|SAM23|LATTE23|DAM24|FUSEFLOW26|AHA|garnet|lake|canal)\b"
+    r"\b(VLSI24|MICRO25|JSSC25|SAM23|LATTE23|DAM24|FUSEFLOW26|AHA|garnet|lake|canal"
+    r"|SCALESIM3)\b"
     r"|ASSUMPTION")
 
 

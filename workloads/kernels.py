@@ -1,4 +1,4 @@
-"""Sparse tensor-algebra kernels: SpMV, SpM*SpM, element-wise add and multiply."""
+"""Tensor-algebra kernels: SpMV, SpM*SpM, element-wise add and multiply, and dense GEMM."""
 
 from __future__ import annotations
 
@@ -78,6 +78,86 @@ def _elementwise(name: str, op: str):
     return build
 
 
+GEMM_PATTERNS: dict[str, tuple[int, int] | None] = {
+    "dense": None, "2:4": (2, 4), "1:4": (1, 4), "4:8": (4, 8)}
+"""``pattern`` of the gemm workload -> the N:M weight sparsity of B along K (None: dense)."""
+
+GEMM_DATAFLOWS = ("os", "ws", "is")
+"""Dataflows of the dense systolic mode (isa.arch.SYSTOLIC_DATAFLOWS; workloads may not import
+isa)."""
+
+_EXACT_FLOAT32 = 2**24   # integers of smaller magnitude are exact in float32
+_EXACT_FLOAT64 = 2**53   # ... and in float64
+
+
+def _dense_values(rng: np.random.Generator, shape: tuple[int, int], density: float,
+                  values: str) -> np.ndarray:
+    """A seeded dense matrix with exactly round(density * size) nonzeros (ints 1..9 or floats
+    U(0.5, 1.5), as ``random_sparse``)."""
+    size = shape[0] * shape[1]
+    if values == "int":
+        out = rng.integers(1, 10, size=size, dtype=np.int64)
+    else:
+        out = rng.uniform(0.5, 1.5, size=size)
+    if density < 1.0:
+        keep = np.zeros(size, dtype=bool)
+        keep[rng.choice(size, size=int(round(density * size)), replace=False)] = True
+        out[~keep] = 0
+    return out.reshape(shape)
+
+
+def prune_nm(b: np.ndarray, nm: tuple[int, int]) -> np.ndarray:
+    """B with only the n largest-magnitude entries of each group of m along K (axis 0) kept
+    in every column (ties: the first in K order); a final partial group of r entries keeps
+    min(n, r)."""
+    n, m = nm
+    k, cols = b.shape
+    groups = -(-k // m)
+    mag = np.full((groups * m, cols), -1.0)     # padding ranks below every real entry
+    mag[:k] = np.abs(b)
+    rank = np.argsort(-mag.reshape(groups, m, cols), axis=1, kind="stable")
+    keep = np.zeros((groups, m, cols), dtype=bool)
+    np.put_along_axis(keep, rank[:, :n, :], True, axis=1)
+    return np.where(keep.reshape(groups * m, cols)[:k], b, 0)
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` with numpy's result dtype; integer products go through float32 (float64)
+    BLAS when no partial sum can reach 2**24 (2**53), where every intermediate is an exact
+    integer, since numpy's integer matmul has no BLAS."""
+    out = np.result_type(a.dtype, b.dtype)
+    if out.kind == "f" or a.size == 0 or b.size == 0:
+        return a @ b
+    peak = int(np.abs(a).max()) * int(np.abs(b).max()) * a.shape[1]
+    if peak >= _EXACT_FLOAT64:
+        return a @ b
+    work = np.float32 if peak < _EXACT_FLOAT32 else np.float64
+    return (a.astype(work) @ b.astype(work)).astype(out)
+
+
+def _gemm(p: dict[str, Any]) -> KernelLayer:
+    check_shape("gemm", p["shape"], 3, "M,N,K")
+    check_density("gemm", p["density"])
+    if p["values"] not in ("int", "float"):
+        raise WorkloadError("workload gemm: parameter values: use int or float")
+    if p["pattern"] not in GEMM_PATTERNS:
+        raise WorkloadError(f"workload gemm: parameter pattern: use one of "
+                            f"{', '.join(GEMM_PATTERNS)}, got {p['pattern']!r}")
+    if p["dataflow"] not in ("",) + GEMM_DATAFLOWS:
+        raise WorkloadError(f"workload gemm: parameter dataflow: use one of "
+                            f"{', '.join(GEMM_DATAFLOWS)} (or leave it empty for the chip's), "
+                            f"got {p['dataflow']!r}")
+    m, n, k = p["shape"]
+    rng = _rng(p)
+    a = _dense_values(rng, (m, k), p["density"], p["values"])
+    b = _dense_values(rng, (k, n), 1.0, p["values"])
+    nm = GEMM_PATTERNS[p["pattern"]]
+    if nm is not None:
+        b = prune_nm(b, nm)
+    return KernelLayer("gemm", "X(i,j)=A(i,k)*B(k,j)", {"A": a, "B": b}, {"A": "dd", "B": "dd"},
+                       None, (m, n), p, lambda: exact_matmul(a, b))
+
+
 def _fmt_param(default: str) -> Param:
     return Param("formats", "str", "", f"storage formats, e.g. '{default}' (d dense, s "
                  "compressed, ':1,0' mode order); empty: the defaults")
@@ -101,4 +181,15 @@ KERNELS = (
              (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
              + (_fmt_param("B:ss C:ss"), Param("order", "str", "", "loop order (default ij)")),
              _elementwise("elemmul", "*")),
+    Workload("gemm", "dense GEMM X = A B on the systolic array (SCALE-Sim v3 timing)",
+             "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
+             (Param("shape", "ints", (128, 128, 128), "M,N,K: A is MxK, B is KxN"),
+              Param("seed", "int", 0, "random seed of the operands"),
+              Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
+              Param("density", "float", 1.0, "fraction of nonzeros in A, in [0, 1]"),
+              Param("pattern", "str", "dense", "N:M sparsity of B along K: dense, 2:4, 1:4, "
+                    "4:8 (largest-magnitude kept)"),
+              Param("dataflow", "str", "", "os, ws or is; empty: the chip's (systolic."
+                    "dataflow, else os)")),
+             _gemm),
 )

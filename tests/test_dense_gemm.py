@@ -1,0 +1,224 @@
+"""Dense GEMMs through the front door (``sieve run CHIP gemm``): the systolic path of
+sieve.dense, its SCALE-Sim v3 equalities, the DMA around it, its checks, errors and reports.
+
+Golden compute cycles are scalesim 3.0.0's on a 128x128 array (/work/shared/reference/peers.md
+sections 1.5 and 1.6; tests/test_systolic.py checks the same figures on simulator.systolic).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sieve
+from isa.errors import ConfigError
+from sieve.cli import main
+from simulator.chip import ELEMENT_BYTES, dram_transfer, link_transfer, transfer_time
+from simulator.config import dump_chip, load_chip
+from simulator.energy import dense_mapping
+from simulator.systolic import SystolicArray, gemm_cycles
+from workloads import WorkloadError, get_workload
+from workloads.kernels import prune_nm
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTOLIC = str(ROOT / "configs/chips/systolic-128.yaml")
+ONYX = str(ROOT / "configs/chips/onyx.yaml")
+
+
+def gemm(chip: str, shape: str, **params: str) -> sieve.Report:
+    return sieve.run(chip, "gemm", params={"shape": shape, **params})
+
+
+# ---- SCALE-Sim v3 equalities through sieve.run ----------------------------------------------
+
+@pytest.mark.parametrize("shape,dataflow,pattern,cycles", [
+    ("512,512,512", "os", "dense", 12_255),   # peers.md 1.5: 16 x 766 - 1
+    ("512,512,512", "ws", "dense", 14_303),   # peers.md 1.5: 16 x 894 - 1
+    ("512,512,512", "ws", "2:4", 7_151),      # peers.md 1.6: K' = 256, 8 x 894 - 1
+    ("256,256,256", "is", "dense", 2_551),    # 2 x 2 x (256 + 256 + 128 - 2) - 1
+    ("1024,1024,1024", "os", "dense", 81_791),  # peers.md 1.5: 64 x 1278 - 1
+])
+def test_compute_cycles_equal_scalesim(shape, dataflow, pattern, cycles):
+    report = gemm(SYSTOLIC, shape, dataflow=dataflow, pattern=pattern)
+    s = report.summary
+    assert s["compute_cycles"] == cycles
+    assert s["kernel_cycles"] == cycles + 1
+    assert s["verified"] is True and s["checks"]["numpy"] is True
+    assert s["cycles"] > s["compute_cycles"]
+    assert (s["array"], s["dataflow"], s["pattern"]) == ("128x128", dataflow, pattern)
+    assert report.result.stats["chip.systolic.compute_cycles"]["value"] == cycles
+    assert report.result.stats["chip.systolic.compute_cycles"]["unit"] == "cycles"
+
+
+def test_dataflow_defaults_to_the_chips(tmp_path):
+    assert gemm(SYSTOLIC, "256,256,256").summary["dataflow"] == "os"
+    chip = load_chip(SYSTOLIC, ["systolic.dataflow=ws"])
+    report = sieve.run(chip, "gemm", params={"shape": "256,256,256"})
+    assert report.summary["dataflow"] == "ws"
+    assert report.summary["compute_cycles"] == 2_551
+
+
+def test_total_cycles_are_the_dma_around_the_kernel():
+    m, n, k = 200, 96, 300
+    report = gemm(SYSTOLIC, f"{m},{n},{k}")
+    chip = report.chip
+    a, b, c = (ELEMENT_BYTES * x for x in (m * k, k * n, m * n))
+    dma_in = sum(t.cycles for t in (dram_transfer(chip, a), link_transfer(chip, a),
+                                    dram_transfer(chip, b), link_transfer(chip, b)))
+    dma_out = link_transfer(chip, c).cycles + dram_transfer(chip, c).cycles
+    s, stats = report.summary, report.result.stats
+    assert s["cycles"] == dma_in + s["compute_cycles"] + 1 + dma_out
+    assert stats["chip.controller.dma_in_cycles"]["value"] == dma_in
+    assert stats["chip.controller.dma_out_cycles"]["value"] == dma_out
+    assert stats["chip.memory.dram_read_bytes"]["value"] == a + b
+    assert stats["chip.memory.dram_write_bytes"]["value"] == c
+    assert s["dram_bytes"] == a + b + c
+    assert report.result.seconds == pytest.approx(s["cycles"] / 850e6)
+
+
+def test_transfer_formula():
+    # setup + latency + ceil(bytes / bandwidth); an empty transfer costs setup + latency
+    assert transfer_time(100, 20.075, 85, 200).cycles == 200 + 85 + 5
+    assert transfer_time(100, 20.075, 85, 200).busy_cycles == 5
+    assert transfer_time(0, 32.0, 6).cycles == 6
+
+
+def test_onyx_without_a_systolic_section_uses_the_dense_mac_block():
+    chip = load_chip(ONYX)
+    assert chip.systolic is None
+    block = dense_mapping(chip)
+    assert (block.rows, block.cols) == (16, 21)
+    report = gemm(ONYX, "100,50,70")
+    s = report.summary
+    assert s["array"] == "16x21" and s["dataflow"] == "os"
+    assert s["compute_cycles"] == gemm_cycles(100, 50, 70, SystolicArray(16, 21, "os"))
+    assert s["verified"] is True
+    assert s["roofs"]["compute_ops_per_s"] == pytest.approx(16 * 21 * 2 * 850e6)
+
+
+# ---- ops, data, checks -----------------------------------------------------------------------
+
+def test_ops_add_up_to_the_dense_equivalent():
+    m, n, k = 64, 40, 36
+    report = gemm(SYSTOLIC, f"{m},{n},{k}", density="0.5", pattern="2:4", dataflow="ws")
+    s, layer = report.summary, report.layer
+    a, b = layer.tensors["A"], layer.tensors["B"]
+    both_nonzero = int((a != 0).astype(np.int64).sum(axis=0) @ (b != 0).sum(axis=1))
+    assert s["effectual_ops"] == s["ops"] == 2 * both_nonzero
+    assert s["dense_equivalent_ops"] == 2 * m * n * k
+    assert s["skipped_ops"] == 2 * m * n * (k - k // 2)         # K' = 18 of 36
+    assert s["effectual_ops"] + s["ineffectual_ops"] + s["skipped_ops"] == 2 * m * n * k
+    assert s["gated_ops"] == s["sram_read_words"] == s["hop_count"] == 0
+    assert s["energy_j"] > 0 and "dense_gemm_energy" in s["energy_model"]
+
+
+def test_float_values_are_verified():
+    report = gemm(SYSTOLIC, "130,70,90", values="float", dataflow="is")
+    assert report.summary["verified"] is True
+    assert report.result.outputs["X"].to_dense().dtype == np.float64
+
+
+def test_nm_pattern_keeps_the_largest_magnitudes():
+    rng = np.random.default_rng(1)
+    b = rng.normal(size=(10, 6))                # K = 10: two full groups of 4 and one of 2
+    kept = prune_nm(b, (2, 4))
+    for col in range(6):
+        for lo in (0, 4, 8):
+            group, out = b[lo:lo + 4, col], kept[lo:lo + 4, col]
+            top = np.argsort(-np.abs(group), kind="stable")[:2]
+            assert set(np.flatnonzero(out)) == set(top)
+            assert np.array_equal(out[top], group[top])
+    layer = get_workload("gemm").make({"shape": "8,8,16", "pattern": "1:4", "seed": "3"})
+    groups = (layer.tensors["B"] != 0).reshape(4, 4, 8).sum(axis=1)
+    assert groups.max() <= 1
+
+
+def test_baseline_is_the_cpu_gemm():
+    report = sieve.run(SYSTOLIC, "gemm", params={"shape": "256,128,64"}, baseline="xeon-12c")
+    base = report.summary["baseline"]
+    assert base["cpu"] == "xeon-12c"
+    assert base["flops"] == base["dense_equivalent_flops"] == 2 * 256 * 128 * 64
+    assert base["speedup"] > 0 and base["roofs"]["compute_ops_per_s"] > 0
+
+
+# ---- config and errors ---------------------------------------------------------------------
+
+def test_systolic_section_loads_and_round_trips(tmp_path):
+    chip = load_chip(SYSTOLIC)
+    assert chip.systolic is not None
+    assert (chip.systolic.rows, chip.systolic.cols, chip.systolic.dataflow) == (128, 128, "os")
+    path = tmp_path / "resolved.yaml"
+    path.write_text(dump_chip(chip))
+    assert load_chip(path) == chip
+    assert load_chip(ONYX).array == chip.array          # the CGRA sections are onyx.yaml's
+
+
+def test_bad_systolic_section_is_one_config_error():
+    with pytest.raises(ConfigError) as exc:
+        load_chip(SYSTOLIC, ["systolic.rows=0", "systolic.dataflow=xs", "systolic.colss=4"])
+    lines = [line.strip() for line in str(exc.value).splitlines()[1:]]
+    assert "systolic.rows: must be >= 1" in lines
+    assert "systolic.dataflow: must be one of os, ws, is (got 'xs')" in lines
+    assert "systolic.colss: unknown key (did you mean cols?)" in lines
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"dataflow": "xs"}, "parameter dataflow"),
+    ({"pattern": "3:4"}, "parameter pattern"),
+    ({"shape": "8,8"}, "expected 3 positive sizes"),
+    ({"density": "1.5"}, "must be in [0, 1]"),
+])
+def test_bad_parameters_are_one_workload_error(params, message):
+    with pytest.raises(WorkloadError, match=message.replace("[", r"\[")):
+        sieve.run(SYSTOLIC, "gemm", params={"shape": "8,8,8", **params})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "dataflow=xs"], "parameter dataflow: use one of os, ws, is"),
+    (["-p", "pattern=2:8"], "parameter pattern: use one of dense, 2:4, 1:4, 4:8"),
+    (["-c", "systolic.rows=0"], "systolic.rows: must be >= 1"),
+])
+def test_cli_errors_exit_2_without_a_traceback(args, message, capsys):
+    assert main(["run", SYSTOLIC, "gemm", "-p", "shape=8,8,8"] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+# ---- CLI and reports -------------------------------------------------------------------------
+
+def test_cli_run_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", SYSTOLIC, "gemm", "-p", "shape=192,160,144", "-p", "pattern=2:4",
+                 "--baseline", "xeon-12c", "--out", str(out), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "gemm (gemm_os_128x128_2of4) on systolic-128" in text
+    assert "compute cycles (SCALE-Sim v3)" in text and "True" in text
+    doc = json.loads((out / "stats.json").read_text())
+    cycles = gemm_cycles(192, 160, 144, SystolicArray(128, 128, "os"), (2, 4))
+    assert doc["summary"]["compute_cycles"] == cycles
+    assert doc["stats"]["chip.systolic.compute_cycles"]["value"] == cycles
+    assert doc["summary"]["baseline"]["cpu"] == "xeon-12c"
+    for name in ("report.html", "summary.md", "roofline.png", "energy.png", "config.yaml",
+                 "workload.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "program.s").exists()             # no ISA program on the dense path
+    assert "gemm" in (out / "report.html").read_text()
+
+
+def test_gemm_is_listed_with_its_parameters(capsys):
+    assert main(["list", "workloads"]) == 0
+    text = capsys.readouterr().out
+    for word in ("gemm", "-p shape=128,128,128", "-p pattern=dense", "-p dataflow=",
+                 "-p density=1.0"):
+        assert word in text
+
+
+def test_compile_refuses_dense_workloads(capsys):
+    from sieve.cli import main
+
+    assert main(["compile", "configs/chips/onyx.yaml", "gemm", "-p", "shape=8,8,8"]) == 2
+    assert "dense mode" in capsys.readouterr().err
