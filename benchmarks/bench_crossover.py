@@ -1,13 +1,15 @@
 """Dense vs sparse mode on Onyx: where does sparse start to win? (Onyx, IEEE Micro 2025:
 a 512x512 matmul wins in sparse mode above about 89% sparsity, 23.1x better at 99%.)
 
-Dense mode: the output-stationary systolic schedule (simulator/systolic.py, SCALE-Sim's
-conventions) on Onyx's dense MAC block (simulator/energy.py: 16 x 21 PEs, one MEM-column group
-kept for I/O), and the calibrated dense-GEMM energy model; it does the same work whatever the
-sparsity. Sparse mode: SpM*SpM (Gustavson, ikj) with both operands at the given sparsity,
-compiled and simulated on configs/chips/onyx.yaml with the burst engine, energy from the same
-table. Sparsities below --min-sparsity are not simulated: their sparse runs need tens of
-millions of token steps; they are printed as "not run".
+Dense mode: `sieve.run(onyx, "gemm")`, the output-stationary systolic schedule
+(simulator/systolic.py, SCALE-Sim's conventions) on Onyx's dense MAC block (16 x 21 PEs, one
+MEM-column group kept for I/O) with the same DMA schedule as sparse runs, and the calibrated
+dense-GEMM energy model; it does the same work whatever the sparsity.
+
+Sparse mode: SpM*SpM (Gustavson, ikj) with both operands at the given sparsity, compiled and
+simulated on configs/chips/onyx.yaml with the burst engine, energy from the same table.
+Sparsities below --min-sparsity are not simulated (their sparse runs need tens of millions of
+token steps) and are printed as "not run".
 
     .venv/bin/python benchmarks/bench_crossover.py [--n 512] [--plot runs/crossover.png]
 """
@@ -29,8 +31,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import sieve  # noqa: E402
 from simulator.config import load_chip  # noqa: E402
-from simulator.energy import dense_gemm_energy, dense_mapping, load_energy_table  # noqa: E402
-from simulator.systolic import SystolicArray, gemm_cycles  # noqa: E402
 
 SPARSITIES = [0.0, 0.5, 0.8, 0.85, 0.89, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]
 
@@ -55,14 +55,11 @@ def main() -> None:
     args = ap.parse_args()
     n = args.n
     chip = load_chip(ROOT / "configs/chips/onyx.yaml")
-    table = load_energy_table(chip.energy_table)
-    hz = chip.clock.freq_mhz * 1e6
-    m = dense_mapping(chip)
-    dense_cycles = gemm_cycles(n, n, n, SystolicArray(m.rows, m.cols, "os")) + 1
-    dense_s = dense_cycles / hz
-    dense_j = dense_gemm_energy(n, n, n, chip, table).total_pj * 1e-12
-    print(f"{n}x{n} matmul on {chip.name}: dense mode {dense_cycles:,} cycles "
-          f"({m.rows}x{m.cols} MAC PEs, output-stationary), {dense_s * 1e6:.1f} us, "
+    dense = sieve.run(chip, "gemm", params={"shape": f"{n},{n},{n}", "dataflow": "os"}).summary
+    assert dense["verified"], dense["checks"]
+    dense_s, dense_j = dense["seconds"], dense["energy_j"]
+    print(f"{n}x{n} matmul on {chip.name}: dense mode {dense['cycles']:,} cycles "
+          f"(compute {dense['compute_cycles']:,}, {dense['kernel']}), {dense_s * 1e6:.1f} us, "
           f"{dense_j * 1e6:.2f} uJ")
     print(f"{'sparsity':>9} {'sparse cycles':>14} {'sparse us':>10} {'sparse uJ':>10} "
           f"{'time x':>7} {'energy x':>9} {'EDP x':>8} {'wall s':>7}")
