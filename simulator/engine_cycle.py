@@ -186,6 +186,9 @@ class CycleKernel:
         yield self.env.all_of(procs)
         end = max((u.stats.last_cycle for u in self.units.values() if u.stats.busy_cycles),
                   default=-1)
+        # the kernel occupies cycles t0 .. t0 + end; the controller resumes after the last one
+        if self.env.now < t0 + end + 1:
+            yield self.env.timeout(t0 + end + 1 - self.env.now)
         channels = {}
         for name, ch in self.channels.items():
             n = len(ch.items)

@@ -35,7 +35,7 @@ def test_kernel_matches_numpy(small_chip, workload, shape, extra, density_name):
     if density is None:
         density = _one_nonzero_density(shape)
     params = {"shape": shape, "density": density, "seed": 7, **extra}
-    report = sieve.run(small_chip, workload, params=params, fidelity="cycle")
+    report = sieve.run(small_chip, workload, params=params)
     s = report.summary
     assert s["checks"] == {"numpy": True, "interpreter": True}
     assert s["verified"] is True
@@ -49,26 +49,26 @@ def test_empty_rows(small_chip, workload, shape, extra):
     layer = get_workload(workload).make(params)
     b = layer.tensors["B"]
     assert (np.diff(b.indptr) == 0).sum() >= 2      # the case really has empty rows
-    assert sieve.run(small_chip, layer, fidelity="cycle").summary["verified"]
+    assert sieve.run(small_chip, layer).summary["verified"]
 
 
 @pytest.mark.parametrize("formats", ["B:ds c:d", "B:dd c:s", "B:ss:1,0 c:s"])
 def test_spmv_formats(small_chip, formats):
     params = {"shape": "9,7", "density": 0.3, "formats": formats,
               "order": "ji" if "1,0" in formats else ""}
-    assert sieve.run(small_chip, "spmv", params=params, fidelity="cycle").summary["verified"]
+    assert sieve.run(small_chip, "spmv", params=params).summary["verified"]
 
 
 def test_float_values(small_chip):
     params = {"shape": "9,8,7", "density": 0.3, "values": "float"}
-    assert sieve.run(small_chip, "spmspm", params=params, fidelity="cycle").summary["verified"]
+    assert sieve.run(small_chip, "spmspm", params=params).summary["verified"]
 
 
 def test_zero_policies_with_explicit_zeros(small_chip):
     """B stored dense keeps its zeros: gate counts them and saves no cycles, skip saves
     cycles, none performs them at full energy."""
     params = {"shape": "10,10,10", "density": 0.3, "formats": "B:dd", "seed": 1}
-    runs = {pol: sieve.run(small_chip, "spmspm", params=params, fidelity="cycle",
+    runs = {pol: sieve.run(small_chip, "spmspm", params=params,
                            overrides=[f"pe.zero_policy.a={pol}"]).summary
             for pol in ("skip", "gate", "none")}
     for s in runs.values():
@@ -86,8 +86,8 @@ def test_zero_policies_with_explicit_zeros(small_chip):
 
 def test_run_folder_and_determinism(small_chip, tmp_path):
     params = {"shape": "12,10,12", "density": 0.2, "seed": 5}
-    a = sieve.run(small_chip, "spmspm", params=params, fidelity="cycle", out=tmp_path / "a")
-    sieve.run(small_chip, "spmspm", params=params, fidelity="cycle", out=tmp_path / "b")
+    a = sieve.run(small_chip, "spmspm", params=params, out=tmp_path / "a")
+    sieve.run(small_chip, "spmspm", params=params, out=tmp_path / "b")
     doc_a = (tmp_path / "a" / "stats.json").read_bytes()
     assert doc_a == (tmp_path / "b" / "stats.json").read_bytes()
     doc = json.loads(doc_a)
@@ -95,7 +95,7 @@ def test_run_folder_and_determinism(small_chip, tmp_path):
     for key in ("cycles", "seconds", "verified", "fidelity", "effectual_ops", "skipped_ops",
                 "gated_ops", "sram_read_words", "sram_write_words", "hop_count", "dram_bytes"):
         assert key in s
-    assert s["verified"] is True and s["fidelity"] == "cycle"
+    assert s["verified"] is True and s["fidelity"] == "burst"
     assert s["cycles"] == a.result.cycles
     assert s["seconds"] == pytest.approx(s["cycles"] / (small_chip.clock.freq_mhz * 1e6))
     for name, entry in doc["stats"].items():
@@ -105,8 +105,7 @@ def test_run_folder_and_determinism(small_chip, tmp_path):
 
 
 def test_summary_counts_are_the_stats(small_chip):
-    r = sieve.run(small_chip, "elemmul", params={"shape": "8,8", "density": 0.5},
-                  fidelity="cycle")
+    r = sieve.run(small_chip, "elemmul", params={"shape": "8,8", "density": 0.5})
     st = r.result.stats
     assert r.summary["effectual_ops"] == sum(v["value"] for k, v in st.items()
                                              if k.endswith(".effectual_op_count"))
@@ -141,3 +140,14 @@ def test_large_kernels_skip_the_interpreter_check_explicitly(small_chip, monkeyp
     assert s["checks"]["numpy"] is True
     assert s["checks"]["interpreter"].startswith("skipped:")
     assert s["verified"] is True
+
+
+@pytest.mark.parametrize("workload,shape,extra", KERNELS,
+                         ids=[f"{k[0]}-{k[2].get('order', '')}" for k in KERNELS])
+def test_both_engines_give_the_same_summary(small_chip, workload, shape, extra):
+    params = {"shape": shape, "density": 0.3, "seed": 11, **extra}
+    a = sieve.run(small_chip, workload, params=params, fidelity="cycle").summary
+    b = sieve.run(small_chip, workload, params=params, fidelity="burst").summary
+    assert a["verified"] and b["verified"]
+    same = {k: v for k, v in a.items() if k != "fidelity"}
+    assert same == {k: v for k, v in b.items() if k != "fidelity"}
