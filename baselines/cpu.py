@@ -61,8 +61,13 @@ import scipy.sparse as sp
 import yaml
 from scipy.optimize import nnls
 
-from isa.errors import ConfigError
-from isa.schema import TOP_LEVEL, Problem, format_problems, load_dataclass
+from isa.schema import (
+    Problem,
+    load_dataclass,
+    resolve_named_file,
+    search_path,
+)
+from simulator.config import read_yaml
 from workloads import WorkloadError
 from workloads.base import random_sparse
 
@@ -327,11 +332,7 @@ def cpu_preset_from_dict(data: Any, *, where: str) -> CpuPreset:
 
 
 def _search_path(root: str | Path) -> list[Path]:
-    out: list[Path] = []
-    for folder in (Path(root), _SOURCE_CPU_ROOT):
-        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
-            out.append(folder)
-    return out
+    return search_path(root, _SOURCE_CPU_ROOT)
 
 
 def list_cpu_presets(root: str | Path = DEFAULT_CPU_ROOT) -> list[tuple[str, Path]]:
@@ -345,36 +346,14 @@ def list_cpu_presets(root: str | Path = DEFAULT_CPU_ROOT) -> list[tuple[str, Pat
 
 def resolve_cpu_preset(name_or_path: str | Path, root: str | Path = DEFAULT_CPU_ROOT) -> Path:
     """The YAML file of a preset given as a path or a bare name (``xeon-12c``)."""
-    text = str(name_or_path)
-    path = Path(text)
-    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml"):
-        return path
-    for folder in _search_path(root):
-        candidate = folder / f"{text}.yaml"
-        if candidate.is_file():
-            return candidate
-    names = [n for n, _ in list_cpu_presets(root)]
-    close = difflib.get_close_matches(text, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    raise ConfigError(format_problems(text, [(TOP_LEVEL, f"unknown CPU preset ({hint}"
-                                                         f"available: {', '.join(names)})")]))
+    return resolve_named_file(name_or_path, _search_path(root), "CPU preset")
 
 
 def load_cpu_preset(name_or_path: str | Path, root: str | Path = DEFAULT_CPU_ROOT) -> CpuPreset:
     """Read and validate a preset file (or a bare name looked up in ``configs/cpus``)."""
     file = resolve_cpu_preset(name_or_path, root)
     where = str(file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, "file not found")])) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, f"YAML syntax error: {exc}")])
-                          ) from None
+    data = read_yaml(file, where=where)
     return cpu_preset_from_dict(data, where=where)
 
 

@@ -30,6 +30,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from isa.errors import ConfigError
@@ -420,3 +421,38 @@ def _unknown_key_message(key: str, fields: Mapping[str, dataclasses.Field[Any]])
     if fields:
         return f"unknown key (valid keys: {', '.join(fields)})"
     return "unknown key (no keys allowed here)"
+
+
+def search_path(*folders: str | Path) -> list[Path]:
+    """The existing folders among ``folders``, in order, without duplicates: where bare
+    config names (a chip, an energy table, a CPU preset) are looked up."""
+    out: list[Path] = []
+    for folder in map(Path, folders):
+        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
+            out.append(folder)
+    return out
+
+
+def resolve_named_file(name_or_path: str | Path, folders: list[Path], kind: str) -> Path:
+    """The YAML file of a config given as a path or a bare name (``onyx``, ``xeon-12c``).
+
+    A string that looks like a path (it has a ``/`` or ends in ``.yaml``/``.yml``) is returned
+    as is (a missing file is reported when it is read); so is an existing file. A bare name is
+    looked up as ``NAME.yaml`` in ``folders``; an unknown one gives a ConfigError naming the
+    ``kind`` and listing what is available, with a suggestion.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml") \
+            or path.is_file():
+        return path
+    for folder in folders:
+        candidate = folder / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = sorted({f.stem for folder in folders for f in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    available = ", ".join(names) if names else "none found"
+    raise ConfigError(format_problems(
+        text, [(TOP_LEVEL, f"unknown {kind} ({hint}available: {available})")]))

@@ -14,7 +14,6 @@ validation, with each value parsed as YAML (``pe.fifo_depth=4`` is the int 4,
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ import yaml
 
 from isa.arch import ChipConfig
 from isa.errors import ConfigError
-from isa.schema import TOP_LEVEL, apply_overrides, format_problems, load_dataclass, to_dict
+from isa.schema import (
+    TOP_LEVEL,
+    apply_overrides,
+    format_problems,
+    load_dataclass,
+    resolve_named_file,
+    search_path,
+    to_dict,
+)
 
 __all__ = [
     "DEFAULT_CHIP_ROOT",
@@ -93,36 +100,13 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
 
 def chip_search_path(root: str | Path = DEFAULT_CHIP_ROOT) -> list[Path]:
     """The folders searched for bare chip names, in order (duplicates removed)."""
-    out: list[Path] = []
-    for folder in (Path(root), _SOURCE_CHIP_ROOT):
-        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
-            out.append(folder)
-    return out
+    return search_path(root, _SOURCE_CHIP_ROOT)
 
 
 def resolve_chip(name_or_path: str | Path, root: str | Path = DEFAULT_CHIP_ROOT) -> Path:
-    """The YAML file of a chip given as a path or a bare name (``onyx``).
-
-    A string that looks like a path (it has a ``/`` or ends in ``.yaml``/``.yml``) is returned
-    as is (a missing file is reported when it is read). A bare name is looked up in
-    :func:`chip_search_path`; if it is not found, the ConfigError lists the chips available.
-    """
-    text = str(name_or_path)
-    path = Path(text)
-    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml"):
-        return path
-    if path.is_file():
-        return path
-    for folder in chip_search_path(root):
-        candidate = folder / f"{text}.yaml"
-        if candidate.is_file():
-            return candidate
-    names = sorted({n for folder in chip_search_path(root) for n, _, _ in list_chips(folder)})
-    close = difflib.get_close_matches(text, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    available = ", ".join(names) if names else f"none found in {root}"
-    raise ConfigError(format_problems(
-        text, [(TOP_LEVEL, f"unknown chip ({hint}available: {available})")]))
+    """The YAML file of a chip given as a path or a bare name (``onyx``); an unknown name
+    gives a ConfigError listing the chips available (isa.schema.resolve_named_file)."""
+    return resolve_named_file(name_or_path, chip_search_path(root), "chip")
 
 
 def chip_from_dict(

@@ -108,7 +108,6 @@ solves for the factor that reproduces a target GOPS/W (how onyx-12nm's value was
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,10 +117,15 @@ from typing import Any
 import yaml
 
 from isa.arch import ChipConfig
-from isa.errors import ConfigError
 from isa.ops import SIGNATURES, Opcode, TileKind
 from isa.program import Program
-from isa.schema import TOP_LEVEL, apply_overrides, format_problems, load_dataclass
+from isa.schema import (
+    apply_overrides,
+    load_dataclass,
+    resolve_named_file,
+    search_path,
+)
+from simulator.config import read_yaml
 
 __all__ = [
     "ACTIONS",
@@ -299,63 +303,14 @@ class EnergyTable:
 
 def energy_search_path(root: str | Path = DEFAULT_ENERGY_ROOT) -> list[Path]:
     """The folders searched for bare table names, in order (duplicates removed)."""
-    out: list[Path] = []
-    for folder in (Path(root), _SOURCE_ENERGY_ROOT):
-        if folder.is_dir() and not any(folder.resolve() == f.resolve() for f in out):
-            out.append(folder)
-    return out
+    return search_path(root, _SOURCE_ENERGY_ROOT)
 
 
 def resolve_energy_table(name_or_path: str | Path,
                          root: str | Path = DEFAULT_ENERGY_ROOT) -> Path:
-    """The YAML file of a table given as a path or a bare name (``onyx-12nm``).
-
-    Like chip names: a string with a ``/`` or a ``.yaml``/``.yml`` suffix is a path; a bare
-    name is looked up in :func:`energy_search_path`, and an unknown one gives a ConfigError
-    listing the tables available (with a suggestion).
-    """
-    text = str(name_or_path)
-    path = Path(text)
-    if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml"):
-        return path
-    for folder in energy_search_path(root):
-        candidate = folder / f"{text}.yaml"
-        if candidate.is_file():
-            return candidate
-    names = sorted({n for folder in energy_search_path(root)
-                    for n, _, _ in list_energy_tables(folder)})
-    close = difflib.get_close_matches(text, names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    available = ", ".join(names) if names else f"none found in {root}"
-    raise ConfigError(format_problems(
-        text, [(TOP_LEVEL, f"unknown energy table ({hint}available: {available})")]))
-
-
-def _read_yaml(path: Path, where: str) -> dict[str, Any]:
-    """Parse a YAML file whose top level must be a mapping; one ConfigError otherwise (the
-    same checks and messages as ``simulator.config.read_yaml``, kept here so that this module
-    imports only ``isa``, yaml and the standard library)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, "file not found")])) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        place = TOP_LEVEL if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
-        raise ConfigError(format_problems(where, [(place, f"YAML syntax error: {problem}")])
-                          ) from None
-    if data is None:
-        raise ConfigError(format_problems(where, [(TOP_LEVEL, "file is empty")]))
-    if not isinstance(data, dict):
-        kind = "list" if isinstance(data, list) else type(data).__name__
-        raise ConfigError(format_problems(
-            where, [(TOP_LEVEL, f"expected a mapping of keys, got a {kind}")]))
-    return data
+    """The YAML file of a table given as a path or a bare name (``onyx-12nm``); an unknown
+    name gives a ConfigError listing the tables available."""
+    return resolve_named_file(name_or_path, energy_search_path(root), "energy table")
 
 
 def _parse_override_value(text: str) -> Any:
@@ -374,7 +329,7 @@ def load_energy_table(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     """
     file = resolve_energy_table(name_or_path)
     where = str(file)
-    data = _read_yaml(file, where)
+    data = read_yaml(file, where=where)
     if overrides:
         where = f"{where} (with overrides {' '.join(overrides)})"
         data = apply_overrides(data, list(overrides), where=where, parse=_parse_override_value)
