@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import datetime
 import difflib
 import json
@@ -121,6 +122,16 @@ def _fraction(problems: list[Problem], path: str, value: float) -> None:
         problems.append((path, f"must be in (0, 1], got {value}"))
 
 
+class _IssueCost:
+    """A per-kernel instruction-issue cost: every field is a non-negative rate or overhead."""
+
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            _non_negative(out, f.name, getattr(self, f.name))
+        return out
+
+
 @dataclass(frozen=True)
 class DenseCost:
     """Dense GEMM on the vector units (BLAS/MKL)."""
@@ -138,7 +149,7 @@ class DenseCost:
 
 
 @dataclass(frozen=True)
-class SpmvCost:
+class SpmvCost(_IssueCost):
     """CSR sparse matrix times dense vector: one-core issue cycles."""
 
     cycles_per_nnz: float
@@ -148,15 +159,9 @@ class SpmvCost:
     call_overhead_us: float
     """Fixed cost of one call, microseconds."""
 
-    def problems(self) -> list[Problem]:
-        out: list[Problem] = []
-        for name in ("cycles_per_nnz", "cycles_per_row", "call_overhead_us"):
-            _non_negative(out, name, getattr(self, name))
-        return out
-
 
 @dataclass(frozen=True)
-class SpmmCost:
+class SpmmCost(_IssueCost):
     """CSR sparse matrix times dense matrix (N columns): one-core issue cycles."""
 
     cycles_per_mac: float
@@ -166,15 +171,9 @@ class SpmmCost:
     call_overhead_us: float
     """Fixed cost of one call, microseconds."""
 
-    def problems(self) -> list[Problem]:
-        out: list[Problem] = []
-        for name in ("cycles_per_mac", "cycles_per_output", "call_overhead_us"):
-            _non_negative(out, name, getattr(self, name))
-        return out
-
 
 @dataclass(frozen=True)
-class SpgemmCost:
+class SpgemmCost(_IssueCost):
     """Gustavson (row-by-row) sparse x sparse product with a hash or dense accumulator."""
 
     cycles_per_product: float
@@ -190,16 +189,9 @@ class SpgemmCost:
     call_overhead_us: float
     """Fixed cost of one call, microseconds."""
 
-    def problems(self) -> list[Problem]:
-        out: list[Problem] = []
-        for name in ("cycles_per_product", "cycles_per_left_nnz", "cycles_per_output_nnz",
-                     "cycles_per_row", "cycles_per_branch_miss", "call_overhead_us"):
-            _non_negative(out, name, getattr(self, name))
-        return out
-
 
 @dataclass(frozen=True)
-class MergeCost:
+class MergeCost(_IssueCost):
     """Two-finger merge of two CSR matrices (element-wise add: union; multiply: intersection)."""
 
     cycles_per_input_nnz: float
@@ -210,13 +202,6 @@ class MergeCost:
     """Core cycles per row."""
     call_overhead_us: float
     """Fixed cost of one call, microseconds."""
-
-    def problems(self) -> list[Problem]:
-        out: list[Problem] = []
-        for name in ("cycles_per_input_nnz", "cycles_per_output_nnz", "cycles_per_row",
-                     "call_overhead_us"):
-            _non_negative(out, name, getattr(self, name))
-        return out
 
 
 @dataclass(frozen=True)
