@@ -116,8 +116,7 @@ def simulate_dense(layer: KernelLayer, chip: ChipConfig) -> DenseRun:
     stats: dict[str, dict[str, Any]] = {}
     flatten("chip.memory", mem, stats)
     flatten("chip.controller", ctl, stats)
-    for name, entry in gemm.counters().items():
-        stats[f"chip.systolic.{name}"] = entry
+    flatten("chip.systolic", gemm, stats)
     cycles = ctl.dma_in_cycles + ctl.kernel_cycles + ctl.dma_out_cycles
     out = gemm.output
     tree = FiberTree("X", (m, n), (0, 1), (Level("dense", m), Level("dense", n)),

@@ -74,8 +74,15 @@ class ControllerStats:
     dma_out_cycles: int = stat("cycles", "Cycles spent moving outputs array->GLB->DRAM.")
 
 
+def counters(obj: Any) -> dict[str, dict[str, Any]]:
+    """The counters (fields declared with ``stat``) of ``obj`` as ``name -> {value, unit,
+    desc}``; other fields are skipped."""
+    return {f.name: {"value": getattr(obj, f.name), "unit": f.metadata["unit"],
+                     "desc": f.metadata["desc"]}
+            for f in fields(obj) if "unit" in f.metadata}
+
+
 def flatten(prefix: str, obj: Any, out: dict[str, dict[str, Any]]) -> None:
     """Add ``obj``'s counters to ``out`` as ``prefix.field -> {value, unit, desc}``."""
-    for f in fields(obj):
-        out[f"{prefix}.{f.name}"] = {"value": getattr(obj, f.name), "unit": f.metadata["unit"],
-                                     "desc": f.metadata["desc"]}
+    for name, entry in counters(obj).items():
+        out[f"{prefix}.{name}"] = entry

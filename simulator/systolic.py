@@ -74,22 +74,18 @@ off by one cycle and exceeds 100 % under N:M.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from isa.arch import SYSTOLIC_DATAFLOWS
 from isa.errors import SimulationError
+from simulator.stats import counters, stat
 
 DATAFLOWS = SYSTOLIC_DATAFLOWS
 _EXACT_FLOAT32 = 2**24  # every integer of smaller magnitude is exact in float32
 _EXACT_FLOAT64 = 2**53  # ... and in float64
-
-
-def _counter(unit: str, desc: str) -> Any:
-    """Declare a counter field with its unit and one-sentence description (stats convention)."""
-    return field(metadata={"unit": unit, "desc": desc})
 
 
 @dataclass(frozen=True)
@@ -196,28 +192,26 @@ class GemmRun:
     output: np.ndarray
     schedule: FoldSchedule
     fold_zero_operand_mac_count: np.ndarray
-    folds: int = _counter("folds", "Folds the GEMM was cut into to fit the array.")
-    compute_cycles: int = _counter("cycles", "Cycles from the first to the last cycle of array "
+    folds: int = stat("folds", "Folds the GEMM was cut into to fit the array.")
+    compute_cycles: int = stat("cycles", "Cycles from the first to the last cycle of array "
                                    "activity (SCALE-Sim's compute cycles, no DRAM stalls).")
-    mac_count: int = _counter("ops", "MACs issued by the array (every mapped PE, every "
+    mac_count: int = stat("ops", "MACs issued by the array (every mapped PE, every "
                               "streamed step).")
-    zero_operand_mac_count: int = _counter("ops", "Issued MACs with at least one zero operand.")
-    pe_cycles: int = _counter("PE-cycles", "Array PEs times the cycles the folds hold the "
+    zero_operand_mac_count: int = stat("ops", "Issued MACs with at least one zero operand.")
+    pe_cycles: int = stat("PE-cycles", "Array PEs times the cycles the folds hold the "
                               "array (rows x cols x sum of fold cycles).")
-    mapped_pe_cycles: int = _counter("PE-cycles", "Sum over folds of the PEs holding part of "
+    mapped_pe_cycles: int = stat("PE-cycles", "Sum over folds of the PEs holding part of "
                                      "the mapping times the fold's cycles.")
-    ifmap_reads: int = _counter("elements", "A (ifmap) elements read from its SRAM buffer into "
+    ifmap_reads: int = stat("elements", "A (ifmap) elements read from its SRAM buffer into "
                                 "the array.")
-    filter_reads: int = _counter("elements", "B (filter) elements, compressed under N:M, read "
+    filter_reads: int = stat("elements", "B (filter) elements, compressed under N:M, read "
                                  "from its SRAM buffer into the array.")
-    ofmap_writes: int = _counter("elements", "C (ofmap) elements or partial sums written from "
+    ofmap_writes: int = stat("elements", "C (ofmap) elements or partial sums written from "
                                  "the array to its SRAM buffer.")
 
     def counters(self) -> dict[str, dict[str, Any]]:
         """The raw counters as ``name -> {value, unit, desc}``."""
-        return {f.name: {"value": getattr(self, f.name), "unit": f.metadata["unit"],
-                         "desc": f.metadata["desc"]}
-                for f in fields(self) if "unit" in f.metadata}
+        return counters(self)
 
 
 def compressed_k(k: int, nm: tuple[int, int] | None) -> int:

@@ -201,6 +201,7 @@ def test_input_port_driven_twice() -> None:
 def test_unused_output_is_allowed() -> None:
     k = _with_edge(ewise_mul(), "isect_i.crd->wr_x0.crd", None)
     k = k.with_nodes(tuple(n for n in k.nodes if n.id != "wr_x0"))
+    assert kernel_problems(k, ARRAY) == []
     verify_kernel(k, ARRAY)
 
 
@@ -282,8 +283,9 @@ def test_every_edge_routed_once_any_is() -> None:
 
 
 def test_placed_but_unrouted_kernel_passes() -> None:
-    k = ewise_mul()
-    verify_kernel(k.with_edges(tuple(replace(e, route=()) for e in k.edges)), ARRAY)
+    k = ewise_mul().with_edges(tuple(replace(e, route=()) for e in ewise_mul().edges))
+    assert kernel_problems(k, ARRAY) == []
+    verify_kernel(k, ARRAY)
 
 
 def test_route_starts_at_source_tile() -> None:
