@@ -144,6 +144,7 @@ __all__ = [
     "dense_mapping",
     "dense_peak_gops",
     "energy_breakdown",
+    "energy_from_counts",
     "energy_search_path",
     "fit_fabric_overhead",
     "list_energy_tables",
@@ -607,6 +608,27 @@ def energy_breakdown(stats: Mapping[str, Any], cycles: int, chip: ChipConfig,
     per_count = _per_count(table, chip, dtype, volts, freq)
     return _report(counts, per_count, cycles=cycles, freq_mhz=freq, ops=int(ops), table=table,
                    datatype=dtype, voltage_v=volts)
+
+
+def energy_from_counts(counts: Mapping[str, float], cycles: int, chip: ChipConfig,
+                       table: EnergyTable, *, ops: int, datatype: str | None = None,
+                       voltage_v: float | None = None) -> EnergyReport:
+    """Energy from action counts given directly (names of ``ACTIONS``; leakage is added from
+    ``cycles``), for runs that count actions per tile rather than per unit (the layer
+    engine). Unknown action names raise KeyError."""
+    dtype = _resolve_datatype(chip, datatype)
+    volts = table.voltage_v if voltage_v is None else float(voltage_v)
+    full: dict[str, float] = dict.fromkeys(ACTIONS, 0.0)
+    for name, value in counts.items():
+        if name not in full:
+            raise KeyError(f"unknown energy action {name!r}")
+        full[name] = float(value)
+    full["leakage_pe"] = len(chip.array.tiles(TileKind.PE)) * cycles
+    full["leakage_mem"] = len(chip.array.tiles(TileKind.MEM)) * cycles
+    full["leakage_glb"] = chip.glb.tiles * cycles
+    per_count = _per_count(table, chip, dtype, volts, chip.clock.freq_mhz)
+    return _report(full, per_count, cycles=cycles, freq_mhz=chip.clock.freq_mhz, ops=int(ops),
+                   table=table, datatype=dtype, voltage_v=volts)
 
 
 # --------------------------------------------------------------------------------------------

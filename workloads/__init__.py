@@ -1,4 +1,5 @@
-"""Workloads: layers with concrete tensors, and the catalog ``sieve list workloads`` shows."""
+"""Workloads: kernels with concrete tensors, model layers (MoE, FFN, linear) with seeded
+generators, and the catalog ``sieve list workloads`` shows."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import difflib
 
 from workloads.base import KernelLayer, Param, Workload, WorkloadError
 from workloads.kernels import KERNELS
+from workloads.layers import FFNLayer, LinearLayer, MoELayer
+from workloads.models import LAYERS
 
-CATALOG: dict[str, Workload] = {w.name: w for w in KERNELS}
+CATALOG: dict[str, Workload] = {w.name: w for w in KERNELS + LAYERS}
 
 
 def get_workload(name: str) -> Workload:
@@ -21,4 +24,5 @@ def get_workload(name: str) -> Workload:
                             f"; available: {', '.join(CATALOG)}") from None
 
 
-__all__ = ["CATALOG", "KernelLayer", "Param", "Workload", "WorkloadError", "get_workload"]
+__all__ = ["CATALOG", "FFNLayer", "KernelLayer", "LinearLayer", "MoELayer", "Param", "Workload",
+           "WorkloadError", "get_workload"]

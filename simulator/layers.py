@@ -1,0 +1,642 @@
+"""The layer engine: a model layer (MoE, FFN, linear) as tiles on the array's lanes.
+
+Stages of an MoE layer, in order (an FFN or linear layer has only the matrix products):
+
+    router   logits = x W_r^T on the dense MAC block (systolic timing, simulator.systolic)
+    top-k    k max-passes over E logits per token on the lanes' PEs: ceil(T/lanes) * k * E
+    experts  per expert e (its tokens = the nonzeros of G(:, e)), per chunk of ``f_chunk``
+             FFN columns: gate and up products, the ALU pass h = act(gate) * up (one element
+             per lane-cycle), then the down product of that chunk (a K chunk, partial sums
+             in the GLB); shared experts the same over all tokens
+    combine  y = sum_e G(t, e) y_e (+ shared): T*k*d multiply-adds, one per lane-cycle
+
+Products. ``Y = A W^T`` runs as tiles of the Gustavson SpM*SpM kernel (compiler.layers): the
+tile (token block, K chunk, N block) is sized from the data so every fibertree level fits one
+MEM tile (``plan.level_words`` coordinates); tiles with no nonzero in A or W are skipped.
+A tile's cycles come from the engine named by ``fidelity``:
+
+- ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
+- ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
+  nnz(W^T row i)), R_t the rows of W^T matched, Y_t the output nonzeros, a_t = nnz(A_t) and
+  b the nonempty rows of the W^T tile, the row costs max(P_t + 2R_t, P_t + R_t + Y_t,
+  a_t + b - R_t + 1): the inner scanner of W^T, the vector reducer and the intersecter are
+  the kernel's three busiest units, one step per cycle each; the tile takes the sum over rows
+  + 2 per row + the kernel's fill latency. tests/test_layers.py checks it against ``burst``.
+
+Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
+compiler must before routing is known; with fewer experts than lanes an expert's chunks
+spread over its share of lanes, and shared experts, FFN and linear layers spread their chunks
+over all lanes. Per lane, each chunk is a job: its weight tiles are DMAed DRAM -> GLB (one
+shared DRAM channel, simulator.chip.dram_transfer) into one of two GLB buffers while the
+previous job computes (double buffering); a job computes for the sum over its tiles of
+launch + max(kernel cycles, GLB<->MEM-tile transfer of the tile in and out over the lane's
+share of the links). SimPy carries one event per job. The layer ends when the slowest lane
+does: that straggler is what load imbalance costs, and ``chip.layer.expert<e>.*`` shows it.
+
+Outputs are assembled from the tiles' results and compared with the layer's numpy forward
+pass (float64): exact products in burst/cycle (the kernel's own outputs, float32 values),
+numpy products of the tiles' compressed operands in analytic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import simpy
+
+from isa.arch import ChipConfig
+from isa.errors import SimulationError
+from isa.fibertree import FiberTree
+from isa.interp import assemble_output
+from isa.program import Kernel
+from simulator.chip import dram_transfer
+from simulator.stats import flatten, stat
+
+FIDELITIES = ("analytic", "burst", "cycle")
+WORD_BYTES = 2
+
+
+# ------------------------------------------------------------------------------ tiles
+@dataclass
+class TileWork:
+    """Totals over the tiles of one matrix product (one job)."""
+
+    tiles: int = 0
+    skipped_tiles: int = 0
+    compute_cycles: int = 0          # sum over tiles of launch + max(kernel, transfers)
+    kernel_cycles: int = 0           # sum of the kernel cycles alone
+    products: int = 0                # effectual multiplies (both operands nonzero)
+    dense_products: int = 0          # T x K x N of the product
+    in_words: int = 0                # GLB -> MEM tiles
+    out_words: int = 0               # MEM tiles -> GLB
+    weight_words: int = 0            # compressed weight words (DRAM -> GLB)
+    counts: dict[str, float] = field(default_factory=dict)   # energy actions
+    unit_stats: dict[str, float] = field(default_factory=dict)  # burst: summed unit counters
+
+    def add(self, other: TileWork) -> None:
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, dict):
+                for k, v in b.items():
+                    a[k] = a.get(k, 0) + v
+            else:
+                setattr(self, f.name, a + b)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, int, int]:
+    """(token block, K chunk, N block) so that each level of every tile fits ``words``."""
+    T, K = amask.shape
+    N = bmask.shape[1]
+    tb = min(T, max(1, words // 8))
+    dens_a = amask.mean() if amask.size else 0.0
+    kc = min(K, max(1, int(words // max(1.0, math.ceil(tb * dens_a * 1.25)))), words - 1)
+    while kc > 1:
+        q = _cdiv(K, kc)
+        pad = np.zeros((T, q * kc), dtype=np.int32)
+        pad[:, :K] = amask
+        per = pad.reshape(T, q, kc).sum(axis=2)
+        tq = _cdiv(T, tb)
+        pt = np.zeros((tq * tb, q), dtype=np.int64)
+        pt[:T] = per
+        if pt.reshape(tq, tb, q).sum(axis=1).max(initial=0) <= words:
+            break
+        kc //= 2
+    dens_b = bmask.mean() if bmask.size else 0.0
+    nb = max(1, min(N, words // max(1, tb), int(words // max(1.0, kc * dens_b * 1.25))))
+    while nb > 1:
+        q, r = _cdiv(K, kc), _cdiv(N, nb)
+        pad = np.zeros((q * kc, r * nb), dtype=np.int32)
+        pad[:K, :N] = bmask
+        if pad.reshape(q, kc, r, nb).sum(axis=(1, 3)).max(initial=0) <= words:
+            break
+        nb //= 2
+    return tb, kc, nb
+
+
+def _blocks(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Pad ``x`` with zeros along ``axis`` to a multiple of ``size``."""
+    n = x.shape[axis]
+    pad = _cdiv(n, size) * size - n
+    if not pad:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, pad)
+    return np.pad(x, widths)
+
+
+def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int, int]]:
+    """Kernel cycles of every tile of A (T x K) times B (K x N) and their counts.
+
+    Returns (cycles [TQ, Q, NB] with 0 for skipped tiles, counts per tile, tile sizes).
+    """
+    amask = a != 0
+    bmask = b != 0
+    tb, kc, nb = _tile_sizes(amask, bmask, words)
+    A = _blocks(_blocks(amask.astype(np.float32), 0, tb), 1, kc)
+    B = _blocks(_blocks(bmask.astype(np.float32), 0, kc), 1, nb)
+    Tp, Kp = A.shape
+    Np = B.shape[1]
+    TQ, Q, NB = Tp // tb, Kp // kc, Np // nb
+    Aq = A.reshape(Tp, Q, kc).transpose(1, 0, 2)                    # Q, Tp, kc
+    Bq = B.reshape(Q, kc, Np)                                        # Q, kc, Np
+    cnt = Bq.reshape(Q, kc, NB, nb).sum(axis=3)                      # Q, kc, NB
+    P = np.matmul(Aq, cnt)                                           # Q, Tp, NB
+    R = np.matmul(Aq, (cnt > 0).astype(np.float32))
+    Y = (np.matmul(Aq, Bq) > 0).reshape(Q, Tp, NB, nb).sum(axis=3)   # Q, Tp, NB
+    nA = Aq.sum(axis=2)[:, :, None]                                  # Q, Tp, 1
+    bn = (cnt > 0).sum(axis=1)[:, None, :]                           # Q, 1, NB
+    row = np.maximum(np.maximum(P + 2 * R, P + R + Y), nA + bn - R + 1)
+    # rows of the tile: token block x
+    row = row.reshape(Q, TQ, tb, NB)
+    a_nnz = nA.reshape(Q, TQ, tb).sum(axis=2)                        # Q, TQ
+    b_nnz = cnt.sum(axis=1)                                          # Q, NB
+    live = (a_nnz[:, :, None] > 0) & (b_nnz[:, None, :] > 0)         # Q, TQ, NB
+    rows_in_block = np.minimum(tb, a.shape[0] - np.arange(TQ) * tb)  # real rows per block
+    cyc = row.sum(axis=2) + 2 * rows_in_block[None, :, None] + fill
+    cyc = np.where(live, cyc, 0).astype(np.int64)
+    Ps = P.reshape(Q, TQ, tb, NB).sum(axis=2)
+    Rs = R.reshape(Q, TQ, tb, NB).sum(axis=2)
+    Ys = Y.reshape(Q, TQ, tb, NB).sum(axis=2)
+    join = (nA + bn - R + 1).reshape(Q, TQ, tb, NB).sum(axis=2)
+    bn_t = np.broadcast_to(bn, (Q, 1, NB))
+    counts = {
+        "P": Ps, "R": Rs, "Y": Ys, "join": join,
+        "a_nnz": np.broadcast_to(a_nnz[:, :, None], live.shape),
+        "b_nnz": np.broadcast_to(b_nnz[:, None, :], live.shape),
+        "b_rows": np.broadcast_to(bn_t, live.shape),
+        "rows": np.broadcast_to(rows_in_block[None, :, None], live.shape),
+        "live": live,
+    }
+    return cyc, counts, (tb, kc, nb)
+
+
+def _tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, float]:
+    """First-order action counts of the Gustavson tile kernel (per live tile, summed).
+
+    Per token row: the scanners emit a_t + 1 (A), b + 1 (W^T rows, re-scanned per row) and
+    P_t + 2R_t (W^T coordinates) tokens; arrays read 2 P_t values; the repeat chain handles
+    P_t + R_t tokens twice; the reducer accumulates P_t - Y_t times; writers store Y_t
+    coordinates and values. SRAM words are 64-bit (4 sequential 16-bit entries per word).
+    """
+    live = c["live"]
+
+    def s(x):
+        return float(np.where(live, x, 0).sum())
+    P, R, Y, join = s(c["P"]), s(c["R"]), s(c["Y"]), s(c["join"])
+    rows = s(c["rows"])
+    a_scan = s(c["a_nnz"]) + rows
+    b_scan = s(c["b_rows"] * c["rows"]) + rows
+    inner = P + 2 * R
+    stream_tokens = a_scan + b_scan + 2 * inner + 2 * (P + R) + 3 * P + 2 * Y + join
+    return {
+        "mac": P,
+        "joiner_step": join,
+        "reducer_accumulate": max(P - Y, 0.0),
+        "pe_control_step": 2 * (P + R) + (P + R + Y) - max(P - Y, 0.0),
+        "mem_sram_read": (a_scan + b_scan + inner + 2 * P) / 4.0,
+        "mem_sram_write": (2 * Y + rows) / 4.0,
+        "mem_control_step": a_scan + b_scan + inner + 2 * P + 2 * Y,
+        "fifo_push": stream_tokens,
+        "interconnect_hop": stream_tokens * hops,
+    }
+
+
+# ------------------------------------------------------------------------------ the runner
+@dataclass
+class Job:
+    """One lane's unit of scheduling: a chunk of tiles with the weights it brings in."""
+
+    lane: int
+    expert: int               # -1: not an expert (shared expert, FFN, linear)
+    cycles: int
+    dram_bytes: int
+    label: str
+
+
+@dataclass
+class LayerStats:
+    """Counters of the layer engine (chip.layer.*)."""
+
+    router_cycles: int = stat("cycles", "Router GEMM on the dense MAC block (systolic).")
+    topk_cycles: int = stat("cycles", "Top-k selection on the lanes' PEs.")
+    combine_cycles: int = stat("cycles", "Weighted combine of expert outputs on the lanes.")
+    experts_cycles: int = stat("cycles", "From the first expert job to the slowest lane's "
+                               "end (double-buffered DMA and compute).")
+    lanes: int = stat("lanes", "Copies of the tile kernel on the array (regions).")
+    tile_count: int = stat("tiles", "Tiles run (a tile with an empty operand is skipped).")
+    skipped_tile_count: int = stat("tiles", "Tiles skipped: no nonzero in A or in W.")
+    job_count: int = stat("jobs", "Lane jobs (chunks of tiles) scheduled.")
+    kernel_cycles: int = stat("cycles", "Kernel cycles summed over tiles (all lanes).")
+    effectual_mac_count: int = stat("MACs", "Multiplies with both operands nonzero.")
+    dense_mac_count: int = stat("MACs", "Multiplies of the same products done densely.")
+    elementwise_op_count: int = stat("ops", "ALU ops of activations, gating and combine.")
+    dropped_token_count: int = stat("tokens", "Token-expert pairs dropped by capacity.")
+    routed_pair_count: int = stat("pairs", "Token-expert pairs kept (nonzeros of G).")
+
+
+@dataclass
+class ExpertStats:
+    """Counters of one expert (chip.layer.expert<e>.*)."""
+
+    tokens: int = stat("tokens", "Tokens routed to the expert (nonzeros of G(:, e)).")
+    lane: int = stat("lane", "Lane the expert is mapped to (first lane of its group).")
+    compute_cycles: int = stat("cycles", "Cycles of the expert's jobs (tiles and ALU passes).")
+    finish_cycle: int = stat("cycle", "Layer cycle at which its last job ended.")
+    effectual_mac_count: int = stat("MACs", "Effectual multiplies of the expert.")
+    dram_bytes: int = stat("bytes", "Weight bytes the expert's jobs brought from DRAM.")
+
+
+@dataclass
+class LayerRun:
+    """A simulated layer: time, counters, outputs and the per-tile totals."""
+
+    cycles: int
+    fidelity: str
+    output: np.ndarray
+    reference: np.ndarray
+    stats: dict[str, dict[str, Any]]
+    work: TileWork
+    layer_stats: LayerStats
+    experts: list[ExpertStats]
+    memory: dict[str, int]
+    mode: str
+    products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
+
+
+class LayerEngine:
+    """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
+
+    def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
+                 progress: Callable[[str], None] | None = None) -> None:
+        if fidelity not in FIDELITIES:
+            raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
+                                  f"{', '.join(FIDELITIES)})")
+        self.plan, self.chip, self.fidelity = plan, chip, fidelity
+        self.progress = progress
+        self.lanes = plan.lanes
+        self.words = plan.level_words
+        kernel: Kernel = plan.kernel
+        self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
+        self.hops = plan.mean_hops
+        self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
+        self.jobs: list[Job] = []
+        self.work = TileWork()
+        self.products: list[dict[str, Any]] = []
+        self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
+                       "glb_write_bytes": 0}
+        self.elementwise = 0
+
+    # -------------------------------------------------------------- one product
+    def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
+                label: str) -> np.ndarray:
+        """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B."""
+        a32 = np.asarray(a, dtype=np.float32)
+        b32 = np.asarray(b, dtype=np.float32)
+        if self.fidelity == "analytic":
+            out, work = self._analytic(a32, b32)
+        else:
+            out, work = self._exact(a32, b32)
+        self.work.add(work)
+        weight_bytes = work.weight_words * WORD_BYTES
+        self.memory["dram_read_bytes"] += weight_bytes
+        self.memory["glb_write_bytes"] += weight_bytes + work.out_words * WORD_BYTES
+        self.memory["glb_read_bytes"] += work.in_words * WORD_BYTES
+        self.jobs.append(Job(lane, expert, work.compute_cycles, weight_bytes, label))
+        self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
+                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
+                              "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
+        return out
+
+    def _finish_work(self, work: TileWork, cyc: np.ndarray, in_w: np.ndarray,
+                     out_w: np.ndarray, live: np.ndarray) -> None:
+        transfer = np.ceil((in_w + out_w) / self.link_words)
+        per = np.where(live, self.chip.controller.launch_cycles + np.maximum(cyc, transfer), 0)
+        work.compute_cycles = int(per.sum())
+        work.kernel_cycles = int(np.where(live, cyc, 0).sum())
+        work.tiles = int(live.sum())
+        work.skipped_tiles = int(live.size - live.sum())
+        work.in_words = int(np.where(live, in_w, 0).sum())
+        work.out_words = int(np.where(live, out_w, 0).sum())
+
+    def _analytic(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+        T, K = a.shape
+        N = b.shape[1]
+        work = TileWork(dense_products=T * K * N)
+        if T == 0 or K == 0 or N == 0:
+            return np.zeros((T, N)), work
+        cyc, c, (tb, kc, nb) = analytic_tiles(a, b, self.words, self.fill)
+        live = c["live"]
+        in_w = 2 * c["a_nnz"] + c["rows"] + 1 + 2 * c["b_nnz"] + c["b_rows"] + 1
+        out_w = 2 * c["Y"] + c["rows"] + 1
+        self._finish_work(work, cyc, in_w, out_w, live)
+        work.products = int(np.where(live, c["P"], 0).sum())
+        nb_count = _cdiv(N, nb)
+        b_rows_all = np.where(live.any(axis=1), c["b_rows"][:, 0, :], 0).sum()
+        work.weight_words = int(2 * np.count_nonzero(b) + b_rows_all + nb_count * _cdiv(K, kc))
+        work.counts = _tile_energy_counts(c, self.hops)
+        # values: the product of the tiles' compressed operands (what the tiles compute)
+        out = np.asarray(sp.csr_matrix(a) @ sp.csr_matrix(b).toarray(), dtype=np.float64) \
+            if np.count_nonzero(a) < a.size // 4 else (a @ b).astype(np.float64)
+        return out, work
+
+    def _exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+        from simulator.engine_burst import run_burst
+
+        T, K = a.shape
+        N = b.shape[1]
+        work = TileWork(dense_products=T * K * N)
+        out = np.zeros((T, N))
+        if T == 0 or K == 0 or N == 0:
+            return out, work
+        tb, kc, nb = _tile_sizes(a != 0, b != 0, self.words)
+        kernel: Kernel = self.plan.kernel
+        region = self.plan.region
+        cyc, in_w, out_w, live, prods = [], [], [], [], 0
+        summed: dict[str, float] = {}
+        for t0 in range(0, T, tb):
+            for k0 in range(0, K, kc):
+                at = sp.csr_matrix(a[t0:t0 + tb, k0:k0 + kc])
+                for n0 in range(0, N, nb):
+                    bt = sp.csr_matrix(b[k0:k0 + kc, n0:n0 + nb])
+                    if at.nnz == 0 or bt.nnz == 0:
+                        cyc.append(0)
+                        in_w.append(0)
+                        out_w.append(0)
+                        live.append(False)
+                        continue
+                    images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
+                              "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
+                    k = _with_shapes(kernel, at.shape, bt.shape)
+                    if self.fidelity == "burst":
+                        run = run_burst(k, images, region)
+                    else:
+                        run = _run_cycle(k, images, region)
+                    x_decl = next(d for d in k.tensors if d.is_output)
+                    res = assemble_output(x_decl, run.memory).to_dense()
+                    out[t0:t0 + tb, n0:n0 + nb] += res
+                    cyc.append(run.cycles)
+                    rows_b = np.count_nonzero(np.diff(bt.indptr))
+                    in_w.append(2 * at.nnz + at.shape[0] + 1 + 2 * bt.nnz + rows_b + 1)
+                    out_w.append(2 * np.count_nonzero(res) + at.shape[0] + 1)
+                    live.append(True)
+                    for node in k.nodes:
+                        u = run.units[node.id]
+                        for f in dataclasses.fields(u):
+                            key = f"{node.op.value}.{f.name}"
+                            if f.name not in ("first_cycle", "last_cycle"):
+                                summed[key] = summed.get(key, 0) + getattr(u, f.name)
+                    prods += sum(run.units[n.id].effectual_op_count for n in k.nodes)
+                    for e in k.edges:
+                        ch = run.channels[e.name]
+                        summed["noc.token_count"] = summed.get("noc.token_count", 0) + \
+                            ch.token_count
+                        summed["noc.hop_count"] = summed.get("noc.hop_count", 0) + ch.hop_count
+        self._finish_work(work, np.array(cyc), np.array(in_w), np.array(out_w),
+                          np.array(live, dtype=bool))
+        work.products = int(prods)
+        bm = b != 0
+        work.weight_words = int(2 * bm.sum() + sum(
+            np.count_nonzero(bm[k0:k0 + kc].any(axis=1)) + 1
+            for k0 in range(0, K, kc)) * _cdiv(N, nb))
+        work.unit_stats = summed
+        return out, work
+
+    # -------------------------------------------------------------- other stages
+    def elementwise_job(self, n_ops: int, *, lane: int, expert: int, label: str) -> None:
+        """An ALU pass over ``n_ops`` elements on one lane (one element per cycle)."""
+        self.elementwise += n_ops
+        self.jobs.append(Job(lane, expert, int(n_ops), 0, label))
+
+    def schedule(self) -> tuple[int, dict[int, int], list[int]]:
+        """Run the jobs on the lanes with SimPy: (end cycle, expert -> finish, lane ends)."""
+        env = simpy.Environment()
+        dram = simpy.Resource(env, capacity=1)
+        finish: dict[int, int] = {}
+        lane_end = [0] * self.lanes
+        per_lane: list[list[Job]] = [[] for _ in range(self.lanes)]
+        for j in self.jobs:
+            per_lane[j.lane].append(j)
+
+        def loader(jobs: list[Job], store: simpy.Store):
+            for job in jobs:
+                if job.dram_bytes:
+                    with dram.request() as req:
+                        yield req
+                        yield env.timeout(dram_transfer(self.chip, job.dram_bytes).cycles)
+                yield store.put(job)
+
+        def worker(lane: int, jobs: list[Job], store: simpy.Store):
+            for _ in jobs:
+                job = yield store.get()
+                yield env.timeout(job.cycles)
+                if job.expert >= 0:
+                    finish[job.expert] = int(env.now)
+            lane_end[lane] = int(env.now)
+
+        for lane, jobs in enumerate(per_lane):
+            store = simpy.Store(env, capacity=1)   # + the job computing: two GLB buffers
+            env.process(loader(jobs, store))
+            env.process(worker(lane, jobs, store))
+        env.run()
+        return int(env.now), finish, lane_end
+
+
+def _with_shapes(kernel: Kernel, b_shape: tuple[int, int], c_shape: tuple[int, int]) -> Kernel:
+    decls = []
+    for d in kernel.tensors:
+        shape = {"B": b_shape, "C": c_shape}.get(d.name, (b_shape[0], c_shape[1]))
+        decls.append(dataclasses.replace(d, shape=tuple(shape)))
+    return dataclasses.replace(kernel, tensors=tuple(decls))
+
+
+def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
+    from simulator.engine_cycle import run_kernel_cycle
+
+    return run_kernel_cycle(kernel, images, chip)
+
+
+# ------------------------------------------------------------------------------ layers
+def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analytic",
+              progress: Callable[[str], None] | None = None) -> LayerRun:
+    """Simulate ``layer`` (workloads.layers) under ``plan`` on ``chip``."""
+    eng = LayerEngine(plan, chip, fidelity, progress)
+    ls = LayerStats(lanes=plan.lanes)
+    x = layer.x.astype(np.float64)
+    T, d = x.shape
+    if layer.kind == "moe":
+        y, ref, experts = _run_moe(layer, eng, ls)
+    elif layer.kind == "ffn":
+        y, ref = _run_ffn_all_lanes(layer.ffn, x, layer.sparsity, eng, expert=-1)
+        experts = []
+    else:
+        y, ref = _run_linear(layer, eng)
+        experts = []
+    end, finish, lane_end = eng.schedule()
+    ls.experts_cycles = end
+    for e, st in enumerate(experts):
+        st.finish_cycle = finish.get(e, 0)
+    total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
+    ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
+    ls.job_count = len(eng.jobs)
+    ls.kernel_cycles = eng.work.kernel_cycles
+    ls.effectual_mac_count = eng.work.products
+    ls.dense_mac_count = eng.work.dense_products
+    ls.elementwise_op_count = eng.elementwise
+    io = T * d * WORD_BYTES
+    eng.memory["dram_read_bytes"] += io
+    eng.memory["dram_write_bytes"] += y.shape[0] * y.shape[1] * WORD_BYTES
+    eng.memory["glb_write_bytes"] += io
+    stats: dict[str, dict[str, Any]] = {}
+    flatten("chip.layer", ls, stats)
+    for e, st in enumerate(experts):
+        flatten(f"chip.layer.expert{e}", st, stats)
+    for lane, c in enumerate(lane_end):
+        stats[f"chip.layer.lane{lane}.finish_cycle"] = {
+            "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
+            "ended (experts stage)."}
+    return LayerRun(total, fidelity, y, ref, dict(sorted(stats.items())), eng.work, ls,
+                    experts, eng.memory, "sparse", eng.products)
+
+
+def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], expert: int,
+                label: str) -> tuple[np.ndarray, np.ndarray]:
+    """One FFN on ``x`` chunk by chunk along f; chunks go round-robin over ``lanes``.
+    Returns (simulated output, numpy reference), both float64."""
+    from workloads.layers import ffn_chunks, intermediate, neuron_thresholds, teal
+
+    xs = teal(x, sparsity)
+    y = np.zeros((x.shape[0], w.d))
+    ref = np.zeros_like(y)
+    if x.shape[0] == 0:
+        return y, ref
+    chunk = max(64, min(eng.plan.f_chunk, _cdiv(w.f, len(lanes))))
+    for c, (f0, f1) in enumerate(ffn_chunks(w.f, chunk)):
+        lane = lanes[c % len(lanes)]
+        g_rows = None if w.gate is None else w.gate.rows(f0, f1)
+        u_rows = w.up.rows(f0, f1)
+        d_cols = w.down.cols(f0, f1)               # [fc x d] = W_down[:, f0:f1]^T
+        theta = neuron_thresholds(w, sparsity, f0, f1, g_rows if g_rows is not None
+                                  else u_rows)
+        tag = f"{label}[{f0}:{f1}]"
+        gate = None if g_rows is None else eng.product(xs, g_rows.T, lane=lane, expert=expert,
+                                                       label=f"{tag}.gate")
+        up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up")
+        h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
+        eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
+                            expert=expert, label=f"{tag}.act")
+        y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down")
+        # the reference: float64 numpy on the same weight chunk
+        xr = teal(x, sparsity)
+        gr = None if g_rows is None else xr @ g_rows.astype(np.float64).T
+        ur = xr @ u_rows.astype(np.float64).T
+        hr = teal(intermediate(w.act, sparsity, gr, ur, theta), sparsity)
+        ref += hr @ d_cols.astype(np.float64)
+        if eng.progress is not None:
+            eng.progress(tag)
+    return y, ref
+
+
+def _run_ffn_all_lanes(w, x, sparsity, eng: LayerEngine, expert: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    return _ffn_chunks(w, x, sparsity, eng, list(range(eng.lanes)), expert, "ffn")
+
+
+def _run_linear(layer: Any, eng: LayerEngine) -> tuple[np.ndarray, np.ndarray]:
+    from workloads.layers import teal
+
+    x = teal(layer.x.astype(np.float64), layer.sparsity)
+    w = layer.weight
+    out_dim = w.shape[0]
+    y = np.zeros((x.shape[0], out_dim))
+    ref = np.zeros_like(y)
+    chunk = max(64, min(eng.plan.f_chunk, _cdiv(out_dim, eng.lanes)))
+    for c, r0 in enumerate(range(0, out_dim, chunk)):
+        r1 = min(out_dim, r0 + chunk)
+        rows = w.rows(r0, r1)
+        y[:, r0:r1] = eng.product(x, rows.T, lane=c % eng.lanes, expert=-1,
+                                  label=f"linear[{r0}:{r1}]")
+        ref[:, r0:r1] = x @ rows.astype(np.float64).T
+        if eng.progress is not None:
+            eng.progress(f"rows {r0}:{r1}")
+    return y, ref
+
+
+def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
+             ) -> tuple[np.ndarray, np.ndarray, list[ExpertStats]]:
+    from simulator.energy import dense_mapping
+    from simulator.systolic import SystolicArray, gemm_cycles
+
+    chip = eng.chip
+    x = layer.x.astype(np.float64)
+    T, d = x.shape
+    E, k = layer.num_experts, layer.k
+    # router GEMM on the dense MAC block, then top-k on the lanes
+    block = dense_mapping(chip)
+    router_w = layer.router.dense()
+    logits = (layer.x @ router_w.T).astype(np.float32)
+    ls.router_cycles = gemm_cycles(T, E, d, SystolicArray(block.rows, block.cols, "os")) + 1
+    ls.topk_cycles = _cdiv(T, eng.lanes) * k * E
+    eng.memory["dram_read_bytes"] += router_w.size * WORD_BYTES
+    idx, wts, kept = layer.route(logits)
+    ls.dropped_token_count = int((~kept).sum())
+    G = np.zeros((T, E))
+    rows = np.repeat(np.arange(T), k)
+    sel = kept.ravel()
+    np.add.at(G, (rows[sel], idx.ravel()[sel]), wts.ravel()[sel])
+    ls.routed_pair_count = int(np.count_nonzero(G))
+    y = np.zeros((T, d))
+    ref = np.zeros((T, d))
+    # reference routing: the layer's own numpy route on its own logits
+    G_ref = layer.gating_matrix()
+    experts = [ExpertStats() for _ in range(E)]
+    groups = _expert_lanes(E, eng.lanes)
+    for s, w in enumerate(layer.shared):
+        ys, rs = _ffn_chunks(w, x, layer.sparsity, eng, list(range(eng.lanes)), -1,
+                             f"shared{s}")
+        y += ys
+        ref += rs
+    for e, w in enumerate(layer.experts):
+        tok = np.flatnonzero(G[:, e])
+        st = experts[e]
+        st.tokens = len(tok)
+        st.lane = groups[e][0]
+        before = len(eng.jobs)
+        macs = eng.work.products
+        if len(tok):
+            ye, re = _ffn_chunks(w, x[tok], layer.sparsity, eng, groups[e], e, f"expert{e}")
+        else:
+            ye = re = np.zeros((0, d))
+        st.compute_cycles = sum(j.cycles for j in eng.jobs[before:])
+        st.dram_bytes = sum(j.dram_bytes for j in eng.jobs[before:])
+        st.effectual_mac_count = eng.work.products - macs
+        y[tok] += G[tok, e][:, None] * ye
+        # the reference combines with its own routing; it reuses the chunk-wise numpy
+        # forward of the same weights when the routes agree, else runs the expert again
+        tok_r = np.flatnonzero(G_ref[:, e])
+        if not np.array_equal(tok_r, tok):
+            from workloads.layers import ffn_reference
+
+            re = ffn_reference(w, x[tok_r], layer.sparsity, eng.plan.f_chunk)
+        ref[tok_r] += G_ref[tok_r, e][:, None] * re
+    ls.combine_cycles = _cdiv(ls.routed_pair_count * d, eng.lanes)
+    eng.elementwise += ls.routed_pair_count * d
+    return y, ref, experts
+
+
+def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
+    """Static expert -> lanes map: round-robin when E >= lanes, else lanes // E each."""
+    if E >= lanes:
+        return [[e % lanes] for e in range(E)]
+    per = lanes // E
+    return [list(range(e * per, (e + 1) * per)) for e in range(E)]

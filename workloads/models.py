@@ -1,0 +1,304 @@
+"""The model-layer catalog: ``moe.<model>``, ``linear.<model>.<matrix>``, ``ffn.<model>``.
+
+Shapes come from the released model configs as collected in the team's workload notes
+(shared/reference/workloads.md section 1, marked [cfg] there); each entry's ``source`` says
+which. ``-p scale=S`` divides d and f (not E or k) for quick runs; ``-p weights=DIR`` takes
+real weights from a checkpoint folder (.safetensors/.npz) instead of synthetic ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workloads.base import Param, Workload, WorkloadError, check_density
+from workloads.layers import (
+    ActivationSparsity,
+    FFNLayer,
+    FFNWeights,
+    Gating,
+    LinearLayer,
+    MoELayer,
+    Weight,
+)
+
+
+@dataclass(frozen=True)
+class MoEModel:
+    name: str
+    d: int
+    f: int
+    experts: int
+    k: int
+    shared: int = 0            # shared experts of width shared_f
+    shared_f: int = 0
+    gating: Gating = Gating()
+    act: str = "silu"
+    gated: bool = True
+    source: str = ""
+
+
+MOE_MODELS = (
+    MoEModel("mixtral8x7b", 4096, 14336, 8, 2, source="HF mistralai/Mixtral-8x7B-v0.1 config "
+             "(workloads.md s1 [cfg]): softmax over the top-2 logits, SwiGLU"),
+    MoEModel("mixtral8x22b", 6144, 16384, 8, 2, source="Cerebras modelzoo params_mixtral_8x22b"
+             ".yaml; Mistral (workloads.md s1 [cfg])"),
+    MoEModel("dbrx", 6144, 10752, 16, 4, source="HF databricks/dbrx config, "
+             "moe_normalize_expert_weights=1 (workloads.md s1 [cfg])"),
+    MoEModel("deepseek-v2-lite", 2048, 1408, 64, 6, shared=2, shared_f=1408,
+             gating=Gating("softmax"), source="DeepSeek-V2-Lite config: softmax without "
+             "renormalisation, 2 shared experts (workloads.md s1 [cfg])"),
+    MoEModel("deepseek-v3", 7168, 2048, 256, 8, shared=1, shared_f=2048,
+             gating=Gating("sigmoid_group", n_group=8, topk_group=4, scaling=2.5),
+             source="HF deepseek-ai/DeepSeek-V3 config; arXiv 2412.19437: sigmoid scores, "
+             "bias-corrected group-limited routing (8 groups, top-4), scaling 2.5"),
+    MoEModel("qwen3-30b-a3b", 2048, 768, 128, 8, source="Qwen3-30B-A3B (slime "
+             "scripts/models/qwen3-30B-A3B.sh, workloads.md s1 [cfg]): softmax, renormalised"),
+    MoEModel("olmoe", 2048, 1024, 64, 8, gating=Gating("softmax"),
+             source="OLMoE-1B-7B, arXiv 2409.02060 (workloads.md s1): softmax, no renorm"),
+    MoEModel("gpt-oss-20b", 2880, 2880, 32, 4, source="GPT-OSS-20b GptOssConfig + model card "
+             "(workloads.md s1): softmax over the top-4; its clamped SwiGLU is modelled as "
+             "plain SwiGLU"),
+    MoEModel("switch-base-128", 768, 2048, 128, 1, gating=Gating("top1", capacity_factor=1.25),
+             act="relu", gated=False, source="Switch Transformer, arXiv 2101.03961 Table 9: "
+             "top-1, capacity factor 1.0-1.25 with token dropping; T5 ReLU FFN (wi, wo)"),
+)
+
+LINEAR_MATRICES = {
+    "llama2-7b": {"q": (4096, 4096), "k": (4096, 4096), "v": (4096, 4096),
+                  "o": (4096, 4096), "gate": (11008, 4096), "up": (11008, 4096),
+                  "down": (4096, 11008)},
+    "mixtral8x7b": {"w1": (14336, 4096), "w3": (14336, 4096), "w2": (4096, 14336)},
+    "bert-base": {"intermediate": (3072, 768), "output": (768, 3072)},
+}
+LINEAR_SOURCES = {
+    "llama2-7b": "LLaMA-2-7B config (workloads.md s7 B): q/k/v/o 4096x4096, gate/up "
+                 "11008x4096, down 4096x11008",
+    "mixtral8x7b": "Mixtral-8x7B expert (w1 gate, w3 up: 14336x4096; w2 down: 4096x14336)",
+    "bert-base": "BERT-base FFN: intermediate 3072x768, output 768x3072",
+}
+
+
+@dataclass(frozen=True)
+class FFNModel:
+    name: str
+    d: int
+    f: int
+    act: str
+    gated: bool
+    activation: str          # default activation sparsity
+    source: str
+
+
+FFN_MODELS = (
+    FFNModel("llama2-7b", 4096, 11008, "silu", True, "prosparse",
+             "LLaMA-2-7B FFN; ProSparse ReLU-fied, 89.3% zeros (arXiv 2402.13516)"),
+    FFNModel("mistral-7b", 4096, 14336, "silu", True, "turbosparse",
+             "Mistral-7B FFN; TurboSparse dReLU, ~90% zeros (arXiv 2406.05955)"),
+    FFNModel("opt-6.7b", 4096, 16384, "relu", False, "relu",
+             "OPT-6.7B ReLU FFN; >90% zeros (ReLU Strikes Back, arXiv 2310.04564)"),
+    FFNModel("bert-base", 768, 3072, "gelu", False, "none",
+             "BERT-base GELU FFN (dense activations; try -p activation=teal50)"),
+)
+
+
+# ------------------------------------------------------------------ parameters
+def _common(tokens: int, sparsity: float, activation: str) -> tuple[Param, ...]:
+    return (
+        Param("scale", "int", 1, "divide d and f by this (E and k kept) for quick runs"),
+        Param("tokens", "int", tokens, "tokens in the batch (T)"),
+        Param("seed", "int", 0, "seed of the synthetic weights, tokens and routing"),
+        Param("weight_sparsity", "float", sparsity, "fraction of weights pruned, in [0, 1)"),
+        Param("pattern", "str", "unstructured", "pruning pattern: unstructured, 2:4, 4:8, "
+              "1:4, blockHxW (e.g. block16x16)"),
+        Param("row_cv", "float", -1.0, "CV of nonzeros per row for unstructured pruning "
+              "(-1: as measured in pruned models for the sparsity)"),
+        Param("activation", "str", activation, "activation sparsity: none, relu, prosparse, "
+              "turbosparse, teal40, teal50"),
+        Param("weights", "str", "", "checkpoint folder or file with real weights "
+              "(.safetensors/.npz); empty: synthetic"),
+        Param("layer", "int", 0, "layer index in the checkpoint (with weights=)"),
+    )
+
+
+def _check_common(name: str, p: dict[str, Any]) -> None:
+    if p["scale"] < 1:
+        raise WorkloadError(f"workload {name}: parameter scale: must be >= 1, got {p['scale']}")
+    if p["tokens"] < 1:
+        raise WorkloadError(f"workload {name}: parameter tokens: must be >= 1, got "
+                            f"{p['tokens']}")
+    check_density(name, p["weight_sparsity"], "weight_sparsity")
+    if p["weight_sparsity"] >= 1.0:
+        raise WorkloadError(f"workload {name}: parameter weight_sparsity: must be < 1")
+    if p["pattern"] != "dense":
+        from workloads.pruning import parse_pattern
+
+        try:
+            pat = parse_pattern(p["pattern"])
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload {name}: parameter {exc}") from None
+        if pat.kind == "nm":
+            p["weight_sparsity"] = float(pat.fixed_sparsity)
+
+
+def _scaled(name: str, n: int, scale: int, what: str) -> int:
+    if n % scale:
+        raise WorkloadError(f"workload {name}: parameter scale: {what}={n} is not divisible "
+                            f"by {scale}")
+    return n // scale
+
+
+def activation_sparsity(name: str, p: dict[str, Any], in_moe: bool = False
+                        ) -> ActivationSparsity:
+    from workloads.activations import ACTIVATIONS
+
+    act = ACTIVATIONS.get(p["activation"])
+    if act is None:
+        raise WorkloadError(f"workload {name}: parameter activation: unknown "
+                            f"{p['activation']!r} (use {', '.join(ACTIVATIONS)})")
+    zero = act.moe_zero_fraction if in_moe else act.zero_fraction
+    return ActivationSparsity(act.name, act.kind, float(zero), p["seed"])
+
+
+def _tokens(p: dict[str, Any], d: int) -> np.ndarray:
+    rng = np.random.default_rng([p["seed"], 0x70C])
+    return rng.standard_normal((p["tokens"], d), dtype=np.float32)
+
+
+def _weight(wname: str, shape: tuple[int, int], p: dict[str, Any], *, transposed: bool = False,
+            dense: bool = False, real: np.ndarray | None = None) -> Weight:
+    """A synthetic weight (scale sqrt(3/in): unit-variance pre-activations for unit inputs)
+    or real weights, magnitude-pruned with the layer's pattern."""
+    pattern = "dense" if dense or p["weight_sparsity"] == 0 and p["pattern"] == "unstructured" \
+        else p["pattern"]
+    sparsity = 0.0 if dense else p["weight_sparsity"]
+    if real is not None:
+        from workloads.pruning import prune
+
+        data = np.asarray(real, dtype=np.float32)
+        if data.shape != shape:
+            raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has shape "
+                                f"{data.shape}, expected {shape}")
+        if not np.isfinite(data).all():
+            raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has NaN or "
+                                "infinite values")
+        if pattern != "dense":
+            data = prune(data, pattern, None if pattern[0].isdigit() else sparsity)
+        return Weight(wname, shape, pattern, sparsity, p["seed"], transposed=transposed,
+                      data=data)
+    return Weight(wname, shape, pattern, sparsity, p["seed"], float(np.sqrt(3.0 / shape[1])),
+                  transposed, None if p["row_cv"] < 0 else p["row_cv"])
+
+
+def _ffn(prefix: str, d: int, f: int, act: str, gated: bool, p: dict[str, Any],
+         real: tuple[Any, Any, Any] | None = None) -> FFNWeights:
+    g, u, dn = real if real is not None else (None, None, None)
+    return FFNWeights(
+        up=_weight(f"{prefix}.up", (f, d), p, real=u),
+        down=_weight(f"{prefix}.down", (d, f), p, transposed=True, real=dn),
+        gate=_weight(f"{prefix}.gate", (f, d), p, real=g) if gated else None,
+        act=act)
+
+
+# ------------------------------------------------------------------ builders
+def _moe_builder(m: MoEModel):
+    name = f"moe.{m.name}"
+
+    def build(p: dict[str, Any]) -> MoELayer:
+        _check_common(name, p)
+        from workloads.routing import PROFILES, router_bias
+
+        if p["routing"] not in PROFILES:
+            raise WorkloadError(f"workload {name}: parameter routing: unknown "
+                                f"{p['routing']!r} (use {', '.join(PROFILES)})")
+        d, f = _scaled(name, m.d, p["scale"], "d"), _scaled(name, m.f, p["scale"], "f")
+        sf = _scaled(name, m.shared_f, p["scale"], "shared f") if m.shared else 0
+        real = _real_moe(name, m, p, d, f) if p["weights"] else None
+        x = _tokens(p, d)
+        experts = tuple(_ffn(f"{name}.expert{e}", d, f, m.act, m.gated, p,
+                             real["experts"][e] if real else None) for e in range(m.experts))
+        shared = tuple(_ffn(f"{name}.shared{s}", d, sf, m.act, m.gated, p,
+                            real["shared"][s] if real and real["shared"] else None)
+                       for s in range(m.shared))
+        router = _weight(f"{name}.router", (m.experts, d), p, dense=True,
+                         real=real["router"] if real else None)
+        rng = np.random.default_rng([p["seed"], 0xB1A5])
+        bias = router_bias(m.experts, m.k, p["routing"], rng, noise="gauss", noise_std=1.0)
+        gating = m.gating
+        if m.gating.capacity_factor is not None:
+            gating = Gating(m.gating.kind, m.gating.n_group, m.gating.topk_group,
+                            m.gating.scaling, p["capacity_factor"])
+        return MoELayer(name, m.name, x, router, bias, experts, shared, m.k, gating,
+                        activation_sparsity(name, p, in_moe=True), dict(p), m.source)
+
+    params = _common(64, 0.0, "none") + (
+        Param("routing", "str", "gini0.10", "routing profile: uniform, gini0.10, gini0.25, "
+              "gini0.35, hot (one expert ~6x the mean)"),)
+    if m.gating.capacity_factor is not None:
+        params += (Param("capacity_factor", "float", m.gating.capacity_factor,
+                         "expert capacity factor (tokens beyond capacity are dropped)"),)
+    summary = (f"MoE layer d={m.d} f={m.f} E={m.experts} top-{m.k}"
+               + (f" + {m.shared} shared" if m.shared else "") + f", {m.gating.kind} gating")
+    return Workload(name, summary, m.source, params, build)
+
+
+def _real_moe(name: str, m: MoEModel, p: dict[str, Any], d: int, f: int) -> dict[str, Any]:
+    if p["scale"] != 1:
+        raise WorkloadError(f"workload {name}: parameter scale: must be 1 with weights=")
+    from workloads.data import find_moe_tensors, load_tensor
+
+    names = find_moe_tensors(p["weights"], p["layer"])
+    if len(names["experts"]) != m.experts:
+        raise WorkloadError(f"weights {p['weights']}: layer {p['layer']} has "
+                            f"{len(names['experts'])} experts, {name} has {m.experts}")
+
+    def load(n):
+        return None if n is None else load_tensor(p["weights"], n)
+    return {"router": load(names["router"]),
+            "experts": [tuple(load(n) for n in trio) for trio in names["experts"]],
+            "shared": [tuple(load(n) for n in trio) for trio in names.get("shared", [])]}
+
+
+def _linear_builder(model: str, matrix: str, shape: tuple[int, int]):
+    name = f"linear.{model}.{matrix}"
+
+    def build(p: dict[str, Any]) -> LinearLayer:
+        _check_common(name, p)
+        out, inp = (_scaled(name, shape[0], p["scale"], "out"),
+                    _scaled(name, shape[1], p["scale"], "in"))
+        real = None
+        if p["weights"]:
+            from workloads.data import load_matrix
+
+            real = load_matrix(p["weights"], p["key"] or None)
+            real = real.toarray() if hasattr(real, "toarray") else real
+        w = _weight(name, (out, inp), p, real=real)
+        return LinearLayer(name, model, _tokens(p, inp), w, activation_sparsity(name, p),
+                           dict(p), LINEAR_SOURCES[model])
+
+    params = _common(16, 0.5, "none") + (
+        Param("key", "str", "", "tensor name in the weights file (with weights=)"),)
+    return Workload(name, f"pruned linear layer {shape[0]}x{shape[1]} (out x in)",
+                    LINEAR_SOURCES[model], params, build)
+
+
+def _ffn_builder(m: FFNModel):
+    name = f"ffn.{m.name}"
+
+    def build(p: dict[str, Any]) -> FFNLayer:
+        _check_common(name, p)
+        d, f = _scaled(name, m.d, p["scale"], "d"), _scaled(name, m.f, p["scale"], "f")
+        return FFNLayer(name, m.name, _tokens(p, d), _ffn(name, d, f, m.act, m.gated, p),
+                        activation_sparsity(name, p), dict(p), m.source)
+
+    return Workload(name, f"FFN d={m.d} f={m.f} {m.act}{' gated' if m.gated else ''}, "
+                    f"activation-sparse ({m.activation})", m.source,
+                    _common(16, 0.0, m.activation), build)
+
+
+LAYERS = (tuple(_moe_builder(m) for m in MOE_MODELS)
+          + tuple(_linear_builder(model, mat, shape)
+                  for model, mats in LINEAR_MATRICES.items() for mat, shape in mats.items())
+          + tuple(_ffn_builder(m) for m in FFN_MODELS))
