@@ -3,8 +3,8 @@
 A tensor of rank R is stored as R levels in ``mode_order`` (storage level l holds mode
 ``mode_order[l]``). A level is ``dense`` (a size only: every coordinate 0..size-1 is present)
 or ``compressed`` (a segment array ``seg`` of length fibers+1 and a coordinate array ``crd``).
-The value array ``vals`` holds one value per position of the last level. These arrays are the
-memory images the chip's memory tiles hold.
+The value array ``vals`` holds one value per position of the last level; a scalar (rank 0)
+has no levels and one value. These arrays are the memory images the chip's memory tiles hold.
 """
 
 from __future__ import annotations
@@ -81,8 +81,14 @@ class FiberTree:
         for f in formats:
             if f not in FORMATS:
                 raise IsaError(f"tensor {name}: unknown level format {f!r} (use {FORMATS})")
-        coords = np.asarray(coords, dtype=np.int64).reshape(-1, rank)
         values = np.asarray(values)
+        if rank == 0:   # a scalar: no levels, always one value (0 when no entry is given)
+            if values.size > 1:
+                raise IsaError(f"tensor {name}: a scalar has one value, got {values.size}")
+            dtype = values.dtype if values.dtype.kind in "iuf" else np.float64
+            vals = values.reshape(-1).astype(dtype) if values.size else np.zeros(1, dtype)
+            return FiberTree(name, (), (), (), vals)
+        coords = np.asarray(coords, dtype=np.int64).reshape(-1, rank)
         keys = coords[:, list(mode_order)]
         dims = [shape[m] for m in mode_order]
         if len(keys) and ((keys < 0).any() or (keys >= np.array(dims)).any()):
@@ -121,6 +127,9 @@ class FiberTree:
                    mode_order: tuple[int, ...] | None = None) -> FiberTree:
         """Build from a dense array; zeros are not stored in compressed levels."""
         array = np.asarray(array)
+        if array.ndim == 0:
+            return FiberTree.from_coo(name, (), np.zeros((0, 0)), array.reshape(1), formats,
+                                      mode_order)
         coords = np.argwhere(array != 0)
         return FiberTree.from_coo(name, array.shape, coords, array[tuple(coords.T)],
                                   formats, mode_order)
@@ -156,10 +165,13 @@ class FiberTree:
         return coords, self.vals[pos]
 
     def to_dense(self) -> np.ndarray:
-        """The tensor as a dense numpy array."""
+        """The tensor as a dense numpy array (0-d for a rank-0 tensor: a scalar)."""
         out = np.zeros(self.shape, dtype=self.vals.dtype)
         coords, vals = self.coo()
-        if len(vals):
+        if not self.shape:
+            if len(vals):
+                out[()] = vals[0]
+        elif len(vals):
             out[tuple(coords.T)] = vals
         return out
 

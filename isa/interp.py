@@ -440,8 +440,16 @@ def crddrop(node: Node, mem: Memory) -> Behaviour:
 
     The inner output's stops are regenerated from the outer stream's structure (S0 between
     kept fibers, S_(m+1) at an outer S_m), so no duplicate stops remain.
+
+    With ``prune`` the inner output also leaves out the fibers of outer fibers that keep no
+    coordinate (the level above drops their coordinates, so a writer must not see a fiber for
+    them): the closing stop of a kept fiber is owed until the next kept fiber starts, or D
+    arrives, and is then emitted in a step of its own as S_k, k the highest level closed in
+    between (S0 if none). The outer output is the same in both modes.
     """
+    prune = bool(node.a.get("prune", False))
     open_ = False        # a kept fiber's closing stop is still owed on the inner output
+    owed = -1            # prune: the level of the owed closing stop (-1: none)
     in_nonempty = False  # the current input outer fiber has had a coordinate
     inside = False       # within a kept fiber, forwarding inner data
     while True:
@@ -458,17 +466,26 @@ def crddrop(node: Node, mem: Memory) -> Behaviour:
         (o,) = yield Peek(("outer",))
         if isinstance(o, Stop) and in_nonempty:
             in_nonempty = open_ = False
-            yield Fire(("outer",), {"outer": o, "inner": Stop(o.level + 1)})
+            if prune:
+                owed = max(owed, o.level + 1) if owed >= 0 else -1
+                yield Fire(("outer",), {"outer": o})
+            else:
+                yield Fire(("outer",), {"outer": o, "inner": Stop(o.level + 1)})
             continue
         (i,) = yield Peek(("inner",))
         if is_data(o):
             in_nonempty = True
             if is_data(i):
-                if open_:
+                if prune and owed >= 0:
+                    s, owed = Stop(owed), -1
+                    yield Fire((), {"inner": s})
+                elif open_ and not prune:
                     open_ = False
                     yield Fire((), {"inner": Stop(0)})
                 else:
                     open_ = inside = True
+                    if prune:
+                        owed = 0
                     yield Fire(("outer", "inner"), {"outer": o, "inner": i})
             elif isinstance(i, Stop):
                 yield Fire(("outer", "inner"), {}, (("dropped_count", 1),))
@@ -478,8 +495,16 @@ def crddrop(node: Node, mem: Memory) -> Behaviour:
             if not (isinstance(i, Stop) and i.level == o.level + 1):
                 raise _bad(node, f"empty outer fiber {o!r} with inner {i!r}")
             open_ = False
-            yield Fire(("outer", "inner"), {"outer": o, "inner": Stop(o.level + 1)})
+            if prune:
+                owed = max(owed, o.level + 1) if owed >= 0 else -1
+                yield Fire(("outer", "inner"), {"outer": o})
+            else:
+                yield Fire(("outer", "inner"), {"outer": o, "inner": Stop(o.level + 1)})
         elif isinstance(o, Done) and isinstance(i, Done):
+            if prune and owed >= 0:
+                s, owed = Stop(owed), -1
+                yield Fire((), {"inner": s})
+                continue
             yield Fire(("outer", "inner"), {"outer": DONE, "inner": DONE})
             return
         else:

@@ -104,7 +104,10 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
     },
     Opcode.REDUCE: {"drop_empty": (bool, False)},
     Opcode.VREDUCE: {},
-    Opcode.CRDDROP: {},
+    Opcode.CRDDROP: {
+        "prune": (bool, False),      # inner output also omits the fibers of outer fibers left
+                                     # with no kept coordinate (their stops merge; see interp)
+    },
     Opcode.CRDHOLD: {},
     Opcode.WRITE_CRD: {"tensor": (str, None), "level": (int, None)},
     Opcode.WRITE_VAL: {"tensor": (str, None)},

@@ -587,6 +587,7 @@ def _inner_fibers(node: Node, outer: Stream, inner: Stream):
 
 def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     outer, inner = ins["outer"], ins["inner"]
+    prune = bool(node.a.get("prune", False))
     ok = outer.kind
     stop_after, ci, first, length, ends, L = _inner_fibers(node, outer, inner)
     n_o = len(ok)
@@ -596,17 +597,32 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     end[ci] = ends
     is_d = ok == DATA
     kept = is_d & (L > 0)
-    fiber = np.cumsum(ok == STOP) - (ok == STOP)     # outer fiber of each token
     ck = np.cumsum(kept) - kept                      # kept tokens strictly before
-    start_of_fiber = np.zeros(int(fiber.max()) + 1 if n_o else 0, I64)
-    # kept count at the first token of each outer fiber
-    firsts = np.flatnonzero(np.concatenate([[True], fiber[1:] != fiber[:-1]])) if n_o else ci
-    start_of_fiber[fiber[firsts]] = ck[firsts]
-    open_before = kept & (ck - start_of_fiber[fiber] > 0)
-    counts = np.where(kept, open_before + L + 1, 1).astype(I64)
-    off = _exclusive_cumsum(counts)
-    n = int(counts.sum())
     ki = np.flatnonzero(kept)
+    ctl = np.flatnonzero(~is_d)
+    ctl_stop = ctl[ok[ctl] == STOP]
+    ctl_done = ctl[ok[ctl] == DONE_K]
+    if prune:
+        # a separator (the owed closing stop) before every kept fiber but the first, and one
+        # before D if any fiber was kept; its level: the highest outer stop in between, + 1
+        open_before = kept & (ck > 0)
+        closes = np.where(ok == STOP, outer.data.astype(I64) + 1, -1)
+        owed = np.maximum(np.maximum.reduceat(closes, ki), 0) if len(ki) else ki
+    else:
+        fiber = np.cumsum(ok == STOP) - (ok == STOP)     # outer fiber of each token
+        start_of_fiber = np.zeros(int(fiber.max()) + 1 if n_o else 0, I64)
+        # kept count at the first token of each outer fiber
+        firsts = np.flatnonzero(np.concatenate([[True], fiber[1:] != fiber[:-1]])) \
+            if n_o else ci
+        start_of_fiber[fiber[firsts]] = ck[firsts]
+        open_before = kept & (ck - start_of_fiber[fiber] > 0)
+    counts = np.where(kept, open_before + L + 1, 1).astype(I64)
+    final_owed = prune and len(ki) > 0
+    if final_owed:
+        counts[ctl_done] += 1
+    off = _exclusive_cumsum(counts)
+    last = off + counts - 1
+    n = int(counts.sum())
     sep_step = off[ki][open_before[ki]]
     first_step = off[ki] + open_before[ki]
     # inner data steps: first at first_step, the rest one per cycle after it
@@ -614,14 +630,17 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     inner_data_step = _ranges(first_step, L[ki])
     inner_stop_step = first_step + L[ki]
     dropped = np.flatnonzero(is_d & (L == 0))
-    ctl = np.flatnonzero(~is_d)
     sa = np.flatnonzero(stop_after)
-    out_o = [(first_step, DATA, outer.data[ki]), (off[ctl], ok[ctl], outer.data[ctl])]
-    ctl_stop = ctl[ok[ctl] == STOP]
-    ctl_done = ctl[ok[ctl] == DONE_K]
-    out_i = [(sep_step, STOP, 0), (inner_data_step, DATA, inner.data[inner_data_tok]),
-             (off[ctl_stop], STOP, outer.data[ctl_stop].astype(I64) + 1),
-             (off[ctl_done], DONE_K, 0)]
+    out_o = [(first_step, DATA, outer.data[ki]), (last[ctl], ok[ctl], outer.data[ctl])]
+    if prune:
+        out_i = [(sep_step, STOP, owed[:-1]), (inner_data_step, DATA, inner.data[inner_data_tok]),
+                 (last[ctl_done], DONE_K, 0)]
+        if final_owed:
+            out_i.append((off[ctl_done], STOP, owed[-1:]))
+    else:
+        out_i = [(sep_step, STOP, 0), (inner_data_step, DATA, inner.data[inner_data_tok]),
+                 (off[ctl_stop], STOP, outer.data[ctl_stop].astype(I64) + 1),
+                 (off[ctl_done], DONE_K, 0)]
     e_o, s_o = _sorted_stream(out_o)
     e_i, s_i = _sorted_stream(out_i)
     # peeks: outer at every between-step (not inside); inner where the decision needed it
@@ -635,11 +654,11 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     outer_only[off[sa]] = True
     no_inner = outer_only[between]
     pi_steps_b = between[~no_inner]
-    pop_o = off + counts - 1
+    pop_o = last.copy()
     pop_o[ki] = first_step
     pop_i = np.empty(len(inner.kind), I64)
     pop_i[inner_data_tok] = inner_data_step
-    pop_i[ends] = np.where(kept[ci], inner_stop_step_at(ci, kept, inner_stop_step), off[ci])
+    pop_i[ends] = np.where(kept[ci], inner_stop_step_at(ci, kept, inner_stop_step), last[ci])
     # inner head at a between step: the first token of the pending fiber
     tok_i_b = _inner_head(pi_steps_b, pop_i)
     pi_steps = _cat(pi_steps_b, _inside_steps(first_step, L[ki]), inner_stop_step)
