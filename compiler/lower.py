@@ -1,10 +1,23 @@
 """Lowering: index notation -> SAM graph (Custard's algorithm, SAM paper section 5).
 
 Per index variable in loop order and per operand tensor: a level scanner where the variable
-is on the tensor's path, a repeater where it is absent, an intersecter (``*``) or unioner
-(``+``) where both paths have it. Then value arrays, the ALU, a reducer for a contracted
-variable (scalar when it is innermost, vector when an output variable follows it),
-coordinate droppers for output levels whose inner fibers may be empty, and level writers.
+is on the tensor's path, a repeater where it is absent, and a joiner where two or more paths
+have it: an intersecter for ``*``, a unioner for ``+``. Three paths join as SAM chains
+two-input joiners: the first two, then the result with the third, then one more joiner that
+realigns the reference of the tensor the second joiner did not carry. Then value arrays, one
+two-input ALU per operand after the first (a chain), the reducers, coordinate droppers for
+output levels whose fibers may be empty, and level writers.
+
+Reductions (contracted index variables):
+
+- every contracted variable after every output variable (``ijk`` for SDDMM, ``ijkl`` for
+  MTTKRP, every variable for a scalar output): one scalar reducer per contracted variable,
+  innermost first (SAM chains them the same way); a chain of droppers removes the output
+  coordinates whose contracted subspace is empty;
+- one contracted variable followed by exactly one output variable, the last (Gustavson,
+  ``ikj``): a vector reducer accumulates the inner output fiber.
+
+Outputs are compressed at every level, of any rank, or a scalar (one value, no levels).
 """
 
 from __future__ import annotations
@@ -32,6 +45,38 @@ class _Builder:
         return node.id
 
 
+def _reduction(assign: Assignment, order: tuple[str, ...]) -> str:
+    """How the contracted variables are reduced: "none", "scalar" (reducer chain) or "vector"
+    (vector reducer); CompileError for a loop order neither kind can reduce."""
+    reduced = [v for v in order if v not in assign.out.indices]
+    if not reduced:
+        return "none"
+    tail = order[order.index(reduced[0]):]
+    if all(v in reduced for v in tail):
+        return "scalar"
+    after = [v for v in tail if v not in reduced]
+    if len(reduced) == 1 and len(after) == 1:
+        return "vector"
+    if len(reduced) > 1:
+        raise CompileError(
+            f"lower: {assign} in order {''.join(order)}: with several contracted indices "
+            f"({','.join(reduced)}) every contracted index must come after every output index "
+            "(scalar reducers); choose such a loop order")
+    raise CompileError(f"lower: {assign} in order {''.join(order)}: a contracted index may "
+                       "be followed by at most one output index")
+
+
+def _check_output(assign: Assignment, order: tuple[str, ...], out: TensorDecl) -> None:
+    out_vars = [v for v in order if v in assign.out.indices]
+    want = tuple(assign.out.indices.index(v) for v in out_vars)
+    if tuple(out.mode_order) != want:
+        raise CompileError(f"lower: output {out.name} mode order {out.mode_order} does not "
+                           f"follow loop order {''.join(order)} (needs {want})")
+    if any(f != "compressed" for f in out.formats):
+        raise CompileError(f"lower: output {out.name}: only compressed output levels are "
+                           f"supported (got {','.join(out.formats)})")
+
+
 def lower_assignment(
     assign: Assignment,
     order: tuple[str, ...],
@@ -45,18 +90,28 @@ def lower_assignment(
 
     Pre: ``decls`` declares every operand (shape, formats, mode order) and the output.
     Post: a Kernel whose graph passes ``isa.verify.verify_kernel``; nodes are unplaced.
-    ``zero_policy`` gives the ALU operand policies (a = first operand); a ``skip`` operand
-    whose stored values include zeros gets a zero-skipping innermost scanner.
+    ``zero_policy`` gives the ALU operand policies: ``a`` for the first operand of the
+    expression and, in a chain of ALUs, for the running product or sum; ``b`` for every
+    other operand. A ``skip`` operand whose stored values include zeros gets a zero-skipping
+    innermost scanner.
+    Raises: CompileError (``lower: ...``) for what the lowering does not support.
     """
     explicit_zeros = explicit_zeros or {}
     b = _Builder([], [])
     ops = assign.operands
+    for acc in ops:
+        if not acc.indices:
+            raise CompileError(f"lower: {assign}: operand {acc.tensor} is a scalar; scalar "
+                               "operands are not supported")
     out = decls[assign.out.tensor]
+    _check_output(assign, order, out)
+    plan = _reduction(assign, order)
     ref: dict[str, Port | None] = {a.tensor: None for a in ops}
     level: dict[str, int] = {a.tensor: 0 for a in ops}
     crd_of: dict[str, Port] = {}
     join = Opcode.INTERSECT if assign.op == "*" else Opcode.UNION
-    policies = dict(zip((a.tensor for a in ops), zero_policy))
+    policies = {a.tensor: zero_policy[0] if k == 0 else zero_policy[1]
+                for k, a in enumerate(ops)}
 
     for v in order:
         has = [a for a in ops if v in a.indices]
@@ -72,7 +127,8 @@ def lower_assignment(
                     f"lower: tensor {acc.tensor} is stored in mode order "
                     f"{','.join(map(str, t.mode_order))} but loop order {''.join(order)} "
                     f"visits {v} at its level {lvl}; store it with mode order {want} "
-                    f"(e.g. format ss:{want}) or choose another loop order")
+                    f"(e.g. format {'s' * len(acc.indices)}:{want}) or choose another loop "
+                    "order")
             last = lvl == len(t.formats) - 1
             fmt = t.formats[lvl]
             node = Node.make(
@@ -83,14 +139,9 @@ def lower_assignment(
             inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
             scans[acc.tensor] = b.add(node, **inputs)
             level[acc.tensor] = lvl + 1
-        if len(has) == 2:
-            (ta, tb) = (has[0].tensor, has[1].tensor)
-            jid = b.add(Node.make(f"{'isect' if join is Opcode.INTERSECT else 'union'}_{v}",
-                                  join),
-                        crd_a=(scans[ta], "crd"), ref_a=(scans[ta], "ref"),
-                        crd_b=(scans[tb], "crd"), ref_b=(scans[tb], "ref"))
-            crd_of[v] = (jid, "crd")
-            ref[ta], ref[tb] = (jid, "ref_a"), (jid, "ref_b")
+        if len(has) >= 2:
+            crd_of[v], joined = _join_all(b, join, v, [(a.tensor, scans[a.tensor]) for a in has])
+            ref.update(joined)
         elif len(has) == 1:
             t = has[0].tensor
             crd_of[v] = (scans[t], "crd")
@@ -107,53 +158,89 @@ def lower_assignment(
 
     arrays = [b.add(Node.make(f"arr_{a.tensor}", Opcode.ARRAY, tensor=a.tensor),
                     ref=ref[a.tensor]) for a in ops]
-    alu = b.add(Node.make(f"alu_{'mul' if assign.op == '*' else 'add'}", Opcode.ALU,
-                          op="mul" if assign.op == "*" else "add",
-                          zero_a=zero_policy[0], zero_b=zero_policy[1]),
-                a=(arrays[0], "val"), b=(arrays[1], "val"))
-    val: Port = (alu, "val")
+    alu_op = "mul" if assign.op == "*" else "add"
+    val: Port = (arrays[0], "val")
+    for k, arr in enumerate(arrays[1:], start=1):
+        alu = b.add(Node.make(f"alu_{alu_op}" + (f"_{k}" if k > 1 else ""), Opcode.ALU,
+                              op=alu_op, zero_a=zero_policy[0], zero_b=zero_policy[1]),
+                    a=val, b=(arr, "val"))
+        val = (alu, "val")
 
     out_vars = [v for v in order if v in assign.out.indices]
-    want = tuple(assign.out.indices.index(v) for v in out_vars)
-    if tuple(out.mode_order) != want:
-        raise CompileError(f"lower: output {out.name} mode order {out.mode_order} does not "
-                           f"follow loop order {''.join(order)} (needs {want})")
-    if any(f != "compressed" for f in out.formats):
-        raise CompileError(f"lower: output {out.name}: only compressed output levels are "
-                           f"supported (got {','.join(out.formats)})")
     reduced = [v for v in order if v not in assign.out.indices]
-    if len(reduced) > 1:
-        raise CompileError(f"lower: {assign}: more than one contracted index "
-                           f"({','.join(reduced)}) is not supported")
-    if not out_vars:
-        raise CompileError(f"lower: {assign}: scalar outputs are not supported")
     streams: list[Port] = [crd_of[v] for v in out_vars]
+    if plan == "scalar":
+        for k, r in enumerate(reversed(reduced)):
+            final = k == len(reduced) - 1
+            # a scalar output always has its one value (0 when nothing meets)
+            val = (b.add(Node.make(f"reduce_{r}", Opcode.REDUCE,
+                                   drop_empty=bool(out_vars) or not final), val=val), "val")
+        if out_vars:
+            streams[-1] = _drop_chain(b, [out_vars[-1]] + reduced,
+                                      [streams[-1]] + [crd_of[r] for r in reduced])
+    elif plan == "vector":
+        r = reduced[0]
+        vr = b.add(Node.make(f"vreduce_{r}", Opcode.VREDUCE), crd=crd_of[out_vars[-1]], val=val)
+        streams[-1], val = (vr, "crd"), (vr, "val")
     needs_drop = assign.op == "*" or any(
         f == "dense" for a in ops for f in decls[a.tensor].formats)
-    if reduced:
-        r = reduced[0]
-        after = [v for v in order[order.index(r) + 1:] if v in out_vars]
-        if not after:   # contracted innermost: one sum per output coordinate
-            val = (b.add(Node.make(f"reduce_{r}", Opcode.REDUCE, drop_empty=True), val=val),
-                   "val")
-            d = b.add(Node.make(f"drop_{out_vars[-1]}{r}", Opcode.CRDDROP),
-                      outer=streams[-1], inner=crd_of[r])
-            streams[-1] = (d, "outer")
-        elif len(after) == 1:   # Gustavson-style: accumulate the inner output fiber
-            vr = b.add(Node.make(f"vreduce_{r}", Opcode.VREDUCE), crd=crd_of[after[0]], val=val)
-            streams[-1], val = (vr, "crd"), (vr, "val")
-        else:
-            raise CompileError(f"lower: {assign} in order {''.join(order)}: a contracted index "
-                               "may be followed by at most one output index")
-    if len(streams) > 2:
-        raise CompileError(f"lower: {assign}: outputs of rank > 2 are not supported")
-    if len(streams) == 2 and needs_drop:
-        d = b.add(Node.make(f"drop_{out_vars[0]}{out_vars[1]}", Opcode.CRDDROP),
-                  outer=streams[0], inner=streams[1])
-        streams = [(d, "outer"), (d, "inner")]
-    for lvl, s in enumerate(streams):
+    written = list(streams)
+    if needs_drop:
+        # innermost pair first; a dropper whose inner output is written below level 1 also
+        # prunes the fibers of outer fibers left empty (the level above drops them)
+        for lvl in range(len(streams) - 2, -1, -1):
+            d = b.add(Node.make(f"drop_{out_vars[lvl]}{out_vars[lvl + 1]}", Opcode.CRDDROP,
+                                prune=lvl >= 1),
+                      outer=streams[lvl], inner=streams[lvl + 1])
+            streams[lvl] = (d, "outer")
+            written[lvl + 1] = (d, "inner")
+        if written:
+            written[0] = streams[0]
+    for lvl, s in enumerate(written):
         b.add(Node.make(f"write_{out.name}{lvl}", Opcode.WRITE_CRD, tensor=out.name,
                         level=lvl), crd=s)
     b.add(Node.make(f"write_{out.name}v", Opcode.WRITE_VAL, tensor=out.name), val=val)
     tensors = tuple(decls[a.tensor] for a in ops) + (out,)
     return Kernel(name, tuple(b.nodes), tuple(b.edges), tensors, str(assign))
+
+
+def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]]
+              ) -> tuple[Port, dict[str, Port]]:
+    """Join the (tensor, scanner) coordinate streams of index ``v``; returns the joined
+    coordinates and each tensor's reference stream aligned with them.
+
+    Two-input joiners chained: the first two inputs, then the result (carrying the first
+    tensor's reference) with each further input; after each further join, one realigning
+    joiner per reference left behind (joined coordinates against the coordinates that
+    reference follows: a subset for ``*``, a superset for ``+``).
+    """
+    kind = "isect" if join is Opcode.INTERSECT else "union"
+    (t0, s0), (t1, s1) = scans[0], scans[1]
+    jid = b.add(Node.make(f"{kind}_{v}", join), crd_a=(s0, "crd"), ref_a=(s0, "ref"),
+                crd_b=(s1, "crd"), ref_b=(s1, "ref"))
+    crd: Port = (jid, "crd")
+    refs: dict[str, Port] = {t0: (jid, "ref_a"), t1: (jid, "ref_b")}
+    for k, (t, s) in enumerate(scans[2:], start=2):
+        before = crd
+        jid = b.add(Node.make(f"{kind}_{v}_{k}", join), crd_a=crd, ref_a=refs[t0],
+                    crd_b=(s, "crd"), ref_b=(s, "ref"))
+        crd = (jid, "crd")
+        moved = {t0: (jid, "ref_a"), t: (jid, "ref_b")}
+        for u in [u for u in refs if u != t0]:
+            fid = b.add(Node.make(f"{kind}_{v}_{u}", join), crd_a=crd, ref_a=moved[t0],
+                        crd_b=before, ref_b=refs[u])
+            crd = (fid, "crd")
+            moved[t0], moved[u] = (fid, "ref_a"), (fid, "ref_b")
+        refs = moved
+    return crd, refs
+
+
+def _drop_chain(b: _Builder, names: list[str], crds: list[Port]) -> Port:
+    """Droppers from the innermost coordinate stream outwards: each outer coordinate is kept
+    only if its inner fiber (already dropped) is non-empty. Returns the outermost stream."""
+    inner = crds[-1]
+    for k in range(len(crds) - 2, -1, -1):
+        d = b.add(Node.make(f"drop_{names[k]}{names[k + 1]}", Opcode.CRDDROP),
+                  outer=crds[k], inner=inner)
+        inner = (d, "outer")
+    return inner

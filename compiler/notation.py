@@ -1,4 +1,8 @@
-"""Tensor index notation: ``X(i,j) = B(i,k) * C(k,j)`` with formats and a loop order."""
+"""Tensor index notation: ``X(i,j) = B(i,k) * C(k,j)`` with formats and a loop order.
+
+Two or three operands joined by one operator, ``*`` (product: intersection) or ``+`` (sum:
+union); the output may be a scalar (``x = B(i,j,k) * C(i,j,k)``, also written ``x()``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ class Access:
 
 @dataclass(frozen=True)
 class Assignment:
-    """``out = operands[0] op operands[1]`` (op is ``*`` or ``+``)."""
+    """``out = operands[0] op operands[1] [op operands[2]]`` (op is ``*`` or ``+``)."""
 
     out: Access
     op: str
@@ -41,11 +45,17 @@ class Assignment:
 
 
 _ACCESS = re.compile(r"\s*([A-Za-z_]\w*)\s*\(\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)?\s*\)\s*")
+_SCALAR = re.compile(r"\s*([A-Za-z_]\w*)\s*")
+
+MAX_OPERANDS = 3
 
 
-def _access(text: str, expr: str) -> Access:
+def _access(text: str, expr: str, *, scalar_ok: bool = False) -> Access:
     m = _ACCESS.fullmatch(text)
     if not m:
+        bare = _SCALAR.fullmatch(text) if scalar_ok else None
+        if bare:
+            return Access(bare.group(1), ())
         raise CompileError(f"parse: {text.strip()!r} in {expr!r} is not a tensor access "
                            "like B(i,k)")
     idx = tuple(v.strip() for v in m.group(2).split(",")) if m.group(2) else ()
@@ -55,16 +65,21 @@ def _access(text: str, expr: str) -> Access:
 
 
 def parse_expr(expr: str) -> Assignment:
-    """Parse ``X(i,j)=B(i,k)*C(k,j)``; two operands joined by ``*`` or ``+``."""
+    """Parse ``X(i,j)=B(i,k)*C(k,j)``: two or three operands joined by one operator, ``*``
+    or ``+``; the output may be a scalar (``x=...`` or ``x()=...``)."""
     lhs, eq, rhs = expr.partition("=")
     if not eq:
         raise CompileError(f"parse: {expr!r} has no '='")
-    ops = set(re.findall(r"[*+]", rhs))
-    if len(ops) != 1 or len(re.findall(r"[*+]", rhs)) != 1:
-        raise CompileError(f"parse: {expr!r}: expected exactly two operands joined by * or +")
-    op = ops.pop()
+    found = re.findall(r"[*+]", rhs)
+    if len(set(found)) > 1:
+        raise CompileError(f"parse: {expr!r}: mixing * and + in one expression is not "
+                           "supported; use one operator")
+    if not found or len(found) >= MAX_OPERANDS:
+        raise CompileError(f"parse: {expr!r}: expected two or three operands joined by * or "
+                           f"+ (got {len(found) + 1})")
+    op = found[0]
     operands = tuple(_access(t, expr) for t in rhs.split(op))
-    out = _access(lhs, expr)
+    out = _access(lhs, expr, scalar_ok=True)
     names = [out.tensor] + [a.tensor for a in operands]
     if len(set(names)) != len(names):
         raise CompileError(f"parse: {expr!r}: each tensor may appear once")
