@@ -142,6 +142,10 @@ def test_safetensors_entry_checks(tmp_path):
     with pytest.raises(WorkloadError, match=r"tensor 'w': data_offsets 0..32 do not fit "
                                             r"shape \[4, 4\] F32"):
         load_matrix(tmp_path / "short.safetensors")
+    (tmp_path / "odd.safetensors").write_bytes(
+        struct.pack("<Q", 58) + b'{"w":{"dtype":"F32","shape":[1],"data_offsets":["0","4"]}}')
+    with pytest.raises(WorkloadError, match="odd.safetensors: tensor 'w': bad header entry"):
+        load_matrix(tmp_path / "odd.safetensors")
     _write_safetensors(tmp_path / "f8.safetensors", {"w": ("F8_E4M3", (2,), b"\0\0")})
     with pytest.raises(WorkloadError, match="tensor 'w': unsupported dtype F8_E4M3"):
         load_matrix(tmp_path / "f8.safetensors")

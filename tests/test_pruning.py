@@ -59,6 +59,13 @@ def test_bad_patterns_name_the_field(text):
         parse_pattern(text)
 
 
+@pytest.mark.parametrize("args", [("nm", 3, 2), ("nm", 0, 4), ("block", 0, 0, 0, 4),
+                                  ("diagonal",)])
+def test_invalid_pattern_objects_are_rejected(args):
+    with pytest.raises(WorkloadError, match="^pattern: invalid"):
+        Pattern(*args)
+
+
 def test_unknown_pattern_message_lists_the_choices():
     with pytest.raises(WorkloadError, match=r"pattern: unknown pattern 'blk4' \(use "
                        r"unstructured, 2:4, 4:8, 1:4, blockHxW\)"):

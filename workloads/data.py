@@ -32,7 +32,7 @@ _ST_DTYPES: dict[str, str] = {
 }
 _NP_CODES = {np.dtype(v): k for k, v in _ST_DTYPES.items() if k != "BF16"}
 _HEADER_MAX = 100 * 2**20        # the safetensors format caps its header at 100 MB
-_SPARSE_NPZ_KEY = "format"       # scipy.sparse.save_npz stores the format name under this key
+_SPARSE_NPZ_KEYS = {"format", "shape", "data"}   # what scipy.sparse.save_npz always stores
 
 
 def load_matrix(path: str | Path, key: str | None = None) -> np.ndarray | sp.csr_matrix:
@@ -52,7 +52,7 @@ def load_matrix(path: str | Path, key: str | None = None) -> np.ndarray | sp.csr
         return _np_load(p)
     if suffix == ".npz":
         names = _npz_names(p)
-        if _SPARSE_NPZ_KEY in names:
+        if _SPARSE_NPZ_KEYS <= set(names):
             if key is not None:
                 raise WorkloadError(f"{p}: key {key!r} given, but this is a scipy sparse "
                                     ".npz holding one matrix")
@@ -121,7 +121,7 @@ def load_tensor(folder_or_file: str | Path, name: str) -> np.ndarray | sp.csr_ma
     f = index[name][2]
     if f.suffix.lower() == ".safetensors":
         return _st_read(f, name, _st_header(f)[name])
-    if _SPARSE_NPZ_KEY in _npz_names(f):
+    if _SPARSE_NPZ_KEYS <= set(_npz_names(f)):
         return load_matrix(f)
     with np.load(f, allow_pickle=False) as archive:
         return archive[name]
@@ -298,7 +298,7 @@ def _npz_entries(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
             if member.endswith(".npy"):
                 with z.open(member) as fh:
                     headers[member[:-4]] = _npy_header(p, member, fh)
-        if _SPARSE_NPZ_KEY in headers:
+        if _SPARSE_NPZ_KEYS <= set(headers):
             with z.open("shape.npy") as fh:
                 shape = tuple(int(v) for v in np.lib.format.read_array(fh))
             return {p.stem: (shape, _code(headers["data"][1]))}
@@ -345,6 +345,8 @@ def _st_header(p: Path) -> dict[str, dict[str, Any]]:
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if not all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end)):
+                raise ValueError
             count = int(np.prod(shape, dtype=np.int64))
         except (KeyError, TypeError, ValueError):
             raise WorkloadError(f"{p}: tensor {name!r}: bad header entry {entry!r}") from None

@@ -48,6 +48,12 @@ class Pattern:
     bh: int = 0
     bw: int = 0
 
+    def __post_init__(self) -> None:
+        ok = {"unstructured": True, "nm": 0 < self.n <= self.m,
+              "block": self.bh >= 1 and self.bw >= 1}.get(self.kind, False)
+        if not ok:
+            raise WorkloadError(f"pattern: invalid {self!r} ({_PATTERN_USE})")
+
     @property
     def name(self) -> str:
         """The canonical spelling: "unstructured", "2:4", "block16x16"."""
