@@ -97,7 +97,9 @@ __all__ = [
     "load_cpu_preset",
     "resolve_cpu_preset",
     "spgemm_branch_misses",
+    "spmm_shape_work",
     "spmm_work",
+    "layer_estimate",
     "time_call",
 ]
 
@@ -717,25 +719,84 @@ def spmm_work(b: Any, n_cols: int, preset: CpuPreset) -> KernelWork:
     csr = sp.csr_matrix(b, copy=True)
     csr.sum_duplicates()
     m, k = csr.shape
-    macs = float(csr.nnz) * n_cols
+    return spmm_shape_work(m, k, csr.nnz, n_cols, preset)
+
+
+def spmm_shape_work(m: int, k: int, nnz: int, n_cols: int, preset: CpuPreset) -> KernelWork:
+    """:func:`spmm_work` from the CSR operand's shape (M, K) and nonzero count alone."""
+    macs = float(nnz) * n_cols
     cost = preset.sparse.spmm
     vb, line = preset.value_bytes, preset.cache_line_bytes
     row_bytes = -(-n_cols * vb // line) * line
     dense_bytes = k * n_cols * vb
-    dram = {"B": _csr_bytes(preset, m, csr.nnz), "dense": float(dense_bytes),
+    dram = {"B": _csr_bytes(preset, m, nnz), "dense": float(dense_bytes),
             "output": float(m * n_cols * vb),
-            "dense_capacity_misses": max(0, csr.nnz - k) * row_bytes
+            "dense_capacity_misses": max(0, nnz - k) * row_bytes
             * _miss_fraction(preset, dense_bytes)}
     return _sparse_work(preset, "csr_spmm", executed=2 * macs, useful=2 * macs,
                         dense=2.0 * m * k * n_cols,
                         issue=cost.cycles_per_mac * macs + cost.cycles_per_output * m * n_cols,
                         dram=dram, overhead_us=cost.call_overhead_us,
-                        counts={"rows": m, "nnz_B": csr.nnz, "n_cols": n_cols, "macs": macs})
+                        counts={"rows": m, "nnz_B": nnz, "n_cols": n_cols, "macs": macs})
 
 
 def estimate_spmm(b: Any, n_cols: int, preset: CpuPreset) -> CpuEstimate:
     """Time and energy of CSR ``b`` times a dense matrix with ``n_cols`` columns."""
     return estimate_work(spmm_work(b, n_cols, preset), preset, layer="spmm")
+
+
+def layer_estimate(products: list[Mapping[str, Any]], preset: CpuPreset, *, layer: str,
+                   moe_pairs: int = 0, d_model: int = 0, elementwise_ops: int = 0
+                   ) -> CpuEstimate:
+    """A model layer (MoE, FFN, linear) as a CPU library runs it: one call per matrix
+    product, in sequence (times and energies add).
+
+    Each product ``Y (m x n) = A (m x k) W^T`` with ``w_nnz`` weight nonzeros is a dense
+    GEMM (:func:`gemm_work`) when W is dense, else CSR W times the dense activations
+    (:func:`spmm_shape_work`, MKL ``mkl_sparse_s_mm``): a CPU library does not skip zero
+    activations, so their sparsity saves nothing here. An MoE layer adds the gather and
+    scatter of its ``moe_pairs`` routed token rows (d_model values each, read and written
+    once) as memory traffic, and its ``elementwise_ops`` (activations, gating, combine) at
+    the compute roof.
+    """
+    total_s = total_j = flops = dense = nbytes = 0.0
+    breakdown: dict[str, float] = {"calls": 0.0}
+    for p in products:
+        m, k, n, nnz = int(p["m"]), int(p["k"]), int(p["n"]), int(p["w_nnz"])
+        if m == 0 or k == 0 or n == 0:
+            continue
+        if nnz >= k * n:
+            work = gemm_work(m, n, k, preset)
+        else:
+            work = spmm_shape_work(n, k, nnz, m, preset)
+        est = estimate_work(work, preset, layer=layer)
+        total_s += est.seconds
+        total_j += est.energy_j
+        flops += est.flops
+        dense += est.dense_equivalent_flops
+        nbytes += est.bytes
+        breakdown["calls"] += 1
+        breakdown[f"{est.bound}_bound_calls"] = breakdown.get(f"{est.bound}_bound_calls", 0) + 1
+    extra_bytes = 2.0 * moe_pairs * d_model * preset.value_bytes
+    if extra_bytes or elementwise_ops:
+        work = KernelWork(kernel="moe_gather_scatter", executed_flops=float(elementwise_ops),
+                          useful_flops=float(elementwise_ops),
+                          dense_equivalent_flops=float(elementwise_ops), issue_cycles=0.0,
+                          dram_bytes={"gather_scatter": extra_bytes}, cores_used=preset.cores,
+                          compute_efficiency=preset.dense.gemm_efficiency,
+                          parallel_efficiency=1.0, call_overhead_s=0.0,
+                          counts={"pairs": moe_pairs})
+        est = estimate_work(work, preset, layer=layer)
+        total_s += est.seconds
+        total_j += est.energy_j
+        nbytes += est.bytes
+        flops += est.flops
+        dense += est.dense_equivalent_flops
+    bound: Bound = max((b for b in ("compute", "memory", "issue")),
+                       key=lambda b: breakdown.get(f"{b}_bound_calls", 0))
+    return CpuEstimate(seconds=total_s, energy_j=total_j, flops=flops,
+                       dense_equivalent_flops=dense, bytes=nbytes, bound=bound,
+                       breakdown=breakdown, layer=layer, preset=preset.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
+from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel
 from isa.ops import Opcode
@@ -33,6 +34,7 @@ from sieve.dense import (
     is_dense,
     simulate_dense,
 )
+from sieve.layers import check_fidelity, is_model_layer, run_model_layer
 from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
@@ -79,8 +81,9 @@ def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str
 
 def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None
                 ) -> KernelLayer:
-    """A KernelLayer from a catalog name and ``-p`` parameters, or as given."""
-    if isinstance(workload, KernelLayer):
+    """A layer from a catalog name and ``-p`` parameters, or as given (a KernelLayer or a
+    model layer of workloads.layers)."""
+    if not isinstance(workload, str):
         return workload
     return get_workload(workload).make(params or {})
 
@@ -244,7 +247,12 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
     preset = load_cpu_preset(baseline) if baseline is not None else None
-    cpu = estimate(layer, preset) if preset is not None else None
+    cpu = estimate(layer, preset) if preset is not None and not is_model_layer(layer) else None
+    if is_model_layer(layer):
+        return _run_model_layer(cfg, layer, fidelity, preset, t0, out, progress)
+    if fidelity == "analytic" or (fidelity is None and cfg.sim.fidelity == "analytic"):
+        raise SimulationError(f"workload {layer.name}: fidelity analytic applies to model "
+                              "layers (moe.*, ffn.*, linear.*); use burst or cycle")
     if is_dense(layer):
         return _run_dense(cfg, layer, cpu, preset, t0, out)
     program = compile_layer(layer, cfg)
@@ -259,6 +267,24 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         summary["baseline"]["roofs"] = cpu_roofs(preset)
     report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks,
                     energy, cpu)
+    if out is not None:
+        write_run(report, Path(out))
+    return report
+
+
+def _run_model_layer(cfg: ChipConfig, layer: Any, fidelity: str | None,
+                     preset: CpuPreset | None, t0: float, out: str | Path | None,
+                     progress: Any) -> Report:
+    """The model-layer path of :func:`run` (sieve.layers)."""
+    check_fidelity(fidelity)
+    result, summary, energy, cpu, _run = run_model_layer(layer, cfg, fidelity, preset,
+                                                         progress)
+    summary["roofs"] = roofs(cfg)
+    if cpu is not None and preset is not None:
+        summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
+        summary["baseline"]["roofs"] = cpu_roofs(preset)
+    report = Report(result, layer, None, summary, cfg, time.perf_counter() - t0,
+                    summary["checks"], energy, cpu)
     if out is not None:
         write_run(report, Path(out))
     return report
@@ -305,9 +331,11 @@ def write_run(report: Report, out: Path) -> None:
     (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
+    lay = report.layer
     (out / "workload.json").write_text(json.dumps(
-        {"name": report.layer.name, "expr": report.layer.expr, "params": params,
-         "formats": report.layer.formats, "order": report.layer.order},
+        {"name": lay.name, "expr": getattr(lay, "expr", None), "params": params,
+         "formats": getattr(lay, "formats", None), "order": getattr(lay, "order", None),
+         "kind": getattr(lay, "kind", "kernel"), "source": getattr(lay, "source", None)},
         indent=1, sort_keys=True) + "\n")
     if report.program is not None:
         (out / "program.s").write_text(print_program(report.program))
@@ -331,6 +359,8 @@ SUMMARY_ROWS = (
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
     ("energy_j", "energy (J)", "{:.3e}"),
+    ("lanes", "lanes (tile-kernel copies)", "{:,}"),
+    ("tiles", "tiles run", "{:,}"),
 )
 
 BASELINE_ROWS = (

@@ -29,8 +29,9 @@ def _progress() -> Any:
     if not sys.stderr.isatty():
         return None
 
-    def show(cycle: int) -> None:
-        print(f"\r  simulating... {cycle:,} cycles", end="", file=sys.stderr, flush=True)
+    def show(where: int | str) -> None:
+        text = f"{where:,} cycles" if isinstance(where, int) else str(where)
+        print(f"\r  simulating... {text:<48.48}", end="", file=sys.stderr, flush=True)
     return show
 
 
@@ -41,13 +42,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                  overrides=args.config, fidelity=args.fidelity, out=args.out,
                  baseline=args.baseline, progress=None if args.quiet else _progress())
     if sys.stderr.isatty() and not args.quiet:
-        print("\r" + " " * 40 + "\r", end="", file=sys.stderr)
+        print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"  {label:<{width}}  {value:>16}")
+    ex = s.get("experts")
+    if ex:
+        tok = ex["tokens"]
+        print(f"  experts: tokens min/mean/max {min(tok)}/{sum(tok) / len(tok):.1f}/{max(tok)}"
+              f" (Gini {ex['token_gini']:.2f}); compute cycles max/mean "
+              f"{ex['cycles_max_over_mean']:.2f}; straggler expert {ex['straggler']} ends at "
+              f"cycle {ex['straggler_finish_cycle']:,}"
+              + (f"; {ex['dropped_pairs']} token-expert pairs dropped" if ex['dropped_pairs']
+                 else ""))
+    if "fidelity" in s.get("notes", {}) and s["notes"]["fidelity"] != "as requested":
+        print(f"  note: fidelity {s['fidelity']}: {s['notes']['fidelity']}")
     for name, value in s["checks"].items():
         if isinstance(value, str):
             print(f"  note: the {name} check was {value}")
@@ -180,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="compile, simulate and verify a workload")
     common(r)
-    r.add_argument("--fidelity", choices=("cycle", "burst"), default=None,
-                   help="timing engine (default: the chip config's sim.fidelity)")
+    r.add_argument("--fidelity", choices=("cycle", "burst", "analytic"), default=None,
+                   help="timing engine (default: the chip config's sim.fidelity; model "
+                   "layers too large for burst run analytic)")
     r.add_argument("--out", default=None, help="run folder to write (stats.json, ...)")
     r.add_argument("--baseline", default=None, metavar="CPU",
                    help="CPU preset to compare with: a YAML path or a name in configs/cpus "
@@ -201,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--workloads", nargs="+", required=True, metavar="WORKLOAD")
     cmp_.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     cmp_.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE")
-    cmp_.add_argument("--fidelity", choices=("cycle", "burst"), default=None)
+    cmp_.add_argument("--fidelity", choices=("cycle", "burst", "analytic"), default=None)
     cmp_.add_argument("--baseline", default=None, metavar="CPU")
     cmp_.add_argument("--out", default="runs/compare", help="folder for the runs and table")
     cmp_.set_defaults(fn=cmd_compare)

@@ -56,7 +56,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Kernel
 from simulator.chip import dram_transfer
-from simulator.stats import flatten, stat
+from simulator.stats import stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
 WORD_BYTES = 2
@@ -89,7 +89,7 @@ class TileWork:
                 setattr(self, f.name, a + b)
 
 
-def _cdiv(a: int, b: int) -> int:
+def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -101,11 +101,11 @@ def _tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, 
     dens_a = amask.mean() if amask.size else 0.0
     kc = min(K, max(1, int(words // max(1.0, math.ceil(tb * dens_a * 1.25)))), words - 1)
     while kc > 1:
-        q = _cdiv(K, kc)
+        q = cdiv(K, kc)
         pad = np.zeros((T, q * kc), dtype=np.int32)
         pad[:, :K] = amask
         per = pad.reshape(T, q, kc).sum(axis=2)
-        tq = _cdiv(T, tb)
+        tq = cdiv(T, tb)
         pt = np.zeros((tq * tb, q), dtype=np.int64)
         pt[:T] = per
         if pt.reshape(tq, tb, q).sum(axis=1).max(initial=0) <= words:
@@ -114,7 +114,7 @@ def _tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, 
     dens_b = bmask.mean() if bmask.size else 0.0
     nb = max(1, min(N, words // max(1, tb), int(words // max(1.0, kc * dens_b * 1.25))))
     while nb > 1:
-        q, r = _cdiv(K, kc), _cdiv(N, nb)
+        q, r = cdiv(K, kc), cdiv(N, nb)
         pad = np.zeros((q * kc, r * nb), dtype=np.int32)
         pad[:K, :N] = bmask
         if pad.reshape(q, kc, r, nb).sum(axis=(1, 3)).max(initial=0) <= words:
@@ -126,7 +126,7 @@ def _tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, 
 def _blocks(x: np.ndarray, axis: int, size: int) -> np.ndarray:
     """Pad ``x`` with zeros along ``axis`` to a multiple of ``size``."""
     n = x.shape[axis]
-    pad = _cdiv(n, size) * size - n
+    pad = cdiv(n, size) * size - n
     if not pad:
         return x
     widths = [(0, 0)] * x.ndim
@@ -341,9 +341,9 @@ class LayerEngine:
         out_w = 2 * c["Y"] + c["rows"] + 1
         self._finish_work(work, cyc, in_w, out_w, live)
         work.products = int(np.where(live, c["P"], 0).sum())
-        nb_count = _cdiv(N, nb)
+        nb_count = cdiv(N, nb)
         b_rows_all = np.where(live.any(axis=1), c["b_rows"][:, 0, :], 0).sum()
-        work.weight_words = int(2 * np.count_nonzero(b) + b_rows_all + nb_count * _cdiv(K, kc))
+        work.weight_words = int(2 * np.count_nonzero(b) + b_rows_all + nb_count * cdiv(K, kc))
         work.counts = _tile_energy_counts(c, self.hops)
         # values: the product of the tiles' compressed operands (what the tiles compute)
         out = np.asarray(sp.csr_matrix(a) @ sp.csr_matrix(b).toarray(), dtype=np.float64) \
@@ -408,7 +408,7 @@ class LayerEngine:
         bm = b != 0
         work.weight_words = int(2 * bm.sum() + sum(
             np.count_nonzero(bm[k0:k0 + kc].any(axis=1)) + 1
-            for k0 in range(0, K, kc)) * _cdiv(N, nb))
+            for k0 in range(0, K, kc)) * cdiv(N, nb))
         work.unit_stats = summed
         return out, work
 
@@ -466,177 +466,30 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
     return run_kernel_cycle(kernel, images, chip)
 
 
-# ------------------------------------------------------------------------------ layers
-def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analytic",
-              progress: Callable[[str], None] | None = None) -> LayerRun:
-    """Simulate ``layer`` (workloads.layers) under ``plan`` on ``chip``."""
-    eng = LayerEngine(plan, chip, fidelity, progress)
-    ls = LayerStats(lanes=plan.lanes)
-    x = layer.x.astype(np.float64)
-    T, d = x.shape
-    if layer.kind == "moe":
-        y, ref, experts = _run_moe(layer, eng, ls)
-    elif layer.kind == "ffn":
-        y, ref = _run_ffn_all_lanes(layer.ffn, x, layer.sparsity, eng, expert=-1)
-        experts = []
+def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
+                 router_macs: int = 0) -> Any:
+    """The layer's energy (simulator.energy tables): the tiles' action counts (the analytic
+    row model's first-order counts, or the burst/cycle units' counters mapped as
+    :func:`simulator.energy.energy_breakdown` maps them), plus the router's MACs, the ALU
+    passes, GLB and DRAM traffic, one configuration per lane, and leakage over the run."""
+    from isa.bitstream import config_bits
+    from simulator.energy import energy_breakdown, energy_from_counts
+
+    if run.fidelity == "analytic":
+        counts = dict(run.work.counts)
     else:
-        y, ref = _run_linear(layer, eng)
-        experts = []
-    end, finish, lane_end = eng.schedule()
-    ls.experts_cycles = end
-    for e, st in enumerate(experts):
-        st.finish_cycle = finish.get(e, 0)
-    total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
-    ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
-    ls.job_count = len(eng.jobs)
-    ls.kernel_cycles = eng.work.kernel_cycles
-    ls.effectual_mac_count = eng.work.products
-    ls.dense_mac_count = eng.work.dense_products
-    ls.elementwise_op_count = eng.elementwise
-    io = T * d * WORD_BYTES
-    eng.memory["dram_read_bytes"] += io
-    eng.memory["dram_write_bytes"] += y.shape[0] * y.shape[1] * WORD_BYTES
-    eng.memory["glb_write_bytes"] += io
-    stats: dict[str, dict[str, Any]] = {}
-    flatten("chip.layer", ls, stats)
-    for e, st in enumerate(experts):
-        flatten(f"chip.layer.expert{e}", st, stats)
-    for lane, c in enumerate(lane_end):
-        stats[f"chip.layer.lane{lane}.finish_cycle"] = {
-            "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
-            "ended (experts stage)."}
-    return LayerRun(total, fidelity, y, ref, dict(sorted(stats.items())), eng.work, ls,
-                    experts, eng.memory, "sparse", eng.products)
-
-
-def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], expert: int,
-                label: str) -> tuple[np.ndarray, np.ndarray]:
-    """One FFN on ``x`` chunk by chunk along f; chunks go round-robin over ``lanes``.
-    Returns (simulated output, numpy reference), both float64."""
-    from workloads.layers import ffn_chunks, intermediate, neuron_thresholds, teal
-
-    xs = teal(x, sparsity)
-    y = np.zeros((x.shape[0], w.d))
-    ref = np.zeros_like(y)
-    if x.shape[0] == 0:
-        return y, ref
-    chunk = max(64, min(eng.plan.f_chunk, _cdiv(w.f, len(lanes))))
-    for c, (f0, f1) in enumerate(ffn_chunks(w.f, chunk)):
-        lane = lanes[c % len(lanes)]
-        g_rows = None if w.gate is None else w.gate.rows(f0, f1)
-        u_rows = w.up.rows(f0, f1)
-        d_cols = w.down.cols(f0, f1)               # [fc x d] = W_down[:, f0:f1]^T
-        theta = neuron_thresholds(w, sparsity, f0, f1, g_rows if g_rows is not None
-                                  else u_rows)
-        tag = f"{label}[{f0}:{f1}]"
-        gate = None if g_rows is None else eng.product(xs, g_rows.T, lane=lane, expert=expert,
-                                                       label=f"{tag}.gate")
-        up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up")
-        h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
-        eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
-                            expert=expert, label=f"{tag}.act")
-        y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down")
-        # the reference: float64 numpy on the same weight chunk
-        xr = teal(x, sparsity)
-        gr = None if g_rows is None else xr @ g_rows.astype(np.float64).T
-        ur = xr @ u_rows.astype(np.float64).T
-        hr = teal(intermediate(w.act, sparsity, gr, ur, theta), sparsity)
-        ref += hr @ d_cols.astype(np.float64)
-        if eng.progress is not None:
-            eng.progress(tag)
-    return y, ref
-
-
-def _run_ffn_all_lanes(w, x, sparsity, eng: LayerEngine, expert: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    return _ffn_chunks(w, x, sparsity, eng, list(range(eng.lanes)), expert, "ffn")
-
-
-def _run_linear(layer: Any, eng: LayerEngine) -> tuple[np.ndarray, np.ndarray]:
-    from workloads.layers import teal
-
-    x = teal(layer.x.astype(np.float64), layer.sparsity)
-    w = layer.weight
-    out_dim = w.shape[0]
-    y = np.zeros((x.shape[0], out_dim))
-    ref = np.zeros_like(y)
-    chunk = max(64, min(eng.plan.f_chunk, _cdiv(out_dim, eng.lanes)))
-    for c, r0 in enumerate(range(0, out_dim, chunk)):
-        r1 = min(out_dim, r0 + chunk)
-        rows = w.rows(r0, r1)
-        y[:, r0:r1] = eng.product(x, rows.T, lane=c % eng.lanes, expert=-1,
-                                  label=f"linear[{r0}:{r1}]")
-        ref[:, r0:r1] = x @ rows.astype(np.float64).T
-        if eng.progress is not None:
-            eng.progress(f"rows {r0}:{r1}")
-    return y, ref
-
-
-def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
-             ) -> tuple[np.ndarray, np.ndarray, list[ExpertStats]]:
-    from simulator.energy import dense_mapping
-    from simulator.systolic import SystolicArray, gemm_cycles
-
-    chip = eng.chip
-    x = layer.x.astype(np.float64)
-    T, d = x.shape
-    E, k = layer.num_experts, layer.k
-    # router GEMM on the dense MAC block, then top-k on the lanes
-    block = dense_mapping(chip)
-    router_w = layer.router.dense()
-    logits = (layer.x @ router_w.T).astype(np.float32)
-    ls.router_cycles = gemm_cycles(T, E, d, SystolicArray(block.rows, block.cols, "os")) + 1
-    ls.topk_cycles = _cdiv(T, eng.lanes) * k * E
-    eng.memory["dram_read_bytes"] += router_w.size * WORD_BYTES
-    idx, wts, kept = layer.route(logits)
-    ls.dropped_token_count = int((~kept).sum())
-    G = np.zeros((T, E))
-    rows = np.repeat(np.arange(T), k)
-    sel = kept.ravel()
-    np.add.at(G, (rows[sel], idx.ravel()[sel]), wts.ravel()[sel])
-    ls.routed_pair_count = int(np.count_nonzero(G))
-    y = np.zeros((T, d))
-    ref = np.zeros((T, d))
-    # reference routing: the layer's own numpy route on its own logits
-    G_ref = layer.gating_matrix()
-    experts = [ExpertStats() for _ in range(E)]
-    groups = _expert_lanes(E, eng.lanes)
-    for s, w in enumerate(layer.shared):
-        ys, rs = _ffn_chunks(w, x, layer.sparsity, eng, list(range(eng.lanes)), -1,
-                             f"shared{s}")
-        y += ys
-        ref += rs
-    for e, w in enumerate(layer.experts):
-        tok = np.flatnonzero(G[:, e])
-        st = experts[e]
-        st.tokens = len(tok)
-        st.lane = groups[e][0]
-        before = len(eng.jobs)
-        macs = eng.work.products
-        if len(tok):
-            ye, re = _ffn_chunks(w, x[tok], layer.sparsity, eng, groups[e], e, f"expert{e}")
-        else:
-            ye = re = np.zeros((0, d))
-        st.compute_cycles = sum(j.cycles for j in eng.jobs[before:])
-        st.dram_bytes = sum(j.dram_bytes for j in eng.jobs[before:])
-        st.effectual_mac_count = eng.work.products - macs
-        y[tok] += G[tok, e][:, None] * ye
-        # the reference combines with its own routing; it reuses the chunk-wise numpy
-        # forward of the same weights when the routes agree, else runs the expert again
-        tok_r = np.flatnonzero(G_ref[:, e])
-        if not np.array_equal(tok_r, tok):
-            from workloads.layers import ffn_reference
-
-            re = ffn_reference(w, x[tok_r], layer.sparsity, eng.plan.f_chunk)
-        ref[tok_r] += G_ref[tok_r, e][:, None] * re
-    ls.combine_cycles = _cdiv(ls.routed_pair_count * d, eng.lanes)
-    eng.elementwise += ls.routed_pair_count * d
-    return y, ref, experts
-
-
-def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
-    """Static expert -> lanes map: round-robin when E >= lanes, else lanes // E each."""
-    if E >= lanes:
-        return [[e % lanes] for e in range(E)]
-    per = lanes // E
-    return [list(range(e * per, (e + 1) * per)) for e in range(E)]
+        stats = {f"chip.tiles.{key}": {"value": v} for key, v in run.work.unit_stats.items()
+                 if not key.startswith("noc.")}
+        stats.update({f"chip.noc.tiles.{key[4:]}": {"value": v}
+                      for key, v in run.work.unit_stats.items() if key.startswith("noc.")})
+        rep = energy_breakdown(stats, 0, chip, table, program=plan.program)
+        counts = {k: v for k, v in rep.counts.items() if not k.startswith("leakage")}
+    counts["mac"] = counts.get("mac", 0.0) + router_macs
+    counts["alu_op"] = counts.get("alu_op", 0.0) + run.layer_stats.elementwise_op_count
+    counts["glb_read"] = run.memory["glb_read_bytes"] / 8
+    counts["glb_write"] = run.memory["glb_write_bytes"] / 8
+    counts["dram_read"] = run.memory["dram_read_bytes"] * 8
+    counts["dram_write"] = run.memory["dram_write_bytes"] * 8
+    counts["config_load"] = config_bits(plan.kernel) * plan.lanes
+    ops = 2 * (run.work.products + router_macs) + run.layer_stats.elementwise_op_count
+    return energy_from_counts(counts, run.cycles, chip, table, ops=ops)
