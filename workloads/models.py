@@ -8,6 +8,7 @@ real weights from a checkpoint folder (.safetensors/.npz) instead of synthetic o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +204,8 @@ def _ffn(prefix: str, d: int, f: int, act: str, gated: bool, p: dict[str, Any],
 
 
 # ------------------------------------------------------------------ builders
-def _moe_builder(m: MoEModel):
+def _moe_builder(model: MoEModel):
+    m = model
     name = f"moe.{m.name}"
 
     def build(p: dict[str, Any]) -> MoELayer:
@@ -213,35 +215,62 @@ def _moe_builder(m: MoEModel):
         if p["routing"] not in PROFILES:
             raise WorkloadError(f"workload {name}: parameter routing: unknown "
                                 f"{p['routing']!r} (use {', '.join(PROFILES)})")
-        d, f = _scaled(name, m.d, p["scale"], "d"), _scaled(name, m.f, p["scale"], "f")
-        sf = _scaled(name, m.shared_f, p["scale"], "shared f") if m.shared else 0
-        real = _real_moe(name, m, p, d, f) if p["weights"] else None
+        m_ = _override(name, model, p)
+        d, f = _scaled(name, m_.d, p["scale"], "d"), _scaled(name, m_.f, p["scale"], "f")
+        sf = _scaled(name, m_.shared_f, p["scale"], "shared f") if m_.shared else 0
+        real = _real_moe(name, m_, p, d, f) if p["weights"] else None
         x = _tokens(p, d)
-        experts = tuple(_ffn(f"{name}.expert{e}", d, f, m.act, m.gated, p,
-                             real["experts"][e] if real else None) for e in range(m.experts))
-        shared = tuple(_ffn(f"{name}.shared{s}", d, sf, m.act, m.gated, p,
+        experts = tuple(_ffn(f"{name}.expert{e}", d, f, m_.act, m_.gated, p,
+                             real["experts"][e] if real else None) for e in range(m_.experts))
+        shared = tuple(_ffn(f"{name}.shared{s}", d, sf, m_.act, m_.gated, p,
                             real["shared"][s] if real and real["shared"] else None)
-                       for s in range(m.shared))
-        router = _weight(f"{name}.router", (m.experts, d), p, dense=True,
+                       for s in range(m_.shared))
+        router = _weight(f"{name}.router", (m_.experts, d), p, dense=True,
                          real=real["router"] if real else None)
         rng = np.random.default_rng([p["seed"], 0xB1A5])
-        bias = router_bias(m.experts, m.k, p["routing"], rng, noise="gauss", noise_std=1.0)
-        gating = m.gating
-        if m.gating.capacity_factor is not None:
-            gating = Gating(m.gating.kind, m.gating.n_group, m.gating.topk_group,
-                            m.gating.scaling, p["capacity_factor"])
-        return MoELayer(name, m.name, x, router, bias, experts, shared, m.k, gating,
-                        activation_sparsity(name, p, in_moe=True), dict(p), m.source)
+        bias = router_bias(m_.experts, m_.k, p["routing"], rng, noise="gauss", noise_std=1.0,
+                           hot_factor=min(6.0, m_.experts / m_.k))
+        gating = m_.gating
+        if m_.gating.capacity_factor is not None:
+            gating = Gating(m_.gating.kind, m_.gating.n_group, m_.gating.topk_group,
+                            m_.gating.scaling, p["capacity_factor"])
+        return MoELayer(name, m_.name, x, router, bias, experts, shared, m_.k, gating,
+                        activation_sparsity(name, p, in_moe=True), dict(p), m_.source)
 
     params = _common(64, 0.0, "none") + (
         Param("routing", "str", "gini0.10", "routing profile: uniform, gini0.10, gini0.25, "
-              "gini0.35, hot (one expert ~6x the mean)"),)
+              "gini0.35, hot (one expert ~6x the mean)"),
+        Param("d", "int", 0, f"override d_model (0: the model's {m.d})"),
+        Param("f", "int", 0, f"override the expert FFN width (0: the model's {m.f})"),
+        Param("experts", "int", 0, f"override the routed experts (0: the model's {m.experts})"),
+        Param("top_k", "int", 0, f"override top-k (0: the model's {m.k})"),
+        Param("shared", "int", -1, f"override the shared experts (-1: the model's {m.shared})"))
     if m.gating.capacity_factor is not None:
         params += (Param("capacity_factor", "float", m.gating.capacity_factor,
                          "expert capacity factor (tokens beyond capacity are dropped)"),)
     summary = (f"MoE layer d={m.d} f={m.f} E={m.experts} top-{m.k}"
                + (f" + {m.shared} shared" if m.shared else "") + f", {m.gating.kind} gating")
     return Workload(name, summary, m.source, params, build)
+
+
+def _override(name: str, m: MoEModel, p: dict[str, Any]) -> MoEModel:
+    """The model with the shape overrides of ``p`` (d, f, experts, top_k, shared)."""
+    d = p["d"] or m.d
+    f = p["f"] or m.f
+    e = p["experts"] or m.experts
+    k = p["top_k"] or m.k
+    sh = m.shared if p["shared"] < 0 else p["shared"]
+    for key, v in (("d", d), ("f", f), ("experts", e), ("top_k", k)):
+        if v < 1:
+            raise WorkloadError(f"workload {name}: parameter {key}: must be >= 1, got {v}")
+    if k > e:
+        raise WorkloadError(f"workload {name}: parameter top_k: {k} exceeds the {e} experts")
+    g = m.gating
+    if g.kind == "sigmoid_group" and (e % g.n_group or g.topk_group * (e // g.n_group) < k):
+        raise WorkloadError(f"workload {name}: parameter experts: {e} experts do not split "
+                            f"into {g.n_group} groups whose top {g.topk_group} hold top-{k}")
+    return dataclasses.replace(m, d=d, f=f, experts=e, k=k, shared=sh,
+                               shared_f=m.shared_f or f)
 
 
 def _real_moe(name: str, m: MoEModel, p: dict[str, Any], d: int, f: int) -> dict[str, Any]:
@@ -284,6 +313,27 @@ def _linear_builder(model: str, matrix: str, shape: tuple[int, int]):
                     LINEAR_SOURCES[model], params, build)
 
 
+def _custom_linear(p: dict[str, Any]) -> LinearLayer:
+    """``linear.custom``: the weight matrix from a file (shape from the file)."""
+    name = "linear.custom"
+    if not p["weights"]:
+        raise WorkloadError(f"workload {name}: parameter weights: give a .mtx, .npz, .npy or "
+                            ".safetensors file")
+    _check_common(name, p)
+    from workloads.data import load_matrix
+
+    real = load_matrix(p["weights"], p["key"] or None)
+    real = real.toarray() if hasattr(real, "toarray") else np.asarray(real)
+    if real.ndim != 2:
+        raise WorkloadError(f"weights {p['weights']}: expected a matrix, got shape {real.shape}")
+    shape = (int(real.shape[0]), int(real.shape[1]))
+    sparsity = p["weight_sparsity"]
+    w = _weight(name, shape, p, real=real) if sparsity > 0 else Weight(
+        name, shape, "dense", 0.0, p["seed"], data=np.asarray(real, dtype=np.float32))
+    return LinearLayer(name, "custom", _tokens(p, shape[1]), w, activation_sparsity(name, p),
+                       dict(p), f"weights from {p['weights']}")
+
+
 def _ffn_builder(m: FFNModel):
     name = f"ffn.{m.name}"
 
@@ -298,7 +348,15 @@ def _ffn_builder(m: FFNModel):
                     _common(16, 0.0, m.activation), build)
 
 
+CUSTOM_LINEAR = Workload(
+    "linear.custom", "linear layer y = x W^T with W from a file (.mtx SuiteSparse, .npz, .npy, "
+    ".safetensors); zeros of W are skipped, -p weight_sparsity prunes further",
+    "the user's file", _common(16, 0.0, "none") + (
+        Param("key", "str", "", "tensor name in the file (.npz/.safetensors)"),),
+    _custom_linear)
+
 LAYERS = (tuple(_moe_builder(m) for m in MOE_MODELS)
           + tuple(_linear_builder(model, mat, shape)
                   for model, mats in LINEAR_MATRICES.items() for mat, shape in mats.items())
+          + (CUSTOM_LINEAR,)
           + tuple(_ffn_builder(m) for m in FFN_MODELS))
