@@ -35,6 +35,7 @@ from sieve.dense import (
     simulate_dense,
 )
 from sieve.layers import check_fidelity, is_model_layer, run_model_layer
+from sieve.spec import is_spec, load_spec
 from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
@@ -83,9 +84,14 @@ def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = Non
                 ) -> KernelLayer:
     """A layer from a catalog name and ``-p`` parameters, or as given (a KernelLayer or a
     model layer of workloads.layers)."""
-    if not isinstance(workload, str):
+    if not isinstance(workload, (str, Path)):
         return workload
-    return get_workload(workload).make(params or {})
+    if is_spec(workload):
+        name, spec = load_spec(workload)
+        layer = get_workload(name).make({**spec, **(params or {})})
+        layer.params["spec"] = str(workload)
+        return layer
+    return get_workload(str(workload)).make(params or {})
 
 
 INTERPRETER_MAX_TOKENS = 2_000_000

@@ -131,7 +131,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if is_dense(layer):
         raise WorkloadError(f"workload {layer.name} runs in dense mode on a systolic array "
                             "(simulator/systolic.py), not as a SAM program: use `sieve run`")
-    program = compile_layer(layer, cfg)
+    if getattr(layer, "kind", None) in ("moe", "ffn", "linear"):
+        from compiler.layers import plan_layer
+
+        plan = plan_layer(cfg)
+        print(f"; {layer.name}: every matrix product runs as tiles of this kernel, placed on "
+              f"a {plan.region.array.rows}x{plan.region.array.cols} region; {plan.lanes} "
+              f"copies (lanes) on {cfg.name}; one fibertree level per MEM tile "
+              f"({plan.level_words} coordinates)", file=sys.stderr)
+        program = plan.program
+    else:
+        program = compile_layer(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
         text: str | bytes = print_program(program)
@@ -168,12 +178,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what in ("workloads", "all"):
         print("workloads:")
         for w in CATALOG.values():
-            print(f"  {w.name:<10} {w.summary}")
-            print(f"  {'':<10} source: {w.source}")
+            print(f"  {w.name:<28} {w.summary}")
+            print(f"  {'':<28} source: {w.source}")
             for p in w.params:
                 default = ",".join(map(str, p.default)) if isinstance(p.default, tuple) \
                     else p.default
-                print(f"  {'':<12} -p {p.name}={default!s:<10} {p.help}")
+                print(f"  {'':<30} -p {p.name}={default!s:<12} {p.help}")
     return 0
 
 
@@ -184,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("chip", help="chip config: a YAML path or a name in configs/chips")
-        p.add_argument("workload", help="workload name (see `sieve list workloads`)")
+        p.add_argument("workload", help="workload name (see `sieve list workloads`) or a "
+                       "YAML workload spec (docs/workloads.md)")
         p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                        help="workload parameter, e.g. -p shape=64,64,64 -p density=0.1")
         p.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE",
