@@ -1,0 +1,281 @@
+"""Model layers: weights, tiling, the analytic tile model against burst, every catalog layer
+end to end, routing imbalance, capacity, real weights and YAML specs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from compiler.layers import plan_layer
+from sieve.api import run
+from sieve.cli import main
+from sieve.layers import run_layer
+from simulator.config import load_chip
+from simulator.layers import LayerEngine, analytic_tiles
+from workloads import CATALOG, WorkloadError, get_workload
+from workloads.layers import CHUNK_ROWS, Weight
+from workloads.pruning import row_nnz_cv
+
+ONYX = "configs/chips/onyx.yaml"
+LAYER_NAMES = [n for n, w in CATALOG.items() if "." in n and n != "linear.custom"]
+
+
+@pytest.fixture(scope="module")
+def onyx():
+    return load_chip(ONYX)
+
+
+@pytest.fixture(scope="module")
+def plan(onyx):
+    return plan_layer(onyx)
+
+
+# ------------------------------------------------------------------ weights
+def test_weight_blocks_do_not_depend_on_how_they_are_asked_for():
+    w = Weight("w", (700, 96), "unstructured", 0.5, seed=3, scale=0.1)
+    full = w.rows(0, 700)
+    assert np.array_equal(w.rows(250, 600), full[250:600])
+    assert np.array_equal(w.dense(), full)
+    t = Weight("t", (96, 700), "2:4", 0.5, seed=3, transposed=True)
+    assert np.array_equal(t.cols(100, 300), t.dense()[:, 100:300].T)
+
+
+def test_synthetic_patterns_hold_exactly_or_statistically():
+    nm = Weight("nm", (512, 256), "2:4", 0.5, seed=1).dense()
+    groups = (nm != 0).reshape(512, 64, 4).sum(axis=2)
+    assert (groups == 2).all()
+    nmt = Weight("nmt", (64, 512), "1:4", 0.75, seed=1, transposed=True).dense()
+    assert ((nmt != 0).reshape(64, 128, 4).sum(axis=2) == 1).all()   # along the input dim
+    un = Weight("u", (2048, 1024), "unstructured", 0.7, seed=2, row_cv=0.3).dense()
+    assert abs((un != 0).mean() - 0.3) < 0.01
+    assert 0.25 < row_nnz_cv(un) < 0.36
+    blk = Weight("b", (512, 512), "block16x16", 0.5, seed=4).dense() != 0
+    tiles = blk.reshape(32, 16, 32, 16).transpose(0, 2, 1, 3).reshape(32, 32, 256)
+    assert np.isin(tiles.sum(axis=2), (0, 256)).all()
+    dense = Weight("d", (CHUNK_ROWS + 5, 64), seed=0).dense()
+    assert (dense != 0).all()
+
+
+def test_weight_rejects_bad_sparsity():
+    with pytest.raises(WorkloadError, match="weight_sparsity"):
+        Weight("w", (4, 4), "unstructured", 1.0)
+
+
+# ------------------------------------------------------------------ tiles
+@pytest.mark.parametrize("T,K,N,da,db", [(16, 256, 64, 1.0, 0.5), (8, 200, 96, 0.1, 0.5),
+                                         (32, 64, 300, 1.0, 0.05), (5, 512, 40, 0.3, 0.9)])
+def test_analytic_tiles_track_burst_within_five_percent(onyx, plan, T, K, N, da, db):
+    rng = np.random.default_rng(T + K)
+    a = (rng.random((T, K)) < da) * rng.standard_normal((T, K))
+    b = (rng.random((K, N)) < db) * rng.standard_normal((K, N))
+    exact = LayerEngine(plan, onyx, "burst")
+    approx = LayerEngine(plan, onyx, "analytic")
+    ye = exact.product(a, b, lane=0, expert=-1, label="p")
+    ya = approx.product(a, b, lane=0, expert=-1, label="p")
+    assert np.allclose(ye, a @ b, rtol=1e-5, atol=1e-4)
+    assert np.allclose(ya, a @ b, rtol=1e-5, atol=1e-4)
+    want = int(((a != 0).astype(np.int64) @ (b != 0).astype(np.int64)).sum())
+    assert approx.work.products == exact.work.products == want
+    assert approx.work.tiles == exact.work.tiles
+    assert abs(approx.work.kernel_cycles / exact.work.kernel_cycles - 1) < 0.05
+
+
+def test_every_tile_level_fits_a_mem_tile(plan):
+    rng = np.random.default_rng(0)
+    a = rng.random((64, 4096)) < 0.9
+    b = rng.random((4096, 512)) < 0.5
+    cyc, c, (tb, kc, nb) = analytic_tiles(a, b, plan.level_words, fill=0)
+    live = c["live"]
+    assert (c["a_nnz"][live] <= plan.level_words).all()
+    assert (c["b_nnz"][live] <= plan.level_words).all()
+    assert tb * nb <= plan.level_words and kc < plan.level_words
+    assert (cyc[live] > 0).all() and (cyc[~live] == 0).all()
+
+
+def test_empty_operand_tiles_are_skipped(onyx, plan):
+    a = np.zeros((4, 64))
+    a[:, :8] = 1.0
+    b = np.ones((64, 16))
+    eng = LayerEngine(plan, onyx, "analytic")
+    eng.product(a, b, lane=0, expert=-1, label="p")
+    assert eng.work.products == 4 * 8 * 16
+
+
+# ------------------------------------------------------------------ layers
+def test_moe_layer_analytic_close_to_burst(onyx, plan):
+    layer = get_workload("moe.mixtral8x7b").make(
+        {"scale": "64", "tokens": "12", "weight_sparsity": "0.5"})
+    a = run_layer(layer, plan, onyx, fidelity="analytic")
+    b = run_layer(layer, plan, onyx, fidelity="burst")
+    assert abs(a.cycles / b.cycles - 1) < 0.05
+    assert a.work.products == b.work.products
+    assert [e.tokens for e in a.experts] == [e.tokens for e in b.experts]
+    assert np.allclose(a.output, b.output, rtol=1e-4, atol=1e-6)
+    assert np.allclose(b.output, layer.reference(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_every_catalog_layer_runs_verified(name):
+    scale = "32" if "bert" not in name and "switch" not in name else "8"
+    params = {"scale": scale, "tokens": "4"}
+    rep = run(ONYX, name, params=params, fidelity="analytic")
+    s = rep.summary
+    assert s["verified"] is True, s["checks"]
+    assert s["checks"]["numpy"] is True
+    ref = rep.layer.reference()                  # the independent full forward pass
+    got = rep.result.outputs["Y"].to_dense()
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert s["cycles"] > 0 and s["energy_j"] > 0
+    assert s["effectual_ops"] <= s["dense_equivalent_ops"]
+
+
+def test_moe_expert_stats_show_the_straggler(onyx, plan):
+    layer = get_workload("moe.dbrx").make({"scale": "64", "tokens": "64",
+                                           "routing": "hot"})
+    run_ = run_layer(layer, plan, onyx, fidelity="analytic")
+    tokens = np.array([e.tokens for e in run_.experts])
+    assert tokens.sum() == run_.layer_stats.routed_pair_count == 64 * 4
+    hot = int(tokens.argmax())
+    assert tokens[hot] >= 3 * tokens.mean()
+    finish = [e.finish_cycle for e in run_.experts]
+    lane_of_hot = run_.experts[hot].lane
+    lane_end = run_.stats[f"chip.layer.lane{lane_of_hot}.finish_cycle"]["value"]
+    assert max(finish) == lane_end == run_.layer_stats.experts_cycles
+    uniform = run_layer(get_workload("moe.dbrx").make(
+        {"scale": "64", "tokens": "64", "routing": "uniform"}), plan, onyx,
+        fidelity="analytic")
+    assert run_.cycles > uniform.cycles
+    assert all("unit" in v and "desc" in v for v in run_.stats.values())
+
+
+def test_switch_capacity_drops_tokens_and_reference_agrees():
+    rep = run(ONYX, "moe.switch-base-128", params={"scale": "8", "tokens": "64",
+                                                    "capacity_factor": "0.5"},
+              fidelity="analytic")
+    ex = rep.summary["experts"]
+    assert ex["dropped_pairs"] > 0
+    assert sum(ex["tokens"]) == 64 - ex["dropped_pairs"]
+    assert max(ex["tokens"]) <= 1          # capacity ceil(64/128 * 0.5) = 1
+    assert rep.summary["verified"] is True
+
+
+def test_activation_sparsity_cuts_down_projection_work(onyx, plan):
+    def macs(act):
+        layer = get_workload("ffn.llama2-7b").make({"scale": "32", "tokens": "8",
+                                                    "activation": act})
+        return run_layer(layer, plan, onyx, fidelity="analytic").work.products
+    dense, relu = macs("none"), macs("relu")
+    d, f, T = 128, 344, 8
+    assert dense == 3 * T * d * f
+    down = relu - 2 * T * d * f          # gate and up stay dense
+    assert 0.01 * T * d * f < down < 0.12 * T * d * f      # ~5% of neurons fire
+
+
+def test_pruning_cuts_effectual_work(onyx, plan):
+    def work(p):
+        layer = get_workload("linear.bert-base.output").make({"scale": "8", "tokens": "4",
+                                                              **p})
+        return run_layer(layer, plan, onyx, fidelity="analytic")
+    dense = work({"weight_sparsity": "0"})
+    nm = work({"pattern": "1:4"})
+    assert nm.work.products == dense.work.products // 4
+    assert nm.cycles < dense.cycles
+
+
+def test_layer_run_folder_and_baseline(tmp_path):
+    out = tmp_path / "run"
+    rep = run(ONYX, "moe.olmoe", params={"scale": "16", "tokens": "8"}, out=out,
+              baseline="xeon-12c")
+    doc = json.loads((out / "stats.json").read_text())
+    s = doc["summary"]
+    assert s["verified"] is True
+    assert s["baseline"]["seconds"] > 0 and s["baseline"]["energy_ratio"] > 0
+    assert len(s["experts"]["tokens"]) == 64
+    assert doc["energy"]["total_pj"] == pytest.approx(rep.energy.total_pj)
+    assert json.loads((out / "workload.json").read_text())["kind"] == "moe"
+
+
+def test_fidelity_choice_and_errors():
+    rep = run(ONYX, "moe.mixtral8x7b", params={"scale": "8", "tokens": "8"})
+    assert rep.summary["fidelity"] == "analytic"
+    assert "BURST_MAX_MACS" in rep.summary["notes"]["fidelity"]
+    small = run(ONYX, "linear.bert-base.output", params={"scale": "16", "tokens": "2"})
+    assert small.summary["fidelity"] == "burst"
+    with pytest.raises(Exception, match="analytic applies to model layers"):
+        run(ONYX, "spmv", fidelity="analytic")
+    with pytest.raises(WorkloadError, match="scale"):
+        get_workload("moe.mixtral8x7b").make({"scale": "3"})
+    with pytest.raises(WorkloadError, match="routing"):
+        get_workload("moe.olmoe").make({"routing": "zipfy"})
+    with pytest.raises(WorkloadError, match="top_k"):
+        get_workload("moe.olmoe").make({"top_k": "65"})
+
+
+# ------------------------------------------------------------------ real data and specs
+def test_linear_layer_from_real_weights_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((768, 3072)).astype(np.float32)
+    np.savez(tmp_path / "w.npz", wo=w)
+    rep = run(ONYX, "linear.bert-base.output",
+              params={"weights": str(tmp_path / "w.npz"), "key": "wo", "tokens": "2",
+                      "weight_sparsity": "0.9"}, fidelity="analytic")
+    assert rep.summary["verified"] is True
+    kept = rep.layer.weight.data != 0
+    assert kept.sum() == round(0.1 * w.size)
+    assert np.abs(w[kept]).min() >= np.abs(w[~kept]).max()   # magnitude pruning
+
+
+def test_linear_custom_from_matrix_market(tmp_path):
+    m = sp.random(120, 90, density=0.05, random_state=2, format="csr")
+    scipy.io.mmwrite(tmp_path / "m.mtx", m)
+    rep = run(ONYX, "linear.custom", params={"weights": str(tmp_path / "m.mtx"),
+                                             "tokens": "3"})
+    assert rep.summary["verified"] is True
+    assert rep.summary["effectual_ops"] == 2 * 3 * m.nnz
+
+
+def test_moe_from_a_checkpoint_folder(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(1)
+    d, f, E = 64, 96, 4
+    t = {"model.layers.0.block_sparse_moe.gate.weight":
+         rng.standard_normal((E, d)).astype(np.float32)}
+    for e in range(E):
+        pre = f"model.layers.0.block_sparse_moe.experts.{e}."
+        t[pre + "w1.weight"] = rng.standard_normal((f, d)).astype(np.float32) / 8
+        t[pre + "w3.weight"] = rng.standard_normal((f, d)).astype(np.float32) / 8
+        t[pre + "w2.weight"] = rng.standard_normal((d, f)).astype(np.float32) / 8
+    save_file(t, str(tmp_path / "model.safetensors"))
+    rep = run(ONYX, "moe.mixtral8x7b", params={
+        "weights": str(tmp_path), "d": str(d), "f": str(f), "experts": str(E),
+        "tokens": "6", "weight_sparsity": "0.5"}, fidelity="burst")
+    assert rep.summary["verified"] is True
+    w1 = rep.layer.experts[2].gate.data
+    assert np.count_nonzero(w1) == f * d // 2
+    assert np.array_equal(rep.layer.router.data,
+                          t["model.layers.0.block_sparse_moe.gate.weight"])
+
+
+def test_yaml_spec_from_cli(tmp_path, capsys):
+    spec = tmp_path / "moe.yaml"
+    spec.write_text("workload: moe.olmoe\ntokens: 8\nrouting: uniform\n"
+                    "sparsity: {weight: 0.5, pattern: '4:8'}\nparams: {scale: 16}\n")
+    assert main(["run", ONYX, str(spec), "-q", "-p", "seed=2"]) == 0
+    out = capsys.readouterr().out
+    assert "moe.olmoe" in out and "True" in out
+    spec.write_text("workload: moe.olmoe\nsparsity: {wieght: 0.5}\n")
+    assert main(["run", ONYX, str(spec), "-q"]) == 2
+    assert "sparsity.wieght: unknown key" in capsys.readouterr().err
+
+
+def test_cli_lists_layers_with_parameters(capsys):
+    assert main(["list", "workloads"]) == 0
+    out = capsys.readouterr().out
+    for name in ("moe.mixtral8x7b", "moe.deepseek-v3", "linear.llama2-7b.down",
+                 "ffn.opt-6.7b", "-p routing=gini0.10", "-p weight_sparsity="):
+        assert name in out
