@@ -1,4 +1,6 @@
-"""Tensor-algebra kernels: SpMV, SpM*SpM, element-wise add and multiply, and dense GEMM."""
+"""Tensor-algebra kernels: SpMV, SpM*SpM, element-wise add and multiply, dense GEMM, and the
+SAM/Onyx evaluation kernels on 3-tensors and three operands: SDDMM, TTV, TTM, the inner
+product of two 3-tensors and MTTKRP."""
 
 from __future__ import annotations
 
@@ -158,6 +160,96 @@ def _gemm(p: dict[str, Any]) -> KernelLayer:
                        None, (m, n), p, lambda: exact_matmul(a, b))
 
 
+def random_tensor(rng: np.random.Generator, shape: tuple[int, ...], density: float,
+                  values: str, empty_slices: float = 0.0) -> np.ndarray:
+    """A seeded dense array of any rank with exactly round(density * size) nonzeros (ints
+    1..9 or floats U(0.5, 1.5), as ``random_sparse``); ``empty_slices`` forces that fraction
+    of the first mode's slices (chosen at random) to zero."""
+    size = int(np.prod(shape))
+    nnz = int(round(density * size))
+    flat = rng.choice(size, size=nnz, replace=False) if nnz else np.zeros(0, dtype=np.int64)
+    if values == "int":
+        data = rng.integers(1, 10, size=nnz).astype(np.int64)
+        out = np.zeros(size, dtype=np.int64)
+    else:
+        data = rng.uniform(0.5, 1.5, size=nnz)
+        out = np.zeros(size)
+    out[flat] = data
+    out = out.reshape(shape)
+    if empty_slices > 0:
+        out[rng.random(shape[0]) < empty_slices] = 0
+    return out
+
+
+def natural_formats(expr: str, order: str, levels: dict[str, str]) -> dict[str, str]:
+    """Each tensor's format ``levels[name]`` (one letter per level) with the mode order that
+    the loop ``order`` visits its indices in, e.g. ``ss:1,0`` for D(j,k) under ``ikj``."""
+    out = {}
+    for name, letters in levels.items():
+        head = expr.split("=", 1)[1]
+        idx = head[head.index(name + "(") + len(name) + 1:].split(")", 1)[0].split(",")
+        mode = [idx.index(v) for v in order if v in idx]
+        if len(mode) != len(idx):     # the order misses an index: let the compiler say so
+            out[name] = letters
+        else:
+            out[name] = letters + ("" if mode == sorted(mode) else
+                                   ":" + ",".join(map(str, mode)))
+    return out
+
+
+def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
+                   default_order: str, levels: dict[str, str], factors: tuple[str, ...],
+                   reference: str):
+    """Builder of a kernel over named index sizes: ``index`` names the variables the
+    ``shape`` parameter sizes (in order), ``shape_of`` each tensor's indices, ``factors`` the
+    operands drawn at ``factor_density`` (the rest at ``density``; the first operand gets the
+    empty slices), ``reference`` the einsum of the numpy result."""
+    def build(p: dict[str, Any]) -> KernelLayer:
+        _check(name, p, len(index), ",".join(index.upper()))
+        if "factor_density" in p:
+            check_density(name, p["factor_density"], "factor_density")
+        order = p["order"] or default_order
+        if sorted(order) != sorted(index):
+            raise WorkloadError(f"workload {name}: parameter order: a permutation of "
+                                f"{index} (default {default_order}), got {order!r}")
+        size = dict(zip(index, p["shape"]))
+        rng = _rng(p)
+        tensors: dict[str, np.ndarray] = {}
+        for k, (t, idx) in enumerate(shape_of.items()):
+            dens = p["factor_density"] if t in factors else p["density"]
+            tensors[t] = random_tensor(rng, tuple(size[v] for v in idx), dens, p["values"],
+                                       p["empty_rows"] if k == 0 else 0.0)
+        fmts = parse_format_spec(name, p["formats"], natural_formats(expr, order, levels))
+        out_idx = reference.split("->")[1]
+        ops = [tensors[t] for t in shape_of]
+        return KernelLayer(name, expr, dict(tensors), fmts, order,
+                           tuple(size[v] for v in out_idx), p,
+                           lambda: np.asarray(np.einsum(reference, *ops)))
+    return build
+
+
+_TENSOR_COMMON = (
+    Param("seed", "int", 0, "random seed of the operands"),
+    Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
+    Param("empty_rows", "float", 0.0, "fraction of the first operand's first-mode slices "
+          "forced empty"),
+)
+
+
+def _density(default: float = 0.33) -> Param:
+    return Param("density", "float", default, "fraction of nonzeros of the sparse operand "
+                 "B (and C for innerprod), in [0, 1]")
+
+
+def _factor_density(what: str) -> Param:
+    return Param("factor_density", "float", 1.0, f"fraction of nonzeros of {what}, in [0, 1] "
+                 "(1: dense factors)")
+
+
+def _order_param(default: str, alternatives: str) -> Param:
+    return Param("order", "str", default, f"loop order (default {default}; {alternatives})")
+
+
 def _fmt_param(default: str) -> Param:
     return Param("formats", "str", "", f"storage formats, e.g. '{default}' (d dense, s "
                  "compressed, ':1,0' mode order); empty: the defaults")
@@ -192,4 +284,47 @@ KERNELS = (
               Param("dataflow", "str", "", "os, ws or is; empty: the chip's (systolic."
                     "dataflow, else os)")),
              _gemm),
+    Workload("sddmm", "sampled dense-dense matrix product X = B .* (C D^T)",
+             "SAM (ASPLOS'23) mat_sddmm; Onyx (VLSI'24) evaluation kernel SDDMM",
+             (Param("shape", "ints", (24, 24, 16), "M,N,K: B is MxN, C is MxK, D is NxK"),
+              _density(), _factor_density("C and D")) + _TENSOR_COMMON
+             + (_fmt_param("B:ss C:dd D:dd"),
+                _order_param("ijk", "k innermost reduces with a scalar reducer")),
+             _tensor_kernel("sddmm", "X(i,j)=B(i,j)*C(i,k)*D(j,k)", "ijk",
+                            {"B": "ij", "C": "ik", "D": "jk"}, "ijk",
+                            {"B": "ss", "C": "dd", "D": "dd"}, ("C", "D"), "ij,ik,jk->ij")),
+    Workload("ttv", "tensor-times-vector X(i,j) = sum_k B(i,j,k) c(k)",
+             "SAM (ASPLOS'23) tensor3_ttv; Onyx (VLSI'24) evaluation kernel TTV",
+             (Param("shape", "ints", (32, 32, 32), "I,J,K: B is IxJxK, c has K entries"),
+              _density(), _factor_density("c")) + _TENSOR_COMMON
+             + (_fmt_param("B:sss c:d"), _order_param("ijk", "k must be innermost")),
+             _tensor_kernel("ttv", "X(i,j)=B(i,j,k)*c(k)", "ijk", {"B": "ijk", "c": "k"},
+                            "ijk", {"B": "sss", "c": "d"}, ("c",), "ijk,k->ij")),
+    Workload("ttm", "tensor-times-matrix X(i,j,k) = sum_l B(i,j,l) C(k,l)",
+             "SAM (ASPLOS'23) tensor3_ttm; Onyx (VLSI'24) evaluation kernel TTM",
+             (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxJxL, C is KxL"),
+              _density(), _factor_density("C")) + _TENSOR_COMMON
+             + (_fmt_param("B:sss C:ss"),
+                _order_param("ijkl", "ijlk accumulates k fibers with a vector reducer")),
+             _tensor_kernel("ttm", "X(i,j,k)=B(i,j,l)*C(k,l)", "ijkl",
+                            {"B": "ijl", "C": "kl"}, "ijkl", {"B": "sss", "C": "ss"}, ("C",),
+                            "ijl,kl->ijk")),
+    Workload("innerprod", "inner product of two 3-tensors x = sum_ijk B(i,j,k) C(i,j,k)",
+             "SAM (ASPLOS'23) tensor3_innerprod; Onyx (VLSI'24) evaluation kernel InnerProd",
+             (Param("shape", "ints", (32, 32, 32), "I,J,K: B and C are IxJxK"), _density())
+             + _TENSOR_COMMON + (_fmt_param("B:sss C:sss"), _order_param("ijk", "any "
+                                                                          "permutation")),
+             _tensor_kernel("innerprod", "x=B(i,j,k)*C(i,j,k)", "ijk",
+                            {"B": "ijk", "C": "ijk"}, "ijk", {"B": "sss", "C": "sss"}, (),
+                            "ijk,ijk->")),
+    Workload("mttkrp", "matricized tensor times Khatri-Rao product "
+             "X(i,j) = sum_kl B(i,k,l) C(j,k) D(j,l)",
+             "SAM (ASPLOS'23) tensor3_mttkrp; Onyx (VLSI'24) evaluation kernel MTTKRP",
+             (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxKxL, C is JxK, "
+                    "D is JxL"), _density(), _factor_density("C and D")) + _TENSOR_COMMON
+             + (_fmt_param("B:sss C:ss D:ss"),
+                _order_param("ijkl", "k and l must follow i and j")),
+             _tensor_kernel("mttkrp", "X(i,j)=B(i,k,l)*C(j,k)*D(j,l)", "ijkl",
+                            {"B": "ikl", "C": "jk", "D": "jl"}, "ijkl",
+                            {"B": "sss", "C": "ss", "D": "ss"}, ("C", "D"), "ikl,jk,jl->ij")),
 )
