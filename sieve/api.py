@@ -154,8 +154,9 @@ def skipped_ops(program: Program, result: RunResult) -> int:
 
 
 def dense_equivalent_ops(expr: str, tensors: dict[str, Any]) -> int:
-    """Ops of the dense computation: one multiply (and one add when an index is contracted)
-    per point of the iteration space."""
+    """Ops of the dense computation per point of the iteration space: one op per operand
+    after the first (multiplies for ``*``, adds for ``+``), plus one add when an index is
+    contracted (e.g. SDDMM and MTTKRP: 2 multiplies + 1 add)."""
     from compiler.notation import parse_expr
 
     assign = parse_expr(expr)
@@ -165,7 +166,7 @@ def dense_equivalent_ops(expr: str, tensors: dict[str, Any]) -> int:
             sizes[v] = int(n)
     points = int(np.prod([sizes[v] for v in assign.index_vars], dtype=np.float64))
     contracted = any(v not in assign.out.indices for v in assign.index_vars)
-    return points * (2 if contracted and assign.op == "*" else 1)
+    return points * (len(assign.operands) - 1 + int(contracted and assign.op == "*"))
 
 
 def roofs(chip: ChipConfig) -> dict[str, float]:
