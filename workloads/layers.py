@@ -351,7 +351,9 @@ class MoELayer:
         g = self.gating
         bias = self.router_bias
         if g.kind == "sigmoid_group":
-            idx, wts = topk_gating(lg.astype(np.float64), self.k, g.kind, bias=bias,
+            # the routing profile shapes the logits (as for the other kinds); DeepSeek-V3's
+            # own correction bias is learned to balance load, which no profile models
+            idx, wts = topk_gating(lg.astype(np.float64) + bias[None, :], self.k, g.kind,
                                    n_group=g.n_group, topk_group=g.topk_group,
                                    scaling=g.scaling)
         else:

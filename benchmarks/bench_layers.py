@@ -1,0 +1,102 @@
+"""Model-layer benchmark: wall time and peak RSS of full-size MoE layers, analytic vs burst.
+
+    .venv/bin/python benchmarks/bench_layers.py            # the issue's targets (~2 min)
+    .venv/bin/python benchmarks/bench_layers.py --quick    # scaled cases only
+
+Each case runs in its own process (``sieve.api.run`` without a run folder), so its peak RSS
+is its own (``resource.getrusage(RUSAGE_CHILDREN)``). Targets (issue 4): moe.mixtral8x7b at
+full size, 64 tokens, 50% unstructured weights, top-2: <= 60 s and <= 4 GB; at scale=8
+<= 5 s; moe.deepseek-v3 at full size with 256 tokens completes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ONYX = str(ROOT / "configs/chips/onyx.yaml")
+
+CASES = [
+    ("moe.mixtral8x7b", {"scale": 8, "tokens": 64, "weight_sparsity": 0.5}, None, True),
+    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "burst", True),
+    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "analytic", True),
+    ("moe.mixtral8x7b", {"tokens": 64, "weight_sparsity": 0.5}, None, False),
+    ("moe.deepseek-v3", {"tokens": 256}, None, False),
+]
+
+CHILD = """
+import json, sys, time
+from sieve.api import run
+t0 = time.perf_counter()
+rep = run({chip!r}, {name!r}, params={params!r}, fidelity={fidelity!r})
+s = rep.summary
+print(json.dumps({{"wall": time.perf_counter() - t0, "cycles": s["cycles"],
+                  "fidelity": s["fidelity"], "verified": s["verified"],
+                  "macs": s["effectual_ops"] // 2, "tiles": s["tiles"],
+                  "experts": s.get("experts"), "seconds": s["seconds"]}}))
+"""
+
+
+def run_case(name: str, params: dict, fidelity: str | None) -> dict:
+    code = CHILD.format(chip=ONYX, name=name, params={k: str(v) for k, v in params.items()},
+                        fidelity=fidelity)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} {params}: failed\n{proc.stderr}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["rss_mb"] = max(rss, before) / 1024
+    out["process_wall"] = wall
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="scaled cases only")
+    args = ap.parse_args()
+    print(f"{'workload':<18} {'params':<40} {'fidelity':<9} {'cycles':>15} {'MACs':>15} "
+          f"{'tiles':>9} {'verified':>8} {'run s':>7} {'RSS MB':>7}")
+    results = []
+    for name, params, fidelity, quick in CASES:
+        if args.quick and not quick:
+            continue
+        r = run_case(name, params, fidelity)
+        results.append((name, params, r))
+        ptxt = ",".join(f"{k}={v}" for k, v in params.items())
+        print(f"{name:<18} {ptxt:<40} {r['fidelity']:<9} {r['cycles']:>15,} {r['macs']:>15,} "
+              f"{r['tiles']:>9,} {r['verified']!s:>8} {r['wall']:>7.2f} {r['rss_mb']:>7.0f}",
+              flush=True)
+    burst = [r for n, p, r in results if p.get("scale") == 64 and r["fidelity"] == "burst"]
+    ana = [r for n, p, r in results if p.get("scale") == 64 and r["fidelity"] == "analytic"]
+    if burst and ana:
+        print(f"\nanalytic / burst cycles at scale=64: {ana[0]['cycles'] / burst[0]['cycles']:.4f}"
+              f"  (wall {ana[0]['wall']:.2f} s vs {burst[0]['wall']:.2f} s)")
+    for name, params, r in results:
+        ex = r.get("experts")
+        if not ex or params.get("scale"):
+            continue
+        tok = ex["tokens"]
+        print(f"\n{name} {params}: per-expert load (tokens) min/mean/max "
+              f"{min(tok)}/{sum(tok) / len(tok):.2f}/{max(tok)}, Gini {ex['token_gini']:.3f}, "
+              f"max/mean tokens {ex['tokens_max_over_mean']:.2f}, max/mean compute cycles "
+              f"{ex['cycles_max_over_mean']:.2f}; straggler expert {ex['straggler']} ends at "
+              f"cycle {ex['straggler_finish_cycle']:,} of {r['cycles']:,}")
+        if len(tok) <= 16:
+            print("  expert  tokens  compute cycles")
+            for e, (t, c) in enumerate(zip(tok, ex["compute_cycles"])):
+                print(f"  {e:>6}  {t:>6}  {c:>14,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
