@@ -279,3 +279,27 @@ def test_cli_lists_layers_with_parameters(capsys):
     for name in ("moe.mixtral8x7b", "moe.deepseek-v3", "linear.llama2-7b.down",
                  "ffn.opt-6.7b", "-p routing=gini0.10", "-p weight_sparsity="):
         assert name in out
+
+
+# ------------------------------------------------------------------ CPU baseline of layers
+def test_cpu_layer_estimate_sums_library_calls():
+    from baselines.cpu import (
+        estimate_gemm,
+        estimate_work,
+        layer_estimate,
+        load_cpu_preset,
+        spmm_shape_work,
+    )
+
+    cpu = load_cpu_preset("xeon-12c")
+    dense = {"m": 16, "k": 4096, "n": 14336, "w_nnz": 4096 * 14336}
+    sparse = {"m": 16, "k": 4096, "n": 14336, "w_nnz": 4096 * 14336 // 2}
+    one = layer_estimate([dense], cpu, layer="x")
+    assert one.seconds == pytest.approx(estimate_gemm(16, 14336, 4096, cpu).seconds)
+    two = layer_estimate([dense, sparse], cpu, layer="x")
+    sp_est = estimate_work(spmm_shape_work(14336, 4096, sparse["w_nnz"], 16, cpu), cpu)
+    assert two.seconds == pytest.approx(one.seconds + sp_est.seconds)
+    assert two.energy_j == pytest.approx(one.energy_j + sp_est.energy_j)
+    moe = layer_estimate([dense], cpu, layer="x", moe_pairs=128, d_model=4096)
+    assert moe.seconds > one.seconds and moe.bytes > one.bytes
+    assert layer_estimate([{"m": 0, "k": 8, "n": 8, "w_nnz": 0}], cpu, layer="x").seconds == 0
