@@ -366,6 +366,7 @@ SUMMARY_ROWS = (
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
     ("energy_j", "energy (J)", "{:.3e}"),
+    ("dense_mode_cycles", "dense-mode cycles (estimate)", "{:,}"),
     ("lanes", "lanes (tile-kernel copies)", "{:,}"),
     ("tiles", "tiles run", "{:,}"),
 )

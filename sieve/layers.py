@@ -183,9 +183,13 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
         "tiles": run.work.tiles,
         "skipped_tiles": run.work.skipped_tiles,
         "tokens": layer.tokens,
+        "dense_mode_cycles": ls.dense_mode_cycles,
         "notes": {"fidelity": why,
                   "ops": "a MAC is 2 ops; ops adds the ALU passes (activations, combine)",
-                  "kernel_cycles": "tile kernel cycles summed over all tiles and lanes"},
+                  "kernel_cycles": "tile kernel cycles summed over all tiles and lanes",
+                  "dense_mode_cycles": "the same products on the dense MAC block, one after "
+                  "another, each max(systolic OS compute cycles, dense weights over DRAM); an "
+                  "estimate for comparison, not scheduled"},
     }
     if run.experts:
         tokens = np.array([e.tokens for e in run.experts], dtype=np.float64)
@@ -238,6 +242,7 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
     ls.effectual_mac_count = eng.work.products
     ls.dense_mac_count = eng.work.dense_products
     ls.elementwise_op_count = eng.elementwise
+    ls.dense_mode_cycles = eng.dense_cycles
     io = T * d * WORD_BYTES
     eng.memory["dram_read_bytes"] += io
     eng.memory["dram_write_bytes"] += y.shape[0] * y.shape[1] * WORD_BYTES

@@ -30,11 +30,12 @@ A tile's cycles come from the engine named by ``fidelity``:
   intersecter and the scanners then overlap, which the max does not see).
 
 Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
-compiler must before routing is known; with fewer experts than lanes an expert's chunks
-spread over its share of lanes, and shared experts, FFN and linear layers spread their chunks
-over all lanes. Per lane, each chunk is a job: its weight tiles are DMAed DRAM -> GLB (one
-shared DRAM channel, simulator.chip.dram_transfer) into one of two GLB buffers while the
-previous job computes (double buffering); a job computes for the sum over its tiles of
+compiler must before routing is known; with fewer experts than lanes an expert's chunks spread
+over its share of lanes, and shared experts, FFN and linear layers spread their chunks over all
+lanes. Each lane owns 1/lanes of the GLB, split into two buffers. Per lane, each product is a
+job (or several equal jobs when its compressed weights exceed one buffer): its weights are
+DMAed DRAM -> GLB (one shared DRAM channel, simulator.chip.dram_transfer) into one buffer while
+the previous job computes (double buffering); a job computes for the sum over its tiles of
 launch + max(kernel cycles, GLB<->MEM-tile transfer of the tile in and out over the lane's
 share of the links). SimPy carries one event per job. The layer ends when the slowest lane
 does: that straggler is what load imbalance costs, and ``chip.layer.expert<e>.*`` shows it.
@@ -247,6 +248,10 @@ class LayerStats:
     effectual_mac_count: int = stat("MACs", "Multiplies with both operands nonzero.")
     dense_mac_count: int = stat("MACs", "Multiplies of the same products done densely.")
     elementwise_op_count: int = stat("ops", "ALU ops of activations, gating and combine.")
+    dense_mode_cycles: int = stat("cycles", "Cycles the same matrix products would take in "
+                                  "dense mode on the fabric's MAC block: per product the "
+                                  "larger of its systolic OS compute cycles and streaming its "
+                                  "dense weights from DRAM; an estimate, not scheduled.")
     dropped_token_count: int = stat("tokens", "Token-expert pairs dropped by capacity.")
     routed_pair_count: int = stat("pairs", "Token-expert pairs kept (nonzeros of G).")
 
@@ -296,12 +301,19 @@ class LayerEngine:
         self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
         self.hops = plan.mean_hops
         self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
+        self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // 2)
         self.jobs: list[Job] = []
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
         self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
                        "glb_write_bytes": 0}
         self.elementwise = 0
+        self.dense_cycles = 0
+        from simulator.energy import dense_mapping
+        from simulator.systolic import SystolicArray
+
+        block = dense_mapping(chip)
+        self.dense_array = SystolicArray(block.rows, block.cols, "os")
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
@@ -314,11 +326,25 @@ class LayerEngine:
         else:
             out, work = self._exact(a32, b32)
         self.work.add(work)
+        if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
+            from simulator.systolic import gemm_cycles
+
+            compute = gemm_cycles(a.shape[0], b.shape[1], a.shape[1], self.dense_array) + 1
+            dense_bytes = b.shape[0] * b.shape[1] * WORD_BYTES
+            stream = math.ceil(dense_bytes / self.chip.dram.bandwidth_bytes_per_cycle)
+            self.dense_cycles += max(compute, stream)
         weight_bytes = work.weight_words * WORD_BYTES
         self.memory["dram_read_bytes"] += weight_bytes
         self.memory["glb_write_bytes"] += weight_bytes + work.out_words * WORD_BYTES
         self.memory["glb_read_bytes"] += work.in_words * WORD_BYTES
-        self.jobs.append(Job(lane, expert, work.compute_cycles, weight_bytes, label))
+        # a product whose weights exceed one GLB buffer runs as several jobs (equal shares of
+        # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
+        n = max(1, cdiv(weight_bytes, self.buffer_bytes))
+        for i in range(n):
+            self.jobs.append(Job(lane, expert, work.compute_cycles * (i + 1) // n
+                                 - work.compute_cycles * i // n,
+                                 weight_bytes * (i + 1) // n - weight_bytes * i // n,
+                                 label if n == 1 else f"{label}#{i}"))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
                               "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
                               "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
