@@ -265,6 +265,7 @@ def test_empty_slices_and_sparse_factors(small_chip, name):
     ("sddmm", {"order": "ikj"}),                 # D stored k-major, a vector reducer over k
     ("ttv", {"formats": "c:s", "factor_density": 0.5}),
     ("ttv", {"formats": "B:dsd"}),
+    ("ttv", {"order": "ikj"}),                   # B stored (i,k,j), vector reducer over k
     ("ttm", {"order": "ijlk"}),                  # C stored l-major, vector reducer over l
     ("ttm", {"formats": "B:sds C:ds", "factor_density": 0.4}),
     ("innerprod", {"order": "kji"}),

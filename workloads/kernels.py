@@ -236,9 +236,8 @@ _TENSOR_COMMON = (
 )
 
 
-def _density(default: float = 0.33) -> Param:
-    return Param("density", "float", default, "fraction of nonzeros of the sparse operand "
-                 "B (and C for innerprod), in [0, 1]")
+def _density(what: str = "the sparse operand B") -> Param:
+    return Param("density", "float", 0.33, f"fraction of nonzeros of {what}, in [0, 1]")
 
 
 def _factor_density(what: str) -> Param:
@@ -247,7 +246,7 @@ def _factor_density(what: str) -> Param:
 
 
 def _order_param(default: str, alternatives: str) -> Param:
-    return Param("order", "str", default, f"loop order (default {default}; {alternatives})")
+    return Param("order", "str", default, f"loop order: {default} (default) {alternatives}")
 
 
 def _fmt_param(default: str) -> Param:
@@ -289,7 +288,7 @@ KERNELS = (
              (Param("shape", "ints", (24, 24, 16), "M,N,K: B is MxN, C is MxK, D is NxK"),
               _density(), _factor_density("C and D")) + _TENSOR_COMMON
              + (_fmt_param("B:ss C:dd D:dd"),
-                _order_param("ijk", "k innermost reduces with a scalar reducer")),
+                _order_param("ijk", "or ikj: a vector reducer over k")),
              _tensor_kernel("sddmm", "X(i,j)=B(i,j)*C(i,k)*D(j,k)", "ijk",
                             {"B": "ij", "C": "ik", "D": "jk"}, "ijk",
                             {"B": "ss", "C": "dd", "D": "dd"}, ("C", "D"), "ij,ik,jk->ij")),
@@ -297,7 +296,7 @@ KERNELS = (
              "SAM (ASPLOS'23) tensor3_ttv; Onyx (VLSI'24) evaluation kernel TTV",
              (Param("shape", "ints", (32, 32, 32), "I,J,K: B is IxJxK, c has K entries"),
               _density(), _factor_density("c")) + _TENSOR_COMMON
-             + (_fmt_param("B:sss c:d"), _order_param("ijk", "k must be innermost")),
+             + (_fmt_param("B:sss c:d"), _order_param("ijk", "or ikj: a vector reducer over k")),
              _tensor_kernel("ttv", "X(i,j)=B(i,j,k)*c(k)", "ijk", {"B": "ijk", "c": "k"},
                             "ijk", {"B": "sss", "c": "d"}, ("c",), "ijk,k->ij")),
     Workload("ttm", "tensor-times-matrix X(i,j,k) = sum_l B(i,j,l) C(k,l)",
@@ -305,15 +304,16 @@ KERNELS = (
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxJxL, C is KxL"),
               _density(), _factor_density("C")) + _TENSOR_COMMON
              + (_fmt_param("B:sss C:ss"),
-                _order_param("ijkl", "ijlk accumulates k fibers with a vector reducer")),
+                _order_param("ijkl", "or ijlk: a vector reducer over l")),
              _tensor_kernel("ttm", "X(i,j,k)=B(i,j,l)*C(k,l)", "ijkl",
                             {"B": "ijl", "C": "kl"}, "ijkl", {"B": "sss", "C": "ss"}, ("C",),
                             "ijl,kl->ijk")),
     Workload("innerprod", "inner product of two 3-tensors x = sum_ijk B(i,j,k) C(i,j,k)",
              "SAM (ASPLOS'23) tensor3_innerprod; Onyx (VLSI'24) evaluation kernel InnerProd",
-             (Param("shape", "ints", (32, 32, 32), "I,J,K: B and C are IxJxK"), _density())
-             + _TENSOR_COMMON + (_fmt_param("B:sss C:sss"), _order_param("ijk", "any "
-                                                                          "permutation")),
+             (Param("shape", "ints", (32, 32, 32), "I,J,K: B and C are IxJxK"),
+              _density("each of B and C"))
+             + _TENSOR_COMMON
+             + (_fmt_param("B:sss C:sss"), _order_param("ijk", "or any other permutation")),
              _tensor_kernel("innerprod", "x=B(i,j,k)*C(i,j,k)", "ijk",
                             {"B": "ijk", "C": "ijk"}, "ijk", {"B": "sss", "C": "sss"}, (),
                             "ijk,ijk->")),
@@ -323,7 +323,7 @@ KERNELS = (
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxKxL, C is JxK, "
                     "D is JxL"), _density(), _factor_density("C and D")) + _TENSOR_COMMON
              + (_fmt_param("B:sss C:ss D:ss"),
-                _order_param("ijkl", "k and l must follow i and j")),
+                _order_param("ijkl", "or ijlk: contracted k and l after i and j")),
              _tensor_kernel("mttkrp", "X(i,j)=B(i,k,l)*C(j,k)*D(j,l)", "ijkl",
                             {"B": "ikl", "C": "jk", "D": "jl"}, "ijkl",
                             {"B": "sss", "C": "ss", "D": "ss"}, ("C", "D"), "ikl,jk,jl->ij")),
