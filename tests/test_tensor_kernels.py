@@ -23,6 +23,8 @@ import pytest
 from compiler.lower import lower_assignment
 from compiler.notation import parse_expr, parse_order
 from compiler.pipeline import compile_layer, lower_layer
+from isa.asm import parse_program, print_program
+from isa.bitstream import decode, encode
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel, run_unit
@@ -188,6 +190,14 @@ def test_lowered_graphs_follow_sam(small_chip):
     assert [n.attr("drop_empty") for n in _ops(k, Opcode.REDUCE)] == [True, True, False]
     assert not _ops(k, Opcode.WRITE_CRD) and len(_ops(k, Opcode.WRITE_VAL)) == 1
     assert next(d for d in k.tensors if d.is_output).shape == ()
+
+
+@pytest.mark.parametrize("name", TENSOR_KERNELS)
+def test_programs_round_trip_through_assembly_and_bitstream(small_chip, name):
+    program = compile_layer(get_workload(name).make({"shape": TINY[name]}), small_chip)
+    kernel = program.kernels[0]
+    assert parse_program(print_program(program)).kernels[0] == kernel
+    assert decode(encode(kernel)) == kernel
 
 
 def three_way(op: str, shape=(6, 7), density=0.4, seed=0, formats=("ss", "ss", "ss")):
