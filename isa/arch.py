@@ -183,11 +183,16 @@ class ControllerConfig:
 class CompilerConfig:
     balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
+    layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
+    #                                      block, systolic) | auto (the faster of the two)
 
     def problems(self) -> list[tuple[str, str]]:
+        out = []
         if not 0 <= self.max_buffer_entries <= 255:
-            return [("max_buffer_entries", "must be in 0..255")]
-        return []
+            out.append(("max_buffer_entries", "must be in 0..255"))
+        if self.layer_mode not in ("auto", "sparse", "dense"):
+            out.append(("layer_mode", f"must be auto, sparse or dense (got {self.layer_mode!r})"))
+        return out
 
 
 @dataclass(frozen=True)

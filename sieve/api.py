@@ -366,7 +366,9 @@ SUMMARY_ROWS = (
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
     ("energy_j", "energy (J)", "{:.3e}"),
-    ("dense_mode_cycles", "dense-mode cycles (estimate)", "{:,}"),
+    ("mode", "layer mode", "{}"),
+    ("sparse_mode_cycles", "sparse mode: experts/products cycles", "{:,}"),
+    ("dense_mode_cycles", "dense mode: experts/products cycles", "{:,}"),
     ("lanes", "lanes (tile-kernel copies)", "{:,}"),
     ("tiles", "tiles run", "{:,}"),
 )

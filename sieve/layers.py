@@ -156,6 +156,7 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
                   fidelity: str, why: str) -> dict[str, Any]:
     """The ``summary`` of stats.json for a model layer (a MAC is 2 ops)."""
     ls = run.layer_stats
+    dense = run.mode == "dense"
     eff = 2 * (run.work.products + router_macs)
     dense_eq = 2 * (run.work.dense_products + router_macs)
     out: dict[str, Any] = {
@@ -170,26 +171,32 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
         and checks.get("numpy_full_forward") is not False,
         "checks": checks,
         "effectual_ops": eff,
-        "skipped_ops": 2 * (run.work.dense_products - run.work.products),
+        # sparse mode never issues a product with a zero operand; dense mode issues them all
+        "skipped_ops": 0 if dense else 2 * (run.work.dense_products - run.work.products),
         "gated_ops": 0,
-        "ineffectual_ops": 0,
+        "ineffectual_ops": 2 * (run.work.dense_products - run.work.products) if dense else 0,
         "ops": eff + ls.elementwise_op_count,
         "dense_equivalent_ops": dense_eq + ls.elementwise_op_count,
         "dram_bytes": run.memory["dram_read_bytes"] + run.memory["dram_write_bytes"],
         "glb_bytes": run.memory["glb_read_bytes"] + run.memory["glb_write_bytes"],
         "energy_j": energy.total_pj * 1e-12,
         "energy_table": chip.energy_table,
-        "lanes": plan.lanes,
-        "tiles": run.work.tiles,
-        "skipped_tiles": run.work.skipped_tiles,
+        "lanes": 1 if dense else plan.lanes,
+        "tiles": 0 if dense else run.work.tiles,
+        "skipped_tiles": 0 if dense else run.work.skipped_tiles,
         "tokens": layer.tokens,
+        "mode": run.mode,
+        "sparse_mode_cycles": ls.sparse_mode_cycles,
         "dense_mode_cycles": ls.dense_mode_cycles,
         "notes": {"fidelity": why,
                   "ops": "a MAC is 2 ops; ops adds the ALU passes (activations, combine)",
-                  "kernel_cycles": "tile kernel cycles summed over all tiles and lanes",
-                  "dense_mode_cycles": "the same products on the dense MAC block, one after "
-                  "another, each max(systolic OS compute cycles, dense weights over DRAM); an "
-                  "estimate for comparison, not scheduled"},
+                  "kernel_cycles": "sparse mode's tile kernel cycles summed over all tiles "
+                  "and lanes",
+                  "lanes": "copies of the tile kernel (sparse mode); 1: the MAC block",
+                  "mode": "compiler.layer_mode (auto: the faster of sparse and dense mode, "
+                  "both scheduled; cycles, energy and traffic are the chosen mode's)",
+                  "sparse_mode_cycles": "experts/products stage on the SAM lanes",
+                  "dense_mode_cycles": "experts/products stage on the dense MAC block"},
     }
     if run.experts:
         tokens = np.array([e.tokens for e in run.experts], dtype=np.float64)
@@ -231,22 +238,38 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
     else:
         y, ref = _run_linear(layer, eng)
         experts = []
-    end, finish, lane_end = eng.schedule()
+    sparse = eng.schedule("sparse")
+    dense = eng.schedule("dense")
+    mode = chip.compiler.layer_mode
+    if mode == "auto":
+        mode = "dense" if dense[0] < sparse[0] else "sparse"
+    end, finish, lane_end = dense if mode == "dense" else sparse
+    jobs = eng.dense_jobs if mode == "dense" else eng.jobs
+    ls.sparse_mode_cycles, ls.dense_mode_cycles = sparse[0], dense[0]
+    ls.dense_mode = int(mode == "dense")
     ls.experts_cycles = end
     for e, st in enumerate(experts):
         st.finish_cycle = finish.get(e, 0)
+        mine = [j for j in jobs if j.expert == e]
+        st.compute_cycles = sum(j.cycles for j in mine)
+        st.dram_bytes = sum(j.dram_bytes for j in mine)
+        if mode == "dense":
+            st.lane = 0
     total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
     ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
-    ls.job_count = len(eng.jobs)
+    ls.job_count = len(jobs)
     ls.kernel_cycles = eng.work.kernel_cycles
     ls.effectual_mac_count = eng.work.products
     ls.dense_mac_count = eng.work.dense_products
     ls.elementwise_op_count = eng.elementwise
-    ls.dense_mode_cycles = eng.dense_cycles
+    memory = dict(eng.memory)
+    if mode == "dense":
+        memory.update(eng.dense_memory)
+        memory["dram_read_bytes"] += eng.extra_dram_bytes
     io = T * d * WORD_BYTES
-    eng.memory["dram_read_bytes"] += io
-    eng.memory["dram_write_bytes"] += y.shape[0] * y.shape[1] * WORD_BYTES
-    eng.memory["glb_write_bytes"] += io
+    memory["dram_read_bytes"] += io
+    memory["dram_write_bytes"] += y.shape[0] * y.shape[1] * WORD_BYTES
+    memory["glb_write_bytes"] += io
     stats: dict[str, dict[str, Any]] = {}
     flatten("chip.layer", ls, stats)
     for e, st in enumerate(experts):
@@ -256,7 +279,7 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
             "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
             "ended (experts stage)."}
     return LayerRun(total, fidelity, y, ref, dict(sorted(stats.items())), eng.work, ls,
-                    experts, eng.memory, "sparse", eng.products)
+                    experts, memory, mode, eng.products, eng.dense_counts)
 
 
 def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], expert: int,
@@ -338,6 +361,7 @@ def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
     ls.router_cycles = gemm_cycles(T, E, d, SystolicArray(block.rows, block.cols, "os")) + 1
     ls.topk_cycles = cdiv(T, eng.lanes) * k * E
     eng.memory["dram_read_bytes"] += router_w.size * WORD_BYTES
+    eng.extra_dram_bytes += router_w.size * WORD_BYTES
     idx, wts, kept = layer.route(logits)
     ls.dropped_token_count = int((~kept).sum())
     G = np.zeros((T, E))
@@ -361,14 +385,11 @@ def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
         st = experts[e]
         st.tokens = len(tok)
         st.lane = groups[e][0]
-        before = len(eng.jobs)
         macs = eng.work.products
         if len(tok):
             ye, re = _ffn_chunks(w, x[tok], layer.sparsity, eng, groups[e], e, f"expert{e}")
         else:
             ye = re = np.zeros((0, d))
-        st.compute_cycles = sum(j.cycles for j in eng.jobs[before:])
-        st.dram_bytes = sum(j.dram_bytes for j in eng.jobs[before:])
         st.effectual_mac_count = eng.work.products - macs
         y[tok] += G[tok, e][:, None] * ye
         # the reference combines with its own routing; it reuses the chunk-wise numpy

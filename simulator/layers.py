@@ -248,10 +248,13 @@ class LayerStats:
     effectual_mac_count: int = stat("MACs", "Multiplies with both operands nonzero.")
     dense_mac_count: int = stat("MACs", "Multiplies of the same products done densely.")
     elementwise_op_count: int = stat("ops", "ALU ops of activations, gating and combine.")
-    dense_mode_cycles: int = stat("cycles", "Cycles the same matrix products would take in "
-                                  "dense mode on the fabric's MAC block: per product the "
-                                  "larger of its systolic OS compute cycles and streaming its "
-                                  "dense weights from DRAM; an estimate, not scheduled.")
+    sparse_mode_cycles: int = stat("cycles", "Experts/products stage in sparse mode: SAM "
+                                   "tiles on the lanes (scheduled).")
+    dense_mode_cycles: int = stat("cycles", "Experts/products stage in dense mode: the same "
+                                  "products one after another on the MAC block (systolic OS "
+                                  "timing) with their dense weights DMAed (scheduled).")
+    dense_mode: int = stat("flag", "1 when the layer ran in dense mode (compiler.layer_mode "
+                           "or the auto choice), 0 for sparse mode.")
     dropped_token_count: int = stat("tokens", "Token-expert pairs dropped by capacity.")
     routed_pair_count: int = stat("pairs", "Token-expert pairs kept (nonzeros of G).")
 
@@ -281,8 +284,9 @@ class LayerRun:
     layer_stats: LayerStats
     experts: list[ExpertStats]
     memory: dict[str, int]
-    mode: str
+    mode: str                        # sparse | dense
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
+    dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
 
 
 class LayerEngine:
@@ -308,7 +312,10 @@ class LayerEngine:
         self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
                        "glb_write_bytes": 0}
         self.elementwise = 0
-        self.dense_cycles = 0
+        self.extra_dram_bytes = 0
+        self.dense_jobs: list[Job] = []
+        self.dense_counts: dict[str, float] = {}
+        self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0}
         from simulator.energy import dense_mapping
         from simulator.systolic import SystolicArray
 
@@ -327,12 +334,8 @@ class LayerEngine:
             out, work = self._exact(a32, b32)
         self.work.add(work)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
-            from simulator.systolic import gemm_cycles
-
-            compute = gemm_cycles(a.shape[0], b.shape[1], a.shape[1], self.dense_array) + 1
-            dense_bytes = b.shape[0] * b.shape[1] * WORD_BYTES
-            stream = math.ceil(dense_bytes / self.chip.dram.bandwidth_bytes_per_cycle)
-            self.dense_cycles += max(compute, stream)
+            self._dense_product(a.shape[0], a.shape[1], b.shape[1], work.products,
+                                expert, label)
         weight_bytes = work.weight_words * WORD_BYTES
         self.memory["dram_read_bytes"] += weight_bytes
         self.memory["glb_write_bytes"] += weight_bytes + work.out_words * WORD_BYTES
@@ -349,6 +352,34 @@ class LayerEngine:
                               "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
                               "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
         return out
+
+    def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
+                       label: str) -> None:
+        """The same product in dense mode: one job on the MAC block (systolic OS timing,
+        simulator.systolic) that streams the dense weights; every MAC is issued, those with a
+        zero operand at full energy (the array neither skips nor gates)."""
+        from simulator.systolic import fold_schedule
+
+        sched = fold_schedule(m, n, k, self.dense_array)
+        compute = sched.compute_cycles + 1
+        weight_bytes = k * n * WORD_BYTES
+        n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // 2))
+        for i in range(n_jobs):
+            self.dense_jobs.append(Job(0, expert, compute * (i + 1) // n_jobs
+                                       - compute * i // n_jobs,
+                                       weight_bytes * (i + 1) // n_jobs
+                                       - weight_bytes * i // n_jobs, label))
+        c = self.dense_counts
+        macs = m * n * k
+        c["mac"] = c.get("mac", 0.0) + effectual
+        c["mac_ineffectual"] = c.get("mac_ineffectual", 0.0) + macs - effectual
+        reads = float(sched.ifmap_reads.sum() + sched.filter_reads.sum())
+        c["mem_sram_read"] = c.get("mem_sram_read", 0.0) + reads / 4
+        c["mem_sram_write"] = c.get("mem_sram_write", 0.0) + float(sched.ofmap_writes.sum()) / 4
+        act_bytes = (m * k + m * n) * WORD_BYTES
+        self.dense_memory["dram_read_bytes"] += weight_bytes
+        self.dense_memory["glb_write_bytes"] += weight_bytes + m * n * WORD_BYTES
+        self.dense_memory["glb_read_bytes"] += weight_bytes + act_bytes
 
     def _finish_work(self, work: TileWork, cyc: np.ndarray, in_w: np.ndarray,
                      out_w: np.ndarray, live: np.ndarray) -> None:
@@ -449,15 +480,21 @@ class LayerEngine:
         """An ALU pass over ``n_ops`` elements on one lane (one element per cycle)."""
         self.elementwise += n_ops
         self.jobs.append(Job(lane, expert, int(n_ops), 0, label))
+        self.dense_jobs.append(Job(0, expert, cdiv(int(n_ops), self.dense_array.rows
+                                                   * self.dense_array.cols), 0, label))
 
-    def schedule(self) -> tuple[int, dict[int, int], list[int]]:
-        """Run the jobs on the lanes with SimPy: (end cycle, expert -> finish, lane ends)."""
+    def schedule(self, mode: str = "sparse") -> tuple[int, dict[int, int], list[int]]:
+        """Run the jobs with SimPy: (end cycle, expert -> finish, lane ends). ``sparse``: the
+        tile jobs on the lanes; ``dense``: the products' dense jobs one after another on the
+        MAC block (one lane holding the whole GLB as two buffers)."""
+        jobs_all = self.jobs if mode == "sparse" else self.dense_jobs
+        lanes = self.lanes if mode == "sparse" else 1
         env = simpy.Environment()
         dram = simpy.Resource(env, capacity=1)
         finish: dict[int, int] = {}
-        lane_end = [0] * self.lanes
-        per_lane: list[list[Job]] = [[] for _ in range(self.lanes)]
-        for j in self.jobs:
+        lane_end = [0] * lanes
+        per_lane: list[list[Job]] = [[] for _ in range(lanes)]
+        for j in jobs_all:
             per_lane[j.lane].append(j)
 
         def loader(jobs: list[Job], store: simpy.Store):
@@ -507,7 +544,9 @@ def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
     from isa.bitstream import config_bits
     from simulator.energy import energy_breakdown, energy_from_counts
 
-    if run.fidelity == "analytic":
+    if run.mode == "dense":
+        counts = dict(run.dense_counts)
+    elif run.fidelity == "analytic":
         counts = dict(run.work.counts)
     else:
         stats = {f"chip.tiles.{key}": {"value": v} for key, v in run.work.unit_stats.items()
