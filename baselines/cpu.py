@@ -954,24 +954,18 @@ def layer_estimate(products: list[Mapping[str, Any]], preset: CpuPreset, *, laye
     once) as memory traffic, and its ``elementwise_ops`` (activations, gating, combine) at
     the compute roof.
     """
-    total_s = total_j = flops = dense = nbytes = 0.0
+    ests: list[CpuEstimate] = []
     breakdown: dict[str, float] = {"calls": 0.0}
     for p in products:
         m, k, n, nnz = int(p["m"]), int(p["k"]), int(p["n"]), int(p["w_nnz"])
         if m == 0 or k == 0 or n == 0:
             continue
-        if nnz >= k * n:
-            work = gemm_work(m, n, k, preset)
-        else:
-            work = spmm_shape_work(n, k, nnz, m, preset)
-        est = estimate_work(work, preset, layer=layer)
-        total_s += est.seconds
-        total_j += est.energy_j
-        flops += est.flops
-        dense += est.dense_equivalent_flops
-        nbytes += est.bytes
+        work = gemm_work(m, n, k, preset) if nnz >= k * n else \
+            spmm_shape_work(n, k, nnz, m, preset)
+        ests.append(estimate_work(work, preset, layer=layer))
         breakdown["calls"] += 1
-        breakdown[f"{est.bound}_bound_calls"] = breakdown.get(f"{est.bound}_bound_calls", 0) + 1
+        key = f"{ests[-1].bound}_bound_calls"
+        breakdown[key] = breakdown.get(key, 0) + 1
     extra_bytes = 2.0 * moe_pairs * d_model * preset.value_bytes
     if extra_bytes or elementwise_ops:
         work = KernelWork(kernel="moe_gather_scatter", executed_flops=float(elementwise_ops),
@@ -981,17 +975,15 @@ def layer_estimate(products: list[Mapping[str, Any]], preset: CpuPreset, *, laye
                           compute_efficiency=preset.dense.gemm_efficiency,
                           parallel_efficiency=1.0, call_overhead_s=0.0,
                           counts={"pairs": moe_pairs})
-        est = estimate_work(work, preset, layer=layer)
-        total_s += est.seconds
-        total_j += est.energy_j
-        nbytes += est.bytes
-        flops += est.flops
-        dense += est.dense_equivalent_flops
+        ests.append(estimate_work(work, preset, layer=layer))
     bound: Bound = max((b for b in ("compute", "memory", "issue")),
                        key=lambda b: breakdown.get(f"{b}_bound_calls", 0))
-    return CpuEstimate(seconds=total_s, energy_j=total_j, flops=flops,
-                       dense_equivalent_flops=dense, bytes=nbytes, bound=bound,
-                       breakdown=breakdown, layer=layer, preset=preset.name)
+    return CpuEstimate(seconds=sum(e.seconds for e in ests),
+                       energy_j=sum(e.energy_j for e in ests),
+                       flops=sum(e.flops for e in ests),
+                       dense_equivalent_flops=sum(e.dense_equivalent_flops for e in ests),
+                       bytes=sum(e.bytes for e in ests), bound=bound, breakdown=breakdown,
+                       layer=layer, preset=preset.name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -386,42 +386,41 @@ class MoELayer:
 
 
 @dataclass(frozen=True)
-class FFNLayer:
-    """A dense-weight (or pruned) FFN with activation sparsity: y = down(act(gate x) * up x)."""
+class _TokenLayer:
+    """What every model layer has: a name, its model and the token activations [T x d]."""
 
     name: str
     model: str
     x: np.ndarray = field(repr=False)
-    ffn: FFNWeights = field(repr=False)
-    sparsity: ActivationSparsity = ActivationSparsity()
-    params: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    kind: str = "ffn"
 
     @property
     def tokens(self) -> int:
         return self.x.shape[0]
+
+
+@dataclass(frozen=True)
+class FFNLayer(_TokenLayer):
+    """A dense-weight (or pruned) FFN with activation sparsity: y = down(act(gate x) * up x)."""
+
+    ffn: FFNWeights = field(default=None, repr=False)  # type: ignore[assignment]
+    sparsity: ActivationSparsity = ActivationSparsity()
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    kind: str = "ffn"
 
     def reference(self) -> np.ndarray:
         return ffn_reference(self.ffn, self.x, self.sparsity)
 
 
 @dataclass(frozen=True)
-class LinearLayer:
+class LinearLayer(_TokenLayer):
     """One (pruned) linear layer y = x W^T."""
 
-    name: str
-    model: str
-    x: np.ndarray = field(repr=False)
-    weight: Weight = field(repr=False)
+    weight: Weight = field(default=None, repr=False)  # type: ignore[assignment]
     sparsity: ActivationSparsity = ActivationSparsity()
     params: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     kind: str = "linear"
-
-    @property
-    def tokens(self) -> int:
-        return self.x.shape[0]
 
     def reference(self, chunk: int = 1024) -> np.ndarray:
         x = teal(self.x.astype(np.float64), self.sparsity)
