@@ -18,13 +18,17 @@ produces does not depend on timing. So the engine works in two phases:
    produce.
 
 No Python loop runs per token, per nonzero or per MAC; the loops are over units, ports and
-fixed-point iterations. If the fixed point does not settle, the step dependency graph is
-checked for a cycle (scipy's strongly connected components): a cycle is a deadlock, reported
-with the units caught in it.
+fixed-point iterations. If the fixed point has not settled after ``check_after`` sweeps, the
+step dependency graph is checked for a cycle (scipy's strongly connected components): a cycle
+is a deadlock, reported with the units caught in it. Otherwise a back-pressure loop is
+stalling the pipeline once per fiber (one sweep per stall), and the times are finished by a
+sequential solver (a longest-path pass over the steps in topological order, in Python: linear
+in the steps, the same least fixed point).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -831,10 +835,12 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
 
 @dataclass
 class SolveStats:
-    """How the timing solver converged: sweeps, and recomputations per unit."""
+    """How the timing solver converged: sweeps, recomputations per unit, and whether the
+    sequential solver finished the job (``_solve_sequential``)."""
 
     sweeps: int
     recomputed: dict[str, int]
+    sequential: bool = False
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
@@ -842,7 +848,12 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 check_after: int = 64) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences; returns (step times per unit,
     solver statistics). A sweep recomputes, in topological order, only the units whose
-    inputs' or consumers' times changed since they were last computed."""
+    inputs' or consumers' times changed since they were last computed.
+
+    If ``check_after`` sweeps have not settled, the step graph is checked for a cycle (a
+    deadlock) and the times are finished by ``_solve_sequential``: back-pressure loops that
+    stall the pipeline once per fiber need one sweep each, while the sequential solver's cost
+    is linear in the steps (a pure-Python pass, about as costly as 50-100 sweeps)."""
     cons = _constraints(kernel, firings, chip)
     readers: dict[str, set[str]] = {n.id: set() for n in order}
     for dst, lst in cons.items():
@@ -855,6 +866,11 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     dirty = {n.id for n in order}
     recomputed: dict[str, int] = {}
     for it in range(1, max_iterations + 1):
+        if it > check_after:
+            _check_deadlock(kernel, firings, order,
+                            {e.name: channel_shape(e, chip) for e in kernel.edges})
+            return (_solve_sequential(kernel, firings, order, cons, chip, tdtype),
+                    SolveStats(it - 1, recomputed, sequential=True))
         changed_any = False
         for node in order:
             uid = node.id
@@ -888,11 +904,92 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 dirty |= readers[uid]
         if not changed_any and not dirty:
             return times, SolveStats(it, recomputed)
-        if it == check_after:
-            _check_deadlock(kernel, firings, order,
-                            {e.name: channel_shape(e, chip) for e in kernel.edges})
     raise SimulationError(f"burst engine: timing did not settle after {max_iterations} "
                           f"sweeps in {kernel.name}")
+
+
+def _solve_sequential(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
+                      cons: dict[str, list[_Constraint]], chip: ChipConfig,
+                      tdtype: type) -> dict[str, np.ndarray]:
+    """The same least fixed point, step by step: the longest paths of the step dependency
+    graph in a topological order of its steps.
+
+    Every unit advances through its steps while the steps its next step depends on (the
+    emits it peeks, the pops that free its output slots) are final; a unit that meets one
+    that is not waits for that unit to advance. Python work per step and dependency, no
+    sweeps: the fallback for runs whose sweeps settle one stall at a time.
+    Raises: SimulationError for a deadlock (no unit can advance) or the watchdog.
+    """
+    ids = [n.id for n in order]
+    index = {u: k for k, u in enumerate(ids)}
+    sizes = [firings[u].n for u in ids]
+    deps = []
+    for u, n in zip(ids, sizes):
+        tg, src, idx, w = [], [], [], []
+        for con in cons[u]:
+            targets = np.arange(n, dtype=I64) if con.targets is None else con.targets
+            tg.append(targets)
+            src.append(np.full(len(targets), index[con.src], dtype=I64))
+            idx.append(np.asarray(con.index, dtype=I64))
+            w.append(np.full(len(targets), con.weight, dtype=I64))
+        if tg:
+            t_all = np.concatenate(tg)
+            o = np.argsort(t_all, kind="stable")
+            ptr = np.searchsorted(t_all[o], np.arange(n + 1))
+            deps.append((ptr.tolist(), np.concatenate(src)[o].tolist(),
+                         np.concatenate(idx)[o].tolist(), np.concatenate(w)[o].tolist()))
+        else:
+            deps.append(([0] * (n + 1), [], [], []))
+    times: list[list[int]] = [[] for _ in ids]
+    done = [0] * len(ids)                    # steps of each unit whose times are final
+    waiting: list[set[int]] = [set() for _ in ids]
+    queue = deque(range(len(ids)))
+    queued = [True] * len(ids)
+    limit = chip.sim.max_cycles
+    while queue:
+        u = queue.popleft()
+        queued[u] = False
+        f, n = done[u], sizes[u]
+        if f == n:
+            continue
+        ptr, src, idx, w = deps[u]
+        tu = times[u]
+        prev = tu[-1] if f else -1
+        while f < n:
+            c = prev + 1
+            k, hi = ptr[f], ptr[f + 1]
+            while k < hi:
+                v, g = src[k], idx[k]
+                if g >= done[v]:
+                    break
+                x = times[v][g] + w[k]
+                if x > c:
+                    c = x
+                k += 1
+            if k < hi:
+                waiting[src[k]].add(u)
+                break
+            tu.append(c)
+            prev = c
+            f += 1
+        if f > done[u]:
+            if prev >= limit:
+                node = order[u]
+                raise SimulationError(
+                    f"watchdog: {node.op.value} {node.id} in {kernel.name} would run past "
+                    f"sim.max_cycles={limit} (burst engine)")
+            done[u] = f
+            for r in waiting[u]:
+                if not queued[r]:
+                    queued[r] = True
+                    queue.append(r)
+            waiting[u].clear()
+    stuck = [f"  {order[u].op.value} {ids[u]}: blocked from its step {done[u]} of {sizes[u]}"
+             for u in range(len(ids)) if done[u] < sizes[u]]
+    if stuck:
+        raise SimulationError(f"deadlock in {kernel.name}: the units' dependencies form a "
+                              "cycle (no unit can make progress):\n" + "\n".join(stuck))
+    return {u: np.asarray(t, dtype=tdtype) for u, t in zip(ids, times)}
 
 
 def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
@@ -941,10 +1038,13 @@ def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node
                           "(no unit can make progress):\n" + "\n".join(stuck))
 
 
-def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> KernelRun:
-    """Run one kernel with the burst engine from cycle 0; same result as the cycle engine."""
+def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig, *,
+              check_after: int = 64) -> KernelRun:
+    """Run one kernel with the burst engine from cycle 0; same result as the cycle engine.
+    ``check_after``: sweeps before the deadlock check and the sequential solver
+    (``solve_times``; 0 solves sequentially at once)."""
     firings, mem, order = fire_kernel(kernel, images)
-    times, _ = solve_times(kernel, firings, order, chip)
+    times, _ = solve_times(kernel, firings, order, chip, check_after=check_after)
     units: dict[str, UnitStats] = {}
     end = -1
     for node in order:

@@ -25,7 +25,7 @@ from compiler.notation import parse_expr, parse_order
 from compiler.pipeline import compile_layer, lower_layer
 from isa.asm import parse_program, print_program
 from isa.bitstream import decode, encode
-from isa.errors import CompileError, IsaError
+from isa.errors import CompileError, IsaError, SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel, run_unit
 from isa.ops import Opcode
@@ -33,9 +33,11 @@ from isa.program import Kernel, Node, TensorDecl
 from isa.tokens import format_tokens, tokens
 from sieve.api import dense_equivalent_ops
 from sieve.cli import main
-from simulator.engine_burst import run_burst
+from simulator.engine_burst import fire_kernel, run_burst, solve_times
+from simulator.engine_cycle import run_kernel_cycle
 from tests.conftest import ROOT
 from tests.test_burst import assert_same, configure, test_firing_table_matches_the_behaviour
+from tests.test_burst import make_case as make_2d_case
 from workloads import KernelLayer, WorkloadError, get_workload
 
 SMALL = str(ROOT / "configs/chips/onyx-small.yaml")
@@ -362,6 +364,48 @@ def test_suite_covers_the_space():
     orders = {(c["name"], c["params"].get("order")) for c in cases if "params" in c}
     assert {("ttm", "ijlk"), ("innerprod", "kij"), ("sddmm", "ikj")} <= orders
     assert any(c.get("params", {}).get("empty_rows") for c in cases)
+
+
+SEQUENTIAL_CASES = ([("2d", s) for s in (10, 57) + tuple(range(0, 220, 11))]
+                    + [("tensor", s) for s in range(0, SUITE, 4)])
+
+
+@pytest.mark.parametrize("suite,seed", SEQUENTIAL_CASES)
+def test_sequential_solver_equals_cycle(small_chip, suite, seed):
+    # the burst engine's fallback for back-pressure loops (check_after=0: no sweeps at all)
+    # on cases of both random suites, including two that deadlock
+    if suite == "2d":
+        case = make_2d_case(seed)
+        layer = get_workload(case["workload"]).make(case["params"])
+    else:
+        case = make_case(seed)
+        layer = case_layer(case)
+    chip = configure(small_chip, case)
+    program = compile_layer(layer, chip)
+    kernel, images = program.kernels[0], program.images
+    try:
+        a = run_kernel_cycle(kernel, images, chip)
+    except SimulationError as exc:
+        assert "deadlock" in str(exc)
+        with pytest.raises(SimulationError, match="deadlock"):
+            run_burst(kernel, images, chip, check_after=0)
+        return
+    b = run_burst(kernel, images, chip, check_after=0)
+    assert b.cycles == a.cycles and b.units == a.units and b.channels == a.channels
+    assert b.memory.written == a.memory.written
+
+
+def test_solver_falls_back_to_sequential_on_back_pressure_loops(onyx_chip):
+    # SDDMM with dense factors: the k-level dropper stalls the pipeline once per (i,j), one
+    # sweep each; after check_after sweeps the sequential solver gives the same times
+    program = compile_layer(get_workload("sddmm").make({"shape": "12,12,8"}), onyx_chip)
+    kernel = program.kernels[0]
+    firings, _mem, order = fire_kernel(kernel, program.images)
+    swept, stats = solve_times(kernel, firings, order, onyx_chip, check_after=10**6)
+    assert not stats.sequential and stats.sweeps > 20
+    fallback, stats = solve_times(kernel, firings, order, onyx_chip, check_after=8)
+    assert stats.sequential and stats.sweeps == 8
+    assert all(np.array_equal(swept[u], fallback[u]) for u in swept)
 
 
 @pytest.mark.slow
