@@ -31,6 +31,8 @@ CAPTIONS = {
     "comparison.png": "Chip vs CPU: time, energy and energy-delay product with CPU / chip "
                       "ratios.",
     "pe_utilization.png": "Busy cycles of each tile as a share of the kernel's cycles.",
+    "experts.png": "Per-expert load of the MoE layer: tokens routed and compute cycles, the "
+                   "mean, and the straggler that sets the layer's time.",
 }
 
 

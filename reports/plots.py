@@ -313,3 +313,37 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
     fig.subplots_adjust(left=0.8 / width, right=1 - 1.4 / width, top=0.93, bottom=0.07)
     fig.savefig(path)
     return path
+
+
+# --- experts of an MoE layer --------------------------------------------------------------------
+def plot_experts(run: RunData, path: Path) -> Path:
+    """Per-expert load of an MoE layer: tokens routed and compute cycles per expert, the mean
+    as a line, the straggler (the expert whose last job ends last) in red."""
+    ex = run.summary["experts"]
+    tokens = np.asarray(ex["tokens"], dtype=float)
+    cycles = np.asarray(ex["compute_cycles"], dtype=float)
+    straggler = int(ex["straggler"])
+    n = len(tokens)
+    fig = _figure(max(8.0, min(16.0, 0.12 * n + 6)), 6.2)
+    axes = fig.subplots(2, 1, sharex=True)
+    colors = [CPU_COLOR if e == straggler else CHIP_COLOR for e in range(n)]
+    for ax, values, label, unit in ((axes[0], tokens, "tokens routed", "tokens"),
+                                    (axes[1], cycles, "compute cycles", "cycles")):
+        ax.bar(np.arange(n), values, color=colors, width=0.8)
+        ax.axhline(values.mean(), color="0.3", lw=1, ls="--",
+                   label=f"mean {si(values.mean(), unit)}")
+        ax.set_ylabel(label)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[1].set_xlabel("expert")
+    mode = run.summary.get("mode", "sparse")
+    who = (f"experts run one after another on the MAC block; the last, {straggler} (orange), "
+           if mode == "dense" else f"straggler expert {straggler} (orange) ")
+    fig.suptitle(f"Expert load: {_title(run)}, {mode} mode\n"
+                 f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
+                 f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
+                 f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
+                 f"{ex['straggler_finish_cycle']:,}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

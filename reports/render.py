@@ -8,19 +8,26 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reports.html import report_html
-from reports.plots import plot_chip_vs_cpu, plot_comparison_runs, plot_energy, plot_utilization
+from reports.plots import (
+    plot_chip_vs_cpu,
+    plot_comparison_runs,
+    plot_energy,
+    plot_experts,
+    plot_utilization,
+)
 from reports.roofline import plot_roofline
 from reports.rundata import ReportError, load_run
 from reports.tables import comparison_csv, comparison_markdown, summary_markdown
 from reports.trace import trace_events
 
-IMAGES = ("roofline.png", "energy.png", "comparison.png", "pe_utilization.png")
+IMAGES = ("roofline.png", "energy.png", "comparison.png", "pe_utilization.png", "experts.png")
 
 
 def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
     """Write the reports of one run folder into it and return the written paths.
 
-    Files: roofline.png, energy.png, comparison.png (chip vs CPU), pe_utilization.png,
+    Files: roofline.png, energy.png, comparison.png (chip vs CPU), pe_utilization.png (runs
+    with per-tile counters), experts.png (MoE layers),
     summary.md (regenerated), report.html (self-contained) and, with ``trace``, trace.json
     (Chrome/Perfetto trace events). Raises ReportError when ``run_dir`` is not a run folder.
     """
@@ -28,8 +35,12 @@ def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
     out = run.path
     images = [plot_roofline(run.summary, out / "roofline.png"),
               plot_energy(run, out / "energy.png"),
-              plot_chip_vs_cpu(run, out / "comparison.png"),
-              plot_utilization(run, out / "pe_utilization.png")]
+              plot_chip_vs_cpu(run, out / "comparison.png")]
+    # per-tile counters exist for single-kernel runs; a model layer shows its experts instead
+    if run.tile_units():
+        images.append(plot_utilization(run, out / "pe_utilization.png"))
+    if run.summary.get("experts"):
+        images.append(plot_experts(run, out / "experts.png"))
     written = list(images)
     trace_path = None
     if trace:

@@ -165,7 +165,7 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
         "kernel": plan.kernel.name,
         "fidelity": fidelity,
         "cycles": run.cycles,
-        "kernel_cycles": run.work.kernel_cycles,
+        "kernel_cycles": ls.experts_cycles if dense else run.work.kernel_cycles,
         "seconds": run.cycles / (chip.clock.freq_mhz * 1e6),
         "verified": checks.get("numpy") is True
         and checks.get("numpy_full_forward") is not False,
@@ -190,8 +190,8 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
         "dense_mode_cycles": ls.dense_mode_cycles,
         "notes": {"fidelity": why,
                   "ops": "a MAC is 2 ops; ops adds the ALU passes (activations, combine)",
-                  "kernel_cycles": "sparse mode's tile kernel cycles summed over all tiles "
-                  "and lanes",
+                  "kernel_cycles": "sparse mode: tile kernel cycles summed over all tiles and "
+                  "lanes; dense mode: the MAC block's experts/products stage",
                   "lanes": "copies of the tile kernel (sparse mode); 1: the MAC block",
                   "mode": "compiler.layer_mode (auto: the faster of sparse and dense mode, "
                   "both scheduled; cycles, energy and traffic are the chosen mode's)",

@@ -335,3 +335,14 @@ def test_layer_mode_auto_takes_the_faster_mode():
     assert forced["mode"] == "sparse"
     assert forced["cycles"] > s50["cycles"] and forced["energy_j"] != s50["energy_j"]
     assert forced["verified"] and s50["verified"]
+
+
+def test_moe_report_shows_experts_not_an_empty_tile_grid(tmp_path):
+    from reports import render_run
+
+    out = tmp_path / "r"
+    run(ONYX, "moe.olmoe", params={"scale": "16", "tokens": "8"}, out=out)
+    written = {p.name for p in render_run(out)}
+    assert "experts.png" in written and "pe_utilization.png" not in written
+    assert "experts.png" in (out / "report.html").read_text() or \
+        "Per-expert load" in (out / "report.html").read_text()
