@@ -22,30 +22,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ONYX = str(ROOT / "configs/chips/onyx.yaml")
 
-CASES = [
-    ("moe.mixtral8x7b", {"scale": 8, "tokens": 64, "weight_sparsity": 0.5}, None, True),
-    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "burst", True),
-    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "analytic", True),
-    ("moe.mixtral8x7b", {"tokens": 64, "weight_sparsity": 0.5}, None, False),
-    ("moe.deepseek-v3", {"tokens": 256}, None, False),
+SPARSE = ["compiler.layer_mode=sparse"]
+CASES = [   # (workload, params, fidelity, in --quick, chip overrides)
+    ("moe.mixtral8x7b", {"scale": 8, "tokens": 64, "weight_sparsity": 0.5}, None, True, []),
+    ("moe.mixtral8x7b", {"scale": 8, "tokens": 64, "weight_sparsity": 0.5}, None, True,
+     SPARSE),
+    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "burst", True,
+     SPARSE),
+    ("moe.mixtral8x7b", {"scale": 64, "tokens": 16, "weight_sparsity": 0.5}, "analytic", True,
+     SPARSE),
+    ("moe.mixtral8x7b", {"tokens": 64, "weight_sparsity": 0.5}, None, False, []),
+    ("moe.mixtral8x7b", {"tokens": 64, "weight_sparsity": 0.5}, None, False, SPARSE),
+    ("moe.deepseek-v3", {"tokens": 256}, None, False, []),
 ]
 
 CHILD = """
 import json, sys, time
 from sieve.api import run
 t0 = time.perf_counter()
-rep = run({chip!r}, {name!r}, params={params!r}, fidelity={fidelity!r})
+rep = run({chip!r}, {name!r}, params={params!r}, fidelity={fidelity!r},
+          overrides={overrides!r})
 s = rep.summary
 print(json.dumps({{"wall": time.perf_counter() - t0, "cycles": s["cycles"],
                   "fidelity": s["fidelity"], "verified": s["verified"],
                   "macs": s["effectual_ops"] // 2, "tiles": s["tiles"],
-                  "experts": s.get("experts"), "seconds": s["seconds"]}}))
+                  "experts": s.get("experts"), "seconds": s["seconds"],
+                  "mode": s["mode"], "sparse": s["sparse_mode_cycles"],
+                  "dense": s["dense_mode_cycles"]}}))
 """
 
 
-def run_case(name: str, params: dict, fidelity: str | None) -> dict:
+def run_case(name: str, params: dict, fidelity: str | None, overrides: list[str]) -> dict:
     code = CHILD.format(chip=ONYX, name=name, params={k: str(v) for k, v in params.items()},
-                        fidelity=fidelity)
+                        fidelity=fidelity, overrides=overrides)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -64,18 +73,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="scaled cases only")
     args = ap.parse_args()
-    print(f"{'workload':<18} {'params':<40} {'fidelity':<9} {'cycles':>15} {'MACs':>15} "
-          f"{'tiles':>9} {'verified':>8} {'run s':>7} {'RSS MB':>7}")
+    print(f"{'workload':<16} {'params':<46} {'fidelity':<9} {'mode':<6} {'cycles':>14} "
+          f"{'sparse-mode':>14} {'dense-mode':>12} {'eff. MACs':>15} {'tiles':>9} {'ok':>4} "
+          f"{'run s':>7} {'RSS MB':>7}")
     results = []
-    for name, params, fidelity, quick in CASES:
+    for name, params, fidelity, quick, overrides in CASES:
         if args.quick and not quick:
             continue
-        r = run_case(name, params, fidelity)
+        r = run_case(name, params, fidelity, overrides)
         results.append((name, params, r))
-        ptxt = ",".join(f"{k}={v}" for k, v in params.items())
-        print(f"{name:<18} {ptxt:<40} {r['fidelity']:<9} {r['cycles']:>15,} {r['macs']:>15,} "
-              f"{r['tiles']:>9,} {r['verified']!s:>8} {r['wall']:>7.2f} {r['rss_mb']:>7.0f}",
-              flush=True)
+        ptxt = ",".join(f"{k}={v}" for k, v in params.items()) + (" [sparse]" if overrides
+                                                                   else "")
+        print(f"{name:<16} {ptxt:<46} {r['fidelity']:<9} {r['mode']:<6} {r['cycles']:>14,} "
+              f"{r['sparse']:>14,} {r['dense']:>12,} {r['macs']:>15,} {r['tiles']:>9,} "
+              f"{r['verified']!s:>4} {r['wall']:>7.2f} {r['rss_mb']:>7.0f}", flush=True)
     burst = [r for n, p, r in results if p.get("scale") == 64 and r["fidelity"] == "burst"]
     ana = [r for n, p, r in results if p.get("scale") == 64 and r["fidelity"] == "analytic"]
     if burst and ana:
@@ -83,7 +94,7 @@ def main() -> int:
               f"  (wall {ana[0]['wall']:.2f} s vs {burst[0]['wall']:.2f} s)")
     for name, params, r in results:
         ex = r.get("experts")
-        if not ex or params.get("scale"):
+        if not ex or params.get("scale") or r["mode"] != "sparse":
             continue
         tok = ex["tokens"]
         print(f"\n{name} {params}: per-expert load (tokens) min/mean/max "
