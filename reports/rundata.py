@@ -52,7 +52,8 @@ class RunData:
 
     ``summary``, ``stats`` and ``energy`` are the objects of stats.json (``energy`` is empty
     when the run had no energy table); ``config`` is config.yaml flattened to dotted scalar
-    keys (``"clock.freq_mhz"``); ``baseline`` is ``summary["baseline"]`` or None.
+    keys (``"clock.freq_mhz"``); ``baseline`` is ``summary["baseline"]`` or None;
+    ``timeline`` the job and DMA spans of a model-layer run (timeline.json), else empty.
     """
 
     path: Path
@@ -62,6 +63,7 @@ class RunData:
     config: dict[str, Any]
     workload: dict[str, Any]
     nodes: dict[tuple[int, int], list[str]]
+    timeline: list[dict[str, Any]] = field(default_factory=list)   # model layers' job spans
 
     @property
     def name(self) -> str:
@@ -135,8 +137,11 @@ def load_run(run_dir: str | Path) -> RunData:
     workload = json.loads(workload_path.read_text()) if workload_path.is_file() else {}
     program_path = path / "program.s"
     nodes = _placed_nodes(program_path.read_text()) if program_path.is_file() else {}
+    timeline_path = path / "timeline.json"
+    timeline = json.loads(timeline_path.read_text())["spans"] if timeline_path.is_file() \
+        else []
     return RunData(path, doc["summary"], doc["stats"], doc.get("energy") or {}, config,
-                   workload, nodes)
+                   workload, nodes, timeline)
 
 
 def _placed_nodes(text: str) -> dict[tuple[int, int], list[str]]:

@@ -1,6 +1,9 @@
 """A Chrome / Perfetto trace of one run (trace-event JSON; open it at ui.perfetto.dev or in
 chrome://tracing).
 
+A model-layer run (timeline.json) adds a process with one track per lane and one for the
+DRAM channel, one event per job or weight DMA.
+
 One track (thread) per used tile, named by tile, opcode and program node; per unit one
 complete event ("ph": "X") from its first to its last active cycle with its counters in
 ``args``. A second process holds a "kernel" span. Times are kernel-relative (cycle 0 = kernel
@@ -17,6 +20,7 @@ from reports.rundata import RunData, TileUnit
 
 TILES_PID = 1
 CONTROLLER_PID = 2
+LANES_PID = 3
 
 
 def _meta(name: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str, Any]:
@@ -68,8 +72,34 @@ def trace_events(run: RunData) -> dict[str, Any]:
             events.append({"ph": "X", "name": u.opcode, "cat": u.kind.value, "pid": TILES_PID,
                            "tid": tid, "ts": u.first_cycle / freq, "dur": span / freq,
                            "args": args})
+    events += _layer_events(run, freq)
     return {"traceEvents": events, "displayTimeUnit": "ns",
             "otherData": {"chip": s.get("chip"), "workload": s.get("workload"),
                           "kernel": s.get("kernel"), "fidelity": s.get("fidelity"),
                           "freq_mhz": freq, "time": "kernel-relative; ts and dur in "
                           "microseconds of chip time (cycles / freq_mhz)"}}
+
+
+def _layer_events(run: RunData, freq: float) -> list[dict[str, Any]]:
+    """A model layer's jobs: one track per lane (each job of tiles, or of the MAC block in
+    dense mode, as one event) and one track for the shared DRAM channel's weight DMAs; times
+    are layer cycles / freq_mhz."""
+    if not run.timeline:
+        return []
+    s = run.summary
+    events = [_meta("process_name", LANES_PID, 0,
+                    {"name": f"{s.get('chip', 'chip')} lanes ({s.get('mode', 'sparse')} mode):"
+                             f" {s.get('workload', '?')}, layer time"}),
+              _meta("process_sort_index", LANES_PID, 0, {"sort_index": 2}),
+              _meta("thread_name", LANES_PID, 0, {"name": "DRAM (weight DMA)"})]
+    lanes = sorted({sp["lane"] for sp in run.timeline if sp["track"] == "lane"})
+    for lane in lanes:
+        events.append(_meta("thread_name", LANES_PID, lane + 1, {"name": f"lane {lane}"}))
+        events.append(_meta("thread_sort_index", LANES_PID, lane + 1, {"sort_index": lane + 1}))
+    for sp in run.timeline:
+        tid = 0 if sp["track"] == "dram" else sp["lane"] + 1
+        args = {k: v for k, v in sp.items() if k not in ("track", "name")}
+        events.append({"ph": "X", "name": sp["name"], "cat": sp["track"], "pid": LANES_PID,
+                       "tid": tid, "ts": sp["start"] / freq,
+                       "dur": (sp["end"] - sp["start"]) / freq, "args": args})
+    return events

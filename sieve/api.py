@@ -57,6 +57,7 @@ class Report:
     energy: EnergyReport | None = None
     baseline: CpuEstimate | None = None
     out_dir: Path | None = None
+    timeline: list[dict[str, Any]] | None = None   # model layers: job and DMA spans
 
     def __repr__(self) -> str:
         s = self.summary
@@ -284,14 +285,14 @@ def _run_model_layer(cfg: ChipConfig, layer: Any, fidelity: str | None,
                      progress: Any) -> Report:
     """The model-layer path of :func:`run` (sieve.layers)."""
     check_fidelity(fidelity)
-    result, summary, energy, cpu, _run = run_model_layer(layer, cfg, fidelity, preset,
+    result, summary, energy, cpu, lrun = run_model_layer(layer, cfg, fidelity, preset,
                                                          progress)
     summary["roofs"] = roofs(cfg)
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)
     report = Report(result, layer, None, summary, cfg, time.perf_counter() - t0,
-                    summary["checks"], energy, cpu)
+                    summary["checks"], energy, cpu, timeline=lrun.timeline)
     if out is not None:
         write_run(report, Path(out))
     return report
@@ -346,6 +347,9 @@ def write_run(report: Report, out: Path) -> None:
         indent=1, sort_keys=True) + "\n")
     if report.program is not None:
         (out / "program.s").write_text(print_program(report.program))
+    if report.timeline:
+        (out / "timeline.json").write_text(json.dumps(
+            {"unit": "cycles", "spans": report.timeline}, separators=(",", ":")) + "\n")
     (out / "summary.md").write_text(summary_markdown(report.summary))
     (out / "timing.json").write_text(json.dumps({"wall_seconds": report.wall_seconds}) + "\n")
     report.out_dir = out

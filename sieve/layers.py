@@ -279,7 +279,14 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
             "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
             "ended (experts stage)."}
     return LayerRun(total, fidelity, y, ref, dict(sorted(stats.items())), eng.work, ls,
-                    experts, memory, mode, eng.products, eng.dense_counts)
+                    experts, memory, mode, eng.products, eng.dense_counts,
+                    _timeline(eng.spans[mode], ls.router_cycles + ls.topk_cycles))
+
+
+def _timeline(spans: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """The chosen mode's job and DMA spans in layer cycles (the experts stage starts after
+    the router and top-k)."""
+    return [{**sp, "start": sp["start"] + offset, "end": sp["end"] + offset} for sp in spans]
 
 
 def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], expert: int,

@@ -287,6 +287,7 @@ class LayerRun:
     mode: str                        # sparse | dense
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
     dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
 
 
 class LayerEngine:
@@ -313,6 +314,7 @@ class LayerEngine:
                        "glb_write_bytes": 0}
         self.elementwise = 0
         self.extra_dram_bytes = 0
+        self.spans: dict[str, list[dict[str, Any]]] = {}
         self.dense_jobs: list[Job] = []
         self.dense_counts: dict[str, float] = {}
         self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0}
@@ -497,27 +499,37 @@ class LayerEngine:
         for j in jobs_all:
             per_lane[j.lane].append(j)
 
-        def loader(jobs: list[Job], store: simpy.Store):
+        spans: list[dict[str, Any]] = []
+
+        def loader(lane: int, jobs: list[Job], store: simpy.Store):
             for job in jobs:
                 if job.dram_bytes:
                     with dram.request() as req:
                         yield req
+                        start = int(env.now)
                         yield env.timeout(dram_transfer(self.chip, job.dram_bytes).cycles)
+                        spans.append({"track": "dram", "lane": lane, "name": job.label,
+                                      "start": start, "end": int(env.now),
+                                      "bytes": job.dram_bytes})
                 yield store.put(job)
 
         def worker(lane: int, jobs: list[Job], store: simpy.Store):
             for _ in jobs:
                 job = yield store.get()
+                start = int(env.now)
                 yield env.timeout(job.cycles)
+                spans.append({"track": "lane", "lane": lane, "name": job.label,
+                              "start": start, "end": int(env.now), "expert": job.expert})
                 if job.expert >= 0:
                     finish[job.expert] = int(env.now)
             lane_end[lane] = int(env.now)
 
         for lane, jobs in enumerate(per_lane):
             store = simpy.Store(env, capacity=1)   # + the job computing: two GLB buffers
-            env.process(loader(jobs, store))
+            env.process(loader(lane, jobs, store))
             env.process(worker(lane, jobs, store))
         env.run()
+        self.spans[mode] = spans
         return int(env.now), finish, lane_end
 
 

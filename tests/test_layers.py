@@ -346,3 +346,23 @@ def test_moe_report_shows_experts_not_an_empty_tile_grid(tmp_path):
     assert "experts.png" in written and "pe_utilization.png" not in written
     assert "experts.png" in (out / "report.html").read_text() or \
         "Per-expert load" in (out / "report.html").read_text()
+
+
+def test_layer_trace_has_a_track_per_lane_and_dram(tmp_path):
+    from reports import render_run
+
+    out = tmp_path / "t"
+    run(ONYX, "moe.mixtral8x7b", params={"scale": "64", "tokens": "8"}, out=out,
+        overrides=["compiler.layer_mode=sparse"])
+    render_run(out, trace=True)
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    lanes = [e for e in events if e.get("pid") == 3 and e["ph"] == "X"]
+    names = {e["args"]["name"] for e in events if e.get("pid") == 3 and e["ph"] == "M"
+             and e["name"] == "thread_name"}
+    assert "DRAM (weight DMA)" in names and "lane 0" in names
+    jobs = [e for e in lanes if e["cat"] == "lane"]
+    s = json.loads((out / "stats.json").read_text())["summary"]
+    freq = load_chip(ONYX).clock.freq_mhz
+    assert max(e["ts"] + e["dur"] for e in jobs) * freq == pytest.approx(
+        s["cycles"] - json.loads((out / "stats.json").read_text())["stats"][
+            "chip.layer.combine_cycles"]["value"])
