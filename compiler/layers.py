@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from compiler.pipeline import compile_layer
-from isa.arch import ChipConfig, TileKind
+from isa.arch import ChipConfig
 from isa.errors import CompileError
 from isa.program import Kernel, Program
 
@@ -103,8 +103,3 @@ def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
     raise CompileError(f"layers: the tile kernel {TEMPLATE_EXPR} fits no column band of "
                        f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): {last}")
 
-
-def region_tiles(plan: LayerPlan) -> tuple[int, int]:
-    """(PE tiles, MEM tiles) of one region."""
-    arr = plan.region.array
-    return len(arr.tiles(TileKind.PE)), len(arr.tiles(TileKind.MEM))
