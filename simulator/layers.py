@@ -1,6 +1,7 @@
 """The layer engine: a model layer (MoE, FFN, linear) as tiles on the array's lanes.
 
-Stages of an MoE layer, in order (an FFN or linear layer has only the matrix products):
+Stages of an MoE layer, in order (an FFN or linear layer has only the matrix products); the
+walk over them is sieve.layers.run_layer, since it needs the workload's layer semantics:
 
     router   logits = x W_r^T on the dense MAC block (systolic timing, simulator.systolic)
     top-k    k max-passes over E logits per token on the lanes' PEs: ceil(T/lanes) * k * E
@@ -13,7 +14,10 @@ Stages of an MoE layer, in order (an FFN or linear layer has only the matrix pro
 Products. ``Y = A W^T`` runs as tiles of the Gustavson SpM*SpM kernel (compiler.layers): the
 tile (token block, K chunk, N block) is sized from the data so every fibertree level fits one
 MEM tile (``plan.level_words`` coordinates); tiles with no nonzero in A or W are skipped.
-A tile's cycles come from the engine named by ``fidelity``:
+Every product is also costed in dense mode (one job on the fabric's MAC block, SCALE-Sim
+OS timing, dense weights DMAed; ``schedule("dense")``), so the caller can run the layer in
+whichever mode ``compiler.layer_mode`` asks for. A tile's cycles come from the engine named by
+``fidelity``:
 
 - ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
 - ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
