@@ -366,3 +366,14 @@ def test_layer_trace_has_a_track_per_lane_and_dram(tmp_path):
     assert max(e["ts"] + e["dur"] for e in jobs) * freq == pytest.approx(
         s["cycles"] - json.loads((out / "stats.json").read_text())["stats"][
             "chip.layer.combine_cycles"]["value"])
+
+
+def test_layer_check_fails_on_a_wrong_output(onyx, plan):
+    from sieve.layers import check_layer
+
+    layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
+    r = run_layer(layer, plan, onyx, fidelity="analytic")
+    assert check_layer(r, layer)["numpy"] is True
+    r.output[1, 3] += 1e-2 * np.abs(r.reference).max()
+    checks = check_layer(r, layer)
+    assert checks["numpy"] is False and checks["numpy_full_forward"] is False
