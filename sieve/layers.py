@@ -293,7 +293,7 @@ def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], 
                 label: str) -> tuple[np.ndarray, np.ndarray]:
     """One FFN on ``x`` chunk by chunk along f; chunks go round-robin over ``lanes``.
     Returns (simulated output, numpy reference), both float64."""
-    from workloads.layers import ffn_chunks, intermediate, neuron_thresholds, teal
+    from workloads.layers import ffn_chunk, ffn_chunks, intermediate, neuron_thresholds, teal
 
     xs = teal(x, sparsity)
     y = np.zeros((x.shape[0], w.d))
@@ -316,11 +316,8 @@ def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], 
         eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
                             expert=expert, label=f"{tag}.act")
         y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down")
-        # the reference: float64 numpy on the same weight chunk
-        xr = teal(x, sparsity)
-        gr = None if g_rows is None else xr @ g_rows.astype(np.float64).T
-        ur = xr @ u_rows.astype(np.float64).T
-        hr = teal(intermediate(w.act, sparsity, gr, ur, theta), sparsity)
+        # the reference: the layer's float64 forward on the same weight chunk
+        hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta), sparsity)
         ref += hr @ d_cols.astype(np.float64)
         if eng.progress is not None:
             eng.progress(tag)
@@ -363,23 +360,19 @@ def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
     E, k = layer.num_experts, layer.k
     # router GEMM on the dense MAC block, then top-k on the lanes
     block = dense_mapping(chip)
-    router_w = layer.router.dense()
-    logits = (layer.x @ router_w.T).astype(np.float32)
     ls.router_cycles = gemm_cycles(T, E, d, SystolicArray(block.rows, block.cols, "os")) + 1
     ls.topk_cycles = cdiv(T, eng.lanes) * k * E
-    eng.memory["dram_read_bytes"] += router_w.size * WORD_BYTES
-    eng.extra_dram_bytes += router_w.size * WORD_BYTES
-    idx, wts, kept = layer.route(logits)
+    router_bytes = E * d * WORD_BYTES
+    eng.memory["dram_read_bytes"] += router_bytes
+    eng.extra_dram_bytes += router_bytes
+    # the routing is the layer's own (workloads.routing); the reference shares it, so the
+    # checks cover the experts, the gating weights and the combine
+    idx, wts, kept = layer.route(layer.logits())
     ls.dropped_token_count = int((~kept).sum())
-    G = np.zeros((T, E))
-    rows = np.repeat(np.arange(T), k)
-    sel = kept.ravel()
-    np.add.at(G, (rows[sel], idx.ravel()[sel]), wts.ravel()[sel])
+    G = layer.scatter(idx, wts, kept)
     ls.routed_pair_count = int(np.count_nonzero(G))
     y = np.zeros((T, d))
     ref = np.zeros((T, d))
-    # reference routing: the layer's own numpy route on its own logits
-    G_ref = layer.gating_matrix()
     experts = [ExpertStats() for _ in range(E)]
     groups = _expert_lanes(E, eng.lanes)
     for s, w in enumerate(layer.shared):
@@ -399,14 +392,7 @@ def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
             ye = re = np.zeros((0, d))
         st.effectual_mac_count = eng.work.products - macs
         y[tok] += G[tok, e][:, None] * ye
-        # the reference combines with its own routing; it reuses the chunk-wise numpy
-        # forward of the same weights when the routes agree, else runs the expert again
-        tok_r = np.flatnonzero(G_ref[:, e])
-        if not np.array_equal(tok_r, tok):
-            from workloads.layers import ffn_reference
-
-            re = ffn_reference(w, x[tok_r], layer.sparsity, eng.plan.f_chunk)
-        ref[tok_r] += G_ref[tok_r, e][:, None] * re
+        ref[tok] += G[tok, e][:, None] * re
     ls.combine_cycles = cdiv(ls.routed_pair_count * d, eng.lanes)
     eng.elementwise += ls.routed_pair_count * d
     return y, ref, experts

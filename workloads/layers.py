@@ -223,16 +223,16 @@ class ActivationSparsity:
 
 
 def ffn_chunk(w: FFNWeights, x: np.ndarray, f0: int, f1: int, sparsity: ActivationSparsity,
-              gate_rows: np.ndarray | None, up_rows: np.ndarray, ) -> np.ndarray:
-    """The FFN intermediate h[:, f0:f1] for inputs ``x`` (float64), from the weight rows.
-
-    This is the reference definition used by :meth:`FFNWeights` users; the simulator builds
-    the same h from its tiles' outputs with :func:`intermediate`.
-    """
+              gate_rows: np.ndarray | None, up_rows: np.ndarray, *,
+              theta: np.ndarray | None = None) -> np.ndarray:
+    """The FFN intermediate h[:, f0:f1] for inputs ``x`` (float64) from the weight rows, in
+    float64: the reference definition (the simulator builds h from its tiles' outputs with
+    :func:`intermediate`). ``theta``: the neurons' thresholds when the caller has them."""
     up = x @ up_rows.astype(np.float64).T
     gate = None if gate_rows is None else x @ gate_rows.astype(np.float64).T
-    theta = neuron_thresholds(w, sparsity, f0, f1, gate_rows if gate_rows is not None
-                              else up_rows)
+    if theta is None:
+        theta = neuron_thresholds(w, sparsity, f0, f1, gate_rows if gate_rows is not None
+                                  else up_rows)
     return intermediate(w.act, sparsity, gate, up, theta)
 
 
@@ -350,14 +350,10 @@ class MoELayer:
         lg = self.logits() if logits is None else logits
         g = self.gating
         bias = self.router_bias
-        if g.kind == "sigmoid_group":
-            # the routing profile shapes the logits (as for the other kinds); DeepSeek-V3's
-            # own correction bias is learned to balance load, which no profile models
-            idx, wts = topk_gating(lg.astype(np.float64) + bias[None, :], self.k, g.kind,
-                                   n_group=g.n_group, topk_group=g.topk_group,
-                                   scaling=g.scaling)
-        else:
-            idx, wts = topk_gating(lg.astype(np.float64) + bias[None, :], self.k, g.kind)
+        # the routing profile shapes the logits for every gating kind; DeepSeek-V3's own
+        # correction bias is learned to balance load, which no profile models
+        idx, wts = topk_gating(lg.astype(np.float64) + bias[None, :], self.k, g.kind,
+                               n_group=g.n_group, topk_group=g.topk_group, scaling=g.scaling)
         kept = np.ones(idx.shape, dtype=bool)
         if g.capacity_factor is not None:
             kept = apply_capacity(idx, self.num_experts, g.capacity_factor)
@@ -365,7 +361,10 @@ class MoELayer:
 
     def gating_matrix(self, logits: np.ndarray | None = None) -> np.ndarray:
         """G [T x E] (float64): the combine weight of every kept token-expert pair."""
-        idx, wts, kept = self.route(logits)
+        return self.scatter(*self.route(logits))
+
+    def scatter(self, idx: np.ndarray, wts: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """G [T x E] from a route (:meth:`route`'s three arrays)."""
         G = np.zeros((self.tokens, self.num_experts))
         rows = np.repeat(np.arange(self.tokens), self.k)
         np.add.at(G, (rows[kept.ravel()], idx.ravel()[kept.ravel()]), wts.ravel()[kept.ravel()])
