@@ -504,15 +504,22 @@ def _parse_kernel_body(lines: list[tuple[int, str]], start: int) -> tuple[Kernel
     raise IsaError(f"line {kb.lineno}: kernel {kb.name} has no .end")
 
 
-def parse_kernel(text: str) -> Kernel:
-    """Parse the text of exactly one kernel (``.kernel`` ... ``.end``)."""
+def _opening(text: str, directive: str) -> tuple[list[tuple[int, str]], int, str]:
+    """The source lines of ``text``, which must open with ``directive``: (lines, its line
+    number, the rest of that line)."""
     lines = _source_lines(text)
     if not lines:
-        raise IsaError("line 1: expected .kernel, got an empty text")
+        raise IsaError(f"line 1: expected {directive}, got an empty text")
     lineno, first = lines[0]
-    word, _ = _directive(first)
-    if word != ".kernel":
-        raise IsaError(f"line {lineno}: expected .kernel, got {first.strip()!r}")
+    word, rest = _directive(first)
+    if word != directive:
+        raise IsaError(f"line {lineno}: expected {directive}, got {first.strip()!r}")
+    return lines, lineno, rest
+
+
+def parse_kernel(text: str) -> Kernel:
+    """Parse the text of exactly one kernel (``.kernel`` ... ``.end``)."""
+    lines, _, _ = _opening(text, ".kernel")
     kernel, i = _parse_kernel_body(lines, 0)
     if i < len(lines):
         raise IsaError(f"line {lines[i][0]}: text after the kernel's .end")
@@ -550,13 +557,7 @@ def _parse_schedule(lines: list[tuple[int, str]], start: int) -> tuple[list[Comm
 
 def parse_program(text: str) -> Program:
     """Parse a program: ``.program NAME``, kernels and an optional ``.schedule`` block."""
-    lines = _source_lines(text)
-    if not lines:
-        raise IsaError("line 1: expected .program, got an empty text")
-    lineno, first = lines[0]
-    word, rest = _directive(first)
-    if word != ".program":
-        raise IsaError(f"line {lineno}: expected .program, got {first.strip()!r}")
+    lines, lineno, rest = _opening(text, ".program")
     head = _Line(lineno, rest)
     name = head.name("a program name")
     head.end()
