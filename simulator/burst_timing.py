@@ -8,12 +8,11 @@ later in it, so the pass is repeated (Gauss-Seidel) until no time changes: the l
 point, which is exactly the schedule the cycle engine's as-soon-as-possible processes produce.
 The firing tables it reads are ``simulator.burst_fire``'s.
 
-If the fixed point has not settled after ``check_after`` sweeps, the step dependency graph is
-checked for a cycle (scipy's strongly connected components): a cycle is a deadlock, reported
-with the units caught in it. Otherwise a back-pressure loop is stalling the pipeline once per
-fiber (one sweep per stall), and the times are finished by a sequential solver (a
-longest-path pass over the steps in topological order, in Python: linear in the steps, the
-same least fixed point).
+The steps are solved in windows, in order (``solve_times``): each window is a downset of the
+step dependency graph whose sources outside it are final, so its sweeps settle in a few rounds
+however many back-pressure stalls the whole run has, the work stays linear in the steps and
+the memory per window is bounded. A run in which no window can take a step is a deadlock,
+checked then (and only then) and reported with the units caught in it.
 """
 
 from __future__ import annotations
@@ -28,6 +27,9 @@ from isa.errors import SimulationError
 from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
 from simulator.engine_cycle import channel_shape
+
+SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
+PROBE_BUDGET = 4     # the same, for the window after one that needed it
 
 
 @dataclass
@@ -71,161 +73,316 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
 
 @dataclass
 class SolveStats:
-    """How the timing solver converged: sweeps, recomputations per unit, and whether the
-    sequential solver finished the job (``_solve_sequential``)."""
+    """How the timing solver converged: the windows it solved in order, the Gauss-Seidel
+    sweeps over them (in total and at most in one window), unit recomputations, and the
+    windows solved step by step (``_sequential_window``)."""
 
+    windows: int
     sweeps: int
+    max_sweeps: int
     recomputed: dict[str, int]
-    sequential: bool = False
+    sequential: int = 0
+
+
+@dataclass
+class _Dep:
+    """One constraint in the solver's form: ``t[u][targets] >= t[src][index] + weight`` with
+    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step in
+    order) and ``reach`` the running maximum of ``index`` (how far into ``src`` the first k
+    targets reach), so the steps whose sources are all final is one ``searchsorted``."""
+
+    src: int
+    index: np.ndarray
+    targets: np.ndarray | None
+    reach: np.ndarray
+    weight: int
+
+    def limit(self, ready: int) -> int:
+        """The first target step that needs a step of ``src`` at or past ``ready``."""
+        k = int(np.searchsorted(self.reach, ready, side="left"))
+        if k == len(self.reach):
+            return 1 << 62
+        return k if self.targets is None else int(self.targets[k])
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The positions of this constraint's targets in the step range [lo, hi)."""
+        if self.targets is None:
+            return lo, hi
+        return (int(np.searchsorted(self.targets, lo, side="left")),
+                int(np.searchsorted(self.targets, hi, side="left")))
+
+
+def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
+          ) -> list[list[_Dep]]:
+    """Every unit's constraints (``_constraints``) with sorted targets and running reaches."""
+    pos = {n.id: k for k, n in enumerate(order)}
+    out: list[list[_Dep]] = []
+    cons = _constraints(kernel, firings, chip)
+    for node in order:
+        deps = []
+        for con in cons[node.id]:
+            index = np.asarray(con.index, dtype=I64)
+            targets = con.targets
+            if targets is not None:
+                targets = np.asarray(targets, dtype=I64)
+                if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
+                    o = np.argsort(targets, kind="stable")
+                    targets, index = targets[o], index[o]
+            deps.append(_Dep(pos[con.src], index, targets, np.maximum.accumulate(index),
+                             con.weight))
+        out.append(deps)
+    return out
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, max_iterations: int = 100_000,
-                check_after: int = 64) -> tuple[dict[str, np.ndarray], SolveStats]:
-    """Least fixed point of the max-plus timing recurrences; returns (step times per unit,
-    solver statistics). A sweep recomputes, in topological order, only the units whose
-    inputs' or consumers' times changed since they were last computed.
+                chip: ChipConfig, *, window: int = 1 << 15
+                ) -> tuple[dict[str, np.ndarray], SolveStats]:
+    """Least fixed point of the max-plus timing recurrences, solved window by window.
 
-    If ``check_after`` sweeps have not settled, the step graph is checked for a cycle (a
-    deadlock) and the times are finished by ``_solve_sequential``: back-pressure loops that
-    stall the pipeline once per fiber need one sweep each, while the sequential solver's cost
-    is linear in the steps (a pure-Python pass, about as costly as 50-100 sweeps)."""
-    cons = _constraints(kernel, firings, chip)
-    readers: dict[str, set[str]] = {n.id: set() for n in order}
-    for dst, lst in cons.items():
-        for c in lst:
-            readers[c.src].add(dst)
-    times: dict[str, np.ndarray] = {}
+    Every unit's steps are final up to ``done[u]``. A window is the largest set of the next
+    steps (at most about ``window`` in all, shared among the units in proportion to their
+    steps) whose constraints reach only final steps or steps in the window: a downset of the
+    step dependency graph, found by shrinking a proposed cut with one ``searchsorted`` per
+    constraint until it holds. Its times are solved by Gauss-Seidel sweeps in topological
+    order, recomputing only the units whose sources changed, until no time changes: a DAG
+    with fixed inputs has exactly one fixed point, so the result is exact. A back-pressure
+    loop that stalls the whole pipeline once per fiber costs one sweep per stall, so a window
+    holds only a few of them: the window grows while its sweeps settle quickly and shrinks
+    when they do not, keeping the work linear in the steps. A tight loop, whose binding
+    constraint alternates between two units every few tokens (an unbalanced reconvergent
+    path), needs a sweep per turn however small the window: a window that has not settled in
+    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about a
+    microsecond per step), and the next window gets only ``PROBE_BUDGET`` sweeps.
+
+    A window that cannot take a single step means the next step of every unfinished unit
+    waits for a step that is not final, which (finitely many units) closes a cycle: a
+    deadlock, reported with the units caught in it, as the cycle engine would.
+    Returns (step times per unit, solver statistics).
+    Raises: SimulationError for a deadlock or the watchdog (``sim.max_cycles``).
+    """
+    deps = _deps(kernel, firings, order, chip)
+    ids = [n.id for n in order]
+    sizes = [firings[u].n for u in ids]
+    total = max(sum(sizes), 1)
+    readers: list[list[int]] = [[] for _ in ids]
+    for u, lst in enumerate(deps):
+        for d in lst:
+            if u not in readers[d.src]:
+                readers[d.src].append(u)
     # int32 cycles halve the memory traffic; the watchdog (sim.max_cycles) bounds every time
-    tdtype = np.int32 if chip.sim.max_cycles < 2**31 - 2**24 else I64
-    ar = {n.id: np.arange(firings[n.id].n, dtype=tdtype) for n in order}
-    dirty = {n.id for n in order}
-    recomputed: dict[str, int] = {}
-    for it in range(1, max_iterations + 1):
-        if it > check_after:
+    limit = chip.sim.max_cycles
+    tdtype = np.int32 if limit < 2**31 - 2**24 else I64
+    times = [np.zeros(n, tdtype) for n in sizes]
+    done = [0] * len(ids)
+    recomputed = [0] * len(ids)
+    windows = sweeps = most = 0
+    want = max(int(window), 1)
+    budget = SWEEP_BUDGET
+    sequential = 0
+    checked = []
+
+    def check() -> None:
+        """A window whose sweeps do not settle may hold a cycle of steps (a deadlock): look
+        for one once, over the whole step graph."""
+        if not checked:
+            checked.append(True)
             _check_deadlock(kernel, firings, order,
                             {e.name: channel_shape(e, chip) for e in kernel.edges})
-            return (_solve_sequential(kernel, firings, order, cons, chip, tdtype),
-                    SolveStats(it - 1, recomputed, sequential=True))
-        changed_any = False
-        for node in order:
-            uid = node.id
-            if uid not in dirty:
+
+    while True:
+        open_units = [u for u in range(len(ids)) if done[u] < sizes[u]]
+        if not open_units:
+            break
+        # propose a cut in proportion to each unit's steps, then shrink it to a downset
+        hi = list(done)
+        for u in open_units:
+            hi[u] = min(sizes[u], done[u] + 1 + (sizes[u] * want) // total)
+        shrunk = True
+        while shrunk:
+            shrunk = False
+            for u in open_units:
+                cut = hi[u]
+                for d in deps[u]:
+                    cut = min(cut, d.limit(hi[d.src]))
+                if cut < hi[u]:
+                    hi[u] = max(cut, done[u])
+                    shrunk = True
+        active = [u for u in open_units if hi[u] > done[u]]
+        if not active:
+            check()
+            stuck = "\n".join(f"  {order[u].op.value} {ids[u]}: blocked from its step "
+                               f"{done[u]} of {sizes[u]}" for u in open_units)
+            raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress:\n"
+                                  + stuck)
+        n_sweeps, settled = _solve_window(deps, readers, times, done, hi, active, recomputed,
+                                          budget)
+        if not settled:
+            # a tight back-pressure loop (binding constraints alternate between units every
+            # few tokens): one sweep per turn of the loop, so the window is solved in order
+            if not _sequential_window(deps, times, done, hi, active):
+                check()
+                raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress")
+            sequential += 1
+        budget = SWEEP_BUDGET if settled else PROBE_BUDGET
+        windows += 1
+        sweeps += n_sweeps
+        most = max(most, n_sweeps)
+        for u in active:
+            if int(times[u][hi[u] - 1]) >= limit:
+                raise SimulationError(
+                    f"watchdog: {order[u].op.value} {ids[u]} in {kernel.name} would run past "
+                    f"sim.max_cycles={limit} (burst engine)")
+            done[u] = hi[u]
+        if settled and n_sweeps <= 4:
+            want *= 2
+        elif n_sweeps > 8:
+            want = max(want // 2, 256)
+    return ({u: t for u, t in zip(ids, times)},
+            SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
+
+
+def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[np.ndarray],
+                  lo: list[int], hi: list[int], active: list[int], recomputed: list[int],
+                  budget: int) -> tuple[int, bool]:
+    """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
+    whose outside sources are final), alternately in and against topological order (room
+    terms travel up the pipeline in one backward sweep), until no time changes or
+    ``budget`` sweeps have run; returns (sweeps, settled)."""
+    plan = []
+    for u in active:
+        a, b = lo[u], hi[u]
+        terms = []
+        for d in deps[u]:
+            k0, k1 = d.span(a, b)
+            if k1 <= k0:
                 continue
-            dirty.discard(uid)
-            recomputed[uid] = recomputed.get(uid, 0) + 1
-            c = np.zeros(firings[uid].n, tdtype)
-            for con in cons[uid]:
-                src_t = times.get(con.src)
-                if src_t is None:
-                    continue
-                v = src_t[con.index]
-                v += con.weight
-                if con.targets is None:
+            idx = d.index[k0:k1]
+            if d.targets is None:
+                terms.append((d.src, idx, None, d.weight))
+            else:
+                terms.append((d.src, idx, d.targets[k0:k1] - a, d.weight))
+        plan.append((u, a, b, terms))
+    dtype = times[active[0]].dtype
+    ramps = {}
+    dirty = set(active)
+    inside = set(active)
+    for sweep in range(1, budget + 1):
+        for u, a, b, terms in (plan if sweep % 2 else reversed(plan)):
+            if u not in dirty:
+                continue
+            dirty.discard(u)
+            recomputed[u] += 1
+            c = np.zeros(b - a, dtype)
+            for src, idx, pos, w in terms:
+                v = times[src][idx]
+                v += w
+                if pos is None:
                     np.maximum(c, v, out=c)
                 else:
-                    c[con.targets] = np.maximum(c[con.targets], v)
-            a = ar[uid]
-            c -= a
+                    c[pos] = np.maximum(c[pos], v)
+            if a:
+                c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+            ramp = ramps.get(b - a)
+            if ramp is None:
+                ramp = ramps[b - a] = np.arange(b - a, dtype=dtype)
+            c -= ramp
             np.maximum.accumulate(c, out=c)
-            c += a
-            if len(c) and c[-1] >= chip.sim.max_cycles:
-                raise SimulationError(
-                    f"watchdog: {node.op.value} {uid} in {kernel.name} would run past "
-                    f"sim.max_cycles={chip.sim.max_cycles} (burst engine)")
-            old = times.get(uid)
-            if old is None or not np.array_equal(old, c):
-                times[uid] = c
-                changed_any = True
-                dirty |= readers[uid]
-        if not changed_any and not dirty:
-            return times, SolveStats(it, recomputed)
-    raise SimulationError(f"burst engine: timing did not settle after {max_iterations} "
-                          f"sweeps in {kernel.name}")
+            c += ramp
+            seg = times[u][a:b]
+            if not np.array_equal(seg, c):
+                seg[:] = c
+                dirty.update(r for r in readers[u] if r in inside)
+        if not dirty:
+            return sweep, True
+    return budget, False
 
 
-def _solve_sequential(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                      cons: dict[str, list[_Constraint]], chip: ChipConfig,
-                      tdtype: type) -> dict[str, np.ndarray]:
-    """The same least fixed point, step by step: the longest paths of the step dependency
-    graph in a topological order of its steps.
-
-    Every unit advances through its steps while the steps its next step depends on (the
-    emits it peeks, the pops that free its output slots) are final; a unit that meets one
-    that is not waits for that unit to advance. Python work per step and dependency, no
-    sweeps: the fallback for runs whose sweeps settle one stall at a time.
-    Raises: SimulationError for a deadlock (no unit can advance) or the watchdog.
-    """
-    ids = [n.id for n in order]
-    index = {u: k for k, u in enumerate(ids)}
-    sizes = [firings[u].n for u in ids]
-    deps = []
-    for u, n in zip(ids, sizes):
-        tg, src, idx, w = [], [], [], []
-        for con in cons[u]:
-            targets = np.arange(n, dtype=I64) if con.targets is None else con.targets
-            tg.append(targets)
-            src.append(np.full(len(targets), index[con.src], dtype=I64))
-            idx.append(np.asarray(con.index, dtype=I64))
-            w.append(np.full(len(targets), con.weight, dtype=I64))
+def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],
+                       hi: list[int], active: list[int]) -> bool:
+    """The window's times step by step: the longest paths of its step graph in a
+    topological order of its steps. The terms from final steps are gathered with numpy; in
+    Python each unit advances through its steps while the window steps they wait for are
+    final, and a unit that meets one that is not waits for that unit to advance. Linear in
+    the window's steps and dependencies. Returns False if no unit can advance (a cycle)."""
+    slot = {u: k for k, u in enumerate(active)}
+    sizes = [hi[u] - lo[u] for u in active]
+    base: list[list[int]] = []
+    plans = []
+    for u, n in zip(active, sizes):
+        a = lo[u]
+        c = np.zeros(n, I64)
+        tg, src, rel, wt = [], [], [], []
+        for d in deps[u]:
+            k0, k1 = d.span(a, hi[u])
+            if k1 <= k0:
+                continue
+            idx = d.index[k0:k1]
+            pos = np.arange(n, dtype=I64) if d.targets is None else d.targets[k0:k1] - a
+            inside = idx >= lo[d.src]
+            out = ~inside
+            if out.any():
+                np.maximum.at(c, pos[out], times[d.src][idx[out]].astype(I64) + d.weight)
+            if inside.any():
+                tg.append(pos[inside])
+                src.append(np.full(int(inside.sum()), slot[d.src], dtype=I64))
+                rel.append(idx[inside] - lo[d.src])
+                wt.append(np.full(int(inside.sum()), d.weight, dtype=I64))
+        if a:
+            c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+        else:
+            c[0] = max(int(c[0]), 0)
+        base.append(c.tolist())
         if tg:
             t_all = np.concatenate(tg)
             o = np.argsort(t_all, kind="stable")
             ptr = np.searchsorted(t_all[o], np.arange(n + 1))
-            deps.append((ptr.tolist(), np.concatenate(src)[o].tolist(),
-                         np.concatenate(idx)[o].tolist(), np.concatenate(w)[o].tolist()))
+            plans.append((ptr.tolist(), np.concatenate(src)[o].tolist(),
+                          np.concatenate(rel)[o].tolist(), np.concatenate(wt)[o].tolist()))
         else:
-            deps.append(([0] * (n + 1), [], [], []))
-    times: list[list[int]] = [[] for _ in ids]
-    done = [0] * len(ids)                    # steps of each unit whose times are final
-    waiting: list[set[int]] = [set() for _ in ids]
-    queue = deque(range(len(ids)))
-    queued = [True] * len(ids)
-    limit = chip.sim.max_cycles
+            plans.append(([0] * (n + 1), [], [], []))
+    got: list[list[int]] = [[] for _ in active]
+    done = [0] * len(active)
+    waiting: list[set[int]] = [set() for _ in active]
+    queue = deque(range(len(active)))
+    queued = [True] * len(active)
     while queue:
         u = queue.popleft()
         queued[u] = False
         f, n = done[u], sizes[u]
         if f == n:
             continue
-        ptr, src, idx, w = deps[u]
-        tu = times[u]
-        prev = tu[-1] if f else -1
+        ptr, src, rel, w = plans[u]
+        tu, bu = got[u], base[u]
+        prev = tu[-1] if f else bu[0] - 1
         while f < n:
-            c = prev + 1
-            k, hi = ptr[f], ptr[f + 1]
-            while k < hi:
-                v, g = src[k], idx[k]
+            c = max(prev + 1, bu[f])
+            k, end = ptr[f], ptr[f + 1]
+            while k < end:
+                v, g = src[k], rel[k]
                 if g >= done[v]:
                     break
-                x = times[v][g] + w[k]
+                x = got[v][g] + w[k]
                 if x > c:
                     c = x
                 k += 1
-            if k < hi:
+            if k < end:
                 waiting[src[k]].add(u)
                 break
             tu.append(c)
             prev = c
             f += 1
         if f > done[u]:
-            if prev >= limit:
-                node = order[u]
-                raise SimulationError(
-                    f"watchdog: {node.op.value} {node.id} in {kernel.name} would run past "
-                    f"sim.max_cycles={limit} (burst engine)")
             done[u] = f
             for r in waiting[u]:
                 if not queued[r]:
                     queued[r] = True
                     queue.append(r)
             waiting[u].clear()
-    stuck = [f"  {order[u].op.value} {ids[u]}: blocked from its step {done[u]} of {sizes[u]}"
-             for u in range(len(ids)) if done[u] < sizes[u]]
-    if stuck:
-        raise SimulationError(f"deadlock in {kernel.name}: the units' dependencies form a "
-                              "cycle (no unit can make progress):\n" + "\n".join(stuck))
-    return {u: np.asarray(t, dtype=tdtype) for u, t in zip(ids, times)}
+    if any(d < n for d, n in zip(done, sizes)):
+        return False
+    for u, t in zip(active, got):
+        times[u][lo[u]:hi[u]] = t
+    return True
 
 
 def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node],

@@ -25,12 +25,12 @@ from simulator.stats import ChannelStats, UnitStats
 
 
 def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig, *,
-              check_after: int = 64) -> KernelRun:
+              window: int = 1 << 15) -> KernelRun:
     """Run one kernel with the burst engine from cycle 0; same result as the cycle engine.
-    ``check_after``: sweeps before the deadlock check and the sequential solver
-    (``solve_times``; 0 solves sequentially at once)."""
+    ``window``: about how many steps the timing solver starts its windows with
+    (``solve_times``; any value gives the same result)."""
     firings, mem, order = fire_kernel(kernel, images)
-    times, _ = solve_times(kernel, firings, order, chip, check_after=check_after)
+    times, _ = solve_times(kernel, firings, order, chip, window=window)
     units: dict[str, UnitStats] = {}
     end = -1
     for node in order:
