@@ -468,7 +468,8 @@ def test_reduction_errors_come_before_any_graph(small_chip):
 @pytest.mark.parametrize("name", TENSOR_KERNELS)
 def test_cli_runs_and_verifies(tmp_path, capsys, name):
     out = tmp_path / name
-    rc = main(["run", SMALL, name, "-p", f"shape={TINY[name]}", "--out", str(out)])
+    rc = main(["run", SMALL, name, "-p", f"shape={TINY[name]}", "--out", str(out),
+               "--check", "full"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "output verified" in text and "True" in text
