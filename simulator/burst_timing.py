@@ -30,6 +30,7 @@ from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
+SEQUENTIAL_MIN_WINDOW = 4096   # windows solved step by step shrink no further (probe cost)
 
 
 @dataclass
@@ -235,7 +236,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
             done[u] = hi[u]
         if settled and n_sweeps <= 4:
             want *= 2
-        elif n_sweeps > 8:
+        elif (n_sweeps > 8) if settled else (want > SEQUENTIAL_MIN_WINDOW):
             want = max(want // 2, 256)
     return ({u: t for u, t in zip(ids, times)},
             SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
