@@ -26,6 +26,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel
 from isa.ops import Opcode
 from isa.program import Program
+from sieve.blas import with_blas_threads
 from sieve.dense import (
     check_dense_output,
     dense_compute_roof,
@@ -246,6 +247,7 @@ def _base_summary(result: RunResult, layer: KernelLayer, program: Program,
     }
 
 
+@with_blas_threads
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
