@@ -59,7 +59,8 @@ def _pack(bmask: np.ndarray, nb: int) -> np.ndarray:
 def _popcount(bits: np.ndarray, w: int) -> np.ndarray:
     """Set bits per block of ``w`` bytes along the last axis of ``bits`` -> int64 [..., NB]."""
     word = min(w, 8)
-    v = np.ascontiguousarray(bits).view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[word])
+    kind = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[word]
+    v = np.ascontiguousarray(bits).view(kind)
     if hasattr(np, "bitwise_count"):
         n = np.bitwise_count(v)
     else:   # numpy < 2.0
@@ -70,8 +71,14 @@ def _popcount(bits: np.ndarray, w: int) -> np.ndarray:
 
 
 def _chunk_sums(x: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """Sums of consecutive groups of ``size`` along ``axis`` (the last group may be short)."""
-    return np.add.reduceat(x, np.arange(0, x.shape[axis], size), axis=axis, dtype=np.int64)
+    """Sums (int64) of consecutive groups of ``size`` along ``axis`` (the last one may be
+    short)."""
+    if x.dtype == bool:
+        x = x.view(np.uint8)
+    n = x.shape[axis]
+    if axis == 0 and n <= 64 * size:     # few long groups: plain sums are faster
+        return np.stack([x[i:i + size].sum(axis=0, dtype=np.int64) for i in range(0, n, size)])
+    return np.add.reduceat(x, np.arange(0, n, size), axis=axis, dtype=np.int64)
 
 
 def _plan(amask: np.ndarray, bmask: np.ndarray, words: int
