@@ -70,20 +70,56 @@ def _popcount(bits: np.ndarray, w: int) -> np.ndarray:
     return n.astype(np.int64)
 
 
+def _groups(x: np.ndarray, size: int) -> np.ndarray:
+    """``x`` [rows, n] as [rows, groups, size], zero-padded (ufunc.reduceat is slow on many
+    short groups; a loop over ``size`` strided slices is not)."""
+    rows, n = x.shape
+    q = cdiv(n, size)
+    if q * size != n:
+        x = np.pad(x, ((0, 0), (0, q * size - n)))
+    return x.reshape(rows, q, size)
+
+
 def _chunk_sums(x: np.ndarray, size: int, axis: int) -> np.ndarray:
     """Sums (int64) of consecutive groups of ``size`` along ``axis`` (the last one may be
-    short)."""
+    short) of a 2-D array."""
     if x.dtype == bool:
         x = x.view(np.uint8)
     n = x.shape[axis]
-    if axis == 0 and n <= 64 * size:     # few long groups: plain sums are faster
+    if axis == 1:
+        g = _groups(x, size)
+        out = g[:, :, 0].astype(np.int64)
+        for j in range(1, size):
+            out += g[:, :, j]
+        return out
+    if n <= 64 * size:     # few long groups: plain sums
         return np.stack([x[i:i + size].sum(axis=0, dtype=np.int64) for i in range(0, n, size)])
-    return np.add.reduceat(x, np.arange(0, n, size), axis=axis, dtype=np.int64)
+    return np.add.reduceat(x, np.arange(0, n, size), axis=0, dtype=np.int64)
+
+
+def _chunk_any(x: np.ndarray, size: int) -> np.ndarray:
+    """Whether each group of ``size`` along axis 1 of a 2-D bool array holds a True."""
+    g = _groups(x.view(np.uint8), size)
+    out = g[:, :, 0].copy()
+    for j in range(1, size):
+        out |= g[:, :, j]
+    return out.view(bool)
+
+
+def _block_counts(bmask: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Nonzeros per (row of W^T, N block) [K, NB], and the packed bits when packing is the
+    cheap way to count (a row-major mask); a column-major mask (W^T as a view of W's rows)
+    is counted along its rows instead, its bits packed only if partial rows need them."""
+    if bmask.flags.f_contiguous and not bmask.flags.c_contiguous:
+        return np.ascontiguousarray(_chunk_sums(bmask.T, nb, 0).T), None
+    bits = _pack(bmask, nb)
+    return _popcount(bits, _block_bytes(nb)), bits
 
 
 def _plan(amask: np.ndarray, bmask: np.ndarray, words: int
-          ) -> tuple[int, int, int, np.ndarray, np.ndarray]:
-    """(tb, kc, nb, packed W bits, per-row block counts) so every tile level fits ``words``.
+          ) -> tuple[int, int, int, np.ndarray | None, np.ndarray]:
+    """(tb, kc, nb, packed W bits or None, per-row block counts) so every tile level fits
+    ``words``.
 
     tb: a token block of words/8 rows; kc: the K chunk sized from A's density, halved until
     every (token block, K chunk) of A holds at most ``words`` nonzeros; nb: the N block sized
@@ -102,8 +138,7 @@ def _plan(amask: np.ndarray, bmask: np.ndarray, words: int
     dens_b = np.count_nonzero(bmask) / bmask.size if bmask.size else 0.0
     nb = max(1, min(N, words // max(1, tb), int(words // max(1.0, kc * dens_b * 1.25))))
     while True:
-        bits = _pack(bmask, nb)
-        cnt = _popcount(bits, _block_bytes(nb))
+        cnt, bits = _block_counts(bmask, nb)
         if nb <= 1 or _chunk_sums(cnt, kc, 0).max(initial=0) <= words:
             return tb, kc, nb, bits, cnt
         nb //= 2
@@ -169,7 +204,11 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     # W per K chunk: its nonzeros, nonempty rows and reachable columns per N block
     b_nnz = _chunk_sums(cnt, kc, 0)                                  # [Q, NB]
     bn = _chunk_sums(cnt > 0, kc, 0)
-    y_full = _popcount(np.bitwise_or.reduceat(bits, np.arange(0, K, kc), axis=0), w)
+    starts = np.arange(0, K, kc)
+    if bits is None:     # columns of each N block with a nonzero in the chunk
+        y_full = _chunk_sums(_chunk_any(bmask.T, kc), nb, 0).T
+    else:
+        y_full = _popcount(np.bitwise_or.reduceat(bits, starts, axis=0), w)
     k_real = np.minimum(kc, K - np.arange(Q) * kc)                   # [Q]
     row_full = np.maximum(b_nnz + 2 * bn + y_full, (k_real + 1)[:, None])
     # A per row and chunk; per token block and column
@@ -191,6 +230,8 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
                 * (bn[:, None] + 1))                                 # [Q, TQ, NB]
     Ys = n_full.T[:, :, None] * y_full[:, None]
     if part.any():
+        if bits is None:
+            bits = _pack(bmask, nb)
         bits_q = np.pad(bits, ((0, kpad), (0, 0))).reshape(Q, kc, NB * w)
         am = np.pad(amask, ((0, 0), (0, kpad))).view(np.uint8).reshape(T, Q, kc)
         for t in range(TQ):

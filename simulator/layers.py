@@ -236,8 +236,8 @@ class LayerEngine:
                                  weight_bytes * (i + 1) // n - weight_bytes * i // n,
                                  label if n == 1 else f"{label}#{i}"))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
-                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
-                              "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
+                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32 != 0)),
+                              "w_nnz": int(np.count_nonzero(b32 != 0)), "products": work.products})
         return out
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,

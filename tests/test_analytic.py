@@ -41,16 +41,19 @@ def _direct(a: np.ndarray, b: np.ndarray, tb: int, kc: int, nb: int, fill: int):
     return cyc, P, Y
 
 
+@pytest.mark.parametrize("column_major", [False, True])
 @pytest.mark.parametrize("T,K,N,da,db,words", [
     (9, 40, 30, 1.0, 0.5, 64), (21, 70, 45, 0.5, 0.3, 128), (6, 33, 70, 0.9, 0.2, 64),
     (40, 24, 24, 0.2, 0.8, 256), (5, 64, 17, 0.0, 0.5, 64), (12, 50, 90, 1.0, 1.0, 96)])
-def test_tiles_equal_the_per_row_formula(monkeypatch, T, K, N, da, db, words):
+def test_tiles_equal_the_per_row_formula(monkeypatch, T, K, N, da, db, words, column_major):
     monkeypatch.setattr(analytic, "SLAB", 64)     # many slabs: the slab loop is exercised
     rng = np.random.default_rng(T * K + N)
     a = (rng.random((T, K)) < da) * rng.standard_normal((T, K))
     a[1, :] = 1.0                                   # full rows next to partial and empty
     a[2, :] = 0.0
     b = (rng.random((K, N)) < db) * rng.standard_normal((K, N))
+    if column_major:       # W^T as a view of W's rows, as the layer engine passes it
+        b = np.asfortranarray(b)
     cyc, c, (tb, kc, nb) = analytic.analytic_tiles(a, b, words, fill=3)
     want, P, Y = _direct(a, b, tb, kc, nb, 3)
     assert np.array_equal(cyc, want)
