@@ -62,11 +62,11 @@ import scipy.sparse as sp
 import yaml
 from scipy.optimize import nnls
 
+from isa.configpath import config_search_path
 from isa.schema import (
     Problem,
     load_dataclass,
     resolve_named_file,
-    search_path,
 )
 from simulator.config import read_yaml
 from workloads import WorkloadError
@@ -309,9 +309,6 @@ class CpuPreset:
 DEFAULT_CPU_ROOT = Path("configs/cpus")
 """Where bare preset names are looked up, relative to the current directory."""
 
-_SOURCE_CPU_ROOT = Path(__file__).resolve().parents[1] / "configs" / "cpus"
-"""The preset folder of this source tree: the fallback when the current directory has none."""
-
 
 def cpu_preset_from_dict(data: Any, *, where: str) -> CpuPreset:
     """Validate parsed YAML into a CpuPreset; one ConfigError listing every problem."""
@@ -319,7 +316,7 @@ def cpu_preset_from_dict(data: Any, *, where: str) -> CpuPreset:
 
 
 def _search_path(root: str | Path) -> list[Path]:
-    return search_path(root, _SOURCE_CPU_ROOT)
+    return config_search_path("cpus", root)
 
 
 def list_cpu_presets(root: str | Path = DEFAULT_CPU_ROOT) -> list[tuple[str, Path]]:

@@ -178,7 +178,7 @@ def roofs(chip: ChipConfig) -> dict[str, float]:
 
     hz = chip.clock.freq_mhz * 1e6
     return {"compute_ops_per_s": dense_peak_gops(chip) * 1e9,
-            "dram_bytes_per_s": chip.dram.bandwidth_bytes_per_cycle * hz,
+            "dram_bytes_per_s": chip.dram.bandwidth_gb_per_s * 1e9,
             "glb_bytes_per_s": chip.glb.array_bytes_per_cycle * hz}
 
 
@@ -389,6 +389,8 @@ BASELINE_ROWS = (
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
             if key in summary]
+    if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
+        rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
     base = summary.get("baseline")
     if base:
         rows += [(f"{label} [{base['cpu']}]" if key == "seconds" else label,
