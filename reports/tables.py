@@ -57,6 +57,9 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     add("hop_count", "interconnect word-hops", count)
     add("dram_bytes", "DRAM traffic (bytes)", count)
     add("glb_bytes", "GLB traffic (bytes)", count)
+    dram_bw = (s.get("roofs") or {}).get("dram_bytes_per_s")
+    if dram_bw:
+        rows.append(("DRAM bandwidth", si(dram_bw, "B/s")))
     model = roofline(s)
     useful = model.point("useful")
     if useful is not None and useful.placeable:

@@ -187,9 +187,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata: no heavy import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sieve-sim")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sieve", description="Simulate sparse kernels on a "
                                  "sparsity-aware dataflow chip (Onyx-like CGRA).")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

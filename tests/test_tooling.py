@@ -1,0 +1,73 @@
+"""The tool around the simulator: `sieve --version`, Report.to_dict/to_frame and the notebook
+views, the summary's DRAM bandwidth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import sieve
+from sieve.cli import main
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> sieve.Report:
+    out = tmp_path_factory.mktemp("run") / "r"
+    return sieve.run("onyx-small", "spmspm", params={"shape": "16,16,16", "density": "0.2"},
+                     baseline="xeon-12c", out=out)
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sieve {version('sieve-sim')}"
+
+
+def test_to_dict_is_the_stats_json_document(report: sieve.Report) -> None:
+    assert report.out_dir is not None
+    on_disk = json.loads((report.out_dir / "stats.json").read_text())
+    assert json.loads(json.dumps(report.to_dict(), sort_keys=True)) == on_disk
+    assert set(on_disk) == {"summary", "stats", "energy", "baseline"}
+
+
+def test_to_frame_has_a_row_per_stat_and_a_summary_row(report: sieve.Report) -> None:
+    pytest.importorskip("pandas")
+    stats = report.to_frame()
+    assert len(stats) == len(report.result.stats)
+    assert list(stats.columns[:1]) == ["value"] and "unit" in stats.columns
+    assert stats.loc["chip.memory.dram_read_bytes", "value"] == \
+        report.result.stats["chip.memory.dram_read_bytes"]["value"]
+    row = report.to_frame("summary")
+    assert len(row) == 1 and row.loc[0, "cycles"] == report.summary["cycles"]
+    assert row.loc[0, "baseline.speedup"] == report.summary["baseline"]["speedup"]
+
+
+def test_notebook_views_show_summary_md_tables(report: sieve.Report) -> None:
+    assert report.out_dir is not None
+    md = report._repr_markdown_()
+    written = (Path(report.out_dir) / "summary.md").read_text()
+    assert md.splitlines()[:4] == written.splitlines()[:4]
+    assert "| DRAM bandwidth | 17.1 GB/s |" in md and "## Energy by component" in md
+    html = report._repr_html_()
+    assert "<table>" in html and "DRAM bandwidth" in html and "speedup" in html
+    assert f"{report.summary['cycles']:,}" in html
+
+
+def test_cli_summary_shows_the_dram_bandwidth(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    chip = tmp_path / "onyx-hbm2.yaml"
+    chip.write_text("base: onyx-small\n"
+                    "name: onyx-small-hbm2\n"
+                    "description: onyx-small with one HBM2 stack\n"
+                    "dram: {preset: hbm2}\n"
+                    "glb: {tiles: 4}\n")
+    assert main(["run", str(chip), "spmspm", "-p", "shape=16,16,16", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "on onyx-small-hbm2" in out
+    assert any(ln.split()[:3] == ["DRAM", "bandwidth", "(GB/s)"] and ln.split()[-1] == "256.0"
+               for ln in out.splitlines())
