@@ -318,32 +318,50 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
 # --- experts of an MoE layer --------------------------------------------------------------------
 def plot_experts(run: RunData, path: Path) -> Path:
     """Per-expert load of an MoE layer: tokens routed and compute cycles per expert, the mean
-    as a line, the straggler (the expert whose last job ends last) in red."""
+    as a line, the straggler (the expert whose last job ends last) in orange. The legend sits
+    below the panels, outside them, so it never covers a bar; the title wraps to the
+    figure's width."""
+    import textwrap
+
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     ex = run.summary["experts"]
     tokens = np.asarray(ex["tokens"], dtype=float)
     cycles = np.asarray(ex["compute_cycles"], dtype=float)
     straggler = int(ex["straggler"])
     n = len(tokens)
-    fig = _figure(max(8.0, min(16.0, 0.12 * n + 6)), 6.2)
+    width = max(8.0, min(16.0, 0.12 * n + 6))
+    fig = Figure(figsize=(width, 6.6), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(2, 1, sharex=True)
     colors = [CPU_COLOR if e == straggler else CHIP_COLOR for e in range(n)]
-    for ax, values, label, unit in ((axes[0], tokens, "tokens routed", "tokens"),
-                                    (axes[1], cycles, "compute cycles", "cycles")):
+    for ax, values, label in ((axes[0], tokens, "tokens routed"),
+                              (axes[1], cycles, "compute cycles")):
         ax.bar(np.arange(n), values, color=colors, width=0.8)
-        ax.axhline(values.mean(), color="0.3", lw=1, ls="--",
-                   label=f"mean {si(values.mean(), unit)}")
+        ax.axhline(values.mean(), color="0.3", lw=1, ls="--")
         ax.set_ylabel(label)
-        ax.legend(loc="upper right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+    means = [f"{tokens.mean():.3g} tokens", si(cycles.mean(), "cycles")]
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))       # whole tokens
+    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v, "")))
     axes[1].set_xlabel("expert")
     mode = run.summary.get("mode", "sparse")
-    who = (f"experts run one after another on the MAC block; the last, {straggler} (orange), "
-           if mode == "dense" else f"straggler expert {straggler} (orange) ")
-    fig.suptitle(f"Expert load: {_title(run)}, {mode} mode\n"
-                 f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
-                 f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
-                 f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
-                 f"{ex['straggler_finish_cycle']:,}", fontsize=10)
-    fig.tight_layout()
+    who = (f"experts run one after another on the MAC block; the last, {straggler}, "
+           if mode == "dense" else f"straggler expert {straggler} ")
+    detail = (f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
+              f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
+              f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
+              f"{ex['straggler_finish_cycle']:,}")
+    # ~0.075 in per character at 10 pt: wrap so that no line is wider than the figure
+    lines = [f"Expert load: {_title(run)}, {mode} mode"] + textwrap.wrap(detail,
+                                                                          int(width * 12))
+    fig.suptitle("\n".join(lines), fontsize=10)
+    handles = [Patch(color=CHIP_COLOR, label="expert"),
+               Patch(color=CPU_COLOR, label=f"straggler (expert {straggler})"),
+               Line2D([], [], color="0.3", lw=1, ls="--",
+                      label=f"mean ({means[0]}; {means[1]})")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8,
+               frameon=False)
     fig.savefig(path)
     return path

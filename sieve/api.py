@@ -239,6 +239,7 @@ def make_summary(result: RunResult, layer: KernelLayer, program: Program,
     out["dense_equivalent_ops"] = dense_equivalent_ops(layer.expr, layer.tensors)
     out["glb_bytes"] = (result.stats["chip.memory.glb_read_bytes"]["value"]
                         + result.stats["chip.memory.glb_write_bytes"]["value"])
+    out["glb_link_bytes"] = result.stats["chip.memory.link_bytes"]["value"]
     if energy is not None:
         out["energy_j"] = energy.total_pj * 1e-12
     if cpu is not None and energy is not None:

@@ -131,6 +131,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "load":
                 busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
                 mem.glb_read_bytes += cmd.size_bytes
+                mem.link_bytes += cmd.size_bytes
                 mem.link_busy_cycles += busy
                 ctl.dma_in_cycles += env.now - start
             elif cmd.op == "configure":
@@ -160,6 +161,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                 n = output_bytes(cmd.arg)
                 busy = yield env.process(transfer(links, link_transfer(chip, n)))
                 mem.glb_write_bytes += n
+                mem.link_bytes += n
                 mem.link_busy_cycles += busy
                 ctl.dma_out_cycles += env.now - start
             elif cmd.op == "dma_out":

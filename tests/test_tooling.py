@@ -71,3 +71,59 @@ def test_cli_summary_shows_the_dram_bandwidth(tmp_path: Path,
     assert "on onyx-small-hbm2" in out
     assert any(ln.split()[:3] == ["DRAM", "bandwidth", "(GB/s)"] and ln.split()[-1] == "256.0"
                for ln in out.splitlines())
+
+
+# --- pictures of a model-layer run --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("moe") / "run"
+    sieve.run("onyx-small", "moe.switch-base-128", params={"tokens": "8"}, out=out)
+    return out
+
+
+def test_layer_roofline_glb_point_is_measured_against_the_link_roof(moe_run: Path) -> None:
+    from reports import load_run, roofline
+
+    s = load_run(moe_run).summary
+    model = roofline(s)
+    glb = model.point("glb")
+    assert glb is not None and glb.nbytes == s["glb_link_bytes"]
+    # the link bytes exclude the DRAM <-> GLB DMA, which never crosses the array links
+    assert 0 < s["glb_link_bytes"] < s["glb_bytes"]
+    assert glb.performance <= model.chip.attainable(glb.intensity, "GLB")
+
+
+def test_layer_trace_has_no_empty_tiles_process(moe_run: Path) -> None:
+    from reports import load_run, trace_events
+    from reports.trace import LANES_PID, TILES_PID
+
+    events = trace_events(load_run(moe_run))["traceEvents"]
+    pids = {e["pid"] for e in events if e["name"] == "process_name"}
+    assert TILES_PID not in pids and LANES_PID in pids
+    assert all(any(e["ph"] == "X" and e["pid"] == pid for e in events) for pid in pids)
+
+
+def test_experts_picture_title_fits_and_legend_covers_no_bar(
+        moe_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reports.plots as plots
+    from reports import load_run
+
+    captured = {}
+    real = plots.Figure.savefig
+
+    def keep(fig, path, *a, **k):          # render as saved, then inspect the layout
+        real(fig, path, *a, **k)
+        captured["fig"] = fig
+    monkeypatch.setattr(plots.Figure, "savefig", keep)
+    plots.plot_experts(load_run(moe_run), moe_run / "experts.png")
+    fig = captured["fig"]
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    title = fig._suptitle.get_window_extent(renderer)
+    assert page.x0 <= title.x0 and title.x1 <= page.x1          # no line cut at the edges
+    legend = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent(renderer))
+        assert not ax.get_legend()
