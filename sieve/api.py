@@ -40,6 +40,7 @@ from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.engine_burst import fire_kernel
+from simulator.progress import progress_of
 from workloads import KernelLayer, get_workload
 
 
@@ -295,9 +296,12 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
                               "layers (moe.*, ffn.*, linear.*); use burst or cycle")
     if is_dense(layer):
         return _run_dense(cfg, layer, cpu, preset, t0, out)
+    (progress := progress_of(progress)).stage("compile")
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
+    progress.stage("check outputs")
     checks = check_outputs(result, program, layer)
+    progress.stage("energy")
     energy = energy_breakdown(result.stats, result.cycles, cfg,
                               load_energy_table(cfg.energy_table), program=program)
     summary = make_summary(result, layer, program, checks, energy, cpu)

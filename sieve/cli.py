@@ -25,24 +25,21 @@ def _params(pairs: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _progress() -> Any:
-    if not sys.stderr.isatty():
-        return None
+def _progress(quiet: bool) -> Any:
+    """The progress display (reports.progress; nothing shown for runs under 2 s)."""
+    import contextlib
 
-    def show(where: int | str) -> None:
-        text = f"{where:,} cycles" if isinstance(where, int) else str(where)
-        print(f"\r  simulating... {text:<48.48}", end="", file=sys.stderr, flush=True)
-    return show
+    from reports.progress import ProgressDisplay
+    return contextlib.nullcontext() if quiet else ProgressDisplay()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sieve.api import run, summary_rows
 
-    report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
-                 overrides=args.config, fidelity=args.fidelity, out=args.out,
-                 baseline=args.baseline, progress=None if args.quiet else _progress())
-    if sys.stderr.isatty() and not args.quiet:
-        print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
+    with _progress(args.quiet) as progress:
+        report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
+                     overrides=args.config, fidelity=args.fidelity, out=args.out,
+                     baseline=args.baseline, progress=progress)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]

@@ -23,6 +23,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Program
 from simulator.engine_cycle import CycleKernel, KernelRun, drive, tile_name
+from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten
 
 ELEMENT_BYTES = 2   # 16-bit datapath: coordinates, segments and values are 16-bit words
@@ -88,6 +89,9 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     fidelity = fidelity or chip.sim.fidelity
     if fidelity not in ("cycle", "burst"):
         raise SimulationError(f"unknown fidelity {fidelity!r} (use cycle or burst)")
+    progress = progress_of(progress)        # simulator.progress: stage, advance
+    progress.stage("simulate", total=sum(c.op == "launch" for c in program.schedule),
+                   unit="kernel launches")
     env = simpy.Environment()
     dram = simpy.Resource(env, capacity=1)
     links = simpy.Resource(env, capacity=1)
@@ -152,6 +156,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "wait":
                 run = yield configs[cmd.arg + "#run"]
                 runs[cmd.arg] = run
+                progress.advance(1, cmd.arg)
                 ctl.kernel_cycles += run.cycles
                 kernel = program.kernel(cmd.arg)
                 for decl in kernel.tensors:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +66,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Kernel
 from simulator.chip import dram_transfer
+from simulator.progress import progress_of
 from simulator.stats import stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
@@ -298,12 +298,12 @@ class LayerEngine:
     """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
 
     def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Any = None) -> None:
         if fidelity not in FIDELITIES:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
-        self.progress = progress
+        self.progress = progress_of(progress)   # simulator.progress: stage, advance
         self.lanes = plan.lanes
         self.words = plan.level_words
         kernel: Kernel = plan.kernel
