@@ -234,8 +234,16 @@ def plot_utilization(run: RunData, path: Path) -> Path:
 # --- across runs ------------------------------------------------------------------------------
 
 def _run_label(run: RunData) -> str:
+    """The run folder's name, one ``__``-separated part per line (``sieve compare`` names
+    folders chip__workload__param=value), then what ran where if the name does not say it."""
     s = run.summary
-    return f"{run.name}\n{s.get('workload', '?')} on {s.get('chip', '?')}"
+    parts = run.name.split("__")
+    what = f"{s.get('workload', '?')} on {s.get('chip', '?')}"
+    if not (str(s.get("chip")) in parts and any(str(s.get("workload")).endswith(p)
+                                                  or p.endswith(str(s.get("workload")))
+                                                  for p in parts)):
+        parts.append(what)
+    return "\n".join(parts)
 
 
 def _grouped(ax: Any, labels: list[str], series: list[tuple[str, str, list[float]]],
@@ -293,8 +301,10 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
         return float(r.summary.get(key, nan))
 
     width = min(max(9.0, 1.7 * len(runs) + 3.0), 30.0)
-    fig = _figure(width, 11.5)
-    a, b, c = fig.subplots(3, 1, gridspec_kw={"hspace": 0.55})
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(width, 10.0 + 0.45 * lines), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    a, b, c = fig.subplots(3, 1)
     _grouped(a, labels, [("chip", CHIP_COLOR, [own(r, "seconds") for r in runs]),
                          ("CPU", CPU_COLOR, [base(r, "seconds") for r in runs])],
              "time (s)", "s", missing)
@@ -310,7 +320,6 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
     b.set_title("energy", fontsize=10.5)
     c.set_title("CPU / chip ratios (above the dashed 1x line the chip is better)", fontsize=10.5)
     fig.suptitle(f"Chip vs CPU across {len(runs)} runs", fontsize=12)
-    fig.subplots_adjust(left=0.8 / width, right=1 - 1.4 / width, top=0.93, bottom=0.07)
     fig.savefig(path)
     return path
 

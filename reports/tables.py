@@ -132,7 +132,8 @@ COMPARISON_COLUMNS = ("run", "chip", "workload", "kernel", "cycles", "seconds", 
 def comparison_row(run: RunData) -> dict[str, Any]:
     """One run's row of the comparison table (None where there is no CPU baseline)."""
     s, base = run.summary, run.baseline or {}
-    return {"run": run.name, "chip": s.get("chip"), "workload": s.get("workload"),
+    spec = (run.workload.get("params") or {}).get("spec")      # a spec file names the row
+    return {"run": run.name, "chip": s.get("chip"), "workload": spec or s.get("workload"),
             "kernel": s.get("kernel"), "cycles": s.get("cycles"), "seconds": s.get("seconds"),
             "energy_j": s.get("energy_j"), "cpu": base.get("cpu"),
             "cpu_seconds": base.get("seconds"), "speedup": base.get("speedup"),

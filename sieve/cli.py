@@ -73,33 +73,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports import render_run
+    from reports.compare import is_compare_folder, render_compare_folder
 
     for folder in args.run_dirs:
-        for path in render_run(Path(folder), trace=args.trace):
+        render = render_compare_folder if is_compare_folder(folder) else render_run
+        for path in render(Path(folder), trace=args.trace):
             print(path)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports import render_comparison
+    from reports.compare import compare_plan, render_compare_folder, write_manifest
     from sieve.api import run
 
     out = Path(args.out)
-    dirs = []
-    for chip in args.chips:
-        for workload in args.workloads:
-            folder = out / f"{Path(chip).stem}__{workload}"
-            report = run(chip, workload, params=_params(args.param, "parameter"),
-                         overrides=args.config, fidelity=args.fidelity, out=folder,
-                         baseline=args.baseline)
-            s = report.summary
-            print(f"  {s['chip']:<12} {s['workload']:<8} {s['cycles']:>12,} cycles  "
-                  f"verified={s['verified']}", file=sys.stderr)
-            dirs.append(folder)
-    paths = render_comparison(dirs, out)
-    table = next(p for p in paths if p.suffix == ".md")
-    print(table.read_text())
-    print("wrote " + ", ".join(str(p) for p in paths))
+    plan = compare_plan(args.chips, args.workloads, args.param)   # reports/compare.py
+    for p in plan:
+        s = run(p.chip, p.workload, params=p.params, overrides=args.config,
+                fidelity=args.fidelity, out=out / p.folder, baseline=args.baseline).summary
+        print(f"  {p.folder:<40} {s['cycles']:>14,} cycles  verified={s['verified']}",
+              file=sys.stderr)
+    write_manifest(out, plan)
+    paths = render_compare_folder(out)
+    print((out / "comparison.md").read_text())
+    print(f"wrote {out / 'compare.html'} and {len(paths) - 1} more files")
     return 0
 
 
@@ -231,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="run several chips x workloads; one table")
     cmp_.add_argument("--chips", nargs="+", required=True, metavar="CHIP")
     cmp_.add_argument("--workloads", nargs="+", required=True, metavar="WORKLOAD")
-    cmp_.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    cmp_.add_argument("-p", "--param", action="append", default=[], metavar="[WORKLOAD:]KEY=VALUE",
+                      help="parameter for every workload, or WORKLOAD:KEY=VALUE for one; a key "
+                      "given again adds a grid point")
     cmp_.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE")
     cmp_.add_argument("--fidelity", choices=("cycle", "burst", "analytic"), default=None)
     cmp_.add_argument("--baseline", default=None, metavar="CPU")
