@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings  # deprecations (e.g. spmspm shape_order=mkn) as one note line
+    warnings.formatwarning = lambda message, *_a, **_k: f"note: {message}\n"
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -127,3 +127,29 @@ def test_experts_picture_title_fits_and_legend_covers_no_bar(
     for ax in fig.axes:
         assert not legend.overlaps(ax.get_window_extent(renderer))
         assert not ax.get_legend()
+
+
+# --- one shape convention for matrix products ---------------------------------------------------
+
+
+def test_spmspm_and_gemm_read_shape_as_m_n_k() -> None:
+    from workloads import get_workload
+
+    sp = get_workload("spmspm").make({"shape": "12,10,14", "density": "0.3"})
+    ge = get_workload("gemm").make({"shape": "12,10,14"})
+    assert sp.tensors["B"].shape == (12, 14) and sp.tensors["C"].shape == (14, 10)
+    assert ge.tensors["A"].shape == (12, 14) and ge.tensors["B"].shape == (14, 10)
+    assert sp.reference().shape == ge.reference().shape == (12, 10)
+
+
+def test_old_spmspm_order_is_accepted_with_a_deprecation_note() -> None:
+    from workloads import WorkloadError, get_workload
+
+    with pytest.warns(FutureWarning, match="shape_order=mkn .* deprecated"):
+        old = get_workload("spmspm").make({"shape": "12,10,14", "shape_order": "mkn"})
+    assert old.tensors["B"].shape == (12, 10) and old.tensors["C"].shape == (10, 14)
+    with pytest.raises(WorkloadError, match="shape_order"):
+        get_workload("spmspm").make({"shape": "12,10,14", "shape_order": "nkm"})
+    with pytest.warns(FutureWarning):       # the CLI prints it as one "note:" line
+        assert main(["run", "onyx-small", "spmspm", "-p", "shape=6,5,7",
+                     "-p", "shape_order=mkn", "-q"]) == 0
