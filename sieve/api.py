@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
+from baselines import CpuEstimate, CpuPreset, estimate, load_cpu_preset
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program

@@ -1,4 +1,4 @@
-"""The CPU baseline model (baselines.cpu): presets, the citation rule on configs/cpus, the
+"""The CPU baseline model (baselines): presets, the citation rule on configs/cpus, the
 roofline's invariants, the per-kernel work counts, host calibration, and (slow) the host
 model's prediction against fresh measurements on shapes it was not fitted on."""
 
@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from baselines.cpu import (
+from baselines import (
     CPU_KERNELS,
     CpuPreset,
     blas_threads,

@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from baselines.cpu import CPU_KERNELS, CpuPreset, estimate, load_cpu_preset
+from baselines import CPU_KERNELS, CpuPreset, estimate, load_cpu_preset
 from tests.conftest import ROOT
 from workloads import WorkloadError, get_workload
 
