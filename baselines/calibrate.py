@@ -32,7 +32,18 @@ from baselines.operands import pattern
 from baselines.presets import cpu_preset_from_dict
 from workloads.base import random_sparse
 
-__all__ = ["blas_threads", "calibrate_host", "time_call"]
+__all__ = [
+    "LLC_FALLBACK_BYTES_PER_CPU",
+    "MAX_LLC_BYTES_PER_CPU",
+    "MIN_CYCLES_PER_EVENT",
+    "blas_threads",
+    "calibrate_host",
+    "cpu_vendor",
+    "fit_bounded",
+    "fit_error_summary",
+    "implausible_llc",
+    "time_call",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +63,33 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
       (medians 5-10x below best), and scipy's sparse kernels are single-threaded anyway.
     * scipy CSR @ vector, CSR @ dense, CSR @ CSR, CSR + CSR and CSR .multiply CSR at several
       shapes and densities (in-cache, single-threaded as scipy runs) -> the ``sparse.*``
-      cycles and call overheads, fitted jointly per kernel by non-negative least squares on
-      relative error (cycles = seconds x the OS clock, so the model reproduces the seconds).
+      cycles and call overheads, fitted jointly per kernel by bounded least squares on relative
+      error (``scipy.optimize.lsq_linear``; cycles = seconds x the OS clock, so the model
+      reproduces the seconds). Every per-event term is kept at or above
+      :data:`MIN_CYCLES_PER_EVENT` (an event the model counts retires at least one
+      instruction), the call overhead at or above 0; a term the fit leaves on its floor is
+      logged, and each kernel's fit error (median and largest relative residual) is logged,
+      written into the preset and returned. The TACO section gets the same scipy rates:
+      scipy's sparse kernels are compiled scalar loops on one thread, like TACO's code.
     * numpy copy and triad on arrays of 256 MiB (64 MiB quick) or 4x the LLC if larger ->
       ``mem_bandwidth_gb_per_s`` (best single repetition, uncontended capability) and
       ``stream_efficiency`` (best kernel's median / that best).
 
-    Power cannot be measured in a VM without RAPL: the energy fields are ASSUMPTIONs. Returns
-    the measurements, the fitted values and each fit's relative residuals.
+    The last-level cache is read from /sys and ignored, with a warning, when implausible
+    (:func:`implausible_llc`: a VM may report a host-wide or made-up L3). Power cannot be
+    measured in a VM without RAPL: the energy fields are ASSUMPTIONs, taken from the
+    reference part of the vendor /proc/cpuinfo names (:func:`cpu_vendor`). Returns the
+    measurements, the fitted values, each fit's relative residuals, its error and the warnings.
     """
     plan = _QUICK if quick else _FULL
     repeats = max(1, repeats)
     machine = _machine()
+    warnings: list[str] = []
+    reason = implausible_llc(machine["llc_bytes"], machine["llc_shared_cpus"])
+    if reason:
+        warnings.append(f"ignored the last-level cache size /sys reports: {reason}")
+        log.warning("%s", warnings[-1])
+        machine["llc_reported_bytes"], machine["llc_bytes"] = machine["llc_bytes"], None
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     log.info("calibrating host CPU (%s, quick=%s)", machine["model_name"], quick)
@@ -96,18 +122,36 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
     if freq_raised:   # the BLAS beat the nominal peak: the clock must be higher than reported
         freq, hz, gemm_eff = freq * gemm_eff, hz * gemm_eff, 1.0
 
-    def fit(rows: list[dict[str, Any]], features: Callable[[dict[str, Any]], list[float]]
-            ) -> tuple[np.ndarray, list[float]]:
-        return _fit([[1.0] + [x / hz for x in features(r)] for r in rows],
-                    [r["median_s"] for r in rows])
+    residuals: dict[str, list[float]] = {}
+    fit_error: dict[str, dict[str, float]] = {}
 
-    spmv_c, spmv_res = fit(measured["spmv"], lambda r: [r["nnz"], r["m"]])
-    spmm_c, spmm_res = fit(measured["spmm"],
-                           lambda r: [r["nnz"] * r["n_cols"], r["m"] * r["n_cols"]])
-    spgemm_c, spgemm_res = fit(measured["spgemm"],
-                               lambda r: [r["products"], r["nnz_left"], r["nnz_out"], r["m"],
-                                          spgemm_branch_misses(r["products"], r["nnz_out"])])
-    merge_c, merge_res = fit(measured["merge"], lambda r: [r["nnz_in"], r["nnz_out"], r["m"]])
+    def fit(kernel: str, rows: list[dict[str, Any]],
+            features: Callable[[dict[str, Any]], list[float]], names: tuple[str, ...]
+            ) -> np.ndarray:
+        # column 0 is the call overhead in seconds, the others cycles per event / hz
+        floors = [0.0] + [MIN_CYCLES_PER_EVENT] * (len(names) - 1)
+        coef, res = fit_bounded([[1.0] + [x / hz for x in features(r)] for r in rows],
+                                [r["median_s"] for r in rows], floors)
+        residuals[kernel] = res
+        fit_error[kernel] = fit_error_summary(res)
+        log.info("fit %s: median |error| %.1f%%, largest %.1f%% over %d cases", kernel,
+                 100 * fit_error[kernel]["median_abs"], 100 * fit_error[kernel]["max_abs"],
+                 len(res))
+        for name, value, floor in zip(names[1:], coef[1:], floors[1:], strict=True):
+            if value <= floor * (1 + 1e-6):
+                log.info("fit %s: %s stays on its floor (%g cycles): these cases do not "
+                         "separate it from the other terms", kernel, name, MIN_CYCLES_PER_EVENT)
+        return coef
+
+    spmv_c = fit("spmv", measured["spmv"], lambda r: [r["nnz"], r["m"]], _TERMS["spmv"])
+    spmm_c = fit("spmm", measured["spmm"],
+                 lambda r: [r["nnz"] * r["n_cols"], r["m"] * r["n_cols"]], _TERMS["spmm"])
+    spgemm_c = fit("spgemm", measured["spgemm"],
+                   lambda r: [r["products"], r["nnz_left"], r["nnz_out"], r["m"],
+                              spgemm_branch_misses(r["products"], r["nnz_out"])],
+                   _TERMS["spgemm"])
+    merge_c = fit("merge", measured["merge"], lambda r: [r["nnz_in"], r["nnz_out"], r["m"]],
+                  _TERMS["merge"])
 
     stream = measured["stream"]
     bw_peak = max(s["gb_per_s_best"] for s in stream)
@@ -116,7 +160,8 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
     fitted = {
         "cores": cores, "freq_ghz": freq, "fp32_flops_per_cycle_per_core": fpc,
         "mem_bandwidth_gb_per_s": bw_peak, "stream_efficiency": bw_sustained / bw_peak,
-        "llc_bytes": machine["llc_bytes"] or 32 << 20,
+        "llc_bytes": machine["llc_bytes"]
+        or LLC_FALLBACK_BYTES_PER_CPU[machine["vendor"]] * int(machine["cores"]),
         "cache_line_bytes": machine["cache_line_bytes"] or 64,
         "dense.gemm_efficiency": gemm_eff, "dense.call_overhead_us": dense_overhead * 1e6,
         "sparse.spmv.cycles_per_nnz": spmv_c[1], "sparse.spmv.cycles_per_row": spmv_c[2],
@@ -136,7 +181,8 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
     }
     fitted = {k: (v if isinstance(v, int) else float(v)) for k, v in fitted.items()}
     text = _host_yaml(fitted, measured, machine, when=when, repeats=repeats, quick=quick,
-                      freq_raised=freq_raised, effs=effs, single_thread=single_thread)
+                      freq_raised=freq_raised, effs=effs, single_thread=single_thread,
+                      fit_error=fit_error)
     data = yaml.safe_load(text)
     cpu_preset_from_dict(data, where=str(out_path))    # never write a preset that fails to load
     out = Path(out_path)
@@ -150,10 +196,87 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
         "load_average_before": load_before, "load_average_after": load_after,
         **measured,
         "fitted": fitted,
-        "fit_relative_residuals": {"spmv": spmv_res, "spmm": spmm_res, "spgemm": spgemm_res,
-                                   "merge": merge_res},
+        "fit_relative_residuals": residuals,
+        "fit_error": fit_error,
+        "warnings": warnings,
         "preset": data,
     }
+
+
+MIN_CYCLES_PER_EVENT = 0.25
+"""Floor of every fitted per-event cost, core cycles. ASSUMPTION: each event the model counts
+(a nonzero, a row, a product, an output, a misprediction) costs at least one instruction,
+and a core retires at most four per cycle (Skylake and Zen cores are 4-6 wide)."""
+
+MAX_LLC_BYTES_PER_CPU = 32 << 20
+"""An L3 share above this per CPU sharing it is not a real cache. The largest shipping L3
+per core is ~12 MiB (AMD's V-Cache EPYCs, VENDOR, recalled); EPYC 9654 has 4 MiB per core
+(384 MB / 96 cores, energy_cpu.md section 2.4)."""
+
+LLC_FALLBACK_BYTES_PER_CPU = {"Intel": 1441792, "AMD": 4 << 20, "unknown": 2 << 20}
+"""The LLC assumed per CPU, by vendor, when /sys reports none or an implausible one: Intel,
+the Xeon Silver 4214's 16.5 MB over 12 cores (VENDOR, configs/cpus/xeon-12c.yaml); AMD, the
+EPYC 9654's 384 MB over 96 cores (energy_cpu.md section 2.4); otherwise 2 MiB (ASSUMPTION:
+between the two)."""
+
+_LLC_FALLBACK_NOTE = {
+    "Intel": "the Xeon Silver 4214's 16.5 MB / 12 cores (VENDOR, as xeon-12c.yaml)",
+    "AMD": "the EPYC 9654's 384 MB / 96 cores (energy_cpu.md section 2.4)",
+    "unknown": "ASSUMPTION: between a Xeon SP's 1.4 and an EPYC's 4 MiB per core",
+}
+
+
+def cpu_vendor(vendor_id: str) -> str:
+    """``Intel``, ``AMD`` or ``unknown`` from /proc/cpuinfo's ``vendor_id``."""
+    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor_id.strip(), "unknown")
+
+
+def implausible_llc(llc_bytes: int | None, shared_cpus: int | None) -> str | None:
+    """Why a reported last-level cache size cannot be real, or None if it is plausible.
+
+    More than :data:`MAX_LLC_BYTES_PER_CPU` per CPU sharing it (a VM that reports a host-wide
+    or made-up L3, e.g. 480 MiB for 2 vCPUs) is implausible.
+    """
+    if llc_bytes is None:
+        return None
+    sharing = max(1, shared_cpus or 1)
+    if llc_bytes / sharing > MAX_LLC_BYTES_PER_CPU:
+        return (f"{llc_bytes / (1 << 20):,.0f} MiB shared by {sharing} CPU(s) is more than "
+                f"{MAX_LLC_BYTES_PER_CPU >> 20} MiB per CPU, larger than any real L3 share")
+    return None
+
+
+def fit_bounded(columns: list[list[float]], seconds: list[float], floors: list[float]
+                ) -> tuple[np.ndarray, list[float]]:
+    """Bounded least squares on relative error: seconds ~ columns @ coef, coef >= floors.
+
+    Each case is weighted by 1 / its measured seconds (so small and large cases count alike)
+    and each column scaled to unit norm; ``scipy.optimize.lsq_linear`` (imported here: it is
+    slow to load) solves it. Returns the coefficients and each case's relative residual
+    (model / measured - 1).
+    """
+    from scipy.optimize import lsq_linear
+
+    a = np.asarray(columns, dtype=np.float64)
+    t = np.asarray(seconds, dtype=np.float64)
+    lower = np.asarray(floors, dtype=np.float64)
+    if a.ndim != 2 or a.shape != (len(t), len(lower)) or np.any(t <= 0) or np.any(lower < 0):
+        raise ValueError("fit_bounded: one row of columns per positive time, one non-negative "
+                         "floor per column")
+    weighted = a / t[:, None]
+    scale = np.linalg.norm(weighted, axis=0)
+    scale[scale == 0] = 1.0
+    result = lsq_linear(weighted / scale, np.ones_like(t), bounds=(lower * scale, np.inf),
+                        method="bvls")
+    coef = np.maximum(result.x / scale, lower)
+    return coef, [float(x) for x in (a @ coef) / t - 1.0]
+
+
+def fit_error_summary(residuals: list[float]) -> dict[str, float]:
+    """The median and the largest absolute relative residual of a fit."""
+    errors = np.abs(np.asarray(residuals, dtype=np.float64))
+    return {"median_abs": float(np.median(errors)) if errors.size else 0.0,
+            "max_abs": float(errors.max()) if errors.size else 0.0}
 
 
 @contextlib.contextmanager
@@ -277,7 +400,9 @@ def _machine() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "vendor": cpu_vendor(fields.get("vendor_id", "")),
         "llc_bytes": _cache_size_bytes(3),
+        "llc_shared_cpus": _cache_shared_cpus(3),
         "cache_line_bytes": _cache_line_bytes(),
     }
 
@@ -290,6 +415,20 @@ def _cache_size_bytes(level: int) -> int | None:
             scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
             digits = text.rstrip("KMG")
             return int(digits) * scale if digits.isdigit() else None
+    return None
+
+
+def _cache_shared_cpus(level: int) -> int | None:
+    """How many CPUs share the cache of ``level`` (its /sys shared_cpu_list), or None."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(base.glob("index*")) if base.is_dir() else []:
+        if _read_text(str(index / "level")).strip() == str(level):
+            count = 0
+            for part in _read_text(str(index / "shared_cpu_list")).strip().split(","):
+                lo, _, hi = part.partition("-")
+                if lo.isdigit():
+                    count += int(hi) - int(lo) + 1 if hi.isdigit() else 1
+            return count or None
     return None
 
 
@@ -307,21 +446,15 @@ _BLAS_THREAD_SETTERS = (
 )
 
 
-def _fit(columns: list[list[float]], seconds: list[float]) -> tuple[np.ndarray, list[float]]:
-    """Non-negative least squares on relative error: seconds ~ columns @ coef.
-
-    Returns the coefficients and each case's relative residual (model / measured - 1).
-    """
-    a = np.asarray(columns, dtype=np.float64)
-    t = np.asarray(seconds, dtype=np.float64)
-    from scipy.optimize import nnls
-
-    weighted = a / t[:, None]
-    scale = np.linalg.norm(weighted, axis=0)
-    scale[scale == 0] = 1.0
-    coef, _ = nnls(weighted / scale, np.ones_like(t))
-    coef = coef / scale
-    return coef, [float(x) for x in (a @ coef) / t - 1.0]
+_TERMS = {
+    "spmv": ("call_overhead_us", "cycles_per_nnz", "cycles_per_row"),
+    "spmm": ("call_overhead_us", "cycles_per_mac", "cycles_per_output"),
+    "spgemm": ("call_overhead_us", "cycles_per_product", "cycles_per_left_nnz",
+               "cycles_per_output_nnz", "cycles_per_row", "cycles_per_branch_miss"),
+    "merge": ("call_overhead_us", "cycles_per_input_nnz", "cycles_per_output_nnz",
+              "cycles_per_row"),
+}
+"""The fitted terms of each kernel, in the fit's column order (the overhead first)."""
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -429,7 +562,8 @@ def _fmt(value: float | int) -> str:
 
 def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[str, Any], *,
                when: str, repeats: int, quick: bool, freq_raised: bool,
-               effs: list[float], single_thread: bool) -> str:
+               effs: list[float], single_thread: bool,
+               fit_error: dict[str, dict[str, float]]) -> str:
     """The host preset as YAML text, with a source comment above every number."""
     lines: list[str] = []
 
@@ -442,7 +576,7 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
         if note:
             comment(note, indent)
         line = f"{' ' * indent}{key.rsplit('.', 1)[-1]}: {_fmt(fitted[key])}"
-        lines.append(f"{line:<40}# {tag}" if tag else line)
+        lines.append(f"{line:<39} # {tag}" if tag else line)
 
     def sizes(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> str:
         return ", ".join((f"{r['op']} " if "op" in r else "")
@@ -452,8 +586,11 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
     gemm, spmv, spmm = measured["gemm"], measured["spmv"], measured["spmm"]
     spgemm, merge, stream = measured["spgemm"], measured["merge"], measured["stream"]
     med = f"median of {repeats} runs"
-    fit_note = ("FITTED {when}: non-negative least squares on relative error over the {what} "
-                "cases (cycles = seconds x freq_ghz); {med} each")
+    fit_note = ("FITTED {when}: bounded least squares on relative error over the {what} "
+                "cases (cycles = seconds x freq_ghz; every per-event term >= "
+                f"{MIN_CYCLES_PER_EVENT} cycles, ASSUMPTION: an event retires at least one "
+                "instruction, 4 per cycle at most); {med} each; fit error: median {err_med:.1f}%, "
+                "largest {err_max:.1f}%")
     comment(f"This host, measured by baselines.calibrate_host on {when}"
             + (" (quick mode: small cases, not a reference calibration)" if quick else "") + ".")
     comment(f"CPU: {machine['model_name']}, {machine['cores']} usable cores; numpy "
@@ -481,9 +618,12 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
         clock = (f"FITTED {when}: raised above the OS-reported {machine['cpu_mhz']} MHz to the "
                  "lowest clock at which the measured GEMM does not beat peak")
     put("freq_ghz", clock)
+    wide = ("Xeon Gold/Platinum have two 512-bit FMA units (a Silver one)"
+            if machine.get("vendor") == "Intel" else
+            "Zen 5: energy_cpu.md section 4 measured 64 on such a host")
     put("fp32_flops_per_cycle_per_core",
-        "ASSUMPTION: from the ISA flags: avx512f -> 2 x 512-bit FMA pipes (64; Zen 5 and "
-        "Xeon Gold/Platinum: energy_cpu.md section 4 measured 64 on this host), avx2+fma -> 32")
+        f"ASSUMPTION: from the ISA flags: avx512f -> 2 x 512-bit FMA pipes (64; {wide}), "
+        "avx2+fma -> 32")
     copy, triad = stream[0], stream[1]
     put("mem_bandwidth_gb_per_s",
         f"MEASURED {when}: best single repetition of numpy copy ({copy['gb_per_s_best']:.1f} "
@@ -493,22 +633,43 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
         f"MEASURED {when}: best median ({copy['gb_per_s_median']:.1f} copy, "
         f"{triad['gb_per_s_median']:.1f} triad GB/s, {max(repeats, 3)} runs) over the best "
         "repetition above: the sustained share on this shared machine")
-    put("llc_bytes", "OS-REPORTED: /sys/devices/system/cpu/cpu0/cache L3 size"
-        if machine["llc_bytes"] else "ASSUMPTION: 32 MiB, /sys reported no L3")
+    if machine["llc_bytes"]:
+        llc_note = "OS-REPORTED: /sys/devices/system/cpu/cpu0/cache L3 size"
+    else:
+        why = ("/sys reported no L3" if machine.get("llc_reported_bytes") is None else
+               f"/sys reported {machine['llc_reported_bytes'] / (1 << 20):,.0f} MiB, more than "
+               f"{MAX_LLC_BYTES_PER_CPU >> 20} MiB per CPU sharing it: not a real cache")
+        vendor = machine.get("vendor", "unknown")
+        per_cpu = LLC_FALLBACK_BYTES_PER_CPU[vendor] / (1 << 20)
+        llc_note = (f"ASSUMPTION: {per_cpu:.3g} MiB per CPU, {_LLC_FALLBACK_NOTE[vendor]}; "
+                    f"{why}")
+    put("llc_bytes", llc_note)
     put("cache_line_bytes", "OS-REPORTED: /sys coherency_line_size"
         if machine["cache_line_bytes"] else "ASSUMPTION: 64-byte lines, /sys reported none")
     lines.append("value_bytes: 4           # MEASURED with float32 values (the calibration's "
                  "dtype)")
     lines.append("index_bytes: 4           # MEASURED with int32 indices (scipy's index type "
                  "at these sizes)")
+    vendor = machine.get("vendor", "unknown")
+    if vendor == "Intel":
+        core_w, uncore_per_cpu_w = (85.0 - 30.0) / 12.0, 30.0 / 12.0
+        part = ("an Intel Xeon SP core, as configs/cpus/xeon-12c.yaml (Xeon Silver 4214: VENDOR "
+                "85 W TDP, ASSUMPTION 30 W uncore, 12 cores)")
+        core_how, uncore_how = "(85 - 30) / 12", "30 / 12"
+    else:
+        core_w, uncore_per_cpu_w = (360.0 - 100.0) / 96.0, 100.0 / 96.0
+        part = ("a Zen-class server core, as configs/cpus/epyc-9654.yaml (EPYC 9654: 360 W TDP, "
+                "~100 W uncore/idle, 96 cores, energy_cpu.md section 6)")
+        if vendor != "AMD":
+            part += f"; /proc/cpuinfo names no known vendor ({machine['model_name']})"
+        core_how, uncore_how = "(360 - 100) / 96", "100 / 96"
     comment(f"ASSUMPTION: power is not measured (no RAPL in this VM: energy_cpu.md section "
-            f"2.4). The {n_cpus}-CPU share of a Zen-class server package is charged while a "
-            f"kernel runs (the VM holds all its CPUs): EPYC 9654 360 W / 96 cores = 3.75 W per "
-            f"core (energy_cpu.md section 2.4) x {n_cpus}, plus 2.5 W of uncore/IO-die share.")
-    lines.append(f"package_power_w: {_fmt(3.75 * n_cpus + 2.5)}")
-    comment(f"ASSUMPTION: the {n_cpus}-CPU share of the 9654's ~100 W idle (energy_cpu.md "
-            f"section 6): 100 / 96 x {n_cpus}.")
-    lines.append(f"idle_power_w: {_fmt(100.0 / 96.0 * n_cpus)}")
+            f"2.4). Vendor {vendor} (/proc/cpuinfo vendor_id): {part}. A core running a "
+            f"kernel draws its share of the TDP above the uncore, {core_how}.")
+    lines.append(f"core_power_w: {_fmt(core_w)}")
+    comment(f"ASSUMPTION: the {n_cpus}-CPU share of the same part's uncore, {uncore_how} x "
+            f"{n_cpus}, drawn while a kernel runs.")
+    lines.append(f"uncore_power_w: {_fmt(uncore_per_cpu_w * n_cpus)}")
     comment("energy_cpu.md section 1.5: DDR5 planning value 10-15 pJ/bit incl. I/O (the VM's "
             "DIMM type is not visible; ASSUMPTION: a DDR5 server).")
     lines.append("dram_pj_per_bit: 12")
@@ -538,7 +699,21 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
     )
     for name, rows, keys, what, params in sections:
         lines.append(f"  {name}:")
-        comment(fit_note.format(when=when, what=f"{what} ({sizes(rows, keys)})", med=med), 4)
+        comment(fit_note.format(when=when, what=f"{what} ({sizes(rows, keys)})", med=med,
+                                err_med=100 * fit_error[name]["median_abs"],
+                                err_max=100 * fit_error[name]["max_abs"]), 4)
         for param in params:
             put(f"sparse.{name}.{param}", tag="FITTED (see the note above)")
+    comment("TACO-generated code is not on this machine; scipy's sparse kernels are compiled "
+            "scalar loops on one thread as TACO's are, so the TACO section repeats the FITTED "
+            "scipy rates above.")
+    lines.append("taco:")
+    lines.append("  cores_used: 1            # MEASURED: scipy's sparse kernels are "
+                 "single-threaded")
+    lines.append("  parallel_efficiency: 1.0 # MEASURED: one thread, no parallel loss")
+    for name, _rows, _keys, _what, params in sections:
+        lines.append(f"  {name}:")
+        for param in params:
+            value = _fmt(fitted[f"sparse.{name}.{param}"])
+            lines.append(f"{f'    {param}: {value}':<39} # FITTED: as sparse.{name}.{param}")
     return "\n".join(lines) + "\n"

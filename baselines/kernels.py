@@ -20,12 +20,18 @@ of the CSR arrays, dense operands and output (cold caches, no write-allocate), p
 misses of the operand a kernel gathers from when that operand is larger than the last-level
 cache. The tensor kernels (sddmm, ttv, ttm, innerprod, mttkrp) are in
 ``baselines.tensor_kernels``.
+
+Each kernel names the libraries that offer it (:data:`LIBRARIES`): the rates above are read
+from ``preset.sparse`` (MKL) or ``preset.taco`` (TACO-generated code), and so are the cores the
+call runs on and its compute roof. MKL offers SpMV, SpGEMM, the sparse add and (BLAS) GEMM;
+it has no sparse element-wise product, which therefore runs as TACO code.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,7 +52,9 @@ from workloads import WorkloadError
 
 __all__ = [
     "CPU_KERNELS",
+    "LIBRARIES",
     "CpuKernel",
+    "RegisteredKernel",
     "cpu_kernel",
     "elemadd_work",
     "elemmul_work",
@@ -62,34 +70,68 @@ __all__ = [
     "spmv_work",
 ]
 
-CpuKernel = Callable[[Any, CpuPreset], KernelWork]
-CPU_KERNELS: dict[str, CpuKernel] = {}
+CpuKernel = Callable[[Any, CpuPreset, str], KernelWork]
+"""A work function: (layer, preset, library) -> the call's KernelWork."""
+
+LIBRARIES = ("mkl", "taco")
+"""The libraries of Onyx's CPU baselines: Intel MKL (vectorised, multi-threaded) and
+TACO-generated C (onyx_sam.md section 1: "Intel Xeon (MKL, 1 core)", "Intel Xeon (MKL+AVX,
+12 cores)", "TACO (1 core)")."""
+
+
+@dataclass(frozen=True)
+class RegisteredKernel:
+    """A layer kind's work function and the libraries that offer the kernel."""
+
+    fn: CpuKernel
+    libraries: tuple[str, ...]
+
+    def library_for(self, preset: CpuPreset) -> str:
+        """The preset's library if it offers this kernel, else the first that does."""
+        return preset.library if preset.library in self.libraries else self.libraries[0]
+
+    def __call__(self, layer: Any, preset: CpuPreset, library: str | None = None) -> KernelWork:
+        return self.fn(layer, preset, library or self.library_for(preset))
+
+
+CPU_KERNELS: dict[str, RegisteredKernel] = {}
 """Layer name -> work function; add a layer kind with ``@cpu_kernel("name")``."""
 
 
-def cpu_kernel(name: str) -> Callable[[CpuKernel], CpuKernel]:
-    """Register the work function of the layers named ``name``."""
+def cpu_kernel(name: str, libraries: tuple[str, ...] = LIBRARIES
+               ) -> Callable[[CpuKernel], CpuKernel]:
+    """Register the work function of the layers named ``name``, offered by ``libraries``
+    (in order of preference when the preset's own library lacks the kernel)."""
+    unknown = [lib for lib in libraries if lib not in LIBRARIES]
+    if unknown or not libraries:
+        raise ValueError(f"CPU kernel {name!r}: libraries must be among {LIBRARIES}, "
+                         f"got {libraries}")
+
     def register(fn: CpuKernel) -> CpuKernel:
         if name in CPU_KERNELS:
             raise ValueError(f"CPU kernel {name!r} is already registered")
-        CPU_KERNELS[name] = fn
+        CPU_KERNELS[name] = RegisteredKernel(fn, tuple(libraries))
         return fn
     return register
 
 
 def estimate(layer: LayerLike, preset: CpuPreset) -> CpuEstimate:
-    """Time and energy of ``layer`` on ``preset``; WorkloadError for a layer with no model."""
-    fn = CPU_KERNELS.get(layer.name)
-    if fn is None:
+    """Time and energy of ``layer`` on ``preset``; WorkloadError for a layer with no model.
+
+    The kernel runs in the preset's library when that library offers it, else in one that
+    does (MKL has no sparse element-wise product or tensor kernels: those run as TACO code).
+    """
+    kernel = CPU_KERNELS.get(layer.name)
+    if kernel is None:
         close = difflib.get_close_matches(layer.name, CPU_KERNELS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise WorkloadError(f"CPU baseline: no model for layer {layer.name!r}{hint}; "
                             f"supported: {', '.join(sorted(CPU_KERNELS))}")
-    return estimate_work(fn(layer, preset), preset, layer=layer.name)
+    return estimate_work(kernel(layer, preset), preset, layer=layer.name)
 
 
 @cpu_kernel("spmv")
-def spmv_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+def spmv_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """x = B c as CSR SpMV with a dense c (MKL ``mkl_sparse_s_mv``): one MAC per nonzero of B.
 
     Useful flops count only nonzeros of B that meet a nonzero of c.
@@ -98,7 +140,7 @@ def spmv_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
     m, n = b.shape
     c = vector_operand(layer, "c", n)
     nnz = b.nnz
-    cost = preset.sparse.spmv
+    cost = preset.library_cost(library).spmv
     effectual = int(np.count_nonzero(c[b.indices]))
     gathers = max(0, nnz - n)
     dram = {
@@ -108,7 +150,7 @@ def spmv_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
         "c_capacity_misses": gathers * preset.cache_line_bytes
         * miss_fraction(preset, n * preset.value_bytes),
     }
-    return sparse_work(preset, "csr_spmv", executed=2 * nnz, useful=2 * effectual,
+    return sparse_work(preset, library, "csr_spmv", executed=2 * nnz, useful=2 * effectual,
                        dense=2 * m * n, issue=cost.cycles_per_nnz * nnz + cost.cycles_per_row * m,
                        dram=dram, overhead_us=cost.call_overhead_us,
                        counts={"rows": m, "nnz_B": nnz, "nnz_c": int(np.count_nonzero(c))})
@@ -129,7 +171,7 @@ def spgemm_branch_misses(products: float, out_nnz: float) -> float:
 
 
 @cpu_kernel("spmspm")
-def spgemm_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+def spgemm_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """X = B C as Gustavson SpGEMM (MKL ``mkl_sparse_spmm``), whatever loop order the chip uses.
 
     Products = sum over k of nnz(B(:,k)) * nnz(C(k,:)); output nonzeros are structural
@@ -144,7 +186,7 @@ def spgemm_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
     products = float(np.bincount(b.indices, minlength=k).astype(np.float64)
                      @ np.diff(c.indptr).astype(np.float64))
     out_nnz = (pattern(b) @ pattern(c)).nnz
-    cost = preset.sparse.spgemm
+    cost = preset.library_cost(library).spgemm
     c_bytes = csr_bytes(preset, k, c.nnz)
     dram = {
         "B": csr_bytes(preset, m, b.nnz),
@@ -157,7 +199,8 @@ def spgemm_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
     issue = (cost.cycles_per_product * products + cost.cycles_per_left_nnz * b.nnz
              + cost.cycles_per_output_nnz * out_nnz + cost.cycles_per_row * m
              + cost.cycles_per_branch_miss * misses)
-    return sparse_work(preset, "gustavson_spgemm", executed=2 * products, useful=2 * products,
+    return sparse_work(preset, library, "gustavson_spgemm", executed=2 * products,
+                       useful=2 * products,
                        dense=2 * m * k * n, issue=issue, dram=dram,
                        overhead_us=cost.call_overhead_us,
                        counts={"rows": m, "nnz_B": b.nnz, "nnz_C": c.nnz,
@@ -166,15 +209,15 @@ def spgemm_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
 
 
 @cpu_kernel("elemadd")
-def elemadd_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+def elemadd_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """X = B + C as a CSR union merge (MKL ``mkl_sparse_s_add``; TACO's generated merge)."""
-    return _merge_work(layer, preset, union=True)
+    return _merge_work(layer, preset, library, union=True)
 
 
-@cpu_kernel("elemmul")
-def elemmul_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+@cpu_kernel("elemmul", libraries=("taco",))
+def elemmul_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """X = B * C as a CSR intersection merge (TACO-style; MKL has no sparse .* sparse)."""
-    return _merge_work(layer, preset, union=False)
+    return _merge_work(layer, preset, library, union=False)
 
 
 def gemm_work(m: int, n: int, k: int, preset: CpuPreset) -> KernelWork:
@@ -199,8 +242,8 @@ def gemm_work(m: int, n: int, k: int, preset: CpuPreset) -> KernelWork:
                       counts={"M": m, "N": n, "K": k})
 
 
-@cpu_kernel("gemm")
-def gemm_layer_work(layer: LayerLike, preset: CpuPreset) -> KernelWork:
+@cpu_kernel("gemm", libraries=("mkl",))
+def gemm_layer_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """X = A B as a dense BLAS GEMM (MKL ``sgemm``): :func:`gemm_work` of the operands' shapes.
 
     A dense library issues every MAC, so zeros of A and N:M-pruned weights of B save nothing.
@@ -220,7 +263,7 @@ def estimate_gemm(m: int, n: int, k: int, preset: CpuPreset) -> CpuEstimate:
     return estimate_work(gemm_work(m, n, k, preset), preset, layer="gemm")
 
 
-def spmm_work(b: Any, n_cols: int, preset: CpuPreset) -> KernelWork:
+def spmm_work(b: Any, n_cols: int, preset: CpuPreset, library: str = "mkl") -> KernelWork:
     """CSR B (M,K) times a dense (K, n_cols) matrix (MKL ``mkl_sparse_s_mm``).
 
     The dense operand's rows are gathered once per nonzero; when it exceeds the LLC those
@@ -231,13 +274,14 @@ def spmm_work(b: Any, n_cols: int, preset: CpuPreset) -> KernelWork:
     csr = sp.csr_matrix(b, copy=True)
     csr.sum_duplicates()
     m, k = csr.shape
-    return spmm_shape_work(m, k, csr.nnz, n_cols, preset)
+    return spmm_shape_work(m, k, csr.nnz, n_cols, preset, library)
 
 
-def spmm_shape_work(m: int, k: int, nnz: int, n_cols: int, preset: CpuPreset) -> KernelWork:
+def spmm_shape_work(m: int, k: int, nnz: int, n_cols: int, preset: CpuPreset,
+                    library: str = "mkl") -> KernelWork:
     """:func:`spmm_work` from the CSR operand's shape (M, K) and nonzero count alone."""
     macs = float(nnz) * n_cols
-    cost = preset.sparse.spmm
+    cost = preset.library_cost(library).spmm
     vb, line = preset.value_bytes, preset.cache_line_bytes
     row_bytes = -(-n_cols * vb // line) * line
     dense_bytes = k * n_cols * vb
@@ -245,7 +289,7 @@ def spmm_shape_work(m: int, k: int, nnz: int, n_cols: int, preset: CpuPreset) ->
             "output": float(m * n_cols * vb),
             "dense_capacity_misses": max(0, nnz - k) * row_bytes
             * miss_fraction(preset, dense_bytes)}
-    return sparse_work(preset, "csr_spmm", executed=2 * macs, useful=2 * macs,
+    return sparse_work(preset, library, "csr_spmm", executed=2 * macs, useful=2 * macs,
                        dense=2.0 * m * k * n_cols,
                        issue=cost.cycles_per_mac * macs + cost.cycles_per_output * m * n_cols,
                        dram=dram, overhead_us=cost.call_overhead_us,
@@ -257,7 +301,8 @@ def estimate_spmm(b: Any, n_cols: int, preset: CpuPreset) -> CpuEstimate:
     return estimate_work(spmm_work(b, n_cols, preset), preset, layer="spmm")
 
 
-def _merge_work(layer: LayerLike, preset: CpuPreset, union: bool) -> KernelWork:
+def _merge_work(layer: LayerLike, preset: CpuPreset, library: str, union: bool
+                ) -> KernelWork:
     b, c = matrix_operand(layer, "B"), matrix_operand(layer, "C")
     if b.shape != c.shape:
         raise WorkloadError(f"CPU baseline: layer {layer.name}: B is {b.shape[0]}x{b.shape[1]} "
@@ -266,14 +311,14 @@ def _merge_work(layer: LayerLike, preset: CpuPreset, union: bool) -> KernelWork:
     pb, pc = pattern(b), pattern(c)
     n_union, n_inter = (pb + pc).nnz, pb.multiply(pc).nnz
     out_nnz = n_union if union else n_inter
-    cost = preset.sparse.merge
+    cost = preset.library_cost(library).merge
     dram = {"B": csr_bytes(preset, m, b.nnz), "C": csr_bytes(preset, m, c.nnz),
             "output": csr_bytes(preset, m, out_nnz)}
     issue = (cost.cycles_per_input_nnz * (b.nnz + c.nnz) + cost.cycles_per_output_nnz * out_nnz
              + cost.cycles_per_row * m)
     # One op per coordinate where both operands are stored; elsewhere a merge copies (add)
     # or skips (multiply) without arithmetic.
-    return sparse_work(preset, "csr_merge_union" if union else "csr_merge_intersection",
+    return sparse_work(preset, library, "csr_merge_union" if union else "csr_merge_intersection",
                        executed=n_inter, useful=n_inter, dense=m * n, issue=issue, dram=dram,
                        overhead_us=cost.call_overhead_us,
                        counts={"rows": m, "nnz_B": b.nnz, "nnz_C": c.nnz, "nnz_union": n_union,

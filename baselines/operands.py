@@ -58,6 +58,7 @@ def matrix_operand(layer: LayerLike, key: str) -> sp.csr_matrix:
 
 
 def vector_operand(layer: LayerLike, key: str, length: int) -> np.ndarray:
+    """Tensor ``key`` of ``layer`` as a dense vector of ``length`` values."""
     if key not in layer.tensors:
         raise WorkloadError(f"CPU baseline: layer {layer.name}: tensor {key!r} missing "
                             f"(tensors: {', '.join(layer.tensors)})")
@@ -86,15 +87,20 @@ def miss_fraction(preset: CpuPreset, footprint_bytes: float) -> float:
     return 1.0 - preset.llc_bytes / footprint_bytes
 
 
-def sparse_work(preset: CpuPreset, kernel: str, *, executed: float, useful: float,
-                dense: float, issue: float, dram: dict[str, float], overhead_us: float,
-                counts: dict[str, float]) -> KernelWork:
+def sparse_work(preset: CpuPreset, library: str, kernel: str, *, executed: float,
+                useful: float, dense: float, issue: float, dram: dict[str, float],
+                overhead_us: float, counts: dict[str, float]) -> KernelWork:
+    """The KernelWork of one sparse call run by ``library`` (``mkl``: ``preset.sparse``,
+    ``taco``: ``preset.taco``): its cores, parallel efficiency and compute roof."""
+    lib = preset.library_cost(library)
+    flops = lib.fp32_flops_per_cycle_per_core
     return KernelWork(kernel=kernel, executed_flops=float(executed), useful_flops=float(useful),
                       dense_equivalent_flops=float(dense), issue_cycles=float(issue),
-                      dram_bytes=dram, cores_used=preset.sparse.cores_used,
-                      compute_efficiency=1.0,
-                      parallel_efficiency=preset.sparse.parallel_efficiency,
-                      call_overhead_s=overhead_us * 1e-6, counts=counts)
+                      dram_bytes=dram, cores_used=lib.cores_used,
+                      compute_efficiency=1.0 if flops is None
+                      else flops / preset.fp32_flops_per_cycle_per_core,
+                      parallel_efficiency=lib.parallel_efficiency,
+                      call_overhead_s=overhead_us * 1e-6, counts=counts, library=library)
 
 
 def array_operand(layer: LayerLike, key: str, rank: int) -> np.ndarray:

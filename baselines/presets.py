@@ -74,6 +74,13 @@ class CpuPreset:
     Rates are per core at ``freq_ghz``; ``peak_gflops`` is derived. Bytes are counted with
     ``value_bytes`` per value and ``index_bytes`` per coordinate, whatever dtype the layer's
     tensors have (the CPU library's data types, e.g. MKL fp32 with int32 indices).
+
+    Two libraries run the sparse kernels, as in Onyx's baselines: ``sparse`` holds the vendor
+    library's costs (MKL: vectorised, on ``sparse.cores_used`` threads), ``taco`` those of
+    TACO-generated C (scalar, its own core count). ``library`` says which one the preset runs
+    where a kernel exists in both; a kernel only one library offers runs on that one.
+    Power: every core a call runs on draws ``core_power_w``, and the uncore (L3, mesh, memory
+    controller, I/O) draws ``uncore_power_w`` while the call runs; idle cores draw nothing.
     """
 
     name: str
@@ -81,25 +88,30 @@ class CpuPreset:
     cores: int
     freq_ghz: float
     fp32_flops_per_cycle_per_core: float
-    """Peak fp32 FLOP per cycle per core (an FMA counts 2)."""
+    """Peak fp32 FLOP per cycle per core with the widest vectors (an FMA counts 2)."""
     mem_bandwidth_gb_per_s: float
     """Peak DRAM bandwidth available to the cores in use, GB/s (1e9 bytes/s)."""
     stream_efficiency: float
     """Fraction of mem_bandwidth_gb_per_s a streaming kernel sustains (0, 1]."""
     llc_bytes: int
     """Last-level cache capacity, bytes."""
-    package_power_w: float
-    """Package power while running a kernel, watts."""
+    core_power_w: float
+    """Active power of one core running a kernel (its share of the package), watts."""
+    uncore_power_w: float
+    """Power of the uncore (L3, mesh, memory controller, I/O) while a kernel runs, watts."""
     dram_pj_per_bit: float
     """DRAM access energy including I/O, picojoules per bit transferred."""
     dense: DenseCost
     sparse: SparseCost
+    """The vendor library's sparse kernels (MKL)."""
+    taco: SparseCost
+    """TACO-generated code for the same kernels (and those the vendor library lacks)."""
+    library: Literal["mkl", "taco"] = "mkl"
+    """The library this preset runs where a kernel exists in both."""
     cache_line_bytes: int = 64
     value_bytes: int = 4
     index_bytes: int = 4
-    idle_power_w: float | None = None
-    """Package power when idle, watts (static share in the per_instruction energy model)."""
-    energy_model: Literal["package_power", "per_instruction"] = "package_power"
+    energy_model: Literal["active_power", "per_instruction"] = "active_power"
     energy_per_instruction_pj: float | None = None
     instructions_per_cycle: float | None = None
     """Sustained instructions per core-cycle (converts busy cycles to instructions)."""
@@ -110,9 +122,18 @@ class CpuPreset:
         return self.cores * self.freq_ghz * self.fp32_flops_per_cycle_per_core
 
     @property
+    def package_power_w(self) -> float:
+        """Power with every core active: cores x core_power_w + uncore_power_w, watts."""
+        return self.cores * self.core_power_w + self.uncore_power_w
+
+    @property
     def sustained_bandwidth_gb_per_s(self) -> float:
         """The streaming bandwidth the memory roof uses, GB/s."""
         return self.mem_bandwidth_gb_per_s * self.stream_efficiency
+
+    def library_cost(self, library: str) -> SparseCost:
+        """The sparse costs of ``library`` (``mkl`` or ``taco``)."""
+        return self.taco if library == "taco" else self.sparse
 
     def problems(self) -> list[Problem]:
         """Semantic checks, reported with the loader's type errors."""
@@ -120,23 +141,26 @@ class CpuPreset:
         if self.cores < 1:
             out.append(("cores", f"must be >= 1, got {self.cores}"))
         for name in ("freq_ghz", "fp32_flops_per_cycle_per_core", "mem_bandwidth_gb_per_s",
-                     "llc_bytes", "cache_line_bytes", "package_power_w"):
+                     "llc_bytes", "cache_line_bytes", "core_power_w"):
             _positive(out, name, getattr(self, name))
         _fraction(out, "stream_efficiency", self.stream_efficiency)
         _non_negative(out, "dram_pj_per_bit", self.dram_pj_per_bit)
+        _non_negative(out, "uncore_power_w", self.uncore_power_w)
         for name in ("value_bytes", "index_bytes"):
             if getattr(self, name) not in (1, 2, 4, 8):
                 out.append((name, f"must be 1, 2, 4 or 8, got {getattr(self, name)}"))
-        if self.sparse.cores_used > self.cores:
-            out.append(("sparse.cores_used",
-                        f"must be <= cores ({self.cores}), got {self.sparse.cores_used}"))
-        if self.idle_power_w is not None:
-            _non_negative(out, "idle_power_w", self.idle_power_w)
-            if self.idle_power_w > self.package_power_w:
-                out.append(("idle_power_w", f"must be <= package_power_w "
-                            f"({self.package_power_w}), got {self.idle_power_w}"))
+        for lib in ("sparse", "taco"):
+            cost: SparseCost = getattr(self, lib)
+            if cost.cores_used > self.cores:
+                out.append((f"{lib}.cores_used",
+                            f"must be <= cores ({self.cores}), got {cost.cores_used}"))
+            flops = cost.fp32_flops_per_cycle_per_core
+            if flops is not None and flops > self.fp32_flops_per_cycle_per_core:
+                out.append((f"{lib}.fp32_flops_per_cycle_per_core", f"must be <= "
+                            f"fp32_flops_per_cycle_per_core ({self.fp32_flops_per_cycle_per_core})"
+                            f", got {flops}"))
         if self.energy_model == "per_instruction":
-            for name in ("energy_per_instruction_pj", "instructions_per_cycle", "idle_power_w"):
+            for name in ("energy_per_instruction_pj", "instructions_per_cycle"):
                 if getattr(self, name) is None:
                     out.append((name, "required when energy_model is per_instruction"))
         for name in ("energy_per_instruction_pj", "instructions_per_cycle"):
@@ -148,22 +172,27 @@ class CpuPreset:
 
 @dataclass(frozen=True)
 class SparseCost:
-    """Instruction-issue costs of the sparse kernels and how they parallelise."""
+    """One library's instruction-issue costs of the sparse kernels and how they parallelise."""
 
     cores_used: int
-    """Cores the sparse library runs on (rows split across them)."""
+    """Cores the library runs on (rows split across them)."""
     parallel_efficiency: float
     """Fraction of linear speed-up over cores_used (load imbalance, synchronisation) (0, 1]."""
     spmv: SpmvCost
     spmm: SpmmCost
     spgemm: SpgemmCost
     merge: MergeCost
+    fp32_flops_per_cycle_per_core: float | None = None
+    """The compute roof of this library's code, FLOP per cycle per core (None: the preset's
+    vector peak; scalar code without FMA reaches far less)."""
 
     def problems(self) -> list[Problem]:
         out: list[Problem] = []
         if self.cores_used < 1:
             out.append(("cores_used", f"must be >= 1, got {self.cores_used}"))
         _fraction(out, "parallel_efficiency", self.parallel_efficiency)
+        if self.fp32_flops_per_cycle_per_core is not None:
+            _positive(out, "fp32_flops_per_cycle_per_core", self.fp32_flops_per_cycle_per_core)
         return out
 
 

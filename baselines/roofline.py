@@ -7,10 +7,15 @@ the CPU; :func:`estimate_work` times it on a preset:
     t_memory  = dram_bytes / (mem_bandwidth * stream_efficiency)
     t_issue   = issue_cycles / (cores_used * f * parallel_efficiency)
     seconds   = max(t_compute, t_memory, t_issue) + call_overhead      bound = the argmax
-    energy    = package_power * seconds + dram_bytes * 8 * dram_pj_per_bit
-                (energy_model "per_instruction": idle_power * seconds
+    energy    = (cores_used * core_power + uncore_power) * seconds
+                + dram_bytes * 8 * dram_pj_per_bit
+                (energy_model "per_instruction": uncore_power * seconds
                  + instructions * energy_per_instruction + the same DRAM term, where
                  instructions = busy core-cycles * instructions_per_cycle)
+
+Only the cores a call runs on draw active power (idle cores sit in a deep C-state, ~0 W: the
+model's ASSUMPTION); the uncore runs for the whole call. The call overhead (dispatch, thread
+fork/join) is charged at the same power: the cores wait spinning.
 
 Like any roofline, the max() assumes issue and memory time overlap perfectly, which is
 optimistic for one scalar core streaming from DRAM (measured on the host: an out-of-LLC SpMV
@@ -50,24 +55,24 @@ def estimate_work(work: KernelWork, preset: CpuPreset, *, layer: str = "") -> Cp
         "issue_cycles": work.issue_cycles, "cores_used": float(work.cores_used),
     }
     breakdown |= {f"dram_bytes_{k}": float(v) for k, v in work.dram_bytes.items()}
-    if preset.energy_model == "package_power":
-        core_j = preset.package_power_w * seconds
-        breakdown["energy_package_j"] = core_j
+    uncore_j = preset.uncore_power_w * seconds
+    if preset.energy_model == "active_power":
+        cores_j = work.cores_used * preset.core_power_w * seconds
+        breakdown["energy_cores_j"] = cores_j
     else:
-        assert preset.idle_power_w is not None and preset.instructions_per_cycle is not None
+        assert preset.instructions_per_cycle is not None
         assert preset.energy_per_instruction_pj is not None
         instructions = busy_s * hz * work.cores_used * preset.instructions_per_cycle
-        static_j = preset.idle_power_w * seconds
-        instr_j = instructions * preset.energy_per_instruction_pj * 1e-12
-        core_j = static_j + instr_j
-        breakdown |= {"instructions": instructions, "energy_static_j": static_j,
-                      "energy_instructions_j": instr_j}
+        cores_j = instructions * preset.energy_per_instruction_pj * 1e-12
+        breakdown |= {"instructions": instructions, "energy_instructions_j": cores_j}
+    breakdown["energy_uncore_j"] = uncore_j
     breakdown["energy_dram_j"] = dram_j
     breakdown |= {k: float(v) for k, v in work.counts.items()}
-    return CpuEstimate(seconds=seconds, energy_j=core_j + dram_j, flops=work.useful_flops,
+    return CpuEstimate(seconds=seconds, energy_j=cores_j + uncore_j + dram_j,
+                       flops=work.useful_flops,
                        dense_equivalent_flops=work.dense_equivalent_flops, bytes=total_bytes,
                        bound=bound, breakdown=breakdown, layer=layer or work.kernel,
-                       preset=preset.name)
+                       preset=preset.name, library=work.library)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ class KernelWork:
     """Fraction of linear speed-up of the issue ceiling over cores_used."""
     call_overhead_s: float
     counts: dict[str, float] = field(default_factory=dict)
+    library: str = "mkl"
+    """Who runs the call: ``mkl`` (the vendor library, BLAS included) or ``taco``."""
     """Structural counts (nnz, rows, products ...) copied into the breakdown."""
 
 
@@ -114,6 +121,8 @@ class CpuEstimate:
     breakdown: dict[str, float]
     layer: str = ""
     preset: str = ""
+    library: str = ""
+    """The library that ran it (``mkl``, ``taco``; ``mkl+taco`` for a mix of calls)."""
 
     @property
     def edp_j_s(self) -> float:
@@ -126,6 +135,7 @@ class CpuEstimate:
         return self.flops / self.seconds / 1e9
 
     def __str__(self) -> str:
-        return (f"{self.layer} on {self.preset}: {self.seconds * 1e6:,.2f} us, "
+        lib = f" ({self.library})" if self.library else ""
+        return (f"{self.layer} on {self.preset}{lib}: {self.seconds * 1e6:,.2f} us, "
                 f"{self.energy_j * 1e6:,.2f} uJ, {self.bound}-bound, "
                 f"{self.useful_gflops_per_s:.3g} useful GFLOP/s")
