@@ -205,7 +205,8 @@ def spgemm_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork
                        overhead_us=cost.call_overhead_us,
                        counts={"rows": m, "nnz_B": b.nnz, "nnz_C": c.nnz,
                                "products": products, "nnz_out": out_nnz,
-                               "branch_misses": misses})
+                               "branch_misses": misses},
+                       phases=2)
 
 
 @cpu_kernel("elemadd")
@@ -239,7 +240,10 @@ def gemm_work(m: int, n: int, k: int, preset: CpuPreset) -> KernelWork:
                       cores_used=preset.cores, compute_efficiency=preset.dense.gemm_efficiency,
                       parallel_efficiency=1.0,
                       call_overhead_s=preset.dense.call_overhead_us * 1e-6,
-                      counts={"M": m, "N": n, "K": k})
+                      counts={"M": m, "N": n, "K": k},
+                      serial_call_overhead_s=max(0.0, preset.dense.call_overhead_us
+                                                 - preset.fork_join_us) * 1e-6
+                      if preset.cores > 1 else None)
 
 
 @cpu_kernel("gemm", libraries=("mkl",))

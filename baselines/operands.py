@@ -89,18 +89,21 @@ def miss_fraction(preset: CpuPreset, footprint_bytes: float) -> float:
 
 def sparse_work(preset: CpuPreset, library: str, kernel: str, *, executed: float,
                 useful: float, dense: float, issue: float, dram: dict[str, float],
-                overhead_us: float, counts: dict[str, float]) -> KernelWork:
+                overhead_us: float, counts: dict[str, float], phases: int = 1) -> KernelWork:
     """The KernelWork of one sparse call run by ``library`` (``mkl``: ``preset.sparse``,
-    ``taco``: ``preset.taco``): its cores, parallel efficiency and compute roof."""
+    ``taco``: ``preset.taco``): its cores, parallel efficiency and compute roof. A
+    multi-threaded library may run it on one thread, saving ``phases`` fork/joins."""
     lib = preset.library_cost(library)
     flops = lib.fp32_flops_per_cycle_per_core
+    serial_us = max(0.0, overhead_us - phases * preset.fork_join_us)
     return KernelWork(kernel=kernel, executed_flops=float(executed), useful_flops=float(useful),
                       dense_equivalent_flops=float(dense), issue_cycles=float(issue),
                       dram_bytes=dram, cores_used=lib.cores_used,
                       compute_efficiency=1.0 if flops is None
                       else flops / preset.fp32_flops_per_cycle_per_core,
                       parallel_efficiency=lib.parallel_efficiency,
-                      call_overhead_s=overhead_us * 1e-6, counts=counts, library=library)
+                      call_overhead_s=overhead_us * 1e-6, counts=counts, library=library,
+                      serial_call_overhead_s=serial_us * 1e-6 if lib.cores_used > 1 else None)
 
 
 def array_operand(layer: LayerLike, key: str, rank: int) -> np.ndarray:

@@ -108,6 +108,9 @@ class CpuPreset:
     """TACO-generated code for the same kernels (and those the vendor library lacks)."""
     library: Literal["mkl", "taco"] = "mkl"
     """The library this preset runs where a kernel exists in both."""
+    fork_join_us: float = 0.0
+    """One fork/join of MKL's thread team, microseconds: a call MKL runs on one thread (when
+    that is faster, MKL_DYNAMIC) saves it once per parallel phase."""
     cache_line_bytes: int = 64
     value_bytes: int = 4
     index_bytes: int = 4
@@ -146,6 +149,7 @@ class CpuPreset:
         _fraction(out, "stream_efficiency", self.stream_efficiency)
         _non_negative(out, "dram_pj_per_bit", self.dram_pj_per_bit)
         _non_negative(out, "uncore_power_w", self.uncore_power_w)
+        _non_negative(out, "fork_join_us", self.fork_join_us)
         for name in ("value_bytes", "index_bytes"):
             if getattr(self, name) not in (1, 2, 4, 8):
                 out.append((name, f"must be 1, 2, 4 or 8, got {getattr(self, name)}"))

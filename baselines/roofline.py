@@ -13,9 +13,12 @@ the CPU; :func:`estimate_work` times it on a preset:
                  + instructions * energy_per_instruction + the same DRAM term, where
                  instructions = busy core-cycles * instructions_per_cycle)
 
-Only the cores a call runs on draw active power (idle cores sit in a deep C-state, ~0 W: the
-model's ASSUMPTION); the uncore runs for the whole call. The call overhead (dispatch, thread
-fork/join) is charged at the same power: the cores wait spinning.
+A library with a thread team (MKL) runs a call on one thread when that is faster, as
+MKL_DYNAMIC (on by default) lets MKL pick fewer threads than it may use: a small call then
+skips the fork/join and leaves the other cores idle. Only the cores a call runs on draw active
+power (idle cores sit in a deep C-state, ~0 W: the model's ASSUMPTION); the uncore runs for
+the whole call. The call overhead (dispatch, thread fork/join) is charged at the same
+power: the cores wait spinning.
 
 Like any roofline, the max() assumes issue and memory time overlap perfectly, which is
 optimistic for one scalar core streaming from DRAM (measured on the host: an out-of-LLC SpMV
@@ -24,6 +27,7 @@ takes ~2x the prediction; in-cache kernels within ~25%).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,19 +39,22 @@ Bound = Literal["compute", "memory", "issue"]
 
 
 def estimate_work(work: KernelWork, preset: CpuPreset, *, layer: str = "") -> CpuEstimate:
-    """Time and energy of ``work`` on ``preset`` from the roofline in the module docstring."""
+    """Time and energy of ``work`` on ``preset`` from the roofline in the module docstring.
+
+    A multi-threaded call that names a ``serial_call_overhead_s`` runs on one thread when that
+    is faster (the library's dynamic thread choice, MKL_DYNAMIC); ``cores_used`` in the
+    breakdown is the thread count chosen, and only those cores draw active power.
+    """
+    if work.cores_used > 1 and work.serial_call_overhead_s is not None:
+        serial = dataclasses.replace(work, cores_used=1, parallel_efficiency=1.0,
+                                     call_overhead_s=work.serial_call_overhead_s,
+                                     serial_call_overhead_s=None)
+        if _roofs(serial, preset)[0] < _roofs(work, preset)[0]:
+            work = serial
+    seconds, times, total_bytes = _roofs(work, preset)
     hz = preset.freq_ghz * 1e9
-    compute_rate = (work.cores_used * hz * preset.fp32_flops_per_cycle_per_core
-                    * work.compute_efficiency)
-    total_bytes = float(sum(work.dram_bytes.values()))
-    times: dict[Bound, float] = {
-        "compute": work.executed_flops / compute_rate,
-        "memory": total_bytes / (preset.sustained_bandwidth_gb_per_s * 1e9),
-        "issue": work.issue_cycles / (work.cores_used * hz * work.parallel_efficiency),
-    }
     bound: Bound = max(times, key=lambda k: times[k])
     busy_s = times[bound]
-    seconds = busy_s + work.call_overhead_s
     dram_j = total_bytes * 8.0 * preset.dram_pj_per_bit * 1e-12
     breakdown: dict[str, float] = {
         "compute_s": times["compute"], "memory_s": times["memory"], "issue_s": times["issue"],
@@ -75,6 +82,20 @@ def estimate_work(work: KernelWork, preset: CpuPreset, *, layer: str = "") -> Cp
                        preset=preset.name, library=work.library)
 
 
+def _roofs(work: KernelWork, preset: CpuPreset) -> tuple[float, dict[Bound, float], float]:
+    """(seconds, the three roof times, DRAM bytes) of ``work`` on ``preset``."""
+    hz = preset.freq_ghz * 1e9
+    compute_rate = (work.cores_used * hz * preset.fp32_flops_per_cycle_per_core
+                    * work.compute_efficiency)
+    total_bytes = float(sum(work.dram_bytes.values()))
+    times: dict[Bound, float] = {
+        "compute": work.executed_flops / compute_rate,
+        "memory": total_bytes / (preset.sustained_bandwidth_gb_per_s * 1e9),
+        "issue": work.issue_cycles / (work.cores_used * hz * work.parallel_efficiency),
+    }
+    return max(times.values()) + work.call_overhead_s, times, total_bytes
+
+
 @dataclass(frozen=True)
 class KernelWork:
     """What one kernel call asks of a CPU preset, counted from the tensors; before timing."""
@@ -97,10 +118,14 @@ class KernelWork:
     parallel_efficiency: float
     """Fraction of linear speed-up of the issue ceiling over cores_used."""
     call_overhead_s: float
+    """Fixed cost of the call on cores_used threads (dispatch, thread fork/join), seconds."""
     counts: dict[str, float] = field(default_factory=dict)
+    """Structural counts (nnz, rows, products ...) copied into the breakdown."""
     library: str = "mkl"
     """Who runs the call: ``mkl`` (the vendor library, BLAS included) or ``taco``."""
-    """Structural counts (nnz, rows, products ...) copied into the breakdown."""
+    serial_call_overhead_s: float | None = None
+    """The call's fixed cost on one thread (no fork/join); None: the library always uses
+    cores_used threads."""
 
 
 @dataclass(frozen=True)

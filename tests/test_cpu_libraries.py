@@ -86,7 +86,7 @@ def test_taco_only_kernels_run_as_taco_on_one_core_at_taco_rates(presets, name) 
 
 @pytest.mark.parametrize("name", BOTH)
 def test_kernels_in_both_libraries_follow_the_preset(presets, name) -> None:
-    xeon = presets["xeon-12c"]
+    xeon = dataclasses.replace(presets["xeon-12c"], fork_join_us=0.0)   # always 12 threads
     lay = layer(name)
     mkl = estimate(lay, xeon)
     assert mkl.library == "mkl" and mkl.breakdown["cores_used"] == 12
@@ -151,7 +151,8 @@ def test_idle_cores_cost_nothing(presets) -> None:
     assert est.energy_j < 0.5 * xeon.package_power_w * est.seconds
     bigger = dataclasses.replace(xeon, cores=48)
     assert estimate(layer("elemmul"), bigger).energy_j == est.energy_j
-    mkl = estimate(layer("spmspm"), xeon)     # 12 MKL threads: the whole package
+    mkl = estimate(layer("spmspm"), dataclasses.replace(xeon, fork_join_us=0.0))
+    assert mkl.breakdown["cores_used"] == 12  # 12 MKL threads: the whole package
     assert mkl.energy_j > 0.99 * xeon.package_power_w * mkl.seconds
 
 
@@ -205,3 +206,40 @@ def test_a_chunked_layer_is_billed_as_one_call(presets) -> None:
     apart = [{**c, "label": f"p{i}"} for i, c in enumerate(chunks)]
     assert layer_estimate(apart, xeon, layer="linear").breakdown["calls"] == 8
     assert layer_estimate(apart, xeon, layer="linear").seconds > est.seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# MKL's thread count per call (MKL_DYNAMIC)
+
+
+def test_a_small_mkl_call_runs_on_one_thread_and_a_large_one_on_all(presets) -> None:
+    xeon = presets["xeon-12c"]
+    assert xeon.fork_join_us > 0
+    small = estimate(layer("spmv", density=0.1), xeon)
+    assert small.library == "mkl" and small.breakdown["cores_used"] == 1
+    assert small.breakdown["overhead_s"] == pytest.approx(
+        (xeon.sparse.spmv.call_overhead_us - xeon.fork_join_us) * 1e-6)
+    big = estimate(get_workload("spmv").make({"shape": "4096,4096", "density": 0.05,
+                                              "seed": 0, "values": "float"}), xeon)
+    assert big.breakdown["cores_used"] == 12
+    assert big.breakdown["overhead_s"] == pytest.approx(xeon.sparse.spmv.call_overhead_us * 1e-6)
+    spgemm = estimate(layer("spmspm", density=0.05), xeon)       # two phases: two fork/joins
+    if spgemm.breakdown["cores_used"] == 1:
+        assert spgemm.breakdown["overhead_s"] == pytest.approx(
+            (xeon.sparse.spgemm.call_overhead_us - 2 * xeon.fork_join_us) * 1e-6)
+
+
+@pytest.mark.parametrize("name", ("spmv", "spmspm", "elemadd", "gemm"))
+def test_the_thread_choice_is_never_slower_than_all_threads(presets, name) -> None:
+    xeon = presets["xeon-12c"]
+    always = dataclasses.replace(xeon, fork_join_us=0.0)
+    shapes = {"spmv": ("64,64", "2048,2048"), "spmspm": ("32,32,32", "512,512,512"),
+              "elemadd": ("64,64", "4096,4096"), "gemm": ("16,16,16", "512,512,512")}[name]
+    chosen = set()
+    for shape in shapes:
+        lay = get_workload(name).make({"shape": shape, "density": 0.05, "seed": 0})
+        dyn, fixed = estimate(lay, xeon), estimate(lay, always)
+        assert fixed.breakdown["cores_used"] == 12
+        assert dyn.seconds <= fixed.seconds
+        chosen.add(dyn.breakdown["cores_used"])
+    assert chosen == {1.0, 12.0}, "small on one thread, large on twelve"
