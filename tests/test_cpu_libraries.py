@@ -243,3 +243,16 @@ def test_the_thread_choice_is_never_slower_than_all_threads(presets, name) -> No
         assert dyn.seconds <= fixed.seconds
         chosen.add(dyn.breakdown["cores_used"])
     assert chosen == {1.0, 12.0}, "small on one thread, large on twelve"
+
+
+def test_the_run_summary_says_which_library_ran() -> None:
+    import sieve
+    from sieve.api import summary_rows
+
+    for name, shape, library in (("ttv", "8,8,8", "taco"), ("spmv", "32,32", "mkl")):
+        report = sieve.run(ROOT / "configs/chips/onyx.yaml", name,
+                           params={"shape": shape, "density": 0.2, "seed": 0},
+                           baseline="xeon-12c")
+        assert report.summary["baseline"]["library"] == library
+        assert (f"CPU time (s) [xeon-12c, {library}]"
+                in [label for label, _ in summary_rows(report.summary)])
