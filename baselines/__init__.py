@@ -2,7 +2,9 @@
 
 The CPU model runs the same layer object as the chip (``workloads``), as an MKL/TACO-class
 CPU library would: dense GEMM near peak, sparse kernels bound by instruction issue or by
-memory bandwidth, energy from package power x time plus DRAM traffic. One module per concern:
+memory bandwidth, energy from the active cores, the uncore and DRAM traffic; each kernel runs
+as MKL or as TACO-generated code, as Onyx's baselines did (docs/cpu-baseline.md). One module
+per concern:
 
 - ``baselines.presets``: :class:`CpuPreset` and its YAML files in ``configs/cpus``;
 - ``baselines.roofline``: one call's :class:`KernelWork` to time and energy;
@@ -18,6 +20,7 @@ from baselines import tensor_kernels as _tensor_kernels  # registers the tensor 
 from baselines.calibrate import blas_threads, calibrate_host, time_call
 from baselines.kernels import (
     CPU_KERNELS,
+    LIBRARIES,
     cpu_kernel,
     estimate,
     estimate_gemm,
@@ -28,7 +31,7 @@ from baselines.kernels import (
     spmm_shape_work,
     spmm_work,
 )
-from baselines.layers import layer_estimate
+from baselines.layers import layer_estimate, library_calls
 from baselines.presets import (
     DEFAULT_CPU_ROOT,
     CpuPreset,
@@ -50,6 +53,7 @@ del _tensor_kernels
 __all__ = [
     "CPU_KERNELS",
     "DEFAULT_CPU_ROOT",
+    "LIBRARIES",
     "Bound",
     "CpuEstimate",
     "CpuPreset",
@@ -71,6 +75,7 @@ __all__ = [
     "gemm_layer_work",
     "gemm_work",
     "layer_estimate",
+    "library_calls",
     "list_cpu_presets",
     "load_cpu_preset",
     "resolve_cpu_preset",

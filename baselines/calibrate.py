@@ -47,6 +47,28 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MIN_CYCLES_PER_EVENT = 0.25
+"""Floor of every fitted per-event cost, core cycles. ASSUMPTION: each event the model counts
+(a nonzero, a row, a product, an output, a misprediction) costs at least one instruction,
+and a core retires at most four per cycle (Skylake and Zen cores are 4-6 wide)."""
+
+MAX_LLC_BYTES_PER_CPU = 32 << 20
+"""An L3 share above this per CPU sharing it is not a real cache. The largest shipping L3
+per core is ~12 MiB (AMD's V-Cache EPYCs, VENDOR, recalled); EPYC 9654 has 4 MiB per core
+(384 MB / 96 cores, energy_cpu.md section 2.4)."""
+
+LLC_FALLBACK_BYTES_PER_CPU = {"Intel": 1441792, "AMD": 4 << 20, "unknown": 2 << 20}
+"""The LLC assumed per CPU, by vendor, when /sys reports none or an implausible one: Intel,
+the Xeon Silver 4214's 16.5 MB over 12 cores (VENDOR, configs/cpus/xeon-12c.yaml); AMD, the
+EPYC 9654's 384 MB over 96 cores (energy_cpu.md section 2.4); otherwise 2 MiB (ASSUMPTION:
+between the two)."""
+
+_LLC_FALLBACK_NOTE = {
+    "Intel": "the Xeon Silver 4214's 16.5 MB / 12 cores (VENDOR, as xeon-12c.yaml)",
+    "AMD": "the EPYC 9654's 384 MB / 96 cores (energy_cpu.md section 2.4)",
+    "unknown": "ASSUMPTION: between a Xeon SP's 1.4 and an EPYC's 4 MiB per core",
+}
+
 
 def calibrate_host(out_path: str | Path, *, repeats: int = 5,
                    quick: bool = False) -> dict[str, Any]:
@@ -201,29 +223,6 @@ def calibrate_host(out_path: str | Path, *, repeats: int = 5,
         "warnings": warnings,
         "preset": data,
     }
-
-
-MIN_CYCLES_PER_EVENT = 0.25
-"""Floor of every fitted per-event cost, core cycles. ASSUMPTION: each event the model counts
-(a nonzero, a row, a product, an output, a misprediction) costs at least one instruction,
-and a core retires at most four per cycle (Skylake and Zen cores are 4-6 wide)."""
-
-MAX_LLC_BYTES_PER_CPU = 32 << 20
-"""An L3 share above this per CPU sharing it is not a real cache. The largest shipping L3
-per core is ~12 MiB (AMD's V-Cache EPYCs, VENDOR, recalled); EPYC 9654 has 4 MiB per core
-(384 MB / 96 cores, energy_cpu.md section 2.4)."""
-
-LLC_FALLBACK_BYTES_PER_CPU = {"Intel": 1441792, "AMD": 4 << 20, "unknown": 2 << 20}
-"""The LLC assumed per CPU, by vendor, when /sys reports none or an implausible one: Intel,
-the Xeon Silver 4214's 16.5 MB over 12 cores (VENDOR, configs/cpus/xeon-12c.yaml); AMD, the
-EPYC 9654's 384 MB over 96 cores (energy_cpu.md section 2.4); otherwise 2 MiB (ASSUMPTION:
-between the two)."""
-
-_LLC_FALLBACK_NOTE = {
-    "Intel": "the Xeon Silver 4214's 16.5 MB / 12 cores (VENDOR, as xeon-12c.yaml)",
-    "AMD": "the EPYC 9654's 384 MB / 96 cores (energy_cpu.md section 2.4)",
-    "unknown": "ASSUMPTION: between a Xeon SP's 1.4 and an EPYC's 4 MiB per core",
-}
 
 
 def cpu_vendor(vendor_id: str) -> str:
