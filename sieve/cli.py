@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _progress(args.quiet) as progress:
         report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                      overrides=args.config, fidelity=args.fidelity, out=args.out,
-                     baseline=args.baseline, progress=progress)
+                     baseline=args.baseline, progress=progress, check=args.check)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
@@ -60,11 +60,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, value in s["checks"].items():
         if isinstance(value, str):
             print(f"  note: the {name} check was {value}")
-    if report.out_dir is not None:
+    if report.out_dir is not None and args.report != "none":
         from reports import render_run
 
-        render_run(report.out_dir, trace=args.trace)
-        print(f"run folder: {report.out_dir} (report.html, roofline.png, energy.png, ...)")
+        render_run(report.out_dir, trace=args.trace, kind=args.report)
+        print(f"run folder: {report.out_dir} (" + ("summary.md" if args.report == "md" else
+                                                  "report.html, roofline.png, energy.png, ...")
+              + ")")
+    elif report.out_dir is not None:
+        print(f"run folder: {report.out_dir} (stats.json, summary.json; --report none)")
     if not s["verified"]:
         print(f"error: output check failed: {s['checks']}", file=sys.stderr)
         return 1
@@ -103,7 +107,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import logging
 
-    from baselines.cpu import calibrate_host
+    from baselines import calibrate_host
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     print(f"measuring this machine (medians of {args.repeats} runs)...", file=sys.stderr)
@@ -164,7 +168,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
     if args.what in ("cpus", "all"):
-        from baselines.cpu import list_cpu_presets
+        from baselines import list_cpu_presets
 
         print("CPU baselines (configs/cpus):")
         for name, path in list_cpu_presets():
@@ -218,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--report", choices=("none", "md", "html"), default="html",
+                   help="with --out: which reports to render (html: report.html and pictures)")
+    r.add_argument("--check", choices=("sample", "full"), default="sample",
+                   help="the ISA interpreter check: every unit's first steps (sample) or the "
+                        "whole kernel (full: about a microsecond per token)")
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="re-render reports of saved run folders")
