@@ -164,13 +164,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     from simulator.config import list_chips
 
     if args.what in ("chips", "all"):
-        print("chips (configs/chips):")
+        print("chips (SIEVE_CONFIG_PATH, ./configs/chips, then the shipped configs):")
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
     if args.what in ("cpus", "all"):
         from baselines import list_cpu_presets
 
-        print("CPU baselines (configs/cpus):")
+        print("CPU baselines (SIEVE_CONFIG_PATH, ./configs/cpus, then the shipped configs):")
         for name, path in list_cpu_presets():
             print(f"  {name:<14} {path}")
     if args.what in ("workloads", "all"):
