@@ -173,6 +173,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("CPU baselines (SIEVE_CONFIG_PATH, ./configs/cpus, then the shipped configs):")
         for name, path in list_cpu_presets():
             print(f"  {name:<14} {path}")
+    if args.what in ("dram", "all"):
+        from isa.configpath import config_search_path, list_named_files
+
+        print("DRAM presets (dram: {preset: NAME}; docs/configs.md):")
+        for name, path in list_named_files(config_search_path("dram", "configs/dram")):
+            print(f"  {name:<14} {path}")
     if args.what in ("workloads", "all"):
         print("workloads:")
         for w in CATALOG.values():
@@ -259,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")
-    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "all"),
+    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "dram", "all"),
                     default="all")
     ls.set_defaults(fn=cmd_list)
     return ap

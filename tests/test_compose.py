@@ -152,3 +152,11 @@ def test_sieve_config_path_adds_user_folders_first(tmp_path: Path,
     cfg = load_chip("big")
     assert (cfg.glb.tiles, cfg.array.rows, cfg.dram.preset) == (4, 8, "slow")
     assert cfg.dram.bandwidth_gb_per_s == 1.0
+
+
+def test_sieve_list_dram_shows_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    from sieve.cli import main
+
+    assert main(["list", "dram"]) == 0
+    listed = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == sorted(PRESETS)
