@@ -93,8 +93,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     plan = compare_plan(args.chips, args.workloads, args.param)   # reports/compare.py
     for p in plan:
-        s = run(p.chip, p.workload, params=p.params, overrides=args.config,
-                fidelity=args.fidelity, out=out / p.folder, baseline=args.baseline).summary
+        with _progress(False) as progress:
+            s = run(p.chip, p.workload, params=p.params, overrides=args.config,
+                    fidelity=args.fidelity, out=out / p.folder, baseline=args.baseline,
+                    progress=progress).summary
         print(f"  {p.folder:<40} {s['cycles']:>14,} cycles  verified={s['verified']}",
               file=sys.stderr)
     write_manifest(out, plan)

@@ -9,8 +9,8 @@ A chip file may name a base chip and change only what differs::
     dram: {preset: hbm2}
 
 :func:`resolve_base` deep-merges the file onto its base (mappings merge key by key, any other
-value replaces the base's; a base may itself have a base, and a cycle is an error). A file
-without ``name:`` takes its file name, so a variant is never reported under its base's name.
+value replaces the base's; a base may itself have a base, and a cycle is an error). A variant
+without ``name:`` takes its file name, so it is never reported under its base's name.
 A ``dram:`` block that names a preset replaces the base's whole ``dram:`` block (a preset sets
 bandwidth, latency, channels and energy together, so nothing of the base's memory survives).
 
@@ -50,7 +50,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def resolve_base(data: dict[str, Any], file: Path | None,
                  _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """``data`` (read from ``file``, or None for data not from a file) merged onto its
-    ``base:`` chain; without ``base:`` it is returned unchanged (plus ``name`` from the file).
+    ``base:`` chain, named after ``file`` unless it says ``name:``; without ``base:`` it is
+    returned unchanged.
 
     Raises ConfigError naming the file and ``base`` for a base that is not a string, cannot
     be found or read, or leads back to a file already in the chain.
@@ -59,10 +60,10 @@ def resolve_base(data: dict[str, Any], file: Path | None,
 
     where = str(file) if file is not None else "chip"
     out = dict(data)
-    if file is not None and "name" not in out:
-        out["name"] = file.stem
     if "base" not in out:
         return out
+    if file is not None and "name" not in out:
+        out["name"] = file.stem
     base = out.pop("base")
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(format_problems(where, [("base", "expected a chip name or a YAML "
