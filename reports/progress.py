@@ -38,6 +38,7 @@ class ProgressDisplay:
         self.done = 0
         self.stages = 0
         self.live = False
+        self.closed = False
         self._lock = threading.Lock()
         self._bar: Any = None            # rich.progress.Progress once shown
         self._task: Any = None
@@ -71,7 +72,7 @@ class ProgressDisplay:
     def _show(self) -> None:
         """The delay has passed and the run goes on: start showing it."""
         with self._lock:
-            if self.live:
+            if self.live or self.closed:      # the timer may fire while close() runs
                 return
             self.live = True
             if self.tty:
@@ -120,6 +121,7 @@ class ProgressDisplay:
         """Stop the display (a closing line on a pipe when anything was shown)."""
         self._timer.cancel()
         with self._lock:
+            self.closed = True
             if self._bar is not None:
                 self._bar.stop()
                 self._bar = None

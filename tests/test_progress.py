@@ -100,3 +100,12 @@ def test_terminal_bar_has_total_percent_and_eta() -> None:
     text = out.getvalue()
     assert "experts (FFN chunks)" in text and "4/8" in text and "50%" in text
     assert "ETA" in text and "expert3" in text
+
+
+def test_a_closed_display_never_starts() -> None:
+    out = io.StringIO()
+    p = ProgressDisplay(out, delay_s=60.0, tty=False)
+    p.stage("experts", total=3)
+    p.close()
+    p._show()                          # a timer that fired just as the run ended
+    assert out.getvalue() == "" and not p.live
