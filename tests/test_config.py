@@ -494,7 +494,7 @@ def test_every_number_in_chip_configs_cites_a_source(path: Path) -> None:
     assert uncited_numbers(text) == []
     # Sanity: the checker did see the numbers of this file.
     numbers = [ln for ln in text.splitlines() if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*(#|$)", ln)]
-    assert len(numbers) >= 20
+    assert len(numbers) >= (2 if re.search(r"^base:", text, re.M) else 20)   # a variant: few
 
 
 def test_chip_configs_are_all_loadable() -> None:
