@@ -115,7 +115,7 @@ def expand_dram_preset(data: dict[str, Any], *, where: str,
     (it is the DramConfig field recording the choice). An unknown preset is a ConfigError
     naming ``dram.preset`` and listing the presets available."""
     dram = data.get("dram")
-    if not isinstance(dram, dict) or "preset" not in dram:
+    if not isinstance(dram, dict) or dram.get("preset", "") == "":   # "": written by dump_chip
         return data
     name = dram["preset"]
     if not isinstance(name, str) or not name.strip():

@@ -160,3 +160,15 @@ def test_sieve_list_dram_shows_the_presets(capsys: pytest.CaptureFixture[str]) -
     assert main(["list", "dram"]) == 0
     listed = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[1:]]
     assert listed == sorted(PRESETS)
+
+
+def test_dumped_configs_load_back_equal(tmp_path: Path) -> None:
+    """config.yaml of a run folder (dump_chip) loads back to the same chip, with or without a
+    DRAM preset (a chip without one dumps ``preset: ''``)."""
+    from simulator.config import dump_chip
+
+    plain = write(tmp_path, "plain.yaml", "base: onyx-small\ndram: {kind: ddr4, channels: 1, "
+                  "channel_bandwidth_gb_per_s: 25.6, latency_ns: 80, preset: ''}\n")
+    for chip in (load_chip("onyx"), load_chip(plain), load_chip("systolic-128")):
+        again = write(tmp_path, "again.yaml", dump_chip(chip))
+        assert load_chip(again) == chip
