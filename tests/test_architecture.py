@@ -1,4 +1,4 @@
-"""DESIGN.md's import rules between packages, and the stats declaration rule."""
+"""The import rules between packages (stated by ALLOWED below), and the stats declaration rule."""
 
 from __future__ import annotations
 
