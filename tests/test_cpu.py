@@ -103,6 +103,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
 def test_every_number_in_cpu_presets_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited_numbers(text) == []
+    assert citations.private_note_citations(text) == []   # public sources only
     numbers = [ln for ln in text.splitlines()
                if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*$", citations.split_comment(ln)[0])]
     assert len(numbers) >= 25            # the checker did see this file's numbers

@@ -134,6 +134,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
 def test_every_number_in_energy_tables_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited(text) == []
+    assert citations.private_note_citations(text) == []   # public sources only
     # The checker saw every numeric leaf of the loaded table (so none escaped the regex).
     leaves = len(citations.numeric_leaves(text))
     data = yaml.safe_load(text)
