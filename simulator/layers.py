@@ -63,11 +63,11 @@ import simpy
 
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
-from isa.fibertree import FiberTree
+from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
-from simulator.chip import dram_transfer
-from simulator.stats import stat
+from simulator.chip import RunResult, dram_transfer
+from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
 WORD_BYTES = 2
@@ -292,6 +292,10 @@ class LayerRun:
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
     dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
     timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
+    jobs: list[Job] = field(default_factory=list)                 # the chosen mode's jobs
+    stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
+    router_macs: int = 0
+    token_gini: float | None = None                               # MoE: routing imbalance
 
 
 class LayerEngine:
@@ -322,11 +326,12 @@ class LayerEngine:
         self.dense_jobs: list[Job] = []
         self.dense_counts: dict[str, float] = {}
         self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0}
-        from simulator.energy import dense_mapping
+        self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
+        self.stage_actions: dict[str, float] = {}      # router (MAC block) actions
         from simulator.systolic import SystolicArray
 
-        block = dense_mapping(chip)
-        self.dense_array = SystolicArray(block.rows, block.cols, "os")
+        block = plan.mac_block
+        self.dense_array = SystolicArray(block.rows, block.cols, block.dataflow)
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
@@ -375,13 +380,12 @@ class LayerEngine:
                                        - compute * i // n_jobs,
                                        weight_bytes * (i + 1) // n_jobs
                                        - weight_bytes * i // n_jobs, label))
+        from simulator.energy import systolic_actions
+
         c = self.dense_counts
-        macs = m * n * k
-        c["mac"] = c.get("mac", 0.0) + effectual
-        c["mac_ineffectual"] = c.get("mac_ineffectual", 0.0) + macs - effectual
-        reads = float(sched.ifmap_reads.sum() + sched.filter_reads.sum())
-        c["mem_sram_read"] = c.get("mem_sram_read", 0.0) + reads / 4
-        c["mem_sram_write"] = c.get("mem_sram_write", 0.0) + float(sched.ofmap_writes.sum()) / 4
+        for name, v in systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
+                                        self.chip, effectual=effectual).items():
+            c[name] = c.get(name, 0.0) + v
         act_bytes = (m * k + m * n) * WORD_BYTES
         self.dense_memory["dram_read_bytes"] += weight_bytes
         self.dense_memory["glb_write_bytes"] += weight_bytes + m * n * WORD_BYTES
@@ -488,6 +492,30 @@ class LayerEngine:
         self.dense_jobs.append(Job(0, expert, cdiv(int(n_ops), self.dense_array.rows
                                                    * self.dense_array.cols), 0, label))
 
+    def router(self, T: int, E: int, d: int) -> None:
+        """The router GEMM (T x d by d x E) on the dense MAC block: systolic OS timing, its
+        weights DMAed, its actions the MAC block's (the same as any dense-mode product)."""
+        from simulator.energy import systolic_actions
+        from simulator.systolic import gemm_cycles
+
+        self.router_cycles = gemm_cycles(T, E, d, self.dense_array) + 1
+        router_bytes = E * d * WORD_BYTES
+        self.memory["dram_read_bytes"] += router_bytes
+        self.extra_dram_bytes += router_bytes
+        self.router_macs = T * E * d
+        for name, v in systolic_actions(T, E, d, self.dense_array.rows, self.dense_array.cols,
+                                        self.chip).items():
+            self.stage_actions[name] = self.stage_actions.get(name, 0.0) + v
+
+    def topk(self, T: int, k: int, E: int) -> None:
+        """Top-k selection on the lanes' PEs: k max-passes over E logits per token."""
+        self.topk_cycles = cdiv(T, self.lanes) * k * E
+
+    def combine(self, pairs: int, d: int) -> None:
+        """The weighted combine: one multiply-add per routed element per lane-cycle."""
+        self.combine_cycles = cdiv(pairs * d, self.lanes)
+        self.elementwise += pairs * d
+
     def schedule(self, mode: str = "sparse") -> tuple[int, dict[int, int], list[int]]:
         """Run the jobs with SimPy: (end cycle, expert -> finish, lane ends). ``sparse``: the
         tile jobs on the lanes; ``dense``: the products' dense jobs one after another on the
@@ -536,6 +564,69 @@ class LayerEngine:
         return int(env.now), finish, lane_end
 
 
+def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
+                 experts_in: list[dict[str, int]], routing: dict[str, Any], mode: str,
+                 sparse: tuple[int, dict[int, int], list[int]],
+                 dense: tuple[int, dict[int, int], list[int]], io: tuple[int, int, int]
+                 ) -> LayerRun:
+    """The layer's time, counters and traffic once its walk ran on ``eng`` and both modes
+    were scheduled: stages add up (router + top-k + the experts/products stage + combine),
+    the chosen ``mode``'s jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves
+    the activations in and the output out."""
+    ls = LayerStats(lanes=eng.lanes)
+    ls.router_cycles, ls.topk_cycles = eng.router_cycles, eng.topk_cycles
+    ls.combine_cycles = eng.combine_cycles
+    ls.dropped_token_count = routing.get("dropped_pairs", 0)
+    ls.routed_pair_count = routing.get("routed_pairs", 0)
+    end, finish, lane_end = dense if mode == "dense" else sparse
+    jobs = eng.dense_jobs if mode == "dense" else eng.jobs
+    ls.sparse_mode_cycles, ls.dense_mode_cycles = sparse[0], dense[0]
+    ls.dense_mode = int(mode == "dense")
+    ls.experts_cycles = end
+    experts = [ExpertStats(tokens=e["tokens"], lane=e["lane"],
+                           effectual_mac_count=e["effectual_mac_count"]) for e in experts_in]
+    for e, st in enumerate(experts):
+        st.finish_cycle = finish.get(e, 0)
+        mine = [j for j in jobs if j.expert == e]
+        st.compute_cycles = sum(j.cycles for j in mine)
+        st.dram_bytes = sum(j.dram_bytes for j in mine)
+        if mode == "dense":
+            st.lane = 0
+    total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
+    ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
+    ls.job_count = len(jobs)
+    ls.kernel_cycles = eng.work.kernel_cycles
+    ls.effectual_mac_count = eng.work.products
+    ls.dense_mac_count = eng.work.dense_products
+    ls.elementwise_op_count = eng.elementwise
+    memory = dict(eng.memory)
+    if mode == "dense":
+        memory.update(eng.dense_memory)
+        memory["dram_read_bytes"] += eng.extra_dram_bytes
+    T, d_in, d_out = io
+    memory["dram_read_bytes"] += T * d_in * WORD_BYTES
+    memory["dram_write_bytes"] += T * d_out * WORD_BYTES
+    memory["glb_write_bytes"] += T * d_in * WORD_BYTES
+    stats: dict[str, dict[str, Any]] = {}
+    flatten("chip.layer", ls, stats)
+    for e, st in enumerate(experts):
+        flatten(f"chip.layer.expert{e}", st, stats)
+    for lane, c in enumerate(lane_end):
+        stats[f"chip.layer.lane{lane}.finish_cycle"] = {
+            "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
+            "ended (experts stage)."}
+    return LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
+                    eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
+                    _timeline(eng.spans[mode], ls.router_cycles + ls.topk_cycles),
+                    jobs, dict(eng.stage_actions), eng.router_macs)
+
+
+def _timeline(spans: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """The chosen mode's job and DMA spans in layer cycles (the experts stage starts after
+    the router and top-k)."""
+    return [{**sp, "start": sp["start"] + offset, "end": sp["end"] + offset} for sp in spans]
+
+
 def _with_shapes(kernel: Kernel, b_shape: tuple[int, int], c_shape: tuple[int, int]) -> Kernel:
     decls = []
     for d in kernel.tensors:
@@ -550,14 +641,14 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
     return run_kernel_cycle(kernel, images, chip)
 
 
-def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
-                 router_macs: int = 0) -> Any:
-    """The layer's energy (simulator.energy tables): the tiles' action counts (the analytic
-    row model's first-order counts, or the burst/cycle units' counters mapped as
-    :func:`simulator.energy.energy_breakdown` maps them), plus the router's MACs, the ALU
-    passes, GLB and DRAM traffic, one configuration per lane, and leakage over the run."""
-    from isa.bitstream import config_bits
-    from simulator.energy import energy_breakdown, energy_from_counts
+def layer_actions(run: LayerRun, plan: Any) -> dict[str, float]:
+    """The layer's action counts for the one energy function (GLB, DRAM and configuration
+    come from its memory and controller counters): the tiles' (the analytic row model's
+    first-order counts, or the burst/cycle units' counters mapped as
+    :func:`simulator.energy.actions_from_stats` maps them) or, in dense mode, the MAC block's
+    (:func:`simulator.energy.systolic_actions`), plus the router on the MAC block and the
+    ALU passes."""
+    from simulator.energy import actions_from_stats
 
     if run.mode == "dense":
         counts = dict(run.dense_counts)
@@ -568,14 +659,31 @@ def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
                  if not key.startswith("noc.")}
         stats.update({f"chip.noc.tiles.{key[4:]}": {"value": v}
                       for key, v in run.work.unit_stats.items() if key.startswith("noc.")})
-        rep = energy_breakdown(stats, 0, chip, table, program=plan.program)
-        counts = {k: v for k, v in rep.counts.items() if not k.startswith("leakage")}
-    counts["mac"] = counts.get("mac", 0.0) + router_macs
+        counts = {k: v for k, v in actions_from_stats(stats, plan.program)[0].items() if v}
+    for name, v in run.stage_actions.items():
+        counts[name] = counts.get(name, 0.0) + v
     counts["alu_op"] = counts.get("alu_op", 0.0) + run.layer_stats.elementwise_op_count
-    counts["glb_read"] = run.memory["glb_read_bytes"] / 8
-    counts["glb_write"] = run.memory["glb_write_bytes"] / 8
-    counts["dram_read"] = run.memory["dram_read_bytes"] * 8
-    counts["dram_write"] = run.memory["dram_write_bytes"] * 8
-    counts["config_load"] = config_bits(plan.kernel) * plan.lanes
-    ops = 2 * (run.work.products + router_macs) + run.layer_stats.elementwise_op_count
-    return energy_from_counts(counts, run.cycles, chip, table, ops=ops)
+    return counts
+
+
+def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
+    """The layer's RunResult: the one result type, with its counters, output and actions."""
+    from isa.bitstream import config_bits
+
+    mem, ctl = MemoryStats(), ControllerStats()
+    for key, value in run.memory.items():
+        setattr(mem, key, int(value))
+    ctl.config_bits = config_bits(plan.kernel) * plan.lanes
+    ctl.launch_count = run.work.tiles
+    ctl.kernel_cycles = run.work.kernel_cycles
+    stats = dict(run.stats)
+    flatten("chip.memory", mem, stats)
+    flatten("chip.controller", ctl, stats)
+    T, n = run.output.shape
+    tree = FiberTree("Y", (T, n), (0, 1), (Level("dense", T), Level("dense", n)),
+                     run.output.reshape(-1))
+    ops = 2 * (run.work.products + run.router_macs) + run.layer_stats.elementwise_op_count
+    return RunResult(chip.name, plan.kernel.name, run.fidelity, run.cycles,
+                     run.cycles / (chip.clock.freq_mhz * 1e6), run.layer_stats.experts_cycles,
+                     {"Y": tree}, dict(sorted(stats.items())), {}, layer_actions(run, plan),
+                     ops)

@@ -11,9 +11,8 @@ import scipy.io
 import scipy.sparse as sp
 
 from compiler.layers import plan_layer
-from sieve.api import run
+from sieve.api import run, run_layer
 from sieve.cli import main
-from sieve.layers import run_layer
 from simulator.config import load_chip
 from simulator.layers import LayerEngine, analytic_tiles
 from workloads import CATALOG, WorkloadError, get_workload
@@ -307,7 +306,7 @@ def test_cpu_layer_estimate_sums_library_calls():
 
 def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
     from simulator.chip import dram_transfer
-    from simulator.energy import dense_mapping
+    from compiler.dense import dense_mapping
     from simulator.systolic import SystolicArray, gemm_cycles
 
     a = np.ones((16, 1024))
@@ -370,7 +369,11 @@ def test_layer_trace_has_a_track_per_lane_and_dram(tmp_path):
 
 
 def test_layer_check_fails_on_a_wrong_output(onyx, plan):
-    from sieve.layers import check_layer
+    from compiler.layers import full_forward
+    from simulator.checks import check_layer_output
+
+    def check_layer(r, layer):
+        return check_layer_output(r.output, r.reference, full_forward(layer), r.fidelity)
 
     layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
     r = run_layer(layer, plan, onyx, fidelity="analytic")
