@@ -76,6 +76,15 @@ def dense_peak_gops(chip: ChipConfig, *, freq_mhz: float | None = None) -> float
     return dense_mapping(chip).mac_pes * 2 * freq * 1e6 / 1e9
 
 
+def program_peak_gops(program: Program, chip: ChipConfig) -> float:
+    """The compute roof of a run of ``program``: the systolic array its first kernel runs on
+    (rows x cols MACs x 2 ops x clock), else the chip's dense MAC block."""
+    kernel = program.kernels[0] if program.kernels else None
+    if isinstance(kernel, SystolicKernel) and not program.jobs:
+        return kernel.rows * kernel.cols * 2 * chip.clock.freq_mhz * 1e6 / 1e9
+    return dense_peak_gops(chip)
+
+
 def mac_block_kernel(chip: ChipConfig, name: str = "mac_block") -> SystolicKernel:
     """The CGRA's MAC block as a template systolic kernel (output stationary, no tensors):
     the dense-mode kernel of model layers, whose products each bring their own shapes."""

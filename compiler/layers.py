@@ -44,7 +44,7 @@ from compiler.dense import mac_block_kernel
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.errors import CompileError, SimulationError
-from isa.program import Command, Kernel, Program, SystolicKernel
+from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
 TEMPLATE_EXPR = "X(i,j)=B(i,k)*C(k,j)"
 """The tile kernel: B = token activations A (T x K), C = W^T (K x N), order ikj."""
@@ -172,13 +172,6 @@ def check_fidelity(fidelity: str | None) -> None:
         raise SimulationError(f"unknown fidelity {fidelity!r} (use analytic, burst or cycle)")
 
 
-def choose_mode(layer_mode: str, sparse_cycles: int, dense_cycles: int) -> str:
-    """``compiler.layer_mode``: sparse, dense, or (auto) the faster of the two schedules."""
-    if layer_mode == "auto":
-        return "dense" if dense_cycles < sparse_cycles else "sparse"
-    return layer_mode
-
-
 def full_forward(layer: Any) -> np.ndarray | str:
     """The layer's independent full forward pass, or why it was not computed."""
     n = weight_count(layer)
@@ -188,134 +181,96 @@ def full_forward(layer: Any) -> np.ndarray | str:
             f"{FULL_FORWARD_MAX_WEIGHTS:,}")
 
 
-# ------------------------------------------------------------------------------ the walk
-@dataclass
-class LayerWalk:
-    """What the walk produced: the engine's output and reference, per-expert facts."""
+# ------------------------------------------------------------------------------ the jobs
+@dataclass(frozen=True)
+class LayerLayout:
+    """What the controller needs besides the jobs: the plan (lanes, region, tile bound),
+    the token-layer sizes, the routing facts and the mode policy."""
 
-    output: np.ndarray
-    reference: np.ndarray
-    experts: list[dict[str, int]]       # tokens, lane, effectual_mac_count per expert
-    routing: dict[str, Any]             # dropped_pairs, routed_pairs, token_gini
+    plan: LayerPlan
+    tokens: int
+    d_in: int
+    d_out: int
+    mode: str                                # compiler.layer_mode: auto | sparse | dense
+    experts: tuple[tuple[int, int], ...] = ()   # MoE: (tokens, first lane) per expert
+    routing: dict[str, Any] | None = None    # MoE: dropped_pairs, routed_pairs, token_gini
 
 
-def walk_layer(layer: Any, eng: Any) -> LayerWalk:
-    """Run ``layer``'s stages, in order, through the engine ``eng`` (module docstring)."""
-    x = layer.x.astype(np.float64)
+def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = None
+                        ) -> Program:
+    """Lower a model layer to a Program (module docstring): the tile kernel and the MAC
+    block, and the jobs in stage order with their lanes and lazy tasks. An MoE layer is
+    routed here (the layer's own routing, workloads.routing), since which tokens reach which
+    expert decides the jobs."""
+    from compiler.layer_tasks import FFNTask, LinearTask
+
+    plan = plan or plan_layer(chip)
+    lanes = plan.lanes
+    T, d = layer.x.shape
+    jobs: list[Job] = []
+    tile = plan.kernel.name
+    experts: tuple[tuple[int, int], ...] = ()
+    routing = None
     if layer.kind == "moe":
+        E, k = layer.num_experts, layer.k
+        jobs += [Job("router", "router", plan.mac_block.name, dims=(T, E, d)),
+                 Job("topk", "topk", deps=("router",), dims=(T, k, E))]
+        idx, wts, kept = layer.route(layer.logits())
+        G = layer.scatter(idx, wts, kept)
+        groups = _expert_lanes(E, lanes)
+        every = tuple(range(lanes))
+        for s_, w in enumerate(layer.shared):
+            jobs.append(Job(f"shared{s_}", "experts", tile, every, -1, ("topk",),
+                            task=FFNTask(layer, "shared", s_, every,
+                                         _chunks(w.f, plan.f_chunk, lanes), f"shared{s_}")))
+        tokens = []
+        for e, w in enumerate(layer.experts):
+            tok = np.flatnonzero(G[:, e])
+            tokens.append((len(tok), groups[e][0]))
+            if len(tok):
+                task = FFNTask(layer, "expert", e, tuple(groups[e]),
+                               _chunks(w.f, plan.f_chunk, len(groups[e])), f"expert{e}",
+                               tok, G[tok, e])
+                jobs.append(Job(f"expert{e}", "experts", tile, tuple(groups[e]), e,
+                                ("topk",), task=task))
         from workloads.routing import gini
 
-        y, ref, experts, routing = _run_moe(layer, eng)
-        routing["token_gini"] = float(gini(np.array([e["tokens"] for e in experts])))
-        return LayerWalk(y, ref, experts, routing)
-    if layer.kind == "ffn":
-        y, ref = _run_ffn_all_lanes(layer.ffn, x, layer.sparsity, eng, expert=-1)
+        experts = tuple(tokens)
+        pairs = int(np.count_nonzero(G))
+        routing = {"dropped_pairs": int((~kept).sum()), "routed_pairs": pairs,
+                   "token_gini": float(gini(np.array([t for t, _ in tokens])))}
+        products = tuple(j.name for j in jobs if j.stage == "experts")
+        jobs.append(Job("combine", "combine", deps=products, dims=(pairs, d)))
+        d_out = d
+    elif layer.kind == "ffn":
+        for c, (f0, f1) in enumerate(_chunks(layer.ffn.f, plan.f_chunk, lanes)):
+            lane = (c % lanes,)
+            jobs.append(Job(f"ffn[{f0}:{f1}]", "products", tile, lane,
+                            task=FFNTask(layer, "ffn", -1, lane, ((f0, f1),), "ffn")))
+        d_out = layer.ffn.d
     else:
-        y, ref = _run_linear(layer, eng)
-    return LayerWalk(y, ref, [], {})
+        out_dim = layer.weight.shape[0]
+        chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
+        for c, r0 in enumerate(range(0, out_dim, chunk)):
+            r1 = min(out_dim, r0 + chunk)
+            jobs.append(Job(f"linear[{r0}:{r1}]", "products", tile, (c % lanes,),
+                            task=LinearTask(layer, r0, r1, c % lanes)))
+        d_out = out_dim
+    layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing)
+    sched = (Command("configure", tile), Command("configure", plan.mac_block.name))
+    return Program(layer.name.replace(".", "_"), (plan.kernel, plan.mac_block), {}, sched,
+                   tuple(jobs), layout)
+
+
+def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
+    """FFN chunks along f: ``f_chunk`` columns, fewer when that leaves lanes idle (>= 64)."""
+    from workloads.layers import ffn_chunks
+
+    return tuple(ffn_chunks(f, max(64, min(f_chunk, cdiv(f, lanes)))))
 
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _ffn_chunks(w, x: np.ndarray, sparsity, eng: Any, lanes: list[int], expert: int,
-                label: str) -> tuple[np.ndarray, np.ndarray]:
-    """One FFN on ``x`` chunk by chunk along f; chunks go round-robin over ``lanes``.
-    Returns (simulated output, numpy reference), both float64."""
-    from workloads.layers import ffn_chunk, ffn_chunks, intermediate, neuron_thresholds, teal
-
-    xs = teal(x, sparsity)
-    y = np.zeros((x.shape[0], w.d))
-    ref = np.zeros_like(y)
-    if x.shape[0] == 0:
-        return y, ref
-    chunk = max(64, min(eng.plan.f_chunk, cdiv(w.f, len(lanes))))
-    for c, (f0, f1) in enumerate(ffn_chunks(w.f, chunk)):
-        lane = lanes[c % len(lanes)]
-        g_rows = None if w.gate is None else w.gate.rows(f0, f1)
-        u_rows = w.up.rows(f0, f1)
-        d_cols = w.down.cols(f0, f1)               # [fc x d] = W_down[:, f0:f1]^T
-        theta = neuron_thresholds(w, sparsity, f0, f1, g_rows if g_rows is not None
-                                  else u_rows)
-        tag = f"{label}[{f0}:{f1}]"
-        gate = None if g_rows is None else eng.product(xs, g_rows.T, lane=lane, expert=expert,
-                                                       label=f"{tag}.gate")
-        up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up")
-        h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
-        eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
-                            expert=expert, label=f"{tag}.act")
-        y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down")
-        # the reference: the layer's float64 forward on the same weight chunk
-        hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta), sparsity)
-        ref += hr @ d_cols.astype(np.float64)
-        if eng.progress is not None:
-            eng.progress(tag)
-    return y, ref
-
-
-def _run_ffn_all_lanes(w, x, sparsity, eng: Any, expert: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    return _ffn_chunks(w, x, sparsity, eng, list(range(eng.lanes)), expert, "ffn")
-
-
-def _run_linear(layer: Any, eng: Any) -> tuple[np.ndarray, np.ndarray]:
-    from workloads.layers import teal
-
-    x = teal(layer.x.astype(np.float64), layer.sparsity)
-    w = layer.weight
-    out_dim = w.shape[0]
-    y = np.zeros((x.shape[0], out_dim))
-    ref = np.zeros_like(y)
-    chunk = max(64, min(eng.plan.f_chunk, cdiv(out_dim, eng.lanes)))
-    for c, r0 in enumerate(range(0, out_dim, chunk)):
-        r1 = min(out_dim, r0 + chunk)
-        rows = w.rows(r0, r1)
-        y[:, r0:r1] = eng.product(x, rows.T, lane=c % eng.lanes, expert=-1,
-                                  label=f"linear[{r0}:{r1}]")
-        ref[:, r0:r1] = x @ rows.astype(np.float64).T
-        if eng.progress is not None:
-            eng.progress(f"rows {r0}:{r1}")
-    return y, ref
-
-
-def _run_moe(layer: Any, eng: Any) -> tuple[np.ndarray, np.ndarray, list[dict[str, int]],
-                                             dict[str, int]]:
-    x = layer.x.astype(np.float64)
-    T, d = x.shape
-    E, k = layer.num_experts, layer.k
-    # router GEMM on the dense MAC block, then top-k on the lanes (timed by the engine)
-    eng.router(T, E, d)
-    eng.topk(T, k, E)
-    # the routing is the layer's own (workloads.routing); the reference shares it, so the
-    # checks cover the experts, the gating weights and the combine
-    idx, wts, kept = layer.route(layer.logits())
-    G = layer.scatter(idx, wts, kept)
-    routing = {"dropped_pairs": int((~kept).sum()), "routed_pairs": int(np.count_nonzero(G))}
-    y = np.zeros((T, d))
-    ref = np.zeros((T, d))
-    experts = [{"tokens": 0, "lane": 0, "effectual_mac_count": 0} for _ in range(E)]
-    groups = _expert_lanes(E, eng.lanes)
-    for s, w in enumerate(layer.shared):
-        ys, rs = _ffn_chunks(w, x, layer.sparsity, eng, list(range(eng.lanes)), -1,
-                             f"shared{s}")
-        y += ys
-        ref += rs
-    for e, w in enumerate(layer.experts):
-        tok = np.flatnonzero(G[:, e])
-        st = experts[e]
-        st["tokens"] = len(tok)
-        st["lane"] = groups[e][0]
-        macs = eng.work.products
-        if len(tok):
-            ye, re = _ffn_chunks(w, x[tok], layer.sparsity, eng, groups[e], e, f"expert{e}")
-        else:
-            ye = re = np.zeros((0, d))
-        st["effectual_mac_count"] = eng.work.products - macs
-        y[tok] += G[tok, e][:, None] * ye
-        ref[tok] += G[tok, e][:, None] * re
-    eng.combine(routing["routed_pairs"], d)
-    return y, ref, experts, routing
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
@@ -326,52 +281,23 @@ def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
     return [list(range(e * per, (e + 1) * per)) for e in range(E)]
 
 
-# ------------------------------------------------------------------------------ the program
-def layer_program(layer: Any, plan: LayerPlan, chip: ChipConfig,
-                  jobs: list[Any] | None = None, mode: str = "sparse") -> Program:
-    """The layer's Program: the tile kernel (sparse mode) and the MAC block (dense mode),
-    and, given the chosen mode's ``jobs`` (lane, label, weight bytes), the firmware per
-    product job: DMA its weights DRAM -> GLB (into the lane's free buffer), launch the mode's
-    kernel, wait. ALU passes (activations) run on the lanes' PEs without a kernel launch and
-    are not commands. Memory images are each job's tiles, made when the engine runs it (the
-    Program does not hold them: a large layer has millions)."""
-    block = plan.mac_block
-    kernel = plan.kernel.name if mode == "sparse" else block.name
-    sched = [Command("configure", kernel)]
-    for job in jobs or ():
-        if job.label.endswith(".act"):
-            continue
-        if job.dram_bytes:
-            sched.append(Command("dma_in", _job_name(job), job.dram_bytes))
-        sched += [Command("launch", kernel), Command("wait", kernel)]
-    return Program(layer.name.replace(".", "_"), (plan.kernel, block), {}, tuple(sched))
-
-
-def _job_name(job: Any) -> str:
-    return f"lane{job.lane}:{job.label}"
-
-
-def summarize_program(program: Program, jobs: list[Any]) -> str:
-    """A layer's schedule for people: by stage, with counts (jobs, weight bytes DMAed)
-    instead of one line per command (a comment block for the assembly listing)."""
+# ------------------------------------------------------------------------------ printing
+def summarize_jobs(program: Program) -> str:
+    """A layer's jobs for people, as assembly comments: by stage, with counts of jobs,
+    experts and lanes (a job's products and DMA sizes are decided when it runs)."""
     from collections import Counter
 
-    stages: Counter[str] = Counter()
-    dma: Counter[str] = Counter()
-    for job in jobs:
-        stage = _stage(job.label)
-        stages[stage] += 1
-        dma[stage] += job.dram_bytes
-    lines = [f"; schedule of {program.name}: {len(jobs)} jobs, by stage"]
-    lines += [f";   {stage:<10} {n:>7,} jobs  {dma[stage]:>14,} weight bytes DMAed"
-              for stage, n in sorted(stages.items())]
+    stages: Counter[str] = Counter(j.stage for j in program.jobs)
+    lanes: dict[str, set[int]] = {}
+    for j in program.jobs:
+        lanes.setdefault(j.stage, set()).update(j.lanes)
+    lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order)"]
+    for stage in dict.fromkeys(j.stage for j in program.jobs):
+        first = next(j for j in program.jobs if j.stage == stage)
+        kernel = first.kernel or "ALU pass on the lanes"
+        used = f" on {len(lanes[stage])} lanes" if lanes[stage] else ""
+        chunks = sum(len(getattr(j.task, "chunks", (0,))) for j in program.jobs
+                     if j.stage == stage and j.task is not None)
+        parts = f", {chunks:,} FFN chunks / row blocks" if chunks else ""
+        lines.append(f";   {stage:<9} {stages[stage]:>6,} job(s){used}{parts}, kernel {kernel}")
     return "\n".join(lines) + "\n"
-
-
-def _stage(label: str) -> str:
-    """The stage of a job from its label (``expert3[0:512].gate`` -> ``experts.gate``)."""
-    head, _, tail = label.partition("]")
-    name = head.split("[")[0].rstrip("0123456789")
-    part = tail.lstrip(".").split("#")[0]
-    return f"{name}s.{part}" if name in ("expert", "shared") and part else \
-        (f"{name}.{part}" if part else name)

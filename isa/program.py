@@ -6,7 +6,11 @@ every edge its route over the mesh (``Edge.hops``: the route length in links, >=
 routed). A ``SystolicKernel`` (dense mode) is a GEMM ``C = A @ B`` mapped onto a rows x cols
 block of MAC PEs in one of SCALE-Sim's dataflows, optionally with N:M-compressed weights.
 A ``Program`` is kernels of either kind plus the input memory images plus the controller
-schedule (the firmware).
+schedule (the firmware). A model layer's Program also holds its ``jobs``: the units of
+controller work (router, top-k, the products stage, combine) with their dependencies and
+lanes, whose operands are referenced lazily (``Job.task``: a layer has millions of tiles, so
+no tile image is made before the engine runs the job). Jobs and images are data, not text:
+the assembly prints kernels and commands.
 """
 
 from __future__ import annotations
@@ -200,6 +204,30 @@ COMMANDS = ("dma_in", "load", "configure", "launch", "wait", "unload", "dma_out"
 
 
 @dataclass(frozen=True)
+class Job:
+    """One job of a model layer's schedule.
+
+    ``stage`` orders the jobs (router, topk, then the products stage, then combine; a job
+    starts when every job in ``deps`` has ended). A products-stage job runs its products on
+    ``lanes`` (copies of the tile kernel; the MAC block in dense mode): per product the
+    controller DMAs the weights into the lane's free GLB buffer, launches ``kernel`` and
+    waits. ``task`` computes the job's operands and values lazily: a picklable callable
+    ``task(engine) -> (output contribution, reference contribution)`` that hands every
+    product and ALU pass to ``engine``. ``dims`` sizes a stage job without a task: the
+    router GEMM (M, N, K), top-k (tokens, k, experts), the combine (pairs, d).
+    """
+
+    name: str
+    stage: str
+    kernel: str = ""
+    lanes: tuple[int, ...] = ()
+    expert: int = -1
+    deps: tuple[str, ...] = ()
+    dims: tuple[int, ...] = ()
+    task: Any = None
+
+
+@dataclass(frozen=True)
 class Program:
     """Kernels + input memory images + the controller schedule."""
 
@@ -207,6 +235,8 @@ class Program:
     kernels: tuple[Kernel | SystolicKernel, ...]
     images: dict[str, Any] = field(default_factory=dict)   # tensor name -> FiberTree
     schedule: tuple[Command, ...] = ()
+    jobs: tuple[Job, ...] = ()                 # a model layer's jobs (data, not text)
+    layout: Any = None                         # a model layer's lanes and tile bound
 
     def kernel(self, name: str) -> Kernel | SystolicKernel:
         for k in self.kernels:

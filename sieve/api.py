@@ -15,24 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from baselines.cpu import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
-from compiler.dense import dense_peak_gops
+from compiler.dense import program_peak_gops
 from compiler.layers import (
     check_fidelity,
     choose_fidelity,
-    choose_mode,
+    compile_model_layer,
     full_forward,
     is_model_layer,
-    layer_program,
-    plan_layer,
-    walk_layer,
 )
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
-from isa.program import Program, SystolicKernel
+from isa.program import Program
 from reports.summary import baseline_summary, chip_roofs, cpu_roofs, summary_markdown
 from sieve.spec import is_spec, load_spec
 from simulator.checks import check_layer_output, check_program_outputs
@@ -40,7 +35,7 @@ from simulator.chip import RunResult
 from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
-from simulator.layers import LayerEngine, LayerRun, finish_layer, layer_result
+from simulator.layers import LayerRun
 from simulator.summary import kernel_summary, layer_summary
 from workloads import KernelLayer, get_workload
 
@@ -98,18 +93,12 @@ def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = Non
 
 
 def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analytic",
-              progress: Any = None) -> LayerRun:
-    """A model layer on the simulator's layer engine: the compiler's walk (stage order and
-    mapping) drives the engine, both modes are scheduled, the compiler picks the mode."""
-    eng = LayerEngine(plan, chip, fidelity, progress)
-    walk = walk_layer(layer, eng)
-    sparse, dense = eng.schedule("sparse"), eng.schedule("dense")
-    mode = choose_mode(chip.compiler.layer_mode, sparse[0], dense[0])
-    io = (layer.x.shape[0], layer.x.shape[1], walk.output.shape[1])
-    run_ = finish_layer(eng, walk.output, walk.reference, walk.experts, walk.routing, mode,
-                        sparse, dense, io)
-    run_.token_gini = walk.routing.get("token_gini")
-    return run_
+              progress: Any = None, mapper: Any = map) -> LayerRun:
+    """A model layer's run (its Program on the controller), for callers that want the
+    layer engine's record rather than a Report."""
+    program = compile_model_layer(layer, chip, plan)
+    result = simulate(program, chip, fidelity=fidelity, progress=progress, mapper=mapper)
+    return result.kernel_runs["layer"]
 
 
 def _layer_cpu(layer: Any, lrun: LayerRun, preset: CpuPreset | None) -> CpuEstimate | None:
@@ -122,21 +111,22 @@ def _layer_cpu(layer: Any, lrun: LayerRun, preset: CpuPreset | None) -> CpuEstim
 
 
 def compile_workload(layer: Any, chip: ChipConfig) -> Program:
-    """The Program of any workload, as ``sieve compile`` prints it: a kernel's, or a model
-    layer's kernels (its schedule needs the routing and tiling of a run: ``sieve run``)."""
+    """The Program of any workload: a kernel's, a gemm's or a model layer's."""
     if is_model_layer(layer):
-        return layer_program(layer, plan_layer(chip), chip)
+        return compile_model_layer(layer, chip)
     return compile_kernel(layer, chip)
 
 
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
-        baseline: str | Path | None = None, progress: Any = None) -> Report:
+        baseline: str | Path | None = None, progress: Any = None, mapper: Any = map
+        ) -> Report:
     """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
     chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
     optionally write the run folder ``out``. A ``gemm`` lowers to a systolic kernel, which
-    has one timing model, so ``fidelity`` does not apply to it."""
+    has one timing model, so ``fidelity`` does not apply to it. ``mapper`` runs a model
+    layer's independent jobs (simulator.controller.simulate)."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
@@ -146,31 +136,26 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     if is_model_layer(layer):
         check_fidelity(fidelity)
         fid, why = choose_fidelity(layer, cfg, fidelity)
-        plan = plan_layer(cfg)
-        lrun = run_layer(layer, plan, cfg, fidelity=fid, progress=progress)
-        result = layer_result(lrun, plan, cfg)
-        program = layer_program(layer, plan, cfg, lrun.jobs, lrun.mode)
+        program = compile_model_layer(layer, cfg)
+        result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
+        lrun = result.kernel_runs["layer"]
         checks = check_layer_output(lrun.output, lrun.reference, full_forward(layer), fid)
         energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
                                   actions=result.actions, ops=result.ops)
-        summary = layer_summary(lrun, layer.name, layer.tokens, plan, cfg, checks, energy, why,
-                                lrun.token_gini)
+        summary = layer_summary(lrun, layer.name, layer.tokens, program.layout.plan, cfg,
+                                checks, energy, why, lrun.token_gini)
         cpu = _layer_cpu(layer, lrun, preset)
         timeline = lrun.timeline
-        peak = dense_peak_gops(cfg)
     else:
         cpu = estimate(layer, preset) if preset is not None else None
         program = compile_kernel(layer, cfg)
         result = simulate(program, cfg, fidelity=fidelity, progress=progress)
-        checks = check_program_outputs(result, program, np.asarray(layer.reference()))
+        checks = check_program_outputs(result, program, layer.reference())
         energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
                                   actions=result.actions, ops=result.ops)
         summary = kernel_summary(result, program, layer.name, checks, energy,
                                  dense_equivalent_ops(layer.expr, layer.tensors))
-        kernel = program.kernels[0]
-        peak = (kernel.rows * kernel.cols * 2 * cfg.clock.freq_mhz / 1e3
-                if isinstance(kernel, SystolicKernel) else dense_peak_gops(cfg))
-    summary["roofs"] = chip_roofs(cfg, peak)
+    summary["roofs"] = chip_roofs(cfg, program_peak_gops(program, cfg))
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)

@@ -131,6 +131,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     kernel = program.kernels[0]
     if args.emit == "asm":
         text: str | bytes = print_program(program)
+        if program.jobs:
+            from compiler.layers import summarize_jobs
+
+            text += summarize_jobs(program)
     elif args.emit == "dot":
         if not hasattr(kernel, "nodes"):
             raise WorkloadError(f"workload {layer.name}: kernel {kernel.name} is a systolic "

@@ -1,4 +1,4 @@
-"""The controller: one firmware loop that runs any Program's schedule as SimPy events.
+"""The controller: the firmware that runs any Program's schedule as SimPy events.
 
 It is the chip's firmware (Onyx: a Cortex-M3). SimPy carries the chip-level events: one
 event per DMA transfer, configuration load and kernel launch. Each launched kernel goes to
@@ -6,7 +6,20 @@ the engine of its kind and fidelity:
 
     SAM graph (isa.program.Kernel)      cycle: SimPy processes per primitive (engine_cycle)
                                         burst: one timed burst (engine_burst)
+                                        analytic: model-layer tiles from counts (layers)
     systolic (isa.program.SystolicKernel)  the MAC block's SCALE-Sim timing (engine_systolic)
+
+A kernel program's schedule is one command list (below). A model layer's Program has jobs
+(isa.program.Job): the controller runs the router on the MAC block, top-k on the lanes, then
+every products-stage job's task on the layer engine (simulator.layers: each product as tiles
+of the tile kernel at the fidelity asked, and as the same product on the MAC block), then the
+combine. The tasks are independent pure functions of picklable inputs, run through
+``mapper`` (default the builtin ``map``; a process pool's map gives the same result, folded
+in job order). Their lane jobs then run as SimPy events per lane (:func:`run_lanes`): DMA of
+the job's weights DRAM -> GLB over one shared DRAM channel into the lane's free buffer (two
+per lane: double buffering), then launch and wait for its tiles. Both modes are scheduled:
+sparse (the lanes) and dense (the MAC block as one lane); ``compiler.layer_mode`` picks one,
+``auto`` the faster.
 
 Firmware semantics: commands run in order and block, except ``configure``, which streams over
 the separate configuration network concurrently with the commands after it; ``launch`` waits
@@ -21,8 +34,10 @@ do not name energy actions); the one energy function turns both into joules.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import simpy
 
 from isa.arch import ChipConfig
@@ -53,9 +68,12 @@ def run_fidelity(program: Program, chip: ChipConfig, fidelity: str | None) -> st
 
 
 def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
-             progress: Any = None) -> RunResult:
+             progress: Any = None, mapper: Callable[..., Iterable[Any]] = map) -> RunResult:
     """Run ``program`` on ``chip``; ``fidelity`` overrides ``chip.sim.fidelity`` for SAM
-    kernels (systolic kernels have one timing model)."""
+    kernels (systolic kernels have one timing model). ``mapper`` runs a model layer's
+    independent jobs (any ``map``-like callable; results are folded in job order)."""
+    if program.jobs:
+        return _simulate_layer(program, chip, fidelity or chip.sim.fidelity, progress, mapper)
     fidelity = run_fidelity(program, chip, fidelity)
     env = simpy.Environment()
     dram = simpy.Resource(env, capacity=1)
@@ -200,3 +218,102 @@ def _systolic(env: simpy.Environment, kernel: SystolicKernel, program: Program,
     run = run_systolic(kernel, program.images, chip)
     yield env.timeout(run.cycles)
     return run
+
+
+# ------------------------------------------------------------------------------ model layers
+def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress: Any,
+                    mapper: Callable[..., Iterable[Any]]) -> RunResult:
+    from simulator.layers import LayerEngine, finish_layer, layer_result
+
+    layout = program.layout
+    plan = layout.plan
+    eng = LayerEngine(plan, chip, fidelity)
+    out = np.zeros((layout.tokens, layout.d_out))
+    ref = np.zeros_like(out)
+    experts = [{"tokens": t, "lane": lane, "effectual_mac_count": 0}
+               for t, lane in layout.experts]
+    tasks = [job for job in program.jobs if job.task is not None]
+    for job in program.jobs:
+        if job.stage == "router":
+            eng.router(*job.dims)
+        elif job.stage == "topk":
+            eng.topk(*job.dims)
+    for job, (part, sub) in zip(tasks, mapper(run_job, [(plan, chip, fidelity, job)
+                                                         for job in tasks])):
+        eng.merge(sub)
+        if job.expert >= 0:
+            experts[job.expert]["effectual_mac_count"] = sub.work.products
+        cols = slice(part.col0, part.col0 + part.values.shape[1])
+        rows = slice(None) if part.rows is None else part.rows
+        out[rows, cols] += part.values
+        ref[rows, cols] += part.reference
+        if progress is not None:
+            progress(job.name)
+    for job in program.jobs:
+        if job.stage == "combine":
+            eng.combine(*job.dims)
+    sparse = run_lanes(eng.jobs, eng.lanes, chip)
+    dense = run_lanes(eng.dense_jobs, 1, chip)
+    mode = layout.mode if layout.mode != "auto" else (
+        "dense" if dense[0] < sparse[0] else "sparse")
+    run = finish_layer(eng, out, ref, experts, layout.routing or {}, mode, sparse, dense,
+                       (layout.tokens, layout.d_in, layout.d_out))
+    run.token_gini = (layout.routing or {}).get("token_gini")
+    return layer_result(run, plan, chip)
+
+
+def run_job(args: tuple[Any, ChipConfig, str, Any]) -> tuple[Any, Any]:
+    """One products-stage job: its task on a fresh layer engine. A pure function of
+    picklable inputs (plan, chip, fidelity, job), so any process may run it; returns the
+    task's output contribution and the engine holding the job's work."""
+    from simulator.layers import LayerEngine
+
+    plan, chip, fidelity, job = args
+    eng = LayerEngine(plan, chip, fidelity)
+    return job.task(eng), eng
+
+
+def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig
+              ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
+    """The firmware of the lanes as SimPy events: (end cycle, expert -> finish cycle, lane
+    end cycles, job and DMA spans). Per lane, a loader DMAs each job's weights over the one
+    shared DRAM channel into a free GLB buffer while the worker computes the previous job
+    (a store of capacity 1 + the job computing: two buffers)."""
+    env = simpy.Environment()
+    dram = simpy.Resource(env, capacity=1)
+    finish: dict[int, int] = {}
+    lane_end = [0] * lanes
+    per_lane: list[list[Any]] = [[] for _ in range(lanes)]
+    for j in jobs:
+        per_lane[j.lane].append(j)
+    spans: list[dict[str, Any]] = []
+
+    def loader(lane: int, mine: list[Any], store: simpy.Store):
+        for job in mine:
+            if job.dram_bytes:
+                with dram.request() as req:
+                    yield req
+                    start = int(env.now)
+                    yield env.timeout(dram_transfer(chip, job.dram_bytes).cycles)
+                    spans.append({"track": "dram", "lane": lane, "name": job.label,
+                                  "start": start, "end": int(env.now),
+                                  "bytes": job.dram_bytes})
+            yield store.put(job)
+
+    def worker(lane: int, mine: list[Any], store: simpy.Store):
+        for _ in mine:
+            job = yield store.get()
+            start = int(env.now)
+            yield env.timeout(job.cycles)
+            spans.append({"track": "lane", "lane": lane, "name": job.label,
+                          "start": start, "end": int(env.now), "expert": job.expert})
+            if job.expert >= 0:
+                finish[job.expert] = int(env.now)
+        lane_end[lane] = int(env.now)
+
+    for lane, mine in enumerate(per_lane):
+        store = simpy.Store(env, capacity=1)
+        env.process(loader(lane, mine, store))
+        env.process(worker(lane, mine, store))
+    env.run()
+    return int(env.now), finish, lane_end, spans

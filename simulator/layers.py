@@ -59,14 +59,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import simpy
 
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
-from simulator.chip import RunResult, dram_transfer
+from simulator.chip import RunResult
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
@@ -225,7 +224,7 @@ def _tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, floa
 
 # ------------------------------------------------------------------------------ the runner
 @dataclass
-class Job:
+class LaneJob:
     """One lane's unit of scheduling: a chunk of tiles with the weights it brings in."""
 
     lane: int
@@ -292,7 +291,7 @@ class LayerRun:
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
     dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
     timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
-    jobs: list[Job] = field(default_factory=list)                 # the chosen mode's jobs
+    jobs: list[LaneJob] = field(default_factory=list)                 # the chosen mode's jobs
     stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
     router_macs: int = 0
     token_gini: float | None = None                               # MoE: routing imbalance
@@ -315,15 +314,14 @@ class LayerEngine:
         self.hops = plan.mean_hops
         self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
         self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // 2)
-        self.jobs: list[Job] = []
+        self.jobs: list[LaneJob] = []
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
         self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
                        "glb_write_bytes": 0}
         self.elementwise = 0
         self.extra_dram_bytes = 0
-        self.spans: dict[str, list[dict[str, Any]]] = {}
-        self.dense_jobs: list[Job] = []
+        self.dense_jobs: list[LaneJob] = []
         self.dense_counts: dict[str, float] = {}
         self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0}
         self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
@@ -355,7 +353,7 @@ class LayerEngine:
         # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
         n = max(1, cdiv(weight_bytes, self.buffer_bytes))
         for i in range(n):
-            self.jobs.append(Job(lane, expert, work.compute_cycles * (i + 1) // n
+            self.jobs.append(LaneJob(lane, expert, work.compute_cycles * (i + 1) // n
                                  - work.compute_cycles * i // n,
                                  weight_bytes * (i + 1) // n - weight_bytes * i // n,
                                  label if n == 1 else f"{label}#{i}"))
@@ -376,7 +374,7 @@ class LayerEngine:
         weight_bytes = k * n * WORD_BYTES
         n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // 2))
         for i in range(n_jobs):
-            self.dense_jobs.append(Job(0, expert, compute * (i + 1) // n_jobs
+            self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
                                        - compute * i // n_jobs,
                                        weight_bytes * (i + 1) // n_jobs
                                        - weight_bytes * i // n_jobs, label))
@@ -488,8 +486,8 @@ class LayerEngine:
     def elementwise_job(self, n_ops: int, *, lane: int, expert: int, label: str) -> None:
         """An ALU pass over ``n_ops`` elements on one lane (one element per cycle)."""
         self.elementwise += n_ops
-        self.jobs.append(Job(lane, expert, int(n_ops), 0, label))
-        self.dense_jobs.append(Job(0, expert, cdiv(int(n_ops), self.dense_array.rows
+        self.jobs.append(LaneJob(lane, expert, int(n_ops), 0, label))
+        self.dense_jobs.append(LaneJob(0, expert, cdiv(int(n_ops), self.dense_array.rows
                                                    * self.dense_array.cols), 0, label))
 
     def router(self, T: int, E: int, d: int) -> None:
@@ -516,59 +514,28 @@ class LayerEngine:
         self.combine_cycles = cdiv(pairs * d, self.lanes)
         self.elementwise += pairs * d
 
-    def schedule(self, mode: str = "sparse") -> tuple[int, dict[int, int], list[int]]:
-        """Run the jobs with SimPy: (end cycle, expert -> finish, lane ends). ``sparse``: the
-        tile jobs on the lanes; ``dense``: the products' dense jobs one after another on the
-        MAC block (one lane holding the whole GLB as two buffers)."""
-        jobs_all = self.jobs if mode == "sparse" else self.dense_jobs
-        lanes = self.lanes if mode == "sparse" else 1
-        env = simpy.Environment()
-        dram = simpy.Resource(env, capacity=1)
-        finish: dict[int, int] = {}
-        lane_end = [0] * lanes
-        per_lane: list[list[Job]] = [[] for _ in range(lanes)]
-        for j in jobs_all:
-            per_lane[j.lane].append(j)
+    def merge(self, other: LayerEngine) -> None:
+        """Fold the work of ``other`` (an engine that ran one job's task) into this one, as
+        if its products had run here after the earlier ones."""
+        self.jobs += other.jobs
+        self.dense_jobs += other.dense_jobs
+        self.work.add(other.work)
+        self.products += other.products
+        self.elementwise += other.elementwise
+        self.extra_dram_bytes += other.extra_dram_bytes
+        for mine, theirs in ((self.memory, other.memory), (self.dense_memory, other.dense_memory),
+                             (self.dense_counts, other.dense_counts)):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
 
-        spans: list[dict[str, Any]] = []
 
-        def loader(lane: int, jobs: list[Job], store: simpy.Store):
-            for job in jobs:
-                if job.dram_bytes:
-                    with dram.request() as req:
-                        yield req
-                        start = int(env.now)
-                        yield env.timeout(dram_transfer(self.chip, job.dram_bytes).cycles)
-                        spans.append({"track": "dram", "lane": lane, "name": job.label,
-                                      "start": start, "end": int(env.now),
-                                      "bytes": job.dram_bytes})
-                yield store.put(job)
-
-        def worker(lane: int, jobs: list[Job], store: simpy.Store):
-            for _ in jobs:
-                job = yield store.get()
-                start = int(env.now)
-                yield env.timeout(job.cycles)
-                spans.append({"track": "lane", "lane": lane, "name": job.label,
-                              "start": start, "end": int(env.now), "expert": job.expert})
-                if job.expert >= 0:
-                    finish[job.expert] = int(env.now)
-            lane_end[lane] = int(env.now)
-
-        for lane, jobs in enumerate(per_lane):
-            store = simpy.Store(env, capacity=1)   # + the job computing: two GLB buffers
-            env.process(loader(lane, jobs, store))
-            env.process(worker(lane, jobs, store))
-        env.run()
-        self.spans[mode] = spans
-        return int(env.now), finish, lane_end
+Schedule = tuple[int, dict[int, int], list[int], list[dict[str, Any]]]
+"""A lane schedule: end cycle, expert -> finish cycle, lane end cycles, job and DMA spans."""
 
 
 def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
                  experts_in: list[dict[str, int]], routing: dict[str, Any], mode: str,
-                 sparse: tuple[int, dict[int, int], list[int]],
-                 dense: tuple[int, dict[int, int], list[int]], io: tuple[int, int, int]
-                 ) -> LayerRun:
+                 sparse: Schedule, dense: Schedule, io: tuple[int, int, int]) -> LayerRun:
     """The layer's time, counters and traffic once its walk ran on ``eng`` and both modes
     were scheduled: stages add up (router + top-k + the experts/products stage + combine),
     the chosen ``mode``'s jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves
@@ -578,7 +545,7 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
     ls.combine_cycles = eng.combine_cycles
     ls.dropped_token_count = routing.get("dropped_pairs", 0)
     ls.routed_pair_count = routing.get("routed_pairs", 0)
-    end, finish, lane_end = dense if mode == "dense" else sparse
+    end, finish, lane_end, spans = dense if mode == "dense" else sparse
     jobs = eng.dense_jobs if mode == "dense" else eng.jobs
     ls.sparse_mode_cycles, ls.dense_mode_cycles = sparse[0], dense[0]
     ls.dense_mode = int(mode == "dense")
@@ -617,7 +584,7 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
             "ended (experts stage)."}
     return LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
                     eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
-                    _timeline(eng.spans[mode], ls.router_cycles + ls.topk_cycles),
+                    _timeline(spans, ls.router_cycles + ls.topk_cycles),
                     jobs, dict(eng.stage_actions), eng.router_macs)
 
 
@@ -685,5 +652,5 @@ def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     ops = 2 * (run.work.products + run.router_macs) + run.layer_stats.elementwise_op_count
     return RunResult(chip.name, plan.kernel.name, run.fidelity, run.cycles,
                      run.cycles / (chip.clock.freq_mhz * 1e6), run.layer_stats.experts_cycles,
-                     {"Y": tree}, dict(sorted(stats.items())), {}, layer_actions(run, plan),
-                     ops)
+                     {"Y": tree}, dict(sorted(stats.items())), {"layer": run},
+                     layer_actions(run, plan), ops)

@@ -305,8 +305,8 @@ def test_cpu_layer_estimate_sums_library_calls():
 
 
 def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
-    from simulator.chip import dram_transfer
     from compiler.dense import dense_mapping
+    from simulator.chip import dram_transfer
     from simulator.systolic import SystolicArray, gemm_cycles
 
     a = np.ones((16, 1024))
@@ -316,9 +316,15 @@ def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
     block = dense_mapping(onyx)
     compute = gemm_cycles(16, 896, 1024, SystolicArray(block.rows, block.cols, "os")) + 1
     dma = dram_transfer(onyx, 1024 * 896 * 2).cycles
-    end = eng.schedule("dense")[0]
+    from simulator.controller import run_lanes
+
+    end = run_lanes(eng.dense_jobs, 1, onyx)[0]
     assert end == dma + compute                 # one job: its weights, then the GEMM
     assert eng.dense_counts["mac"] == 16 * 1024 * 896
+    # the MAC block's actions, the same function as a gemm on that block
+    from simulator.energy import systolic_actions
+
+    assert eng.dense_counts == systolic_actions(16, 896, 1024, block.rows, block.cols, onyx)
 
 
 def test_layer_mode_auto_takes_the_faster_mode():
