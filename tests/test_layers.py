@@ -387,3 +387,17 @@ def test_layer_check_fails_on_a_wrong_output(onyx, plan):
     r.output[1, 3] += 1e-2 * np.abs(r.reference).max()
     checks = check_layer(r, layer)
     assert checks["numpy"] is False and checks["numpy_full_forward"] is False
+
+
+def test_a_process_pool_mapper_gives_byte_identical_stats(tmp_path):
+    """The controller's mapper hook: a layer's jobs run in worker processes fold to the same
+    stats.json as the builtin map (jobs are pure functions of picklable inputs)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    params = {"scale": "64", "tokens": "8"}
+    run(ONYX, "moe.olmoe", params=params, fidelity="analytic", out=tmp_path / "a")
+    with ProcessPoolExecutor(2) as pool:
+        run(ONYX, "moe.olmoe", params=params, fidelity="analytic", out=tmp_path / "b",
+            mapper=pool.map)
+    a, b = ((tmp_path / d / "stats.json").read_bytes() for d in ("a", "b"))
+    assert a == b and b"chip.layer.expert0.tokens" in a
