@@ -1,7 +1,8 @@
 """The layer engine: a model layer (MoE, FFN, linear) as tiles on the array's lanes.
 
 Stages of an MoE layer, in order (an FFN or linear layer has only the matrix products); the
-walk over them is sieve.layers.run_layer, since it needs the workload's layer semantics:
+compiler lowers them to jobs (compiler.layers), the controller runs them
+(simulator.controller) and hands every product of a job's task to this engine:
 
     router   logits = x W_r^T on the dense MAC block (systolic timing, simulator.systolic)
     top-k    k max-passes over E logits per token on the lanes' PEs: ceil(T/lanes) * k * E
@@ -15,9 +16,9 @@ Products. ``Y = A W^T`` runs as tiles of the Gustavson SpM*SpM kernel (compiler.
 tile (token block, K chunk, N block) is sized from the data so every fibertree level fits one
 MEM tile (``plan.level_words`` coordinates); tiles with no nonzero in A or W are skipped.
 Every product is also costed in dense mode (one job on the fabric's MAC block, SCALE-Sim
-OS timing, dense weights DMAed; ``schedule("dense")``), so the caller can run the layer in
-whichever mode ``compiler.layer_mode`` asks for. A tile's cycles come from the engine named by
-``fidelity``:
+OS timing, dense weights DMAed, the MAC block's actions of simulator.energy.systolic_actions),
+so the controller can schedule both modes and keep the one ``compiler.layer_mode`` asks
+for. A tile's cycles come from the engine named by ``fidelity``:
 
 - ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
 - ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
@@ -41,8 +42,11 @@ job (or several equal jobs when its compressed weights exceed one buffer): its w
 DMAed DRAM -> GLB (one shared DRAM channel, simulator.chip.dram_transfer) into one buffer while
 the previous job computes (double buffering); a job computes for the sum over its tiles of
 launch + max(kernel cycles, GLB<->MEM-tile transfer of the tile in and out over the lane's
-share of the links). SimPy carries one event per job. The layer ends when the slowest lane
-does: that straggler is what load imbalance costs, and ``chip.layer.expert<e>.*`` shows it.
+share of the links). The controller's lane firmware (simulator.controller.run_lanes) carries
+one SimPy event per job. The layer ends when the slowest lane does: that straggler is what
+load imbalance costs, and ``chip.layer.expert<e>.*`` shows it. Here: the engine (tile timing,
+a job's work records, :meth:`LayerEngine.merge` to fold jobs in order) and the accounting of
+a finished layer (:func:`finish_layer`, :func:`layer_result`, :func:`layer_actions`).
 
 Outputs are assembled from the tiles' results and compared with the layer's numpy forward
 pass (float64): exact products in burst/cycle (the kernel's own outputs, float32 values),
@@ -53,7 +57,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,13 +303,11 @@ class LayerRun:
 class LayerEngine:
     """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
 
-    def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, plan: Any, chip: ChipConfig, fidelity: str) -> None:
         if fidelity not in FIDELITIES:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
-        self.progress = progress
         self.lanes = plan.lanes
         self.words = plan.level_words
         kernel: Kernel = plan.kernel

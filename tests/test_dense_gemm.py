@@ -1,5 +1,6 @@
-"""Dense GEMMs through the front door (``sieve run CHIP gemm``): the systolic path of
-sieve.dense, its SCALE-Sim v3 equalities, the DMA around it, its checks, errors and reports.
+"""Dense GEMMs through the front door (``sieve run CHIP gemm``): a systolic kernel
+(compiler.dense, simulator.engine_systolic), its SCALE-Sim v3 equalities, the DMA around it,
+its checks, errors and reports.
 
 Golden compute cycles are scalesim 3.0.0's on a 128x128 array (/work/shared/reference/peers.md
 sections 1.5 and 1.6; tests/test_systolic.py checks the same figures on simulator.systolic).
