@@ -120,13 +120,14 @@ def compile_workload(layer: Any, chip: ChipConfig) -> Program:
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
-        baseline: str | Path | None = None, progress: Any = None, mapper: Any = map
-        ) -> Report:
+        baseline: str | Path | None = None, progress: Any = None, mapper: Any = map,
+        check: str = "sample") -> Report:
     """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
     chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
     optionally write the run folder ``out``. A ``gemm`` lowers to a systolic kernel, which
     has one timing model, so ``fidelity`` does not apply to it. ``mapper`` runs a model
-    layer's independent jobs (simulator.controller.simulate)."""
+    layer's independent jobs (simulator.controller.simulate); ``check`` is the interpreter
+    check of a kernel, ``sample`` or ``full`` (simulator.checks)."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params)
@@ -150,7 +151,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         cpu = estimate(layer, preset) if preset is not None else None
         program = compile_kernel(layer, cfg)
         result = simulate(program, cfg, fidelity=fidelity, progress=progress)
-        checks = check_program_outputs(result, program, layer.reference())
+        checks = check_program_outputs(result, program, layer.reference(), check)
         energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
                                   actions=result.actions, ops=result.ops)
         summary = kernel_summary(result, program, layer.name, checks, energy,

@@ -4,8 +4,10 @@ A check is True or False, or a string saying why it was not made (never a silent
 
 - A kernel program's outputs against the numpy reference: exact for integers, rtol 1e-9 for
   floats; a SAM kernel also against the ISA interpreter (the living definition of every
-  instruction) up to :data:`INTERPRETER_MAX_TOKENS` tokens; a systolic kernel has no SAM
-  graph for the interpreter, which is recorded as a string.
+  instruction): sampled by default (every unit's first steps re-run by the ISA's behaviour
+  on the burst streams, simulator.unit_check), whole with ``check="full"`` up to
+  :data:`INTERPRETER_MAX_TOKENS` tokens; a systolic kernel has no SAM graph for the
+  interpreter, which is recorded as a string.
 - A model layer's assembled output against the numpy forward pass of the same weights,
   routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
   hold float32 values, the reference is float64), and against the layer's independent full
@@ -39,9 +41,10 @@ def same_values(got: np.ndarray, ref: np.ndarray) -> bool:
     return bool(got.shape == ref.shape and np.allclose(got, ref, rtol=1e-9, atol=1e-12))
 
 
-def check_program_outputs(result: RunResult, program: Program, reference: Any
-                          ) -> dict[str, Any]:
-    """The outputs of a kernel program's first kernel against numpy and the interpreter."""
+def check_program_outputs(result: RunResult, program: Program, reference: Any,
+                          check: str = "sample") -> dict[str, Any]:
+    """The outputs of a kernel program's first kernel against numpy and the interpreter
+    (``check``: ``sample`` or ``full``, module docstring)."""
     kernel = program.kernels[0]
     ref = np.asarray(reference)
     checks: dict[str, Any] = {}
@@ -50,8 +53,13 @@ def check_program_outputs(result: RunResult, program: Program, reference: Any
         checks["numpy"] = same_values(result.outputs[out].to_dense(), ref)
         checks["interpreter"] = "not applicable: a systolic kernel has no SAM graph"
         return checks
+    from simulator.unit_check import sampled_check
+
     tokens = result.total("token_count")
-    interp = run_kernel(kernel, program.images) if tokens <= INTERPRETER_MAX_TOKENS else None
+    full = check == "full" and tokens <= INTERPRETER_MAX_TOKENS
+    interp = run_kernel(kernel, program.images) if full else None
+    if not full:
+        checks.update(sampled_check(kernel, program.images))
     for decl in kernel.tensors:
         if not decl.is_output:
             continue
@@ -59,7 +67,7 @@ def check_program_outputs(result: RunResult, program: Program, reference: Any
         checks["numpy"] = same_values(sim.to_dense(), ref)
         if interp is not None:
             checks["interpreter"] = _same_tree(sim, assemble_output(decl, interp.memory))
-        else:
+        elif check == "full":
             checks["interpreter"] = (f"skipped: {tokens:,} tokens > {INTERPRETER_MAX_TOKENS:,}"
                                      " (simulator.checks.INTERPRETER_MAX_TOKENS)")
     return checks
