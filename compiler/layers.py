@@ -195,6 +195,13 @@ class LayerLayout:
     experts: tuple[tuple[int, int], ...] = ()   # MoE: (tokens, first lane) per expert
     routing: dict[str, Any] | None = None    # MoE: dropped_pairs, routed_pairs, token_gini
 
+    def pick_mode(self, sparse_cycles: int, dense_cycles: int) -> str:
+        """The mode policy, applied by the controller once both schedules are timed:
+        ``compiler.layer_mode`` sparse or dense, or (auto) the faster of the two."""
+        if self.mode == "auto":
+            return "dense" if dense_cycles < sparse_cycles else "sparse"
+        return self.mode
+
 
 def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = None
                         ) -> Program:

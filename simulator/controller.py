@@ -18,8 +18,8 @@ combine. The tasks are independent pure functions of picklable inputs, run throu
 in job order). Their lane jobs then run as SimPy events per lane (:func:`run_lanes`): DMA of
 the job's weights DRAM -> GLB over one shared DRAM channel into the lane's free buffer (two
 per lane: double buffering), then launch and wait for its tiles. Both modes are scheduled:
-sparse (the lanes) and dense (the MAC block as one lane); ``compiler.layer_mode`` picks one,
-``auto`` the faster.
+sparse (the lanes) and dense (the MAC block as one lane); the compiler's policy in the
+Program (``layout.pick_mode``: ``compiler.layer_mode``, auto the faster) picks one.
 
 Firmware semantics: commands run in order and block, except ``configure``, which streams over
 the separate configuration network concurrently with the commands after it; ``launch`` waits
@@ -254,8 +254,7 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
             eng.combine(*job.dims)
     sparse = run_lanes(eng.jobs, eng.lanes, chip)
     dense = run_lanes(eng.dense_jobs, 1, chip)
-    mode = layout.mode if layout.mode != "auto" else (
-        "dense" if dense[0] < sparse[0] else "sparse")
+    mode = layout.pick_mode(sparse[0], dense[0])         # the compiler's policy
     run = finish_layer(eng, out, ref, experts, layout.routing or {}, mode, sparse, dense,
                        (layout.tokens, layout.d_in, layout.d_out))
     run.token_gini = (layout.routing or {}).get("token_gini")

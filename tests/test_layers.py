@@ -401,3 +401,22 @@ def test_a_process_pool_mapper_gives_byte_identical_stats(tmp_path):
             mapper=pool.map)
     a, b = ((tmp_path / d / "stats.json").read_bytes() for d in ("a", "b"))
     assert a == b and b"chip.layer.expert0.tokens" in a
+
+
+def test_a_layer_program_lists_its_stages_in_order(onyx, plan):
+    """compiler.layers emits the stage order, the expert -> lanes map and the routing:
+    router, top-k, one job per expert with tokens (on its lanes), then the combine."""
+    from compiler.layers import compile_model_layer
+
+    layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
+    program = compile_model_layer(layer, onyx, plan)
+    stages = [j.stage for j in program.jobs]
+    assert stages[:2] == ["router", "topk"] and stages[-1] == "combine"
+    experts = [j for j in program.jobs if j.stage == "experts"]
+    tokens = [t for t, _lane in program.layout.experts]
+    assert len(experts) == sum(1 for t in tokens if t) and sum(tokens) == 4 * layer.k
+    assert all(j.deps == ("topk",) and j.lanes == (j.expert % plan.lanes,) for j in experts)
+    assert program.jobs[-1].deps == tuple(j.name for j in experts)
+    assert program.jobs[0].dims == (4, layer.num_experts, layer.x.shape[1])
+    assert program.layout.pick_mode(10, 5) == "dense" and program.layout.pick_mode(5, 10) == \
+        "sparse"
