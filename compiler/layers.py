@@ -155,8 +155,13 @@ def estimate_macs(layer: Any) -> float:
     return layer.tokens * weight_count(layer) * keep
 
 
-def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None) -> tuple[str, str]:
-    """(fidelity, why)."""
+def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None
+                    ) -> tuple[str | None, str]:
+    """(fidelity, why). A kernel workload keeps what was asked (None: the chip's, decided by
+    the controller); a model layer too large for burst at the chip's default runs analytic."""
+    check_fidelity(fidelity)
+    if not is_model_layer(layer):
+        return fidelity, "as requested" if fidelity is not None else "the chip's sim.fidelity"
     if fidelity is not None:
         return fidelity, "as requested"
     macs = estimate_macs(layer)
@@ -173,7 +178,10 @@ def check_fidelity(fidelity: str | None) -> None:
 
 
 def full_forward(layer: Any) -> np.ndarray | str:
-    """The layer's independent full forward pass, or why it was not computed."""
+    """The layer's independent full forward pass, or why it was not computed (a kernel
+    workload: its numpy result)."""
+    if not is_model_layer(layer):
+        return layer.reference()
     n = weight_count(layer)
     if n <= FULL_FORWARD_MAX_WEIGHTS:
         return np.asarray(layer.reference())

@@ -17,26 +17,20 @@ from typing import Any
 
 from baselines.cpu import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
 from compiler.dense import program_peak_gops
-from compiler.layers import (
-    check_fidelity,
-    choose_fidelity,
-    compile_model_layer,
-    full_forward,
-    is_model_layer,
-)
+from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
 from isa.program import Program
 from reports.summary import baseline_summary, chip_roofs, cpu_roofs, summary_markdown
 from sieve.spec import is_spec, load_spec
-from simulator.checks import check_layer_output, check_program_outputs
+from simulator.checks import check_outputs
 from simulator.chip import RunResult
 from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.layers import LayerRun
-from simulator.summary import kernel_summary, layer_summary
+from simulator.summary import summarize
 from workloads import KernelLayer, get_workload
 
 
@@ -133,35 +127,28 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     layer = build_layer(workload, params)
     preset = load_cpu_preset(baseline) if baseline is not None else None
     table = load_energy_table(cfg.energy_table)
-    timeline = None
-    if is_model_layer(layer):
-        check_fidelity(fidelity)
-        fid, why = choose_fidelity(layer, cfg, fidelity)
-        program = compile_model_layer(layer, cfg)
-        result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
-        lrun = result.kernel_runs["layer"]
-        checks = check_layer_output(lrun.output, lrun.reference, full_forward(layer), fid)
-        energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
-                                  actions=result.actions, ops=result.ops)
-        summary = layer_summary(lrun, layer.name, layer.tokens, program.layout.plan, cfg,
-                                checks, energy, why, lrun.token_gini)
+    fid, why = choose_fidelity(layer, cfg, fidelity)
+    program = compile_workload(layer, cfg)
+    result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
+    checks = check_outputs(result, program, full_forward(layer), check)
+    energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
+                              actions=result.actions, ops=result.ops)
+    lrun = result.kernel_runs.get("layer")
+    if lrun is not None:
+        summary = summarize(result, program, cfg, layer.name, checks, energy,
+                            tokens=layer.tokens, why=why)
         cpu = _layer_cpu(layer, lrun, preset)
-        timeline = lrun.timeline
     else:
+        summary = summarize(result, program, cfg, layer.name, checks, energy,
+                            dense_equivalent_ops=dense_equivalent_ops(layer.expr, layer.tensors))
         cpu = estimate(layer, preset) if preset is not None else None
-        program = compile_kernel(layer, cfg)
-        result = simulate(program, cfg, fidelity=fidelity, progress=progress)
-        checks = check_program_outputs(result, program, layer.reference(), check)
-        energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
-                                  actions=result.actions, ops=result.ops)
-        summary = kernel_summary(result, program, layer.name, checks, energy,
-                                 dense_equivalent_ops(layer.expr, layer.tensors))
     summary["roofs"] = chip_roofs(cfg, program_peak_gops(program, cfg))
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)
     report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0,
-                    summary["checks"], energy, cpu, timeline=timeline)
+                    summary["checks"], energy, cpu,
+                    timeline=lrun.timeline if lrun is not None else None)
     if out is not None:
         write_run(report, Path(out))
     return report

@@ -102,3 +102,14 @@ def check_layer_output(output: np.ndarray, reference: np.ndarray,
                              if fidelity == "analytic" else
                              "each tile's output is the engine's own functional pass")
     return checks
+
+
+def check_outputs(result: RunResult, program: Program, reference: Any,
+                  check: str = "sample") -> dict[str, Any]:
+    """The checks of any run: a kernel program's (``reference``: the numpy result) or a
+    model layer's (``reference``: its independent full forward pass, or why not computed;
+    the chunk-wise reference came with the run)."""
+    if program.jobs:
+        run = result.kernel_runs["layer"]
+        return check_layer_output(run.output, run.reference, reference, result.fidelity)
+    return check_program_outputs(result, program, reference, check)

@@ -48,7 +48,7 @@ def _value(result: RunResult, name: str) -> int:
     return int(result.stats[name]["value"])
 
 
-def kernel_summary(result: RunResult, program: Program, workload: str,
+def kernel_summary(result: RunResult, program: Program, chip: ChipConfig, workload: str,
                    checks: dict[str, Any], energy: EnergyReport,
                    dense_equivalent_ops: int) -> dict[str, Any]:
     """The summary of a kernel program's run."""
@@ -73,7 +73,7 @@ def kernel_summary(result: RunResult, program: Program, workload: str,
         "glb_bytes": _value(result, "chip.memory.glb_read_bytes")
         + _value(result, "chip.memory.glb_write_bytes"),
         "energy_j": energy.total_pj * 1e-12,
-        "energy_table": energy.table,
+        "energy_table": chip.energy_table,
     }
     if isinstance(kernel, SystolicKernel):
         out.update(_systolic_figures(result, kernel))
@@ -188,3 +188,16 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
             "dropped_pairs": ls.dropped_token_count,
         }
     return out
+
+
+def summarize(result: RunResult, program: Program, chip: ChipConfig, workload: str,
+              checks: dict[str, Any], energy: EnergyReport, *, dense_equivalent_ops: int = 0,
+              tokens: int = 0, why: str = "") -> dict[str, Any]:
+    """The summary of any run: :func:`layer_summary` for a model layer's Program (its
+    ``tokens`` and ``why`` its fidelity), :func:`kernel_summary` otherwise."""
+    if program.jobs:
+        run = result.kernel_runs["layer"]
+        return layer_summary(run, workload, tokens, program.layout.plan, chip, checks, energy,
+                             why, run.token_gini)
+    return kernel_summary(result, program, chip, workload, checks, energy,
+                          dense_equivalent_ops)
