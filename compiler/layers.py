@@ -70,6 +70,8 @@ class LayerPlan:
     level_words: int           # coordinates one MEM tile holds (one fibertree level)
     f_chunk: int               # FFN columns produced and consumed per step (fusion)
     mac_block: SystolicKernel  # the dense MAC block (dense mode, the router GEMM)
+    buffers: int = 2           # GLB buffers per lane: the next job's weights DMA into one
+                               # while the current job computes (double buffering)
 
     @property
     def kernel(self) -> Kernel:
@@ -306,7 +308,11 @@ def summarize_jobs(program: Program) -> str:
     lanes: dict[str, set[int]] = {}
     for j in program.jobs:
         lanes.setdefault(j.stage, set()).update(j.lanes)
-    lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order)"]
+    plan = program.layout.plan
+    lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order); "
+             f"{plan.lanes} lanes of {plan.region.array.rows}x{plan.region.array.cols} tiles, "
+             f"{plan.buffers} GLB buffers each, tiles of <= {plan.level_words} coordinates "
+             "per fibertree level"]
     for stage in dict.fromkeys(j.stage for j in program.jobs):
         first = next(j for j in program.jobs if j.stage == stage)
         kernel = first.kernel or "ALU pass on the lanes"

@@ -252,8 +252,8 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
     for job in program.jobs:
         if job.stage == "combine":
             eng.combine(*job.dims)
-    sparse = run_lanes(eng.jobs, eng.lanes, chip)
-    dense = run_lanes(eng.dense_jobs, 1, chip)
+    sparse = run_lanes(eng.jobs, eng.lanes, chip, plan.buffers)
+    dense = run_lanes(eng.dense_jobs, 1, chip, plan.buffers)
     mode = layout.pick_mode(sparse[0], dense[0])         # the compiler's policy
     run = finish_layer(eng, out, ref, experts, layout.routing or {}, mode, sparse, dense,
                        (layout.tokens, layout.d_in, layout.d_out))
@@ -272,12 +272,15 @@ def run_job(args: tuple[Any, ChipConfig, str, Any]) -> tuple[Any, Any]:
     return job.task(eng), eng
 
 
-def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig
+def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
               ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The firmware of the lanes as SimPy events: (end cycle, expert -> finish cycle, lane
     end cycles, job and DMA spans). Per lane, a loader DMAs each job's weights over the one
-    shared DRAM channel into a free GLB buffer while the worker computes the previous job
-    (a store of capacity 1 + the job computing: two buffers)."""
+    shared DRAM channel into a free GLB buffer while the worker computes an earlier job (a
+    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers)."""
+    if buffers < 2:
+        raise SimulationError(f"controller: {buffers} GLB buffer(s) per lane; the lane "
+                              "firmware needs 2 or more (one computing, one loading)")
     env = simpy.Environment()
     dram = simpy.Resource(env, capacity=1)
     finish: dict[int, int] = {}
@@ -311,7 +314,7 @@ def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig
         lane_end[lane] = int(env.now)
 
     for lane, mine in enumerate(per_lane):
-        store = simpy.Store(env, capacity=1)
+        store = simpy.Store(env, capacity=buffers - 1)
         env.process(loader(lane, mine, store))
         env.process(worker(lane, mine, store))
     env.run()

@@ -314,7 +314,8 @@ class LayerEngine:
         self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
         self.hops = plan.mean_hops
         self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
-        self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // 2)
+        self.buffers = plan.buffers
+        self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // self.buffers)
         self.jobs: list[LaneJob] = []
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
@@ -373,7 +374,7 @@ class LayerEngine:
         sched = fold_schedule(m, n, k, self.dense_array)
         compute = sched.compute_cycles + 1
         weight_bytes = k * n * WORD_BYTES
-        n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // 2))
+        n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
             self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
                                        - compute * i // n_jobs,
