@@ -15,20 +15,19 @@ Tiles. Each fibertree level of a tile lives in one memory tile, so a tile holds 
 (:mod:`simulator.layers`) under that bound. Partial sums of K chunks accumulate in the GLB.
 
 Dense mode: the same products can run on the fabric's dense MAC block (compiler.dense) as a
-systolic kernel; both modes are scheduled and :func:`choose_mode` keeps the faster
-(``compiler.layer_mode: auto``) or the one configured.
+systolic kernel; the controller schedules both modes and the layout's policy
+(:meth:`LayerLayout.pick_mode`, ``compiler.layer_mode``) keeps one, ``auto`` the faster.
 
-The walk (:func:`walk_layer`): the stage order of a layer and its mapping onto lanes. An MoE
-layer is router (dense MAC block), top-k, then per expert (its tokens: the nonzeros of G(:, e),
-from the layer's own routing) its FFN chunk by chunk along f on the expert's lanes (e mod
-lanes; with fewer experts than lanes, lanes // E each), shared experts over all lanes, and the
-weighted combine; an FFN spreads its chunks over all lanes, a linear layer its row blocks.
-Each chunk's gate and up products, the activation pass and the down product run back to back
-on one lane. The walk hands every product and ALU pass to an *engine* (the simulator's
-layer engine, passed in: the compiler never imports the simulator), which times it, counts
-it and returns its values; the next stage's operands are computed from them (the
-activation of gate x up, TEAL, the combine), so the values a run checks are the simulated
-ones. The jobs the engine recorded become the layer's Program (:func:`layer_program`).
+The Program (:func:`compile_model_layer`): the tile kernel, the MAC block and the jobs in
+stage order. An MoE layer is router (on the MAC block), top-k, then one job per expert with
+tokens (its tokens: the nonzeros of G(:, e), from the layer's own routing, decided here) on
+the expert's lanes (e mod lanes; with fewer experts than lanes, lanes // E each), shared
+experts over all lanes, then the weighted combine; an FFN is one job per chunk of f and a
+linear layer one per block of output rows, round-robin over the lanes. Each job's work is a
+lazy task (compiler.layer_tasks): the simulator's layer engine runs it, product by product,
+and the task computes the next operands from the values the engine returns (the activation
+of gate x up), so the values a run checks are the simulated ones. Also here: the choice of
+fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward pass it is checked against.
 """
 
 from __future__ import annotations
