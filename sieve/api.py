@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from baselines.cpu import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
+from baselines import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
 from compiler.dense import program_peak_gops
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
