@@ -6,6 +6,11 @@ from deliberate fixes. Run this before the change and after it, then compare:
     python benchmarks/snapshot_figures.py --out before.json
     python benchmarks/snapshot_figures.py --out after.json --compare before.json
 
+benchmarks/snapshots/ holds the snapshot of the code before issue 9's one road and after it
+(the differences are the deliberate fixes listed in that branch's report: a gemm pays its
+launch and configuration, gemm energy is charged like any kernel's, dense-mode products and
+the MoE router charge the MAC block's actions).
+
 Figures kept per case: every numeric entry of the run's summary (cycles, kernel_cycles, op
 and traffic counts, energy_j, the dense/sparse mode cycles) plus the energy per action.
 Wall-clock times are left out (they are not figures of the model).
