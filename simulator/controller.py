@@ -225,6 +225,7 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
                     mapper: Callable[..., Iterable[Any]]) -> RunResult:
     from simulator.layers import LayerEngine, finish_layer, layer_result
 
+    _check_job_order(program)
     layout = program.layout
     plan = layout.plan
     eng = LayerEngine(plan, chip, fidelity)
@@ -259,6 +260,19 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
                        (layout.tokens, layout.d_in, layout.d_out))
     run.token_gini = (layout.routing or {}).get("token_gini")
     return layer_result(run, plan, chip)
+
+
+def _check_job_order(program: Program) -> None:
+    """The stages run in the order the jobs are listed (router, top-k, the products stage,
+    combine: each stage's time adds to the last), so every job's dependencies must come
+    before it."""
+    seen: set[str] = set()
+    for job in program.jobs:
+        missing = [d for d in job.deps if d not in seen]
+        if missing:
+            raise SimulationError(f"controller: program {program.name}: job {job.name} "
+                                  f"depends on {', '.join(missing)}, not run before it")
+        seen.add(job.name)
 
 
 def run_job(args: tuple[Any, ChipConfig, str, Any]) -> tuple[Any, Any]:

@@ -420,3 +420,17 @@ def test_a_layer_program_lists_its_stages_in_order(onyx, plan):
     assert program.jobs[0].dims == (4, layer.num_experts, layer.x.shape[1])
     assert program.layout.pick_mode(10, 5) == "dense" and program.layout.pick_mode(5, 10) == \
         "sparse"
+
+
+def test_the_controller_refuses_jobs_out_of_dependency_order(onyx, plan):
+    import dataclasses
+
+    from compiler.layers import compile_model_layer
+    from isa.errors import SimulationError
+    from simulator.controller import simulate
+
+    layer = get_workload("moe.olmoe").make({"scale": "64", "tokens": "2"})
+    program = compile_model_layer(layer, onyx, plan)
+    shuffled = dataclasses.replace(program, jobs=program.jobs[::-1])
+    with pytest.raises(SimulationError, match="job combine depends on"):
+        simulate(shuffled, onyx, fidelity="analytic")
