@@ -54,6 +54,15 @@ class FFNTask:
     tok: np.ndarray | None = None
     scale: np.ndarray | None = None
 
+    @property
+    def items(self) -> int:
+        """Progress items of the job: its chunks."""
+        return len(self.chunks)
+
+    @property
+    def unit(self) -> str:
+        return "chunks" if self.which == "ffn" else "FFN chunks"
+
     def weights(self) -> Any:
         if self.which == "ffn":
             return self.layer.ffn
@@ -89,6 +98,7 @@ class FFNTask:
             hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta),
                       sparsity)
             ref += hr @ d_cols.astype(np.float64)
+            eng.progress.advance(1, tag)
         if self.scale is not None:
             y, ref = self.scale[:, None] * y, self.scale[:, None] * ref
         return Contribution(self.tok, 0, y, ref)
@@ -102,6 +112,8 @@ class LinearTask:
     r0: int
     r1: int
     lane: int
+    items = 1
+    unit = "row blocks"
 
     def __call__(self, eng: Any) -> Contribution:
         from workloads.layers import teal
@@ -110,4 +122,5 @@ class LinearTask:
         rows = self.layer.weight.rows(self.r0, self.r1)
         y = eng.product(x, rows.T, lane=self.lane, expert=-1,
                         label=f"linear[{self.r0}:{self.r1}]")
+        eng.progress.advance(1, f"rows {self.r0}:{self.r1}")
         return Contribution(None, self.r0, y, x @ rows.astype(np.float64).T)

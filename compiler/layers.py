@@ -261,7 +261,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
     elif layer.kind == "ffn":
         for c, (f0, f1) in enumerate(_chunks(layer.ffn.f, plan.f_chunk, lanes)):
             lane = (c % lanes,)
-            jobs.append(Job(f"ffn[{f0}:{f1}]", "products", tile, lane,
+            jobs.append(Job(f"ffn[{f0}:{f1}]", "FFN", tile, lane,
                             task=FFNTask(layer, "ffn", -1, lane, ((f0, f1),), "ffn")))
         d_out = layer.ffn.d
     else:
@@ -269,7 +269,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
         chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
         for c, r0 in enumerate(range(0, out_dim, chunk)):
             r1 = min(out_dim, r0 + chunk)
-            jobs.append(Job(f"linear[{r0}:{r1}]", "products", tile, (c % lanes,),
+            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (c % lanes,),
                             task=LinearTask(layer, r0, r1, c % lanes)))
         d_out = out_dim
     layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing)

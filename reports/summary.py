@@ -29,7 +29,7 @@ def chip_roofs(chip: Any, peak_gops: float) -> dict[str, float]:
     array a GEMM ran on) and a bandwidth roof per memory level (bytes/s)."""
     hz = chip.clock.freq_mhz * 1e6
     return {"compute_ops_per_s": peak_gops * 1e9,
-            "dram_bytes_per_s": chip.dram.bandwidth_bytes_per_cycle * hz,
+            "dram_bytes_per_s": chip.dram.bandwidth_gb_per_s * 1e9,
             "glb_bytes_per_s": chip.glb.array_bytes_per_cycle * hz}
 
 
@@ -74,17 +74,11 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
     rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
             if key in summary]
+    if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
+        rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
     base = summary.get("baseline")
     if base:
         rows += [(f"{label} [{base['cpu']}, {base.get('library') or '?'}]" if key == "seconds"
                   else label,
                   fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
     return rows
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """summary.md of a run folder (reports.render rewrites it with pictures)."""
-    lines = [f"# {summary['workload']} ({summary['kernel']}) on {summary['chip']}", "",
-             f"fidelity: `{summary['fidelity']}`", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {label} | {value} |" for label, value in summary_rows(summary)]
-    return "\n".join(lines) + "\n"

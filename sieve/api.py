@@ -22,7 +22,7 @@ from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
 from isa.program import Program
-from reports.summary import baseline_summary, chip_roofs, cpu_roofs, summary_markdown
+from reports.summary import baseline_summary, chip_roofs, cpu_roofs
 from sieve.spec import is_spec, load_spec
 from simulator.checks import check_outputs
 from simulator.chip import RunResult
@@ -30,6 +30,7 @@ from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.layers import LayerRun
+from simulator.progress import progress_of
 from simulator.summary import summarize
 from workloads import KernelLayer, get_workload
 
@@ -55,8 +56,39 @@ class Report:
         return (f"Report({s['workload']} on {s['chip']}: {s['cycles']} cycles, "
                 f"verified={s['verified']}, fidelity={s['fidelity']})")
 
-    def _repr_markdown_(self) -> str:   # notebooks
-        return summary_markdown(self.summary)
+    def to_dict(self) -> dict[str, Any]:
+        """The run as plain data: stats.json's document (summary, stats, energy, baseline)."""
+        doc: dict[str, Any] = {"summary": self.summary, "stats": self.result.stats}
+        if self.energy is not None:
+            e = self.energy
+            doc["energy"] = {"unit": "pJ", "total_pj": e.total_pj, "by_component":
+                             e.by_component, "by_action": e.by_action, "counts": e.counts}
+        if self.baseline is not None:
+            doc["baseline"] = {"preset": self.summary["baseline"]["cpu"],
+                               "breakdown": self.baseline.breakdown}
+        return doc
+
+    def to_frame(self, what: str = "stats") -> Any:
+        """A pandas DataFrame (pandas must be installed): ``stats``, one row per counter
+        (value, unit, desc); ``summary``, one row of the flattened summary."""
+        import pandas as pd
+
+        from reports.notebook import flat_summary
+        if what == "summary":
+            return pd.DataFrame([flat_summary(self.summary)])
+        return pd.DataFrame.from_dict(self.result.stats, orient="index")
+
+    def _repr_markdown_(self) -> str:   # notebooks: summary.md's tables
+        from reports.notebook import summary_markdown as page
+        return page(self._run_data())
+
+    def _repr_html_(self) -> str:       # notebooks: report.html's tables
+        from reports.notebook import summary_html
+        return summary_html(self._run_data())
+
+    def _run_data(self) -> Any:
+        from reports.notebook import run_data
+        return run_data(self.to_dict(), dump_chip(self.chip), {"name": self.layer.name})
 
 
 def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str, ...] = ()
@@ -128,9 +160,12 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     preset = load_cpu_preset(baseline) if baseline is not None else None
     table = load_energy_table(cfg.energy_table)
     fid, why = choose_fidelity(layer, cfg, fidelity)
+    (progress := progress_of(progress)).stage("compile")
     program = compile_workload(layer, cfg)
     result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
+    progress.stage("check outputs")
     checks = check_outputs(result, program, full_forward(layer), check)
+    progress.stage("energy")
     energy = energy_breakdown(result.stats, result.cycles, cfg, table, program=program,
                               actions=result.actions, ops=result.ops)
     lrun = result.kernel_runs.get("layer")
@@ -158,16 +193,8 @@ def write_run(report: Report, out: Path) -> None:
     """The run folder: stats.json (deterministic), the resolved config and workload, the
     program's assembly, summary.md, and wall-clock timing kept apart in timing.json."""
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"summary": report.summary, "stats": report.result.stats}
-    if report.energy is not None:
-        e = report.energy
-        doc["energy"] = {"unit": "pJ", "total_pj": e.total_pj,
-                         "by_component": e.by_component, "by_action": e.by_action,
-                         "counts": e.counts}
-    if report.baseline is not None:
-        doc["baseline"] = {"preset": report.summary["baseline"]["cpu"],
-                           "breakdown": report.baseline.breakdown}
-    (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out / "stats.json").write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True)
+                                    + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
     lay = report.layer
@@ -181,6 +208,6 @@ def write_run(report: Report, out: Path) -> None:
     if report.timeline:
         (out / "timeline.json").write_text(json.dumps(
             {"unit": "cycles", "spans": report.timeline}, separators=(",", ":")) + "\n")
-    (out / "summary.md").write_text(summary_markdown(report.summary))
+    (out / "summary.md").write_text(report._repr_markdown_())
     (out / "timing.json").write_text(json.dumps({"wall_seconds": report.wall_seconds}) + "\n")
     report.out_dir = out

@@ -38,7 +38,7 @@ def transfer_time(nbytes: int, bandwidth_bytes_per_cycle: float, latency_cycles:
 
 def dram_transfer(chip: ChipConfig, nbytes: int) -> Transfer:
     """A DMA between DRAM and the GLB (one descriptor: the controller's setup is paid)."""
-    return transfer_time(nbytes, chip.dram.bandwidth_bytes_per_cycle, chip.dram.latency_cycles,
+    return transfer_time(nbytes, chip.dram_bytes_per_cycle, chip.dram_latency_cycles,
                          chip.controller.dma_setup_cycles)
 
 

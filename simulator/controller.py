@@ -33,6 +33,7 @@ do not name energy actions); the one energy function turns both into joules.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,7 @@ from isa.interp import assemble_output
 from isa.program import Program, SystolicKernel
 from simulator.chip import ELEMENT_BYTES, RunResult, Transfer, dram_transfer, link_transfer
 from simulator.engine_cycle import CycleKernel, drive, tile_name
+from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten
 
 SYSTOLIC = "systolic"
@@ -72,9 +74,12 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     """Run ``program`` on ``chip``; ``fidelity`` overrides ``chip.sim.fidelity`` for SAM
     kernels (systolic kernels have one timing model). ``mapper`` runs a model layer's
     independent jobs (any ``map``-like callable; results are folded in job order)."""
+    progress = progress_of(progress)        # simulator.progress: stage, advance
     if program.jobs:
         return _simulate_layer(program, chip, fidelity or chip.sim.fidelity, progress, mapper)
     fidelity = run_fidelity(program, chip, fidelity)
+    progress.stage("simulate", total=sum(c.op == "launch" for c in program.schedule),
+                   unit="kernel launches")
     env = simpy.Environment()
     dram = simpy.Resource(env, capacity=1)
     links = simpy.Resource(env, capacity=1)
@@ -118,6 +123,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "load":
                 busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
                 mem.glb_read_bytes += cmd.size_bytes
+                mem.link_bytes += cmd.size_bytes
                 mem.link_busy_cycles += busy
                 ctl.dma_in_cycles += env.now - start
             elif cmd.op == "configure":
@@ -141,6 +147,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "wait":
                 run = yield configs[cmd.arg + "#run"]
                 runs[cmd.arg] = run
+                progress.advance(1, cmd.arg)
                 ctl.kernel_cycles += run.cycles
                 kernel = program.kernel(cmd.arg)
                 if isinstance(kernel, SystolicKernel):
@@ -153,6 +160,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                 n = output_bytes(cmd.arg)
                 busy = yield env.process(transfer(links, link_transfer(chip, n)))
                 mem.glb_write_bytes += n
+                mem.link_bytes += n
                 mem.link_busy_cycles += busy
                 ctl.dma_out_cycles += env.now - start
             elif cmd.op == "dma_out":
@@ -239,8 +247,16 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
             eng.router(*job.dims)
         elif job.stage == "topk":
             eng.topk(*job.dims)
-    for job, (part, sub) in zip(tasks, mapper(run_job, [(plan, chip, fidelity, job)
-                                                         for job in tasks])):
+    if tasks:
+        progress.stage(tasks[0].stage, total=sum(j.task.items for j in tasks),
+                       unit=tasks[0].task.unit)
+    # in this process the tasks report each chunk; from other processes, each job
+    local = mapper is map
+    run = functools.partial(run_job, progress=progress) if local else run_job
+    for job, (part, sub) in zip(tasks, mapper(run, [(plan, chip, fidelity, job)
+                                                    for job in tasks])):
+        if not local:
+            progress.advance(job.task.items, job.name)
         eng.merge(sub)
         if job.expert >= 0:
             experts[job.expert]["effectual_mac_count"] = sub.work.products
@@ -248,8 +264,7 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
         rows = slice(None) if part.rows is None else part.rows
         out[rows, cols] += part.values
         ref[rows, cols] += part.reference
-        if progress is not None:
-            progress(job.name)
+    progress.stage("schedule")
     for job in program.jobs:
         if job.stage == "combine":
             eng.combine(*job.dims)
@@ -275,14 +290,16 @@ def _check_job_order(program: Program) -> None:
         seen.add(job.name)
 
 
-def run_job(args: tuple[Any, ChipConfig, str, Any]) -> tuple[Any, Any]:
+def run_job(args: tuple[Any, ChipConfig, str, Any], progress: Any = None
+            ) -> tuple[Any, Any]:
     """One products-stage job: its task on a fresh layer engine. A pure function of
     picklable inputs (plan, chip, fidelity, job), so any process may run it; returns the
-    task's output contribution and the engine holding the job's work."""
+    task's output contribution and the engine holding the job's work. ``progress`` (in this
+    process only) hears of every chunk the task finishes."""
     from simulator.layers import LayerEngine
 
     plan, chip, fidelity, job = args
-    eng = LayerEngine(plan, chip, fidelity)
+    eng = LayerEngine(plan, chip, fidelity, progress)
     return job.task(eng), eng
 
 

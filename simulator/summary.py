@@ -72,6 +72,7 @@ def kernel_summary(result: RunResult, program: Program, chip: ChipConfig, worklo
         "dense_equivalent_ops": dense_equivalent_ops,
         "glb_bytes": _value(result, "chip.memory.glb_read_bytes")
         + _value(result, "chip.memory.glb_write_bytes"),
+        "glb_link_bytes": _value(result, "chip.memory.link_bytes"),
         "energy_j": energy.total_pj * 1e-12,
         "energy_table": chip.energy_table,
     }
@@ -154,6 +155,7 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "dense_equivalent_ops": dense_eq + ls.elementwise_op_count,
         "dram_bytes": run.memory["dram_read_bytes"] + run.memory["dram_write_bytes"],
         "glb_bytes": run.memory["glb_read_bytes"] + run.memory["glb_write_bytes"],
+        "glb_link_bytes": run.memory["link_bytes"],
         "energy_j": energy.total_pj * 1e-12,
         "energy_table": chip.energy_table,
         "lanes": 1 if dense else plan.lanes,
