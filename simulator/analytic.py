@@ -72,7 +72,8 @@ def _popcount(bits: np.ndarray, w: int) -> np.ndarray:
 
 def _groups(x: np.ndarray, size: int) -> np.ndarray:
     """``x`` [rows, n] as [rows, groups, size], zero-padded (ufunc.reduceat is slow on many
-    short groups; a loop over ``size`` strided slices is not)."""
+    short groups; a loop over ``size`` strided slices is not, nor a reduction over long
+    ones)."""
     rows, n = x.shape
     q = cdiv(n, size)
     if q * size != n:
@@ -88,18 +89,24 @@ def _chunk_sums(x: np.ndarray, size: int, axis: int) -> np.ndarray:
     n = x.shape[axis]
     if axis == 1:
         g = _groups(x, size)
+        if size > 32:      # long groups: a contiguous reduction
+            return g.sum(axis=2, dtype=np.int64)
         out = g[:, :, 0].astype(np.int64)
         for j in range(1, size):
             out += g[:, :, j]
         return out
-    if n <= 64 * size:     # few long groups: plain sums
-        return np.stack([x[i:i + size].sum(axis=0, dtype=np.int64) for i in range(0, n, size)])
-    return np.add.reduceat(x, np.arange(0, n, size), axis=0, dtype=np.int64)
+    q = cdiv(n, size)
+    if q * size != n:
+        x = np.pad(x, ((0, q * size - n), (0, 0)))
+    acc = np.int32 if x.dtype == np.uint8 else np.int64   # a bool group sums to <= size
+    return x.reshape(q, size, -1).sum(axis=1, dtype=acc).astype(np.int64, copy=False)
 
 
 def _chunk_any(x: np.ndarray, size: int) -> np.ndarray:
     """Whether each group of ``size`` along axis 1 of a 2-D bool array holds a True."""
     g = _groups(x.view(np.uint8), size)
+    if size > 32:
+        return g.any(axis=2)
     out = g[:, :, 0].copy()
     for j in range(1, size):
         out |= g[:, :, j]
