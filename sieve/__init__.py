@@ -8,5 +8,6 @@
 from __future__ import annotations
 
 from sieve.api import Report, run
+from sieve.sweeper import sweep
 
-__all__ = ["Report", "run"]
+__all__ = ["Report", "run", "sweep"]

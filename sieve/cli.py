@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "all"),
                     default="all")
     ls.set_defaults(fn=cmd_list)
+
+    from sweeps.cli import add_sweep_parser
+
+    add_sweep_parser(sub, lambda: __import__("sieve.sweeper").sweeper.TARGET)
     return ap
 
 

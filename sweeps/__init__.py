@@ -1,0 +1,14 @@
+"""Parameter sweeps: a YAML spec expanded into points, run on a local process pool or a Dask
+cluster, each point's result stored in SQLite as it finishes, so an interrupted sweep resumes.
+
+The package knows nothing of the simulator: what a point runs and how its inputs are checked
+come in a :class:`sweeps.target.Target` (``sieve.sweep`` provides Sieve's). Heavy libraries
+(dask, pandas, tqdm, matplotlib) are imported only by the functions that use them.
+"""
+
+from __future__ import annotations
+
+from sweeps.spec import SweepSpec, load_sweep
+from sweeps.target import Target
+
+__all__ = ["SweepSpec", "Target", "load_sweep"]
