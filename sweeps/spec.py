@@ -182,27 +182,25 @@ def _entries(doc: dict[str, Any], key: str, head: str, keys: tuple[str, ...],
 
 def _check_grid(where: str, key_where: str, subject: str, grid_table: dict[str, Any],
                 check: Any, problems: _Problems) -> None:
-    """The subject alone, then each value of each grid key (with the other keys' first
-    values), then the first values together, through ``check``; the first failure of each."""
+    """Through ``check``: the subject alone; each grid key alone with its values (the first
+    failing value is named); then the keys' first values together."""
     msg = check(subject, {})
     if msg is not None:
         problems.add(where, msg)
         return
     firsts: dict[str, Any] = {}
+    before = len(problems.items)
     for key, value in grid_table.items():
         vals = grid_values(value)
         if isinstance(vals, str):
             return
-        firsts[key] = vals[0]
-    before = len(problems.items)
-    for key, value in grid_table.items():
-        vals = grid_values(value)
         for v in dict.fromkeys(map(_hashable, vals)):
-            msg = check(subject, {**firsts, key: _unhash(v)})
+            msg = check(subject, {key: _unhash(v)})
             if msg is not None:
                 problems.add(f"{key_where}.{key}" + (f"={_unhash(v)!r}" if len(vals) > 1
                                                       else ""), msg)
                 break
+        firsts[key] = vals[0]
     if len(problems.items) == before and len(grid_table) > 1:
         msg = check(subject, firsts)
         if msg is not None:
@@ -280,7 +278,7 @@ def load_sweep(path: str | Path | dict[str, Any], target: Target, *,
             _check_grid(where, f"{where}.params", item["workload"], table,
                         target.check_workload, problems)
         fid = item.get("fidelity", fidelity)
-        if fid not in target.fidelities:
+        if "fidelity" in item and fid not in target.fidelities:
             problems.add(f"{where}.fidelity", f"one of {', '.join(target.fidelities)}, "
                          f"got {fid!r}")
         work_grids.append((item, grid or [], fid))
@@ -299,9 +297,11 @@ def load_sweep(path: str | Path | dict[str, Any], target: Target, *,
                         "params": params, "fidelity": fid, "baseline": baseline}
                     p["key"] = point_key(p)
                     points.append(p)
-    swept = tuple(dict.fromkeys(k for p in points for k in (*p["overrides"], *p["params"])
-                                if len({json.dumps(q["overrides"].get(k, q["params"].get(k)))
-                                        for q in points}) > 1))
+    names = [k for p in points for k in p["overrides"]] + [k for p in points
+                                                            for k in p["params"]]
+    swept = tuple(k for k in dict.fromkeys(names)
+                  if len({json.dumps(q["overrides"].get(k, q["params"].get(k)))
+                          for q in points}) > 1)
     dup = len(points) - len({p["key"] for p in points})
     if dup:
         raise ConfigError(f"invalid sweep spec {problems.name}: {dup} points repeat another "
