@@ -246,7 +246,7 @@ def _base_summary(result: RunResult, layer: KernelLayer, program: Program,
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
-        baseline: str | Path | None = None, progress: Any = None) -> Report:
+        baseline: str | Path | None = None, progress: Any = None, mapper: Any = map) -> Report:
     """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
     chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
     optionally write the run folder ``out``. A ``gemm`` takes the dense path (sieve.dense),
@@ -257,7 +257,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     preset = load_cpu_preset(baseline) if baseline is not None else None
     cpu = estimate(layer, preset) if preset is not None and not is_model_layer(layer) else None
     if is_model_layer(layer):
-        return _run_model_layer(cfg, layer, fidelity, preset, t0, out, progress)
+        return _run_model_layer(cfg, layer, fidelity, preset, t0, out, progress, mapper)
     if fidelity == "analytic" or (fidelity is None and cfg.sim.fidelity == "analytic"):
         raise SimulationError(f"workload {layer.name}: fidelity analytic applies to model "
                               "layers (moe.*, ffn.*, linear.*); use burst or cycle")
@@ -282,11 +282,11 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
 
 def _run_model_layer(cfg: ChipConfig, layer: Any, fidelity: str | None,
                      preset: CpuPreset | None, t0: float, out: str | Path | None,
-                     progress: Any) -> Report:
+                     progress: Any, mapper: Any = map) -> Report:
     """The model-layer path of :func:`run` (sieve.layers)."""
     check_fidelity(fidelity)
     result, summary, energy, cpu, lrun = run_model_layer(layer, cfg, fidelity, preset,
-                                                         progress)
+                                                         progress, mapper)
     summary["roofs"] = roofs(cfg)
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)

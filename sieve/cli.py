@@ -37,10 +37,13 @@ def _progress() -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sieve.api import run, summary_rows
+    from sweeps.executors import parallel_map
 
-    report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
-                 overrides=args.config, fidelity=args.fidelity, out=args.out,
-                 baseline=args.baseline, progress=None if args.quiet else _progress())
+    with parallel_map(args.scheduler, args.workers) as mapper:
+        report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
+                     overrides=args.config, fidelity=args.fidelity, out=args.out,
+                     baseline=args.baseline, progress=None if args.quiet else _progress(),
+                     mapper=mapper)
     if sys.stderr.isatty() and not args.quiet:
         print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
     s = report.summary
@@ -213,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--workers", type=int, default=None, metavar="N", help="run a layer's "
+                   "burst/cycle tiles on N local processes (same stats.json as serial)")
+    r.add_argument("--scheduler", default=None, help="... or on Dask: tcp://HOST:PORT, local-dask")
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="re-render reports of saved run folders")

@@ -90,12 +90,12 @@ def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None) -> tuple
 
 
 def run_model_layer(layer: Any, chip: ChipConfig, fidelity: str | None,
-                    preset: CpuPreset | None, progress: Any = None
+                    preset: CpuPreset | None, progress: Any = None, mapper: Any = map
                     ) -> tuple[RunResult, dict[str, Any], EnergyReport, CpuEstimate | None,
                                LayerRun]:
     fid, why = choose_fidelity(layer, chip, fidelity)
     plan = plan_layer(chip)
-    run = run_layer(layer, plan, chip, fidelity=fid, progress=progress)
+    run = run_layer(layer, plan, chip, fidelity=fid, progress=progress, mapper=mapper)
     checks = check_layer(run, layer)
     router_macs = (layer.tokens * layer.num_experts * layer.d) if layer.kind == "moe" else 0
     energy = layer_energy(run, plan, chip, load_energy_table(chip.energy_table), router_macs)
@@ -224,9 +224,10 @@ def check_fidelity(fidelity: str | None) -> None:
 
 # ------------------------------------------------------------------------------ the stages
 def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analytic",
-              progress: Callable[[str], None] | None = None) -> LayerRun:
-    """Simulate ``layer`` (workloads.layers) under ``plan`` on ``chip``."""
-    eng = LayerEngine(plan, chip, fidelity, progress)
+              progress: Callable[[str], None] | None = None, mapper: Any = map) -> LayerRun:
+    """Simulate ``layer`` (workloads.layers) under ``plan`` on ``chip``; ``mapper`` runs the
+    burst/cycle tiles of each product (simulator.layers.exact_tile), e.g. on a process pool."""
+    eng = LayerEngine(plan, chip, fidelity, progress, mapper)
     ls = LayerStats(lanes=plan.lanes)
     x = layer.x.astype(np.float64)
     T, d = x.shape

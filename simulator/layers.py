@@ -298,12 +298,13 @@ class LayerEngine:
     """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
 
     def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, mapper: Any = map) -> None:
         if fidelity not in FIDELITIES:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
         self.progress = progress
+        self.mapper = mapper      # map(exact_tile, tiles): builtin, or a process pool's map
         self.lanes = plan.lanes
         self.words = plan.level_words
         kernel: Kernel = plan.kernel
@@ -419,8 +420,6 @@ class LayerEngine:
         return out, work
 
     def _exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
-        from simulator.engine_burst import run_burst
-
         T, K = a.shape
         N = b.shape[1]
         work = TileWork(dense_products=T * K * N)
@@ -429,47 +428,39 @@ class LayerEngine:
             return out, work
         tb, kc, nb = _tile_sizes(a != 0, b != 0, self.words)
         kernel: Kernel = self.plan.kernel
-        region = self.plan.region
-        cyc, in_w, out_w, live, prods = [], [], [], [], 0
-        summed: dict[str, float] = {}
+        slots: list[tuple[int, int] | None] = []     # per tile: its place, None if skipped
+        items = []
         for t0 in range(0, T, tb):
             for k0 in range(0, K, kc):
                 at = sp.csr_matrix(a[t0:t0 + tb, k0:k0 + kc])
                 for n0 in range(0, N, nb):
                     bt = sp.csr_matrix(b[k0:k0 + kc, n0:n0 + nb])
                     if at.nnz == 0 or bt.nnz == 0:
-                        cyc.append(0)
-                        in_w.append(0)
-                        out_w.append(0)
-                        live.append(False)
+                        slots.append(None)
                         continue
-                    images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
-                              "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
-                    k = _with_shapes(kernel, at.shape, bt.shape)
-                    if self.fidelity == "burst":
-                        run = run_burst(k, images, region)
-                    else:
-                        run = _run_cycle(k, images, region)
-                    x_decl = next(d for d in k.tensors if d.is_output)
-                    res = assemble_output(x_decl, run.memory).to_dense()
-                    out[t0:t0 + tb, n0:n0 + nb] += res
-                    cyc.append(run.cycles)
-                    rows_b = np.count_nonzero(np.diff(bt.indptr))
-                    in_w.append(2 * at.nnz + at.shape[0] + 1 + 2 * bt.nnz + rows_b + 1)
-                    out_w.append(2 * np.count_nonzero(res) + at.shape[0] + 1)
-                    live.append(True)
-                    for node in k.nodes:
-                        u = run.units[node.id]
-                        for f in dataclasses.fields(u):
-                            key = f"{node.op.value}.{f.name}"
-                            if f.name not in ("first_cycle", "last_cycle"):
-                                summed[key] = summed.get(key, 0) + getattr(u, f.name)
-                    prods += sum(run.units[n.id].effectual_op_count for n in k.nodes)
-                    for e in k.edges:
-                        ch = run.channels[e.name]
-                        summed["noc.token_count"] = summed.get("noc.token_count", 0) + \
-                            ch.token_count
-                        summed["noc.hop_count"] = summed.get("noc.hop_count", 0) + ch.hop_count
+                    slots.append((t0, n0))
+                    items.append((self.fidelity, _with_shapes(kernel, at.shape, bt.shape),
+                                  at, bt, self.plan.region))
+        results = iter(self.mapper(exact_tile, items))
+        cyc, in_w, out_w, live, prods = [], [], [], [], 0
+        summed: dict[str, float] = {}
+        for slot in slots:
+            if slot is None:
+                cyc.append(0)
+                in_w.append(0)
+                out_w.append(0)
+                live.append(False)
+                continue
+            r = next(results)
+            t0, n0 = slot
+            out[t0:t0 + tb, n0:n0 + nb] += r["out"]
+            cyc.append(r["cycles"])
+            in_w.append(r["in_words"])
+            out_w.append(r["out_words"])
+            live.append(True)
+            for key, v in r["summed"].items():
+                summed[key] = summed.get(key, 0) + v
+            prods += r["products"]
         self._finish_work(work, np.array(cyc), np.array(in_w), np.array(out_w),
                           np.array(live, dtype=bool))
         work.products = int(prods)
@@ -534,6 +525,41 @@ class LayerEngine:
         env.run()
         self.spans[mode] = spans
         return int(env.now), finish, lane_end
+
+
+def exact_tile(item: tuple[str, Kernel, sp.csr_matrix, sp.csr_matrix, ChipConfig]
+               ) -> dict[str, Any]:
+    """One tile of a product on the burst or cycle engine: (fidelity, kernel with the tile's
+    shapes, A tile, W^T tile, region) -> its output, cycles, words moved, summed unit counters
+    and products. A module-level function of picklable data, so a mapper may run it in
+    another process (LayerEngine ``mapper``)."""
+    fidelity, k, at, bt, region = item
+    images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
+              "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
+    if fidelity == "burst":
+        from simulator.engine_burst import run_burst
+
+        run = run_burst(k, images, region)
+    else:
+        run = _run_cycle(k, images, region)
+    x_decl = next(d for d in k.tensors if d.is_output)
+    res = assemble_output(x_decl, run.memory).to_dense()
+    summed: dict[str, float] = {}
+    for node in k.nodes:
+        u = run.units[node.id]
+        for f in dataclasses.fields(u):
+            key = f"{node.op.value}.{f.name}"
+            if f.name not in ("first_cycle", "last_cycle"):
+                summed[key] = summed.get(key, 0) + getattr(u, f.name)
+    for e in k.edges:
+        ch = run.channels[e.name]
+        summed["noc.token_count"] = summed.get("noc.token_count", 0) + ch.token_count
+        summed["noc.hop_count"] = summed.get("noc.hop_count", 0) + ch.hop_count
+    rows_b = np.count_nonzero(np.diff(bt.indptr))
+    return {"out": res, "cycles": run.cycles,
+            "in_words": 2 * at.nnz + at.shape[0] + 1 + 2 * bt.nnz + rows_b + 1,
+            "out_words": 2 * np.count_nonzero(res) + at.shape[0] + 1, "summed": summed,
+            "products": sum(run.units[n.id].effectual_op_count for n in k.nodes)}
 
 
 def _with_shapes(kernel: Kernel, b_shape: tuple[int, int], c_shape: tuple[int, int]) -> Kernel:
