@@ -13,11 +13,11 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from sweeps.pool import WorkerLost
 from sweeps.progress import Progress
 from sweeps.spec import SweepSpec
 from sweeps.store import Store
 from sweeps.target import Point, Target
+from sweeps.worker import WorkerLost
 
 MAX_LOST = 3
 """Times a point may lose its worker before it is recorded as failed."""
@@ -107,3 +107,15 @@ def execute(spec_path: Any, target: Target, *, scheduler: str | None = None,
     finally:
         db.close()
     return spec, run, rows
+
+
+def frame(spec: Any, target: Target, *, scheduler: str | None = None,
+          workers: int | None = None, retry_failed: bool = False, store: Any = None,
+          progress: bool = False) -> Any:
+    """:func:`execute` for Python callers: the spec's rows as a pandas DataFrame (flat
+    columns, sweeps.table)."""
+    from sweeps.table import flat_rows, to_frame
+
+    sp, _run, rows = execute(spec, target, scheduler=scheduler, workers=workers,
+                             retry_failed=retry_failed, store=store, show_progress=progress)
+    return to_frame(flat_rows(sp, rows))

@@ -16,18 +16,10 @@ import multiprocessing.connection as mpc
 import signal
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sweeps.target import Point
-from sweeps.worker import call_point, pin_blas_threads
-
-
-@dataclass(frozen=True)
-class WorkerLost:
-    """A point's worker died before returning (killed, out of memory, a crash in C code)."""
-
-    reason: str
+from sweeps.worker import WorkerLost, call_point, pin_blas_threads
 
 
 def _serve(conn: mpc.Connection) -> None:

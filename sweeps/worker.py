@@ -1,4 +1,5 @@
-"""What runs in a worker process: one point, timed, with its failure caught as a record."""
+"""What runs in a worker process: one point, timed, with its failure caught as a record (or,
+when the process itself dies, the executor's :class:`WorkerLost`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from isa.errors import SieveError
 from sweeps.target import Point
 
 _PINNED = False
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """A point's worker died before returning (killed, out of memory, a crash in C code)."""
+
+    reason: str
 
 
 def pin_blas_threads() -> None:
