@@ -231,13 +231,19 @@ def test_a_driver_killed_mid_sweep_resumes_to_exactly_one_row_per_point(tmp_path
     assert {k: after[k] for k in before} == before              # resumed rows untouched
 
 
-def test_the_same_sweep_on_a_dask_local_cluster_gives_identical_rows(tmp_path):
+def test_the_same_sweep_on_a_dask_cluster_gives_identical_rows(tmp_path):
+    """A Dask cluster by address (tcp://...); the slow test below covers local-dask."""
+    from distributed import LocalCluster
+
     doc = small_spec(2)
     _, run, local = execute(doc, TARGET, workers=2, store=tmp_path / "a.sqlite",
                             show_progress=False)
-    _, drun, dask = execute(doc, TARGET, scheduler="local-dask", workers=2,
-                            store=tmp_path / "b.sqlite", show_progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        _, drun, dask = execute(doc, TARGET, scheduler=cluster.scheduler_address,
+                                store=tmp_path / "b.sqlite", show_progress=False)
     assert run.ran == drun.ran == 4
+    assert len({r["pid"] for r in dask} - {r["pid"] for r in local}) >= 1
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k not in ("wall_seconds", "cpu_seconds",
