@@ -60,7 +60,6 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 import yaml
-from scipy.optimize import nnls
 
 from isa.schema import (
     Problem,
@@ -1146,6 +1145,8 @@ def _fit(columns: list[list[float]], seconds: list[float]) -> tuple[np.ndarray, 
 
     Returns the coefficients and each case's relative residual (model / measured - 1).
     """
+    from scipy.optimize import nnls  # calibration only: keeps it off the CLI's start-up
+
     a = np.asarray(columns, dtype=np.float64)
     t = np.asarray(seconds, dtype=np.float64)
     weighted = a / t[:, None]

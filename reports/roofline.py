@@ -28,10 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
-
 from reports.fmt import si
 
 CHIP_COLOR = "tab:blue"
@@ -228,6 +224,8 @@ def _draw_roof(ax: Any, roof: Roof, x_lim: tuple[float, float], colors: dict[str
 def _draw_points(ax: Any, model: Roofline) -> None:
     """Plot the placeable points (legend labels carry the figures) and tag each on the plot
     where its tag overlaps no marker, no other tag and no roof label."""
+    from matplotlib.transforms import Bbox  # matplotlib loads only to draw
+
     placed = {p.key: p for p in model.points if p.placeable}
     if "useful" in placed and "dense" in placed:
         a, b = placed["useful"], placed["dense"]
@@ -266,6 +264,9 @@ def _draw_points(ax: Any, model: Roofline) -> None:
 
 def plot_roofline(summary: dict[str, Any], path: Path) -> Path:
     """Draw the roofline of one run into ``path`` (PNG) and return it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     model = roofline(summary)
     s = summary
     fig = Figure(figsize=(11, 8.4), dpi=110)

@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                      overrides=args.config, fidelity=args.fidelity, out=args.out,
                      baseline=args.baseline, progress=None if args.quiet else _progress(),
-                     mapper=mapper)
+                     check=args.check, mapper=mapper)
     if sys.stderr.isatty() and not args.quiet:
         print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
     s = report.summary
@@ -66,11 +66,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, value in s["checks"].items():
         if isinstance(value, str):
             print(f"  note: the {name} check was {value}")
-    if report.out_dir is not None:
+    if report.out_dir is not None and args.report != "none":
         from reports import render_run
 
-        render_run(report.out_dir, trace=args.trace)
-        print(f"run folder: {report.out_dir} (report.html, roofline.png, energy.png, ...)")
+        render_run(report.out_dir, trace=args.trace, kind=args.report)
+        print(f"run folder: {report.out_dir} (" + ("summary.md" if args.report == "md" else
+                                                  "report.html, roofline.png, energy.png, ...")
+              + ")")
+    elif report.out_dir is not None:
+        print(f"run folder: {report.out_dir} (stats.json, summary.json; --report none)")
     if not s["verified"]:
         print(f"error: output check failed: {s['checks']}", file=sys.stderr)
         return 1
@@ -219,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=None, metavar="N", help="run a layer's "
                    "burst/cycle tiles on N local processes (same stats.json as serial)")
     r.add_argument("--scheduler", default=None, help="... or on Dask: tcp://HOST:PORT, local-dask")
+    r.add_argument("--report", choices=("none", "md", "html"), default="html",
+                   help="with --out: which reports to render (html: report.html and pictures)")
+    r.add_argument("--check", choices=("sample", "full"), default="sample",
+                   help="the ISA interpreter check: every unit's first steps (sample) or the "
+                        "whole kernel (full: about a microsecond per token)")
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="re-render reports of saved run folders")

@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
             ("spmspm", "spmspm", {"shape": "12,12,12", "density": 0.3}, "xeon-12c"),
             ("elemadd", "elemadd", {"shape": "10,10", "density": 0.3}, None),
             ("empty", "spmspm", {"shape": "8,8,8", "density": 0.0}, "xeon-12c")):
-        report = sieve.run(CHIP, workload, params=params, baseline=baseline, out=base / name)
+        report = sieve.run(CHIP, workload, params=params, baseline=baseline, out=base / name,
+                           check="full")
         assert report.summary["verified"]
         out[name] = base / name
     return out
