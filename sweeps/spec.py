@@ -82,7 +82,7 @@ class _Problems:
             raise ConfigError(f"invalid sweep spec {self.name}:\n{lines}")
 
 
-def _unknown(where: str, key: Any, allowed: tuple[str, ...]) -> str:
+def _unknown(key: Any, allowed: tuple[str, ...]) -> str:
     hint = difflib.get_close_matches(str(key), allowed, n=1)
     return (f"unknown key{' (did you mean ' + hint[0] + '?)' if hint else ''}; "
             f"use {', '.join(allowed)}")
@@ -172,7 +172,7 @@ def _entries(doc: dict[str, Any], key: str, head: str, keys: tuple[str, ...],
             continue
         for k in item:
             if k not in keys:
-                problems.add(f"{where}.{k}", _unknown(where, k, keys))
+                problems.add(f"{where}.{k}", _unknown(k, keys))
         combine = item.get("combine", "product")
         if combine not in COMBINE:
             problems.add(f"{where}.combine", f"use {' or '.join(COMBINE)}, got {combine!r}")
@@ -238,7 +238,7 @@ def load_sweep(path: str | Path | dict[str, Any], target: Target, *,
         problems.raise_any()
     for k in doc:
         if k not in TOP_KEYS:
-            problems.add(str(k), _unknown("", k, TOP_KEYS))
+            problems.add(str(k), _unknown(k, TOP_KEYS))
     name = str(doc.get("name", name0))
     fidelity = doc.get("fidelity")
     if fidelity not in target.fidelities:
