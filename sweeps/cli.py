@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def cmd_sweep(args: argparse.Namespace, target: Target) -> int:
     from sweeps.driver import execute
     from sweeps.table import flat_rows, render_table, write_csv
 
+    t0 = time.perf_counter()
     spec, run, rows = execute(args.spec, target, scheduler=args.scheduler,
                               workers=args.workers, retry_failed=args.retry_failed,
                               store=args.db, show_progress=not args.quiet)
@@ -50,7 +52,8 @@ def cmd_sweep(args: argparse.Namespace, target: Target) -> int:
     print(f"sweep {spec.name}: {run.total} points, {run.before} recorded before, {run.ran} "
           f"run now ({run.failed} failed"
           + (f", {run.resubmitted} resubmitted after a worker died" if run.resubmitted else "")
-          + f"); {len(records)} rows, {failed} failed; store {spec.store}")
+          + f") in {time.perf_counter() - t0:.1f} s; {len(records)} rows, {failed} failed; "
+          f"store {spec.store}")
     if args.csv:
         print(f"wrote {write_csv(records, args.csv)}")
     if args.plot:

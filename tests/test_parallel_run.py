@@ -28,6 +28,20 @@ def test_workers_give_a_byte_identical_stats_json(tmp_path, workload, params):
     assert json.loads(serial)["summary"]["tiles"] >= 2          # several tiles to share
 
 
+def test_a_dask_scheduler_gives_the_same_stats_json(tmp_path):
+    from distributed import LocalCluster
+
+    base = ["run", ONYX, "linear.bert-base.intermediate", "-p", "scale=8", "-p",
+            "weight_sparsity=0.9", "--fidelity", "burst", "-c", "compiler.layer_mode=sparse",
+            "-q", "--report", "none"]
+    assert main(base + ["--out", str(tmp_path / "serial")]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        assert main(base + ["--out", str(tmp_path / "dask"),
+                            "--scheduler", cluster.scheduler_address]) == 0
+    assert ((tmp_path / "serial" / "stats.json").read_bytes()
+            == (tmp_path / "dask" / "stats.json").read_bytes())
+
+
 def test_workers_must_be_positive(capsys):
     assert main(["run", ONYX, "linear.bert-base.intermediate", "-p", "scale=8",
                  "--workers", "0"]) == 2

@@ -203,7 +203,7 @@ def test_a_driver_killed_mid_sweep_resumes_to_exactly_one_row_per_point(tmp_path
            "--workers", "2", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if db.exists():
