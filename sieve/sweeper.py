@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from baselines.cpu import load_cpu_preset
 from isa.errors import SieveError
 from sieve.api import build_layer, resolve_chip, run
+from sweeps.spec import override_args as _over
 from sweeps.target import Point, Target
 from workloads import WorkloadError
 
@@ -16,10 +16,6 @@ FIGURES = ("cycles", "kernel_cycles", "seconds", "energy_j", "edp_j_s", "verifie
            "glb_bytes", "tiles", "baseline.seconds", "baseline.energy_j", "baseline.speedup",
            "baseline.energy_ratio", "baseline.edp_ratio")
 """The figures a point records (edp_j_s = seconds x energy_j; baseline.*: with a baseline)."""
-
-
-def _over(overrides: dict[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
 
 
 def run_point(point: Point) -> dict[str, Any]:
@@ -51,8 +47,7 @@ TARGET = Target(run_point, lambda chip, over: _check(resolve_chip, chip, _over(o
 
 
 def sweep(spec: Any, **options: Any) -> Any:
-    """Run (or resume) a sweep spec, a YAML path or a mapping (docs/sweeps.md; ``options``:
-    sweeps.driver.frame's); its rows as a pandas DataFrame."""
+    """Run (or resume) a sweep spec (docs/sweeps.md; sweeps.driver.frame): a DataFrame."""
     from sweeps.driver import frame
 
     return frame(spec, TARGET, **options)

@@ -148,6 +148,12 @@ def _grid(where: str, table: Any, combine: str, problems: _Problems
     return [dict(zip(names, combo)) for combo in itertools.product(*axes.values())]
 
 
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """A point's chip overrides as ``key.path=value`` strings (values as JSON, which the
+    config loader's YAML reads back exactly), as ``-c`` gives them."""
+    return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+
+
 def point_key(point: Point) -> str:
     """A point's identity in the store: a hash of what it runs (not of its labels)."""
     ident = {k: point[k] for k in ("chip", "overrides", "workload", "params", "fidelity",
