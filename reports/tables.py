@@ -74,7 +74,8 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
             rows.append(("chip energy per useful op", si(s["energy_j"] / s["ops"], "J")))
     base = run.baseline
     if base:
-        rows += [("CPU baseline", f"{base.get('cpu', '?')} ({base.get('bound', '?')}-bound)"),
+        lib = f"{base['library']}, " if base.get("library") else ""
+        rows += [("CPU baseline", f"{base.get('cpu', '?')} ({lib}{base.get('bound', '?')}-bound)"),
                  ("CPU time", si(base.get("seconds", math.nan), "s")),
                  ("CPU energy", si(base.get("energy_j", math.nan), "J")),
                  ("speedup (CPU time / chip time)", ratio(base.get("speedup", math.nan))),

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
+from baselines import CpuEstimate, CpuPreset, estimate, load_cpu_preset
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -190,6 +190,7 @@ def baseline_summary(chip_seconds: float, chip_joules: float, cpu: CpuEstimate
     """The CPU's time and energy and the chip's advantage as ratios (CPU / chip)."""
     return {
         "cpu": cpu.preset,
+        "library": cpu.library,
         "seconds": cpu.seconds,
         "energy_j": cpu.energy_j,
         "bound": cpu.bound,
@@ -395,7 +396,8 @@ def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             if key in summary]
     base = summary.get("baseline")
     if base:
-        rows += [(f"{label} [{base['cpu']}]" if key == "seconds" else label,
+        rows += [(f"{label} [{base['cpu']}, {base.get('library') or '?'}]" if key == "seconds"
+                  else label,
                   fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
     return rows
 

@@ -116,7 +116,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import logging
 
-    from baselines.cpu import calibrate_host
+    from baselines import calibrate_host
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     print(f"measuring this machine (medians of {args.repeats} runs)...", file=sys.stderr)
@@ -177,7 +177,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
     if args.what in ("cpus", "all"):
-        from baselines.cpu import list_cpu_presets
+        from baselines import list_cpu_presets
 
         print("CPU baselines (configs/cpus):")
         for name, path in list_cpu_presets():

@@ -2,7 +2,7 @@
 
 compiler.layers.plan_layer places the tile kernel on column bands; simulator.layers runs the
 layer's tiles (fidelity ``analytic``, ``burst`` or ``cycle``), checks the output against the
-layer's numpy forward pass, and counts energy; baselines.cpu.layer_estimate gives the CPU.
+layer's numpy forward pass, and counts energy; baselines.layer_estimate gives the CPU.
 
 Fidelity. ``--fidelity`` picks the tile engine. Left to the chip's default (``burst``), a
 layer whose estimated effectual MACs exceed :data:`BURST_MAX_MACS` runs ``analytic`` (the
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, CpuPreset, layer_estimate
+from baselines import CpuEstimate, CpuPreset, layer_estimate
 from compiler.layers import plan_layer
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
