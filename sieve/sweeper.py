@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from baselines.cpu import load_cpu_preset
+from baselines import load_cpu_preset
 from isa.errors import SieveError
 from sieve.api import build_layer, resolve_chip, run
 from sweeps.spec import override_args as _over
