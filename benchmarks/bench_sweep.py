@@ -8,9 +8,11 @@ in a fresh process with a fresh store (so neither reuses the other's worker proc
 results), BLAS pinned to one thread. Wall time is measured around the sweep (pool start-up
 included) and around the whole process (imports too); CPU time is the sum over points of each
 point's CPU seconds in its worker (the store's cpu_seconds column), so CPU/wall is the
-parallelism the pool achieved. ``--repeats`` alternates the configurations and keeps each
-one's best sweep wall. The load average is printed: with other work on the machine, the
-speedup says more about the neighbours than about the pool.
+parallelism the pool achieved; "busy workers" (point wall summed over points / sweep wall)
+is how many points were in progress on average, whatever CPU the machine gave them (on a
+shared machine with autogroup scheduling, more processes in one session share that
+session's CPU: the speedup then needs a quiet machine, and the load average is printed).
+``--repeats`` alternates the configurations and keeps each one's best sweep wall.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ print(json.dumps({"sweep_wall": time.perf_counter() - t0, "ran": run.ran}))
 """
 
 
-def run(spec: Path, workers: int, folder: Path) -> tuple[float, float, float, int]:
-    """(process wall s, sweep wall s, summed point CPU s, points) of one fresh sweep."""
+def run(spec: Path, workers: int, folder: Path) -> tuple[float, float, float, float, int]:
+    """(process wall s, sweep wall s, summed point CPU s, summed point wall s, points) of
+    one fresh sweep."""
     db = folder / f"w{workers}-{time.monotonic_ns()}.sqlite"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
@@ -49,11 +52,11 @@ def run(spec: Path, workers: int, folder: Path) -> tuple[float, float, float, in
     wall = time.perf_counter() - t0
     sweep_wall = json.loads(out.stdout.strip().splitlines()[-1])["sweep_wall"]
     with sqlite3.connect(db) as c:
-        cpu, n, ok = c.execute("SELECT sum(cpu_seconds), count(*), sum(status = 'ok') "
-                               "FROM points").fetchone()
+        cpu, busy, n, ok = c.execute("SELECT sum(cpu_seconds), sum(wall_seconds), count(*), "
+                                     "sum(status = 'ok') FROM points").fetchone()
     if ok != n:
         raise SystemExit(f"{n - ok} of {n} points failed: see {db}")
-    return wall, sweep_wall, float(cpu), int(n)
+    return wall, sweep_wall, float(cpu), float(busy), int(n)
 
 
 def main() -> None:
@@ -61,7 +64,7 @@ def main() -> None:
     ap.add_argument("--spec", default=str(ROOT / "examples/sweep-sparsity.yaml"))
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
-    best: dict[int, tuple[float, float, float, int]] = {}
+    best: dict[int, tuple[float, float, float, float, int]] = {}
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
@@ -69,14 +72,15 @@ def main() -> None:
                 res = run(Path(args.spec), workers, Path(tmp))
                 if workers not in best or res[1] < best[workers][1]:
                     best[workers] = res
-    print(f"spec {args.spec}: {best[1][3]} points; cores available: "
+    print(f"spec {args.spec}: {best[1][4]} points; cores available: "
           f"{len(os.sched_getaffinity(0))}; load average {load0:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end")
     print(f"{'workers':>7}  {'process wall s':>14}  {'sweep wall s':>12}  {'point CPU s':>11}  "
-          f"{'CPU/sweep wall':>14}")
-    for w, (wall, sweep, cpu, _n) in sorted(best.items()):
-        print(f"{w:>7}  {wall:>14.1f}  {sweep:>12.1f}  {cpu:>11.1f}  {cpu / sweep:>14.2f}")
-    (p1, s1, c1, _), (p2, s2, c2, _) = best[1], best[2]
+          f"{'CPU/sweep wall':>14}  {'busy workers':>12}")
+    for w, (wall, sweep, cpu, busy, _n) in sorted(best.items()):
+        print(f"{w:>7}  {wall:>14.1f}  {sweep:>12.1f}  {cpu:>11.1f}  {cpu / sweep:>14.2f}  "
+              f"{busy / sweep:>12.2f}")
+    (p1, s1, c1, _, _), (p2, s2, c2, _, _) = best[1], best[2]
     print(f"speedup of 2 workers over 1: {s1 / s2:.2f}x sweep wall, {p1 / p2:.2f}x process "
           f"wall (point CPU {c2 / c1:.2f}x of the 1-worker run's)")
 
