@@ -69,7 +69,13 @@ def build_images(layer: Any) -> tuple[dict[str, FiberTree], dict[str, TensorDecl
 
 
 def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTree]]:
-    """parse + images + lower (unplaced kernel), with the verifier after lowering."""
+    """parse + images + lower (unplaced kernel), with the verifier after lowering. A layer
+    without a loop order gets the first legal one (compiler.order.default_order, formats
+    following it; the estimated choice is compiler.order.choose_order)."""
+    if getattr(layer, "order", None) in (None, ""):
+        from compiler.order import default_order, with_order
+
+        layer = with_order(layer, default_order(layer))
     assign = parse_expr(layer.expr)
     order = parse_order(layer.order, assign)
     images, decls = build_images(layer)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from baselines import CpuEstimate, CpuPreset, estimate, load_cpu_preset
+from compiler.order import OrderChoice, choose_order, with_order
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -40,6 +41,7 @@ from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.engine_burst import fire_kernel
+from simulator.probe import probe
 from simulator.unit_check import sampled_check
 from workloads import KernelLayer, get_workload
 
@@ -268,6 +270,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
                               "layers (moe.*, ffn.*, linear.*); use burst or cycle")
     if is_dense(layer):
         return _run_dense(cfg, layer, cpu, preset, t0, out)
+    layer, choice = choose_layer_order(layer, cfg)
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
     checks = check_outputs(result, program, layer, check)
@@ -276,6 +279,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     summary = make_summary(result, layer, program, checks, energy, cpu)
     summary["energy_table"] = cfg.energy_table
     summary["roofs"] = roofs(cfg)
+    summary["loop_order"] = choice.order
+    summary["loop_order_by"] = "forced" if choice.forced else choice.objective
     if preset is not None:
         summary["baseline"]["roofs"] = cpu_roofs(preset)
     report = Report(result, layer, program, summary, cfg, time.perf_counter() - t0, checks,
@@ -283,6 +288,15 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     if out is not None:
         write_run(report, Path(out))
     return report
+
+
+def choose_layer_order(layer: KernelLayer, cfg: ChipConfig, *, explain: bool = False
+                       ) -> tuple[KernelLayer, OrderChoice]:
+    """The loop order of a kernel layer: forced by ``-p order=`` or chosen by the compiler
+    with burst probes (compiler.order); ``explain`` probes the candidates of a forced order
+    too, for ``sieve compile --explain``."""
+    choice = choose_order(layer, cfg, probe, probe_forced=explain)
+    return (layer if choice.forced else with_order(layer, choice.order)), choice
 
 
 def _run_model_layer(cfg: ChipConfig, layer: Any, fidelity: str | None,
@@ -375,6 +389,8 @@ SUMMARY_ROWS = (
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
     ("energy_j", "energy (J)", "{:.3e}"),
+    ("loop_order", "loop order", "{}"),
+    ("loop_order_by", "loop order chosen by", "{}"),
     ("mode", "layer mode", "{}"),
     ("sparse_mode_cycles", "sparse mode: experts/products cycles", "{:,}"),
     ("dense_mode_cycles", "dense mode: experts/products cycles", "{:,}"),

@@ -146,6 +146,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
               f"({plan.level_words} coordinates)", file=sys.stderr)
         program = plan.program
     else:
+        from sieve.api import choose_layer_order
+
+        layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
+        if args.explain:
+            print("\n".join(choice.lines()))
+            if not args.output:
+                return 0
         program = compile_layer(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
@@ -250,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--emit", choices=("asm", "dot", "bitstream"), default="asm")
     c.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    c.add_argument("--explain", action="store_true", help="print the loop orders with their "
+                   "estimates (burst probes) and the choice; with -o also write the program")
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")
