@@ -11,9 +11,11 @@ lowering supports.
 
 Each legal candidate is estimated by a short burst probe (the caller passes the estimator: the
 compiler may not import the simulator): the candidate is compiled and simulated on the data, or
-on a strided sample of it when the work bound below exceeds ``PROBE_STEPS``: every s-th slice
-of the first operand's first index (in every tensor that has it), with cycles and energy
-scaled by the sampled fraction's inverse. The candidate with the least ``compiler.objective``
+on strided samples of it when the work bound below exceeds ``PROBE_STEPS``: every s-th and
+every 2s-th slice of the first operand's first index (in every tensor that has it), with
+cycles, energy and time extrapolated along the straight line through the two samples to the
+whole extent (the work below that index grows with the slices; configuration, launch and
+latencies do not). The candidate with the least ``compiler.objective``
 (cycles, energy or edp) wins; ties go to the earlier candidate in enumeration order, so the
 choice is deterministic.
 """
@@ -90,8 +92,8 @@ class OrderChoice:
         head = f"dataflow orders of this kernel (objective: {self.objective}"
         if self.sample is not None:
             v, stride, n = self.sample
-            head += (f"; probed on every {stride}-th {v} of {n}, figures scaled by "
-                     f"{n / len(range(0, n, stride)):.3g}")
+            head += (f"; probed on every {stride}-th and {2 * stride}-th {v} of {n}, "
+                     "extrapolated to the whole")
         out = [head + ")", f"  {'order':<8} {'formats':<28} {'cycles':>14} {'energy (uJ)':>12} "
                f"{'EDP (J s)':>11}"]
         for c in self.candidates:
@@ -293,6 +295,20 @@ def sample_layer(layer: Any, index: str, stride: int) -> Any:
                                out_shape=tuple(sizes[v] for v in assign.out.indices))
 
 
+def _extrapolate(figures: Callable[[int], np.ndarray], stride: int, n: int) -> np.ndarray:
+    """Figures of the whole data from probes on every ``stride``-th and ``2 stride``-th slice:
+    a straight line through the two (fixed costs such as configuration and launch do not
+    shrink with the sample; the work below the sampled index does), evaluated at the whole
+    extent; with one sample size possible, the figures scaled by the sampled fraction."""
+    f1 = len(range(0, n, stride)) / n
+    a = figures(stride)
+    f2 = len(range(0, n, 2 * stride)) / n
+    if 2 * stride > n or f2 >= f1:
+        return a / f1
+    b = figures(2 * stride)
+    return np.maximum(a + (a - b) * (1.0 - f1) / (f1 - f2), a)
+
+
 def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
                  compile_fn: Callable[[Any, ChipConfig], Program] | None = None,
                  *, probe_forced: bool = False) -> OrderChoice:
@@ -323,20 +339,21 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
         return OrderChoice(objective, tuple(cands), order, forced, None)
     assign = parse_expr(layer.expr)
     sample = _stride_of(layer, assign, legal)
-    probed_layer, scale = layer, 1.0
-    if sample is not None:
-        v, stride, n = sample
-        probed_layer = sample_layer(layer, v, stride)
-        scale = n / len(range(0, n, stride))
     done = []
     for c in cands:
         if c.rejected is not None:
             done.append(c)
             continue
-        program = compile_fn(with_order(probed_layer, c.order), chip)
-        cycles, energy_pj, seconds = estimate(program, chip)
-        done.append(dataclasses.replace(c, estimate=Estimate(
-            cycles * scale, energy_pj * scale, seconds * scale)))
+
+        def figures(stride: int, order: str = c.order) -> np.ndarray:
+            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
+            return np.array(estimate(compile_fn(with_order(part, order), chip), chip), float)
+
+        if sample is None:
+            got = figures(1)
+        else:
+            got = _extrapolate(figures, sample[1], sample[2])
+        done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
     if not forced:
         best = min((c for c in done if c.estimate is not None),
                    key=lambda c: c.estimate.value(objective))   # type: ignore[union-attr]

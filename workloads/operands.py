@@ -87,9 +87,9 @@ def file_operands(workload: str, p: dict[str, Any], index: str, shape_of: dict[s
         for v, (n, t) in seen.items():
             if sizes.get(v, n) != n:
                 raise WorkloadError(
-                    f"workload {workload}: parameter shape gives {v.upper()}={sizes[v]} but "
-                    f"operand {t} from {_split(str(p[t]))[0]} has {n} along {v}; drop the "
-                    "shape parameter or make it agree")
+                    f"workload {workload}: parameter shape gives {sizes[v]} for index {v} but "
+                    f"operand {t} from {_split(str(p[t]))[0]} has {n}; drop the shape "
+                    "parameter or make it agree")
     sizes.update({v: n for v, (n, _t) in seen.items()})
     return sizes, files
 
