@@ -39,7 +39,7 @@ from isa.errors import CompileError, IsaError
 from isa.fibertree import parse_formats
 from isa.program import Program, TensorDecl
 
-PROBE_STEPS = 400_000
+PROBE_STEPS = 150_000
 """Largest work bound (unit steps, :func:`work_bound`) probed on the whole data; above it the
 probe runs on a strided sample of the first index. A compiler knob, not a chip constant: it
 keeps one probe near a few tenths of a CPU second in the burst engine."""
