@@ -223,12 +223,15 @@ def _level_counts(data: Any, fmts: tuple[str, ...], mode: tuple[int, ...]) -> li
     pts = _coords(data, mode)
     shape = _shape(data)
     counts, prev = [], 1.0
+    key = np.zeros(len(pts), dtype=np.int64)
     for lvl, f in enumerate(fmts):
+        key = key * shape[mode[lvl]] + pts[:, lvl]      # the prefix as one integer
         if f == "dense":
             prev = prev * shape[mode[lvl]]
+        elif lvl == len(fmts) - 1:
+            prev = float(len(pts))
         else:
-            prefix = pts[:, :lvl + 1]
-            prev = float(len(np.unique(prefix, axis=0))) if len(prefix) else 0.0
+            prev = float(len(np.unique(key)))
         counts.append(prev)
     return counts
 
@@ -320,7 +323,7 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     with one legal order, the first legal candidate is chosen unprobed.
     Raises: CompileError when no order lowers (the first candidate's reason).
     """
-    from compiler.pipeline import compile_layer
+    from compiler.pipeline import build_images, check_glb, compile_layer
 
     compile_fn = compile_fn or compile_layer
     objective = chip.compiler.objective
@@ -337,6 +340,8 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     probe = estimate is not None and len(legal) > 1 and (probe_forced or not forced)
     if not probe:
         return OrderChoice(objective, tuple(cands), order, forced, None)
+    # the whole problem must fit before its samples are probed (the same error as compiling it)
+    check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
     assign = parse_expr(layer.expr)
     sample = _stride_of(layer, assign, legal)
     done = []

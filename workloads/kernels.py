@@ -5,6 +5,7 @@ may come from a file (``-p B=path.mtx``, workloads.operands)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -61,10 +62,29 @@ def _spmv(p: dict[str, Any]) -> KernelLayer:
                        (m,), p, lambda: b @ c)
 
 
+def matmul_shape(name: str, p: dict[str, Any]) -> tuple[int, int, int]:
+    """(M, N, K) of a matrix product X[MxN] = B[MxK] C[KxN], K the contracted index: the one
+    shape convention of spmspm and gemm. ``shape_order=mkn`` reads the shape in spmspm's old
+    M,K,N order, with a FutureWarning (it goes away in a later release)."""
+    order = p.get("shape_order", "mnk")
+    if order not in ("mnk", "mkn"):
+        raise WorkloadError(f"workload {name}: parameter shape_order: use mnk (M,N,K, K "
+                            f"contracted) or mkn (the old spmspm order), got {order!r}")
+    _check(name, p, 3, "M,N,K")
+    if order == "mkn":
+        warnings.warn(f"workload {name}: shape_order=mkn (shape as M,K,N) is deprecated; "
+                      "write shape as M,N,K (K contracted), the order of every matrix product",
+                      FutureWarning, stacklevel=2)
+        m, k, n = p["shape"]
+    else:
+        m, n, k = p["shape"]
+    return int(m), int(n), int(k)
+
+
 def _spmspm(p: dict[str, Any]) -> KernelLayer:
-    _check("spmspm", p, 3, "M,K,N")
-    sizes, files = file_operands("spmspm", p, "ikj", {"B": "ik", "C": "kj"},
-                                 _default_shape("spmspm"))
+    matmul_shape("spmspm", p)
+    sizes, files = file_operands("spmspm", p, "ikj" if p.get("shape_order") == "mkn" else "ijk",
+                                 {"B": "ik", "C": "kj"}, _default_shape("spmspm"))
     m, k, n = sizes["i"], sizes["k"], sizes["j"]
     rng = _rng(p)
     b = as_csr(files["B"]) if "B" in files else \
@@ -280,14 +300,19 @@ def _fmt_param(default: str) -> Param:
                  "compressed, ':1,0' mode order); empty: the defaults")
 
 
+_SHAPE_ORDER = Param("shape_order", "str", "mnk", "mnk; or mkn, the old spmspm order M,K,N "
+                     "(deprecated)")
+
 KERNELS = (
     Workload("spmv", "sparse matrix times sparse vector, x = B c", "SAM (ASPLOS'23) SpMV; "
-             "Onyx (VLSI'24) SpM*SpV", (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
+             "Onyx (VLSI'24) SpM*SpV", (Param("shape", "ints", (64, 64), "M,N (N contracted): B is "
+                                                "MxN"),) + _COMMON
              + (_fmt_param("B:ds c:s"), Param("order", "str", "", "loop order (default ij)"))
              + operand_params("Bc"), _spmv),
     Workload("spmspm", "sparse matrix times sparse matrix, X = B C", "SAM (ASPLOS'23) "
-             "SpM*SpM; Onyx (VLSI'24)", (Param("shape", "ints", (64, 64, 64), "M,K,N"),)
-             + _COMMON + (_fmt_param("B:ss C:ss"),
+             "SpM*SpM; Onyx (VLSI'24)", (Param("shape", "ints", (64, 64, 64),
+                                              "M,N,K (K contracted): B is MxK, C is KxN"),
+                                        _SHAPE_ORDER) + _COMMON + (_fmt_param("B:ss C:ss"),
                           Param("order", "str", "", "ikj (Gustavson) or ijk (inner product); "
                                 "empty: the compiler picks (compiler.objective)"))
              + operand_params("BC"), _spmspm),
@@ -307,7 +332,8 @@ KERNELS = (
              + operand_params("BC"), _elementwise("elemmul", "*")),
     Workload("gemm", "dense GEMM X = A B on the systolic array (SCALE-Sim v3 timing)",
              "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
-             (Param("shape", "ints", (128, 128, 128), "M,N,K: A is MxK, B is KxN"),
+             (Param("shape", "ints", (128, 128, 128),
+                    "M,N,K (K contracted): A is MxK, B is KxN"),
               Param("seed", "int", 0, "random seed of the operands"),
               Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
               Param("density", "float", 1.0, "fraction of nonzeros in A, in [0, 1]"),
