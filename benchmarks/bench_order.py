@@ -39,10 +39,11 @@ SETS = {
               ("ttv", {"shape": "12,12,12"}), ("ttm", {"shape": "8,8,8,8"}),
               ("innerprod", {"shape": "12,12,12"}), ("mttkrp", {"shape": "8,8,8,8"})],
     "issue": [("spmv", {"shape": "256,256", "density": "0.05"}),
-              ("spmspm", {"shape": "128,128,128", "density": "0.05"}),
+              ("spmspm", {"shape": "512,512,512", "density": "0.01"}),
               ("elemadd", {"shape": "256,256"}), ("elemadd3", {"shape": "256,256"}),
               ("elemmul", {"shape": "256,256"}), ("sddmm", {"shape": "48,48,32"}),
-              ("ttv", {"shape": "64,64,64"}), ("ttm", {"shape": "32,32,32,32", "density": "0.1"}),
+              ("ttv", {"shape": "64,64,64", "density": "0.1"}),
+              ("ttm", {"shape": "32,32,32,32", "density": "0.1"}),
               ("innerprod", {"shape": "32,32,32"}), ("mttkrp", {"shape": "16,16,16,16"})],
 }
 

@@ -185,3 +185,10 @@ def test_objective_changes_with_the_config():
     other = dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler,
                                                                    objective="energy"))
     assert choose_order(get_workload("spmv").make({}), other, probe).objective == "energy"
+
+
+def test_summary_reports_the_order(tmp_path):
+    rep = run(SMALL, "ttv", params={"shape": "8,8,8"}, out=tmp_path / "r")
+    assert rep.summary["loop_order_by"] == "edp"
+    text = (tmp_path / "r" / "summary.md").read_text()
+    assert f"| loop order | {rep.summary['loop_order']} (least edp of the legal orders) |" in text
