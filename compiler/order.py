@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from compiler.lower import lower_assignment
 from compiler.notation import Assignment, parse_expr, parse_order
 from isa.arch import ChipConfig
-from isa.errors import CompileError, IsaError
+from isa.errors import CompileError, IsaError, SimulationError
 from isa.fibertree import parse_formats
 from isa.program import Program, TensorDecl
 
@@ -104,7 +104,8 @@ class OrderChoice:
                 out.append(f"  {c.order:<8} {fmts:<28} {e.cycles:>14,.0f} "
                            f"{e.energy_pj * 1e-6:>12.4g} {e.value('edp'):>11.3e}{mark}")
             elif c.rejected is not None:
-                out.append(f"  {c.order:<8} {fmts:<28} illegal: {c.rejected}")
+                kind = "not run" if c.rejected.startswith("probe: ") else "illegal"
+                out.append(f"  {c.order:<8} {fmts:<28} {kind}: {c.rejected}")
             else:
                 out.append(f"  {c.order:<8} {fmts:<28} {'(not probed)':>14}{mark}")
         how = "forced by -p order" if self.forced else (
@@ -320,8 +321,11 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
 
     A layer with a loop order (``-p order=``) keeps it (``forced``); its candidates are
     probed only with ``probe_forced`` (``sieve compile --explain``). Without an estimator, or
-    with one legal order, the first legal candidate is chosen unprobed.
-    Raises: CompileError when no order lowers (the first candidate's reason).
+    with one legal order, the first legal candidate is chosen unprobed. A candidate whose
+    probe does not place, route or run (CompileError, SimulationError: e.g. a deadlock) is
+    listed as rejected by the probe.
+    Raises: CompileError when no order lowers (the first candidate's reason) or the inputs
+    exceed the global buffer; the first probe's error when no candidate could be probed.
     """
     from compiler.pipeline import build_images, check_glb, compile_layer
 
@@ -344,7 +348,8 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
     assign = parse_expr(layer.expr)
     sample = _stride_of(layer, assign, legal)
-    done = []
+    done: list[Candidate] = []
+    failed: list[Exception] = []
     for c in cands:
         if c.rejected is not None:
             done.append(c)
@@ -354,13 +359,17 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
             part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
             return np.array(estimate(compile_fn(with_order(part, order), chip), chip), float)
 
-        if sample is None:
-            got = figures(1)
-        else:
-            got = _extrapolate(figures, sample[1], sample[2])
+        try:
+            got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+        except (CompileError, SimulationError) as exc:   # does not place, route or run
+            done.append(dataclasses.replace(c, rejected=f"probe: {exc}"))
+            failed.append(exc)
+            continue
         done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
+    probed = [c for c in done if c.estimate is not None]
+    if not probed:
+        raise failed[0]
     if not forced:
-        best = min((c for c in done if c.estimate is not None),
-                   key=lambda c: c.estimate.value(objective))   # type: ignore[union-attr]
+        best = min(probed, key=lambda c: c.estimate.value(objective))  # type: ignore[union-attr]
         order = best.order
     return OrderChoice(objective, tuple(done), order, forced, sample)

@@ -192,3 +192,26 @@ def test_summary_reports_the_order(tmp_path):
     assert rep.summary["loop_order_by"] == "edp"
     text = (tmp_path / "r" / "summary.md").read_text()
     assert f"| loop order | {rep.summary['loop_order']} (least edp of the legal orders) |" in text
+
+
+def test_a_candidate_whose_probe_fails_is_rejected_not_fatal():
+    from isa.errors import SimulationError
+
+    layer = get_workload("ttv").make({"shape": "8,8,8"})
+    chip = load_chip(SMALL)
+
+    def deadlocks_ikj(program, chip):
+        if program.kernels[0].name.endswith("ikj"):
+            raise SimulationError("deadlock: every unit waits (test)")
+        return probe(program, chip)
+
+    choice = choose_order(layer, chip, deadlocks_ikj)
+    by = {c.order: c for c in choice.candidates}
+    assert choice.order == "ijk" and by["ikj"].rejected.startswith("probe: deadlock")
+    assert any("probe: deadlock" in line for line in choice.lines())
+
+    def always(program, chip):
+        raise SimulationError("deadlock: every unit waits (test)")
+
+    with pytest.raises(SimulationError, match="deadlock"):
+        choose_order(layer, chip, always)
