@@ -76,7 +76,8 @@ CpuKernel = Callable[[Any, CpuPreset, str], KernelWork]
 
 LIBRARIES = ("mkl", "taco")
 """The libraries of Onyx's CPU baselines: Intel MKL (vectorised, multi-threaded) and
-TACO-generated C (onyx_sam.md section 1: "Intel Xeon (MKL, 1 core)", "Intel Xeon (MKL+AVX,
+TACO-generated C (Koul et al., "Onyx: A 12nm 756 GOPS/W CGRA for Accelerating Dense and Sparse
+Applications", VLSI 2024, Fig. 7b legend: "Intel Xeon (MKL, 1 core)", "Intel Xeon (MKL+AVX,
 12 cores)", "TACO (1 core)")."""
 
 

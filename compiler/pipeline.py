@@ -8,7 +8,9 @@
     balance    FIFO entries for reconvergent paths' slack       (compiler.balance)
     emit       isa.Program with the controller schedule         (compile_layer below)
 
-The ISA verifier runs after every pass that changes the graph.
+The ISA verifier runs after every pass that changes the graph. :func:`compile_kernel` is the
+entry for any kernel workload: a dense GEMM lowers to a systolic kernel instead
+(compiler.dense); model layers have their own lowering (compiler.layers).
 """
 
 from __future__ import annotations
@@ -137,3 +139,25 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig)
         if decl.is_output:
             sched += [Command("unload", decl.name), Command("dma_out", decl.name)]
     return Program(kernel.name, (kernel,), images, tuple(sched))
+
+
+def compile_kernel(layer: Any, chip: ChipConfig) -> Program:
+    """Any kernel workload to a Program: ``gemm`` through compiler.dense, the rest through
+    the SAM pipeline above."""
+    from compiler.dense import compile_gemm, is_dense
+
+    return compile_gemm(layer, chip) if is_dense(layer) else compile_layer(layer, chip)
+
+
+def dense_equivalent_ops(expr: str, tensors: dict[str, Any]) -> int:
+    """Ops of the dense computation: per point of the iteration space, one op per operand
+    after the first (multiplies for ``*``, adds for ``+``), plus one add when an index is
+    contracted (e.g. SDDMM and MTTKRP: 2 multiplies + 1 add; a GEMM: 2 M N K)."""
+    assign = parse_expr(expr)
+    sizes: dict[str, int] = {}
+    for acc in assign.operands:
+        for v, n in zip(acc.indices, tensors[acc.tensor].shape):
+            sizes[v] = int(n)
+    points = int(np.prod([sizes[v] for v in assign.index_vars], dtype=np.float64))
+    contracted = any(v not in assign.out.indices for v in assign.index_vars)
+    return points * (len(assign.operands) - 1 + int(contracted and assign.op == "*"))

@@ -257,7 +257,7 @@ class SystolicConfig:
     """A dense rows x cols MAC array for GEMMs, timed with SCALE-Sim v3's conventions.
 
     A chip with this section runs dense GEMMs on it; a chip without one runs them on the
-    CGRA's dense MAC block (simulator.energy.dense_mapping).
+    CGRA's dense MAC block (compiler.dense.dense_mapping).
     """
 
     rows: int

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from isa.arch import ChipConfig
 from isa.program import Program
-from simulator.chip import simulate
+from simulator.controller import simulate
 from simulator.energy import energy_breakdown, load_energy_table
 
 
@@ -17,5 +17,6 @@ def probe(program: Program, chip: ChipConfig) -> tuple[float, float, float]:
     the chip's energy table: the whole schedule, as ``sieve run`` reports it."""
     result = simulate(program, chip, fidelity="burst")
     energy = energy_breakdown(result.stats, result.cycles, chip,
-                              load_energy_table(chip.energy_table), program=program)
+                              load_energy_table(chip.energy_table), program=program,
+                              actions=result.actions, ops=result.ops)
     return float(result.cycles), float(energy.total_pj), float(result.seconds)

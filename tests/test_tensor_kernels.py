@@ -22,7 +22,7 @@ import pytest
 
 from compiler.lower import lower_assignment
 from compiler.notation import parse_expr, parse_order
-from compiler.pipeline import compile_layer, lower_layer
+from compiler.pipeline import compile_layer, dense_equivalent_ops, lower_layer
 from isa.asm import parse_program, print_program
 from isa.bitstream import decode, encode
 from isa.errors import CompileError, IsaError, SimulationError
@@ -31,7 +31,6 @@ from isa.interp import assemble_output, run_kernel, run_unit
 from isa.ops import Opcode
 from isa.program import Kernel, Node, TensorDecl
 from isa.tokens import format_tokens, tokens
-from sieve.api import dense_equivalent_ops
 from sieve.cli import main
 from simulator.engine_burst import fire_kernel, run_burst, solve_times
 from simulator.engine_cycle import run_kernel_cycle
