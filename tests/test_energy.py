@@ -13,26 +13,30 @@ import pytest
 import yaml
 
 import sieve
+from compiler.dense import DENSE_GEMM_IO_GROUPS, dense_mapping, dense_peak_gops
 from isa.errors import ConfigError
 from isa.ops import TileKind
 from simulator.config import load_chip
 from simulator.energy import (
     ACTIONS,
     COMPONENTS,
-    DENSE_GEMM_IO_GROUPS,
     EnergyTable,
-    dense_gemm_energy,
-    dense_mapping,
-    dense_peak_gops,
     energy_breakdown,
     fit_fabric_overhead,
     list_energy_tables,
     load_energy_table,
     resolve_energy_table,
 )
+from simulator.energy import dense_gemm_energy as _dense_gemm_energy
 from tests import citations
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def dense_gemm_energy(M, N, K, chip, table, **kw):
+    """The calibration kernel on the chip's MAC block (compiler.dense's mapping)."""
+    block = dense_mapping(chip)
+    return _dense_gemm_energy(M, N, K, chip, table, rows=block.rows, cols=block.cols, **kw)
 ENERGY = REPO / "configs" / "energy"
 ONYX = REPO / "configs" / "chips" / "onyx.yaml"
 ONYX_SMALL = REPO / "configs" / "chips" / "onyx-small.yaml"
@@ -326,7 +330,9 @@ def test_calibration_reproduces_onyx_756_gops_per_watt(onyx12: EnergyTable) -> N
     gops_per_w = report.ops / (report.on_chip_pj * 1e-12) / 1e9
     assert gops_per_w == pytest.approx(report.gops_per_watt())
     assert gops_per_w == pytest.approx(ONYX_GOPS_PER_W, rel=0.10)
+    block = dense_mapping(chip)
     fitted, fabric, rest = fit_fabric_overhead(ONYX_GOPS_PER_W, *CALIBRATION_GEMM, chip, onyx12,
+                                               rows=block.rows, cols=block.cols,
                                                freq_mhz=500, voltage_v=0.66)
     assert onyx12.fabric_overhead == pytest.approx(fitted, abs=0.01)
     assert fabric > 0 and rest > 0
