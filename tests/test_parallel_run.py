@@ -1,6 +1,5 @@
 """Parallel single runs: a model layer's independent jobs (experts, FFN chunks) on worker
-processes give a
-stats.json byte-identical to the serial run's."""
+processes give a stats.json byte-identical to the serial run's."""
 
 from __future__ import annotations
 
