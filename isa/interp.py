@@ -593,6 +593,64 @@ def write_val(node: Node, mem: Memory) -> Behaviour:
             raise _bad(node, f"{tok!r} on a val stream")
 
 
+def locate(node: Node, mem: Memory) -> Behaviour:
+    """Locator (SAM's iterate-and-locate; Onyx's PE-tile Locator): random access into a dense
+    level by coordinate. For each coordinate c of the iterating side's stream, emit the
+    position of c in the located level, ``outer * dim + c``, where ``outer`` is the located
+    tensor's reference of that fiber (an absent outer reference N gives N). Stops and D pass
+    through, so the output has the coordinate stream's structure.
+
+    The outer reference stream is consumed as a level scanner consumes its input, one
+    reference per fiber: a fiber's closing stop S_n pops its reference, and for n >= 1 the
+    reference stream's own stop S_(n-1) is already accounted for and is popped in a step of
+    its own; an empty outer fiber (a lone stop S_m on the reference stream) meets the
+    coordinate stop S_(m+1). A root locator feeds itself ``0 D``. Steps: one per coordinate
+    stream token, plus one per absorbed reference stop.
+    """
+    dim = int(node.attr("dim"))
+    root_feed = [0, DONE] if node.attr("root") else None
+    drop = False
+    while True:
+        if drop:
+            drop = False
+            if root_feed is not None:
+                tok = root_feed.pop(0)
+                consume: tuple[str, ...] = ()
+            else:
+                (tok,) = yield Peek(("ref",))
+                consume = ("ref",)
+            if not isinstance(tok, Stop):
+                raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
+            yield Fire(consume)
+            continue
+        (c,) = yield Peek(("crd",))
+        if root_feed is not None:
+            o, pop = root_feed[0], ()
+        else:
+            (o,) = yield Peek(("ref",))
+            pop = ("ref",)
+        if is_data(c):
+            if is_data(o):
+                yield Fire(("crd",), {"ref": int(o) * dim + int(c)})
+            elif isinstance(o, Empty):
+                yield Fire(("crd",), {"ref": EMPTY})
+            else:
+                raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+        elif isinstance(c, Stop):
+            if is_data(o) or isinstance(o, Empty):
+                drop = c.level >= 1
+            elif not (isinstance(o, Stop) and c.level == o.level + 1):
+                raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
+            if root_feed is not None:
+                root_feed.pop(0)
+            yield Fire(("crd",) + pop, {"ref": c})
+        elif isinstance(c, Done) and isinstance(o, Done):
+            yield Fire(("crd",) + pop, {"ref": DONE})
+            return
+        else:
+            raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+
+
 BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.SCAN: scan,
     Opcode.REPSIG: repsig,
@@ -607,6 +665,7 @@ BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.CRDHOLD: crdhold,
     Opcode.WRITE_CRD: write_crd,
     Opcode.WRITE_VAL: write_val,
+    Opcode.LOCATE: locate,
 }
 
 

@@ -740,6 +740,71 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
 
 
+def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The locator (``isa.interp.locate``): one step per coordinate-stream token, plus one
+    per reference stop that a higher coordinate stop already accounts for."""
+    dim = int(node.attr("dim"))
+    root = node.attr("root")
+    ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    c = ins["crd"]
+    ck, rk = c.kind, ref.kind
+    if (ck == REP_K).any() or (ck == EMPTY_K).any() or (rk == REP_K).any():
+        raise _bad(node, "R or N on a coordinate stream, or R on a reference stream")
+    fib = (rk == DATA) | (rk == EMPTY_K)
+    prev_fib = np.zeros(len(rk), bool)
+    prev_fib[1:] = fib[:-1]
+    absorbed = (rk == STOP) & prev_fib             # popped in a step of its own
+    consumer = np.flatnonzero(~absorbed)           # one per coordinate fiber
+    ends = np.flatnonzero(ck != DATA)              # each fiber's closing stop (or D)
+    if len(ends) != len(consumer) or len(ck) == 0 or ck[-1] != DONE_K:
+        raise _bad(node, f"{len(consumer)} outer references but {len(ends)} coordinate fibers")
+    length = np.diff(np.concatenate([[-1], ends])) - 1
+    owner_kind = rk[consumer]
+    end_kind, end_lvl = ck[ends], c.data[ends].astype(I64)
+    nxt = np.minimum(consumer + 1, len(rk) - 1)
+    nxt_stop = absorbed[nxt] & (consumer + 1 < len(rk))
+    is_fib = (owner_kind == DATA) | (owner_kind == EMPTY_K)
+    want_lvl = np.where(nxt_stop, ref.data[nxt].astype(I64) + 1, 0)
+    lone = owner_kind == STOP
+    ok = np.where(is_fib, (end_kind == STOP) & (end_lvl == want_lvl),
+                  np.where(lone, (end_kind == STOP) & (length == 0)
+                           & (end_lvl == ref.data[consumer].astype(I64) + 1),
+                           (owner_kind == DONE_K) & (end_kind == DONE_K) & (length == 0)))
+    if not ok.all():
+        raise _bad(node, "coordinate and reference streams out of step")
+    drop_after = is_fib & nxt_stop                 # fiber ends followed by a drop step
+    counts = np.ones(len(ck), I64)
+    counts[ends[drop_after]] = 2
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    fiber = np.cumsum(ck != DATA) - (ck != DATA)  # fiber of each coordinate token
+    owner = consumer[fiber]
+    drop_step = off[ends[drop_after]] + 1
+    drop_tok = consumer[drop_after] + 1
+    out_kind = ck.copy()
+    di = np.flatnonzero(ck == DATA)
+    o_data = ref.data[owner[di]].astype(I64)
+    out_data = np.zeros(len(ck), I64)
+    out_data[ck != DATA] = c.data[ck != DATA]
+    absent = rk[owner[di]] == EMPTY_K
+    out_kind[di[absent]] = EMPTY_K
+    out_data[di] = np.where(absent, 0, o_data * dim + c.data[di].astype(I64))
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "crd": (off, np.arange(len(ck), dtype=I64))}
+    pops: dict[str, np.ndarray] = {"crd": off}
+    if not root:
+        ps = np.concatenate([off, drop_step])
+        pt = np.concatenate([owner, drop_tok])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pop = np.empty(len(rk), I64)
+        pop[consumer] = off[ends]
+        pop[drop_tok] = drop_step
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"ref": off}, {"ref": Stream(out_kind, out_data)})
+
+
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.SCAN: fire_scan,
     Opcode.REPSIG: fire_repsig,
@@ -754,6 +819,7 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.CRDHOLD: fire_crdhold,
     Opcode.WRITE_CRD: fire_write_crd,
     Opcode.WRITE_VAL: fire_write_val,
+    Opcode.LOCATE: fire_locate,
 }
 
 

@@ -67,6 +67,13 @@ UNIT_CASES = [
     ("write_crd", Opcode.WRITE_CRD, dict(tensor="X", level=1),
      dict(crd="1 S0 0 2 S0 1 3 S1 D")),
     ("write_val", Opcode.WRITE_VAL, dict(tensor="X"), dict(val="1 S0 2 3 S0 4 5 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4),
+     dict(crd="1 3 S0 S1 2 S2 D", ref="0 1 S0 2 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4),
+     dict(crd="1 S1 S1 2 S0 S1 S2 D", ref="3 S0 S0 1 0 S0 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4), dict(crd="1 S0 2 S0 D",
+                                                                   ref="N 3 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=0, dim=4, root=True), dict(crd="0 3 S0 D")),
 ]
 
 

@@ -297,7 +297,7 @@ def test_other_formats_orders_and_values(small_chip, name, params):
 def test_natural_formats_follow_the_loop_order():
     assert get_workload("sddmm").make({"order": "ikj"}).formats == {
         "B": "ss", "C": "dd", "D": "dd:1,0"}
-    assert get_workload("ttm").make({"order": "ijlk"}).formats == {"B": "sss", "C": "ss:1,0"}
+    assert get_workload("ttm").make({"order": "ijlk"}).formats == {"B": "sss", "C": "dd:1,0"}
     assert get_workload("innerprod").make({"order": "kji"}).formats == {
         "B": "sss:2,1,0", "C": "sss:2,1,0"}
 
