@@ -107,7 +107,8 @@ FORMATS = {
     "spmspm-ijk": [{"B": "ss", "C": "ss:1,0"}, {"B": "ds", "C": "ds:1,0"},
                    {"B": "dd", "C": "ss:1,0"}],
     "elemadd": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "ss"}, {"B": "dd", "C": "sd"}],
-    "elemmul": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "dd"}, {"B": "sd", "C": "ss"}],
+    "elemmul": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "dd"}, {"B": "sd", "C": "ss"},
+                {"B": "dd", "C": "dd"}, {"B": "ss", "C": "sd"}],
 }
 DENSITIES = [0.0, 0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.0]
 
@@ -130,6 +131,7 @@ def make_case(seed: int) -> dict:
         "policy": (str(rng.choice(["skip", "gate", "none"])),
                    str(rng.choice(["skip", "gate", "none"]))),
         "balance": bool(rng.random() < 0.6),
+        "locate": bool(rng.random() < 0.7),
     }
 
 
@@ -140,7 +142,8 @@ def configure(chip, case):
             chip.pe.zero_policy, a=case["policy"][0], b=case["policy"][1])),
         interconnect=dataclasses.replace(chip.interconnect, fifo_depth=case["depth"],
                                          hop_latency_cycles=case["hop"]),
-        compiler=dataclasses.replace(chip.compiler, balance_fifos=case["balance"]))
+        compiler=dataclasses.replace(chip.compiler, balance_fifos=case["balance"],
+                                     locate=case.get("locate", True)))
 
 
 def assert_same(kernel, images, chip):
