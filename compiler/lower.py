@@ -121,7 +121,11 @@ def lower_assignment(
         lacks = [a for a in ops if v not in a.indices]
         for acc in has:
             _check_level(acc, decls[acc.tensor], level[acc.tensor], v, order)
-        located = _located(has, decls, level) if locate and join is Opcode.INTERSECT else []
+        skipping = {a.tensor for a in has if policies[a.tensor] == "skip"
+                    and explicit_zeros.get(a.tensor, False)
+                    and level[a.tensor] == len(decls[a.tensor].formats) - 1}
+        located = _located(has, decls, level, skipping) \
+            if locate and join is Opcode.INTERSECT else []
         scans: dict[str, str] = {}
         for acc in [a for a in has if a not in located]:
             t = decls[acc.tensor]
@@ -226,11 +230,15 @@ def _check_level(acc, decl: TensorDecl, lvl: int, v: str, order: tuple[str, ...]
             f"(e.g. format {'s' * len(acc.indices)}:{want}) or choose another loop order")
 
 
-def _located(has: list, decls: dict[str, TensorDecl], level: dict[str, int]) -> list:
+def _located(has: list, decls: dict[str, TensorDecl], level: dict[str, int],
+             skipping: set[str]) -> list:
     """The operands of an intersection over one index that are located rather than
     iterated: those whose level is dense, except the first dense one when no level is
-    compressed (something must be iterated)."""
-    dense = [a for a in has if decls[a.tensor].formats[level[a.tensor]] == "dense"]
+    compressed (something must be iterated). A dense level whose scanner skips stored zeros
+    (zero policy ``skip``, the innermost level of a tensor with explicit zeros) is iterated:
+    its zeros make it sparse, and a locator, which reads no values, could not skip them."""
+    dense = [a for a in has if decls[a.tensor].formats[level[a.tensor]] == "dense"
+             and a.tensor not in skipping]
     if len(has) < 2 or not dense:
         return []
     return dense if len(dense) < len(has) else dense[1:]

@@ -23,6 +23,7 @@ so a word is fetched only when the client moves to another word.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -409,30 +410,48 @@ def reduce(node: Node, mem: Memory) -> Behaviour:
 
 def vreduce(node: Node, mem: Memory) -> Behaviour:
     """Vector reducer (sparse accumulator, order 1): sums values by coordinate across the
-    S0-separated sub-fibers of one fiber; at S_n (n>=1) emits the sorted (crd, val) pairs one
-    per step, then S_(n-1)."""
+    S0-separated sub-fibers of one fiber; a fiber's stop S_n (n >= 1) queues its sorted
+    (crd, val) pairs and then S_(n-1) for output, and D queues D.
+
+    It takes input while it emits, as SAM's sparse accumulator does (``SparseAccumulator1``
+    accumulates one point and emits one entry of a completed fiber per cycle): every step
+    pops one input token (crd and val together) and emits the oldest queued output token, if
+    any, the one its own input queued included. After D has been taken, the steps that remain
+    drain the queue; the step that emits D is the last. Steps: one per input token plus the
+    queue left behind D (the last fiber's entries, at most).
+    """
     acc: dict[int, Any] = {}
+    queue: deque[tuple[Token, Token]] = deque()
+    taken_done = False
     while True:
-        c, v = yield Peek(("crd", "val"))
-        if is_data(c):
-            if not (is_data(v) or isinstance(v, Empty)):
+        consume: tuple[str, ...] = ()
+        act: tuple[tuple[str, int], ...] = ()
+        if not taken_done:
+            c, v = yield Peek(("crd", "val"))
+            consume = ("crd", "val")
+            if is_data(c):
+                if not (is_data(v) or isinstance(v, Empty)):
+                    raise _bad(node, f"crd {c!r} with val {v!r}")
+                acc[c] = acc.get(c, 0) + (0 if isinstance(v, Empty) else v)
+                act = (("add_count", 1),)
+            elif isinstance(c, Stop) and isinstance(v, Stop) and c.level == v.level:
+                if c.level >= 1:
+                    queue.extend((k, acc[k]) for k in sorted(acc))
+                    acc = {}
+                    s = Stop(c.level - 1)
+                    queue.append((s, s))
+            elif isinstance(c, Done) and isinstance(v, Done):
+                taken_done = True
+                queue.append((DONE, DONE))
+            else:
                 raise _bad(node, f"crd {c!r} with val {v!r}")
-            acc[c] = acc.get(c, 0) + (0 if isinstance(v, Empty) else v)
-            yield Fire(("crd", "val"), {}, (("add_count", 1),))
-        elif isinstance(c, Stop) and isinstance(v, Stop) and c.level == v.level:
-            if c.level == 0:
-                yield Fire(("crd", "val"))
-                continue
-            for k in sorted(acc):
-                yield Fire((), {"crd": k, "val": acc[k]})
-            acc = {}
-            s = Stop(c.level - 1)
-            yield Fire(("crd", "val"), {"crd": s, "val": s})
-        elif isinstance(c, Done) and isinstance(v, Done):
-            yield Fire(("crd", "val"), {"crd": DONE, "val": DONE})
+        out: dict[str, Token] = {}
+        if queue:
+            oc, ov = queue.popleft()
+            out = {"crd": oc, "val": ov}
+        yield Fire(consume, out, act)
+        if out and isinstance(out["crd"], Done):
             return
-        else:
-            raise _bad(node, f"crd {c!r} with val {v!r}")
 
 
 def crddrop(node: Node, mem: Memory) -> Behaviour:

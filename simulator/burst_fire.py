@@ -501,6 +501,9 @@ def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 
 
 def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The vector reducer (``isa.interp.vreduce``): step k pops input token k; output token m,
+    queued at the step of the input that completes it (a fiber's S_n, n >= 1, or D), is
+    emitted at e_m = max(queued_m, e_(m-1) + 1), i.e. m + cummax(queued - m)."""
     c, v = ins["crd"], ins["val"]
     if len(c) != len(v) or ((c.kind == DATA) != ((v.kind == DATA) | (v.kind == EMPTY_K))).any():
         raise _bad(node, "crd and val streams out of step")
@@ -519,24 +522,34 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     sums = np.add.reduceat(vals, starts) if len(o) else vals
     ug, uc = g[starts], cc[starts]
     fi = np.flatnonzero(flush)
-    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
-    counts_tok = np.ones(len(k), I64)
-    counts_tok[fi] = m + 1
-    off = _exclusive_cumsum(counts_tok)
-    n = int(counts_tok.sum())
-    last = off + counts_tok - 1
-    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
-    entry_step = off[fi][ug] + rank if len(ug) else ug
-    lower_step = last[fi]
     done = np.flatnonzero(k == DONE_K)
+    if len(done) != 1 or done[0] != len(k) - 1:
+        raise _bad(node, "the input does not end with one D")
+    if len(ug) and ug.max() >= len(fi):
+        raise _bad(node, "coordinates after the last fiber's stop")
+    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
+    # output order: each fiber's entries then its lowered stop, then D; slot of each
+    per = m + 1
+    first = _exclusive_cumsum(per)
+    n_out = int(per.sum()) + 1
+    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
+    entry_slot = first[ug] + rank if len(ug) else ug
+    stop_slot = first + m
+    queued = np.empty(n_out, I64)
+    queued[entry_slot] = fi[ug] if len(ug) else ug
+    queued[stop_slot] = fi
+    queued[-1] = done[0]
+    idx = np.arange(n_out, dtype=I64)
+    emit = idx + np.maximum.accumulate(queued - idx)
+    n = int(emit[-1]) + 1
     lvl = c.data[fi].astype(I64) - 1
-    e, out_c = _sorted_stream([(entry_step, DATA, uc), (lower_step, STOP, lvl),
-                               (off[done], DONE_K, 0)])
-    _, out_v = _sorted_stream([(entry_step, DATA, sums), (lower_step, STOP, lvl),
-                               (off[done], DONE_K, 0)])
+    e, out_c = _sorted_stream([(emit[entry_slot], DATA, uc), (emit[stop_slot], STOP, lvl),
+                               (emit[-1:], DONE_K, 0)])
+    _, out_v = _sorted_stream([(emit[entry_slot], DATA, sums), (emit[stop_slot], STOP, lvl),
+                               (emit[-1:], DONE_K, 0)])
     tok = np.arange(len(k), dtype=I64)
-    peeks = {"crd": (off, tok), "val": (off, tok)}
-    return Firing(n, peeks, {"crd": last, "val": last}, {"crd": e, "val": e},
+    peeks = {"crd": (tok, tok), "val": (tok, tok)}
+    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": e, "val": e},
                   {"crd": out_c, "val": out_v}, {"add_count": len(di)})
 
 
