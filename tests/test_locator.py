@@ -17,6 +17,7 @@ import pytest
 from compiler.pipeline import compile_layer, lower_layer
 from isa.asm import parse_program, print_program
 from isa.bitstream import decode, encode
+from isa.dot import to_dot
 from isa.errors import IsaError
 from isa.fibertree import FiberTree
 from isa.interp import Memory, run_unit
@@ -118,6 +119,7 @@ def test_located_programs_round_trip(small_chip, name, shape):
     assert "= locate tensor=" in print_program(program)
     assert parse_program(print_program(program)).kernels[0] == kernel
     assert decode(encode(kernel)) == kernel
+    assert "locate" in to_dot(kernel)
 
 
 # ------------------------------------------------------------------ 4. lowering
