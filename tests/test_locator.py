@@ -26,6 +26,7 @@ from isa.program import Node
 from isa.tokens import format_tokens, tokens
 from isa.verify import verify_kernel
 from simulator.chip import simulate
+from simulator.energy import energy_breakdown, load_energy_table
 from simulator.engine_cycle import run_streams
 from workloads import get_workload
 
@@ -174,3 +175,22 @@ def test_mttkrp_of_the_issue_runs_under_five_percent_of_the_dense_product(onyx_c
     cycles, ok = _kernel_cycles(onyx_chip, "mttkrp", {"shape": "100,16,200,200",
                                                       "density": 0.02})
     assert ok and cycles < 0.05 * 100 * 16 * 200 * 200
+
+
+def test_energy_charges_the_locator_as_pe_steps(onyx_chip):
+    # a dense locate is address arithmetic in a PE: each busy cycle is a PE control step
+    # (energy table action pe_control_step); it reads and writes no SRAM
+    program = compile_layer(get_workload("ttv").make({"shape": "8,8,20", "density": 0.2}),
+                            onyx_chip)
+    result = simulate(program, onyx_chip)
+    table = load_energy_table(onyx_chip.energy_table)
+    full = energy_breakdown(result.stats, result.cycles, onyx_chip, table, program=program)
+    loc = {k: v for k, v in result.stats.items() if ".locate." in k}
+    busy = sum(v["value"] for k, v in loc.items() if k.endswith(".busy_cycles"))
+    assert busy > 0
+    assert sum(v["value"] for k, v in loc.items() if ".sram_" in k) == 0
+    rest = {k: v for k, v in result.stats.items() if k not in loc}
+    without = energy_breakdown(rest, result.cycles, onyx_chip, table, program=program)
+    assert full.counts["pe_control_step"] - without.counts["pe_control_step"] == busy
+    assert full.total_pj - without.total_pj == pytest.approx(
+        busy * full.per_count_pj["pe_control_step"])
