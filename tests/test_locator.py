@@ -28,6 +28,8 @@ from isa.verify import verify_kernel
 from simulator.chip import simulate
 from simulator.energy import energy_breakdown, load_energy_table
 from simulator.engine_cycle import run_streams
+from tests.test_burst import assert_same
+from tests.test_tensor_kernels import three_way
 from workloads import get_workload
 
 # The 4x4 matrix of SAM23 Fig. 2: [[0,1,0,0],[2,0,3,0],[0,0,0,0],[0,4,0,5]]
@@ -194,3 +196,24 @@ def test_energy_charges_the_locator_as_pe_steps(onyx_chip):
     assert full.counts["pe_control_step"] - without.counts["pe_control_step"] == busy
     assert full.total_pj - without.total_pj == pytest.approx(
         busy * full.per_count_pj["pe_control_step"])
+
+
+@pytest.mark.parametrize("formats", [("ss", "dd", "ds"), ("dd", "dd", "dd"), ("ds", "ss", "dd")])
+def test_three_operand_products_locate_every_dense_level(small_chip, formats):
+    # iterate the compressed levels (joined when several), locate the dense ones; with no
+    # compressed level the first dense one is scanned. Both engines agree, numpy too. (Under
+    # the zero policy gate: under skip, dense innermost levels holding zeros are iterated.)
+    chip = dataclasses.replace(small_chip, pe=dataclasses.replace(
+        small_chip.pe, zero_policy=dataclasses.replace(small_chip.pe.zero_policy, a="gate",
+                                                       b="gate")))
+    layer = three_way("*", shape=(7, 9), density=0.4, seed=2, formats=formats)
+    program = compile_layer(layer, chip)
+    kernel = program.kernels[0]
+    for lvl, v in enumerate("ij"):
+        dense = [t for t, f in zip("BCD", formats) if f[lvl] == "d"]
+        want = dense if len(dense) < 3 else dense[1:]
+        assert sorted(n.attr("tensor") for n in kernel.nodes if n.op is Opcode.LOCATE
+                      and n.attr("level") == lvl) == want, v
+    assert_same(kernel, program.images, chip)
+    result = simulate(program, chip)
+    assert np.array_equal(result.outputs["X"].to_dense(), layer.reference())
