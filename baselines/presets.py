@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from isa.schema import Problem, load_dataclass, resolve_named_file, search_path
+from isa.configpath import config_search_path
+from isa.schema import Problem, load_dataclass, resolve_named_file
 from simulator.config import read_yaml
 
 __all__ = [
@@ -35,9 +36,6 @@ __all__ = [
 
 DEFAULT_CPU_ROOT = Path("configs/cpus")
 """Where bare preset names are looked up, relative to the current directory."""
-
-_SOURCE_CPU_ROOT = Path(__file__).resolve().parents[1] / "configs" / "cpus"
-"""The preset folder of this source tree: the fallback when the current directory has none."""
 
 
 def load_cpu_preset(name_or_path: str | Path, root: str | Path = DEFAULT_CPU_ROOT) -> CpuPreset:
@@ -283,7 +281,7 @@ class MergeCost(_IssueCost):
 
 
 def _search_path(root: str | Path) -> list[Path]:
-    return search_path(root, _SOURCE_CPU_ROOT)
+    return config_search_path("cpus", root)
 
 
 def _positive(problems: list[Problem], path: str, value: float) -> None:

@@ -263,7 +263,7 @@ def test_registry_adds_a_layer_kind(presets: dict[str, CpuPreset]) -> None:
 
 
 def test_spgemm_counts_match_brute_force(presets: dict[str, CpuPreset]) -> None:
-    lay = layer("spmspm", (40, 30, 20), 0.15, seed=5, empty_rows=0.2)
+    lay = layer("spmspm", (40, 20, 30), 0.15, seed=5, empty_rows=0.2)   # M,N,K
     b = lay.tensors["B"].toarray() != 0
     c = lay.tensors["C"].toarray() != 0
     products = sum(int(b[i, k] and c[k, j]) for i in range(40) for k in range(30)

@@ -189,7 +189,7 @@ def test_roofline_points_sit_under_their_roofs(runs):
     assert useful.intensity == pytest.approx(s["ops"] / s["dram_bytes"])
     assert useful.performance == pytest.approx(s["ops"] / s["seconds"])
     assert dense.performance == pytest.approx(s["dense_equivalent_ops"] / s["seconds"])
-    assert glb.intensity == pytest.approx(s["ops"] / s["glb_bytes"])
+    assert glb.intensity == pytest.approx(s["ops"] / s["glb_link_bytes"])
     b = s["baseline"]
     assert cpu.performance == pytest.approx(b["flops"] / b["seconds"])
     assert cpu.intensity == pytest.approx(b["flops"] / b["dram_bytes"])
