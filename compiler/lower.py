@@ -135,7 +135,7 @@ def lower_assignment(
             fmt = t.formats[lvl]
             node = Node.make(
                 f"scan_{acc.tensor}{lvl}", Opcode.SCAN, tensor=acc.tensor, level=lvl, fmt=fmt,
-                dim=t.shape[mode] if fmt == "dense" else 0, root=ref[acc.tensor] is None,
+                dim=t.shape[mode] if fmt != "compressed" else 0, root=ref[acc.tensor] is None,
                 skip_zeros=bool(last and policies[acc.tensor] == "skip"
                                 and explicit_zeros.get(acc.tensor, False)))
             inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import IsaError
-from isa.fibertree import FiberTree, Level
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Stop, Token, is_data
@@ -138,7 +138,23 @@ def scan(node: Node, mem: Memory) -> Behaviour:
     root_feed = [0, DONE] if a["root"] else None
     p = end = base = 0
     state = "idle"
+    plan: list[tuple[int, int]] = []        # bitmap: (mask element or -1, position or -1)
     while True:
+        if state == "bitmap":
+            word, pos = plan.pop(0)
+            act = [("sram_read_words", crd_c.touch(word))] if word >= 0 else []
+            state = "bitmap" if plan else "ended"
+            if pos < 0:
+                yield Fire((), {}, tuple(act))
+                continue
+            if vals is not None:
+                act.append(("sram_read_words", val_c.touch(pos)))
+                if vals[pos] == 0:
+                    act.append(("skipped_zero_count", 1))
+                    yield Fire((), {}, tuple(act))
+                    continue
+            yield Fire((), {"crd": int(lv.crd[pos]), "ref": pos}, tuple(act))
+            continue
         if state == "fiber":
             act: list[tuple[str, int]] = []
             if not dense:
@@ -192,6 +208,14 @@ def scan(node: Node, mem: Memory) -> Behaviour:
             base = p = r * dim
             end = p + dim
             act = ()
+        elif a["fmt"] == "bitmap":
+            if r + 1 >= len(lv.seg):
+                raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
+            plan = _bitmap_plan(lv, r)        # the mask words go through the crd reader
+            act = (("sram_read_words", seg_c.touch(r)),)
+            state = "bitmap"
+            yield Fire(consume, {}, act)
+            continue
         else:
             if r + 1 >= len(lv.seg):
                 raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
@@ -199,6 +223,24 @@ def scan(node: Node, mem: Memory) -> Behaviour:
             act = (("sram_read_words", seg_c.touch(r) + seg_c.touch(r + 1)),)
         state = "fiber" if p < end else "ended"
         yield Fire(consume, {}, act)
+
+
+def _bitmap_plan(lv: Level, r: int) -> list[tuple[int, int]]:
+    """The steps of bitmap fiber r: (mask element read at this step or -1, position emitted
+    or -1), a step per set bit and one per all-zero mask word."""
+    words = lv.words_per_fiber()
+    lo, hi = int(lv.seg[r]), int(lv.seg[r + 1])
+    out: list[tuple[int, int]] = []
+    k = lo
+    for w in range(words):
+        first = True
+        while k < hi and int(lv.crd[k]) // BITMAP_WORD_BITS == w:
+            out.append((r * words + w if first else -1, k))
+            first = False
+            k += 1
+        if first:
+            out.append((r * words + w, -1))
+    return out
 
 
 def repsig(node: Node, mem: Memory) -> Behaviour:

@@ -91,8 +91,8 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
     Opcode.SCAN: {
         "tensor": (str, None),
         "level": (int, None),
-        "fmt": (str, None),          # "compressed" | "dense"
-        "dim": (int, 0),             # size of a dense level
+        "fmt": (str, None),          # "compressed" | "dense" | "bitmap"
+        "dim": (int, 0),             # size of a dense or bitmap level
         "root": (bool, False),       # fed "0 D" by the tile itself
         "skip_zeros": (bool, False), # zero policy "skip": drop coordinates whose value is 0
     },

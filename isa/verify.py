@@ -40,7 +40,7 @@ from isa.ops import (
 )
 from isa.program import Kernel, Node
 
-SCAN_FORMATS = ("compressed", "dense")
+SCAN_FORMATS = ("compressed", "dense", "bitmap")
 READERS = (Opcode.SCAN, Opcode.ARRAY, Opcode.LOCATE)
 WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL)
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import SimulationError
-from isa.fibertree import FiberTree, _ranges
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges
 from isa.interp import ELEMENTS_PER_WORD, Memory
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
@@ -161,18 +161,34 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
             raise _bad(node, f"ref outside {a['tensor']} level {a['level']}")
         start[is_data] = lv.seg[r]
         length[is_data] = lv.seg[r + 1] - lv.seg[r]
-    counts = np.where(fib, 2 + length, np.where(absorbed, 0, 1))
-    off = _exclusive_cumsum(counts)
-    n = int(counts.sum())
+    bitmap = a["fmt"] == "bitmap"
     fi = np.flatnonzero(fib)                       # fiber tokens
-    nxt = fi + 1                                   # the token the ended step peeks
-    ended_step = off[fi] + 1 + length[fi]
-    nxt_stop = k[nxt] == STOP
-    # coordinate steps
     lens = length[fi]
     pos = _ranges(start[fi], lens)                 # positions in the level
-    coord_step = _ranges(off[fi] + 1, lens)
     crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
+    span = length.copy()                           # steps of each fiber's walk
+    extra = np.zeros(len(pos), I64)                # bitmap: empty mask words before a crd
+    if bitmap:
+        words = lv.words_per_fiber()
+        fid = np.repeat(np.arange(len(fi)), lens)
+        word = crd // BITMAP_WORD_BITS
+        new = np.ones(len(pos), bool)
+        if len(pos) > 1:
+            new[1:] = (fid[1:] != fid[:-1]) | (word[1:] != word[:-1])
+        cnew = np.concatenate([[0], np.cumsum(new)])
+        firsts = _exclusive_cumsum(lens)
+        nb = cnew[1:] - np.repeat(cnew[firsts], lens)   # nonempty words up to this crd's
+        extra = word - (nb - 1)
+        nonempty = np.bincount(fid, weights=new, minlength=len(fi)).astype(I64)
+        span[fi] = lens + np.where(k[fi] == DATA, words - nonempty, 0)
+    counts = np.where(fib, 2 + span, np.where(absorbed, 0, 1))
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    nxt = fi + 1                                   # the token the ended step peeks
+    ended_step = off[fi] + 1 + span[fi]
+    nxt_stop = k[nxt] == STOP
+    # coordinate steps
+    coord_step = _ranges(off[fi] + 1, lens) + extra
     acts: dict[str, int] = {}
     keep = np.ones(len(pos), bool)
     if a["skip_zeros"]:
@@ -182,7 +198,10 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         val_reads = _word_changes(pos)
     else:
         val_reads = 0
-    if not dense:
+    if bitmap:
+        masks = _ranges(r * words, np.full(len(r), words, I64))
+        acts["sram_read_words"] = _word_changes(r) + _word_changes(masks) + val_reads
+    elif not dense:
         w0 = r // ELEMENTS_PER_WORD
         w1 = (r + 1) // ELEMENTS_PER_WORD
         prev = np.concatenate([[-1], w1[:-1]]) if len(r) else w1
@@ -206,7 +225,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if not root:
         pop = off.copy()
         ab = np.flatnonzero(absorbed)
-        pop[ab] = off[ab - 1] + 1 + length[ab - 1]
+        pop[ab] = off[ab - 1] + 1 + span[ab - 1]
         own = np.flatnonzero(~absorbed)
         ps = np.concatenate([off[own], ended_step])
         pt = np.concatenate([own, nxt])

@@ -368,9 +368,9 @@ def test_suite_covers_the_space():
 
 
 def test_suites_cover_locators(small_chip):
-    # both random suites lower some cases with locators and some with dense levels
-    # co-iterated (compiler.locate off, or no compressed partner)
-    located = co_iterated = 0
+    # both random suites lower some cases with locators, some with dense levels co-iterated
+    # (compiler.locate off, or no compressed partner) and some with bitmap levels
+    located = co_iterated = bitmaps = 0
     for case in [make_case(s) for s in range(SUITE)] + [make_2d_case(s) for s in range(220)]:
         layer = case_layer(case) if "name" in case else get_workload(case["workload"]).make(
             case["params"])
@@ -379,7 +379,8 @@ def test_suites_cover_locators(small_chip):
         located += Opcode.LOCATE in ops
         co_iterated += any(n.op is Opcode.SCAN and n.attr("fmt") == "dense" for n in
                            kernel.nodes) and Opcode.INTERSECT in ops
-    assert located >= 40 and co_iterated >= 20
+        bitmaps += any(n.op is Opcode.SCAN and n.attr("fmt") == "bitmap" for n in kernel.nodes)
+    assert located >= 40 and co_iterated >= 20 and bitmaps >= 20
 
 
 WINDOW_CASES = ([("2d", s) for s in (10, 57) + tuple(range(0, 220, 11))]
