@@ -25,7 +25,7 @@ from isa.ops import Opcode
 from isa.program import Node
 from isa.tokens import format_tokens, tokens
 from isa.verify import verify_kernel
-from simulator.chip import simulate
+from simulator.controller import simulate
 from simulator.energy import energy_breakdown, load_energy_table
 from simulator.engine_cycle import run_streams
 from tests.test_burst import assert_same
@@ -152,13 +152,15 @@ def _kernel_cycles(chip, name: str, params: dict) -> tuple[int, bool]:
     return result.kernel_cycles, bool(np.array_equal(got, layer.reference()))
 
 
-@pytest.mark.parametrize("name,shape", [("mttkrp", (6, 4, 30, 30)), ("ttm", (6, 5, 8, 30)),
-                                        ("ttv", (8, 8, 60)), ("sddmm", (20, 20, 8))])
-def test_cycles_follow_the_sparse_operand(onyx_chip, name, shape):
+@pytest.mark.parametrize("name,shape,order", [("mttkrp", (6, 4, 30, 30), "ijkl"),
+                                              ("ttm", (6, 5, 8, 30), "ijkl"),
+                                              ("ttv", (8, 8, 60), "ijk"),
+                                              ("sddmm", (20, 20, 8), "ijk")])
+def test_cycles_follow_the_sparse_operand(onyx_chip, name, shape, order):
     # Located, the work is the sparse operand's nonzeros times the dense extents they touch:
     # doubling B's density about doubles the cycles; co-iterating the dense level instead
     # walks it whole for every fiber of B (about the dense product for MTTKRP).
-    params = {"shape": ",".join(map(str, shape)), "seed": 1}
+    params = {"shape": ",".join(map(str, shape)), "seed": 1, "order": order}   # forced
     sparse, ok1 = _kernel_cycles(onyx_chip, name, params | {"density": 0.02})
     double, ok2 = _kernel_cycles(onyx_chip, name, params | {"density": 0.04})
     off = dataclasses.replace(onyx_chip, compiler=dataclasses.replace(onyx_chip.compiler,
