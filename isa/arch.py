@@ -219,6 +219,8 @@ class CompilerConfig:
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
     layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
     #                                      block, systolic) | auto (the faster of the two)
+    locate: bool = True                  # a dense level met in an intersection is located
+    #                                      (locator) instead of co-iterated (scanner+joiner)
     objective: str = "edp"               # what the dataflow-order choice minimises:
     #                                      cycles | energy | edp (compiler/order.py)
 

@@ -23,7 +23,8 @@ _DPI = 110
 # short opcode names for the heatmap cells (5 characters at most)
 _SHORT_OP = {"scan": "scan", "repsig": "rsig", "repeat": "rep", "intersect": "isect",
              "union": "union", "array": "arr", "alu": "alu", "reduce": "red", "vreduce": "vred",
-             "crddrop": "drop", "crdhold": "hold", "write_crd": "wcrd", "write_val": "wval"}
+             "crddrop": "drop", "crdhold": "hold", "write_crd": "wcrd", "write_val": "wval",
+             "locate": "loc"}
 
 
 def _figure(width: float, height: float) -> Figure:

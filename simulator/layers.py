@@ -23,16 +23,13 @@ for. A tile's cycles come from the engine named by ``fidelity``:
 - ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
 - ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
   nnz(W^T row i)), R_t the rows of W^T matched, Y_t the output nonzeros, a_t = nnz(A_t) and
-  b the nonempty rows of the W^T tile, the row costs max(P_t + 2R_t + Y_t, a_t + b - R_t + 1).
+  b the nonempty rows of the W^T tile, the row costs max(P_t + 2R_t, a_t + b - R_t + 1, Y_t).
   The inner scanner of W^T takes P_t + 2R_t steps (a coordinate per product, a stop and a
-  reference per fiber), the vector reducer P_t + R_t + Y_t (it flushes the row's Y_t sums
-  after its inputs), the intersecter a_t + b - R_t + 1 (a two-finger merge); the FIFOs
-  between scanner and reducer hold a few tokens, far fewer than a row, so the scanner's
-  per-fiber steps and the reducer's flush do not overlap and add. The tile takes the sum
-  over rows + 2 per row + the kernel's fill latency. Against ``burst`` on 14 random tiles
-  (tests/test_layers.py and docs/fidelity.md) it is within 3% when A is dense or W holds
-  more than a few nonzeros per row, and up to 13% high when both are very sparse (the
-  intersecter and the scanners then overlap, which the max does not see).
+  reference per fiber), the intersecter a_t + b - R_t + 1 (a two-finger merge), and the
+  vector reducer takes P_t + R_t + 1 input tokens while it emits the previous row's Y_t sums
+  (as SAM's sparse accumulator does), so a row costs its slowest stage. The tile takes the
+  sum over rows + 2 per row + the kernel's fill latency. Against ``burst`` on the random
+  tiles of tests/test_layers.py it is within 1%.
 
 Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
 compiler must before routing is known; with fewer experts than lanes an expert's chunks spread
