@@ -101,4 +101,4 @@ def test_crossover_lies_between_the_rows_that_cross_one(bench):
     assert x["energy"].startswith("already wins at 90.0%")
     assert x["edp"].startswith("already wins at 90.0%")   # 1.0 at 90%: sparse ties, >= 1
     md = bench.crossover_markdown(64, dense, rows)
-    assert "| 50.0% | not run |" in md and "| 99.0% | 4 | 2 | 8 | 16 |" in md
+    assert "| 50.0% | not run |" in md and "| 99.0% | 4 | None | 2 | 8 | 16 |" in md
