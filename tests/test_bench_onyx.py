@@ -40,6 +40,7 @@ def test_ratios_are_cpu_over_chip_from_the_summaries(bench, runs):
     for run, row in zip(runs[:2], rows[:2]):
         s = run.summary
         assert row["error"] is None and row["cycles"] == s["cycles"] > 0
+        assert row["kernel_cycles"] == s["kernel_cycles"] <= s["cycles"]
         # the first preset is sieve.run's own baseline: its ratios must agree with the summary's
         base = s["baseline"]
         assert base["cpu"] == bench.BASELINES[0]
