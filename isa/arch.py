@@ -214,7 +214,9 @@ class CompilerConfig:
     balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
     layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
-    #                                      block, systolic) | auto (the faster of the two)
+    #                                      block, systolic) | auto (per product, by objective)
+    objective: str = "edp"               # what a compiler choice minimises: cycles | energy |
+    #                                      edp (energy x delay); model layers' mode per product
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -222,6 +224,8 @@ class CompilerConfig:
             out.append(("max_buffer_entries", "must be in 0..255"))
         if self.layer_mode not in ("auto", "sparse", "dense"):
             out.append(("layer_mode", f"must be auto, sparse or dense (got {self.layer_mode!r})"))
+        if self.objective not in ("cycles", "energy", "edp"):
+            out.append(("objective", f"must be cycles, energy or edp (got {self.objective!r})"))
         return out
 
 

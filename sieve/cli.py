@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         tok = ex["tokens"]
         print(f"  experts: tokens min/mean/max {min(tok)}/{sum(tok) / len(tok):.1f}/{max(tok)}"
               f" (Gini {ex['token_gini']:.2f}); compute cycles max/mean "
-              f"{ex['cycles_max_over_mean']:.2f}; straggler expert {ex['straggler']} ends at "
+              f"{ex['cycles_max_over_mean']:.2f}; straggler {ex['straggler_product']} ends at "
               f"cycle {ex['straggler_finish_cycle']:,}"
               + (f"; {ex['dropped_pairs']} token-expert pairs dropped" if ex['dropped_pairs']
                  else ""))

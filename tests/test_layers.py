@@ -342,6 +342,32 @@ def test_layer_mode_auto_takes_the_faster_mode():
     assert forced["verified"] and s50["verified"]
 
 
+def test_layer_mode_by_objective_never_worse_than_either_mode():
+    """Issue 15: sparse-mode energy falls with weight sparsity; the chosen modes' layer is
+    never worse than all-sparse or all-dense by compiler.objective; the summary's energy is
+    the chosen alternative's, priced by the same energy function."""
+    def summary(s, objective="edp"):
+        return run(ONYX, "linear.llama2-7b.down", params={
+            "scale": "8", "tokens": "16", "weight_sparsity": str(s)},
+            overrides=[f"compiler.objective={objective}"], fidelity="analytic").summary
+    runs = [summary(s) for s in (0, 0.5, 0.9, 0.99)]
+    sparse_energy = [r["modes"]["sparse"]["energy_j"] for r in runs]
+    assert all(a > b for a, b in zip(sparse_energy, sparse_energy[1:])), sparse_energy
+    for r in runs:
+        chosen = next(c for c in r["modes"].values() if c.get("chosen"))
+        assert all(chosen["edp_js"] <= c["edp_js"] for c in r["modes"].values())
+        assert chosen["cycles"] == r["cycles"]
+        assert chosen["energy_j"] == pytest.approx(r["energy_j"], rel=1e-9)
+        assert r["verified"] and r["products"]
+        for p in r["products"]:
+            assert p["sparse_energy_j"] > 0 and p["dense_energy_j"] > 0
+    assert runs[0]["mode"] == "dense" and runs[-1]["mode"] == "sparse"
+    for objective, key in (("cycles", "cycles"), ("energy", "energy_j")):
+        r = summary(0.9, objective)
+        assert r["objective"] == objective
+        assert all(r[key] <= c[key] * (1 + 1e-12) for c in r["modes"].values())
+
+
 def test_moe_report_shows_experts_not_an_empty_tile_grid(tmp_path):
     from reports import render_run
 
