@@ -74,6 +74,11 @@ def mode_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """A model layer's three priced alternatives (each product as chosen, all sparse, all
     dense): cycles, energy and EDP of the whole layer, the chosen one marked."""
     rows = []
+    tiles = summary.get("tile_sample") or []
+    if tiles:
+        ratios = [t["cycle_ratio"] for t in tiles]
+        rows.append(("tile sample on burst: analytic/burst cycles",
+                     f"{min(ratios):.3f} to {max(ratios):.3f} ({len(tiles)} tiles)"))
     for name, c in (summary.get("modes") or {}).items():
         label = "products as chosen" if name == "per product" else f"all {name}"
         mark = " *" if c.get("chosen") else ""

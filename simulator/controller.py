@@ -232,7 +232,7 @@ def _systolic(env: simpy.Environment, kernel: SystolicKernel, program: Program,
 # ------------------------------------------------------------------------------ model layers
 def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress: Any,
                     mapper: Callable[..., Iterable[Any]]) -> RunResult:
-    from simulator.layers import LayerEngine, finish_layer, layer_result
+    from simulator.layers import LayerEngine, finish_layer, layer_result, run_tile_sample
 
     _check_job_order(program)
     layout = program.layout
@@ -265,6 +265,9 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
         rows = slice(None) if part.rows is None else part.rows
         out[rows, cols] += part.values
         ref[rows, cols] += part.reference
+    if fidelity == "analytic":
+        progress.stage("tile sample on burst")
+    sample = run_tile_sample(eng) if fidelity == "analytic" else []
     progress.stage("schedule")
     for job in program.jobs:
         if job.stage == "combine":
@@ -274,6 +277,7 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
     run = finish_layer(eng, out, ref, experts, layout.routing or {}, modes, schedule, io,
                        candidates)
     run.token_gini = (layout.routing or {}).get("token_gini")
+    run.sample = sample
     return layer_result(run, plan, chip)
 
 

@@ -262,6 +262,64 @@ class ProductCost:
     #                                       alone, joules), set by the controller's choice
 
 
+@dataclass(eq=False)
+class TileSample:
+    """One analytic tile kept for the tile sample: its product, place (token block, K
+    chunk, N block), operands, the analytic model's cycles and values."""
+
+    kind: str
+    label: str
+    tile: tuple[int, int, int]
+    a: np.ndarray
+    b: np.ndarray
+    analytic_cycles: int
+    analytic_values: np.ndarray
+
+
+def product_kind(label: str) -> str:
+    """A product's kind from its label: ``expert3[0:512].gate`` -> ``gate``,
+    ``linear[0:512]`` -> ``linear``."""
+    tail = label.rsplit("]", 1)[-1].lstrip(".")
+    return tail or label.split("[", 1)[0]
+
+
+def run_tile_sample(eng: LayerEngine) -> list[dict[str, Any]]:
+    """At analytic fidelity, the sampled tiles (the slowest tile of the first product of
+    each kind, and the layer's slowest tile) run on the burst engine: their values (checked
+    by simulator.checks against the analytic path's) and cycles (the analytic/burst ratio).
+
+    Raises: SimulationError when a sampled tile deadlocks (or hits the watchdog) on burst,
+    as a burst or cycle run of the layer would.
+    """
+    from simulator.engine_burst import run_burst
+
+    chosen = list(eng.samples.values())
+    if eng.worst is not None and all(eng.worst is not s for s in chosen):
+        chosen.append(eng.worst)
+    out = []
+    for s in chosen:
+        at, bt = sp.csr_matrix(s.a), sp.csr_matrix(s.b)
+        images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
+                  "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
+        k = _with_shapes(eng.plan.kernel, at.shape, bt.shape)
+        try:
+            run = run_burst(k, images, eng.plan.region)
+        except SimulationError as exc:
+            raise SimulationError(
+                f"layer tile sample: tile {s.tile} (token block, K chunk, N block) of "
+                f"{s.label} ({at.shape[0]}x{at.shape[1]} by {bt.shape[0]}x{bt.shape[1]}) on "
+                f"burst: {exc}\n(the analytic tile model assumes every tile completes; this "
+                "configuration does not)") from exc
+        x_decl = next(d for d in k.tensors if d.is_output)
+        values = assemble_output(x_decl, run.memory).to_dense()
+        out.append({"kind": s.kind, "product": s.label, "tile": list(s.tile),
+                    "worst": s is eng.worst, "shape": [at.shape[0], at.shape[1], bt.shape[1]],
+                    "analytic_cycles": s.analytic_cycles, "burst_cycles": int(run.cycles),
+                    "cycle_ratio": s.analytic_cycles / run.cycles if run.cycles else 0.0,
+                    "values": values, "analytic_values": s.analytic_values})
+    return out
+
+
 @dataclass
 class LayerStats:
     """Counters of the layer engine (chip.layer.*)."""
@@ -333,7 +391,7 @@ class LayerRun:
     costs: list[ProductCost] = field(default_factory=list)   # per product, both modes
     modes: list[str] = field(default_factory=list)           # per product: the mode run
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # whole-layer options
-    checks: dict[str, Any] = field(default_factory=dict)     # the engine's own checks (sample)
+    sample: list[dict[str, Any]] = field(default_factory=list)  # analytic: tiles on burst
 
 
 class LayerEngine:
@@ -368,6 +426,9 @@ class LayerEngine:
                              "link_bytes": 0}
         self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
         self.stage_actions: dict[str, float] = {}      # router (MAC block) actions
+        self.samples: dict[str, TileSample] = {}       # analytic: first product of each kind
+        self.worst: TileSample | None = None           # analytic: the slowest tile
+        self._last_tiles: tuple[np.ndarray, tuple[int, int, int]] | None = None
         from simulator.systolic import SystolicArray
 
         block = plan.mac_block
@@ -381,6 +442,7 @@ class LayerEngine:
         b32 = np.asarray(b, dtype=np.float32)
         if self.fidelity == "analytic":
             out, work = self._analytic(a32, b32)
+            self._keep_sample(label, a32, b32)
         else:
             out, work = self._exact(a32, b32)
         self.work.add(work)
@@ -413,6 +475,29 @@ class LayerEngine:
                               "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
                               "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
         return out
+
+    def _keep_sample(self, label: str, a: np.ndarray, b: np.ndarray) -> None:
+        """Keep this product's slowest analytic tile (operands, cycles, values) if it is the
+        first product of its kind (gate, up, down, linear) or the slowest tile so far: the
+        tile sample run on burst (:func:`run_tile_sample`)."""
+        if self._last_tiles is None:
+            return
+        cyc, (tb, kc, nb) = self._last_tiles
+        self._last_tiles = None
+        if not cyc.size or cyc.max() <= 0:
+            return
+        kind = product_kind(label)
+        worst = self.worst is None or int(cyc.max()) > self.worst.analytic_cycles
+        if kind in self.samples and not worst:
+            return
+        q, t, n = (int(i) for i in np.unravel_index(int(np.argmax(cyc)), cyc.shape))
+        at = a[t * tb:(t + 1) * tb, q * kc:(q + 1) * kc].copy()
+        bt = b[q * kc:(q + 1) * kc, n * nb:(n + 1) * nb].copy()
+        sample = TileSample(kind, label, (t, q, n), at, bt, int(cyc[q, t, n]),
+                            (at @ bt).astype(np.float64))    # the analytic path's values
+        self.samples.setdefault(kind, sample)
+        if worst:
+            self.worst = sample
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
                        label: str, idx: int
@@ -478,6 +563,7 @@ class LayerEngine:
         if T == 0 or K == 0 or N == 0:
             return np.zeros((T, N)), work
         cyc, c, (tb, kc, nb) = analytic_tiles(a, b, self.words, self.fill)
+        self._last_tiles = (cyc, (tb, kc, nb))        # for the tile sample (_keep_sample)
         live = c["live"]
         in_w = 2 * c["a_nnz"] + c["rows"] + 1 + 2 * c["b_nnz"] + c["b_rows"] + 1
         out_w = 2 * c["Y"] + c["rows"] + 1
@@ -596,6 +682,11 @@ class LayerEngine:
         self.dense_jobs += [dataclasses.replace(j, product=j.product + offset)
                             for j in other.dense_jobs]
         self.costs += other.costs
+        for kind, sample in other.samples.items():
+            self.samples.setdefault(kind, sample)
+        if other.worst is not None and (self.worst is None or other.worst.analytic_cycles
+                                        > self.worst.analytic_cycles):
+            self.worst = other.worst
         self.work.add(other.work)
         self.products += other.products
         self.elementwise += other.elementwise

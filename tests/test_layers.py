@@ -124,7 +124,7 @@ def test_every_catalog_layer_runs_verified(name):
     rep = run(ONYX, name, params=params, fidelity="analytic")
     s = rep.summary
     assert s["verified"] is True, s["checks"]
-    assert s["checks"]["numpy"] is True
+    assert s["checks"]["tile_sample"] is True and s["checks"]["lowering"] is True
     ref = rep.layer.reference()                  # the independent full forward pass
     got = rep.result.outputs["Y"].to_dense()
     assert np.allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -403,16 +403,53 @@ def test_layer_trace_has_a_track_per_lane_and_dram(tmp_path):
 def test_layer_check_fails_on_a_wrong_output(onyx, plan):
     from compiler.layers import full_forward
     from simulator.checks import check_layer_output
+    from simulator.summary import verified
 
     def check_layer(r, layer):
-        return check_layer_output(r.output, r.reference, full_forward(layer), r.fidelity)
+        return check_layer_output(r.output, r.reference, full_forward(layer), r.fidelity,
+                                  r.sample)
 
     layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
     r = run_layer(layer, plan, onyx, fidelity="analytic")
-    assert check_layer(r, layer)["numpy"] is True
+    checks = check_layer(r, layer)
+    assert checks["lowering"] is True and checks["tile_sample"] is True and verified(checks)
     r.output[1, 3] += 1e-2 * np.abs(r.reference).max()
     checks = check_layer(r, layer)
-    assert checks["numpy"] is False and checks["numpy_full_forward"] is False
+    assert checks["lowering"] is False and checks["lowering_full_forward"] is False
+    assert not verified(checks)
+
+
+def test_analytic_tile_sample_is_the_independent_check_and_sees_deadlocks():
+    """Issue 15: at analytic fidelity the numpy checks compare numpy with numpy and cannot
+    verify a run; a sample of tiles (one per product kind and the slowest) runs on burst,
+    and perturbing the analytic values it is checked against fails verification. A
+    configuration that deadlocks on burst deadlocks at analytic too."""
+    from isa.errors import SimulationError
+    from simulator.checks import check_layer_output
+    from simulator.summary import verified
+
+    rep = run(ONYX, "ffn.opt-6.7b", params={"scale": "64", "tokens": "4"},
+              overrides=["compiler.layer_mode=sparse"], fidelity="analytic")
+    s = rep.summary
+    assert s["verified"] and s["checks"]["tile_sample"] is True
+    assert s["checks"]["numpy"].startswith("skipped")
+    assert {t["kind"] for t in s["tile_sample"]} == {"up", "down"}
+    assert sum(t["worst"] for t in s["tile_sample"]) == 1
+    for t in s["tile_sample"]:
+        assert 0.8 < t["cycle_ratio"] < 1.25, t
+    lrun = rep.result.kernel_runs["layer"]
+    assert verified(check_layer_output(lrun.output, lrun.reference, "skipped: test",
+                                       "analytic", lrun.sample))
+    lrun.sample[0]["analytic_values"] = lrun.sample[0]["analytic_values"] * 1.01
+    checks = check_layer_output(lrun.output, lrun.reference, "skipped: test", "analytic",
+                                lrun.sample)
+    assert checks["tile_sample"] is False and not verified(checks)
+    only_numpy = {k: v for k, v in checks.items() if k != "tile_sample"}
+    assert not verified(only_numpy)          # numpy against numpy verifies nothing
+    with pytest.raises(SimulationError, match="deadlock"):
+        run(ONYX, "linear.bert-base.output", params={"scale": "8", "tokens": "4"},
+            overrides=["pe.fifo_depth=1", "compiler.balance_fifos=false",
+                       "compiler.layer_mode=sparse"], fidelity="analytic")
 
 
 def test_a_process_pool_mapper_gives_byte_identical_stats(tmp_path):
