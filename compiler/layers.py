@@ -148,14 +148,30 @@ def weight_count(layer: Any) -> int:
     return layer.weight.shape[0] * layer.weight.shape[1]
 
 
+def _nonzero_weights(w: Any) -> float:
+    """Nonzero weights of a Weight (workloads.layers): counted in real data, the pattern's
+    kept fraction of a synthetic one."""
+    if getattr(w, "data", None) is not None:
+        return float(np.count_nonzero(w.data))
+    return w.shape[0] * w.shape[1] * (1.0 - float(w.sparsity))
+
+
+def _ffn_nonzeros(w: Any) -> float:
+    return sum(_nonzero_weights(m) for m in w.matrices())
+
+
 def estimate_macs(layer: Any) -> float:
-    """Effectual MACs expected from the shapes and the weight sparsity (before running)."""
-    keep = 1.0 - float(layer.params.get("weight_sparsity", 0.0))
+    """Effectual MACs expected before running: tokens x the weights' real nonzeros (counted
+    in real data, the kept fraction of synthetic weights) x the input's nonzero fraction."""
+    x = np.asarray(layer.x)
+    dens = float(np.count_nonzero(x)) / x.size if x.size else 0.0
     if layer.kind == "moe":
-        per_token = (sum(_ffn_weights(w) for w in layer.experts) / layer.num_experts * layer.k
-                     + sum(_ffn_weights(w) for w in layer.shared))
-        return layer.tokens * per_token * keep
-    return layer.tokens * weight_count(layer) * keep
+        per_token = (sum(_ffn_nonzeros(w) for w in layer.experts) / layer.num_experts * layer.k
+                     + sum(_ffn_nonzeros(w) for w in layer.shared))
+        return layer.tokens * per_token * dens
+    if layer.kind == "ffn":
+        return layer.tokens * _ffn_nonzeros(layer.ffn) * dens
+    return layer.tokens * _nonzero_weights(layer.weight) * dens
 
 
 def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from compiler.layers import plan_layer
+from compiler.layers import estimate_macs, plan_layer
 from sieve.api import run, run_layer
 from sieve.cli import main
 from simulator.config import load_chip
@@ -235,6 +235,7 @@ def test_linear_custom_from_matrix_market(tmp_path):
                                              "tokens": "3"})
     assert rep.summary["verified"] is True
     assert rep.summary["effectual_ops"] == 2 * 3 * m.nnz
+    assert estimate_macs(rep.layer) == pytest.approx(3 * m.nnz, rel=0.02)
 
 
 def test_moe_from_a_checkpoint_folder(tmp_path):
