@@ -254,10 +254,12 @@ class ProductCost:
     sparse_memory: dict[str, int]
     dense_memory: dict[str, int]
     macs: int = 0                         # effectual MACs (both operands nonzero)
-    dense_macs: int = 0                   # MACs issued in dense mode (T x K x N)
+    dense_macs: int = 0                   # MACs issued in dense mode (T x K' x N; K' = K
+    #                                       unless N:M compresses it)
     tiles: int = 0                        # sparse mode: tiles run
     skipped_tiles: int = 0
     kernel_cycles: int = 0                # sparse mode: tile kernel cycles (summed)
+    equivalent_macs: int = 0              # T x K x N (dense equivalent)
     priced: dict[str, tuple[float, float]] = field(default_factory=dict)  # mode -> (cycles
     #                                       alone, joules), set by the controller's choice
 
@@ -436,8 +438,9 @@ class LayerEngine:
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
-                label: str) -> np.ndarray:
-        """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B."""
+                label: str, nm: tuple[int, int] | None = None) -> np.ndarray:
+        """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B. ``nm``:
+        B's N:M pattern along K, which dense mode runs and moves compressed."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
         if self.fidelity == "analytic":
@@ -449,9 +452,10 @@ class LayerEngine:
         idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
             d_cycles, d_counts, d_memory = self._dense_product(
-                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx)
+                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm)
         else:
             d_cycles, d_counts, d_memory = 0, {}, {}
+        issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))
         weight_bytes = work.weight_words * WORD_BYTES
         s_memory = {"dram_read_bytes": weight_bytes,
                     "glb_write_bytes": weight_bytes + work.out_words * WORD_BYTES,
@@ -469,8 +473,9 @@ class LayerEngine:
                                  label if n == 1 else f"{label}#{i}", idx))
         self.costs.append(ProductCost(label, expert, work.compute_cycles, d_cycles,
                                       self._sparse_counts(work), d_counts, s_memory, d_memory,
-                                      work.products, work.dense_products, work.tiles,
-                                      work.skipped_tiles, work.kernel_cycles))
+                                      work.products, issued, work.tiles,
+                                      work.skipped_tiles, work.kernel_cycles,
+                                      equivalent_macs=work.dense_products))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
                               "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
                               "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
@@ -500,16 +505,18 @@ class LayerEngine:
             self.worst = sample
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
-                       label: str, idx: int
+                       label: str, idx: int, nm: tuple[int, int] | None = None
                        ) -> tuple[int, dict[str, float], dict[str, int]]:
         """The same product in dense mode: one job on the MAC block (systolic OS timing,
         simulator.systolic) that streams the dense weights; every MAC is issued, those with a
         zero operand at full energy (the array neither skips nor gates)."""
         from simulator.systolic import fold_schedule
 
-        sched = fold_schedule(m, n, k, self.dense_array)
+        sched = fold_schedule(m, n, k, self.dense_array, nm)
         compute = sched.compute_cycles + 1
-        weight_bytes = k * n * WORD_BYTES
+        kc = sched.k_compressed            # N:M: the kept values and their position bits
+        weight_bytes = kc * n * WORD_BYTES + (0 if nm is None else
+                                              cdiv(kc * n * max(1, (nm[1] - 1).bit_length()), 8))
         n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
             self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
@@ -519,7 +526,7 @@ class LayerEngine:
         from simulator.energy import systolic_actions
 
         counts = systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
-                                  self.chip, effectual=effectual)
+                                  self.chip, effectual=min(effectual, m * n * kc), k_array=kc)
         for name, v in counts.items():
             self.dense_counts[name] = self.dense_counts.get(name, 0.0) + v
         act_bytes = (m * k + m * n) * WORD_BYTES

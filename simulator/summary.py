@@ -139,10 +139,12 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
     ls = run.layer_stats
     router_macs = run.router_macs
     fidelity = run.fidelity
-    dense_macs = sum(c.dense_macs - c.macs for c, m in zip(run.costs, run.modes)
-                     if m == "dense")
-    sparse_skipped = sum(c.dense_macs - c.macs for c, m in zip(run.costs, run.modes)
-                         if m == "sparse")
+    # sparse mode skips every MAC with a zero operand; dense mode issues all of them but
+    # those N:M compression removes, at full energy
+    chosen = list(zip(run.costs, run.modes))
+    dense_macs = sum(c.dense_macs - c.macs for c, m in chosen if m == "dense")
+    sparse_skipped = sum(c.equivalent_macs - (c.macs if m == "sparse" else c.dense_macs)
+                         for c, m in chosen)
     eff = 2 * (run.work.products + router_macs)
     dense_eq = 2 * (run.work.dense_products + router_macs)
     out: dict[str, Any] = {
@@ -157,7 +159,6 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "verified": verified(checks),
         "checks": checks,
         "effectual_ops": eff,
-        # sparse mode never issues a product with a zero operand; dense mode issues them all
         "skipped_ops": 2 * sparse_skipped,
         "gated_ops": 0,
         "ineffectual_ops": 2 * dense_macs,

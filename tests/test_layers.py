@@ -498,3 +498,18 @@ def test_the_controller_refuses_jobs_out_of_dependency_order(onyx, plan):
     shuffled = dataclasses.replace(program, jobs=program.jobs[::-1])
     with pytest.raises(SimulationError, match="job combine depends on"):
         simulate(shuffled, onyx, fidelity="analytic")
+
+
+def test_nm_weights_run_and_move_compressed_in_dense_mode():
+    """Issue 15: an N:M-pruned layer in dense mode runs the MAC block on the kept K (as gemm
+    does) and moves the kept values plus their position bits, not dense weights."""
+    def summary(**p):
+        return run(ONYX, "linear.llama2-7b.down", params={"scale": "16", "tokens": "16", **p},
+                   overrides=["compiler.layer_mode=dense"], fidelity="analytic").summary
+    nm, unstructured = summary(pattern="2:4"), summary(weight_sparsity="0.5")
+    lrun_weights = 11008 // 16 * 4096 // 16                      # K x N of the weight
+    weight_bytes = lrun_weights * 2
+    nm_bytes = lrun_weights // 2 * 2 + lrun_weights // 2 * 2 // 8
+    assert unstructured["dram_bytes"] - nm["dram_bytes"] == weight_bytes - nm_bytes
+    assert nm["cycles"] < unstructured["cycles"] and nm["energy_j"] < unstructured["energy_j"]
+    assert nm["skipped_ops"] == nm["dense_equivalent_ops"] // 2 and nm["verified"]
