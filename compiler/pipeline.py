@@ -71,7 +71,13 @@ def build_images(layer: Any) -> tuple[dict[str, FiberTree], dict[str, TensorDecl
 
 
 def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTree]]:
-    """parse + images + lower (unplaced kernel), with the verifier after lowering."""
+    """parse + images + lower (unplaced kernel), with the verifier after lowering. A layer
+    without a loop order gets the first legal one (compiler.order.default_order, formats
+    following it; the estimated choice is compiler.order.choose_order)."""
+    if getattr(layer, "order", None) in (None, ""):
+        from compiler.order import default_order, with_order
+
+        layer = with_order(layer, default_order(layer))
     assign = parse_expr(layer.expr)
     order = parse_order(layer.order, assign)
     images, decls = build_images(layer)
@@ -108,16 +114,21 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     return emit_program(kernel, images, chip)
 
 
-def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
-    """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
-    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
-    from isa.bitstream import config_bits
-
+def check_glb(images: dict[str, FiberTree], chip: ChipConfig) -> None:
+    """CompileError (``emit:``) when the inputs do not fit the chip's global buffer."""
     total = sum(t.nbytes(ELEMENT_BYTES) for t in images.values())
     if total > chip.glb.size_bytes:
         raise CompileError(f"emit: inputs need {total} bytes of global buffer but chip "
                            f"{chip.name} has {chip.glb.size_bytes} (tiling is not implemented "
                            "for this kernel; use a smaller problem)")
+
+
+def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
+    """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
+    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
+    from isa.bitstream import config_bits
+
+    check_glb(images, chip)
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))

@@ -209,14 +209,19 @@ class ControllerConfig:
         return out
 
 
+OBJECTIVES = ("cycles", "energy", "edp")
+"""Figures of merit the compiler's dataflow-order choice can minimise (compiler.objective)."""
+
+
 @dataclass(frozen=True)
 class CompilerConfig:
     balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
     layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
     #                                      block, systolic) | auto (per product, by objective)
-    objective: str = "edp"               # what a compiler choice minimises: cycles | energy |
-    #                                      edp (energy x delay); model layers' mode per product
+    objective: str = "edp"               # what the compiler's choices minimise: cycles |
+    #                                      energy | edp: the dataflow order (compiler/order.py)
+    #                                      and a model layer's mode per product
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -224,8 +229,9 @@ class CompilerConfig:
             out.append(("max_buffer_entries", "must be in 0..255"))
         if self.layer_mode not in ("auto", "sparse", "dense"):
             out.append(("layer_mode", f"must be auto, sparse or dense (got {self.layer_mode!r})"))
-        if self.objective not in ("cycles", "energy", "edp"):
-            out.append(("objective", f"must be cycles, energy or edp (got {self.objective!r})"))
+        if self.objective not in OBJECTIVES:
+            out.append(("objective", f"must be one of {', '.join(OBJECTIVES)} (got "
+                        f"{self.objective!r})"))
         return out
 
 

@@ -55,6 +55,8 @@ SUMMARY_ROWS = (
     ("hop_count", "interconnect word-hops", "{:,}"),
     ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
     ("energy_j", "energy (J)", "{:.3e}"),
+    ("loop_order", "loop order", "{}"),
+    ("loop_order_by", "loop order chosen by", "{}"),
     ("mode", "layer mode", "{}"),
     ("objective", "compiler.objective", "{}"),
     ("lanes", "lanes (tile-kernel copies)", "{:,}"),

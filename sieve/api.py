@@ -18,6 +18,7 @@ from typing import Any
 from baselines import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
 from compiler.dense import program_peak_gops
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
+from compiler.order import OrderChoice, choose_order, with_order
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -30,6 +31,7 @@ from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.layers import LayerRun
+from simulator.probe import probe
 from simulator.progress import progress_of
 from simulator.summary import summarize
 from workloads import KernelLayer, get_workload
@@ -143,6 +145,19 @@ def compile_workload(layer: Any, chip: ChipConfig) -> Program:
     return compile_kernel(layer, chip)
 
 
+def choose_layer_order(layer: Any, cfg: ChipConfig, *, explain: bool = False
+                       ) -> tuple[Any, OrderChoice | None]:
+    """A SAM kernel's loop order: forced by ``-p order=`` or chosen by the compiler with
+    burst probes (compiler.order); ``explain`` probes a forced order's candidates too (``sieve
+    compile --explain``). Model layers and gemm have no order to choose (None)."""
+    from compiler.dense import is_dense
+
+    if is_model_layer(layer) or is_dense(layer):
+        return layer, None
+    choice = choose_order(layer, cfg, probe, probe_forced=explain)
+    return (layer if choice.forced else with_order(layer, choice.order)), choice
+
+
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
@@ -161,6 +176,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     table = load_energy_table(cfg.energy_table)
     fid, why = choose_fidelity(layer, cfg, fidelity)
     (progress := progress_of(progress)).stage("compile")
+    layer, choice = choose_layer_order(layer, cfg)
     program = compile_workload(layer, cfg)
     result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
     progress.stage("check outputs")
@@ -178,6 +194,9 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
                             dense_equivalent_ops=dense_equivalent_ops(layer.expr, layer.tensors))
         cpu = estimate(layer, preset) if preset is not None else None
     summary["roofs"] = chip_roofs(cfg, program_peak_gops(program, cfg))
+    if choice is not None:
+        summary["loop_order"] = choice.order
+        summary["loop_order_by"] = "forced" if choice.forced else choice.objective
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)

@@ -36,11 +36,13 @@ def _progress(quiet: bool) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from reports.summary import summary_rows
     from sieve.api import run
+    from sweeps.executors import parallel_map
 
-    with _progress(args.quiet) as progress:
+    with _progress(args.quiet) as progress, parallel_map(args.scheduler, args.workers) as mapper:
         report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                      overrides=args.config, fidelity=args.fidelity, out=args.out,
-                     baseline=args.baseline, progress=progress, check=args.check)
+                     baseline=args.baseline, progress=progress, check=args.check,
+                     mapper=mapper)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
@@ -125,10 +127,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from isa.asm import print_program
     from isa.bitstream import config_bits, encode
     from isa.dot import to_dot
-    from sieve.api import build_layer, compile_workload, resolve_chip
+    from sieve.api import build_layer, choose_layer_order, compile_workload, resolve_chip
 
     cfg = resolve_chip(args.chip, args.config)
     layer = build_layer(args.workload, _params(args.param, "parameter"))
+    layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
+    if args.explain:
+        print("\n".join(choice.lines()) if choice is not None else
+              f"{layer.name}: no loop order to choose (a model layer or a dense GEMM)")
+        if not args.output:
+            return 0
     program = compile_workload(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
@@ -225,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--workers", type=int, default=None, metavar="N", help="run a layer's "
+                   "independent jobs on N local processes (same stats.json as serial)")
+    r.add_argument("--scheduler", default=None, help="... or on Dask: tcp://HOST:PORT, local-dask")
     r.add_argument("--report", choices=("none", "md", "html"), default="html",
                    help="with --out: which reports to render (html: report.html and pictures)")
     r.add_argument("--check", choices=("sample", "full"), default="sample",
@@ -259,12 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--emit", choices=("asm", "dot", "bitstream"), default="asm")
     c.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    c.add_argument("--explain", action="store_true", help="print the loop orders with their "
+                   "estimates (burst probes) and the choice; with -o also write the program")
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")
     ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "dram", "all"),
                     default="all")
     ls.set_defaults(fn=cmd_list)
+
+    from sweeps.cli import add_sweep_parser
+
+    add_sweep_parser(sub, lambda: __import__("sieve.sweeper").sweeper.TARGET)
     return ap
 
 

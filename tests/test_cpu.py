@@ -224,7 +224,7 @@ def test_bound_classification(presets: dict[str, CpuPreset]) -> None:
 def test_unsupported_layer_is_a_workload_error(presets: dict[str, CpuPreset]) -> None:
     odd = types.SimpleNamespace(name="spmvv", tensors={})
     with pytest.raises(WorkloadError, match=r"no model for layer 'spmvv' \(did you mean "
-                                            r"spmv\?\); supported: elemadd, elemmul"):
+                                            r"spmv\?\); supported: elemadd, elemadd3, elemmul"):
         estimate(odd, presets["xeon-12c"])
 
 
