@@ -50,6 +50,25 @@ def nm_of(w: Any) -> tuple[int, int] | None:
     return (pat.n, pat.m) if pat is not None and pat.kind == "nm" else None
 
 
+class _Float64Copies:
+    """Exact float64 copies of a job's weight chunks for its reference, each kind in one
+    buffer reused from chunk to chunk: a fresh 16 MB array per chunk costs page faults on
+    every call (the reference's inputs, and so its values, are the same as ``astype``)."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray] = {}
+
+    def __call__(self, kind: str, a: np.ndarray | None) -> np.ndarray | None:
+        if a is None:
+            return None
+        buf = self._bufs.get(kind)
+        if buf is None or buf.shape[0] < a.shape[0] or buf.shape[1:] != a.shape[1:]:
+            buf = self._bufs[kind] = np.empty(a.shape, dtype=np.float64)
+        out = buf[:a.shape[0]]
+        np.copyto(out, a)
+        return out
+
+
 @dataclass(frozen=True, eq=False)
 class FFNTask:
     """One FFN (``ffn``: the layer's; ``shared``/``expert``: an MoE layer's) over ``chunks``
@@ -90,6 +109,7 @@ class FFNTask:
         y = np.zeros((x.shape[0], w.d))
         ref = np.zeros_like(y)
         expert = self.index if self.which == "expert" else -1
+        f64 = _Float64Copies()
         for c, (f0, f1) in enumerate(self.chunks):
             lane = self.lanes[c % len(self.lanes)]
             g_rows = None if w.gate is None else w.gate.rows(f0, f1)
@@ -108,9 +128,9 @@ class FFNTask:
             y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down",
                              nm=nm_of(w.down))
             # the reference: the layer's float64 forward on the same weight chunk
-            hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta),
-                      sparsity)
-            ref += hr @ d_cols.astype(np.float64)
+            hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, f64("gate", g_rows),
+                                f64("up", u_rows), theta=theta), sparsity)
+            ref += hr @ f64("down", d_cols)
             eng.progress.advance(1, tag)
         if self.scale is not None:
             y, ref = self.scale[:, None] * y, self.scale[:, None] * ref

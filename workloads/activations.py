@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.stats
 
 from workloads.base import WorkloadError
 
@@ -107,6 +106,8 @@ def relu_thresholds(rates: np.ndarray, preact_std: np.ndarray | float) -> np.nda
 
     Raises: WorkloadError naming rates or preact_std.
     """
+    import scipy.stats  # lazily: ~0.6 s to import, and only ReLU sparsity needs it
+
     r = _check_rates(rates)
     std = np.asarray(preact_std, dtype=np.float64)
     if not (np.isfinite(std).all() and (std > 0).all()):

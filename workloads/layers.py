@@ -265,9 +265,10 @@ def ffn_chunk(w: FFNWeights, x: np.ndarray, f0: int, f1: int, sparsity: Activati
               theta: np.ndarray | None = None) -> np.ndarray:
     """The FFN intermediate h[:, f0:f1] for inputs ``x`` (float64) from the weight rows, in
     float64: the reference definition (the simulator builds h from its tiles' outputs with
-    :func:`intermediate`). ``theta``: the neurons' thresholds when the caller has them."""
-    up = x @ up_rows.astype(np.float64).T
-    gate = None if gate_rows is None else x @ gate_rows.astype(np.float64).T
+    :func:`intermediate`). ``theta``: the neurons' thresholds when the caller has them. The
+    weight rows may come as float32 or already converted to float64 (not copied again)."""
+    up = x @ np.asarray(up_rows, dtype=np.float64).T
+    gate = None if gate_rows is None else x @ np.asarray(gate_rows, dtype=np.float64).T
     if theta is None:
         theta = neuron_thresholds(w, sparsity, f0, f1, gate_rows if gate_rows is not None
                                   else up_rows)

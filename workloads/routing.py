@@ -16,8 +16,6 @@ import functools
 import math
 
 import numpy as np
-import scipy.integrate
-import scipy.stats
 
 from workloads.base import WorkloadError
 
@@ -266,6 +264,9 @@ def _profile_gini(profile: str) -> float:
 def _selection_probability(E: int, k: int, noise: str, bias: float) -> float:
     """P(expert 0, whose logit has ``bias`` added, is in the top-k of E i.i.d. unit-noise
     logits) = E_x[P(Binomial(E - 1, S(x + bias)) < k)], S the noise survival function."""
+    import scipy.integrate  # lazily: scipy.stats costs ~0.6 s to import, most runs never need it
+    import scipy.stats
+
     dist = scipy.stats.gumbel_r if noise == "gumbel" else scipy.stats.norm
     lo, hi = dist.ppf(1e-12), dist.isf(1e-15)
     x = np.linspace(lo, hi, 20001)
