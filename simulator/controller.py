@@ -341,8 +341,13 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
 
     n = len(eng.costs)
     options = {"per product": modes, "sparse": ["sparse"] * n, "dense": ["dense"] * n}
-    priced = {name: price_layer(choice) for name, choice in options.items()}
-    candidates = {name: p[1] for name, p in priced.items()}
+    # a choice equal to another (per product = all dense, say) is scheduled and priced once
+    by_choice: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
+    for choice in options.values():
+        if tuple(choice) not in by_choice:
+            by_choice[tuple(choice)] = price_layer(choice)
+    priced = {name: by_choice[tuple(choice)] for name, choice in options.items()}
+    candidates = {name: dict(p[1]) for name, p in priced.items()}
     if layout.mode == "auto":
         pick = layout.pick_layer({name: (c["cycles"], c["energy_j"])
                                   for name, c in candidates.items()})
