@@ -73,6 +73,24 @@ FIDELITIES = ("analytic", "burst", "cycle")
 WORD_BYTES = 2
 
 
+def bsr_bytes(b: np.ndarray, block: tuple[int, int]) -> int:
+    """Bytes of a K x N block-pruned weight stored as block sparse rows (BSR, the format of
+    scipy.sparse.bsr_matrix and cuSPARSE's bsrmm) with blocks of ``block`` = (bk along K, bn
+    along N): the values of every block holding a nonzero, one block-column index per kept
+    block and ceil(K/bk) + 1 block-row pointers, each a 16-bit word. ASSUMPTION: an edge block
+    stores only its in-range elements (no padding), and indices take one word each."""
+    k, n = b.shape
+    bk, bn = block
+    gk, gn = cdiv(k, bk), cdiv(n, bn)
+    nz = np.zeros((gk * bk, gn * bn), dtype=bool)
+    nz[:k, :n] = b != 0
+    kept = nz.reshape(gk, bk, gn, bn).any(axis=(1, 3))          # (gk, gn) kept blocks
+    rows_in = np.minimum(bk, k - np.arange(gk) * bk)             # in-range size of each
+    cols_in = np.minimum(bn, n - np.arange(gn) * bn)             # block row / column
+    values = int((kept * np.outer(rows_in, cols_in)).sum())
+    return (values + int(kept.sum()) + gk + 1) * WORD_BYTES
+
+
 # ------------------------------------------------------------------------------ tiles
 @dataclass
 class TileWork:
@@ -316,9 +334,12 @@ class LayerEngine:
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
-                label: str, nm: tuple[int, int] | None = None) -> np.ndarray:
+                label: str, nm: tuple[int, int] | None = None,
+                block: tuple[int, int] | None = None) -> np.ndarray:
         """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B. ``nm``:
-        B's N:M pattern along K, which dense mode runs and moves compressed."""
+        B's N:M pattern along K, which dense mode runs and moves compressed; ``block``: B's
+        block shape (along K, along N) when it is block-pruned, which dense mode moves as BSR
+        (:func:`bsr_bytes`) but still multiplies in full."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
         if self.fidelity == "analytic":
@@ -330,7 +351,8 @@ class LayerEngine:
         idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
             d_cycles, d_counts, d_memory = self._dense_product(
-                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm)
+                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm,
+                None if block is None else bsr_bytes(b32, block))
         else:
             d_cycles, d_counts, d_memory = 0, {}, {}
         issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))
@@ -383,11 +405,14 @@ class LayerEngine:
             self.worst = sample
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
-                       label: str, idx: int, nm: tuple[int, int] | None = None
+                       label: str, idx: int, nm: tuple[int, int] | None = None,
+                       stored_bytes: int | None = None
                        ) -> tuple[int, dict[str, float], dict[str, int]]:
         """The same product in dense mode: one job on the MAC block (systolic OS timing,
-        simulator.systolic) that streams the dense weights; every MAC is issued, those with a
-        zero operand at full energy (the array neither skips nor gates)."""
+        simulator.systolic) that streams the weights (dense, N:M compressed, or
+        ``stored_bytes`` of a block-sparse weight's BSR image); every MAC but those N:M
+        removes is issued, those with a zero operand at full energy (the array neither skips
+        nor gates, so a block-sparse weight's zero blocks are multiplied)."""
         from simulator.systolic import fold_schedule
 
         sched = fold_schedule(m, n, k, self.dense_array, nm)
@@ -395,6 +420,8 @@ class LayerEngine:
         kc = sched.k_compressed            # N:M: the kept values and their position bits
         weight_bytes = kc * n * WORD_BYTES + (0 if nm is None else
                                               cdiv(kc * n * max(1, (nm[1] - 1).bit_length()), 8))
+        if stored_bytes is not None:
+            weight_bytes = stored_bytes
         n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
             self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
