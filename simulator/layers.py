@@ -64,6 +64,7 @@ from isa.errors import SimulationError
 from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
+from isa.weight_formats import bsr_bytes
 from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
 from simulator.chip import RunResult
 from simulator.progress import progress_of
@@ -71,24 +72,6 @@ from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
 WORD_BYTES = 2
-
-
-def bsr_bytes(b: np.ndarray, block: tuple[int, int]) -> int:
-    """Bytes of a K x N block-pruned weight stored as block sparse rows (BSR, the format of
-    scipy.sparse.bsr_matrix and cuSPARSE's bsrmm) with blocks of ``block`` = (bk along K, bn
-    along N): the values of every block holding a nonzero, one block-column index per kept
-    block and ceil(K/bk) + 1 block-row pointers, each a 16-bit word. ASSUMPTION: an edge block
-    stores only its in-range elements (no padding), and indices take one word each."""
-    k, n = b.shape
-    bk, bn = block
-    gk, gn = cdiv(k, bk), cdiv(n, bn)
-    nz = np.zeros((gk * bk, gn * bn), dtype=bool)
-    nz[:k, :n] = b != 0
-    kept = nz.reshape(gk, bk, gn, bn).any(axis=(1, 3))          # (gk, gn) kept blocks
-    rows_in = np.minimum(bk, k - np.arange(gk) * bk)             # in-range size of each
-    cols_in = np.minimum(bn, n - np.arange(gn) * bn)             # block row / column
-    values = int((kept * np.outer(rows_in, cols_in)).sum())
-    return (values + int(kept.sum()) + gk + 1) * WORD_BYTES
 
 
 # ------------------------------------------------------------------------------ tiles
@@ -352,7 +335,7 @@ class LayerEngine:
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
             d_cycles, d_counts, d_memory = self._dense_product(
                 a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm,
-                None if block is None else bsr_bytes(b32, block))
+                None if block is None else bsr_bytes(b32, block, WORD_BYTES))
         else:
             d_cycles, d_counts, d_memory = 0, {}, {}
         issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))

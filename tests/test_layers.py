@@ -518,7 +518,7 @@ def test_nm_weights_run_and_move_compressed_in_dense_mode():
 def test_bsr_bytes_is_the_hand_count():
     """Issue 15: a block-pruned weight's BSR image is the kept blocks' in-range values, one
     block-column index per kept block and ceil(K/bk) + 1 block-row pointers, 2 bytes each."""
-    from simulator.layers import bsr_bytes
+    from isa.weight_formats import bsr_bytes
 
     b = np.zeros((5, 6), dtype=np.float32)
     b[0, 0] = b[4, 5] = 1.0               # blocks (0, 0): 2 x 4 values; (2, 1): 1 x 2
@@ -530,7 +530,7 @@ def test_block_sparse_weights_move_as_bsr_in_dense_mode():
     """Issue 15: a block-pruned layer in dense mode DMAs its kept blocks plus the BSR index
     instead of dense weights, and still issues every MAC (the MAC block cannot skip a zero
     block: those MACs are ineffectual); sparse mode is unchanged by the pattern's format."""
-    from simulator.layers import bsr_bytes
+    from isa.weight_formats import bsr_bytes
 
     params = {"scale": "16", "tokens": "16", "weight_sparsity": "0.5"}
 
