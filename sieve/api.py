@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
+from compiler.footprint import check_fits
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -81,18 +82,22 @@ def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str
     return load_chip(chip, list(overrides))
 
 
-def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None
-                ) -> KernelLayer:
+def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None,
+                chip: ChipConfig | None = None) -> KernelLayer:
     """A layer from a catalog name and ``-p`` parameters, or as given (a KernelLayer or a
-    model layer of workloads.layers)."""
+    model layer of workloads.layers). With ``chip``, a workload too large for it or for this
+    machine is refused before anything is built (compiler.footprint.check_fits)."""
     if not isinstance(workload, (str, Path)):
         return workload
+    name, given = load_spec(workload) if is_spec(workload) else (str(workload), {})
+    entry = get_workload(name)
+    resolved = entry.resolve({**given, **(params or {})})
+    if chip is not None:
+        check_fits(chip, name, resolved)
+    layer = entry.build(resolved)
     if is_spec(workload):
-        name, spec = load_spec(workload)
-        layer = get_workload(name).make({**spec, **(params or {})})
         layer.params["spec"] = str(workload)
-        return layer
-    return get_workload(str(workload)).make(params or {})
+    return layer
 
 
 INTERPRETER_MAX_TOKENS = 2_000_000
@@ -253,7 +258,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     which has one timing model, so ``fidelity`` does not apply to it."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
-    layer = build_layer(workload, params)
+    layer = build_layer(workload, params, cfg)
     preset = load_cpu_preset(baseline) if baseline is not None else None
     cpu = estimate(layer, preset) if preset is not None and not is_model_layer(layer) else None
     if is_model_layer(layer):

@@ -127,7 +127,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from sieve.dense import is_dense
 
     cfg = resolve_chip(args.chip, args.config)
-    layer = build_layer(args.workload, _params(args.param, "parameter"))
+    layer = build_layer(args.workload, _params(args.param, "parameter"), cfg)
     if is_dense(layer):
         raise WorkloadError(f"workload {layer.name} runs in dense mode on a systolic array "
                             "(simulator/systolic.py), not as a SAM program: use `sieve run`")

@@ -31,6 +31,7 @@ from isa.schema import (
     search_path,
     to_dict,
 )
+from simulator.yaml_input import UnreadableText, load_yaml_text, read_text_file
 
 __all__ = [
     "DEFAULT_CHIP_ROOT",
@@ -57,7 +58,7 @@ def parse_override_value(text: str) -> Any:
     Text that is not valid YAML on its own (e.g. ``a: b``) is kept as a plain string.
     """
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         return text
 
@@ -69,13 +70,11 @@ def read_yaml(path: str | Path, *, where: str | None = None) -> dict[str, Any]:
     """
     name = str(path) if where is None else where
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(format_problems(name, [(TOP_LEVEL, "file not found")])) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(format_problems(name, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
+        text = read_text_file(path)
+    except UnreadableText as exc:
+        raise ConfigError(format_problems(name, [(TOP_LEVEL, str(exc))])) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(format_problems(name, [_yaml_problem(exc)])) from None
     if data is None:
