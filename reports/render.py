@@ -16,7 +16,7 @@ from reports.plots import (
     plot_utilization,
 )
 from reports.roofline import plot_roofline
-from reports.rundata import ReportError, load_run
+from reports.rundata import ReportError, RunData, load_run
 from reports.tables import comparison_csv, comparison_markdown, summary_markdown
 from reports.trace import trace_events
 
@@ -32,6 +32,17 @@ def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
     (Chrome/Perfetto trace events). Raises ReportError when ``run_dir`` is not a run folder.
     """
     run = load_run(run_dir)
+    try:
+        return _render_run(run, trace)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+            ZeroDivisionError) as exc:
+        # load_run checks what the reports read; this names whatever it could not foresee
+        raise ReportError(f"{run.path}: a file of this run folder is damaged (stats.json, "
+                          f"config.yaml or timeline.json): {type(exc).__name__}: {exc}"
+                          ) from None
+
+
+def _render_run(run: RunData, trace: bool) -> list[Path]:
     out = run.path
     images = [plot_roofline(run.summary, out / "roofline.png"),
               plot_energy(run, out / "energy.png"),

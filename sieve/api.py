@@ -27,6 +27,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel
 from isa.ops import Opcode
 from isa.program import Program
+from reports.rundir import prepare_run_dir, strict_json
 from sieve.dense import (
     check_dense_output,
     dense_compute_roof,
@@ -330,8 +331,9 @@ def _run_dense(cfg: ChipConfig, layer: KernelLayer, cpu: CpuEstimate | None,
 
 def write_run(report: Report, out: Path) -> None:
     """The run folder: stats.json (deterministic), the resolved config and workload, the
-    program's assembly, summary.md, and wall-clock timing kept apart in timing.json."""
-    out.mkdir(parents=True, exist_ok=True)
+    program's assembly, summary.md, and wall-clock timing kept apart in timing.json. The
+    folder rules and strict JSON are reports.rundir's."""
+    prepare_run_dir(out)
     doc = {"summary": report.summary, "stats": report.result.stats}
     if report.energy is not None:
         e = report.energy
@@ -341,7 +343,8 @@ def write_run(report: Report, out: Path) -> None:
     if report.baseline is not None:
         doc["baseline"] = {"preset": report.summary["baseline"]["cpu"],
                            "breakdown": report.baseline.breakdown}
-    (out / "stats.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out / "stats.json").write_text(strict_json(doc, where=f"{out / 'stats.json'}", indent=1,
+                                                sort_keys=True) + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
     lay = report.layer

@@ -36,8 +36,11 @@ def _progress() -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from reports.rundir import check_run_dir
     from sieve.api import run, summary_rows
 
+    if args.out is not None:
+        check_run_dir(args.out)
     report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                  overrides=args.config, fidelity=args.fidelity, out=args.out,
                  baseline=args.baseline, progress=None if args.quiet else _progress())
@@ -150,16 +153,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         words = encode(kernel)
         if args.output:
-            Path(args.output).write_bytes(words.tobytes())
+            _write_output(Path(args.output), words.tobytes())
             print(f"wrote {len(words)} words ({config_bits(kernel)} configuration bits) "
                   f"to {args.output}")
             return 0
         text = "\n".join(f"{w:08x}" for w in words) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        _write_output(Path(args.output), text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write_output(path: Path, data: str | bytes) -> None:
+    """``compile -o``: refuse a folder or an unwritable path with one clear error."""
+    if path.is_dir():
+        raise WorkloadError(f"-o {path}: is a folder; name a file to write")
+    try:
+        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    except OSError as exc:
+        raise WorkloadError(f"-o {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -255,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (SieveError, WorkloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: the run needs more memory than this machine has; use a "
+              "smaller shape, density, tokens or array (the up-front estimate, compiler."
+              "footprint, did not foresee it)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
