@@ -277,7 +277,8 @@ def _existing(path: str | Path) -> Path:
 def _np_load(p: Path) -> np.ndarray:
     with open(p, "rb") as fh:
         shape, dtype = _npy_header(p, "", fh)
-    _check_array(p, "", shape, dtype, p.stat().st_size)
+        start = fh.tell()
+    _check_array(p, "", shape, dtype, p.stat().st_size - start)
     return np.load(p, allow_pickle=False)
 
 
@@ -286,7 +287,8 @@ def _npz_member(p: Path, name: str) -> np.ndarray:
         info = z.getinfo(name + ".npy")
         with z.open(info) as fh:
             shape, dtype = _npy_header(p, info.filename, fh)
-        _check_array(p, f"member {name}: ", shape, dtype, info.file_size)
+            start = fh.tell()
+        _check_array(p, f"member {name}: ", shape, dtype, info.file_size - start)
     with np.load(p, allow_pickle=False) as archive:
         return archive[name]
 
@@ -322,12 +324,13 @@ def _sparse_npz(p: Path) -> sp.csr_matrix:
             if info.filename.endswith(".npy"):
                 with z.open(info) as fh:
                     shape, dtype = _npy_header(p, info.filename, fh)
+                    start = fh.tell()
                 member = f"member {info.filename[:-4]}: "
                 if info.filename[:-4] == "format":
                     if dtype.kind not in "SU":
                         raise WorkloadError(f"{p}: {member}expected a string")
                 else:
-                    _check_array(p, member, shape, dtype, info.file_size)
+                    _check_array(p, member, shape, dtype, info.file_size - start)
     with np.load(p, allow_pickle=False) as z:
         raw = np.asarray(z["format"]).item()
         fmt = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)

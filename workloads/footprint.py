@@ -124,8 +124,9 @@ def _kernel(name: str, p: dict[str, Any]) -> Footprint:
         nnz = round(min(max(dens, 0.0), 1.0) * n) if dens == dens else n
         terms[f"{tensor} generation"] = _generation_bytes(name, n, nnz)
         stored += nnz
-    # the numpy reference and the simulated output, both dense float64/int64
-    terms["dense output and reference"] = 2 * _F8 * math.prod(size[v] for v in out)
+    # the numpy reference and the simulated output, both dense float64/int64, and the output
+    # check's temporaries (np.allclose: |a - b|, rtol * |b|, their sum and two masks)
+    terms["dense output, reference and check"] = 6 * _F8 * math.prod(size[v] for v in out)
     return Footprint(name, sum(terms.values()),
                      None if name == "gemm" else stored, terms)
 
