@@ -114,7 +114,25 @@ def chip_from_dict(
     """Validate parsed data (plus overrides) into a ChipConfig; one ConfigError otherwise."""
     if overrides:
         data = apply_overrides(data, list(overrides), where=where, parse=parse_override_value)
-    return load_dataclass(ChipConfig, data, where=where)
+    cfg = load_dataclass(ChipConfig, data, where=where)
+    _check_energy_table(cfg, where)
+    return cfg
+
+
+def _check_energy_table(cfg: ChipConfig, where: str) -> None:
+    """The chip's ``energy_table`` names a table that exists (else the run would fail only
+    after simulating, with an error that does not name the chip's key)."""
+    from simulator.energy import resolve_energy_table
+
+    try:
+        file = resolve_energy_table(cfg.energy_table)
+    except ConfigError as exc:
+        message = str(exc).splitlines()[-1].strip().removeprefix(f"{TOP_LEVEL}: ")
+        raise ConfigError(format_problems(
+            where, [("energy_table", f"{cfg.energy_table!r}: {message}")])) from None
+    if not file.is_file():
+        raise ConfigError(format_problems(
+            where, [("energy_table", f"no energy table file {file}")]))
 
 
 def load_chip(path: str | Path, overrides: Sequence[str] = ()) -> ChipConfig:

@@ -217,6 +217,23 @@ def _weight(wname: str, shape: tuple[int, int], p: dict[str, Any], *, transposed
                   transposed, None if p["row_cv"] < 0 else p["row_cv"])
 
 
+def _check_dense_fits(p: dict[str, Any], name: str, shape: tuple[int, ...],
+                      tokens: int) -> None:
+    """The weights of ``linear.custom`` are used dense: refuse, with the figures, a matrix
+    whose dense copies (the file's dtype up to float64, float32 for the layer, a float64
+    row chunk of the reference) and the layer's activations and outputs cannot fit this
+    machine's memory, before densifying it."""
+    from workloads.footprint import available_memory_bytes
+
+    rows, cols = (int(v) for v in shape)
+    need = rows * cols * (8 + 4 + 8) + tokens * (rows + cols) * 8 * 3
+    have = available_memory_bytes()
+    if need > have:
+        raise WorkloadError(f"workload {name}: the {rows:,} x {cols:,} weights of "
+                            f"{p['weights']} need about {need / 2**30:,.2f} GiB dense, this "
+                            f"machine has {have / 2**30:,.2f} GiB available")
+
+
 def _finite(p: dict[str, Any], wname: str, real: Any) -> np.ndarray:
     """Real weights as float32, refused when not real numbers or not finite (a NaN would
     otherwise surface as a failed output check, blaming the simulator)."""
@@ -397,6 +414,7 @@ def _custom_linear(p: dict[str, Any]) -> LinearLayer:
     real = load_matrix(p["weights"], p["key"] or None)
     if real.ndim != 2:
         raise WorkloadError(f"weights {p['weights']}: expected a matrix, got shape {real.shape}")
+    _check_dense_fits(p, name, real.shape, p["tokens"])
     real = real.toarray() if hasattr(real, "toarray") else np.asarray(real)
     shape = (int(real.shape[0]), int(real.shape[1]))
     sparsity = p["weight_sparsity"]
