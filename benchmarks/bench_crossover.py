@@ -11,7 +11,10 @@ simulated on configs/chips/onyx.yaml with the burst engine, energy from the same
 Sparsities below --min-sparsity are not simulated (their sparse runs need tens of millions of
 token steps) and are printed as "not run".
 
-    .venv/bin/python benchmarks/bench_crossover.py [--n 512] [--plot runs/crossover.png]
+    .venv/bin/python benchmarks/bench_crossover.py [--n 512] [--plot PATH]
+
+The plot goes to --plot, by default crossover.png in a new temporary folder (never into the
+source tree); its path is printed.
 """
 
 from __future__ import annotations
@@ -51,8 +54,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--min-sparsity", type=float, default=0.89)
-    ap.add_argument("--plot", default=str(ROOT / "runs" / "crossover.png"))
+    ap.add_argument("--plot", default=None,
+                    help="PNG to write (default: crossover.png in a new temporary folder)")
     args = ap.parse_args()
+    if args.plot is None:
+        import tempfile
+
+        args.plot = str(Path(tempfile.mkdtemp(prefix="sieve-crossover-")) / "crossover.png")
     n = args.n
     chip = load_chip(ROOT / "configs/chips/onyx.yaml")
     dense = sieve.run(chip, "gemm", params={"shape": f"{n},{n},{n}", "dataflow": "os"}).summary

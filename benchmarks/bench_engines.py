@@ -5,16 +5,28 @@ Part 1, SpM*SpM (Gustavson, ikj) on configs/chips/onyx.yaml at 256^3/2%, 400^3/2
 Part 2, how burst wall time grows with nonzeros: element-wise add and SpMV at growing sizes
 (the global buffer is enlarged with -c glb.tiles=256 so a million nonzeros fit on chip).
 
+Part 3 (--sweep), where the burst solver's windows matter: SpM*SpM 256^3 from 1% to 50%
+density, balanced and unbalanced (compiler.balance_fifos=false), 200^3 at 5% (SAM's own
+simulator's case), 512^3 at 8% and 2048^3 at 1%. Every case runs in its own process under a
+memory cap (--mem-gb), so peak RSS is the case's own; the figures are CPU seconds of the
+kernel simulation (resource.getrusage: this machine is shared, wall time is noisy), ns of CPU
+per step, the process's peak RSS, and the burst/cycle ratio from the same run. The cycle
+engine runs only where the burst engine's cycle count is at most --cycle-max-cycles.
+
 Wall time covers the kernel simulation only (compile and verification excluded); every figure
 is the median of --repeat runs. Both engines' cycles are printed so agreement is visible.
 
     .venv/bin/python benchmarks/bench_engines.py [--repeat 3] [--cycle-max 1024] [--quick]
+    .venv/bin/python benchmarks/bench_engines.py --sweep [--cycle-max-cycles 400000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,13 +88,85 @@ def scaling(chip, repeat: int, sizes: list[int]) -> None:
                   f"{wall / nnz * 1e6:>7.2f} {cycles / wall:>12,.0f}", flush=True)
 
 
+SWEEP = ([(256, d, True) for d in (0.01, 0.02, 0.05, 0.08, 0.1, 0.2, 0.3, 0.5)]
+         + [(256, d, False) for d in (0.02, 0.08, 0.2)]
+         + [(200, 0.05, True), (512, 0.08, True), (2048, 0.01, True)])
+
+
+def one_case(n: int, density: float, balance: bool, engine: str) -> dict:
+    """Compile and run one SpM*SpM case in this process; the kernel simulation's CPU time."""
+    chip = load_chip(ROOT / "configs/chips/onyx.yaml",
+                     [] if balance else ["compiler.balance_fifos=false"])
+    layer = get_workload("spmspm").make({"shape": f"{n},{n},{n}", "density": density})
+    program = compile_layer(layer, chip)
+    kernel = program.kernels[0]
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    run = ENGINES[engine](kernel, program.images, chip)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    steps = sum(u.busy_cycles for u in run.units.values())
+    return {"cycles": run.cycles, "cpu": cpu, "steps": steps,
+            "rss_mb": ru1.ru_maxrss / 1024}
+
+
+def in_process(args: list[str], mem_gb: float) -> dict | str:
+    """Run ``--one`` in a child process under an address-space cap."""
+    cap = int(mem_gb * 2**30)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    res = subprocess.run([sys.executable, __file__, "--one", *args], capture_output=True,
+                         text=True, preexec_fn=limit, check=False)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["?"])[-1]
+        return f"failed: {last[:60]}"
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def sweep(cases: list[tuple[int, float, bool]], cycle_max_cycles: int, mem_gb: float) -> None:
+    print("SpM*SpM ikj on onyx: burst vs cycle, each case in its own process "
+          f"(cap {mem_gb:g} GB); CPU seconds of the kernel simulation")
+    print(f"{'n':>5} {'dens':>5} {'bal':>4} {'steps':>10} {'cycles':>10} {'burst s':>8} "
+          f"{'ns/step':>8} {'RSS MB':>7} {'cycle s':>8} {'ratio':>7}")
+    for n, d, bal in cases:
+        b = in_process([str(n), str(d), str(int(bal)), "burst"], mem_gb)
+        if isinstance(b, str):
+            print(f"{n:>5} {d:>5.0%} {'y' if bal else 'n':>4} burst {b}", flush=True)
+            continue
+        c: dict | str | None = None
+        if b["cycles"] <= cycle_max_cycles:
+            c = in_process([str(n), str(d), str(int(bal)), "cycle"], mem_gb)
+            if isinstance(c, dict) and c["cycles"] != b["cycles"]:
+                c = f"cycles differ: {c['cycles']}"
+        cyc = f"{c['cpu']:>8.2f} {c['cpu'] / max(b['cpu'], 1e-9):>6.0f}x" \
+            if isinstance(c, dict) else (c or "(skipped)")
+        print(f"{n:>5} {d:>5.0%} {'y' if bal else 'n':>4} {b['steps']:>10,} "
+              f"{b['cycles']:>10,} {b['cpu']:>8.3f} {b['cpu'] / b['steps'] * 1e9:>8.0f} "
+              f"{b['rss_mb']:>7.0f} {cyc}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cycle-max", type=int, default=1024,
                     help="largest n the cycle engine runs (it takes minutes beyond 1024)")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="the density sweep, unbalanced graphs and the large cases")
+    ap.add_argument("--cycle-max-cycles", type=int, default=400_000,
+                    help="--sweep: run the cycle engine only up to this many cycles")
+    ap.add_argument("--mem-gb", type=float, default=6.0, help="--sweep: per-case memory cap")
+    ap.add_argument("--one", nargs=4, metavar=("N", "DENSITY", "BALANCE", "ENGINE"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        n, d, bal, eng = args.one
+        print(json.dumps(one_case(int(n), float(d), bool(int(bal)), eng)))
+        return
+    if args.sweep:
+        sweep(SWEEP, args.cycle_max_cycles, args.mem_gb)
+        return
     chip = load_chip(ROOT / "configs/chips/onyx.yaml")
     big = load_chip(ROOT / "configs/chips/onyx.yaml", ["glb.tiles=256"])
     if args.quick:

@@ -9,6 +9,7 @@ returning semantic problems as (relative key path, message) pairs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from isa.ops import TileKind
@@ -147,20 +148,49 @@ class GlbConfig:
         return self.array_links_per_direction * self.link_bits / 8
 
 
+DRAM_KINDS = ("lpddr4", "ddr4", "hbm2", "hbm3")
+"""DRAM families; the energy tables give a per-bit energy for all but ``hbm3``."""
+
+
 @dataclass(frozen=True)
 class DramConfig:
-    kind: str                            # lpddr4 | ddr4 | hbm2
-    bandwidth_bytes_per_cycle: float
-    latency_cycles: int
+    """Off-chip memory, described in its own clock domain: a rate in GB/s (1 GB = 1e9 bytes)
+    and a latency in ns. The chip converts both to its own cycles with its clock
+    (:attr:`ChipConfig.dram_bytes_per_cycle`, :attr:`ChipConfig.dram_latency_cycles`), so a
+    slower chip clock does not slow the memory down. The ``channels`` are interleaved: one DMA
+    is striped over all of them, so they act as one channel of the summed bandwidth.
+
+    A chip file usually names a preset (``dram: {preset: hbm2}``, configs/dram/*.yaml), which
+    sets every field together; ``preset`` records which one (informational).
+    """
+
+    kind: str                            # lpddr4 | ddr4 | hbm2 | hbm3
+    channels: int
+    channel_bandwidth_gb_per_s: float    # peak data rate of one channel
+    latency_ns: float                    # load-to-use latency, memory controller included
+    energy_pj_per_bit: float | None = None   # None: the energy table's value for ``kind``
+    preset: str = ""                     # the preset these values came from ("" if none)
+
+    @property
+    def bandwidth_gb_per_s(self) -> float:
+        """Peak bandwidth over all channels, GB/s."""
+        return self.channels * self.channel_bandwidth_gb_per_s
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
-        if self.kind not in ("lpddr4", "ddr4", "hbm2"):
-            out.append(("kind", f"must be lpddr4, ddr4 or hbm2 (got {self.kind!r})"))
-        if self.bandwidth_bytes_per_cycle <= 0:
-            out.append(("bandwidth_bytes_per_cycle", "must be > 0"))
-        if self.latency_cycles < 0:
-            out.append(("latency_cycles", "must be >= 0"))
+        if self.kind not in DRAM_KINDS:
+            out.append(("kind", f"must be one of {', '.join(DRAM_KINDS)} (got {self.kind!r})"))
+        if self.channels < 1:
+            out.append(("channels", "must be >= 1"))
+        if self.channel_bandwidth_gb_per_s <= 0:
+            out.append(("channel_bandwidth_gb_per_s", "must be > 0"))
+        if self.latency_ns < 0:
+            out.append(("latency_ns", "must be >= 0"))
+        if self.energy_pj_per_bit is not None and self.energy_pj_per_bit < 0:
+            out.append(("energy_pj_per_bit", "must be >= 0"))
+        if self.energy_pj_per_bit is None and self.kind == "hbm3":
+            out.append(("energy_pj_per_bit", "required for kind hbm3 (the energy tables give "
+                        "lpddr4, ddr4 and hbm2 only); or use `preset: hbm3`"))
         return out
 
 
@@ -251,6 +281,16 @@ class ChipConfig:
     description: str = ""
     systolic: SystolicConfig | None = None  # dense GEMM array; None: the CGRA's MAC block
 
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """DRAM bandwidth in bytes per chip cycle: the memory's GB/s over the chip's clock."""
+        return self.dram.bandwidth_gb_per_s * 1e3 / self.clock.freq_mhz
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        """DRAM latency in chip cycles, rounded up (a partial cycle is a whole one)."""
+        return math.ceil(self.dram.latency_ns * self.clock.freq_mhz / 1e3 - 1e-9)
+
     def problems(self) -> list[tuple[str, str]]:
         """Limits that hold for every section: each per-event cycle count (a field named
         ``*_cycles``, sim.max_cycles excepted) is at most MAX_EVENT_CYCLES."""
@@ -260,6 +300,11 @@ class ChipConfig:
                     and isinstance(value, int) and value > MAX_EVENT_CYCLES:
                 out.append((path, f"{value} exceeds {MAX_EVENT_CYCLES:,} cycles (2**24, the "
                                   "margin the burst engine keeps below its int32 times)"))
+        latency = self.dram.latency_ns * self.clock.freq_mhz / 1e3   # in chip cycles
+        if latency > MAX_EVENT_CYCLES:
+            out.append(("dram.latency_ns", f"{self.dram.latency_ns} ns is {latency:,.0f} "
+                                           f"cycles at {self.clock.freq_mhz} MHz, over "
+                                           f"{MAX_EVENT_CYCLES:,} (2**24)"))
         return out
 
 

@@ -26,7 +26,8 @@ pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 CAPTIONS = {
     "roofline.png": "Hierarchical roofline: the chip's compute roof and DRAM and GLB bandwidth "
                     "roofs, the kernel at useful and dense-equivalent ops (whole-run time), the "
-                    "GLB-level point, and the CPU's roofline and point.",
+                    "GLB-level point (useful ops over the bytes crossing the GLB<->array "
+                    "links, the traffic the GLB roof bounds), and the CPU's roofline and point.",
     "energy.png": "Energy by component and the top actions, with shares of the total.",
     "comparison.png": "Chip vs CPU: time, energy and energy-delay product with CPU / chip "
                       "ratios.",

@@ -234,8 +234,16 @@ def plot_utilization(run: RunData, path: Path) -> Path:
 # --- across runs ------------------------------------------------------------------------------
 
 def _run_label(run: RunData) -> str:
+    """The run folder's name, one ``__``-separated part per line (``sieve compare`` names
+    folders chip__workload__param=value), then what ran where if the name does not say it."""
     s = run.summary
-    return f"{run.name}\n{s.get('workload', '?')} on {s.get('chip', '?')}"
+    parts = run.name.split("__")
+    what = f"{s.get('workload', '?')} on {s.get('chip', '?')}"
+    if not (str(s.get("chip")) in parts and any(str(s.get("workload")).endswith(p)
+                                                  or p.endswith(str(s.get("workload")))
+                                                  for p in parts)):
+        parts.append(what)
+    return "\n".join(parts)
 
 
 def _grouped(ax: Any, labels: list[str], series: list[tuple[str, str, list[float]]],
@@ -293,8 +301,10 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
         return float(r.summary.get(key, nan))
 
     width = min(max(9.0, 1.7 * len(runs) + 3.0), 30.0)
-    fig = _figure(width, 11.5)
-    a, b, c = fig.subplots(3, 1, gridspec_kw={"hspace": 0.55})
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(width, 10.0 + 0.45 * lines), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    a, b, c = fig.subplots(3, 1)
     _grouped(a, labels, [("chip", CHIP_COLOR, [own(r, "seconds") for r in runs]),
                          ("CPU", CPU_COLOR, [base(r, "seconds") for r in runs])],
              "time (s)", "s", missing)
@@ -310,7 +320,6 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
     b.set_title("energy", fontsize=10.5)
     c.set_title("CPU / chip ratios (above the dashed 1x line the chip is better)", fontsize=10.5)
     fig.suptitle(f"Chip vs CPU across {len(runs)} runs", fontsize=12)
-    fig.subplots_adjust(left=0.8 / width, right=1 - 1.4 / width, top=0.93, bottom=0.07)
     fig.savefig(path)
     return path
 
@@ -318,32 +327,50 @@ def plot_comparison_runs(runs: list[RunData], path: Path) -> Path:
 # --- experts of an MoE layer --------------------------------------------------------------------
 def plot_experts(run: RunData, path: Path) -> Path:
     """Per-expert load of an MoE layer: tokens routed and compute cycles per expert, the mean
-    as a line, the straggler (the expert whose last job ends last) in red."""
+    as a line, the straggler (the expert whose last job ends last) in orange. The legend sits
+    below the panels, outside them, so it never covers a bar; the title wraps to the
+    figure's width."""
+    import textwrap
+
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     ex = run.summary["experts"]
     tokens = np.asarray(ex["tokens"], dtype=float)
     cycles = np.asarray(ex["compute_cycles"], dtype=float)
     straggler = int(ex["straggler"])
     n = len(tokens)
-    fig = _figure(max(8.0, min(16.0, 0.12 * n + 6)), 6.2)
+    width = max(8.0, min(16.0, 0.12 * n + 6))
+    fig = Figure(figsize=(width, 6.6), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
     axes = fig.subplots(2, 1, sharex=True)
     colors = [CPU_COLOR if e == straggler else CHIP_COLOR for e in range(n)]
-    for ax, values, label, unit in ((axes[0], tokens, "tokens routed", "tokens"),
-                                    (axes[1], cycles, "compute cycles", "cycles")):
+    for ax, values, label in ((axes[0], tokens, "tokens routed"),
+                              (axes[1], cycles, "compute cycles")):
         ax.bar(np.arange(n), values, color=colors, width=0.8)
-        ax.axhline(values.mean(), color="0.3", lw=1, ls="--",
-                   label=f"mean {si(values.mean(), unit)}")
+        ax.axhline(values.mean(), color="0.3", lw=1, ls="--")
         ax.set_ylabel(label)
-        ax.legend(loc="upper right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+    means = [f"{tokens.mean():.3g} tokens", si(cycles.mean(), "cycles")]
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))       # whole tokens
+    axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v, "")))
     axes[1].set_xlabel("expert")
     mode = run.summary.get("mode", "sparse")
-    who = (f"experts run one after another on the MAC block; the last, {straggler} (orange), "
-           if mode == "dense" else f"straggler expert {straggler} (orange) ")
-    fig.suptitle(f"Expert load: {_title(run)}, {mode} mode\n"
-                 f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
-                 f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
-                 f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
-                 f"{ex['straggler_finish_cycle']:,}", fontsize=10)
-    fig.tight_layout()
+    who = (f"experts run one after another on the MAC block; the last, {straggler}, "
+           if mode == "dense" else f"straggler expert {straggler} ")
+    detail = (f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
+              f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
+              f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
+              f"{ex['straggler_finish_cycle']:,}")
+    # ~0.075 in per character at 10 pt: wrap so that no line is wider than the figure
+    lines = [f"Expert load: {_title(run)}, {mode} mode"] + textwrap.wrap(detail,
+                                                                          int(width * 12))
+    fig.suptitle("\n".join(lines), fontsize=10)
+    handles = [Patch(color=CHIP_COLOR, label="expert"),
+               Patch(color=CPU_COLOR, label=f"straggler (expert {straggler})"),
+               Line2D([], [], color="0.3", lw=1, ls="--",
+                      label=f"mean ({means[0]}; {means[1]})")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8,
+               frameon=False)
     fig.savefig(path)
     return path

@@ -8,14 +8,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reports.html import report_html
-from reports.plots import (
-    plot_chip_vs_cpu,
-    plot_comparison_runs,
-    plot_energy,
-    plot_experts,
-    plot_utilization,
-)
-from reports.roofline import plot_roofline
 from reports.rundata import ReportError, RunData, load_run
 from reports.tables import comparison_csv, comparison_markdown, summary_markdown
 from reports.trace import trace_events
@@ -23,17 +15,18 @@ from reports.trace import trace_events
 IMAGES = ("roofline.png", "energy.png", "comparison.png", "pe_utilization.png", "experts.png")
 
 
-def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
+def render_run(run_dir: str | Path, *, trace: bool = False, kind: str = "html") -> list[Path]:
     """Write the reports of one run folder into it and return the written paths.
 
     Files: roofline.png, energy.png, comparison.png (chip vs CPU), pe_utilization.png (runs
     with per-tile counters), experts.png (MoE layers),
     summary.md (regenerated), report.html (self-contained) and, with ``trace``, trace.json
-    (Chrome/Perfetto trace events). Raises ReportError when ``run_dir`` is not a run folder.
+    (Chrome/Perfetto trace events). ``kind="md"`` writes summary.md alone (no pictures, and
+    matplotlib is not loaded). Raises ReportError when ``run_dir`` is not a run folder.
     """
     run = load_run(run_dir)
     try:
-        return _render_run(run, trace)
+        return _render_run(run, trace, kind)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError,
             ZeroDivisionError) as exc:
         # load_run checks what the reports read; this names whatever it could not foresee
@@ -42,8 +35,15 @@ def render_run(run_dir: str | Path, *, trace: bool = False) -> list[Path]:
                           ) from None
 
 
-def _render_run(run: RunData, trace: bool) -> list[Path]:
+def _render_run(run: RunData, trace: bool, kind: str) -> list[Path]:
     out = run.path
+    if kind == "md":
+        summary = out / "summary.md"
+        summary.write_text(summary_markdown(run, []))
+        return [summary]
+    from reports.plots import plot_chip_vs_cpu, plot_energy, plot_experts, plot_utilization
+    from reports.roofline import plot_roofline  # matplotlib loads only to draw
+
     images = [plot_roofline(run.summary, out / "roofline.png"),
               plot_energy(run, out / "energy.png"),
               plot_chip_vs_cpu(run, out / "comparison.png")]
@@ -78,5 +78,7 @@ def render_comparison(run_dirs: Iterable[str | Path], out_dir: str | Path) -> li
     md, csv_path = out / "comparison.md", out / "comparison.csv"
     md.write_text(comparison_markdown(runs))
     csv_path.write_text(comparison_csv(runs))
+    from reports.plots import plot_comparison_runs
+
     png = plot_comparison_runs(runs, out / "comparison.png")
     return [md, csv_path, png]

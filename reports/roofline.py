@@ -1,6 +1,7 @@
 """The hierarchical roofline of one run: the chip's roofs and kernel points, the CPU beside it.
 
-Definitions (docs: energy_cpu.md section 3, after Williams et al. 2009 and the hierarchical
+Definitions (after Williams, Waterman and Patterson, "Roofline: an insightful visual performance
+model for multicore architectures", CACM 2009, and the hierarchical
 roofline of Yang et al. 2020): attainable performance P = min(P_peak, I * B_level), with
 operational intensity I = W / Q_level (ops per byte moved at that level). The ridge point of a
 level is P_peak / B_level.
@@ -14,7 +15,10 @@ roof.
 - useful ops (``summary.ops``: ALU ops + reducer adds) against DRAM bytes: the main point;
 - dense-equivalent ops against DRAM bytes: the same time and bytes credited with every op of
   the dense computation; it may exceed the roof (it counts ops never executed);
-- useful ops against GLB bytes (GLB <-> array traffic): the hierarchical view;
+- useful ops against the bytes over the GLB <-> array links (``summary.glb_link_bytes``, both
+  directions): the hierarchical view. The GLB roof is those links' bandwidth, so the point is
+  measured in the same bytes; the GLB's own total traffic (``glb_bytes``) also counts the DRAM
+  <-> GLB DMA, which does not cross the links;
 - issued ops (useful + gated + ineffectual) when they differ from useful ops;
 - the CPU's useful flops against its DRAM bytes, at the CPU model's time.
 
@@ -27,10 +31,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.transforms import Bbox
 
 from reports.fmt import si
 
@@ -109,9 +109,10 @@ def roofline(summary: dict[str, Any]) -> Roofline:
         Point("useful", "chip: useful ops / DRAM bytes", "chip", "DRAM", ops, dram, seconds),
         Point("dense", "chip: dense-equivalent ops / DRAM bytes", "chip", "DRAM",
               float(summary.get("dense_equivalent_ops", 0)), dram, seconds),
-        Point("glb", "chip: useful ops / GLB bytes", "chip", "GLB", ops,
-              float(summary.get("glb_bytes", 0)), seconds),
     ]
+    if "glb_link_bytes" in summary:
+        points.append(Point("glb", "chip: useful ops / GLB<->array link bytes", "chip", "GLB",
+                            ops, float(summary["glb_link_bytes"]), seconds))
     wasted = float(summary.get("gated_ops", 0)) + float(summary.get("ineffectual_ops", 0))
     if wasted > 0:
         points.append(Point("issued", "chip: issued ops (incl. gated, ineffectual) / DRAM bytes",
@@ -126,6 +127,9 @@ def roofline(summary: dict[str, Any]) -> Roofline:
                             float(base.get("flops", 0)), float(base.get("dram_bytes", 0)),
                             float(base.get("seconds", 0))))
     notes = [] if base else ["no CPU baseline in this run (sieve run --baseline CPU adds one)"]
+    if "glb_link_bytes" not in summary:
+        notes.append("no GLB point: this run folder predates the GLB<->array link counter "
+                     "(summary.glb_link_bytes)")
     notes += [f"not plotted: {p.label} (ops {p.ops:g}, bytes {p.nbytes:g}, time "
              f"{si(p.seconds, 's')}: a zero cannot sit on log axes)"
              for p in points if not p.placeable]
@@ -228,6 +232,8 @@ def _draw_roof(ax: Any, roof: Roof, x_lim: tuple[float, float], colors: dict[str
 def _draw_points(ax: Any, model: Roofline) -> None:
     """Plot the placeable points (legend labels carry the figures) and tag each on the plot
     where its tag overlaps no marker, no other tag and no roof label."""
+    from matplotlib.transforms import Bbox  # matplotlib loads only to draw
+
     placed = {p.key: p for p in model.points if p.placeable}
     if "useful" in placed and "dense" in placed:
         a, b = placed["useful"], placed["dense"]
@@ -266,6 +272,9 @@ def _draw_points(ax: Any, model: Roofline) -> None:
 
 def plot_roofline(summary: dict[str, Any], path: Path) -> Path:
     """Draw the roofline of one run into ``path`` (PNG) and return it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     model = roofline(summary)
     s = summary
     fig = Figure(figsize=(11, 8.4), dpi=110)

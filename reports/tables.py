@@ -57,6 +57,9 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     add("hop_count", "interconnect word-hops", count)
     add("dram_bytes", "DRAM traffic (bytes)", count)
     add("glb_bytes", "GLB traffic (bytes)", count)
+    dram_bw = (s.get("roofs") or {}).get("dram_bytes_per_s")
+    if dram_bw:
+        rows.append(("DRAM bandwidth", si(dram_bw, "B/s")))
     model = roofline(s)
     useful = model.point("useful")
     if useful is not None and useful.placeable:
@@ -74,7 +77,8 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
             rows.append(("chip energy per useful op", si(s["energy_j"] / s["ops"], "J")))
     base = run.baseline
     if base:
-        rows += [("CPU baseline", f"{base.get('cpu', '?')} ({base.get('bound', '?')}-bound)"),
+        lib = f"{base['library']}, " if base.get("library") else ""
+        rows += [("CPU baseline", f"{base.get('cpu', '?')} ({lib}{base.get('bound', '?')}-bound)"),
                  ("CPU time", si(base.get("seconds", math.nan), "s")),
                  ("CPU energy", si(base.get("energy_j", math.nan), "J")),
                  ("speedup (CPU time / chip time)", ratio(base.get("speedup", math.nan))),
@@ -129,7 +133,8 @@ COMPARISON_COLUMNS = ("run", "chip", "workload", "kernel", "cycles", "seconds", 
 def comparison_row(run: RunData) -> dict[str, Any]:
     """One run's row of the comparison table (None where there is no CPU baseline)."""
     s, base = run.summary, run.baseline or {}
-    return {"run": run.name, "chip": s.get("chip"), "workload": s.get("workload"),
+    spec = (run.workload.get("params") or {}).get("spec")      # a spec file names the row
+    return {"run": run.name, "chip": s.get("chip"), "workload": spec or s.get("workload"),
             "kernel": s.get("kernel"), "cycles": s.get("cycles"), "seconds": s.get("seconds"),
             "energy_j": s.get("energy_j"), "cpu": base.get("cpu"),
             "cpu_seconds": base.get("seconds"), "speedup": base.get("speedup"),

@@ -1,8 +1,9 @@
 """A Chrome / Perfetto trace of one run (trace-event JSON; open it at ui.perfetto.dev or in
 chrome://tracing).
 
-A model-layer run (timeline.json) adds a process with one track per lane and one for the
-DRAM channel, one event per job or weight DMA.
+A model-layer run (timeline.json) has a process with one track per lane and one for the
+DRAM channel, one event per job or weight DMA, and no tiles process (it has no per-tile
+counters).
 
 One track (thread) per used tile, named by tile, opcode and program node; per unit one
 complete event ("ph": "X") from its first to its last active cycle with its counters in
@@ -42,10 +43,6 @@ def trace_events(run: RunData) -> dict[str, Any]:
     for unit in run.tile_units():
         by_tile.setdefault(unit.tile, []).append(unit)
     events: list[dict[str, Any]] = [
-        _meta("process_name", TILES_PID, 0,
-              {"name": f"{s.get('chip', 'chip')} tiles: {s.get('workload', '?')} "
-                       f"({s.get('kernel', '?')}), kernel-relative time"}),
-        _meta("process_sort_index", TILES_PID, 0, {"sort_index": 1}),
         _meta("process_name", CONTROLLER_PID, 0, {"name": f"{s.get('chip', 'chip')} controller"}),
         _meta("process_sort_index", CONTROLLER_PID, 0, {"sort_index": 0}),
         _meta("thread_name", CONTROLLER_PID, 1, {"name": "kernel"}),
@@ -55,6 +52,11 @@ def trace_events(run: RunData) -> dict[str, Any]:
                    "tid": 1, "ts": 0.0, "dur": kernel_cycles / freq,
                    "args": {"kernel_cycles": kernel_cycles, "cycles": s.get("cycles"),
                             "freq_mhz": freq}})
+    if by_tile:     # a model layer has no per-tile counters: no (empty) tiles process
+        events += [_meta("process_name", TILES_PID, 0,
+                         {"name": f"{s.get('chip', 'chip')} tiles: {s.get('workload', '?')} "
+                                  f"({s.get('kernel', '?')}), kernel-relative time"}),
+                   _meta("process_sort_index", TILES_PID, 0, {"sort_index": 1})]
     for tid, units in enumerate(by_tile.values(), start=1):
         events.append(_meta("thread_name", TILES_PID, tid, {"name": _track_name(units)}))
         events.append(_meta("thread_sort_index", TILES_PID, tid, {"sort_index": tid}))

@@ -7,6 +7,16 @@
 
 from __future__ import annotations
 
-from sieve.api import Report, run
+from typing import Any
 
 __all__ = ["Report", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``sieve.run`` and ``sieve.Report`` load the simulator on first use, so the command
+    line (``sieve list``, ``sieve --version``) starts without it."""
+    if name in __all__:
+        from sieve import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sieve' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, CpuPreset, estimate, load_cpu_preset
+from baselines import CpuEstimate, CpuPreset, estimate, load_cpu_preset
 from compiler.footprint import check_fits
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
@@ -42,6 +42,8 @@ from simulator.chip import RunResult, simulate
 from simulator.config import dump_chip, load_chip
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
 from simulator.engine_burst import fire_kernel
+from simulator.progress import progress_of
+from simulator.unit_check import sampled_check
 from workloads import KernelLayer, get_workload
 
 
@@ -66,8 +68,39 @@ class Report:
         return (f"Report({s['workload']} on {s['chip']}: {s['cycles']} cycles, "
                 f"verified={s['verified']}, fidelity={s['fidelity']})")
 
-    def _repr_markdown_(self) -> str:   # notebooks
-        return summary_markdown(self.summary)
+    def to_dict(self) -> dict[str, Any]:
+        """The run as plain data: stats.json's document (summary, stats, energy, baseline)."""
+        doc: dict[str, Any] = {"summary": self.summary, "stats": self.result.stats}
+        if self.energy is not None:
+            e = self.energy
+            doc["energy"] = {"unit": "pJ", "total_pj": e.total_pj, "by_component":
+                             e.by_component, "by_action": e.by_action, "counts": e.counts}
+        if self.baseline is not None:
+            doc["baseline"] = {"preset": self.summary["baseline"]["cpu"],
+                               "breakdown": self.baseline.breakdown}
+        return doc
+
+    def to_frame(self, what: str = "stats") -> Any:
+        """A pandas DataFrame (pandas must be installed): ``stats``, one row per counter
+        (value, unit, desc); ``summary``, one row of the flattened summary."""
+        import pandas as pd
+
+        from reports.notebook import flat_summary
+        if what == "summary":
+            return pd.DataFrame([flat_summary(self.summary)])
+        return pd.DataFrame.from_dict(self.result.stats, orient="index")
+
+    def _repr_markdown_(self) -> str:   # notebooks: summary.md's tables
+        from reports.notebook import summary_markdown as page
+        return page(self._run_data())
+
+    def _repr_html_(self) -> str:       # notebooks: report.html's tables
+        from reports.notebook import summary_html
+        return summary_html(self._run_data())
+
+    def _run_data(self) -> Any:
+        from reports.notebook import run_data
+        return run_data(self.to_dict(), dump_chip(self.chip), {"name": self.layer.name})
 
 
 def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str, ...] = ()
@@ -107,14 +140,16 @@ the output check; beyond it the check is numpy's alone (the burst engine's funct
 itself tested equal to the interpreter, tests/test_burst.py)."""
 
 
-def check_outputs(result: RunResult, program: Program, layer: KernelLayer
-                  ) -> dict[str, Any]:
-    """Compare the simulated output with numpy and (up to INTERPRETER_MAX_TOKENS) with the ISA
-    interpreter. A skipped check is recorded as a string saying why, never as a pass."""
+def check_outputs(result: RunResult, program: Program, layer: KernelLayer,
+                  check: str = "sample") -> dict[str, Any]:
+    """Compare the simulated output with numpy and with the ISA interpreter: whole with
+    ``check="full"`` (up to INTERPRETER_MAX_TOKENS), else sampled (simulator.unit_check). A
+    skipped check is recorded as a string saying why, never as a pass."""
     kernel = program.kernels[0]
     tokens = result.total("token_count")
-    interp = run_kernel(kernel, program.images) if tokens <= INTERPRETER_MAX_TOKENS else None
-    checks: dict[str, Any] = {}
+    full = check == "full" and tokens <= INTERPRETER_MAX_TOKENS
+    interp = run_kernel(kernel, program.images) if full else None
+    checks: dict[str, Any] = {} if full else sampled_check(kernel, program.images)
     ref = np.asarray(layer.reference())
     for decl in kernel.tensors:
         if not decl.is_output:
@@ -128,7 +163,7 @@ def check_outputs(result: RunResult, program: Program, layer: KernelLayer
                                    np.allclose(got, ref, rtol=1e-9, atol=1e-12))
         if interp is not None:
             checks["interpreter"] = _same_tree(sim, assemble_output(decl, interp.memory))
-        else:
+        elif check == "full":
             checks["interpreter"] = (f"skipped: {tokens:,} tokens > {INTERPRETER_MAX_TOKENS:,}"
                                      " (sieve.api.INTERPRETER_MAX_TOKENS)")
     return checks
@@ -184,7 +219,7 @@ def roofs(chip: ChipConfig) -> dict[str, float]:
 
     hz = chip.clock.freq_mhz * 1e6
     return {"compute_ops_per_s": dense_peak_gops(chip) * 1e9,
-            "dram_bytes_per_s": chip.dram.bandwidth_bytes_per_cycle * hz,
+            "dram_bytes_per_s": chip.dram.bandwidth_gb_per_s * 1e9,
             "glb_bytes_per_s": chip.glb.array_bytes_per_cycle * hz}
 
 
@@ -193,6 +228,7 @@ def baseline_summary(chip_seconds: float, chip_joules: float, cpu: CpuEstimate
     """The CPU's time and energy and the chip's advantage as ratios (CPU / chip)."""
     return {
         "cpu": cpu.preset,
+        "library": cpu.library,
         "seconds": cpu.seconds,
         "energy_j": cpu.energy_j,
         "bound": cpu.bound,
@@ -214,6 +250,7 @@ def make_summary(result: RunResult, layer: KernelLayer, program: Program,
     out["dense_equivalent_ops"] = dense_equivalent_ops(layer.expr, layer.tensors)
     out["glb_bytes"] = (result.stats["chip.memory.glb_read_bytes"]["value"]
                         + result.stats["chip.memory.glb_write_bytes"]["value"])
+    out["glb_link_bytes"] = result.stats["chip.memory.link_bytes"]["value"]
     if energy is not None:
         out["energy_j"] = energy.total_pj * 1e-12
     if cpu is not None and energy is not None:
@@ -252,7 +289,8 @@ def _base_summary(result: RunResult, layer: KernelLayer, program: Program,
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,
-        baseline: str | Path | None = None, progress: Any = None) -> Report:
+        baseline: str | Path | None = None, progress: Any = None, check: str = "sample"
+        ) -> Report:
     """Compile and simulate ``workload`` on ``chip``, verify it, estimate its energy with the
     chip's energy table and, with ``baseline`` (a CPU preset), the CPU's time and energy;
     optionally write the run folder ``out``. A ``gemm`` takes the dense path (sieve.dense),
@@ -269,9 +307,12 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
                               "layers (moe.*, ffn.*, linear.*); use burst or cycle")
     if is_dense(layer):
         return _run_dense(cfg, layer, cpu, preset, t0, out)
+    (progress := progress_of(progress)).stage("compile")
     program = compile_layer(layer, cfg)
     result = simulate(program, cfg, fidelity=fidelity, progress=progress)
-    checks = check_outputs(result, program, layer)
+    progress.stage("check outputs")
+    checks = check_outputs(result, program, layer, check)
+    progress.stage("energy")
     energy = energy_breakdown(result.stats, result.cycles, cfg,
                               load_energy_table(cfg.energy_table), program=program)
     summary = make_summary(result, layer, program, checks, energy, cpu)
@@ -334,16 +375,8 @@ def write_run(report: Report, out: Path) -> None:
     program's assembly, summary.md, and wall-clock timing kept apart in timing.json. The
     folder rules and strict JSON are reports.rundir's."""
     prepare_run_dir(out)
-    doc = {"summary": report.summary, "stats": report.result.stats}
-    if report.energy is not None:
-        e = report.energy
-        doc["energy"] = {"unit": "pJ", "total_pj": e.total_pj,
-                         "by_component": e.by_component, "by_action": e.by_action,
-                         "counts": e.counts}
-    if report.baseline is not None:
-        doc["baseline"] = {"preset": report.summary["baseline"]["cpu"],
-                           "breakdown": report.baseline.breakdown}
-    (out / "stats.json").write_text(strict_json(doc, where=f"{out / 'stats.json'}", indent=1,
+    where = f"{out / 'stats.json'}"
+    (out / "stats.json").write_text(strict_json(report.to_dict(), where=where, indent=1,
                                                 sort_keys=True) + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
@@ -358,7 +391,7 @@ def write_run(report: Report, out: Path) -> None:
     if report.timeline:
         (out / "timeline.json").write_text(json.dumps(
             {"unit": "cycles", "spans": report.timeline}, separators=(",", ":")) + "\n")
-    (out / "summary.md").write_text(summary_markdown(report.summary))
+    (out / "summary.md").write_text(report._repr_markdown_())
     (out / "timing.json").write_text(json.dumps({"wall_seconds": report.wall_seconds}) + "\n")
     report.out_dir = out
 
@@ -397,15 +430,11 @@ BASELINE_ROWS = (
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
             if key in summary]
+    if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
+        rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
     base = summary.get("baseline")
     if base:
-        rows += [(f"{label} [{base['cpu']}]" if key == "seconds" else label,
+        rows += [(f"{label} [{base['cpu']}, {base.get('library') or '?'}]" if key == "seconds"
+                  else label,
                   fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
     return rows
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# {summary['workload']} ({summary['kernel']}) on {summary['chip']}", "",
-             f"fidelity: `{summary['fidelity']}`", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {label} | {value} |" for label, value in summary_rows(summary)]
-    return "\n".join(lines) + "\n"

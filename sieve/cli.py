@@ -25,14 +25,12 @@ def _params(pairs: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _progress() -> Any:
-    if not sys.stderr.isatty():
-        return None
+def _progress(quiet: bool) -> Any:
+    """The progress display (reports.progress; nothing shown for runs under 2 s)."""
+    import contextlib
 
-    def show(where: int | str) -> None:
-        text = f"{where:,} cycles" if isinstance(where, int) else str(where)
-        print(f"\r  simulating... {text:<48.48}", end="", file=sys.stderr, flush=True)
-    return show
+    from reports.progress import ProgressDisplay
+    return contextlib.nullcontext() if quiet else ProgressDisplay()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,11 +39,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         check_run_dir(args.out)
-    report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
-                 overrides=args.config, fidelity=args.fidelity, out=args.out,
-                 baseline=args.baseline, progress=None if args.quiet else _progress())
-    if sys.stderr.isatty() and not args.quiet:
-        print("\r" + " " * 72 + "\r", end="", file=sys.stderr)
+    with _progress(args.quiet) as progress:
+        report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
+                     overrides=args.config, fidelity=args.fidelity, out=args.out,
+                     baseline=args.baseline, progress=progress, check=args.check)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
@@ -66,11 +63,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, value in s["checks"].items():
         if isinstance(value, str):
             print(f"  note: the {name} check was {value}")
-    if report.out_dir is not None:
+    if report.out_dir is not None and args.report != "none":
         from reports import render_run
 
-        render_run(report.out_dir, trace=args.trace)
-        print(f"run folder: {report.out_dir} (report.html, roofline.png, energy.png, ...)")
+        render_run(report.out_dir, trace=args.trace, kind=args.report)
+        print(f"run folder: {report.out_dir} (" + ("summary.md" if args.report == "md" else
+                                                  "report.html, roofline.png, energy.png, ...")
+              + ")")
+    elif report.out_dir is not None:
+        print(f"run folder: {report.out_dir} (stats.json, summary.json; --report none)")
     if not s["verified"]:
         print(f"error: output check failed: {s['checks']}", file=sys.stderr)
         return 1
@@ -79,40 +80,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports import render_run
+    from reports.compare import is_compare_folder, render_compare_folder
 
     for folder in args.run_dirs:
-        for path in render_run(Path(folder), trace=args.trace):
+        render = render_compare_folder if is_compare_folder(folder) else render_run
+        for path in render(Path(folder), trace=args.trace):
             print(path)
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from reports import render_comparison
+    from reports.compare import compare_plan, render_compare_folder, write_manifest
     from sieve.api import run
 
     out = Path(args.out)
-    dirs = []
-    for chip in args.chips:
-        for workload in args.workloads:
-            folder = out / f"{Path(chip).stem}__{workload}"
-            report = run(chip, workload, params=_params(args.param, "parameter"),
-                         overrides=args.config, fidelity=args.fidelity, out=folder,
-                         baseline=args.baseline)
-            s = report.summary
-            print(f"  {s['chip']:<12} {s['workload']:<8} {s['cycles']:>12,} cycles  "
-                  f"verified={s['verified']}", file=sys.stderr)
-            dirs.append(folder)
-    paths = render_comparison(dirs, out)
-    table = next(p for p in paths if p.suffix == ".md")
-    print(table.read_text())
-    print("wrote " + ", ".join(str(p) for p in paths))
+    plan = compare_plan(args.chips, args.workloads, args.param)   # reports/compare.py
+    for p in plan:
+        with _progress(False) as progress:
+            s = run(p.chip, p.workload, params=p.params, overrides=args.config,
+                    fidelity=args.fidelity, out=out / p.folder, baseline=args.baseline,
+                    progress=progress).summary
+        print(f"  {p.folder:<40} {s['cycles']:>14,} cycles  verified={s['verified']}",
+              file=sys.stderr)
+    write_manifest(out, plan)
+    paths = render_compare_folder(out)
+    print((out / "comparison.md").read_text())
+    print(f"wrote {out / 'compare.html'} and {len(paths) - 1} more files")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import logging
 
-    from baselines.cpu import calibrate_host
+    from baselines import calibrate_host
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     print(f"measuring this machine (medians of {args.repeats} runs)...", file=sys.stderr)
@@ -179,14 +179,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     from simulator.config import list_chips
 
     if args.what in ("chips", "all"):
-        print("chips (configs/chips):")
+        print("chips (SIEVE_CONFIG_PATH, ./configs/chips, then the shipped configs):")
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
     if args.what in ("cpus", "all"):
-        from baselines.cpu import list_cpu_presets
+        from baselines import list_cpu_presets
 
-        print("CPU baselines (configs/cpus):")
+        print("CPU baselines (SIEVE_CONFIG_PATH, ./configs/cpus, then the shipped configs):")
         for name, path in list_cpu_presets():
+            print(f"  {name:<14} {path}")
+    if args.what in ("dram", "all"):
+        from isa.configpath import config_search_path, list_named_files
+
+        print("DRAM presets (dram: {preset: NAME}; docs/configs.md):")
+        for name, path in list_named_files(config_search_path("dram", "configs/dram")):
             print(f"  {name:<14} {path}")
     if args.what in ("workloads", "all"):
         print("workloads:")
@@ -200,9 +206,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata: no heavy import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sieve-sim")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sieve", description="Simulate sparse kernels on a "
                                  "sparsity-aware dataflow chip (Onyx-like CGRA).")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -226,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--report", choices=("none", "md", "html"), default="html",
+                   help="with --out: which reports to render (html: report.html and pictures)")
+    r.add_argument("--check", choices=("sample", "full"), default="sample",
+                   help="the ISA interpreter check: every unit's first steps (sample) or the "
+                        "whole kernel (full: about a microsecond per token)")
     r.set_defaults(fn=cmd_run)
 
     rep = sub.add_parser("report", help="re-render reports of saved run folders")
@@ -236,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="run several chips x workloads; one table")
     cmp_.add_argument("--chips", nargs="+", required=True, metavar="CHIP")
     cmp_.add_argument("--workloads", nargs="+", required=True, metavar="WORKLOAD")
-    cmp_.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    cmp_.add_argument("-p", "--param", action="append", default=[], metavar="[WORKLOAD:]KEY=VALUE",
+                      help="parameter for every workload, or WORKLOAD:KEY=VALUE for one; a key "
+                      "given again adds a grid point")
     cmp_.add_argument("-c", "--config", action="append", default=[], metavar="KEY.PATH=VALUE")
     cmp_.add_argument("--fidelity", choices=("cycle", "burst", "analytic"), default=None)
     cmp_.add_argument("--baseline", default=None, metavar="CPU")
@@ -256,13 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")
-    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "all"),
+    ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "dram", "all"),
                     default="all")
     ls.set_defaults(fn=cmd_list)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings  # deprecations (e.g. spmspm shape_order=mkn) as one note line
+    warnings.formatwarning = lambda message, *_a, **_k: f"note: {message}\n"
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -107,6 +107,7 @@ def simulate_dense(layer: KernelLayer, chip: ChipConfig) -> DenseRun:
     mem.glb_read_bytes = a_bytes + b_bytes + c_bytes
     mem.glb_write_bytes += c_bytes
     mem.dram_write_bytes = c_bytes
+    mem.link_bytes = a_bytes + b_bytes + c_bytes
     mem.dram_busy_cycles = dma_in[0].busy_cycles + dma_in[2].busy_cycles + dma_out[1].busy_cycles
     mem.link_busy_cycles = dma_in[1].busy_cycles + dma_in[3].busy_cycles + dma_out[0].busy_cycles
     ctl.launch_count = 1
@@ -202,6 +203,7 @@ def dense_summary(run: DenseRun, layer: KernelLayer, checks: dict[str, Any],
         "ops": effectual,
         "dense_equivalent_ops": 2 * m * n * k,
         "glb_bytes": glb,
+        "glb_link_bytes": result.stats["chip.memory.link_bytes"]["value"],
         "energy_j": energy.total_pj * 1e-12,
         "energy_table": energy.table,
         "energy_model": energy_model,

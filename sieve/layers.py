@@ -2,7 +2,7 @@
 
 compiler.layers.plan_layer places the tile kernel on column bands; simulator.layers runs the
 layer's tiles (fidelity ``analytic``, ``burst`` or ``cycle``), checks the output against the
-layer's numpy forward pass, and counts energy; baselines.cpu.layer_estimate gives the CPU.
+layer's numpy forward pass, and counts energy; baselines.layer_estimate gives the CPU.
 
 Fidelity. ``--fidelity`` picks the tile engine. Left to the chip's default (``burst``), a
 layer whose estimated effectual MACs exceed :data:`BURST_MAX_MACS` runs ``analytic`` (the
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.cpu import CpuEstimate, CpuPreset, layer_estimate
+from baselines import CpuEstimate, CpuPreset, layer_estimate
 from compiler.layers import plan_layer
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
@@ -179,6 +179,7 @@ def layer_summary(run: LayerRun, layer: Any, plan: Any, chip: ChipConfig,
         "dense_equivalent_ops": dense_eq + ls.elementwise_op_count,
         "dram_bytes": run.memory["dram_read_bytes"] + run.memory["dram_write_bytes"],
         "glb_bytes": run.memory["glb_read_bytes"] + run.memory["glb_write_bytes"],
+        "glb_link_bytes": run.memory["link_bytes"],
         "energy_j": energy.total_pj * 1e-12,
         "energy_table": chip.energy_table,
         "lanes": 1 if dense else plan.lanes,
@@ -238,6 +239,7 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
     else:
         y, ref = _run_linear(layer, eng)
         experts = []
+    eng.progress.stage("schedule")
     sparse = eng.schedule("sparse")
     dense = eng.schedule("dense")
     mode = chip.compiler.layer_mode
@@ -300,8 +302,7 @@ def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], 
     ref = np.zeros_like(y)
     if x.shape[0] == 0:
         return y, ref
-    chunk = max(64, min(eng.plan.f_chunk, cdiv(w.f, len(lanes))))
-    for c, (f0, f1) in enumerate(ffn_chunks(w.f, chunk)):
+    for c, (f0, f1) in enumerate(ffn_chunks(w.f, _chunk(w.f, eng, len(lanes)))):
         lane = lanes[c % len(lanes)]
         g_rows = None if w.gate is None else w.gate.rows(f0, f1)
         u_rows = w.up.rows(f0, f1)
@@ -319,13 +320,18 @@ def _ffn_chunks(w, x: np.ndarray, sparsity, eng: LayerEngine, lanes: list[int], 
         # the reference: the layer's float64 forward on the same weight chunk
         hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta), sparsity)
         ref += hr @ d_cols.astype(np.float64)
-        if eng.progress is not None:
-            eng.progress(tag)
+        eng.progress.advance(1, tag)
     return y, ref
+
+
+def _chunk(f: int, eng: LayerEngine, lanes: int) -> int:
+    """Width of the f-chunks of an FFN spread over ``lanes`` lanes."""
+    return max(64, min(eng.plan.f_chunk, cdiv(f, lanes)))
 
 
 def _run_ffn_all_lanes(w, x, sparsity, eng: LayerEngine, expert: int
                        ) -> tuple[np.ndarray, np.ndarray]:
+    eng.progress.stage("FFN", total=cdiv(w.f, _chunk(w.f, eng, eng.lanes)), unit="chunks")
     return _ffn_chunks(w, x, sparsity, eng, list(range(eng.lanes)), expert, "ffn")
 
 
@@ -338,14 +344,14 @@ def _run_linear(layer: Any, eng: LayerEngine) -> tuple[np.ndarray, np.ndarray]:
     y = np.zeros((x.shape[0], out_dim))
     ref = np.zeros_like(y)
     chunk = max(64, min(eng.plan.f_chunk, cdiv(out_dim, eng.lanes)))
+    eng.progress.stage("linear", total=cdiv(out_dim, chunk), unit="row blocks")
     for c, r0 in enumerate(range(0, out_dim, chunk)):
         r1 = min(out_dim, r0 + chunk)
         rows = w.rows(r0, r1)
         y[:, r0:r1] = eng.product(x, rows.T, lane=c % eng.lanes, expert=-1,
                                   label=f"linear[{r0}:{r1}]")
         ref[:, r0:r1] = x @ rows.astype(np.float64).T
-        if eng.progress is not None:
-            eng.progress(f"rows {r0}:{r1}")
+        eng.progress.advance(1, f"rows {r0}:{r1}")
     return y, ref
 
 
@@ -375,6 +381,10 @@ def _run_moe(layer: Any, eng: LayerEngine, ls: LayerStats
     ref = np.zeros((T, d))
     experts = [ExpertStats() for _ in range(E)]
     groups = _expert_lanes(E, eng.lanes)
+    ffns = [(w, list(range(eng.lanes))) for w in layer.shared] + \
+        [(w, groups[e]) for e, w in enumerate(layer.experts) if G[:, e].any()]
+    eng.progress.stage("experts", total=sum(cdiv(w.f, _chunk(w.f, eng, len(ln)))
+                                            for w, ln in ffns), unit="FFN chunks")
     for s, w in enumerate(layer.shared):
         ys, rs = _ffn_chunks(w, x, layer.sparsity, eng, list(range(eng.lanes)), -1,
                              f"shared{s}")

@@ -23,6 +23,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Program
 from simulator.engine_cycle import CycleKernel, KernelRun, drive, tile_name
+from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten
 
 ELEMENT_BYTES = 2   # 16-bit datapath: coordinates, segments and values are 16-bit words
@@ -49,7 +50,7 @@ def transfer_time(nbytes: int, bandwidth_bytes_per_cycle: float, latency_cycles:
 
 def dram_transfer(chip: ChipConfig, nbytes: int) -> Transfer:
     """A DMA between DRAM and the GLB (one descriptor: the controller's setup is paid)."""
-    return transfer_time(nbytes, chip.dram.bandwidth_bytes_per_cycle, chip.dram.latency_cycles,
+    return transfer_time(nbytes, chip.dram_bytes_per_cycle, chip.dram_latency_cycles,
                          chip.controller.dma_setup_cycles)
 
 
@@ -88,6 +89,9 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     fidelity = fidelity or chip.sim.fidelity
     if fidelity not in ("cycle", "burst"):
         raise SimulationError(f"unknown fidelity {fidelity!r} (use cycle or burst)")
+    progress = progress_of(progress)        # simulator.progress: stage, advance
+    progress.stage("simulate", total=sum(c.op == "launch" for c in program.schedule),
+                   unit="kernel launches")
     env = simpy.Environment()
     dram = simpy.Resource(env, capacity=1)
     links = simpy.Resource(env, capacity=1)
@@ -135,6 +139,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "load":
                 busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
                 mem.glb_read_bytes += cmd.size_bytes
+                mem.link_bytes += cmd.size_bytes
                 mem.link_busy_cycles += busy
                 ctl.dma_in_cycles += env.now - start
             elif cmd.op == "configure":
@@ -155,6 +160,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             elif cmd.op == "wait":
                 run = yield configs[cmd.arg + "#run"]
                 runs[cmd.arg] = run
+                progress.advance(1, cmd.arg)
                 ctl.kernel_cycles += run.cycles
                 kernel = program.kernel(cmd.arg)
                 for decl in kernel.tensors:
@@ -164,6 +170,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                 n = output_bytes(cmd.arg)
                 busy = yield env.process(transfer(links, link_transfer(chip, n)))
                 mem.glb_write_bytes += n
+                mem.link_bytes += n
                 mem.link_busy_cycles += busy
                 ctl.dma_out_cycles += env.now - start
             elif cmd.op == "dma_out":

@@ -1,8 +1,8 @@
 """Chip configs: YAML files -> validated :class:`~isa.arch.ChipConfig` objects.
 
 A chip is named by a path (``configs/chips/onyx.yaml``) or by a bare name (``onyx``) that is
-looked up as ``<name>.yaml`` in the chip folder: ``configs/chips`` under the current directory
-first, then the ``configs/chips`` folder of this source tree. Files are read with
+looked up as ``<name>.yaml`` in the chip folders (:mod:`isa.configpath`: ``SIEVE_CONFIG_PATH``,
+then ``configs/chips`` under the current directory, then the shipped configs). Files are read with
 ``yaml.safe_load`` only and converted by the one generic loader (:mod:`isa.schema`), so every
 problem (bad YAML, unknown keys, wrong types, missing keys, impossible sizes) arrives as one
 :class:`~isa.errors.ConfigError` naming the file and listing each problem by key path.
@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from isa.arch import ChipConfig
+from isa.configpath import config_search_path, list_named_files
 from isa.errors import ConfigError
 from isa.schema import (
     TOP_LEVEL,
@@ -28,9 +29,9 @@ from isa.schema import (
     format_problems,
     load_dataclass,
     resolve_named_file,
-    search_path,
     to_dict,
 )
+from simulator.compose import expand_dram_preset, resolve_base
 from simulator.yaml_input import UnreadableText, load_yaml_text, read_text_file
 
 __all__ = [
@@ -47,10 +48,6 @@ __all__ = [
 
 DEFAULT_CHIP_ROOT = Path("configs/chips")
 """Where bare chip names are looked up, relative to the current directory."""
-
-_SOURCE_CHIP_ROOT = Path(__file__).resolve().parents[1] / "configs" / "chips"
-"""The chip folder of this source tree: the fallback when the current directory has none."""
-
 
 def parse_override_value(text: str) -> Any:
     """Parse the value of a ``key.path=value`` override as a YAML scalar (or flow collection).
@@ -99,7 +96,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
 
 def chip_search_path(root: str | Path = DEFAULT_CHIP_ROOT) -> list[Path]:
     """The folders searched for bare chip names, in order (duplicates removed)."""
-    return search_path(root, _SOURCE_CHIP_ROOT)
+    return config_search_path("chips", root)
 
 
 def resolve_chip(name_or_path: str | Path, root: str | Path = DEFAULT_CHIP_ROOT) -> Path:
@@ -111,9 +108,13 @@ def resolve_chip(name_or_path: str | Path, root: str | Path = DEFAULT_CHIP_ROOT)
 def chip_from_dict(
     data: dict[str, Any], *, where: str, overrides: Sequence[str] = ()
 ) -> ChipConfig:
-    """Validate parsed data (plus overrides) into a ChipConfig; one ConfigError otherwise."""
+    """Validate parsed data (plus overrides) into a ChipConfig; one ConfigError otherwise.
+    A ``base:`` (looked up from the current directory) and a DRAM ``preset`` are resolved
+    first (:mod:`simulator.compose`)."""
+    data = resolve_base(data, None)
     if overrides:
         data = apply_overrides(data, list(overrides), where=where, parse=parse_override_value)
+    data = expand_dram_preset(data, where=where)
     cfg = load_dataclass(ChipConfig, data, where=where)
     _check_energy_table(cfg, where)
     return cfg
@@ -138,33 +139,33 @@ def _check_energy_table(cfg: ChipConfig, where: str) -> None:
 def load_chip(path: str | Path, overrides: Sequence[str] = ()) -> ChipConfig:
     """Load a chip config from a YAML path or a bare chip name, applying ``key=value`` overrides.
 
+    A ``base:`` chain is merged and a DRAM ``preset`` expanded first (:mod:`simulator.compose`).
     Raises one ConfigError naming the file for a missing file, a YAML syntax error (with its
-    line), a non-mapping document, or any combination of schema and semantic problems.
+    line), a non-mapping document, a bad base or preset, or any combination of schema and
+    semantic problems.
     """
     file = resolve_chip(path)
     where = str(file)
-    data = read_yaml(file, where=where)
+    data = resolve_base(read_yaml(file, where=where), file)
     if overrides:
         where = f"{where} (with overrides {' '.join(overrides)})"
     return chip_from_dict(data, where=where, overrides=overrides)
 
 
 def list_chips(root: str | Path = DEFAULT_CHIP_ROOT) -> list[tuple[str, Path, str]]:
-    """(name, path, description) of every ``*.yaml`` chip in ``root``, sorted by name.
+    """(name, path, description) of every chip a bare name finds (:func:`chip_search_path`),
+    sorted by name.
 
     The description is the file's top-level ``description:``; an unreadable file is listed
     with the first line of its problem instead, so one broken file does not hide the others.
     """
-    folder = Path(root)
-    if not folder.is_dir():
-        return []
     out: list[tuple[str, Path, str]] = []
-    for file in sorted(folder.glob("*.yaml"), key=lambda f: f.stem):
+    for name, file in list_named_files(chip_search_path(root)):
         try:
             description = str(read_yaml(file).get("description", "") or "")
         except ConfigError as exc:
             description = f"(invalid: {str(exc).splitlines()[-1].strip()})"
-        out.append((file.stem, file, " ".join(description.split())))
+        out.append((name, file, " ".join(description.split())))
     return out
 
 

@@ -47,7 +47,8 @@ Each line: action: count -> energy per count (table key).
 * ``glb_read`` / ``glb_write``: ``chip.memory.glb_read_bytes`` / ``glb_write_bytes`` divided
   by 8 (64-bit words) -> ``glb_read_pj`` / ``glb_write_pj``
 * ``dram_read`` / ``dram_write``: ``chip.memory.dram_read_bytes`` / ``dram_write_bytes`` x 8
-  (bits) -> ``dram_pj_per_bit`` of ``chip.dram.kind``
+  (bits) -> ``chip.dram.energy_pj_per_bit`` (set by the DRAM preset), or when that is None
+  the table's ``dram_pj_per_bit`` of ``chip.dram.kind``
 * ``config_load``: ``chip.controller.config_bits`` -> ``config_load_pj_per_bit``
 * ``leakage_pe`` / ``leakage_mem`` / ``leakage_glb``: PE tiles / MEM tiles / GLB tiles x
   cycles (every tile of the array leaks, busy or idle) -> ``leakage.*_tile_pj_per_cycle``
@@ -117,13 +118,13 @@ from typing import Any
 import yaml
 
 from isa.arch import ChipConfig
+from isa.configpath import config_search_path
 from isa.ops import SIGNATURES, Opcode, TileKind
 from isa.program import Program
 from isa.schema import (
     apply_overrides,
     load_dataclass,
     resolve_named_file,
-    search_path,
 )
 from simulator.config import read_yaml
 
@@ -154,9 +155,6 @@ __all__ = [
 
 DEFAULT_ENERGY_ROOT = Path("configs/energy")
 """Where bare energy-table names are looked up, relative to the current directory."""
-
-_SOURCE_ENERGY_ROOT = Path(__file__).resolve().parents[1] / "configs" / "energy"
-"""The energy folder of this source tree: the fallback when the current directory has none."""
 
 DENSE_GEMM_IO_GROUPS = 1
 """MEM-column groups a dense GEMM mapping gives to I/O instead of MACs.
@@ -304,7 +302,7 @@ class EnergyTable:
 
 def energy_search_path(root: str | Path = DEFAULT_ENERGY_ROOT) -> list[Path]:
     """The folders searched for bare table names, in order (duplicates removed)."""
-    return search_path(root, _SOURCE_ENERGY_ROOT)
+    return config_search_path("energy", root)
 
 
 def resolve_energy_table(name_or_path: str | Path,
@@ -483,7 +481,9 @@ def _per_count(table: EnergyTable, chip: ChipConfig, datatype: str, voltage_v: f
     for action, pj in base.items():
         scale = v2 * (table.fabric_overhead if ACTIONS[action] in _FABRIC else 1.0)
         out[action] = pj * scale
-    dram = table.dram_pj_per_bit_of(chip.dram.kind)
+    dram = chip.dram.energy_pj_per_bit
+    if dram is None:                    # no per-bit energy with the DRAM: the table's
+        dram = table.dram_pj_per_bit_of(chip.dram.kind)
     out["dram_read"] = out["dram_write"] = dram
     out["leakage_pe"] = leak.pe_tile_pj_per_cycle * leak_scale
     out["leakage_mem"] = leak.mem_tile_pj_per_cycle * leak_scale

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +66,7 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Kernel
 from simulator.chip import dram_transfer
+from simulator.progress import progress_of
 from simulator.stats import stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
@@ -298,12 +298,12 @@ class LayerEngine:
     """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
 
     def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Any = None) -> None:
         if fidelity not in FIDELITIES:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
-        self.progress = progress
+        self.progress = progress_of(progress)   # simulator.progress: stage, advance
         self.lanes = plan.lanes
         self.words = plan.level_words
         kernel: Kernel = plan.kernel
@@ -315,13 +315,14 @@ class LayerEngine:
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
         self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
-                       "glb_write_bytes": 0}
+                       "glb_write_bytes": 0, "link_bytes": 0}
         self.elementwise = 0
         self.extra_dram_bytes = 0
         self.spans: dict[str, list[dict[str, Any]]] = {}
         self.dense_jobs: list[Job] = []
         self.dense_counts: dict[str, float] = {}
-        self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0}
+        self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0,
+                             "link_bytes": 0}
         from simulator.energy import dense_mapping
         from simulator.systolic import SystolicArray
 
@@ -346,6 +347,7 @@ class LayerEngine:
         self.memory["dram_read_bytes"] += weight_bytes
         self.memory["glb_write_bytes"] += weight_bytes + work.out_words * WORD_BYTES
         self.memory["glb_read_bytes"] += work.in_words * WORD_BYTES
+        self.memory["link_bytes"] += (work.in_words + work.out_words) * WORD_BYTES
         # a product whose weights exceed one GLB buffer runs as several jobs (equal shares of
         # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
         n = max(1, cdiv(weight_bytes, self.buffer_bytes))
@@ -386,6 +388,7 @@ class LayerEngine:
         self.dense_memory["dram_read_bytes"] += weight_bytes
         self.dense_memory["glb_write_bytes"] += weight_bytes + m * n * WORD_BYTES
         self.dense_memory["glb_read_bytes"] += weight_bytes + act_bytes
+        self.dense_memory["link_bytes"] += weight_bytes + act_bytes + m * n * WORD_BYTES
 
     def _finish_work(self, work: TileWork, cyc: np.ndarray, in_w: np.ndarray,
                      out_w: np.ndarray, live: np.ndarray) -> None:

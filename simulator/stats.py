@@ -58,6 +58,7 @@ class MemoryStats:
     dram_write_bytes: int = stat("bytes", "Bytes written from the GLB to DRAM.")
     glb_read_bytes: int = stat("bytes", "Bytes read from the GLB towards the array.")
     glb_write_bytes: int = stat("bytes", "Bytes written into the GLB.")
+    link_bytes: int = stat("bytes", "Bytes moved over the GLB<->array links, both directions.")
     dram_busy_cycles: int = stat("cycles", "Cycles DRAM spent transferring.")
     link_busy_cycles: int = stat("cycles", "Cycles the GLB<->array links spent transferring.")
 

@@ -19,7 +19,7 @@ ALLOWED = {
     "workloads": {"numpy", "scipy", "workloads"},
     "compiler": {"isa", "workloads", "networkx", "numpy", "scipy", "compiler"},
     "simulator": {"isa", "simpy", "numpy", "scipy", "yaml", "simulator"},
-    "reports": {"reports", "numpy", "matplotlib", "isa"},
+    "reports": {"reports", "numpy", "matplotlib", "isa", "rich"},   # rich: progress bars
     # the CPU model reads its presets with simulator.config's YAML reader
     "baselines": {"numpy", "scipy", "yaml", "isa", "workloads", "baselines", "simulator"},
 }

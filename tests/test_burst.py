@@ -173,6 +173,51 @@ def test_suite_covers_the_space():
     assert {p for c in cases for p in c["policy"]} == {"skip", "gate", "none"}
 
 
+DENSE = [0.08, 0.15, 0.3, 0.5]
+
+
+def make_dense_case(seed: int) -> dict:
+    """SpM*SpM, dense and unbalanced: the back-pressure loops that stall the whole pipeline
+    once per row (the vector reducer's flush) or around reconvergent paths, many times per
+    run, so the burst solver's windows each hold several stalls."""
+    rng = np.random.default_rng(5000 + seed)
+    shape = ",".join(str(int(x)) for x in rng.integers(12, 33, size=3))
+    return {
+        "workload": "spmspm",
+        "params": {"shape": shape, "density": DENSE[seed % len(DENSE)], "seed": seed,
+                   "order": str(rng.choice(["ikj", "ijk"]))},
+        "depth": int(rng.integers(1, 5)), "hop": int(rng.integers(1, 3)),
+        "policy": ("skip", "skip"), "balance": bool(seed % 2),
+        "window": int(rng.choice([64, 512, 1 << 15])),
+    }
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_burst_equals_cycle_dense_and_unbalanced(small_chip, seed):
+    case = make_dense_case(seed)
+    chip = configure(small_chip, case)
+    program = compile_layer(get_workload("spmspm").make(case["params"]), chip)
+    kernel, images = program.kernels[0], program.images
+    try:
+        a = run_kernel_cycle(kernel, images, chip)
+    except SimulationError as exc:
+        assert "deadlock" in str(exc)
+        with pytest.raises(SimulationError, match="deadlock"):
+            run_burst(kernel, images, chip, window=case["window"])
+        return
+    b = run_burst(kernel, images, chip, window=case["window"])
+    assert b.cycles == a.cycles and b.units == a.units and b.channels == a.channels
+    assert b.memory.written == a.memory.written
+
+
+def test_dense_suite_covers_the_space():
+    cases = [make_dense_case(s) for s in range(16)]
+    assert {c["params"]["density"] for c in cases} == set(DENSE)
+    assert {c["balance"] for c in cases} == {True, False}
+    assert {c["params"]["order"] for c in cases} == {"ikj", "ijk"}
+    assert {c["window"] for c in cases} == {64, 512, 1 << 15}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workload,params", [
     ("spmspm", {"shape": "64,64,64", "density": 0.1, "order": "ikj"}),

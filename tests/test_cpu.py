@@ -1,4 +1,4 @@
-"""The CPU baseline model (baselines.cpu): presets, the citation rule on configs/cpus, the
+"""The CPU baseline model (baselines): presets, the citation rule on configs/cpus, the
 roofline's invariants, the per-kernel work counts, host calibration, and (slow) the host
 model's prediction against fresh measurements on shapes it was not fitted on."""
 
@@ -14,7 +14,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from baselines.cpu import (
+from baselines import (
     CPU_KERNELS,
     CpuPreset,
     blas_threads,
@@ -155,8 +155,10 @@ def test_estimates_are_positive_and_energy_is_power_times_time_plus_dram(
         assert est.flops > 0 and est.dense_equivalent_flops >= est.flops
         assert est.layer == kernel and est.preset == preset.name
         dram_j = est.bytes * 8.0 * preset.dram_pj_per_bit * 1e-12
-        assert est.energy_j == pytest.approx(preset.package_power_w * est.seconds + dram_j,
-                                             rel=1e-12)
+        cores = est.breakdown["cores_used"]      # the library's threads, or 1 (MKL_DYNAMIC)
+        assert cores in (preset.library_cost(est.library).cores_used, 1)
+        power_w = cores * preset.core_power_w + preset.uncore_power_w
+        assert est.energy_j == pytest.approx(power_w * est.seconds + dram_j, rel=1e-12)
         assert est.breakdown["energy_dram_j"] == pytest.approx(dram_j, rel=1e-12)
         assert est.bytes == pytest.approx(sum(v for k, v in est.breakdown.items()
                                               if k.startswith("dram_bytes_")), rel=1e-12)
@@ -175,7 +177,7 @@ def test_per_instruction_energy_model(presets: dict[str, CpuPreset]) -> None:
     busy_s = est.seconds - est.breakdown["overhead_s"]
     instructions = busy_s * preset.freq_ghz * 1e9 * preset.sparse.cores_used * 1.5
     assert est.breakdown["instructions"] == pytest.approx(instructions, rel=1e-12)
-    expected = (base.idle_power_w * est.seconds + instructions * 600e-12
+    expected = (base.uncore_power_w * est.seconds + instructions * 600e-12
                 + est.bytes * 8 * base.dram_pj_per_bit * 1e-12)
     assert est.energy_j == pytest.approx(expected, rel=1e-12)
 
@@ -241,8 +243,8 @@ def test_malformed_tensors_are_workload_errors(presets: dict[str, CpuPreset]) ->
 def test_registry_adds_a_layer_kind(presets: dict[str, CpuPreset]) -> None:
     xeon = presets["xeon-12c"]
 
-    @cpu_kernel("test_dense_gemm")
-    def _gemm(lay, preset):
+    @cpu_kernel("test_dense_gemm", libraries=("mkl",))
+    def _gemm(lay, preset, library):
         m, k = lay.tensors["A"].shape
         return gemm_work(m, lay.tensors["B"].shape[1], k, preset)
 
@@ -261,7 +263,7 @@ def test_registry_adds_a_layer_kind(presets: dict[str, CpuPreset]) -> None:
 
 
 def test_spgemm_counts_match_brute_force(presets: dict[str, CpuPreset]) -> None:
-    lay = layer("spmspm", (40, 30, 20), 0.15, seed=5, empty_rows=0.2)
+    lay = layer("spmspm", (40, 20, 30), 0.15, seed=5, empty_rows=0.2)   # M,N,K
     b = lay.tensors["B"].toarray() != 0
     c = lay.tensors["C"].toarray() != 0
     products = sum(int(b[i, k] and c[k, j]) for i in range(40) for k in range(30)

@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from baselines.cpu import CPU_KERNELS, CpuPreset, estimate, load_cpu_preset
+from baselines import CPU_KERNELS, CpuPreset, estimate, load_cpu_preset
 from tests.conftest import ROOT
 from workloads import WorkloadError, get_workload
 
@@ -107,8 +107,10 @@ def test_estimates_are_positive_and_energy_is_power_times_time_plus_dram(presets
         assert est.layer == name and est.preset == preset.name
         dram_j = est.bytes * 8 * preset.dram_pj_per_bit * 1e-12
         assert est.breakdown["energy_dram_j"] == pytest.approx(dram_j)
-        if preset.energy_model == "package_power":
-            assert est.energy_j == pytest.approx(preset.package_power_w * est.seconds + dram_j)
+        assert est.library == "taco" and est.breakdown["cores_used"] == preset.taco.cores_used
+        if preset.energy_model == "active_power":
+            power_w = preset.taco.cores_used * preset.core_power_w + preset.uncore_power_w
+            assert est.energy_j == pytest.approx(power_w * est.seconds + dram_j)
 
 
 @pytest.mark.parametrize("name", KERNELS)
@@ -127,8 +129,8 @@ def test_denser_is_never_faster_and_more_resources_never_slower(presets, name):
              for d in (0.01, 0.05, 0.2, 0.5)]
     assert times == sorted(times) and times[0] < times[-1]
     faster_mem = dataclasses.replace(base, mem_bandwidth_gb_per_s=2 * base.mem_bandwidth_gb_per_s)
-    more_cores = dataclasses.replace(base, cores=24, sparse=dataclasses.replace(
-        base.sparse, cores_used=24))
+    more_cores = dataclasses.replace(base, cores=24, taco=dataclasses.replace(
+        base.taco, cores_used=24))
     lay = layer(name, shape=shape, density=0.2)
     t = estimate(lay, base).seconds
     assert estimate(lay, faster_mem).seconds <= t and estimate(lay, more_cores).seconds <= t

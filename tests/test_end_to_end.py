@@ -35,7 +35,7 @@ def test_kernel_matches_numpy(small_chip, workload, shape, extra, density_name):
     if density is None:
         density = _one_nonzero_density(shape)
     params = {"shape": shape, "density": density, "seed": 7, **extra}
-    report = sieve.run(small_chip, workload, params=params)
+    report = sieve.run(small_chip, workload, params=params, check="full")
     s = report.summary
     assert s["checks"] == {"numpy": True, "interpreter": True}
     assert s["verified"] is True
@@ -136,7 +136,8 @@ def test_large_kernels_skip_the_interpreter_check_explicitly(small_chip, monkeyp
     import sieve.api
 
     monkeypatch.setattr(sieve.api, "INTERPRETER_MAX_TOKENS", 10)
-    s = sieve.run(small_chip, "elemmul", params={"shape": "8,8", "density": 0.5}).summary
+    s = sieve.run(small_chip, "elemmul", params={"shape": "8,8", "density": 0.5},
+                  check="full").summary
     assert s["checks"]["numpy"] is True
     assert s["checks"]["interpreter"].startswith("skipped:")
     assert s["verified"] is True

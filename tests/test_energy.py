@@ -246,16 +246,29 @@ def test_gated_ops_cost_less_than_ineffectual_ops(onyx12: EnergyTable) -> None:
 
 
 def test_dram_energy_follows_the_dram_kind(sparse_run: Any, onyx12: EnergyTable) -> None:
+    """Without a per-bit energy of its own (no preset), the DRAM's energy is the table's."""
     result, chip = sparse_run.result, sparse_run.chip
     dram = {}
     for kind in ("lpddr4", "ddr4", "hbm2"):
-        variant = dataclasses.replace(chip, dram=dataclasses.replace(chip.dram, kind=kind))
+        variant = dataclasses.replace(chip, dram=dataclasses.replace(
+            chip.dram, kind=kind, energy_pj_per_bit=None))
         report = energy_breakdown(result.stats, result.cycles, variant, onyx12)
         dram[kind] = report.by_component["dram"]
         bits = report.counts["dram_read"] + report.counts["dram_write"]
         assert dram[kind] == pytest.approx(bits * onyx12.dram_pj_per_bit_of(kind))
     assert dram["hbm2"] < dram["lpddr4"] < dram["ddr4"]
     assert dram["hbm2"] / dram["lpddr4"] == pytest.approx(3.9 / 8.0)
+
+
+def test_dram_preset_energy_overrides_the_table(sparse_run: Any, onyx12: EnergyTable) -> None:
+    """A DRAM preset carries its own energy per bit; the energy model uses it."""
+    result, chip = sparse_run.result, sparse_run.chip
+    variant = dataclasses.replace(chip, dram=dataclasses.replace(chip.dram, kind="hbm3",
+                                                                 energy_pj_per_bit=3.5))
+    report = energy_breakdown(result.stats, result.cycles, variant, onyx12)
+    bits = report.counts["dram_read"] + report.counts["dram_write"]
+    assert bits > 0
+    assert report.by_component["dram"] == pytest.approx(bits * 3.5)
 
 
 def test_voltage_scales_dynamic_energy_quadratically(sparse_run: Any,

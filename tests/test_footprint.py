@@ -49,7 +49,8 @@ def test_estimate_covers_building_and_the_reference(name, params):
 
 def test_sam_kernels_count_their_nonzeros_and_tiled_workloads_do_not():
     p = get_workload("spmspm").resolve({"shape": "100,200,300", "density": "0.25"})
-    assert estimate("spmspm", p).stored_elements == 100 * 200 // 4 + 200 * 300 // 4
+    # M,N,K = 100,200,300: B is M x K, C is K x N
+    assert estimate("spmspm", p).stored_elements == 100 * 300 // 4 + 300 * 200 // 4
     assert estimate("gemm", get_workload("gemm").resolve({})).stored_elements is None
     assert estimate("moe.olmoe", get_workload("moe.olmoe").resolve({})).stored_elements is None
     assert estimate("linear.custom", {"weights": "w.npz"}) is None   # sized by its file

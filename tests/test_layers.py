@@ -283,7 +283,7 @@ def test_cli_lists_layers_with_parameters(capsys):
 
 # ------------------------------------------------------------------ CPU baseline of layers
 def test_cpu_layer_estimate_sums_library_calls():
-    from baselines.cpu import (
+    from baselines import (
         estimate_gemm,
         estimate_work,
         layer_estimate,

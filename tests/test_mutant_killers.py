@@ -33,8 +33,8 @@ def test_every_dram_dma_pays_the_controller_setup(onyx_chip):
     assert later.result.cycles - base.result.cycles == 1000 * len(dmas)
     # one transfer: setup + latency + ceil(bytes / bandwidth)
     t = dram_transfer(slow, 100)
-    c = slow.controller.dma_setup_cycles + slow.dram.latency_cycles
-    assert t.cycles == c + int(np.ceil(100 / slow.dram.bandwidth_bytes_per_cycle))
+    c = slow.controller.dma_setup_cycles + slow.dram_latency_cycles
+    assert t.cycles == c + int(np.ceil(100 / slow.dram_bytes_per_cycle))
 
 
 def test_glb_read_energy_is_the_tables_per_word_figure(onyx_chip):

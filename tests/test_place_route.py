@@ -40,7 +40,8 @@ def make_chip(rows: int = 4, cols: int = 8, *, mem_column_period: int = 4, track
                                         hop_latency_cycles=1, fifo_depth=2),
         glb=GlbConfig(tiles=16, tile_size_bytes=262144, banks_per_tile=2, bank_width_bits=64,
                       array_links_per_direction=16, link_bits=64, latency_cycles=2),
-        dram=DramConfig(kind="lpddr4", bandwidth_bytes_per_cycle=16.0, latency_cycles=100),
+        dram=DramConfig(kind="lpddr4", channels=1, channel_bandwidth_gb_per_s=16.0,
+                        latency_ns=100),
         controller=ControllerConfig(config_bits_per_cycle=32, launch_cycles=10,
                                     dma_setup_cycles=10),
     )

@@ -366,14 +366,15 @@ def test_suite_covers_the_space():
     assert any(c.get("params", {}).get("empty_rows") for c in cases)
 
 
-SEQUENTIAL_CASES = ([("2d", s) for s in (10, 57) + tuple(range(0, 220, 11))]
-                    + [("tensor", s) for s in range(0, SUITE, 4)])
+WINDOW_CASES = ([("2d", s) for s in (10, 57) + tuple(range(0, 220, 11))]
+                + [("tensor", s) for s in range(0, SUITE, 4)])
 
 
-@pytest.mark.parametrize("suite,seed", SEQUENTIAL_CASES)
-def test_sequential_solver_equals_cycle(small_chip, suite, seed):
-    # the burst engine's fallback for back-pressure loops (check_after=0: no sweeps at all)
-    # on cases of both random suites, including two that deadlock
+@pytest.mark.parametrize("suite,seed", WINDOW_CASES)
+def test_one_step_windows_equal_cycle(small_chip, suite, seed):
+    # the timing solver's windows at their smallest (a step or so per unit: every window's
+    # cut is shrunk to a downset and solved on its own) on cases of both random suites,
+    # including two that deadlock
     if suite == "2d":
         case = make_2d_case(seed)
         layer = get_workload(case["workload"]).make(case["params"])
@@ -388,24 +389,26 @@ def test_sequential_solver_equals_cycle(small_chip, suite, seed):
     except SimulationError as exc:
         assert "deadlock" in str(exc)
         with pytest.raises(SimulationError, match="deadlock"):
-            run_burst(kernel, images, chip, check_after=0)
+            run_burst(kernel, images, chip, window=1)
         return
-    b = run_burst(kernel, images, chip, check_after=0)
+    b = run_burst(kernel, images, chip, window=1)
     assert b.cycles == a.cycles and b.units == a.units and b.channels == a.channels
     assert b.memory.written == a.memory.written
 
 
-def test_solver_falls_back_to_sequential_on_back_pressure_loops(onyx_chip):
+def test_windows_settle_back_pressure_loops_in_few_sweeps(onyx_chip):
     # SDDMM with dense factors: the k-level dropper stalls the pipeline once per (i,j), one
-    # sweep each; after check_after sweeps the sequential solver gives the same times
+    # sweep each when the whole run is one window, which then runs out of sweeps and is
+    # solved step by step; solved in small windows, every window settles in a few sweeps;
+    # the times are the same
     program = compile_layer(get_workload("sddmm").make({"shape": "12,12,8"}), onyx_chip)
     kernel = program.kernels[0]
     firings, _mem, order = fire_kernel(kernel, program.images)
-    swept, stats = solve_times(kernel, firings, order, onyx_chip, check_after=10**6)
-    assert not stats.sequential and stats.sweeps > 20
-    fallback, stats = solve_times(kernel, firings, order, onyx_chip, check_after=8)
-    assert stats.sequential and stats.sweeps == 8
-    assert all(np.array_equal(swept[u], fallback[u]) for u in swept)
+    whole, stats = solve_times(kernel, firings, order, onyx_chip, window=10**9)
+    assert stats.windows == 1 and stats.sequential == 1
+    windowed, stats = solve_times(kernel, firings, order, onyx_chip, window=64)
+    assert stats.windows > 4 and stats.max_sweeps <= 12 and stats.sequential == 0
+    assert all(np.array_equal(whole[u], windowed[u]) for u in whole)
 
 
 @pytest.mark.slow
@@ -465,7 +468,8 @@ def test_reduction_errors_come_before_any_graph(small_chip):
 @pytest.mark.parametrize("name", TENSOR_KERNELS)
 def test_cli_runs_and_verifies(tmp_path, capsys, name):
     out = tmp_path / name
-    rc = main(["run", SMALL, name, "-p", f"shape={TINY[name]}", "--out", str(out)])
+    rc = main(["run", SMALL, name, "-p", f"shape={TINY[name]}", "--out", str(out),
+               "--check", "full"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "output verified" in text and "True" in text

@@ -13,10 +13,12 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:            # scipy.sparse loads on first use: `sieve list` starts without it
+    import scipy.sparse as sp
 
 
 class WorkloadError(ValueError):
@@ -189,6 +191,8 @@ def random_sparse(rng: np.random.Generator, shape: tuple[int, int], density: flo
         data = rng.integers(1, 10, size=len(rows)).astype(np.int64)
     else:
         data = rng.uniform(0.5, 1.5, size=len(rows))
+    import scipy.sparse as sp
+
     return sp.csr_matrix((data, (rows, cols)), shape=shape)
 
 

@@ -33,7 +33,7 @@ keeps a hash set of the sample (numpy/random/_generator.pyx, ``choice``)."""
 # the parameter holding its density)}, the output's indices). Mirrors workloads.kernels.
 _KERNELS: dict[str, tuple[str, dict[str, tuple[str, str]], str]] = {
     "spmv": ("ij", {"B": ("ij", "density"), "c": ("j", "density")}, "i"),
-    "spmspm": ("ikj", {"B": ("ik", "density"), "C": ("kj", "density")}, "ij"),
+    "spmspm": ("ijk", {"B": ("ik", "density"), "C": ("kj", "density")}, "ij"),
     "elemadd": ("ij", {"B": ("ij", "density"), "C": ("ij", "density")}, "ij"),
     "elemmul": ("ij", {"B": ("ij", "density"), "C": ("ij", "density")}, "ij"),
     "gemm": ("ijk", {"A": ("ik", "density"), "B": ("kj", "")}, "ij"),
@@ -111,6 +111,8 @@ def _vm_size() -> int:
 
 def _kernel(name: str, p: dict[str, Any]) -> Footprint:
     letters, operands, out = _KERNELS[name]
+    if p.get("shape_order") == "mkn":        # the old M,K,N reading of a matrix product
+        letters = "ikj"
     shape = p["shape"]
     if len(shape) != len(letters) or any(not isinstance(s, int) or s < 1 for s in shape):
         # the builder reports a malformed shape with its own message

@@ -4,6 +4,7 @@ product of two 3-tensors and MTTKRP."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -50,9 +51,27 @@ def _spmv(p: dict[str, Any]) -> KernelLayer:
                        (m,), p, lambda: b @ c)
 
 
+def matmul_shape(name: str, p: dict[str, Any]) -> tuple[int, int, int]:
+    """(M, N, K) of a matrix product X[MxN] = B[MxK] C[KxN], K the contracted index: the one
+    shape convention of spmspm and gemm. ``shape_order=mkn`` reads the shape in spmspm's old
+    M,K,N order, with a FutureWarning (it goes away in a later release)."""
+    order = p.get("shape_order", "mnk")
+    if order not in ("mnk", "mkn"):
+        raise WorkloadError(f"workload {name}: parameter shape_order: use mnk (M,N,K, K "
+                            f"contracted) or mkn (the old spmspm order), got {order!r}")
+    _check(name, p, 3, "M,N,K")
+    if order == "mkn":
+        warnings.warn(f"workload {name}: shape_order=mkn (shape as M,K,N) is deprecated; "
+                      "write shape as M,N,K (K contracted), the order of every matrix product",
+                      FutureWarning, stacklevel=2)
+        m, k, n = p["shape"]
+    else:
+        m, n, k = p["shape"]
+    return int(m), int(n), int(k)
+
+
 def _spmspm(p: dict[str, Any]) -> KernelLayer:
-    _check("spmspm", p, 3, "M,K,N")
-    m, k, n = p["shape"]
+    m, n, k = matmul_shape("spmspm", p)
     rng = _rng(p)
     b = random_sparse(rng, (m, k), p["density"], p["values"], p["empty_rows"])
     c = random_sparse(rng, (k, n), p["density"], p["values"])
@@ -254,14 +273,19 @@ def _fmt_param(default: str) -> Param:
                  "compressed, ':1,0' mode order); empty: the defaults")
 
 
+_SHAPE_ORDER = Param("shape_order", "str", "mnk", "mnk; or mkn, the old spmspm order M,K,N "
+                     "(deprecated)")
+
 KERNELS = (
     Workload("spmv", "sparse matrix times sparse vector, x = B c", "SAM (ASPLOS'23) SpMV; "
-             "Onyx (VLSI'24) SpM*SpV", (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
+             "Onyx (VLSI'24) SpM*SpV", (Param("shape", "ints", (64, 64), "M,N (N contracted): B is "
+                                                "MxN"),) + _COMMON
              + (_fmt_param("B:ds c:s"), Param("order", "str", "", "loop order (default ij)")),
              _spmv),
     Workload("spmspm", "sparse matrix times sparse matrix, X = B C", "SAM (ASPLOS'23) "
-             "SpM*SpM; Onyx (VLSI'24)", (Param("shape", "ints", (64, 64, 64), "M,K,N"),)
-             + _COMMON + (_fmt_param("B:ss C:ss"),
+             "SpM*SpM; Onyx (VLSI'24)", (Param("shape", "ints", (64, 64, 64),
+                                              "M,N,K (K contracted): B is MxK, C is KxN"),
+                                        _SHAPE_ORDER) + _COMMON + (_fmt_param("B:ss C:ss"),
                           Param("order", "str", "ikj", "ikj (Gustavson) or ijk (inner product)")),
              _spmspm),
     Workload("elemadd", "element-wise sum X = B + C", "SAM (ASPLOS'23) MatAdd; Onyx ElemAdd",
@@ -274,7 +298,8 @@ KERNELS = (
              _elementwise("elemmul", "*")),
     Workload("gemm", "dense GEMM X = A B on the systolic array (SCALE-Sim v3 timing)",
              "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
-             (Param("shape", "ints", (128, 128, 128), "M,N,K: A is MxK, B is KxN"),
+             (Param("shape", "ints", (128, 128, 128),
+                    "M,N,K (K contracted): A is MxK, B is KxN"),
               Param("seed", "int", 0, "random seed of the operands", low=0),
               Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
               Param("density", "float", 1.0, "fraction of nonzeros in A, in [0, 1]"),

@@ -1,0 +1,777 @@
+"""The burst engine's functional pass: each unit's firing table, computed with numpy.
+
+A graph of SAM primitives is a Kahn process network: which tokens each unit consumes and
+produces does not depend on timing. Per unit, in topological order, a numpy function per
+opcode (``FIRE``) computes the unit's output streams and its *firing table*: how many steps it
+takes, which head token of each input port each step peeks, the step that pops each input
+token, the step that emits each output token, and its action totals. Each function reproduces,
+array-wise, the step sequence of the unit's behaviour in ``isa.interp`` (tests compare them
+step for step). No Python loop runs per token, per nonzero or per MAC. The times of the steps
+are ``simulator.burst_timing``'s concern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from isa.errors import SimulationError
+from isa.fibertree import FiberTree, _ranges
+from isa.interp import ELEMENTS_PER_WORD, Memory
+from isa.ops import ALU_UNARY, Opcode
+from isa.program import Kernel, Node
+from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
+
+DATA, STOP, DONE_K, EMPTY_K, REP_K = 0, 1, 2, 3, 4
+I64 = np.int64
+
+
+# ----------------------------------------------------------------------------- streams
+@dataclass
+class Stream:
+    """A token stream as arrays: ``kind`` (DATA, STOP, DONE, EMPTY, REP) and ``data`` (the
+    number of a data token, the level of a stop)."""
+
+    kind: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @staticmethod
+    def encode(toks: list[Any]) -> Stream:
+        kind = np.zeros(len(toks), dtype=np.int8)
+        data = [0] * len(toks)
+        for i, t in enumerate(toks):
+            if isinstance(t, Stop):
+                kind[i], data[i] = STOP, t.level
+            elif isinstance(t, Done):
+                kind[i] = DONE_K
+            elif isinstance(t, Empty):
+                kind[i] = EMPTY_K
+            elif isinstance(t, Rep):
+                kind[i] = REP_K
+            else:
+                data[i] = t
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "iuf":
+            arr = arr.astype(np.float64)
+        return Stream(kind, arr if len(toks) else np.zeros(0, dtype=I64))
+
+    def decode(self) -> list[Any]:
+        out: list[Any] = []
+        for k, d in zip(self.kind.tolist(), self.data.tolist()):
+            out.append(d if k == DATA else Stop(int(d)) if k == STOP else
+                       DONE if k == DONE_K else EMPTY if k == EMPTY_K else REP)
+        return out
+
+
+@dataclass
+class Firing:
+    """A unit's firing table and outputs (see the module docstring)."""
+
+    n: int
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
+    pops: dict[str, np.ndarray]                       # port -> step popping each token
+    emits: dict[str, np.ndarray]                      # port -> step emitting each token
+    outs: dict[str, Stream]
+    acts: dict[str, int] = field(default_factory=dict)
+
+
+def _bad(node: Node, what: str) -> SimulationError:
+    return SimulationError(f"{node.op.value} {node.id}: malformed input: {what}")
+
+
+def _word_changes(elements: np.ndarray, start: int = -1) -> int:
+    """SRAM word fetches of a one-word cache walking ``elements`` in order."""
+    if len(elements) == 0:
+        return 0
+    w = elements // ELEMENTS_PER_WORD
+    return int(w[0] != start) + int(np.count_nonzero(w[1:] != w[:-1]))
+
+
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(counts), dtype=I64)
+    if len(counts) > 1:
+        np.cumsum(counts[:-1], out=out[1:])
+    return out
+
+
+def _cat(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=I64)
+
+
+def _sorted_stream(pieces: list[tuple[np.ndarray, Any, Any]]
+                   ) -> tuple[np.ndarray, Stream]:
+    """Merge (steps, kinds, data) pieces of one output port into step order.
+
+    Each step emits at most one token per port, so the pieces are scattered into per-step
+    slots and compacted: linear time, no sort."""
+    size = 1 + max((int(p[0].max()) for p in pieces if len(p[0])), default=-1)
+    datas = [np.asarray(p[2]) for p in pieces]
+    dtype = np.result_type(*[d.dtype for d in datas]) if datas else I64
+    total = sum(len(p[0]) for p in pieces)
+    if total * 16 < size:         # few tokens over many steps: sort them instead
+        steps = np.concatenate([p[0] for p in pieces]).astype(I64)
+        kind = np.concatenate([np.broadcast_to(np.asarray(p[1], np.int8), p[0].shape)
+                               for p in pieces])
+        data = np.concatenate([np.broadcast_to(d, p[0].shape).astype(dtype)
+                               for p, d in zip(pieces, datas)])
+        o = np.argsort(steps, kind="stable")
+        return steps[o], Stream(kind[o], data[o])
+    kinds = np.full(size, -1, dtype=np.int8)
+    data = np.zeros(size, dtype=dtype)
+    for (steps, kind, _), d in zip(pieces, datas):
+        kinds[steps] = kind
+        data[steps] = d
+    steps = np.flatnonzero(kinds >= 0)
+    return steps.astype(I64), Stream(kinds[steps], data[steps])
+
+
+# ----------------------------------------------------------------------------- opcodes
+def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    a = node.a
+    lv = mem.level(a["tensor"], a["level"])
+    dense = a["fmt"] == "dense"
+    root = a["root"]
+    src = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    k, d = src.kind, src.data.astype(I64)
+    n_in = len(k)
+    if n_in == 0 or k[-1] != DONE_K:
+        raise _bad(node, "ref stream does not end with D")
+    fib = (k == DATA) | (k == EMPTY_K)
+    prev_fib = np.zeros(n_in, bool)
+    prev_fib[1:] = fib[:-1]
+    absorbed = (k == STOP) & prev_fib
+    if (k == REP_K).any():
+        raise _bad(node, "R on a ref stream")
+    is_data = k == DATA
+    r = d[is_data]
+    start = np.zeros(n_in, I64)
+    length = np.zeros(n_in, I64)
+    if dense:
+        start[is_data] = r * a["dim"]
+        length[is_data] = a["dim"]
+    else:
+        if len(r) and (r.min() < 0 or r.max() + 1 >= len(lv.seg)):
+            raise _bad(node, f"ref outside {a['tensor']} level {a['level']}")
+        start[is_data] = lv.seg[r]
+        length[is_data] = lv.seg[r + 1] - lv.seg[r]
+    counts = np.where(fib, 2 + length, np.where(absorbed, 0, 1))
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    fi = np.flatnonzero(fib)                       # fiber tokens
+    nxt = fi + 1                                   # the token the ended step peeks
+    ended_step = off[fi] + 1 + length[fi]
+    nxt_stop = k[nxt] == STOP
+    # coordinate steps
+    lens = length[fi]
+    pos = _ranges(start[fi], lens)                 # positions in the level
+    coord_step = _ranges(off[fi] + 1, lens)
+    crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
+    acts: dict[str, int] = {}
+    keep = np.ones(len(pos), bool)
+    if a["skip_zeros"]:
+        vals = mem.vals(a["tensor"])
+        keep = vals[pos] != 0 if len(pos) else keep
+        acts["skipped_zero_count"] = int(np.count_nonzero(~keep))
+        val_reads = _word_changes(pos)
+    else:
+        val_reads = 0
+    if not dense:
+        w0 = r // ELEMENTS_PER_WORD
+        w1 = (r + 1) // ELEMENTS_PER_WORD
+        prev = np.concatenate([[-1], w1[:-1]]) if len(r) else w1
+        seg_reads = int(np.count_nonzero(w0 != prev) + np.count_nonzero(w1 != w0))
+        acts["sram_read_words"] = seg_reads + _word_changes(pos) + val_reads
+    elif val_reads:
+        acts["sram_read_words"] = val_reads
+    lone = np.flatnonzero((k == STOP) & ~absorbed)
+    done = np.flatnonzero(k == DONE_K)
+    stop_lvl = np.where(nxt_stop, d[nxt] + 1, 0)
+    ctl = [(ended_step, STOP, stop_lvl), (off[lone], STOP, d[lone] + 1),
+           (off[done], DONE_K, 0)]
+    ks = coord_step[keep] if not a["skip_zeros"] else coord_step[keep]
+    e_crd, s_crd = _sorted_stream([(ks, DATA, crd[keep] if a["skip_zeros"] else crd), *ctl])
+    ref_data = np.zeros(n, I64)
+    ref_data[ks] = pos[keep] if a["skip_zeros"] else pos
+    ref_data[e_crd[s_crd.kind != DATA]] = s_crd.data[s_crd.kind != DATA]
+    s_ref = Stream(s_crd.kind, ref_data[e_crd])
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pops: dict[str, np.ndarray] = {}
+    if not root:
+        pop = off.copy()
+        ab = np.flatnonzero(absorbed)
+        pop[ab] = off[ab - 1] + 1 + length[ab - 1]
+        own = np.flatnonzero(~absorbed)
+        ps = np.concatenate([off[own], ended_step])
+        pt = np.concatenate([own, nxt])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd}, {"crd": s_crd, "ref": s_ref},
+                  acts)
+
+
+def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["crd"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    kind = np.where(s.kind == DATA, REP_K, s.kind).astype(np.int8)
+    data = np.where(s.kind == DATA, 0, s.data).astype(I64)
+    return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
+                  {"repsig": Stream(kind, data)})
+
+
+def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    root = node.attr("root")
+    ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    sig = ins["repsig"]
+    rk, sk = ref.kind, sig.kind
+    prev_fib = np.zeros(len(rk), bool)
+    prev_fib[1:] = (rk[:-1] == DATA) | (rk[:-1] == EMPTY_K)
+    dropped = (rk == STOP) & prev_fib
+    consumer = np.flatnonzero(~dropped)
+    ends = np.flatnonzero(sk != REP_K)
+    if len(ends) != len(consumer):
+        raise _bad(node, f"{len(consumer)} refs to repeat but {len(ends)} repsig fibers")
+    gsize = np.diff(np.concatenate([[-1], ends]))
+    ck = rk[consumer]
+    is_fib = (ck == DATA) | (ck == EMPTY_K)
+    if ((~is_fib) & (gsize != 1)).any() or (sk[ends] == DONE_K).sum() != 1 \
+            or ((ck == DONE_K) != (sk[ends] == DONE_K)).any():
+        raise _bad(node, "repsig and ref streams out of step")
+    counts = np.ones(len(rk), I64)
+    counts[consumer] = gsize
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    # each repsig token is handled by one step, in order, skipping drop steps
+    g_of_sig = np.repeat(np.arange(len(consumer)), gsize)
+    sig_step = off[consumer][g_of_sig] + (np.arange(len(sk)) - np.repeat(ends - gsize + 1, gsize))
+    head_ref = consumer[g_of_sig]
+    out_kind = np.where(sk == REP_K, rk[head_ref], sk).astype(np.int8)
+    out_data = np.where(sk == REP_K, ref.data[head_ref], sig.data)
+    drop_idx = np.flatnonzero(dropped)
+    peeks = {"repsig": (sig_step, np.arange(len(sk), dtype=I64))}
+    pops = {"repsig": sig_step}
+    if not root:
+        ps = np.concatenate([sig_step, off[drop_idx]])
+        pt = np.concatenate([head_ref, drop_idx])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pop = np.empty(len(rk), I64)
+        pop[consumer] = off[consumer] + gsize - 1
+        pop[drop_idx] = off[drop_idx]
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
+
+
+def _heads(pop: np.ndarray, n: int) -> np.ndarray:
+    """Head token index at each of n steps, given each token's popping step (in order)."""
+    popped = np.zeros(n + 1, I64)
+    popped[pop + 1] = 1           # a port pops at most one token per step
+    return np.cumsum(popped)[:n]
+
+
+def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
+    ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
+    ctl_a = np.flatnonzero(ca.kind != DATA)
+    ctl_b = np.flatnonzero(cb.kind != DATA)
+    if len(ctl_a) != len(ctl_b) or (ca.kind[ctl_a] != cb.kind[ctl_b]).any() or \
+            (ca.data[ctl_a] != cb.data[ctl_b]).any():
+        raise _bad(node, "fiber structure differs between the two inputs")
+    if len(ca) != len(ra) or len(cb) != len(rb):
+        raise _bad(node, "crd and ref streams differ in length")
+    seg_a = np.cumsum(ca.kind != DATA) - (ca.kind != DATA)     # segment of each token
+    seg_b = np.cumsum(cb.kind != DATA) - (cb.kind != DATA)
+    da_i = np.flatnonzero(ca.kind == DATA)
+    db_i = np.flatnonzero(cb.kind == DATA)
+    # one sortable key per coordinate: (segment, coordinate); each side is already sorted
+    crd_a = np.asarray(ca.data[da_i], dtype=I64)
+    crd_b = np.asarray(cb.data[db_i], dtype=I64)
+    span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
+    ka = seg_a[da_i] * span + crd_a
+    kb = seg_b[db_i] * span + crd_b
+    if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
+        raise _bad(node, "coordinates not strictly increasing within a fiber")
+    # merge the two sorted runs (a stable sort of the concatenation is a linear merge); an
+    # a-coordinate equal to a b-coordinate comes first, and the pair is one step
+    na, nb = len(ka), len(kb)
+    o = np.argsort(np.concatenate([ka, kb]), kind="stable")
+    merged = np.concatenate([ka, kb])[o]
+    dup = np.zeros(na + nb, bool)
+    dup[1:] = merged[1:] == merged[:-1]
+    rank = np.cumsum(~dup) - 1
+    a_rank = np.empty(na, I64)
+    b_rank = np.empty(nb, I64)
+    from_a = o < na
+    a_rank[o[from_a]] = rank[from_a]
+    b_rank[o[~from_a] - na] = rank[~from_a]
+    pair = np.flatnonzero(dup)
+    ia_match = o[pair - 1]
+    ib_match = o[pair] - na
+    hit_a = np.zeros(na, bool)
+    hit_a[ia_match] = True
+    b_is_match = np.zeros(nb, bool)
+    b_is_match[ib_match] = True
+    seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
+    step_a = a_rank + seg_of_a                 # one control step per earlier segment
+    step_b = b_rank + seg_of_b
+    n_seg = len(ctl_a)
+    distinct = len(ka) + len(kb) - len(ia_match)
+    merges = (np.bincount(seg_of_a, minlength=n_seg) + np.bincount(seg_of_b, minlength=n_seg)
+              - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg else \
+        np.zeros(0, I64)
+    ctl_step = np.cumsum(merges) + np.arange(n_seg)
+    n = int(distinct + n_seg)
+    pop_a = np.empty(len(ca), I64)
+    pop_b = np.empty(len(cb), I64)
+    pop_a[da_i] = step_a
+    pop_b[db_i] = step_b
+    pop_a[ctl_a] = ctl_step
+    pop_b[ctl_b] = ctl_step
+    steps = np.arange(n, dtype=I64)
+    head_a = _heads(pop_a, n)
+    head_b = _heads(pop_b, n)
+    acts = {"match_count": len(ia_match)}
+    ctl_kind = ca.kind[ctl_a]
+    ctl_data = ca.data[ctl_a].astype(I64)
+    if union:
+        # a union emits on every step: write the outputs straight into per-step slots
+        only_b = np.flatnonzero(~b_is_match)
+        a_only = np.flatnonzero(~hit_a)
+        ddt = np.result_type(ra.data.dtype, rb.data.dtype, ca.data.dtype)
+        outs = {}
+        for port in ("crd", "ref_a", "ref_b"):
+            kind = np.empty(n, np.int8)
+            data = np.empty(n, ddt)
+            kind[ctl_step] = ctl_kind
+            data[ctl_step] = ctl_data
+            outs[port] = [kind, data]
+        (ck, cd), (ak, ad), (bk, bd) = outs["crd"], outs["ref_a"], outs["ref_b"]
+        ck[step_a] = DATA
+        cd[step_a] = crd_a
+        ck[step_b[only_b]] = DATA
+        cd[step_b[only_b]] = crd_b[only_b]
+        ak[step_a] = ra.kind[da_i]
+        ad[step_a] = ra.data[da_i]
+        ak[step_b[only_b]] = EMPTY_K
+        ad[step_b[only_b]] = 0
+        bk[step_b] = rb.kind[db_i]
+        bd[step_b] = rb.data[db_i]
+        bk[step_a[a_only]] = EMPTY_K
+        bd[step_a[a_only]] = 0
+        e = steps
+        s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
+    else:
+        ms = step_a[ia_match]
+        mc = crd_a[ia_match]
+        ia, ib = da_i[ia_match], db_i[ib_match]
+        e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
+        _, s_ra = _sorted_stream([(ms, ra.kind[ia], ra.data[ia]),
+                                  (ctl_step, ctl_kind, ctl_data)])
+        _, s_rb = _sorted_stream([(ms, rb.kind[ib], rb.data[ib]),
+                                  (ctl_step, ctl_kind, ctl_data)])
+    peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
+             "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
+    pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
+    return Firing(n, peeks, pops, {"crd": e, "ref_a": e, "ref_b": e},
+                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts)
+
+
+def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_join(node, ins, union=False)
+
+
+def fire_union(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_join(node, ins, union=True)
+
+
+def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["ref"]
+    vals = mem.vals(node.attr("tensor"))
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    is_data = s.kind == DATA
+    r = s.data[is_data].astype(I64)
+    if len(r) and (r.min() < 0 or r.max() >= len(vals)):
+        raise _bad(node, f"ref outside {node.attr('tensor')} values")
+    out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
+    out[is_data] = vals[r]
+    out[~is_data] = s.data[~is_data]
+    return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
+                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
+
+
+_NP_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "max": np.maximum,
+    "relu": lambda x: np.maximum(x, 0),
+    "silu": lambda x: x / (1.0 + np.exp(-x.astype(np.float64))),
+    "gelu": lambda x: 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3))),
+}
+
+
+def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    a = node.a
+    op = a["op"]
+    x = ins["a"]
+    n = len(x)
+    steps = np.arange(n, dtype=I64)
+    xv = (x.kind == DATA) | (x.kind == EMPTY_K)
+    if op in ALU_UNARY:
+        out = x.data.astype(np.float64 if op != "relu" else x.data.dtype).copy()
+        vx = np.where(x.kind == EMPTY_K, 0, x.data)[xv]
+        out[xv] = _NP_OPS[op](vx)
+        kind = np.where(xv, DATA, x.kind).astype(np.int8)
+        return Firing(n, {"a": (steps, steps)}, {"a": steps}, {"val": steps},
+                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
+    y = ins["b"]
+    yv = (y.kind == DATA) | (y.kind == EMPTY_K)
+    if len(y) != n or (xv != yv).any() or (x.kind[~xv] != y.kind[~yv]).any() or \
+            (x.data[~xv] != y.data[~yv]).any():
+        raise _bad(node, "operands out of step")
+    vx = np.where(x.kind == EMPTY_K, 0, x.data)
+    vy = np.where(y.kind == EMPTY_K, 0, y.data)
+    dtype = np.result_type(vx.dtype, vy.dtype)
+    out = np.where(xv, _NP_OPS[op](vx.astype(dtype), vy.astype(dtype)), x.data.astype(dtype))
+    acts: dict[str, int] = {}
+    if op == "mul":
+        za = xv & (vx == 0)
+        zb = xv & (vy == 0)
+        zero = za | zb
+        # the classification of isa.interp.alu_op_kind, array-wise
+        none_only = ((~za) | (a["zero_a"] == "none")) & ((~zb) | (a["zero_b"] == "none"))
+        acts["effectual_op_count"] = int(np.count_nonzero(xv & ~zero))
+        acts["ineffectual_op_count"] = int(np.count_nonzero(zero & none_only))
+        acts["gated_op_count"] = int(np.count_nonzero(zero & ~none_only))
+    else:
+        acts["effectual_op_count"] = int(np.count_nonzero(xv))
+    kind = np.where(xv, DATA, x.kind).astype(np.int8)
+    return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
+                  {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
+                                                               if v})
+
+
+def _fiber_sums(kind: np.ndarray, data: np.ndarray, boundary: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """For each boundary token: the sum and count of the value tokens since the previous
+    boundary (EMPTY counts as 0)."""
+    val = (kind == DATA) | (kind == EMPTY_K)
+    v = np.where(kind == DATA, data, 0)
+    grp = np.cumsum(boundary) - boundary             # group of each token
+    nb = int(boundary.sum())
+    sums = np.zeros(nb, dtype=v.dtype if v.dtype.kind in "iuf" else np.float64)
+    np.add.at(sums, grp[val], v[val])
+    counts = np.bincount(grp[val], minlength=nb)
+    return sums, counts
+
+
+def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["val"]
+    k = s.kind
+    drop = node.attr("drop_empty")
+    if (k == REP_K).any():
+        raise _bad(node, "R on a val stream")
+    ctl = k == STOP
+    sums, counts = _fiber_sums(k, s.data, ctl)
+    ci = np.flatnonzero(ctl)
+    lvl = s.data[ci].astype(I64)
+    emit_sum = (counts > 0) | (not drop)
+    counts_tok = np.ones(len(k), I64)
+    counts_tok[ci] = np.where((lvl >= 1) & emit_sum, 2, 1)
+    off = _exclusive_cumsum(counts_tok)
+    n = int(counts_tok.sum())
+    last = off + counts_tok - 1
+    sum_step = off[ci][emit_sum]
+    lower = ci[lvl >= 1]
+    lower_step = last[lower]
+    done = np.flatnonzero(k == DONE_K)
+    e, out = _sorted_stream([(sum_step, DATA, sums[emit_sum]),
+                             (lower_step, STOP, s.data[lower].astype(I64) - 1),
+                             (off[done], DONE_K, 0)])
+    steps_all = off
+    return Firing(n, {"val": (steps_all, np.arange(len(k), dtype=I64))}, {"val": last},
+                  {"val": e}, {"val": out},
+                  {"add_count": int(np.count_nonzero((k == DATA) | (k == EMPTY_K)))})
+
+
+def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    c, v = ins["crd"], ins["val"]
+    if len(c) != len(v) or ((c.kind == DATA) != ((v.kind == DATA) | (v.kind == EMPTY_K))).any():
+        raise _bad(node, "crd and val streams out of step")
+    k = c.kind
+    flush = (k == STOP) & (c.data >= 1)
+    grp = np.cumsum(flush) - flush
+    di = np.flatnonzero(k == DATA)
+    vals = np.where(v.kind[di] == EMPTY_K, 0, v.data[di])
+    g, cc = grp[di].astype(I64), c.data[di].astype(I64)
+    o = np.lexsort((cc, g))
+    g, cc, vals = g[o], cc[o], vals[o]
+    new = np.ones(len(o), bool)
+    if len(o) > 1:
+        new[1:] = (g[1:] != g[:-1]) | (cc[1:] != cc[:-1])
+    starts = np.flatnonzero(new)
+    sums = np.add.reduceat(vals, starts) if len(o) else vals
+    ug, uc = g[starts], cc[starts]
+    fi = np.flatnonzero(flush)
+    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
+    counts_tok = np.ones(len(k), I64)
+    counts_tok[fi] = m + 1
+    off = _exclusive_cumsum(counts_tok)
+    n = int(counts_tok.sum())
+    last = off + counts_tok - 1
+    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
+    entry_step = off[fi][ug] + rank if len(ug) else ug
+    lower_step = last[fi]
+    done = np.flatnonzero(k == DONE_K)
+    lvl = c.data[fi].astype(I64) - 1
+    e, out_c = _sorted_stream([(entry_step, DATA, uc), (lower_step, STOP, lvl),
+                               (off[done], DONE_K, 0)])
+    _, out_v = _sorted_stream([(entry_step, DATA, sums), (lower_step, STOP, lvl),
+                               (off[done], DONE_K, 0)])
+    tok = np.arange(len(k), dtype=I64)
+    peeks = {"crd": (off, tok), "val": (off, tok)}
+    return Firing(n, peeks, {"crd": last, "val": last}, {"crd": e, "val": e},
+                  {"crd": out_c, "val": out_v}, {"add_count": len(di)})
+
+
+def _inner_fibers(node: Node, outer: Stream, inner: Stream):
+    """Pair outer tokens with inner fibers for the dropper and the hold.
+
+    Returns: the mask of outer stops that close a non-empty outer fiber (they consume no inner
+    token), the outer tokens that consume an inner fiber, each such fiber's first token,
+    data length and end token, and the data length per outer token (0 where none)."""
+    ok = outer.kind
+    prev_data = np.zeros(len(ok), bool)
+    prev_data[1:] = ok[:-1] == DATA
+    stop_after = (ok == STOP) & prev_data          # closes a non-empty outer fiber: no inner
+    consumer = ~stop_after
+    ends = np.flatnonzero(inner.kind != DATA)       # inner fiber ends (stops, D)
+    ci = np.flatnonzero(consumer)
+    if len(ends) != len(ci):
+        raise _bad(node, f"{len(ci)} outer coordinates/fibers but {len(ends)} inner fibers")
+    first = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else ends
+    length = ends - first
+    if ((ok[ci] != DATA) & (length != 0)).any():
+        raise _bad(node, "an empty outer fiber has inner coordinates")
+    if ((ok[ci] == DONE_K) != (inner.kind[ends] == DONE_K)).any():
+        raise _bad(node, "outer and inner streams end at different places")
+    if ((ok[ci] == STOP) & ((inner.kind[ends] != STOP) |
+                            (inner.data[ends] != outer.data[ci] + 1))).any():
+        raise _bad(node, "empty outer fiber and inner stop disagree")
+    L = np.zeros(len(ok), I64)
+    L[ci] = length
+    return stop_after, ci, first, length, ends, L
+
+
+def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    outer, inner = ins["outer"], ins["inner"]
+    prune = bool(node.a.get("prune", False))
+    ok = outer.kind
+    stop_after, ci, first, length, ends, L = _inner_fibers(node, outer, inner)
+    n_o = len(ok)
+    fst = np.zeros(n_o, I64)
+    fst[ci] = first
+    end = np.zeros(n_o, I64)
+    end[ci] = ends
+    is_d = ok == DATA
+    kept = is_d & (L > 0)
+    ck = np.cumsum(kept) - kept                      # kept tokens strictly before
+    ki = np.flatnonzero(kept)
+    ctl = np.flatnonzero(~is_d)
+    ctl_stop = ctl[ok[ctl] == STOP]
+    ctl_done = ctl[ok[ctl] == DONE_K]
+    if prune:
+        # a separator (the owed closing stop) before every kept fiber but the first, and one
+        # before D if any fiber was kept; its level: the highest outer stop in between, + 1
+        open_before = kept & (ck > 0)
+        closes = np.where(ok == STOP, outer.data.astype(I64) + 1, -1)
+        owed = np.maximum(np.maximum.reduceat(closes, ki), 0) if len(ki) else ki
+    else:
+        fiber = np.cumsum(ok == STOP) - (ok == STOP)     # outer fiber of each token
+        start_of_fiber = np.zeros(int(fiber.max()) + 1 if n_o else 0, I64)
+        # kept count at the first token of each outer fiber
+        firsts = np.flatnonzero(np.concatenate([[True], fiber[1:] != fiber[:-1]])) \
+            if n_o else ci
+        start_of_fiber[fiber[firsts]] = ck[firsts]
+        open_before = kept & (ck - start_of_fiber[fiber] > 0)
+    counts = np.where(kept, open_before + L + 1, 1).astype(I64)
+    final_owed = prune and len(ki) > 0
+    if final_owed:
+        counts[ctl_done] += 1
+    off = _exclusive_cumsum(counts)
+    last = off + counts - 1
+    n = int(counts.sum())
+    sep_step = off[ki][open_before[ki]]
+    first_step = off[ki] + open_before[ki]
+    # inner data steps: first at first_step, the rest one per cycle after it
+    inner_data_tok = _ranges(fst[ki], L[ki])
+    inner_data_step = _ranges(first_step, L[ki])
+    inner_stop_step = first_step + L[ki]
+    dropped = np.flatnonzero(is_d & (L == 0))
+    sa = np.flatnonzero(stop_after)
+    out_o = [(first_step, DATA, outer.data[ki]), (last[ctl], ok[ctl], outer.data[ctl])]
+    if prune:
+        out_i = [(sep_step, STOP, owed[:-1]), (inner_data_step, DATA, inner.data[inner_data_tok]),
+                 (last[ctl_done], DONE_K, 0)]
+        if final_owed:
+            out_i.append((off[ctl_done], STOP, owed[-1:]))
+    else:
+        out_i = [(sep_step, STOP, 0), (inner_data_step, DATA, inner.data[inner_data_tok]),
+                 (off[ctl_stop], STOP, outer.data[ctl_stop].astype(I64) + 1),
+                 (off[ctl_done], DONE_K, 0)]
+    e_o, s_o = _sorted_stream(out_o)
+    e_i, s_i = _sorted_stream(out_i)
+    # peeks: outer at every between-step (not inside); inner where the decision needed it
+    mark = np.ones(n, bool)
+    mark[_inside_steps(first_step, L[ki])] = False
+    mark[inner_stop_step] = False
+    between = np.flatnonzero(mark)
+    tok_o = np.repeat(np.arange(n_o, dtype=I64), counts)
+    po = (between, tok_o[between])
+    outer_only = np.zeros(n, bool)
+    outer_only[off[sa]] = True
+    no_inner = outer_only[between]
+    pi_steps_b = between[~no_inner]
+    pop_o = last.copy()
+    pop_o[ki] = first_step
+    pop_i = np.empty(len(inner.kind), I64)
+    pop_i[inner_data_tok] = inner_data_step
+    pop_i[ends] = np.where(kept[ci], inner_stop_step_at(ci, kept, inner_stop_step), last[ci])
+    # inner head at a between step: the first token of the pending fiber
+    tok_i_b = _inner_head(pi_steps_b, pop_i)
+    pi_steps = _cat(pi_steps_b, _inside_steps(first_step, L[ki]), inner_stop_step)
+    pi_toks = _cat(tok_i_b, _inside_toks(fst[ki], L[ki]), end[ki])
+    o = np.argsort(pi_steps, kind="stable")
+    return Firing(n, {"outer": po, "inner": (pi_steps[o], pi_toks[o])},
+                  {"outer": pop_o, "inner": pop_i}, {"outer": e_o, "inner": e_i},
+                  {"outer": s_o, "inner": s_i},
+                  {"dropped_count": len(dropped)} if len(dropped) else {})
+
+
+def _inside_steps(first_step: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Steps after a kept fiber's first one that forward its remaining data."""
+    return _ranges(first_step + 1, np.maximum(L - 1, 0))
+
+
+def _inside_toks(first_tok: np.ndarray, L: np.ndarray) -> np.ndarray:
+    return _ranges(first_tok + 1, np.maximum(L - 1, 0))
+
+
+def inner_stop_step_at(ci: np.ndarray, kept: np.ndarray, inner_stop_step: np.ndarray
+                       ) -> np.ndarray:
+    """inner_stop_step (indexed by kept tokens) gathered for consumer tokens (kept ones)."""
+    out = np.zeros(len(ci), I64)
+    kc = kept[ci]
+    out[kc] = inner_stop_step
+    return out
+
+
+def _inner_head(steps: np.ndarray, pop_i: np.ndarray) -> np.ndarray:
+    """Index of the inner head token at each step (tokens popped in order)."""
+    return np.searchsorted(pop_i, steps, side="left")
+
+
+def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    outer, inner = ins["outer"], ins["inner"]
+    ok = outer.kind
+    _stop_after, ci, first, length, ends, L = _inner_fibers(node, outer, inner)
+    n_o = len(ok)
+    counts = np.where(ok == DATA, L + 1, 1).astype(I64)
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    # consumers: each inner token (data then its end) is handled by one step, in order
+    cons_off = off[ci]
+    inner_step = np.empty(len(inner.kind), I64)
+    all_first = first
+    inner_step_data = _ranges(cons_off, length)
+    inner_step[_ranges(all_first, length)] = inner_step_data
+    inner_step[ends] = cons_off + length
+    # outputs: every inner token is emitted on both ports (data with its outer coordinate)
+    owner = np.repeat(ci, length + 1)                # outer token of each inner token
+    tok_i = np.arange(len(inner.kind), dtype=I64)
+    is_d = inner.kind == DATA
+    o_kind = np.where(is_d, DATA, inner.kind).astype(np.int8)
+    o_data = np.where(is_d, outer.data[owner], inner.data)
+    order = np.argsort(inner_step, kind="stable")
+    e = inner_step[order]
+    s_o = Stream(o_kind[order], o_data[order])
+    s_i = Stream(inner.kind[order].astype(np.int8), inner.data[order])
+    pop_o = off + counts - 1
+    pop_i = inner_step
+    # peeks: outer at the first step of every outer token; inner at every inner step
+    peek_o = (off, np.arange(n_o, dtype=I64))
+    peek_i = (inner_step[order], tok_i[order])
+    return Firing(n, {"outer": peek_o, "inner": peek_i}, {"outer": pop_o, "inner": pop_i},
+                  {"outer": e, "inner": e}, {"outer": s_o, "inner": s_i})
+
+
+def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["crd"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    is_d = s.kind == DATA
+    crd = s.data[is_d].astype(I64)
+    stops = s.kind == STOP
+    seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64)
+    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out.crd, out.seg = crd, seg
+    nc, ns = len(crd), len(seg)
+    words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
+    return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {}, {},
+                  {"sram_write_words": words})
+
+
+def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    s = ins["val"]
+    n = len(s)
+    steps = np.arange(n, dtype=I64)
+    val = (s.kind == DATA) | (s.kind == EMPTY_K)
+    v = np.where(s.kind == DATA, s.data, 0)[val]
+    out = mem.writer(node.attr("tensor"), -1)
+    out.vals = v
+    nv = len(v)
+    return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
+                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
+
+
+FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
+    Opcode.SCAN: fire_scan,
+    Opcode.REPSIG: fire_repsig,
+    Opcode.REPEAT: fire_repeat,
+    Opcode.INTERSECT: fire_intersect,
+    Opcode.UNION: fire_union,
+    Opcode.ARRAY: fire_array,
+    Opcode.ALU: fire_alu,
+    Opcode.REDUCE: fire_reduce,
+    Opcode.VREDUCE: fire_vreduce,
+    Opcode.CRDDROP: fire_crddrop,
+    Opcode.CRDHOLD: fire_crdhold,
+    Opcode.WRITE_CRD: fire_write_crd,
+    Opcode.WRITE_VAL: fire_write_val,
+}
+
+
+# ----------------------------------------------------------------------------- driving
+def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
+                ) -> tuple[dict[str, Firing], Memory, list[Node]]:
+    """The functional pass over a whole kernel, in topological order."""
+    mem = Memory(images)
+    streams: dict[tuple[str, str], Stream] = {}
+    firings: dict[str, Firing] = {}
+    order = kernel.topo_order()
+    for node in order:
+        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
+        f = FIRE[node.op](node, ins, mem)
+        for port, s in f.outs.items():
+            streams[(node.id, port)] = s
+        firings[node.id] = f
+    return firings, mem, order
+
+
+__all__ = ["FIRE", "Firing", "Stream", "fire_kernel"]

@@ -1,0 +1,435 @@
+"""The burst engine's timing solver: the cycle engine's rules as max-plus recurrences.
+
+Step f of a unit happens at t[f] = max(t[f-1] + 1, c[f]) where c[f] is the latest of the
+arrival of every head it peeked (put + latency) and the room in every output it writes (pop
+of the token ``depth`` places earlier, + 1). For fixed c this is t = f + cummax(c - f). The
+arrivals come from producers earlier in topological order; the room terms from consumers
+later in it, so the pass is repeated (Gauss-Seidel) until no time changes: the least fixed
+point, which is exactly the schedule the cycle engine's as-soon-as-possible processes produce.
+The firing tables it reads are ``simulator.burst_fire``'s.
+
+The steps are solved in windows, in order (``solve_times``): each window is a downset of the
+step dependency graph whose sources outside it are final, so its sweeps settle in a few rounds
+however many back-pressure stalls the whole run has, the work stays linear in the steps and
+the memory per window is bounded. A run in which no window can take a step is a deadlock,
+checked then (and only then) and reported with the units caught in it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from isa.arch import ChipConfig
+from isa.errors import SimulationError
+from isa.program import Kernel, Node
+from simulator.burst_fire import I64, Firing
+from simulator.engine_cycle import channel_shape
+
+SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
+PROBE_BUDGET = 4     # the same, for the window after one that needed it
+SEQUENTIAL_MIN_WINDOW = 4096   # windows solved step by step shrink no further (probe cost)
+
+
+@dataclass
+class _Constraint:
+    """t[dst][targets] >= t[src][index] + weight, precomputed once per edge."""
+
+    src: str
+    index: np.ndarray
+    targets: np.ndarray | None      # None: every step of the destination, in order
+    weight: int
+
+
+def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
+                 ) -> dict[str, list[_Constraint]]:
+    """Arrival (emit -> peek, + latency) and room (pop -> emit depth later, + 1) terms per
+    unit. A scanner's crd and ref streams share their steps, so identical terms are merged."""
+    out: dict[str, list[_Constraint]] = {n.id: [] for n in kernel.nodes}
+    seen: set[tuple] = set()
+
+    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int,
+            key: tuple) -> None:
+        if key in seen or len(targets) == 0:
+            return
+        seen.add(key)
+        n = firings[dst].n
+        full = len(targets) == n and targets[0] == 0 and targets[-1] == n - 1
+        out[dst].append(_Constraint(src, index, None if full else targets, weight))
+
+    for e in kernel.edges:
+        depth, latency = channel_shape(e, chip)
+        es = firings[e.src].emits[e.src_port]
+        ps, pt = firings[e.dst].peeks[e.dst_port]
+        add(e.dst, e.src, es[pt], ps, latency,
+            ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency))
+        if len(es) > depth:
+            pops = firings[e.dst].pops[e.dst_port]
+            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1,
+                ("room", e.dst, id(pops), e.src, id(es), depth))
+    return out
+
+
+@dataclass
+class SolveStats:
+    """How the timing solver converged: the windows it solved in order, the Gauss-Seidel
+    sweeps over them (in total and at most in one window), unit recomputations, and the
+    windows solved step by step (``_sequential_window``)."""
+
+    windows: int
+    sweeps: int
+    max_sweeps: int
+    recomputed: dict[str, int]
+    sequential: int = 0
+
+
+@dataclass
+class _Dep:
+    """One constraint in the solver's form: ``t[u][targets] >= t[src][index] + weight`` with
+    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step in
+    order) and ``reach`` the running maximum of ``index`` (how far into ``src`` the first k
+    targets reach), so the steps whose sources are all final is one ``searchsorted``."""
+
+    src: int
+    index: np.ndarray
+    targets: np.ndarray | None
+    reach: np.ndarray
+    weight: int
+
+    def limit(self, ready: int) -> int:
+        """The first target step that needs a step of ``src`` at or past ``ready``."""
+        k = int(np.searchsorted(self.reach, ready, side="left"))
+        if k == len(self.reach):
+            return 1 << 62
+        return k if self.targets is None else int(self.targets[k])
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The positions of this constraint's targets in the step range [lo, hi)."""
+        if self.targets is None:
+            return lo, hi
+        return (int(np.searchsorted(self.targets, lo, side="left")),
+                int(np.searchsorted(self.targets, hi, side="left")))
+
+
+def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
+          ) -> list[list[_Dep]]:
+    """Every unit's constraints (``_constraints``) with sorted targets and running reaches."""
+    pos = {n.id: k for k, n in enumerate(order)}
+    out: list[list[_Dep]] = []
+    cons = _constraints(kernel, firings, chip)
+    for node in order:
+        deps = []
+        for con in cons[node.id]:
+            index = np.asarray(con.index, dtype=I64)
+            targets = con.targets
+            if targets is not None:
+                targets = np.asarray(targets, dtype=I64)
+                if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
+                    o = np.argsort(targets, kind="stable")
+                    targets, index = targets[o], index[o]
+            deps.append(_Dep(pos[con.src], index, targets, np.maximum.accumulate(index),
+                             con.weight))
+        out.append(deps)
+    return out
+
+
+def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
+                chip: ChipConfig, *, window: int = 1 << 15
+                ) -> tuple[dict[str, np.ndarray], SolveStats]:
+    """Least fixed point of the max-plus timing recurrences, solved window by window.
+
+    Every unit's steps are final up to ``done[u]``. A window is the largest set of the next
+    steps (at most about ``window`` in all, shared among the units in proportion to their
+    steps) whose constraints reach only final steps or steps in the window: a downset of the
+    step dependency graph, found by shrinking a proposed cut with one ``searchsorted`` per
+    constraint until it holds. Its times are solved by Gauss-Seidel sweeps in topological
+    order, recomputing only the units whose sources changed, until no time changes: a DAG
+    with fixed inputs has exactly one fixed point, so the result is exact. A back-pressure
+    loop that stalls the whole pipeline once per fiber costs one sweep per stall, so a window
+    holds only a few of them: the window grows while its sweeps settle quickly and shrinks
+    when they do not, keeping the work linear in the steps. A tight loop, whose binding
+    constraint alternates between two units every few tokens (an unbalanced reconvergent
+    path), needs a sweep per turn however small the window: a window that has not settled in
+    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about a
+    microsecond per step), and the next window gets only ``PROBE_BUDGET`` sweeps.
+
+    A window that cannot take a single step means the next step of every unfinished unit
+    waits for a step that is not final, which (finitely many units) closes a cycle: a
+    deadlock, reported with the units caught in it, as the cycle engine would.
+    Returns (step times per unit, solver statistics).
+    Raises: SimulationError for a deadlock or the watchdog (``sim.max_cycles``).
+    """
+    deps = _deps(kernel, firings, order, chip)
+    ids = [n.id for n in order]
+    sizes = [firings[u].n for u in ids]
+    total = max(sum(sizes), 1)
+    readers: list[list[int]] = [[] for _ in ids]
+    for u, lst in enumerate(deps):
+        for d in lst:
+            if u not in readers[d.src]:
+                readers[d.src].append(u)
+    # int32 cycles halve the memory traffic; the watchdog (sim.max_cycles) bounds every time
+    limit = chip.sim.max_cycles
+    tdtype = np.int32 if limit < 2**31 - 2**24 else I64
+    times = [np.zeros(n, tdtype) for n in sizes]
+    done = [0] * len(ids)
+    recomputed = [0] * len(ids)
+    windows = sweeps = most = 0
+    want = max(int(window), 1)
+    budget = SWEEP_BUDGET
+    sequential = 0
+    checked = []
+
+    def check() -> None:
+        """A window whose sweeps do not settle may hold a cycle of steps (a deadlock): look
+        for one once, over the whole step graph."""
+        if not checked:
+            checked.append(True)
+            _check_deadlock(kernel, firings, order,
+                            {e.name: channel_shape(e, chip) for e in kernel.edges})
+
+    while True:
+        open_units = [u for u in range(len(ids)) if done[u] < sizes[u]]
+        if not open_units:
+            break
+        # propose a cut in proportion to each unit's steps, then shrink it to a downset
+        hi = list(done)
+        for u in open_units:
+            hi[u] = min(sizes[u], done[u] + 1 + (sizes[u] * want) // total)
+        shrunk = True
+        while shrunk:
+            shrunk = False
+            for u in open_units:
+                cut = hi[u]
+                for d in deps[u]:
+                    cut = min(cut, d.limit(hi[d.src]))
+                if cut < hi[u]:
+                    hi[u] = max(cut, done[u])
+                    shrunk = True
+        active = [u for u in open_units if hi[u] > done[u]]
+        if not active:
+            check()
+            stuck = "\n".join(f"  {order[u].op.value} {ids[u]}: blocked from its step "
+                               f"{done[u]} of {sizes[u]}" for u in open_units)
+            raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress:\n"
+                                  + stuck)
+        n_sweeps, settled = _solve_window(deps, readers, times, done, hi, active, recomputed,
+                                          budget)
+        if not settled:
+            # a tight back-pressure loop (binding constraints alternate between units every
+            # few tokens): one sweep per turn of the loop, so the window is solved in order
+            if not _sequential_window(deps, times, done, hi, active):
+                check()
+                raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress")
+            sequential += 1
+        budget = SWEEP_BUDGET if settled else PROBE_BUDGET
+        windows += 1
+        sweeps += n_sweeps
+        most = max(most, n_sweeps)
+        for u in active:
+            if int(times[u][hi[u] - 1]) >= limit:
+                raise SimulationError(
+                    f"watchdog: {order[u].op.value} {ids[u]} in {kernel.name} would run past "
+                    f"sim.max_cycles={limit} (burst engine)")
+            done[u] = hi[u]
+        if settled and n_sweeps <= 4:
+            want *= 2
+        elif (n_sweeps > 8) if settled else (want > SEQUENTIAL_MIN_WINDOW):
+            want = max(want // 2, 256)
+    return ({u: t for u, t in zip(ids, times)},
+            SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
+
+
+def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[np.ndarray],
+                  lo: list[int], hi: list[int], active: list[int], recomputed: list[int],
+                  budget: int) -> tuple[int, bool]:
+    """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
+    whose outside sources are final), alternately in and against topological order (room
+    terms travel up the pipeline in one backward sweep), until no time changes or
+    ``budget`` sweeps have run; returns (sweeps, settled)."""
+    plan = []
+    for u in active:
+        a, b = lo[u], hi[u]
+        terms = []
+        for d in deps[u]:
+            k0, k1 = d.span(a, b)
+            if k1 <= k0:
+                continue
+            idx = d.index[k0:k1]
+            if d.targets is None:
+                terms.append((d.src, idx, None, d.weight))
+            else:
+                terms.append((d.src, idx, d.targets[k0:k1] - a, d.weight))
+        plan.append((u, a, b, terms))
+    dtype = times[active[0]].dtype
+    ramps = {}
+    dirty = set(active)
+    inside = set(active)
+    for sweep in range(1, budget + 1):
+        for u, a, b, terms in (plan if sweep % 2 else reversed(plan)):
+            if u not in dirty:
+                continue
+            dirty.discard(u)
+            recomputed[u] += 1
+            c = np.zeros(b - a, dtype)
+            for src, idx, pos, w in terms:
+                v = times[src][idx]
+                v += w
+                if pos is None:
+                    np.maximum(c, v, out=c)
+                else:
+                    c[pos] = np.maximum(c[pos], v)
+            if a:
+                c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+            ramp = ramps.get(b - a)
+            if ramp is None:
+                ramp = ramps[b - a] = np.arange(b - a, dtype=dtype)
+            c -= ramp
+            np.maximum.accumulate(c, out=c)
+            c += ramp
+            seg = times[u][a:b]
+            if not np.array_equal(seg, c):
+                seg[:] = c
+                dirty.update(r for r in readers[u] if r in inside)
+        if not dirty:
+            return sweep, True
+    return budget, False
+
+
+def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],
+                       hi: list[int], active: list[int]) -> bool:
+    """The window's times step by step: the longest paths of its step graph in a
+    topological order of its steps. The terms from final steps are gathered with numpy; in
+    Python each unit advances through its steps while the window steps they wait for are
+    final, and a unit that meets one that is not waits for that unit to advance. Linear in
+    the window's steps and dependencies. Returns False if no unit can advance (a cycle)."""
+    slot = {u: k for k, u in enumerate(active)}
+    sizes = [hi[u] - lo[u] for u in active]
+    base: list[list[int]] = []
+    plans = []
+    for u, n in zip(active, sizes):
+        a = lo[u]
+        c = np.zeros(n, I64)
+        tg, src, rel, wt = [], [], [], []
+        for d in deps[u]:
+            k0, k1 = d.span(a, hi[u])
+            if k1 <= k0:
+                continue
+            idx = d.index[k0:k1]
+            pos = np.arange(n, dtype=I64) if d.targets is None else d.targets[k0:k1] - a
+            inside = idx >= lo[d.src]
+            out = ~inside
+            if out.any():
+                np.maximum.at(c, pos[out], times[d.src][idx[out]].astype(I64) + d.weight)
+            if inside.any():
+                tg.append(pos[inside])
+                src.append(np.full(int(inside.sum()), slot[d.src], dtype=I64))
+                rel.append(idx[inside] - lo[d.src])
+                wt.append(np.full(int(inside.sum()), d.weight, dtype=I64))
+        if a:
+            c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+        else:
+            c[0] = max(int(c[0]), 0)
+        base.append(c.tolist())
+        if tg:
+            t_all = np.concatenate(tg)
+            o = np.argsort(t_all, kind="stable")
+            ptr = np.searchsorted(t_all[o], np.arange(n + 1))
+            plans.append((ptr.tolist(), np.concatenate(src)[o].tolist(),
+                          np.concatenate(rel)[o].tolist(), np.concatenate(wt)[o].tolist()))
+        else:
+            plans.append(([0] * (n + 1), [], [], []))
+    got: list[list[int]] = [[] for _ in active]
+    done = [0] * len(active)
+    waiting: list[set[int]] = [set() for _ in active]
+    queue = deque(range(len(active)))
+    queued = [True] * len(active)
+    while queue:
+        u = queue.popleft()
+        queued[u] = False
+        f, n = done[u], sizes[u]
+        if f == n:
+            continue
+        ptr, src, rel, w = plans[u]
+        tu, bu = got[u], base[u]
+        prev = tu[-1] if f else bu[0] - 1
+        while f < n:
+            c = max(prev + 1, bu[f])
+            k, end = ptr[f], ptr[f + 1]
+            while k < end:
+                v, g = src[k], rel[k]
+                if g >= done[v]:
+                    break
+                x = got[v][g] + w[k]
+                if x > c:
+                    c = x
+                k += 1
+            if k < end:
+                waiting[src[k]].add(u)
+                break
+            tu.append(c)
+            prev = c
+            f += 1
+        if f > done[u]:
+            done[u] = f
+            for r in waiting[u]:
+                if not queued[r]:
+                    queued[r] = True
+                    queue.append(r)
+            waiting[u].clear()
+    if any(d < n for d, n in zip(done, sizes)):
+        return False
+    for u, t in zip(active, got):
+        times[u][lo[u]:hi[u]] = t
+    return True
+
+
+def _check_deadlock(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
+                    shape: dict[str, tuple[int, int]]) -> None:
+    """Raise a deadlock error if the step dependency graph has a cycle."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    base: dict[str, int] = {}
+    total = 0
+    for node in order:
+        base[node.id] = total
+        total += firings[node.id].n
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    for node in order:
+        f = firings[node.id]
+        b = base[node.id]
+        src.append(b + np.arange(f.n - 1, dtype=I64))
+        dst.append(b + np.arange(1, f.n, dtype=I64))
+    for e in kernel.edges:
+        fp, fc = firings[e.src], firings[e.dst]
+        es = fp.emits[e.src_port]
+        ps, pt = fc.peeks[e.dst_port]
+        src.append(base[e.src] + es[pt])                       # emit -> peek
+        dst.append(base[e.dst] + ps)
+        depth = shape[e.name][0]
+        if len(es) > depth:
+            pops = fc.pops[e.dst_port]
+            src.append(base[e.dst] + pops[: len(es) - depth])  # pop -> emit into the slot
+            dst.append(base[e.src] + es[depth:])
+    s, d = np.concatenate(src), np.concatenate(dst)
+    g = sp.coo_matrix((np.ones(len(s), np.int8), (s, d)), shape=(total, total)).tocsr()
+    ncomp, labels = connected_components(g, directed=True, connection="strong")
+    if ncomp == total:
+        return
+    sizes = np.bincount(labels)
+    in_cycle = sizes[labels] > 1
+    stuck = []
+    for node in order:
+        b, n = base[node.id], firings[node.id].n
+        hit = np.flatnonzero(in_cycle[b:b + n])
+        if len(hit):
+            stuck.append(f"  {node.op.value} {node.id}: blocked from its step {hit[0]} of {n}")
+    raise SimulationError(f"deadlock in {kernel.name}: the units' dependencies form a cycle "
+                          "(no unit can make progress):\n" + "\n".join(stuck))
+
+
+__all__ = ["SolveStats", "solve_times"]
