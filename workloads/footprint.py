@@ -7,10 +7,10 @@ whole, the chip: :mod:`compiler.footprint`) is refused in well under a second, w
 figures, instead of failing after minutes of generation with a MemoryError.
 
 The host figure is an estimate: the sum of the large arrays that building the workload and its
-numpy reference hold at once (each term is named in the code); ``tests/test_footprint.py``
-checks it against tracemalloc's measured peak of exactly that. The simulator's own memory is
-not in it: a SAM kernel's is bounded through the global-buffer check (its inputs must fit the
-GLB whole), and the chip's data structures are :mod:`compiler.footprint`'s.
+numpy reference hold at once (each term is named in the code) and, for a SAM kernel, the
+simulation and output check per effectual point and per output element (two measured
+coefficients); ``tests/test_footprint.py`` checks it against tracemalloc's measured peaks.
+The chip's data structures are :mod:`compiler.footprint`'s.
 """
 
 from __future__ import annotations
@@ -46,6 +46,25 @@ _KERNELS: dict[str, tuple[str, dict[str, tuple[str, str]], str]] = {
                         "D": ("jl", "factor_density")}, "ij"),
 }
 _SPARSE_GENERATED = ("spmv", "spmspm", "elemadd", "elemmul")   # scipy CSR operands
+
+OUTPUT_ELEMENT_BYTES = 160
+"""Host bytes per element of a SAM kernel's (dense) output space over a whole run. Measured
+with tracemalloc on spmspm runs (200^3 and 400^3 at 5%, 800^3 at 2%): 138 bytes, i.e. about
+17 float64 arrays of the output's size (reference, simulated output, check temporaries,
+output assembly); rounded up."""
+
+PRODUCT_BYTES = 600
+"""Host bytes per effectual point of a SAM kernel's iteration space (the simulator's stream
+tokens and firing tables). Measured on the same runs: 517 bytes; rounded up."""
+
+STORED_BYTES = 200
+"""Host bytes per stored input nonzero of a SAM kernel (every nonzero is scanned, matched or
+not). Measured: spmv 3000^2 at 10% (900k nonzeros, 90k effectual points) took 140 bytes per
+nonzero beyond the terms above; rounded up."""
+
+SETUP_BYTES = 16 * 2**20
+"""Host bytes of compiling and setting up any SAM run (graph, placement, routing, images).
+Measured: small ttv and sddmm runs peak about 15 MB above the other terms."""
 
 _LAYER_CHUNK = 1024
 """The FFN-dimension chunk of the layers' numpy reference (workloads.layers.ffn_reference)."""
@@ -126,9 +145,16 @@ def _kernel(name: str, p: dict[str, Any]) -> Footprint:
         nnz = round(min(max(dens, 0.0), 1.0) * n) if dens == dens else n
         terms[f"{tensor} generation"] = _generation_bytes(name, n, nnz)
         stored += nnz
-    # the numpy reference and the simulated output, both dense float64/int64, and the output
-    # check's temporaries (np.allclose: |a - b|, rtol * |b|, their sum and two masks)
-    terms["dense output, reference and check"] = 6 * _F8 * math.prod(size[v] for v in out)
+    # the numpy reference and the simulated output, both dense, the output check's
+    # temporaries and the output fibertree's assembly
+    outputs = math.prod(size[v] for v in out)
+    terms["dense output, reference and check"] = OUTPUT_ELEMENT_BYTES * outputs
+    if name != "gemm":      # the SAM simulation: tokens of every stream, per effectual point
+        dens = [float(p.get(k, 1.0)) if k else 1.0 for _, k in operands.values()]
+        dens = [min(max(d, 0.0), 1.0) if d == d else 1.0 for d in dens]
+        hit = min(1.0, sum(dens)) if name == "elemadd" else math.prod(dens)
+        terms["simulation"] = round(PRODUCT_BYTES * math.prod(shape) * hit
+                                    + STORED_BYTES * stored + SETUP_BYTES)
     return Footprint(name, sum(terms.values()),
                      None if name == "gemm" else stored, terms)
 
