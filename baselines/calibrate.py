@@ -55,17 +55,17 @@ and a core retires at most four per cycle (Skylake and Zen cores are 4-6 wide)."
 MAX_LLC_BYTES_PER_CPU = 32 << 20
 """An L3 share above this per CPU sharing it is not a real cache. The largest shipping L3
 per core is ~12 MiB (AMD's V-Cache EPYCs, VENDOR, recalled); EPYC 9654 has 4 MiB per core
-(384 MB / 96 cores, energy_cpu.md section 2.4)."""
+(384 MB / 96 cores, VENDOR: AMD's EPYC 9654 specification, not re-verified)."""
 
 LLC_FALLBACK_BYTES_PER_CPU = {"Intel": 1441792, "AMD": 4 << 20, "unknown": 2 << 20}
 """The LLC assumed per CPU, by vendor, when /sys reports none or an implausible one: Intel,
 the Xeon Silver 4214's 16.5 MB over 12 cores (VENDOR, configs/cpus/xeon-12c.yaml); AMD, the
-EPYC 9654's 384 MB over 96 cores (energy_cpu.md section 2.4); otherwise 2 MiB (ASSUMPTION:
+EPYC 9654's 384 MB over 96 cores (VENDOR, as epyc-9654.yaml); otherwise 2 MiB (ASSUMPTION:
 between the two)."""
 
 _LLC_FALLBACK_NOTE = {
     "Intel": "the Xeon Silver 4214's 16.5 MB / 12 cores (VENDOR, as xeon-12c.yaml)",
-    "AMD": "the EPYC 9654's 384 MB / 96 cores (energy_cpu.md section 2.4)",
+    "AMD": "the EPYC 9654's 384 MB / 96 cores (VENDOR, as epyc-9654.yaml)",
     "unknown": "ASSUMPTION: between a Xeon SP's 1.4 and an EPYC's 4 MiB per core",
 }
 
@@ -606,8 +606,10 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
     lines.append(f"description: {json.dumps(description)}")
     if single_thread:
         put("cores", f"MEASURED: the calibration ran numpy's BLAS on one thread of the {n_cpus} "
-            "(multi-thread BLAS on a shared VM is dominated by contention: energy_cpu.md section "
-            "4) and scipy's sparse kernels are single-threaded, so this preset is one core")
+            "(multi-thread BLAS on a shared VM is dominated by contention: an unpublished "
+            "earlier run on a 2-vCPU VM gave 7.5 GFLOP/s for a 2-thread 512^3 SGEMM against "
+            "110-210 on one thread) and scipy's sparse kernels are single-threaded, so this "
+            "preset is one core")
     else:
         put("cores", "OS-REPORTED: CPUs this process may run on (the BLAS thread count could "
             "not be set, so the GEMM ran on the library's default threads)")
@@ -619,7 +621,8 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
     put("freq_ghz", clock)
     wide = ("Xeon Gold/Platinum have two 512-bit FMA units (a Silver one)"
             if machine.get("vendor") == "Intel" else
-            "Zen 5: energy_cpu.md section 4 measured 64 on such a host")
+            "Zen 5: an unpublished earlier run on a Zen 5 VM measured 242 GFLOP/s at 3.8 GHz, "
+            "64 per cycle")
     put("fp32_flops_per_cycle_per_core",
         f"ASSUMPTION: from the ISA flags: avx512f -> 2 x 512-bit FMA pipes (64; {wide}), "
         "avx2+fma -> 32")
@@ -658,19 +661,20 @@ def _host_yaml(fitted: dict[str, Any], measured: dict[str, Any], machine: dict[s
     else:
         core_w, uncore_per_cpu_w = (360.0 - 100.0) / 96.0, 100.0 / 96.0
         part = ("a Zen-class server core, as configs/cpus/epyc-9654.yaml (EPYC 9654: 360 W TDP, "
-                "~100 W uncore/idle, 96 cores, energy_cpu.md section 6)")
+                "~100 W uncore/idle, 96 cores)")
         if vendor != "AMD":
             part += f"; /proc/cpuinfo names no known vendor ({machine['model_name']})"
         core_how, uncore_how = "(360 - 100) / 96", "100 / 96"
-    comment(f"ASSUMPTION: power is not measured (no RAPL in this VM: energy_cpu.md section "
-            f"2.4). Vendor {vendor} (/proc/cpuinfo vendor_id): {part}. A core running a "
+    comment(f"ASSUMPTION: power is not measured (no RAPL in this VM). "
+            f"Vendor {vendor} (/proc/cpuinfo vendor_id): {part}. A core running a "
             f"kernel draws its share of the TDP above the uncore, {core_how}.")
     lines.append(f"core_power_w: {_fmt(core_w)}")
     comment(f"ASSUMPTION: the {n_cpus}-CPU share of the same part's uncore, {uncore_how} x "
             f"{n_cpus}, drawn while a kernel runs.")
     lines.append(f"uncore_power_w: {_fmt(uncore_per_cpu_w * n_cpus)}")
-    comment("energy_cpu.md section 1.5: DDR5 planning value 10-15 pJ/bit incl. I/O (the VM's "
-            "DIMM type is not visible; ASSUMPTION: a DDR5 server).")
+    comment("ASSUMPTION: a DDR5 server (the VM's DIMM type is not visible) at 10-15 pJ/bit "
+            "incl. I/O, a planning value: no authoritative public DDR5 figure was found; DDR4-3200 "
+            "is 10-13 by Micron TN-40-07's method and DDR5's VDD is 1.1 V vs 1.2 V.")
     lines.append("dram_pj_per_bit: 12")
     lines.append("dense:")
     gemm_list = ", ".join(f"{g['m']}^3 {g['gflops_median']:.0f} GFLOP/s" for g in gemm[1:])

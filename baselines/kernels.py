@@ -56,6 +56,7 @@ __all__ = [
     "CpuKernel",
     "RegisteredKernel",
     "cpu_kernel",
+    "elemadd3_work",
     "elemadd_work",
     "elemmul_work",
     "estimate",
@@ -75,7 +76,8 @@ CpuKernel = Callable[[Any, CpuPreset, str], KernelWork]
 
 LIBRARIES = ("mkl", "taco")
 """The libraries of Onyx's CPU baselines: Intel MKL (vectorised, multi-threaded) and
-TACO-generated C (onyx_sam.md section 1: "Intel Xeon (MKL, 1 core)", "Intel Xeon (MKL+AVX,
+TACO-generated C (Koul et al., "Onyx: A 12nm 756 GOPS/W CGRA for Accelerating Dense and Sparse
+Applications", VLSI 2024, Fig. 7b legend: "Intel Xeon (MKL, 1 core)", "Intel Xeon (MKL+AVX,
 12 cores)", "TACO (1 core)")."""
 
 
@@ -213,6 +215,43 @@ def spgemm_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork
 def elemadd_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
     """X = B + C as a CSR union merge (MKL ``mkl_sparse_s_add``; TACO's generated merge)."""
     return _merge_work(layer, preset, library, union=True)
+
+
+@cpu_kernel("elemadd3")
+def elemadd3_work(layer: LayerLike, preset: CpuPreset, library: str) -> KernelWork:
+    """X = B + C + D. TACO generates one three-way CSR union merge (every input nonzero read
+    once, every output nonzero written once); MKL's sparse add takes two operands, so it is
+    two calls, T = B + C then X = T + D, with the temporary T written and read back."""
+    b, c, d = (matrix_operand(layer, t) for t in "BCD")
+    for name, other in (("C", c), ("D", d)):
+        if other.shape != b.shape:
+            raise WorkloadError(f"CPU baseline: layer {layer.name}: B is "
+                                f"{b.shape[0]}x{b.shape[1]} but {name} is "
+                                f"{other.shape[0]}x{other.shape[1]}")
+    m, n = b.shape
+    pb, pc, pd = pattern(b), pattern(c), pattern(d)
+    t_nnz = (pb + pc).nnz
+    out_nnz = (pb + pc + pd).nnz
+    cost = preset.library_cost(library).merge
+    # one add per input nonzero that lands on an already-present coordinate
+    adds = b.nnz + c.nnz + d.nnz - out_nnz
+    dram = {"B": csr_bytes(preset, m, b.nnz), "C": csr_bytes(preset, m, c.nnz),
+            "D": csr_bytes(preset, m, d.nnz), "output": csr_bytes(preset, m, out_nnz)}
+    if library == "mkl":
+        issue = (cost.cycles_per_input_nnz * (b.nnz + c.nnz + t_nnz + d.nnz)
+                 + cost.cycles_per_output_nnz * (t_nnz + out_nnz) + 2 * cost.cycles_per_row * m)
+        dram["temporary"] = 2 * csr_bytes(preset, m, t_nnz)
+        calls, kernel = 2, "csr_merge_union_x2"
+    else:
+        issue = (cost.cycles_per_input_nnz * (b.nnz + c.nnz + d.nnz)
+                 + cost.cycles_per_output_nnz * out_nnz + cost.cycles_per_row * m)
+        calls, kernel = 1, "csr_merge_union3"
+    return sparse_work(preset, library, kernel, executed=adds, useful=adds, dense=2 * m * n,
+                       issue=issue, dram=dram, overhead_us=calls * cost.call_overhead_us,
+                       counts={"rows": m, "nnz_B": b.nnz, "nnz_C": c.nnz, "nnz_D": d.nnz,
+                               "nnz_temporary": t_nnz if library == "mkl" else 0,
+                               "nnz_out": out_nnz, "calls": calls},
+                       phases=calls)
 
 
 @cpu_kernel("elemmul", libraries=("taco",))

@@ -6,8 +6,8 @@ whatever format the chip stores them in. Flops, bytes and issue cycles are count
 data. Kernels whose inner loop runs over a dense factor (SDDMM over k, TTM over k, MTTKRP over
 j) are costed with the SpMM issue rates, one ``cycles_per_mac`` per two flops of that loop; TTV
 with the SpMV rates (one product per nonzero, a CSF fiber plays a CSR row); the inner product
-with the merge rates. MKL offers none of these kernels (energy_cpu.md section 2.2: "MKL lacks
-the last five, so TACO is the only baseline there"), so they run on the preset's ``taco``
+with the merge rates. MKL offers none of these kernels (Onyx, VLSI 2024, Fig. 7b: ElemMult,
+TTV, TTM, InnerProd and MTTKRP have only the TACO baseline), so they run on the preset's ``taco``
 costs, cores and compute roof whatever the preset's library (SDDMM likewise: MKL's C API of
 Onyx's era had none).
 """

@@ -3,8 +3,9 @@ a 512x512 matmul wins in sparse mode above about 89% sparsity, 23.1x better at 9
 
 Dense mode: `sieve.run(onyx, "gemm")`, the output-stationary systolic schedule
 (simulator/systolic.py, SCALE-Sim's conventions) on Onyx's dense MAC block (16 x 21 PEs, one
-MEM-column group kept for I/O) with the same DMA schedule as sparse runs, and the calibrated
-dense-GEMM energy model; it does the same work whatever the sparsity.
+MEM-column group kept for I/O): a systolic kernel with the same firmware as sparse runs and
+its energy from the same function (the MAC block's actions, traffic, leakage over the run);
+it does the same work whatever the sparsity.
 
 Sparse mode: SpM*SpM (Gustavson, ikj) with both operands at the given sparsity, compiled and
 simulated on configs/chips/onyx.yaml with the burst engine, energy from the same table.

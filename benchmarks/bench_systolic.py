@@ -43,8 +43,10 @@ CASES = [(512, "os", None), (512, "ws", None), (512, "ws", (2, 4)),
          (1024, "os", None), (1024, "ws", None), (2048, "os", None), (2048, "ws", None)]
 
 # Run by SCALE-Sim's interpreter: argv[1] is a JSON job; prints one JSON line on stdout.
-# Input formats per /work/shared/reference/peers.md section 1.3: every topology row ends with a
-# comma, a layout csv must exist, and the v3 cfg needs all five sections.
+# Input formats of scalesim 3.0.0 (PyPI; scalesim-project/SCALE-Sim): every topology row ends
+# with a comma (the parser drops the last field, SCALE-Sim issues #38 and #106), a layout csv
+# must exist (it is always opened), and the v3 cfg needs all five sections or configparser
+# raises NoSectionError.
 DRIVER = r'''
 import contextlib, io, json, resource, shutil, statistics, sys, tempfile, time
 from scalesim.scale_sim import scalesim

@@ -14,23 +14,36 @@ Tiles. Each fibertree level of a tile lives in one memory tile, so a tile holds 
 (K chunks of A and W, N blocks of W) is chosen from the data by the simulator's layer engine
 (:mod:`simulator.layers`) under that bound. Partial sums of K chunks accumulate in the GLB.
 
-Dense mode: when weights and activations are dense, the same products run on the fabric's
-dense MAC block as a systolic array (simulator.systolic); the engine picks the mode whose
-estimated cycles are lower (``compiler.layer_mode: auto``) or the one configured.
+Dense mode: the same products can run on the fabric's dense MAC block (compiler.dense) as a
+systolic kernel; the controller schedules both modes and the layout's policy
+(:meth:`LayerLayout.pick_mode`, ``compiler.layer_mode``) keeps one, ``auto`` the faster.
+
+The Program (:func:`compile_model_layer`): the tile kernel, the MAC block and the jobs in
+stage order. An MoE layer is router (on the MAC block), top-k, then one job per expert with
+tokens (its tokens: the nonzeros of G(:, e), from the layer's own routing, decided here) on
+the expert's lanes (e mod lanes; with fewer experts than lanes, lanes // E each), shared
+experts over all lanes, then the weighted combine; an FFN is one job per chunk of f and a
+linear layer one per block of output rows, round-robin over the lanes. Each job's work is a
+lazy task (compiler.layer_tasks): the simulator's layer engine runs it, product by product,
+and the task computes the next operands from the values the engine returns (the activation
+of gate x up), so the values a run checks are the simulated ones. Also here: the choice of
+fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward pass it is checked against.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from compiler.dense import mac_block_kernel
 from compiler.pipeline import compile_layer
 from isa.arch import ChipConfig
-from isa.errors import CompileError
-from isa.program import Kernel, Program
+from isa.errors import CompileError, SimulationError
+from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
 TEMPLATE_EXPR = "X(i,j)=B(i,k)*C(k,j)"
 """The tile kernel: B = token activations A (T x K), C = W^T (K x N), order ikj."""
@@ -55,6 +68,9 @@ class LayerPlan:
     lanes: int                 # regions on the array = kernel copies running in parallel
     level_words: int           # coordinates one MEM tile holds (one fibertree level)
     f_chunk: int               # FFN columns produced and consumed per step (fusion)
+    mac_block: SystolicKernel  # the dense MAC block (dense mode, the router GEMM)
+    buffers: int = 2           # GLB buffers per lane: the next job's weights DMA into one
+                               # while the current job computes (double buffering)
 
     @property
     def kernel(self) -> Kernel:
@@ -99,7 +115,209 @@ def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
             continue
         lanes = chip.array.cols // cols
         words = chip.mem_tile.size_bytes * 8 // 16
-        return LayerPlan(program, region, lanes, words, f_chunk)
+        return LayerPlan(program, region, lanes, words, f_chunk, mac_block_kernel(chip))
     raise CompileError(f"layers: the tile kernel {TEMPLATE_EXPR} fits no column band of "
                        f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): {last}")
 
+
+
+# ------------------------------------------------------------------------------ choices
+BURST_MAX_MACS = 500_000
+"""Above this many estimated effectual MACs a layer left at the default fidelity runs
+``analytic`` (burst simulates every token of every tile: ~5 s per million MACs here)."""
+
+FULL_FORWARD_MAX_WEIGHTS = 8_000_000
+"""Largest layer (weights) also checked against the independent full forward pass."""
+
+def is_model_layer(layer: Any) -> bool:
+    return getattr(layer, "kind", None) in ("moe", "ffn", "linear")
+
+
+def _ffn_weights(w: Any) -> int:
+    return sum(m.shape[0] * m.shape[1] for m in w.matrices())
+
+
+def weight_count(layer: Any) -> int:
+    if layer.kind == "moe":
+        return (sum(_ffn_weights(w) for w in layer.experts + layer.shared)
+                + layer.router.shape[0] * layer.router.shape[1])
+    if layer.kind == "ffn":
+        return _ffn_weights(layer.ffn)
+    return layer.weight.shape[0] * layer.weight.shape[1]
+
+
+def estimate_macs(layer: Any) -> float:
+    """Effectual MACs expected from the shapes and the weight sparsity (before running)."""
+    keep = 1.0 - float(layer.params.get("weight_sparsity", 0.0))
+    if layer.kind == "moe":
+        per_token = (sum(_ffn_weights(w) for w in layer.experts) / layer.num_experts * layer.k
+                     + sum(_ffn_weights(w) for w in layer.shared))
+        return layer.tokens * per_token * keep
+    return layer.tokens * weight_count(layer) * keep
+
+
+def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None
+                    ) -> tuple[str | None, str]:
+    """(fidelity, why). A kernel workload keeps what was asked (None: the chip's, decided by
+    the controller); a model layer too large for burst at the chip's default runs analytic."""
+    check_fidelity(fidelity)
+    if not is_model_layer(layer):
+        return fidelity, "as requested" if fidelity is not None else "the chip's sim.fidelity"
+    if fidelity is not None:
+        return fidelity, "as requested"
+    macs = estimate_macs(layer)
+    if chip.sim.fidelity == "burst" and macs > BURST_MAX_MACS:
+        return "analytic", (f"chip default burst, but ~{macs:,.0f} effectual MACs exceed "
+                            f"compiler.layers.BURST_MAX_MACS={BURST_MAX_MACS:,}; pass "
+                            "--fidelity burst to force it")
+    return chip.sim.fidelity, "the chip's sim.fidelity"
+
+
+def check_fidelity(fidelity: str | None) -> None:
+    if fidelity not in (None, "analytic", "burst", "cycle"):
+        raise SimulationError(f"unknown fidelity {fidelity!r} (use analytic, burst or cycle)")
+
+
+def full_forward(layer: Any) -> np.ndarray | str:
+    """The layer's independent full forward pass, or why it was not computed (a kernel
+    workload: its numpy result)."""
+    if not is_model_layer(layer):
+        return layer.reference()
+    n = weight_count(layer)
+    if n <= FULL_FORWARD_MAX_WEIGHTS:
+        return np.asarray(layer.reference())
+    return (f"skipped: {n:,} weights > compiler.layers.FULL_FORWARD_MAX_WEIGHTS="
+            f"{FULL_FORWARD_MAX_WEIGHTS:,}")
+
+
+# ------------------------------------------------------------------------------ the jobs
+@dataclass(frozen=True)
+class LayerLayout:
+    """What the controller needs besides the jobs: the plan (lanes, region, tile bound),
+    the token-layer sizes, the routing facts and the mode policy."""
+
+    plan: LayerPlan
+    tokens: int
+    d_in: int
+    d_out: int
+    mode: str                                # compiler.layer_mode: auto | sparse | dense
+    experts: tuple[tuple[int, int], ...] = ()   # MoE: (tokens, first lane) per expert
+    routing: dict[str, Any] | None = None    # MoE: dropped_pairs, routed_pairs, token_gini
+
+    def pick_mode(self, sparse_cycles: int, dense_cycles: int) -> str:
+        """The mode policy, applied by the controller once both schedules are timed:
+        ``compiler.layer_mode`` sparse or dense, or (auto) the faster of the two."""
+        if self.mode == "auto":
+            return "dense" if dense_cycles < sparse_cycles else "sparse"
+        return self.mode
+
+
+def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = None
+                        ) -> Program:
+    """Lower a model layer to a Program (module docstring): the tile kernel and the MAC
+    block, and the jobs in stage order with their lanes and lazy tasks. An MoE layer is
+    routed here (the layer's own routing, workloads.routing), since which tokens reach which
+    expert decides the jobs."""
+    from compiler.layer_tasks import FFNTask, LinearTask
+
+    plan = plan or plan_layer(chip)
+    lanes = plan.lanes
+    T, d = layer.x.shape
+    jobs: list[Job] = []
+    tile = plan.kernel.name
+    experts: tuple[tuple[int, int], ...] = ()
+    routing = None
+    if layer.kind == "moe":
+        E, k = layer.num_experts, layer.k
+        jobs += [Job("router", "router", plan.mac_block.name, dims=(T, E, d)),
+                 Job("topk", "topk", deps=("router",), dims=(T, k, E))]
+        idx, wts, kept = layer.route(layer.logits())
+        G = layer.scatter(idx, wts, kept)
+        groups = _expert_lanes(E, lanes)
+        every = tuple(range(lanes))
+        for s_, w in enumerate(layer.shared):
+            jobs.append(Job(f"shared{s_}", "experts", tile, every, -1, ("topk",),
+                            task=FFNTask(layer, "shared", s_, every,
+                                         _chunks(w.f, plan.f_chunk, lanes), f"shared{s_}")))
+        tokens = []
+        for e, w in enumerate(layer.experts):
+            tok = np.flatnonzero(G[:, e])
+            tokens.append((len(tok), groups[e][0]))
+            if len(tok):
+                task = FFNTask(layer, "expert", e, tuple(groups[e]),
+                               _chunks(w.f, plan.f_chunk, len(groups[e])), f"expert{e}",
+                               tok, G[tok, e])
+                jobs.append(Job(f"expert{e}", "experts", tile, tuple(groups[e]), e,
+                                ("topk",), task=task))
+        from workloads.routing import gini
+
+        experts = tuple(tokens)
+        pairs = int(np.count_nonzero(G))
+        routing = {"dropped_pairs": int((~kept).sum()), "routed_pairs": pairs,
+                   "token_gini": float(gini(np.array([t for t, _ in tokens])))}
+        products = tuple(j.name for j in jobs if j.stage == "experts")
+        jobs.append(Job("combine", "combine", deps=products, dims=(pairs, d)))
+        d_out = d
+    elif layer.kind == "ffn":
+        for c, (f0, f1) in enumerate(_chunks(layer.ffn.f, plan.f_chunk, lanes)):
+            lane = (c % lanes,)
+            jobs.append(Job(f"ffn[{f0}:{f1}]", "FFN", tile, lane,
+                            task=FFNTask(layer, "ffn", -1, lane, ((f0, f1),), "ffn")))
+        d_out = layer.ffn.d
+    else:
+        out_dim = layer.weight.shape[0]
+        chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
+        for c, r0 in enumerate(range(0, out_dim, chunk)):
+            r1 = min(out_dim, r0 + chunk)
+            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (c % lanes,),
+                            task=LinearTask(layer, r0, r1, c % lanes)))
+        d_out = out_dim
+    layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing)
+    sched = (Command("configure", tile), Command("configure", plan.mac_block.name))
+    return Program(layer.name.replace(".", "_"), (plan.kernel, plan.mac_block), {}, sched,
+                   tuple(jobs), layout)
+
+
+def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
+    """FFN chunks along f: ``f_chunk`` columns, fewer when that leaves lanes idle (>= 64)."""
+    from workloads.layers import ffn_chunks
+
+    return tuple(ffn_chunks(f, max(64, min(f_chunk, cdiv(f, lanes)))))
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
+    """Static expert -> lanes map: round-robin when E >= lanes, else lanes // E each."""
+    if E >= lanes:
+        return [[e % lanes] for e in range(E)]
+    per = lanes // E
+    return [list(range(e * per, (e + 1) * per)) for e in range(E)]
+
+
+# ------------------------------------------------------------------------------ printing
+def summarize_jobs(program: Program) -> str:
+    """A layer's jobs for people, as assembly comments: by stage, with counts of jobs,
+    experts and lanes (a job's products and DMA sizes are decided when it runs)."""
+    from collections import Counter
+
+    stages: Counter[str] = Counter(j.stage for j in program.jobs)
+    lanes: dict[str, set[int]] = {}
+    for j in program.jobs:
+        lanes.setdefault(j.stage, set()).update(j.lanes)
+    plan = program.layout.plan
+    lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order); "
+             f"{plan.lanes} lanes of {plan.region.array.rows}x{plan.region.array.cols} tiles, "
+             f"{plan.buffers} GLB buffers each, tiles of <= {plan.level_words} coordinates "
+             "per fibertree level"]
+    for stage in dict.fromkeys(j.stage for j in program.jobs):
+        first = next(j for j in program.jobs if j.stage == stage)
+        kernel = first.kernel or "ALU pass on the lanes"
+        used = f" on {len(lanes[stage])} lanes" if lanes[stage] else ""
+        chunks = sum(len(getattr(j.task, "chunks", (0,))) for j in program.jobs
+                     if j.stage == stage and j.task is not None)
+        parts = f", {chunks:,} FFN chunks / row blocks" if chunks else ""
+        lines.append(f";   {stage:<9} {stages[stage]:>6,} job(s){used}{parts}, kernel {kernel}")
+    return "\n".join(lines) + "\n"

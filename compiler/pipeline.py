@@ -8,7 +8,9 @@
     balance    FIFO entries for reconvergent paths' slack       (compiler.balance)
     emit       isa.Program with the controller schedule         (compile_layer below)
 
-The ISA verifier runs after every pass that changes the graph.
+The ISA verifier runs after every pass that changes the graph. :func:`compile_kernel` is the
+entry for any kernel workload: a dense GEMM lowers to a systolic kernel instead
+(compiler.dense); model layers have their own lowering (compiler.layers).
 """
 
 from __future__ import annotations
@@ -69,7 +71,13 @@ def build_images(layer: Any) -> tuple[dict[str, FiberTree], dict[str, TensorDecl
 
 
 def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTree]]:
-    """parse + images + lower (unplaced kernel), with the verifier after lowering."""
+    """parse + images + lower (unplaced kernel), with the verifier after lowering. A layer
+    without a loop order gets the first legal one (compiler.order.default_order, formats
+    following it; the estimated choice is compiler.order.choose_order)."""
+    if getattr(layer, "order", None) in (None, ""):
+        from compiler.order import default_order, with_order
+
+        layer = with_order(layer, default_order(layer))
     assign = parse_expr(layer.expr)
     order = parse_order(layer.order, assign)
     images, decls = build_images(layer)
@@ -106,16 +114,21 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     return emit_program(kernel, images, chip)
 
 
-def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
-    """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
-    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
-    from isa.bitstream import config_bits
-
+def check_glb(images: dict[str, FiberTree], chip: ChipConfig) -> None:
+    """CompileError (``emit:``) when the inputs do not fit the chip's global buffer."""
     total = sum(t.nbytes(ELEMENT_BYTES) for t in images.values())
     if total > chip.glb.size_bytes:
         raise CompileError(f"emit: inputs need {total} bytes of global buffer but chip "
                            f"{chip.name} has {chip.glb.size_bytes} (tiling is not implemented "
                            "for this kernel; use a smaller problem)")
+
+
+def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
+    """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
+    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
+    from isa.bitstream import config_bits
+
+    check_glb(images, chip)
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
@@ -126,3 +139,25 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig)
         if decl.is_output:
             sched += [Command("unload", decl.name), Command("dma_out", decl.name)]
     return Program(kernel.name, (kernel,), images, tuple(sched))
+
+
+def compile_kernel(layer: Any, chip: ChipConfig) -> Program:
+    """Any kernel workload to a Program: ``gemm`` through compiler.dense, the rest through
+    the SAM pipeline above."""
+    from compiler.dense import compile_gemm, is_dense
+
+    return compile_gemm(layer, chip) if is_dense(layer) else compile_layer(layer, chip)
+
+
+def dense_equivalent_ops(expr: str, tensors: dict[str, Any]) -> int:
+    """Ops of the dense computation: per point of the iteration space, one op per operand
+    after the first (multiplies for ``*``, adds for ``+``), plus one add when an index is
+    contracted (e.g. SDDMM and MTTKRP: 2 multiplies + 1 add; a GEMM: 2 M N K)."""
+    assign = parse_expr(expr)
+    sizes: dict[str, int] = {}
+    for acc in assign.operands:
+        for v, n in zip(acc.indices, tensors[acc.tensor].shape):
+            sizes[v] = int(n)
+    points = int(np.prod([sizes[v] for v in assign.index_vars], dtype=np.float64))
+    contracted = any(v not in assign.out.indices for v in assign.index_vars)
+    return points * (len(assign.operands) - 1 + int(contracted and assign.op == "*"))

@@ -210,12 +210,18 @@ class ControllerConfig:
         return out
 
 
+OBJECTIVES = ("cycles", "energy", "edp")
+"""Figures of merit the compiler's dataflow-order choice can minimise (compiler.objective)."""
+
+
 @dataclass(frozen=True)
 class CompilerConfig:
     balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
     layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
     #                                      block, systolic) | auto (the faster of the two)
+    objective: str = "edp"               # what the dataflow-order choice minimises:
+    #                                      cycles | energy | edp (compiler/order.py)
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -223,6 +229,9 @@ class CompilerConfig:
             out.append(("max_buffer_entries", "must be in 0..255"))
         if self.layer_mode not in ("auto", "sparse", "dense"):
             out.append(("layer_mode", f"must be auto, sparse or dense (got {self.layer_mode!r})"))
+        if self.objective not in OBJECTIVES:
+            out.append(("objective", f"must be one of {', '.join(OBJECTIVES)} (got "
+                        f"{self.objective!r})"))
         return out
 
 
@@ -249,7 +258,7 @@ class SystolicConfig:
     """A dense rows x cols MAC array for GEMMs, timed with SCALE-Sim v3's conventions.
 
     A chip with this section runs dense GEMMs on it; a chip without one runs them on the
-    CGRA's dense MAC block (simulator.energy.dense_mapping).
+    CGRA's dense MAC block (compiler.dense.dense_mapping).
     """
 
     rows: int

@@ -25,7 +25,19 @@ are ignored. Names (node ids, ports, tensors, kernels) are bare identifiers
 - ``SRC.PORT -> DST.PORT : KIND [via (r,c) (r,c) ...]``: the route lists the tiles visited,
   source first.
 
-A program wraps kernels and the controller schedule::
+A dense-mode kernel (a GEMM on a block of MAC PEs, ``SystolicKernel``)::
+
+    .systolic gemm_os_16x21
+    .array rows=16 cols=21 dataflow=os nm=2:4
+    .tensor A shape=64,40 formats=dense,dense order=0,1
+    .tensor B shape=40,48 formats=dense,dense order=0,1
+    .tensor X shape=64,48 formats=dense,dense order=0,1 output
+    .end
+
+- ``.array rows=R cols=C dataflow=D [nm=N:M]``: exactly once, before the tensors; ``nm`` is
+  omitted for dense weights.
+
+A program wraps kernels of either kind and the controller schedule::
 
     .program spmv
     .kernel ...
@@ -54,7 +66,16 @@ from typing import Any
 
 from isa.errors import IsaError
 from isa.ops import ATTRS, SIGNATURES, Opcode, TileKind
-from isa.program import COMMANDS, Command, Edge, Kernel, Node, Program, TensorDecl
+from isa.program import (
+    COMMANDS,
+    Command,
+    Edge,
+    Kernel,
+    Node,
+    Program,
+    SystolicKernel,
+    TensorDecl,
+)
 
 STREAM_KINDS = ("crd", "ref", "val", "repsig")   # edge kinds; the bitstream indexes this order
 
@@ -154,9 +175,23 @@ def _kernel_lines(kernel: Kernel) -> list[str]:
     return lines
 
 
-def print_kernel(kernel: Kernel) -> str:
-    """The assembly text of one kernel (ends with a newline)."""
-    return "\n".join(_kernel_lines(kernel)) + "\n"
+def _systolic_lines(kernel: SystolicKernel) -> list[str]:
+    array = f".array rows={kernel.rows} cols={kernel.cols} dataflow={_name(kernel.dataflow)}"
+    if kernel.nm is not None:
+        array += f" nm={kernel.nm[0]}:{kernel.nm[1]}"
+    return ([f".systolic {_name(kernel.name)}", array]
+            + [_tensor_line(t) for t in kernel.tensors] + [".end"])
+
+
+def _any_kernel_lines(kernel: Kernel | SystolicKernel) -> list[str]:
+    if isinstance(kernel, SystolicKernel):
+        return _systolic_lines(kernel)
+    return _kernel_lines(kernel)
+
+
+def print_kernel(kernel: Kernel | SystolicKernel) -> str:
+    """The assembly text of one kernel of either kind (ends with a newline)."""
+    return "\n".join(_any_kernel_lines(kernel)) + "\n"
 
 
 def print_program(program: Program) -> str:
@@ -164,7 +199,7 @@ def print_program(program: Program) -> str:
     lines = [f".program {_name(program.name)}"]
     for kernel in program.kernels:
         lines.append("")
-        lines += _kernel_lines(kernel)
+        lines += _any_kernel_lines(kernel)
     if program.schedule:
         lines += ["", ".schedule"]
         for cmd in program.schedule:
@@ -504,6 +539,65 @@ def _parse_kernel_body(lines: list[tuple[int, str]], start: int) -> tuple[Kernel
     raise IsaError(f"line {kb.lineno}: kernel {kb.name} has no .end")
 
 
+def _parse_array(line: _Line) -> dict[str, Any]:
+    """The fields of an ``.array`` line: rows, cols, dataflow and the optional nm."""
+    out: dict[str, Any] = {}
+    while line.peek() is not None:
+        key = line.name("rows=, cols=, dataflow= or nm=")
+        if key not in ("rows", "cols", "dataflow", "nm"):
+            raise line.error(f"unknown array field {key!r} (expected rows, cols, dataflow, nm)")
+        if key in out:
+            raise line.error(f"array field {key!r} given twice")
+        line.punct("=")
+        if key == "dataflow":
+            out[key] = line.name("a dataflow")
+        elif key == "nm":
+            n = line.integer("N of N:M")
+            line.punct(":")
+            out[key] = (n, line.integer("M of N:M"))
+        else:
+            out[key] = line.integer(key)
+    missing = [k for k in ("rows", "cols", "dataflow") if k not in out]
+    if missing:
+        raise line.error(f".array: missing {', '.join(missing)}")
+    return out
+
+
+def _parse_systolic_body(lines: list[tuple[int, str]], start: int
+                         ) -> tuple[SystolicKernel, int]:
+    """Parse from the ``.systolic`` line at ``lines[start]``; returns the kernel and the next
+    index."""
+    lineno, text = lines[start]
+    head = _Line(lineno, _directive(text)[1])
+    name = head.name("a kernel name")
+    head.end()
+    array: dict[str, Any] | None = None
+    tensors: list[TensorDecl] = []
+    i = start + 1
+    while i < len(lines):
+        lineno, text = lines[i]
+        word, rest = _directive(text)
+        i += 1
+        if word == ".end":
+            _Line(lineno, rest).end()
+            if array is None:
+                raise IsaError(f"line {lineno}: systolic kernel {name} has no .array")
+            return SystolicKernel(name, array["rows"], array["cols"], array["dataflow"],
+                                  array.get("nm"), tuple(tensors)), i
+        if word == ".array":
+            if array is not None or tensors:
+                raise IsaError(f"line {lineno}: .array must come once, before the tensors, "
+                               f"in systolic kernel {name}")
+            array = _parse_array(line := _Line(lineno, rest))
+        elif word == ".tensor":
+            tensors.append(_parse_tensor(line := _Line(lineno, rest)))
+            line.end()
+        else:
+            raise IsaError(f"line {lineno}: unexpected {text.strip()!r} inside systolic "
+                           f"kernel {name} (expected .array, .tensor or .end)")
+    raise IsaError(f"line {lines[start][0]}: systolic kernel {name} has no .end")
+
+
 def _opening(text: str, directive: str) -> tuple[list[tuple[int, str]], int, str]:
     """The source lines of ``text``, which must open with ``directive``: (lines, its line
     number, the rest of that line)."""
@@ -517,10 +611,13 @@ def _opening(text: str, directive: str) -> tuple[list[tuple[int, str]], int, str
     return lines, lineno, rest
 
 
-def parse_kernel(text: str) -> Kernel:
-    """Parse the text of exactly one kernel (``.kernel`` ... ``.end``)."""
-    lines, _, _ = _opening(text, ".kernel")
-    kernel, i = _parse_kernel_body(lines, 0)
+def parse_kernel(text: str) -> Kernel | SystolicKernel:
+    """Parse the text of exactly one kernel (``.kernel`` or ``.systolic`` ... ``.end``)."""
+    src = _source_lines(text)
+    systolic = bool(src) and _directive(src[0][1])[0] == ".systolic"
+    lines, _, _ = _opening(text, ".systolic" if systolic else ".kernel")
+    kernel, i = (_parse_systolic_body(lines, 0) if systolic
+                 else _parse_kernel_body(lines, 0))
     if i < len(lines):
         raise IsaError(f"line {lines[i][0]}: text after the kernel's .end")
     return kernel
@@ -561,15 +658,16 @@ def parse_program(text: str) -> Program:
     head = _Line(lineno, rest)
     name = head.name("a program name")
     head.end()
-    kernels: list[Kernel] = []
+    kernels: list[Kernel | SystolicKernel] = []
     kernel_lines: dict[str, int] = {}
     schedule: list[Command] | None = None
     i = 1
     while i < len(lines):
         lineno, text = lines[i]
         word, _ = _directive(text)
-        if word == ".kernel":
-            kernel, i = _parse_kernel_body(lines, i)
+        if word in (".kernel", ".systolic"):
+            kernel, i = (_parse_kernel_body(lines, i) if word == ".kernel"
+                         else _parse_systolic_body(lines, i))
             if kernel.name in kernel_lines:
                 raise IsaError(
                     f"line {lineno}: duplicate kernel {kernel.name!r} "
@@ -582,5 +680,6 @@ def parse_program(text: str) -> Program:
                 raise IsaError(f"line {lineno}: second .schedule in program {name}")
             schedule, i = _parse_schedule(lines, i)
         else:
-            raise IsaError(f"line {lineno}: expected .kernel or .schedule, got {text.strip()!r}")
+            raise IsaError(f"line {lineno}: expected .kernel, .systolic or .schedule, got "
+                           f"{text.strip()!r}")
     return Program(name, tuple(kernels), {}, tuple(schedule or ()))

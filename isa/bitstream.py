@@ -26,12 +26,23 @@ Port indices count in the opcode's full ``SIGNATURES`` port order (outputs for t
 inputs for the destination); kinds index ``STREAM_KINDS``; opcodes index ``Opcode`` in
 declaration order; attribute indices count in ``ATTRS[op]`` order.
 
+A dense-mode kernel (``SystolicKernel``) has its own, shorter form, told apart by its magic::
+
+    header    SYSTOLIC_MAGIC, VERSION, total words, #strings, #tensors, S(kernel name)
+    strings   as above
+    tensors   as above
+    array     ROWS, COLS, DATAFLOW (index into SYSTOLIC_DATAFLOWS),
+              NM = n << 16 | m (0: dense weights)                      -- configuration
+
 ``config_bits`` counts what the configuration network would load into the array: per tile
 the OP word and the TAG and VALUE words of each attribute, and per edge one switch word per
 hop (a route of n tiles sets n - 1 switch boxes), plus one FIFO-configuration word for an edge
 with balancing buffer entries. The header, string table, tensor table,
 node-id words, tile addresses (the network's addressing, not payload), edge endpoint and port
-words are simulator metadata and do not count.
+words are simulator metadata and do not count. For a systolic kernel it counts the four
+array words (block size, dataflow, N:M pattern): the MAC PEs of a dense block run one fixed
+mode, so no per-PE configuration is modelled (ASSUMPTION: Onyx's dense-mode configuration
+cost is not published).
 """
 
 from __future__ import annotations
@@ -41,12 +52,15 @@ from typing import Any
 
 import numpy as np
 
+from isa.arch import SYSTOLIC_DATAFLOWS
 from isa.asm import STREAM_KINDS
 from isa.errors import IsaError
 from isa.ops import ATTRS, SIGNATURES, Opcode
-from isa.program import Edge, Kernel, Node, TensorDecl
+from isa.program import Edge, Kernel, Node, SystolicKernel, TensorDecl
 
 MAGIC = 0x53564542        # "SVEB": Sieve bitstream
+SYSTOLIC_MAGIC = 0x53564553   # "SVES": Sieve bitstream of a systolic (dense-mode) kernel
+SYSTOLIC_ARRAY_WORDS = 4
 VERSION = 1
 WORD_BITS = 32
 HEADER_WORDS = 9
@@ -155,12 +169,38 @@ def _edge_words(edge: Edge, nodes: dict[str, Node], order: dict[str, int]) -> li
     return out + [_coord(t, f"edge {edge.name} route") for t in edge.route]
 
 
-def encode(kernel: Kernel) -> np.ndarray:
-    """The bitstream of a placed and routed kernel (uint32 words).
+def _encode_systolic(kernel: SystolicKernel) -> np.ndarray:
+    if kernel.dataflow not in SYSTOLIC_DATAFLOWS:
+        raise IsaError(f"bitstream: kernel {kernel.name}: unknown dataflow {kernel.dataflow!r}")
+    for what, value in (("rows", kernel.rows), ("cols", kernel.cols)):
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise IsaError(f"bitstream: kernel {kernel.name}: {what} {value} out of range")
+    nm = 0
+    if kernel.nm is not None:
+        n, m = kernel.nm
+        if not (0 < n <= 0xFFFF and 0 < m <= 0xFFFF):
+            raise IsaError(f"bitstream: kernel {kernel.name}: N:M {n}:{m} out of range")
+        nm = n << 16 | m
+    s = _Strings()
+    name_s = s(kernel.name)
+    body: list[int] = []
+    for t in kernel.tensors:
+        body += _tensor_words(t, s)
+    body += [kernel.rows, kernel.cols, SYSTOLIC_DATAFLOWS.index(kernel.dataflow), nm]
+    strings = s.words()
+    header = [SYSTOLIC_MAGIC, VERSION, 6 + len(strings) + len(body), len(s.index),
+              len(kernel.tensors), name_s]
+    return np.array(header + strings + body, dtype=np.uint32)
+
+
+def encode(kernel: Kernel | SystolicKernel) -> np.ndarray:
+    """The bitstream of a placed and routed kernel, or of a systolic kernel (uint32 words).
 
     Raises IsaError for an unplaced node, an unrouted edge, a duplicate node id, or a port,
     kind, attribute or value the encoding cannot represent.
     """
+    if isinstance(kernel, SystolicKernel):
+        return _encode_systolic(kernel)
     nodes: dict[str, Node] = {}
     for n in kernel.nodes:
         if n.id in nodes:
@@ -183,13 +223,15 @@ def encode(kernel: Kernel) -> np.ndarray:
     return np.array(header + strings + body, dtype=np.uint32)
 
 
-def config_bits(kernel: Kernel) -> int:
+def config_bits(kernel: Kernel | SystolicKernel) -> int:
     """Bits the configuration network loads into the array for this kernel.
 
     Per node: the OP word plus a TAG and a VALUE word per attribute; per edge: one switch
     word per hop. Strings, tensor table, addresses and edge metadata do not count (see the
-    module docstring). Needs no placement.
+    module docstring). Needs no placement. A systolic kernel: its four array words.
     """
+    if isinstance(kernel, SystolicKernel):
+        return WORD_BITS * SYSTOLIC_ARRAY_WORDS
     tile_words = sum(1 + 2 * len(n.attrs) for n in kernel.nodes)
     switch_words = sum(e.hops + (1 if e.buffer else 0) for e in kernel.edges)
     return WORD_BITS * (tile_words + switch_words)
@@ -295,7 +337,21 @@ def _read_edge(r: _Reader, nodes: list[Node]) -> Edge:
     return Edge(src.id, src_port, dst.id, dst_port, kind, tiles, ports & 0xFF)
 
 
-def decode(words: np.ndarray) -> Kernel:
+def _decode_systolic(r: _Reader) -> SystolicKernel:
+    n_strings, n_tensors, name_index = r.take(3, "header counts")
+    _read_strings(r, n_strings)
+    if name_index >= len(r.strings):
+        raise IsaError(f"bitstream: kernel name: string {name_index} out of range")
+    tensors = tuple(_read_tensor(r) for _ in range(n_tensors))
+    rows, cols, dataflow, nm = r.take(SYSTOLIC_ARRAY_WORDS, "array words")
+    flow: str = r.index(SYSTOLIC_DATAFLOWS, dataflow, "dataflow")
+    if r.pos != len(r.words):
+        raise IsaError(f"bitstream: {len(r.words) - r.pos} trailing words after the array")
+    return SystolicKernel(r.strings[name_index], rows, cols, flow,
+                          (nm >> 16, nm & 0xFFFF) if nm else None, tensors)
+
+
+def decode(words: np.ndarray) -> Kernel | SystolicKernel:
     """The kernel a bitstream configures; IsaError on a bad magic, version or truncation."""
     array = np.asarray(words)
     if array.ndim != 1 or not (
@@ -305,8 +361,9 @@ def decode(words: np.ndarray) -> Kernel:
         raise IsaError("bitstream: expected a 1-D array of uint32 words")
     r = _Reader([int(w) for w in array.tolist()])
     magic = r.word("the magic number")
-    if magic != MAGIC:
-        raise IsaError(f"bitstream: bad magic {magic:#010x} (expected {MAGIC:#010x})")
+    if magic not in (MAGIC, SYSTOLIC_MAGIC):
+        raise IsaError(f"bitstream: bad magic {magic:#010x} (expected {MAGIC:#010x} or "
+                       f"{SYSTOLIC_MAGIC:#010x})")
     version = r.word("the version")
     if version != VERSION:
         raise IsaError(f"bitstream: unsupported version {version} (expected {VERSION})")
@@ -314,6 +371,8 @@ def decode(words: np.ndarray) -> Kernel:
     if total != len(r.words):
         raise IsaError(f"bitstream: header says {total} words, got {len(r.words)}"
                        + (" (truncated)" if total > len(r.words) else ""))
+    if magic == SYSTOLIC_MAGIC:
+        return _decode_systolic(r)
     n_strings, n_tensors, n_nodes, n_edges = r.take(4, "header counts")
     name_index, expr_index = r.take(2, "header names")
     _read_strings(r, n_strings)

@@ -135,6 +135,14 @@ class FiberTree:
                                   formats, mode_order)
 
     @staticmethod
+    def dense(name: str, array: np.ndarray) -> FiberTree:
+        """A 2-D array with every level dense in row-major order (every value stored)."""
+        array = np.asarray(array)
+        return FiberTree(name, tuple(array.shape), (0, 1),
+                         tuple(Level("dense", int(n)) for n in array.shape),
+                         np.ascontiguousarray(array).reshape(-1))
+
+    @staticmethod
     def from_scipy(name: str, matrix, formats: tuple[str, ...],
                    mode_order: tuple[int, ...] | None = None) -> FiberTree:
         """Build from a scipy sparse matrix, keeping its explicitly stored zeros."""
@@ -166,6 +174,9 @@ class FiberTree:
 
     def to_dense(self) -> np.ndarray:
         """The tensor as a dense numpy array (0-d for a rank-0 tensor: a scalar)."""
+        if self.shape and all(lv.fmt == "dense" for lv in self.levels) \
+                and self.mode_order == tuple(range(len(self.shape))):
+            return self.vals.reshape(self.shape).copy()
         out = np.zeros(self.shape, dtype=self.vals.dtype)
         coords, vals = self.coo()
         if not self.shape:

@@ -1,9 +1,16 @@
 """Kernels and programs: immutable graphs of instructions, memory images and a schedule.
 
-A ``Kernel`` is a DAG of ``Node`` (one instruction each) joined by typed ``Edge`` streams.
-After placement every node names its tile (row, col) and every edge its route over the mesh;
-``Edge.hops`` is the route length in links (>= 1 once routed). A ``Program`` is kernels plus
-the input memory images plus the controller schedule (the firmware).
+Two kernel kinds. A ``Kernel`` (sparse mode) is a DAG of ``Node`` (one SAM instruction each)
+joined by typed ``Edge`` streams; after placement every node names its tile (row, col) and
+every edge its route over the mesh (``Edge.hops``: the route length in links, >= 1 once
+routed). A ``SystolicKernel`` (dense mode) is a GEMM ``C = A @ B`` mapped onto a rows x cols
+block of MAC PEs in one of SCALE-Sim's dataflows, optionally with N:M-compressed weights.
+A ``Program`` is kernels of either kind plus the input memory images plus the controller
+schedule (the firmware). A model layer's Program also holds its ``jobs``: the units of
+controller work (router, top-k, the products stage, combine) with their dependencies and
+lanes, whose operands are referenced lazily (``Job.task``: a layer has millions of tiles, so
+no tile image is made before the engine runs the job). Jobs and images are data, not text:
+the assembly prints kernels and commands.
 """
 
 from __future__ import annotations
@@ -138,11 +145,50 @@ class Kernel:
         sig = signature(node.op, node.a)
         return sig.inputs, sig.outputs
 
+    @property
+    def kind(self) -> str:
+        return "sam"
+
     def with_nodes(self, nodes: tuple[Node, ...]) -> Kernel:
         return replace(self, nodes=nodes)
 
     def with_edges(self, edges: tuple[Edge, ...]) -> Kernel:
         return replace(self, edges=edges)
+
+
+@dataclass(frozen=True)
+class SystolicKernel:
+    """A dense GEMM on a rows x cols block of MAC PEs (dense mode).
+
+    ``tensors`` declares the operands in the order A (m x k), B (k x n) and the output
+    (m x n), all dense; ``nm = (n, m)`` keeps n weights of every m consecutive ones along K
+    (N:M sparsity of B, compressed in the array), None for dense weights. A template kernel
+    (a model layer's MAC block, whose products differ in shape) declares no tensors: each
+    job gives its own shapes.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    dataflow: str                          # os | ws | is (SCALE-Sim's)
+    nm: tuple[int, int] | None = None
+    tensors: tuple[TensorDecl, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "systolic"
+
+    @property
+    def mnk(self) -> tuple[int, int, int]:
+        """(M, N, K) from the declared operands; (0, 0, 0) for a template."""
+        if len(self.tensors) < 2:
+            return (0, 0, 0)
+        a, b = self.tensors[0].shape, self.tensors[1].shape
+        return (int(a[0]), int(b[1]), int(a[1]))
+
+
+AnyKernel = Kernel | SystolicKernel
+"""A kernel of either kind."""
 
 
 @dataclass(frozen=True)
@@ -158,15 +204,41 @@ COMMANDS = ("dma_in", "load", "configure", "launch", "wait", "unload", "dma_out"
 
 
 @dataclass(frozen=True)
+class Job:
+    """One job of a model layer's schedule.
+
+    ``stage`` orders the jobs (router, topk, then the products stage, then combine; a job
+    starts when every job in ``deps`` has ended). A products-stage job runs its products on
+    ``lanes`` (copies of the tile kernel; the MAC block in dense mode): per product the
+    controller DMAs the weights into the lane's free GLB buffer, launches ``kernel`` and
+    waits. ``task`` computes the job's operands and values lazily: a picklable callable
+    ``task(engine) -> (output contribution, reference contribution)`` that hands every
+    product and ALU pass to ``engine``. ``dims`` sizes a stage job without a task: the
+    router GEMM (M, N, K), top-k (tokens, k, experts), the combine (pairs, d).
+    """
+
+    name: str
+    stage: str
+    kernel: str = ""
+    lanes: tuple[int, ...] = ()
+    expert: int = -1
+    deps: tuple[str, ...] = ()
+    dims: tuple[int, ...] = ()
+    task: Any = None
+
+
+@dataclass(frozen=True)
 class Program:
     """Kernels + input memory images + the controller schedule."""
 
     name: str
-    kernels: tuple[Kernel, ...]
+    kernels: tuple[Kernel | SystolicKernel, ...]
     images: dict[str, Any] = field(default_factory=dict)   # tensor name -> FiberTree
     schedule: tuple[Command, ...] = ()
+    jobs: tuple[Job, ...] = ()                 # a model layer's jobs (data, not text)
+    layout: Any = None                         # a model layer's lanes and tile bound
 
-    def kernel(self, name: str) -> Kernel:
+    def kernel(self, name: str) -> Kernel | SystolicKernel:
         for k in self.kernels:
             if k.name == name:
                 return k

@@ -11,6 +11,12 @@
 - tensors named by scan, array and writer nodes are declared (once each), writers write output
   tensors and scans/arrays read input tensors, and scanned/written levels exist.
 
+A systolic (dense-mode) kernel has its own rules: rows and cols are ints >= 1, the dataflow
+is one of SCALE-Sim's (os, ws, is), an N:M pattern has 0 < N <= M, and, when it declares
+tensors, they are exactly A (M x K), B (K x N) and one output (M x N), all dense 2-D with
+matching extents (a template declares none). Given an ``ArrayConfig``, the block must fit the
+array's rows.
+
 Given an ``ArrayConfig``, it also checks the physical mapping at the stage the kernel has
 reached: once any node is placed, every node is placed inside the grid on a tile of its
 opcode's kind and no two nodes share a tile; once any edge is routed, every edge's route runs
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from isa.arch import ArrayConfig
+from isa.arch import SYSTOLIC_DATAFLOWS, ArrayConfig
 from isa.errors import IsaError
 from isa.ops import (
     ALU_BINARY,
@@ -37,7 +43,7 @@ from isa.ops import (
     Opcode,
     signature,
 )
-from isa.program import Kernel, Node
+from isa.program import Kernel, Node, SystolicKernel
 
 SCAN_FORMATS = ("compressed", "dense")
 READERS = (Opcode.SCAN, Opcode.ARRAY)
@@ -252,8 +258,44 @@ def _route_problems(
     return out
 
 
-def kernel_problems(kernel: Kernel, array: ArrayConfig | None = None) -> list[str]:
+def _int_at_least(value: Any, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def systolic_problems(kernel: SystolicKernel, array: ArrayConfig | None = None) -> list[str]:
+    """Every rule violation of a systolic kernel (module docstring)."""
+    out: list[str] = []
+    for what in ("rows", "cols"):
+        if not _int_at_least(getattr(kernel, what), 1):
+            out.append(f"{what} must be an int >= 1, got {getattr(kernel, what)!r}")
+    if kernel.dataflow not in SYSTOLIC_DATAFLOWS:
+        out.append(f"dataflow {kernel.dataflow!r} is not one of {', '.join(SYSTOLIC_DATAFLOWS)}")
+    if kernel.nm is not None:
+        n, m = kernel.nm
+        if not (_int_at_least(n, 1) and _int_at_least(m, 1) and n <= m):
+            out.append(f"N:M pattern {n}:{m} needs 0 < N <= M")
+    if kernel.tensors:
+        if len(kernel.tensors) != 3 or [t.is_output for t in kernel.tensors] != [
+                False, False, True]:
+            out.append("tensors must be A, B and one output, in that order")
+        else:
+            for t in kernel.tensors:
+                if len(t.shape) != 2 or t.formats != ("dense", "dense"):
+                    out.append(f"tensor {t.name} must be 2-D and dense (got shape {t.shape}, "
+                               f"formats {t.formats})")
+            a, b, c = (t.shape for t in kernel.tensors)
+            if len(a) == len(b) == len(c) == 2 and not (a[1] == b[0] and c == (a[0], b[1])):
+                out.append(f"shapes do not make a GEMM: A {a}, B {b}, output {c}")
+    if array is not None and _int_at_least(kernel.rows, 1) and kernel.rows > array.rows:
+        out.append(f"block of {kernel.rows} rows does not fit the array's {array.rows}")
+    return out
+
+
+def kernel_problems(kernel: Kernel | SystolicKernel, array: ArrayConfig | None = None
+                    ) -> list[str]:
     """Every rule violation of ``kernel`` (empty when valid), without the kernel prefix."""
+    if isinstance(kernel, SystolicKernel):
+        return systolic_problems(kernel, array)
     out: list[str] = []
     nodes: dict[str, Node] = {}
     for node in kernel.nodes:
@@ -271,7 +313,7 @@ def kernel_problems(kernel: Kernel, array: ArrayConfig | None = None) -> list[st
     return out
 
 
-def verify_kernel(kernel: Kernel, array: ArrayConfig | None = None) -> None:
+def verify_kernel(kernel: Kernel | SystolicKernel, array: ArrayConfig | None = None) -> None:
     """Raise one IsaError listing every problem, one per line as ``kernel NAME: problem``."""
     problems = kernel_problems(kernel, array)
     if problems:

@@ -241,11 +241,11 @@ def _kind(value: Any) -> str:
 
 
 def _placed_nodes(text: str) -> dict[tuple[int, int], list[str]]:
-    """Node ids of the program's first kernel by tile."""
+    """Node ids of the program's first kernel by tile (none for a systolic kernel)."""
     program = parse_program(text)
     out: dict[tuple[int, int], list[str]] = {}
     if program.kernels:
-        for node in program.kernels[0].nodes:
+        for node in getattr(program.kernels[0], "nodes", ()):
             if node.tile is not None:
                 out.setdefault(tuple(node.tile), []).append(node.id)
     return out

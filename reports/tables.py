@@ -43,6 +43,10 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     add("cycles", "total cycles (launch, config, DMA, kernel)", count)
     add("kernel_cycles", "kernel cycles", count)
     add("compute_cycles", "compute cycles (dense GEMM, SCALE-Sim v3)", count)
+    if s.get("loop_order"):
+        by = s.get("loop_order_by")
+        rows.append(("loop order", f"{s['loop_order']} (" + ("forced by -p order" if by ==
+                     "forced" else f"least {by} of the legal orders") + ")"))
     rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
     add("seconds", "chip time (whole run)", lambda v: si(v, "s"))
     add("verified", "output verified", lambda _v: verification_text(s))

@@ -35,7 +35,8 @@ def _progress(quiet: bool) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from reports.rundir import check_run_dir
-    from sieve.api import run, summary_rows
+    from reports.summary import summary_rows
+    from sieve.api import run
 
     if args.out is not None:
         check_run_dir(args.out)
@@ -122,33 +123,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from compiler.pipeline import compile_layer
     from isa.asm import print_program
     from isa.bitstream import config_bits, encode
     from isa.dot import to_dot
-    from sieve.api import build_layer, resolve_chip
-    from sieve.dense import is_dense
+    from sieve.api import build_layer, choose_layer_order, compile_workload, resolve_chip
 
     cfg = resolve_chip(args.chip, args.config)
     layer = build_layer(args.workload, _params(args.param, "parameter"), cfg)
-    if is_dense(layer):
-        raise WorkloadError(f"workload {layer.name} runs in dense mode on a systolic array "
-                            "(simulator/systolic.py), not as a SAM program: use `sieve run`")
-    if getattr(layer, "kind", None) in ("moe", "ffn", "linear"):
-        from compiler.layers import plan_layer
-
-        plan = plan_layer(cfg)
-        print(f"; {layer.name}: every matrix product runs as tiles of this kernel, placed on "
-              f"a {plan.region.array.rows}x{plan.region.array.cols} region; {plan.lanes} "
-              f"copies (lanes) on {cfg.name}; one fibertree level per MEM tile "
-              f"({plan.level_words} coordinates)", file=sys.stderr)
-        program = plan.program
-    else:
-        program = compile_layer(layer, cfg)
+    layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
+    if args.explain:
+        print("\n".join(choice.lines()) if choice is not None else
+              f"{layer.name}: no loop order to choose (a model layer or a dense GEMM)")
+        if not args.output:
+            return 0
+    program = compile_workload(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
         text: str | bytes = print_program(program)
+        if program.jobs:
+            from compiler.layers import summarize_jobs
+
+            text += summarize_jobs(program)
     elif args.emit == "dot":
+        if not hasattr(kernel, "nodes"):
+            raise WorkloadError(f"workload {layer.name}: kernel {kernel.name} is a systolic "
+                                "kernel: it has no dataflow graph to draw (use --emit asm)")
         text = to_dot(kernel)
     else:
         words = encode(kernel)
@@ -277,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(c)
     c.add_argument("--emit", choices=("asm", "dot", "bitstream"), default="asm")
     c.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    c.add_argument("--explain", action="store_true", help="print the loop orders with their "
+                   "estimates (burst probes) and the choice; with -o also write the program")
     c.set_defaults(fn=cmd_compile)
 
     ls = sub.add_parser("list", help="list chips and workloads")

@@ -79,16 +79,15 @@ Scaling rules
 * Leakage entries are pJ per cycle at ``leakage.reference_freq_mhz``, i.e. a power; at a clock
   f the energy per cycle is ``value x reference_freq_mhz / f``.
 
-Dense GEMM (:func:`dense_gemm_energy`)
---------------------------------------
-An INT16 C[M,N] = A[M,K] B[K,N] on the whole array at steady state, output stationary: each MAC
-PE holds one C element in its accumulator and performs one fused MAC (2 ops) per cycle. The
-MAC PEs form an r x c block, r = ``array.rows``, c = the PE columns of all but
-:data:`DENSE_GEMM_IO_GROUPS` MEM-column groups (a group is one MEM column and the
-``mem_column_period - 1`` PE columns it feeds). The reserved group streams A in from the GLB
-(its MEM column buffers one A word per row per cycle, which is exactly the 16 GLB links of
-Onyx) and drains C; its PEs forward and do no MACs. B is loaded once into the MEM tiles of the
-MAC groups and re-read for every row block of A. With TR = ceil(M/r), TC = ceil(N/c):
+Dense mode (:func:`systolic_actions`, :func:`dense_gemm_energy`)
+-----------------------------------------------------------------
+An INT16 C[M,N] = A[M,K] B[K,N] on an r x c block of MAC PEs, output stationary: each MAC PE
+holds one C element in its accumulator and performs one fused MAC (2 ops) per cycle. The
+block is the compiler's (compiler.dense: the CGRA's MAC block, 16 x 21 on Onyx, or a chip's
+``systolic`` section). A is streamed in from the GLB through an I/O group's MEM tiles; B is
+loaded once into the MEM tiles of the MAC groups and re-read for every row block of A. With
+TR = ceil(M/r), TC = ceil(N/c), the same counts for a ``gemm`` kernel, a model layer's
+dense-mode products and its router (:func:`systolic_actions`), and for the calibration:
 
 * cycles = TR x TC x K (fill and drain overlapped; full utilization when r | M and c | N);
 * per MAC: 1 ``mac``, 2 ``fifo_push`` and 2 ``interconnect_hop`` (each operand is broadcast
@@ -102,8 +101,12 @@ MAC groups and re-read for every row block of A. With TR = ceil(M/r), TC = ceil(
   the DRAM loads and C, GLB reads for the DRAM stores of C;
 * no configuration energy (steady state); leakage of every tile for the cycles.
 
-Ops = 2 x MACs. The model is linear in ``fabric_overhead``; :func:`fit_fabric_overhead`
-solves for the factor that reproduces a target GOPS/W (how onyx-12nm's value was fitted).
+A simulated run charges the array's actions of this list; its GLB, DRAM and configuration
+energy come from the controller's counters like any other kernel's, and leakage from the
+run's cycles. :func:`dense_gemm_energy` is the steady-state calibration kernel (the GLB and
+DRAM lines above, leakage over TR x TC x K cycles). Ops = 2 x MACs. The model is linear in
+``fabric_overhead``; :func:`fit_fabric_overhead` solves for the factor that reproduces a
+target GOPS/W (how onyx-12nm's value was fitted).
 """
 
 from __future__ import annotations
@@ -133,17 +136,14 @@ __all__ = [
     "COMPONENTS",
     "DATATYPE_BY_BITS",
     "DEFAULT_ENERGY_ROOT",
-    "DENSE_GEMM_IO_GROUPS",
     "DatatypeEnergy",
     "Datatypes",
-    "DenseMapping",
     "DramEnergy",
     "EnergyReport",
     "EnergyTable",
     "LeakageEnergy",
     "dense_gemm_energy",
-    "dense_mapping",
-    "dense_peak_gops",
+    "actions_from_stats",
     "energy_breakdown",
     "energy_from_counts",
     "energy_search_path",
@@ -151,24 +151,12 @@ __all__ = [
     "list_energy_tables",
     "load_energy_table",
     "resolve_energy_table",
+    "systolic_actions",
 ]
 
 DEFAULT_ENERGY_ROOT = Path("configs/energy")
 """Where bare energy-table names are looked up, relative to the current directory."""
 
-DENSE_GEMM_IO_GROUPS = 1
-"""MEM-column groups a dense GEMM mapping gives to I/O instead of MACs.
-
-A group is one MEM column plus the ``mem_column_period - 1`` PE columns it feeds (on Onyx,
-16 rows x 3 PE columns = 48 PEs). Output-stationary GEMM needs one A word per array row per
-cycle from the GLB; one group's MEM column buffers that stream (one MEM tile per row, fed by
-one GLB link per row: Onyx has 16 rows and 16 GLB->array links) and drains the finished C
-tiles, and its PE columns route the A words into the MAC block instead of computing. On Onyx
-that leaves 7 of 8 groups, 336 of 384 PEs, doing MACs. This is a mapping assumption, not a
-silicon measurement: Onyx's published 571 GOPS at 850 MHz is 672 ops/cycle, exactly 7/8 of
-384 x 2, which is consistent with (and was read as support for) it; docs/energy.md discusses
-the alternatives.
-"""
 
 DATATYPE_BY_BITS = {8: "int8", 16: "int16", 32: "fp32"}
 """Default datatype for a PE datapath width (``pe.datapath_bits``)."""
@@ -512,7 +500,7 @@ def _alu_kinds(program: Program | None) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for kernel in program.kernels:
-        for node in kernel.nodes:
+        for node in getattr(kernel, "nodes", ()):     # a systolic kernel has no ALU nodes
             if node.op is not Opcode.ALU:
                 continue
             tile = (node.id if node.tile is None else
@@ -527,18 +515,30 @@ def _value(entry: Any) -> float:
 
 def energy_breakdown(stats: Mapping[str, Any], cycles: int, chip: ChipConfig,
                      table: EnergyTable, *, datatype: str | None = None,
-                     voltage_v: float | None = None, program: Program | None = None
+                     voltage_v: float | None = None, program: Program | None = None,
+                     actions: Mapping[str, float] | None = None, ops: int | None = None
                      ) -> EnergyReport:
-    """Energy of a simulated run from its stats dict (mapping in the module docstring).
+    """Energy of a simulated run from its stats dict (mapping in the module docstring), plus
+    the action counts its engines reported directly (``actions``: systolic kernels, model
+    layers' tiles), through :func:`energy_from_counts`.
 
     ``stats`` maps counter names to ``{"value": ...}`` entries (or plain numbers); ``cycles``
     is the run's total cycles (leakage time) at ``chip.clock.freq_mhz``. ``voltage_v``
     defaults to the table's. ``program`` (optional) tells MAC-class ALUs from others.
-    ``ops`` of the report = effectual ALU ops + reducer accumulations.
+    ``ops`` of the report defaults to effectual ALU ops + reducer accumulations.
     """
-    dtype = _resolve_datatype(chip, datatype)
-    volts = table.voltage_v if voltage_v is None else float(voltage_v)
-    freq = chip.clock.freq_mhz
+    counts, unit_ops = actions_from_stats(stats, program)
+    for name, value in (actions or {}).items():
+        counts[name] = counts.get(name, 0.0) + float(value)
+    return energy_from_counts(counts, cycles, chip, table,
+                              ops=unit_ops if ops is None else ops, datatype=datatype,
+                              voltage_v=voltage_v)
+
+
+def actions_from_stats(stats: Mapping[str, Any], program: Program | None = None
+                       ) -> tuple[dict[str, float], int]:
+    """(action counts, ops) of a run's counters: SAM units, streams, memory and controller
+    (the mapping of the module docstring); leakage is not an action here."""
     alu_kinds = _alu_kinds(program)
     counts: dict[str, float] = dict.fromkeys(ACTIONS, 0.0)
     units: dict[tuple[str, str], dict[str, float]] = {}
@@ -600,24 +600,23 @@ def energy_breakdown(stats: Mapping[str, Any], cycles: int, chip: ChipConfig,
     counts["dram_read"] = memory.get("dram_read_bytes", 0.0) * 8
     counts["dram_write"] = memory.get("dram_write_bytes", 0.0) * 8
     counts["config_load"] = controller.get("config_bits", 0.0)
-    counts["leakage_pe"] = len(chip.array.tiles(TileKind.PE)) * cycles
-    counts["leakage_mem"] = len(chip.array.tiles(TileKind.MEM)) * cycles
-    counts["leakage_glb"] = chip.glb.tiles * cycles
     ops = sum(c.get("effectual_op_count", 0.0) + c.get("add_count", 0.0)
               for c in units.values())
-    per_count = _per_count(table, chip, dtype, volts, freq)
-    return _report(counts, per_count, cycles=cycles, freq_mhz=freq, ops=int(ops), table=table,
-                   datatype=dtype, voltage_v=volts)
+    return {k: v for k, v in counts.items() if not k.startswith("leakage")}, int(ops)
 
 
 def energy_from_counts(counts: Mapping[str, float], cycles: int, chip: ChipConfig,
                        table: EnergyTable, *, ops: int, datatype: str | None = None,
-                       voltage_v: float | None = None) -> EnergyReport:
-    """Energy from action counts given directly (names of ``ACTIONS``; leakage is added from
-    ``cycles``), for runs that count actions per tile rather than per unit (the layer
-    engine). Unknown action names raise KeyError."""
+                       voltage_v: float | None = None, freq_mhz: float | None = None
+                       ) -> EnergyReport:
+    """THE energy function: action counts (names of ``ACTIONS``) x energy per action, plus
+    leakage of every tile over ``cycles``. Every path reaches it: a sparse kernel's unit
+    counters (:func:`actions_from_stats`), a systolic kernel's (:func:`systolic_actions`), a
+    model layer's tiles and products, and the dense calibration kernel. Unknown action names
+    raise KeyError."""
     dtype = _resolve_datatype(chip, datatype)
     volts = table.voltage_v if voltage_v is None else float(voltage_v)
+    freq = chip.clock.freq_mhz if freq_mhz is None else float(freq_mhz)
     full: dict[str, float] = dict.fromkeys(ACTIONS, 0.0)
     for name, value in counts.items():
         if name not in full:
@@ -626,94 +625,82 @@ def energy_from_counts(counts: Mapping[str, float], cycles: int, chip: ChipConfi
     full["leakage_pe"] = len(chip.array.tiles(TileKind.PE)) * cycles
     full["leakage_mem"] = len(chip.array.tiles(TileKind.MEM)) * cycles
     full["leakage_glb"] = chip.glb.tiles * cycles
-    per_count = _per_count(table, chip, dtype, volts, chip.clock.freq_mhz)
-    return _report(full, per_count, cycles=cycles, freq_mhz=chip.clock.freq_mhz, ops=int(ops),
+    per_count = _per_count(table, chip, dtype, volts, freq)
+    return _report(full, per_count, cycles=cycles, freq_mhz=freq, ops=int(ops),
                    table=table, datatype=dtype, voltage_v=volts)
 
 
 # --------------------------------------------------------------------------------------------
-# Dense GEMM (calibration kernel)
+# Dense mode: the actions of a GEMM on a block of MAC PEs
 
 
-@dataclass(frozen=True)
-class DenseMapping:
-    """The output-stationary MAC block a dense GEMM uses on a chip."""
+def systolic_actions(M: int, N: int, K: int, rows: int, cols: int, chip: ChipConfig, *,
+                     effectual: int | None = None, k_array: int | None = None
+                     ) -> dict[str, float]:
+    """The array's action counts of an M x K by K x N GEMM on a rows x cols output-stationary
+    block (the per-MAC model of the module docstring), GLB and DRAM traffic excluded.
 
-    rows: int                     # r: MAC PE rows (= array rows)
-    cols: int                     # c: MAC PE columns
-    io_groups: int                # MEM-column groups reserved for I/O
-
-    @property
-    def mac_pes(self) -> int:
-        return self.rows * self.cols
-
-
-def dense_mapping(chip: ChipConfig) -> DenseMapping:
-    """The MAC block of :data:`DENSE_GEMM_IO_GROUPS`: all rows, the PE columns of the other
-    MEM-column groups (Onyx: 16 x 21 = 336 of 384 PEs)."""
-    arr = chip.array
-    pe_cols = arr.cols - len({c for _, c in arr.tiles(TileKind.MEM)})
-    groups = arr.cols // arr.mem_column_period
-    per_group = arr.mem_column_period - 1
-    io = min(DENSE_GEMM_IO_GROUPS, max(groups - 1, 0))
-    return DenseMapping(rows=arr.rows, cols=max(pe_cols - io * per_group, 1), io_groups=io)
-
-
-def dense_peak_gops(chip: ChipConfig, *, freq_mhz: float | None = None) -> float:
-    """Peak dense INT16 throughput: MAC PEs x 2 ops (fused MAC) x clock, in GOPS."""
-    freq = chip.clock.freq_mhz if freq_mhz is None else float(freq_mhz)
-    return dense_mapping(chip).mac_pes * 2 * freq * 1e6 / 1e9
+    ``k_array`` is the reduction length the array runs (K' under N:M; default K): the block
+    issues M N K' MACs, ``effectual`` of them with both operands nonzero (default all), the
+    rest at full energy (``mac_ineffectual``: the array neither skips nor gates).
+    """
+    kk = K if k_array is None else k_array
+    tr, tc = math.ceil(M / rows), math.ceil(N / cols)
+    macs = M * N * kk
+    eff = macs if effectual is None else effectual
+    words_per_sram = chip.mem_tile.word_bits // 16
+    a_stream = M * K * tc              # A words streamed GLB -> IO MEM tiles -> rows
+    b_load = kk * N                    # B words loaded once into the MAC groups' MEM tiles
+    b_reads = kk * N * tr              # B words read from MEM tiles (once per row block)
+    c_words = M * N
+    sram_reads = (a_stream + b_reads + c_words) / words_per_sram
+    sram_writes = (a_stream + b_load + c_words) / words_per_sram
+    return {
+        "mac": float(eff),
+        "mac_ineffectual": float(macs - eff),
+        "register_access": 4.0 * macs,
+        "fifo_push": 2.0 * macs + c_words,
+        "interconnect_hop": 2.0 * macs + 2 * c_words,
+        "mem_sram_read": sram_reads,
+        "mem_sram_write": sram_writes,
+        "mem_control_step": sram_reads + sram_writes,
+    }
 
 
 def dense_gemm_energy(M: int, N: int, K: int, chip: ChipConfig, table: EnergyTable, *,
-                      freq_mhz: float | None = None, voltage_v: float | None = None,
-                      datatype: str = "int16") -> EnergyReport:
-    """Energy of a dense GEMM (M x K times K x N) on the array at steady state.
+                      rows: int, cols: int, freq_mhz: float | None = None,
+                      voltage_v: float | None = None, datatype: str = "int16") -> EnergyReport:
+    """Energy of a dense GEMM (M x K times K x N) on a rows x cols MAC block at steady state:
+    the calibration kernel (docs/energy.md).
 
-    The mapping and per-MAC action counts are in the module docstring. ``freq_mhz`` (default
-    the chip clock) sets time and leakage per cycle; ``voltage_v`` (default the table's)
-    scales dynamic energy by (V/V0)^2. ``ops`` of the report = 2 x M N K.
+    The array's actions are :func:`systolic_actions`; A and B are read from DRAM once and C
+    written once, GLB writes for the loads and C, GLB reads for the streams of A, the load of
+    B and the store of C; leakage over TR x TC x K cycles (fill and drain overlapped).
+    ``freq_mhz`` (default the chip clock) sets time and leakage per cycle; ``voltage_v``
+    (default the table's) scales dynamic energy by (V/V0)^2. ``ops`` = 2 x M N K.
     """
     if min(M, N, K) < 1:
         raise ValueError(f"GEMM sizes must be >= 1 (got M={M}, N={N}, K={K})")
     freq = chip.clock.freq_mhz if freq_mhz is None else float(freq_mhz)
     volts = table.voltage_v if voltage_v is None else float(voltage_v)
-    m = dense_mapping(chip)
-    tr, tc = math.ceil(M / m.rows), math.ceil(N / m.cols)
-    macs = M * N * K
+    tr, tc = math.ceil(M / rows), math.ceil(N / cols)
     cycles = tr * tc * K
-    words_per_sram = chip.mem_tile.word_bits // 16
     words_per_glb = chip.glb.bank_width_bits // 16
-    a_stream = M * K * tc              # A words streamed GLB -> IO MEM tiles -> rows
-    b_load = K * N                     # B words loaded once into the MAC groups' MEM tiles
-    b_reads = K * N * tr               # B words read from MEM tiles (once per row block)
     c_words = M * N
-    sram_reads = (a_stream + b_reads + c_words) / words_per_sram
-    sram_writes = (a_stream + b_load + c_words) / words_per_sram
-    counts = {
-        "mac": macs,
-        "register_access": 4 * macs,
-        "fifo_push": 2 * macs + c_words,
-        "interconnect_hop": 2 * macs + 2 * c_words,
-        "mem_sram_read": sram_reads,
-        "mem_sram_write": sram_writes,
-        "mem_control_step": sram_reads + sram_writes,
-        "glb_read": (a_stream + b_load + c_words) / words_per_glb,
+    counts = systolic_actions(M, N, K, rows, cols, chip)
+    counts.update({
+        "glb_read": (M * K * tc + K * N + c_words) / words_per_glb,
         "glb_write": (M * K + K * N + c_words) / words_per_glb,
         "dram_read": (M * K + K * N) * 16,
         "dram_write": c_words * 16,
-        "leakage_pe": len(chip.array.tiles(TileKind.PE)) * cycles,
-        "leakage_mem": len(chip.array.tiles(TileKind.MEM)) * cycles,
-        "leakage_glb": chip.glb.tiles * cycles,
-    }
-    per_count = _per_count(table, chip, datatype, volts, freq)
-    return _report(counts, per_count, cycles=cycles, freq_mhz=freq, ops=2 * macs, table=table,
-                   datatype=datatype, voltage_v=volts)
+    })
+    return energy_from_counts(counts, cycles, chip, table, ops=2 * M * N * K,
+                              datatype=datatype, voltage_v=volts, freq_mhz=freq)
 
 
 def fit_fabric_overhead(target_gops_per_w: float, M: int, N: int, K: int, chip: ChipConfig,
-                        table: EnergyTable, *, freq_mhz: float, voltage_v: float
-                        ) -> tuple[float, float, float]:
+                        table: EnergyTable, *, rows: int, cols: int, freq_mhz: float,
+                        voltage_v: float) -> tuple[float, float, float]:
     """Solve for the ``fabric_overhead`` that makes the dense GEMM reach a target on-chip GOPS/W.
 
     On-chip energy is linear in the factor, E(f) = f x A + B, with A the fabric energy at
@@ -722,7 +709,7 @@ def fit_fabric_overhead(target_gops_per_w: float, M: int, N: int, K: int, chip: 
     """
     def on_chip(f: float) -> float:
         t = dataclasses.replace(table, fabric_overhead=f)
-        return dense_gemm_energy(M, N, K, chip, t, freq_mhz=freq_mhz,
+        return dense_gemm_energy(M, N, K, chip, t, rows=rows, cols=cols, freq_mhz=freq_mhz,
                                  voltage_v=voltage_v).on_chip_pj
 
     rest = on_chip(0.0)               # B (replace() does not run the table's problems())

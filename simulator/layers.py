@@ -1,7 +1,8 @@
 """The layer engine: a model layer (MoE, FFN, linear) as tiles on the array's lanes.
 
 Stages of an MoE layer, in order (an FFN or linear layer has only the matrix products); the
-walk over them is sieve.layers.run_layer, since it needs the workload's layer semantics:
+compiler lowers them to jobs (compiler.layers), the controller runs them
+(simulator.controller) and hands every product of a job's task to this engine:
 
     router   logits = x W_r^T on the dense MAC block (systolic timing, simulator.systolic)
     top-k    k max-passes over E logits per token on the lanes' PEs: ceil(T/lanes) * k * E
@@ -15,9 +16,9 @@ Products. ``Y = A W^T`` runs as tiles of the Gustavson SpM*SpM kernel (compiler.
 tile (token block, K chunk, N block) is sized from the data so every fibertree level fits one
 MEM tile (``plan.level_words`` coordinates); tiles with no nonzero in A or W are skipped.
 Every product is also costed in dense mode (one job on the fabric's MAC block, SCALE-Sim
-OS timing, dense weights DMAed; ``schedule("dense")``), so the caller can run the layer in
-whichever mode ``compiler.layer_mode`` asks for. A tile's cycles come from the engine named by
-``fidelity``:
+OS timing, dense weights DMAed, the MAC block's actions of simulator.energy.systolic_actions),
+so the controller can schedule both modes and keep the one ``compiler.layer_mode`` asks
+for. A tile's cycles come from the engine named by ``fidelity``:
 
 - ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
 - ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
@@ -41,8 +42,11 @@ job (or several equal jobs when its compressed weights exceed one buffer): its w
 DMAed DRAM -> GLB (one shared DRAM channel, simulator.chip.dram_transfer) into one buffer while
 the previous job computes (double buffering); a job computes for the sum over its tiles of
 launch + max(kernel cycles, GLB<->MEM-tile transfer of the tile in and out over the lane's
-share of the links). SimPy carries one event per job. The layer ends when the slowest lane
-does: that straggler is what load imbalance costs, and ``chip.layer.expert<e>.*`` shows it.
+share of the links). The controller's lane firmware (simulator.controller.run_lanes) carries
+one SimPy event per job. The layer ends when the slowest lane does: that straggler is what
+load imbalance costs, and ``chip.layer.expert<e>.*`` shows it. Here: the engine (tile timing,
+a job's work records, :meth:`LayerEngine.merge` to fold jobs in order) and the accounting of
+a finished layer (:func:`finish_layer`, :func:`layer_result`, :func:`layer_actions`).
 
 Outputs are assembled from the tiles' results and compared with the layer's numpy forward
 pass (float64): exact products in burst/cycle (the kernel's own outputs, float32 values),
@@ -58,16 +62,15 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import simpy
 
 from isa.arch import ChipConfig
 from isa.errors import SimulationError
-from isa.fibertree import FiberTree
+from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
-from simulator.chip import dram_transfer
+from simulator.chip import RunResult
 from simulator.progress import progress_of
-from simulator.stats import stat
+from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
 WORD_BYTES = 2
@@ -225,7 +228,7 @@ def _tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, floa
 
 # ------------------------------------------------------------------------------ the runner
 @dataclass
-class Job:
+class LaneJob:
     """One lane's unit of scheduling: a chunk of tiles with the weights it brings in."""
 
     lane: int
@@ -292,13 +295,17 @@ class LayerRun:
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
     dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
     timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
+    jobs: list[LaneJob] = field(default_factory=list)                 # the chosen mode's jobs
+    stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
+    router_macs: int = 0
+    token_gini: float | None = None                               # MoE: routing imbalance
 
 
 class LayerEngine:
     """Runs one layer under a LayerPlan (compiler.layers) on ``chip``."""
 
-    def __init__(self, plan: Any, chip: ChipConfig, fidelity: str,
-                 progress: Any = None) -> None:
+    def __init__(self, plan: Any, chip: ChipConfig, fidelity: str, progress: Any = None
+                 ) -> None:
         if fidelity not in FIDELITIES:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
@@ -310,24 +317,25 @@ class LayerEngine:
         self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
         self.hops = plan.mean_hops
         self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
-        self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // 2)
-        self.jobs: list[Job] = []
+        self.buffers = plan.buffers
+        self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // self.buffers)
+        self.jobs: list[LaneJob] = []
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
         self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
                        "glb_write_bytes": 0, "link_bytes": 0}
         self.elementwise = 0
         self.extra_dram_bytes = 0
-        self.spans: dict[str, list[dict[str, Any]]] = {}
-        self.dense_jobs: list[Job] = []
+        self.dense_jobs: list[LaneJob] = []
         self.dense_counts: dict[str, float] = {}
         self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0,
                              "link_bytes": 0}
-        from simulator.energy import dense_mapping
+        self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
+        self.stage_actions: dict[str, float] = {}      # router (MAC block) actions
         from simulator.systolic import SystolicArray
 
-        block = dense_mapping(chip)
-        self.dense_array = SystolicArray(block.rows, block.cols, "os")
+        block = plan.mac_block
+        self.dense_array = SystolicArray(block.rows, block.cols, block.dataflow)
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
@@ -352,7 +360,7 @@ class LayerEngine:
         # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
         n = max(1, cdiv(weight_bytes, self.buffer_bytes))
         for i in range(n):
-            self.jobs.append(Job(lane, expert, work.compute_cycles * (i + 1) // n
+            self.jobs.append(LaneJob(lane, expert, work.compute_cycles * (i + 1) // n
                                  - work.compute_cycles * i // n,
                                  weight_bytes * (i + 1) // n - weight_bytes * i // n,
                                  label if n == 1 else f"{label}#{i}"))
@@ -371,19 +379,18 @@ class LayerEngine:
         sched = fold_schedule(m, n, k, self.dense_array)
         compute = sched.compute_cycles + 1
         weight_bytes = k * n * WORD_BYTES
-        n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // 2))
+        n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
-            self.dense_jobs.append(Job(0, expert, compute * (i + 1) // n_jobs
+            self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
                                        - compute * i // n_jobs,
                                        weight_bytes * (i + 1) // n_jobs
                                        - weight_bytes * i // n_jobs, label))
+        from simulator.energy import systolic_actions
+
         c = self.dense_counts
-        macs = m * n * k
-        c["mac"] = c.get("mac", 0.0) + effectual
-        c["mac_ineffectual"] = c.get("mac_ineffectual", 0.0) + macs - effectual
-        reads = float(sched.ifmap_reads.sum() + sched.filter_reads.sum())
-        c["mem_sram_read"] = c.get("mem_sram_read", 0.0) + reads / 4
-        c["mem_sram_write"] = c.get("mem_sram_write", 0.0) + float(sched.ofmap_writes.sum()) / 4
+        for name, v in systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
+                                        self.chip, effectual=effectual).items():
+            c[name] = c.get(name, 0.0) + v
         act_bytes = (m * k + m * n) * WORD_BYTES
         self.dense_memory["dram_read_bytes"] += weight_bytes
         self.dense_memory["glb_write_bytes"] += weight_bytes + m * n * WORD_BYTES
@@ -487,56 +494,112 @@ class LayerEngine:
     def elementwise_job(self, n_ops: int, *, lane: int, expert: int, label: str) -> None:
         """An ALU pass over ``n_ops`` elements on one lane (one element per cycle)."""
         self.elementwise += n_ops
-        self.jobs.append(Job(lane, expert, int(n_ops), 0, label))
-        self.dense_jobs.append(Job(0, expert, cdiv(int(n_ops), self.dense_array.rows
+        self.jobs.append(LaneJob(lane, expert, int(n_ops), 0, label))
+        self.dense_jobs.append(LaneJob(0, expert, cdiv(int(n_ops), self.dense_array.rows
                                                    * self.dense_array.cols), 0, label))
 
-    def schedule(self, mode: str = "sparse") -> tuple[int, dict[int, int], list[int]]:
-        """Run the jobs with SimPy: (end cycle, expert -> finish, lane ends). ``sparse``: the
-        tile jobs on the lanes; ``dense``: the products' dense jobs one after another on the
-        MAC block (one lane holding the whole GLB as two buffers)."""
-        jobs_all = self.jobs if mode == "sparse" else self.dense_jobs
-        lanes = self.lanes if mode == "sparse" else 1
-        env = simpy.Environment()
-        dram = simpy.Resource(env, capacity=1)
-        finish: dict[int, int] = {}
-        lane_end = [0] * lanes
-        per_lane: list[list[Job]] = [[] for _ in range(lanes)]
-        for j in jobs_all:
-            per_lane[j.lane].append(j)
+    def router(self, T: int, E: int, d: int) -> None:
+        """The router GEMM (T x d by d x E) on the dense MAC block: systolic OS timing, its
+        weights DMAed, its actions the MAC block's (the same as any dense-mode product)."""
+        from simulator.energy import systolic_actions
+        from simulator.systolic import gemm_cycles
 
-        spans: list[dict[str, Any]] = []
+        self.router_cycles = gemm_cycles(T, E, d, self.dense_array) + 1
+        router_bytes = E * d * WORD_BYTES
+        self.memory["dram_read_bytes"] += router_bytes
+        self.extra_dram_bytes += router_bytes
+        self.router_macs = T * E * d
+        for name, v in systolic_actions(T, E, d, self.dense_array.rows, self.dense_array.cols,
+                                        self.chip).items():
+            self.stage_actions[name] = self.stage_actions.get(name, 0.0) + v
 
-        def loader(lane: int, jobs: list[Job], store: simpy.Store):
-            for job in jobs:
-                if job.dram_bytes:
-                    with dram.request() as req:
-                        yield req
-                        start = int(env.now)
-                        yield env.timeout(dram_transfer(self.chip, job.dram_bytes).cycles)
-                        spans.append({"track": "dram", "lane": lane, "name": job.label,
-                                      "start": start, "end": int(env.now),
-                                      "bytes": job.dram_bytes})
-                yield store.put(job)
+    def topk(self, T: int, k: int, E: int) -> None:
+        """Top-k selection on the lanes' PEs: k max-passes over E logits per token."""
+        self.topk_cycles = cdiv(T, self.lanes) * k * E
 
-        def worker(lane: int, jobs: list[Job], store: simpy.Store):
-            for _ in jobs:
-                job = yield store.get()
-                start = int(env.now)
-                yield env.timeout(job.cycles)
-                spans.append({"track": "lane", "lane": lane, "name": job.label,
-                              "start": start, "end": int(env.now), "expert": job.expert})
-                if job.expert >= 0:
-                    finish[job.expert] = int(env.now)
-            lane_end[lane] = int(env.now)
+    def combine(self, pairs: int, d: int) -> None:
+        """The weighted combine: one multiply-add per routed element per lane-cycle."""
+        self.combine_cycles = cdiv(pairs * d, self.lanes)
+        self.elementwise += pairs * d
 
-        for lane, jobs in enumerate(per_lane):
-            store = simpy.Store(env, capacity=1)   # + the job computing: two GLB buffers
-            env.process(loader(lane, jobs, store))
-            env.process(worker(lane, jobs, store))
-        env.run()
-        self.spans[mode] = spans
-        return int(env.now), finish, lane_end
+    def merge(self, other: LayerEngine) -> None:
+        """Fold the work of ``other`` (an engine that ran one job's task) into this one, as
+        if its products had run here after the earlier ones."""
+        self.jobs += other.jobs
+        self.dense_jobs += other.dense_jobs
+        self.work.add(other.work)
+        self.products += other.products
+        self.elementwise += other.elementwise
+        self.extra_dram_bytes += other.extra_dram_bytes
+        for mine, theirs in ((self.memory, other.memory), (self.dense_memory, other.dense_memory),
+                             (self.dense_counts, other.dense_counts)):
+            for key, value in theirs.items():
+                mine[key] = mine.get(key, 0) + value
+
+
+Schedule = tuple[int, dict[int, int], list[int], list[dict[str, Any]]]
+"""A lane schedule: end cycle, expert -> finish cycle, lane end cycles, job and DMA spans."""
+
+
+def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
+                 experts_in: list[dict[str, int]], routing: dict[str, Any], mode: str,
+                 sparse: Schedule, dense: Schedule, io: tuple[int, int, int]) -> LayerRun:
+    """The layer's time, counters and traffic once its walk ran on ``eng`` and both modes
+    were scheduled: stages add up (router + top-k + the experts/products stage + combine),
+    the chosen ``mode``'s jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves
+    the activations in and the output out."""
+    ls = LayerStats(lanes=eng.lanes)
+    ls.router_cycles, ls.topk_cycles = eng.router_cycles, eng.topk_cycles
+    ls.combine_cycles = eng.combine_cycles
+    ls.dropped_token_count = routing.get("dropped_pairs", 0)
+    ls.routed_pair_count = routing.get("routed_pairs", 0)
+    end, finish, lane_end, spans = dense if mode == "dense" else sparse
+    jobs = eng.dense_jobs if mode == "dense" else eng.jobs
+    ls.sparse_mode_cycles, ls.dense_mode_cycles = sparse[0], dense[0]
+    ls.dense_mode = int(mode == "dense")
+    ls.experts_cycles = end
+    experts = [ExpertStats(tokens=e["tokens"], lane=e["lane"],
+                           effectual_mac_count=e["effectual_mac_count"]) for e in experts_in]
+    for e, st in enumerate(experts):
+        st.finish_cycle = finish.get(e, 0)
+        mine = [j for j in jobs if j.expert == e]
+        st.compute_cycles = sum(j.cycles for j in mine)
+        st.dram_bytes = sum(j.dram_bytes for j in mine)
+        if mode == "dense":
+            st.lane = 0
+    total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
+    ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
+    ls.job_count = len(jobs)
+    ls.kernel_cycles = eng.work.kernel_cycles
+    ls.effectual_mac_count = eng.work.products
+    ls.dense_mac_count = eng.work.dense_products
+    ls.elementwise_op_count = eng.elementwise
+    memory = dict(eng.memory)
+    if mode == "dense":
+        memory.update(eng.dense_memory)
+        memory["dram_read_bytes"] += eng.extra_dram_bytes
+    T, d_in, d_out = io
+    memory["dram_read_bytes"] += T * d_in * WORD_BYTES
+    memory["dram_write_bytes"] += T * d_out * WORD_BYTES
+    memory["glb_write_bytes"] += T * d_in * WORD_BYTES
+    stats: dict[str, dict[str, Any]] = {}
+    flatten("chip.layer", ls, stats)
+    for e, st in enumerate(experts):
+        flatten(f"chip.layer.expert{e}", st, stats)
+    for lane, c in enumerate(lane_end):
+        stats[f"chip.layer.lane{lane}.finish_cycle"] = {
+            "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
+            "ended (experts stage)."}
+    return LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
+                    eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
+                    _timeline(spans, ls.router_cycles + ls.topk_cycles),
+                    jobs, dict(eng.stage_actions), eng.router_macs)
+
+
+def _timeline(spans: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
+    """The chosen mode's job and DMA spans in layer cycles (the experts stage starts after
+    the router and top-k)."""
+    return [{**sp, "start": sp["start"] + offset, "end": sp["end"] + offset} for sp in spans]
 
 
 def _with_shapes(kernel: Kernel, b_shape: tuple[int, int], c_shape: tuple[int, int]) -> Kernel:
@@ -553,14 +616,14 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
     return run_kernel_cycle(kernel, images, chip)
 
 
-def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
-                 router_macs: int = 0) -> Any:
-    """The layer's energy (simulator.energy tables): the tiles' action counts (the analytic
-    row model's first-order counts, or the burst/cycle units' counters mapped as
-    :func:`simulator.energy.energy_breakdown` maps them), plus the router's MACs, the ALU
-    passes, GLB and DRAM traffic, one configuration per lane, and leakage over the run."""
-    from isa.bitstream import config_bits
-    from simulator.energy import energy_breakdown, energy_from_counts
+def layer_actions(run: LayerRun, plan: Any) -> dict[str, float]:
+    """The layer's action counts for the one energy function (GLB, DRAM and configuration
+    come from its memory and controller counters): the tiles' (the analytic row model's
+    first-order counts, or the burst/cycle units' counters mapped as
+    :func:`simulator.energy.actions_from_stats` maps them) or, in dense mode, the MAC block's
+    (:func:`simulator.energy.systolic_actions`), plus the router on the MAC block and the
+    ALU passes."""
+    from simulator.energy import actions_from_stats
 
     if run.mode == "dense":
         counts = dict(run.dense_counts)
@@ -571,14 +634,31 @@ def layer_energy(run: LayerRun, plan: Any, chip: ChipConfig, table: Any,
                  if not key.startswith("noc.")}
         stats.update({f"chip.noc.tiles.{key[4:]}": {"value": v}
                       for key, v in run.work.unit_stats.items() if key.startswith("noc.")})
-        rep = energy_breakdown(stats, 0, chip, table, program=plan.program)
-        counts = {k: v for k, v in rep.counts.items() if not k.startswith("leakage")}
-    counts["mac"] = counts.get("mac", 0.0) + router_macs
+        counts = {k: v for k, v in actions_from_stats(stats, plan.program)[0].items() if v}
+    for name, v in run.stage_actions.items():
+        counts[name] = counts.get(name, 0.0) + v
     counts["alu_op"] = counts.get("alu_op", 0.0) + run.layer_stats.elementwise_op_count
-    counts["glb_read"] = run.memory["glb_read_bytes"] / 8
-    counts["glb_write"] = run.memory["glb_write_bytes"] / 8
-    counts["dram_read"] = run.memory["dram_read_bytes"] * 8
-    counts["dram_write"] = run.memory["dram_write_bytes"] * 8
-    counts["config_load"] = config_bits(plan.kernel) * plan.lanes
-    ops = 2 * (run.work.products + router_macs) + run.layer_stats.elementwise_op_count
-    return energy_from_counts(counts, run.cycles, chip, table, ops=ops)
+    return counts
+
+
+def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
+    """The layer's RunResult: the one result type, with its counters, output and actions."""
+    from isa.bitstream import config_bits
+
+    mem, ctl = MemoryStats(), ControllerStats()
+    for key, value in run.memory.items():
+        setattr(mem, key, int(value))
+    ctl.config_bits = config_bits(plan.kernel) * plan.lanes
+    ctl.launch_count = run.work.tiles
+    ctl.kernel_cycles = run.work.kernel_cycles
+    stats = dict(run.stats)
+    flatten("chip.memory", mem, stats)
+    flatten("chip.controller", ctl, stats)
+    T, n = run.output.shape
+    tree = FiberTree("Y", (T, n), (0, 1), (Level("dense", T), Level("dense", n)),
+                     run.output.reshape(-1))
+    ops = 2 * (run.work.products + run.router_macs) + run.layer_stats.elementwise_op_count
+    return RunResult(chip.name, plan.kernel.name, run.fidelity, run.cycles,
+                     run.cycles / (chip.clock.freq_mhz * 1e6), run.layer_stats.experts_cycles,
+                     {"Y": tree}, dict(sorted(stats.items())), {"layer": run},
+                     layer_actions(run, plan), ops)

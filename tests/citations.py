@@ -53,3 +53,21 @@ def uncited_numbers(text: str, source: re.Pattern[str]) -> list[tuple[int, str]]
     in the comment lines directly above it."""
     return [(n, line) for n, line, comments in numeric_leaves(text)
             if not any(source.search(c) for c in comments)]
+
+
+PRIVATE_NOTE = re.compile(
+    r"\b(energy_cpu|peers|onyx_sam|DESIGN|STYLE)\.md\b"
+    r"|(?<![\w/\[])(?<!\]\()workloads\.md\b"
+    r"|\bshared/(reference|hooks|DESIGN|STYLE)\b|/work/share[d]\b")
+"""A citation of the team's research or design notes, which are not in the repository (so a
+reader of the code or the installed package cannot follow it): the energy_cpu, peers,
+onyx_sam, DESIGN and STYLE notes, anything under the team's shared folder, and a bare
+workloads note (docs/workloads.md and a relative markdown link to it are the repository's
+own). Cite the note's primary public source instead: a paper by title, a datasheet, a
+repository file, a URL."""
+
+
+def private_note_citations(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of every line of ``text`` that cites a note outside the repository."""
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1)
+            if PRIVATE_NOTE.search(line)]

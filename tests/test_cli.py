@@ -45,7 +45,7 @@ def test_list_shows_chips_and_workload_parameters(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     for word in ("onyx", "onyx-small", "spmv", "spmspm", "elemadd", "elemmul",
-                 "-p density=", "-p order=ikj", "source:"):
+                 "-p density=", "-p order=", "-p B=", "source:"):
         assert word in text
 
 

@@ -492,6 +492,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
 def test_every_number_in_chip_configs_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited_numbers(text) == []
+    assert citations.private_note_citations(text) == []   # public sources only
     # Sanity: the checker did see the numbers of this file.
     numbers = [ln for ln in text.splitlines() if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*(#|$)", ln)]
     assert len(numbers) >= (2 if re.search(r"^base:", text, re.M) else 20)   # a variant: few

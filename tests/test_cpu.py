@@ -77,7 +77,7 @@ def test_unknown_bare_preset_name_suggests() -> None:
         load_cpu_preset("xeon-12")
 
 
-SOURCE = re.compile(r"\b(VENDOR|MEASURED|FITTED|OS-REPORTED)\b|energy_cpu\.md|onyx_sam\.md"
+SOURCE = re.compile(r"\b(VENDOR|MEASURED|FITTED|OS-REPORTED|DERIVED|VLSI24|SAM23)\b"
                     r"|ASSUMPTION")
 
 
@@ -92,7 +92,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
         "b: 2.5",
         "c: 3            # no source",
         "d:",
-        "  e: 4          # energy_cpu.md section 6",
+        "  e: 4          # VLSI24 Fig. 7b",
         "  f: 5",
         "name: x",
     ])
@@ -103,6 +103,7 @@ def test_citation_checker_catches_an_uncited_number() -> None:
 def test_every_number_in_cpu_presets_cites_a_source(path: Path) -> None:
     text = path.read_text()
     assert uncited_numbers(text) == []
+    assert citations.private_note_citations(text) == []   # public sources only
     numbers = [ln for ln in text.splitlines()
                if re.match(r"^\s*[\w-]+:\s*[\d.]+\s*$", citations.split_comment(ln)[0])]
     assert len(numbers) >= 25            # the checker did see this file's numbers
@@ -223,7 +224,7 @@ def test_bound_classification(presets: dict[str, CpuPreset]) -> None:
 def test_unsupported_layer_is_a_workload_error(presets: dict[str, CpuPreset]) -> None:
     odd = types.SimpleNamespace(name="spmvv", tensors={})
     with pytest.raises(WorkloadError, match=r"no model for layer 'spmvv' \(did you mean "
-                                            r"spmv\?\); supported: elemadd, elemmul"):
+                                            r"spmv\?\); supported: elemadd, elemadd3, elemmul"):
         estimate(odd, presets["xeon-12c"])
 
 

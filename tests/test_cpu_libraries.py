@@ -247,7 +247,7 @@ def test_the_thread_choice_is_never_slower_than_all_threads(presets, name) -> No
 
 def test_the_run_summary_says_which_library_ran() -> None:
     import sieve
-    from sieve.api import summary_rows
+    from reports.summary import summary_rows
 
     for name, shape, library in (("ttv", "8,8,8", "taco"), ("spmv", "32,32", "mkl")):
         report = sieve.run(ROOT / "configs/chips/onyx.yaml", name,

@@ -1,8 +1,10 @@
-"""Dense GEMMs through the front door (``sieve run CHIP gemm``): the systolic path of
-sieve.dense, its SCALE-Sim v3 equalities, the DMA around it, its checks, errors and reports.
+"""Dense GEMMs through the front door (``sieve run CHIP gemm``): a systolic kernel
+(compiler.dense, simulator.engine_systolic), its SCALE-Sim v3 equalities, the DMA around it,
+its checks, errors and reports.
 
-Golden compute cycles are scalesim 3.0.0's on a 128x128 array (/work/shared/reference/peers.md
-sections 1.5 and 1.6; tests/test_systolic.py checks the same figures on simulator.systolic).
+Golden compute cycles are scalesim 3.0.0's on a 128x128 array (our runs of SCALE-Sim v3, Raj et
+al., ISPASS 2025, with CALC bandwidth and 1 MiB SRAMs; benchmarks/bench_systolic.py reruns them;
+tests/test_systolic.py checks the same figures on simulator.systolic).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import numpy as np
 import pytest
 
 import sieve
+from compiler.dense import dense_mapping
 from isa.errors import ConfigError
 from sieve.cli import main
 from simulator.chip import ELEMENT_BYTES, dram_transfer, link_transfer, transfer_time
 from simulator.config import dump_chip, load_chip
-from simulator.energy import dense_mapping
 from simulator.systolic import SystolicArray, gemm_cycles
 from workloads import WorkloadError, get_workload
 from workloads.kernels import prune_nm
@@ -35,11 +37,11 @@ def gemm(chip: str, shape: str, **params: str) -> sieve.Report:
 # ---- SCALE-Sim v3 equalities through sieve.run ----------------------------------------------
 
 @pytest.mark.parametrize("shape,dataflow,pattern,cycles", [
-    ("512,512,512", "os", "dense", 12_255),   # peers.md 1.5: 16 x 766 - 1
-    ("512,512,512", "ws", "dense", 14_303),   # peers.md 1.5: 16 x 894 - 1
-    ("512,512,512", "ws", "2:4", 7_151),      # peers.md 1.6: K' = 256, 8 x 894 - 1
+    ("512,512,512", "os", "dense", 12_255),   # scalesim 3.0.0: 16 x 766 - 1
+    ("512,512,512", "ws", "dense", 14_303),   # scalesim 3.0.0: 16 x 894 - 1
+    ("512,512,512", "ws", "2:4", 7_151),      # scalesim 3.0.0: K' = 256, 8 x 894 - 1
     ("256,256,256", "is", "dense", 2_551),    # 2 x 2 x (256 + 256 + 128 - 2) - 1
-    ("1024,1024,1024", "os", "dense", 81_791),  # peers.md 1.5: 64 x 1278 - 1
+    ("1024,1024,1024", "os", "dense", 81_791),  # scalesim 3.0.0: 64 x 1278 - 1
 ])
 def test_compute_cycles_equal_scalesim(shape, dataflow, pattern, cycles):
     report = gemm(SYSTOLIC, shape, dataflow=dataflow, pattern=pattern)
@@ -70,7 +72,8 @@ def test_total_cycles_are_the_dma_around_the_kernel():
                                     dram_transfer(chip, b), link_transfer(chip, b)))
     dma_out = link_transfer(chip, c).cycles + dram_transfer(chip, c).cycles
     s, stats = report.summary, report.result.stats
-    assert s["cycles"] == dma_in + s["compute_cycles"] + 1 + dma_out
+    launch = chip.controller.launch_cycles        # the firmware's launch, as for every kernel
+    assert s["cycles"] == dma_in + launch + s["compute_cycles"] + 1 + dma_out
     assert stats["chip.controller.dma_in_cycles"]["value"] == dma_in
     assert stats["chip.controller.dma_out_cycles"]["value"] == dma_out
     assert stats["chip.memory.dram_read_bytes"]["value"] == a + b
@@ -112,7 +115,11 @@ def test_ops_add_up_to_the_dense_equivalent():
     assert s["skipped_ops"] == 2 * m * n * (k - k // 2)         # K' = 18 of 36
     assert s["effectual_ops"] + s["ineffectual_ops"] + s["skipped_ops"] == 2 * m * n * k
     assert s["gated_ops"] == s["sram_read_words"] == s["hop_count"] == 0
-    assert s["energy_j"] > 0 and "dense_gemm_energy" in s["energy_model"]
+    assert s["energy_j"] > 0
+    # the array's actions are the MACs it issued (K' = 18 of 36 under 2:4)
+    gemm_run = report.result.kernel_runs[report.program.kernels[0].name].gemm
+    assert report.energy.counts["mac"] + report.energy.counts["mac_ineffectual"] == \
+        gemm_run.mac_count == m * n * (k // 2)
 
 
 def test_float_values_are_verified():
@@ -205,7 +212,11 @@ def test_cli_run_writes_a_report(tmp_path, capsys):
     for name in ("report.html", "summary.md", "roofline.png", "energy.png", "config.yaml",
                  "workload.json"):
         assert (out / name).is_file(), name
-    assert not (out / "program.s").exists()             # no ISA program on the dense path
+    from isa.asm import parse_program
+
+    program = parse_program((out / "program.s").read_text())   # the gemm's Program
+    assert [k.kind for k in program.kernels] == ["systolic"]
+    assert program.kernels[0].nm == (2, 4)
     assert "gemm" in (out / "report.html").read_text()
 
 
@@ -217,8 +228,17 @@ def test_gemm_is_listed_with_its_parameters(capsys):
         assert word in text
 
 
-def test_compile_refuses_dense_workloads(capsys):
+def test_compile_prints_the_gemm_program(capsys):
+    from isa.asm import parse_program, print_program
     from sieve.cli import main
 
-    assert main(["compile", "configs/chips/onyx.yaml", "gemm", "-p", "shape=8,8,8"]) == 2
-    assert "dense mode" in capsys.readouterr().err
+    assert main(["compile", "configs/chips/onyx.yaml", "gemm", "-p", "shape=8,6,4"]) == 0
+    text = capsys.readouterr().out
+    program = parse_program(text)
+    assert print_program(program) == text
+    kernel = program.kernels[0]
+    assert (kernel.rows, kernel.cols, kernel.dataflow, kernel.mnk) == (16, 21, "os", (8, 6, 4))
+    assert [c.op for c in program.schedule] == ["configure", "dma_in", "load", "dma_in", "load",
+                                                "launch", "wait", "unload", "dma_out"]
+    assert main(["compile", "configs/chips/onyx.yaml", "gemm", "--emit", "dot"]) == 2
+    assert "systolic kernel" in capsys.readouterr().err

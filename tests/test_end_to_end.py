@@ -133,9 +133,9 @@ def test_energy_and_baseline_in_the_summary(small_chip, tmp_path):
 
 
 def test_large_kernels_skip_the_interpreter_check_explicitly(small_chip, monkeypatch):
-    import sieve.api
+    import simulator.checks
 
-    monkeypatch.setattr(sieve.api, "INTERPRETER_MAX_TOKENS", 10)
+    monkeypatch.setattr(simulator.checks, "INTERPRETER_MAX_TOKENS", 10)
     s = sieve.run(small_chip, "elemmul", params={"shape": "8,8", "density": 0.5},
                   check="full").summary
     assert s["checks"]["numpy"] is True

@@ -241,3 +241,23 @@ def test_dot_node_and_edge_attributes() -> None:
     assert '"style"="dashed"' in crd and '"hops"="2"' in crd
     val = next(line for line in dot.splitlines() if line.startswith('    "arr_b" -> '))
     assert '"type"="val"' in val and '"style"="solid"' in val
+
+
+def test_systolic_kernels_round_trip_and_report_bad_lines():
+    from isa.asm import parse_kernel, print_kernel
+    from isa.program import SystolicKernel, TensorDecl
+
+    dense = ("dense", "dense")
+    k = SystolicKernel("gemm_ws_8x4", 8, 4, "ws", (2, 4),
+                       (TensorDecl("A", (5, 8), dense, (0, 1)),
+                        TensorDecl("B", (8, 3), dense, (0, 1)),
+                        TensorDecl("X", (5, 3), dense, (0, 1), True)))
+    text = print_kernel(k)
+    assert ".array rows=8 cols=4 dataflow=ws nm=2:4" in text
+    assert parse_kernel(text) == k and print_kernel(parse_kernel(text)) == text
+    template = SystolicKernel("mac_block", 16, 21, "os")
+    assert parse_kernel(print_kernel(template)) == template
+    with pytest.raises(IsaError, match="line 2: unknown array field 'depth'"):
+        parse_kernel(".systolic g\n.array rows=1 cols=1 dataflow=os depth=3\n.end\n")
+    with pytest.raises(IsaError, match="has no .array"):
+        parse_kernel(".systolic g\n.end\n")

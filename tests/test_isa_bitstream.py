@@ -154,3 +154,19 @@ def test_encode_rejects_what_it_cannot_represent() -> None:
                         + k.nodes[1:])
     with pytest.raises(IsaError, match="does not fit in 32 bits"):
         encode(huge)
+
+
+def test_systolic_kernel_bitstream_round_trips():
+    from isa.program import SystolicKernel, TensorDecl
+
+    dense = ("dense", "dense")
+    k = SystolicKernel("gemm_os_16x21_2of4", 16, 21, "os", (2, 4),
+                       (TensorDecl("A", (64, 40), dense, (0, 1)),
+                        TensorDecl("B", (40, 48), dense, (0, 1)),
+                        TensorDecl("X", (64, 48), dense, (0, 1), True)))
+    words = encode(k)
+    assert decode(words) == k
+    assert decode(encode(SystolicKernel("t", 4, 4, "is"))) == SystolicKernel("t", 4, 4, "is")
+    assert config_bits(k) == 4 * 32               # block size, dataflow, N:M
+    with pytest.raises(IsaError, match="truncated"):
+        decode(words[:-1])

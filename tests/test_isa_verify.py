@@ -323,3 +323,22 @@ def test_route_inside_grid() -> None:
                                            ((2, 3), (2, 4), (1, 4), (0, 4), (-1, 4), (-1, 3),
                                             (-1, 2), (0, 2), (1, 2), (2, 2))))
     assert f"edge {name}: route tile (-1, 4) outside the 4x8 array" in _problems(k)
+
+
+def test_systolic_kernel_rules():
+    from isa.program import SystolicKernel, TensorDecl
+
+    dense = ("dense", "dense")
+
+    def decls(a, b, c):
+        return (TensorDecl("A", a, dense, (0, 1)), TensorDecl("B", b, dense, (0, 1)),
+                TensorDecl("X", c, dense, (0, 1), True))
+
+    verify_kernel(SystolicKernel("ok", 4, 4, "os", (2, 4), decls((3, 8), (8, 5), (3, 5))))
+    bad = SystolicKernel("bad", 0, 4, "xs", (5, 4), decls((3, 8), (7, 5), (3, 5)))
+    with pytest.raises(IsaError) as err:
+        verify_kernel(bad)
+    text = str(err.value)
+    for problem in ("rows must be an int >= 1", "dataflow 'xs'", "N:M pattern 5:4",
+                    "shapes do not make a GEMM"):
+        assert f"kernel bad: {problem}" in text

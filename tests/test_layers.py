@@ -11,9 +11,8 @@ import scipy.io
 import scipy.sparse as sp
 
 from compiler.layers import plan_layer
-from sieve.api import run
+from sieve.api import run, run_layer
 from sieve.cli import main
-from sieve.layers import run_layer
 from simulator.config import load_chip
 from simulator.layers import LayerEngine, analytic_tiles
 from workloads import CATALOG, WorkloadError, get_workload
@@ -306,8 +305,8 @@ def test_cpu_layer_estimate_sums_library_calls():
 
 
 def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
+    from compiler.dense import dense_mapping
     from simulator.chip import dram_transfer
-    from simulator.energy import dense_mapping
     from simulator.systolic import SystolicArray, gemm_cycles
 
     a = np.ones((16, 1024))
@@ -317,9 +316,15 @@ def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
     block = dense_mapping(onyx)
     compute = gemm_cycles(16, 896, 1024, SystolicArray(block.rows, block.cols, "os")) + 1
     dma = dram_transfer(onyx, 1024 * 896 * 2).cycles
-    end = eng.schedule("dense")[0]
+    from simulator.controller import run_lanes
+
+    end = run_lanes(eng.dense_jobs, 1, onyx)[0]
     assert end == dma + compute                 # one job: its weights, then the GEMM
     assert eng.dense_counts["mac"] == 16 * 1024 * 896
+    # the MAC block's actions, the same function as a gemm on that block
+    from simulator.energy import systolic_actions
+
+    assert eng.dense_counts == systolic_actions(16, 896, 1024, block.rows, block.cols, onyx)
 
 
 def test_layer_mode_auto_takes_the_faster_mode():
@@ -370,7 +375,11 @@ def test_layer_trace_has_a_track_per_lane_and_dram(tmp_path):
 
 
 def test_layer_check_fails_on_a_wrong_output(onyx, plan):
-    from sieve.layers import check_layer
+    from compiler.layers import full_forward
+    from simulator.checks import check_layer_output
+
+    def check_layer(r, layer):
+        return check_layer_output(r.output, r.reference, full_forward(layer), r.fidelity)
 
     layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
     r = run_layer(layer, plan, onyx, fidelity="analytic")
@@ -378,3 +387,50 @@ def test_layer_check_fails_on_a_wrong_output(onyx, plan):
     r.output[1, 3] += 1e-2 * np.abs(r.reference).max()
     checks = check_layer(r, layer)
     assert checks["numpy"] is False and checks["numpy_full_forward"] is False
+
+
+def test_a_process_pool_mapper_gives_byte_identical_stats(tmp_path):
+    """The controller's mapper hook: a layer's jobs run in worker processes fold to the same
+    stats.json as the builtin map (jobs are pure functions of picklable inputs)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    params = {"scale": "64", "tokens": "8"}
+    run(ONYX, "moe.olmoe", params=params, fidelity="analytic", out=tmp_path / "a")
+    with ProcessPoolExecutor(2) as pool:
+        run(ONYX, "moe.olmoe", params=params, fidelity="analytic", out=tmp_path / "b",
+            mapper=pool.map)
+    a, b = ((tmp_path / d / "stats.json").read_bytes() for d in ("a", "b"))
+    assert a == b and b"chip.layer.expert0.tokens" in a
+
+
+def test_a_layer_program_lists_its_stages_in_order(onyx, plan):
+    """compiler.layers emits the stage order, the expert -> lanes map and the routing:
+    router, top-k, one job per expert with tokens (on its lanes), then the combine."""
+    from compiler.layers import compile_model_layer
+
+    layer = get_workload("moe.olmoe").make({"scale": "32", "tokens": "4"})
+    program = compile_model_layer(layer, onyx, plan)
+    stages = [j.stage for j in program.jobs]
+    assert stages[:2] == ["router", "topk"] and stages[-1] == "combine"
+    experts = [j for j in program.jobs if j.stage == "experts"]
+    tokens = [t for t, _lane in program.layout.experts]
+    assert len(experts) == sum(1 for t in tokens if t) and sum(tokens) == 4 * layer.k
+    assert all(j.deps == ("topk",) and j.lanes == (j.expert % plan.lanes,) for j in experts)
+    assert program.jobs[-1].deps == tuple(j.name for j in experts)
+    assert program.jobs[0].dims == (4, layer.num_experts, layer.x.shape[1])
+    assert program.layout.pick_mode(10, 5) == "dense" and program.layout.pick_mode(5, 10) == \
+        "sparse"
+
+
+def test_the_controller_refuses_jobs_out_of_dependency_order(onyx, plan):
+    import dataclasses
+
+    from compiler.layers import compile_model_layer
+    from isa.errors import SimulationError
+    from simulator.controller import simulate
+
+    layer = get_workload("moe.olmoe").make({"scale": "64", "tokens": "2"})
+    program = compile_model_layer(layer, onyx, plan)
+    shuffled = dataclasses.replace(program, jobs=program.jobs[::-1])
+    with pytest.raises(SimulationError, match="job combine depends on"):
+        simulate(shuffled, onyx, fidelity="analytic")

@@ -1,5 +1,5 @@
 """workloads.pruning: pattern parsing, magnitude pruning (exact counts, N:M group invariants,
-block scores, tie-breaks) and synthetic masks whose row CV follows workloads.md section 3."""
+block scores, tie-breaks) and synthetic masks whose row CV follows the MiniLM-L6 points."""
 
 from __future__ import annotations
 

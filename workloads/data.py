@@ -1,5 +1,5 @@
 """Real data that users bring: checkpoint tensors (.safetensors, .npz, .npy) and SuiteSparse
-matrices (.mtx). Nothing is downloaded (workloads.md section 5).
+matrices (.mtx). Nothing is downloaded: runs work offline.
 
 Safetensors files are read through their JSON header: listing a checkpoint reads headers only,
 and loading one tensor reads only its bytes. BF16 (which numpy lacks) and F16 become float32.

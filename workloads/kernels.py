@@ -1,6 +1,7 @@
-"""Tensor-algebra kernels: SpMV, SpM*SpM, element-wise add and multiply, dense GEMM, and the
-SAM/Onyx evaluation kernels on 3-tensors and three operands: SDDMM, TTV, TTM, the inner
-product of two 3-tensors and MTTKRP."""
+"""Tensor-algebra kernels: SpMV, SpM*SpM, element-wise add (of two or three matrices) and
+multiply, dense GEMM, and the SAM/Onyx evaluation kernels on 3-tensors and three operands:
+SDDMM, TTV, TTM, the inner product of two 3-tensors and MTTKRP. Any operand of a sparse kernel
+may come from a file (``-p B=path.mtx``, workloads.operands)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from workloads.base import (
     parse_format_spec,
     random_sparse,
 )
+from workloads.operands import as_csr, as_dense, file_operands, operand_params
 
 _COMMON = (
     Param("density", "float", 0.1, "fraction of nonzeros in each operand, in [0, 1]"),
@@ -40,12 +42,21 @@ def _check(name: str, p: dict[str, Any], rank: int, what: str) -> None:
         raise WorkloadError(f"workload {name}: parameter values: use int or float")
 
 
+def _default_shape(name: str) -> tuple[int, ...]:
+    """The catalog default of workload ``name``'s shape parameter."""
+    return next(q.default for w in KERNELS if w.name == name for q in w.params
+                if q.name == "shape")
+
+
 def _spmv(p: dict[str, Any]) -> KernelLayer:
     _check("spmv", p, 2, "M,N")
-    m, n = p["shape"]
+    sizes, files = file_operands("spmv", p, "ij", {"B": "ij", "c": "j"}, _default_shape("spmv"))
+    m, n = sizes["i"], sizes["j"]
     rng = _rng(p)
-    b = random_sparse(rng, (m, n), p["density"], p["values"], p["empty_rows"])
-    c = random_sparse(rng, (1, n), p["density"], p["values"]).toarray().reshape(n)
+    b = as_csr(files["B"]) if "B" in files else \
+        random_sparse(rng, (m, n), p["density"], p["values"], p["empty_rows"])
+    c = as_dense(files["c"]) if "c" in files else \
+        random_sparse(rng, (1, n), p["density"], p["values"]).toarray().reshape(n)
     fmts = parse_format_spec("spmv", p["formats"], {"B": "ds", "c": "s"})
     return KernelLayer("spmv", "x(i)=B(i,j)*c(j)", {"B": b, "c": c}, fmts, p["order"] or None,
                        (m,), p, lambda: b @ c)
@@ -71,31 +82,45 @@ def matmul_shape(name: str, p: dict[str, Any]) -> tuple[int, int, int]:
 
 
 def _spmspm(p: dict[str, Any]) -> KernelLayer:
-    m, n, k = matmul_shape("spmspm", p)
+    matmul_shape("spmspm", p)
+    sizes, files = file_operands("spmspm", p, "ikj" if p.get("shape_order") == "mkn" else "ijk",
+                                 {"B": "ik", "C": "kj"}, _default_shape("spmspm"))
+    m, k, n = sizes["i"], sizes["k"], sizes["j"]
     rng = _rng(p)
-    b = random_sparse(rng, (m, k), p["density"], p["values"], p["empty_rows"])
-    c = random_sparse(rng, (k, n), p["density"], p["values"])
+    b = as_csr(files["B"]) if "B" in files else \
+        random_sparse(rng, (m, k), p["density"], p["values"], p["empty_rows"])
+    c = as_csr(files["C"]) if "C" in files else \
+        random_sparse(rng, (k, n), p["density"], p["values"])
     order = p["order"]
-    if order not in ("ikj", "ijk"):
+    if order not in ("", "ikj", "ijk"):
         raise WorkloadError("workload spmspm: parameter order: use ikj (Gustavson) or ijk "
-                            f"(inner product), got {order!r}")
-    default_c = "ss" if order == "ikj" else "ss:1,0"
+                            f"(inner product), or leave it empty, got {order!r}")
+    default_c = "ss:1,0" if order == "ijk" else "ss"
     fmts = parse_format_spec("spmspm", p["formats"], {"B": "ss", "C": default_c})
-    return KernelLayer("spmspm", "X(i,j)=B(i,k)*C(k,j)", {"B": b, "C": c}, fmts, order,
+    return KernelLayer("spmspm", "X(i,j)=B(i,k)*C(k,j)", {"B": b, "C": c}, fmts, order or None,
                        (m, n), p, lambda: (b @ c).toarray())
 
 
-def _elementwise(name: str, op: str):
+def _elementwise(name: str, op: str, operands: str = "BC"):
     def build(p: dict[str, Any]) -> KernelLayer:
         _check(name, p, 2, "M,N")
-        m, n = p["shape"]
+        sizes, files = file_operands(name, p, "ij", {t: "ij" for t in operands},
+                                     _default_shape(name))
+        m, n = sizes["i"], sizes["j"]
         rng = _rng(p)
-        b = random_sparse(rng, (m, n), p["density"], p["values"], p["empty_rows"])
-        c = random_sparse(rng, (m, n), p["density"], p["values"])
-        fmts = parse_format_spec(name, p["formats"], {"B": "ss", "C": "ss"})
-        ref = (lambda: (b + c).toarray()) if op == "+" else (lambda: b.multiply(c).toarray())
-        return KernelLayer(name, f"X(i,j)=B(i,j){op}C(i,j)", {"B": b, "C": c}, fmts,
-                           p["order"] or None, (m, n), p, ref)
+        mats = {t: as_csr(files[t]) if t in files else
+                random_sparse(rng, (m, n), p["density"], p["values"],
+                              p["empty_rows"] if k == 0 else 0.0)
+                for k, t in enumerate(operands)}
+        fmts = parse_format_spec(name, p["formats"], {t: "ss" for t in operands})
+
+        def ref() -> np.ndarray:
+            out = mats[operands[0]]
+            for t in operands[1:]:
+                out = out + mats[t] if op == "+" else out.multiply(mats[t])
+            return np.asarray(out.toarray())
+        expr = f"X(i,j)={op.join(f'{t}(i,j)' for t in operands)}"
+        return KernelLayer(name, expr, mats, fmts, p["order"] or None, (m, n), p, ref)
     return build
 
 
@@ -231,17 +256,18 @@ def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
         if sorted(order) != sorted(index):
             raise WorkloadError(f"workload {name}: parameter order: a permutation of "
                                 f"{index} (default {default_order}), got {order!r}")
-        size = dict(zip(index, p["shape"]))
+        size, files = file_operands(name, p, index, shape_of, _default_shape(name))
         rng = _rng(p)
         tensors: dict[str, np.ndarray] = {}
         for k, (t, idx) in enumerate(shape_of.items()):
             dens = p["factor_density"] if t in factors else p["density"]
-            tensors[t] = random_tensor(rng, tuple(size[v] for v in idx), dens, p["values"],
-                                       p["empty_rows"] if k == 0 else 0.0)
+            tensors[t] = as_dense(files[t]) if t in files else \
+                random_tensor(rng, tuple(size[v] for v in idx), dens, p["values"],
+                              p["empty_rows"] if k == 0 else 0.0)
         fmts = parse_format_spec(name, p["formats"], natural_formats(expr, order, levels))
         out_idx = reference.split("->")[1]
         ops = [tensors[t] for t in shape_of]
-        return KernelLayer(name, expr, dict(tensors), fmts, order,
+        return KernelLayer(name, expr, dict(tensors), fmts, p["order"] or None,
                            tuple(size[v] for v in out_idx), p,
                            lambda: np.asarray(np.einsum(reference, *ops)))
     return build
@@ -265,7 +291,8 @@ def _factor_density(what: str) -> Param:
 
 
 def _order_param(default: str, alternatives: str) -> Param:
-    return Param("order", "str", default, f"loop order: {default} (default) {alternatives}")
+    return Param("order", "str", "", f"loop order: {default} {alternatives}; empty (default): "
+                 "the compiler picks the best for compiler.objective")
 
 
 def _fmt_param(default: str) -> Param:
@@ -280,22 +307,29 @@ KERNELS = (
     Workload("spmv", "sparse matrix times sparse vector, x = B c", "SAM (ASPLOS'23) SpMV; "
              "Onyx (VLSI'24) SpM*SpV", (Param("shape", "ints", (64, 64), "M,N (N contracted): B is "
                                                 "MxN"),) + _COMMON
-             + (_fmt_param("B:ds c:s"), Param("order", "str", "", "loop order (default ij)")),
-             _spmv),
+             + (_fmt_param("B:ds c:s"), Param("order", "str", "", "loop order (default ij)"))
+             + operand_params("Bc"), _spmv),
     Workload("spmspm", "sparse matrix times sparse matrix, X = B C", "SAM (ASPLOS'23) "
              "SpM*SpM; Onyx (VLSI'24)", (Param("shape", "ints", (64, 64, 64),
                                               "M,N,K (K contracted): B is MxK, C is KxN"),
                                         _SHAPE_ORDER) + _COMMON + (_fmt_param("B:ss C:ss"),
-                          Param("order", "str", "ikj", "ikj (Gustavson) or ijk (inner product)")),
-             _spmspm),
+                          Param("order", "str", "", "ikj (Gustavson) or ijk (inner product); "
+                                "empty: the compiler picks (compiler.objective)"))
+             + operand_params("BC"), _spmspm),
     Workload("elemadd", "element-wise sum X = B + C", "SAM (ASPLOS'23) MatAdd; Onyx ElemAdd",
              (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
-             + (_fmt_param("B:ss C:ss"), Param("order", "str", "", "loop order (default ij)")),
-             _elementwise("elemadd", "+")),
+             + (_fmt_param("B:ss C:ss"), Param("order", "str", "", "loop order (default ij)"))
+             + operand_params("BC"), _elementwise("elemadd", "+")),
+    Workload("elemadd3", "element-wise sum of three matrices X = B + C + D",
+             "SAM (ASPLOS'23) / Onyx (VLSI'24) evaluation kernel mat_elemadd3 (ElemAdd3)",
+             (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
+             + (_fmt_param("B:ss C:ss D:ss"),
+                Param("order", "str", "", "loop order (default ij)"))
+             + operand_params("BCD"), _elementwise("elemadd3", "+", "BCD")),
     Workload("elemmul", "element-wise product X = B * C", "SAM (ASPLOS'23); Onyx ElemMult",
              (Param("shape", "ints", (64, 64), "M,N"),) + _COMMON
-             + (_fmt_param("B:ss C:ss"), Param("order", "str", "", "loop order (default ij)")),
-             _elementwise("elemmul", "*")),
+             + (_fmt_param("B:ss C:ss"), Param("order", "str", "", "loop order (default ij)"))
+             + operand_params("BC"), _elementwise("elemmul", "*")),
     Workload("gemm", "dense GEMM X = A B on the systolic array (SCALE-Sim v3 timing)",
              "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
              (Param("shape", "ints", (128, 128, 128),
@@ -313,7 +347,8 @@ KERNELS = (
              (Param("shape", "ints", (24, 24, 16), "M,N,K: B is MxN, C is MxK, D is NxK"),
               _density(), _factor_density("C and D")) + _TENSOR_COMMON
              + (_fmt_param("B:ss C:dd D:dd"),
-                _order_param("ijk", "or ikj: a vector reducer over k")),
+                _order_param("ijk", "or ikj: a vector reducer over k"))
+             + operand_params("BCD"),
              _tensor_kernel("sddmm", "X(i,j)=B(i,j)*C(i,k)*D(j,k)", "ijk",
                             {"B": "ij", "C": "ik", "D": "jk"}, "ijk",
                             {"B": "ss", "C": "dd", "D": "dd"}, ("C", "D"), "ij,ik,jk->ij")),
@@ -321,7 +356,8 @@ KERNELS = (
              "SAM (ASPLOS'23) tensor3_ttv; Onyx (VLSI'24) evaluation kernel TTV",
              (Param("shape", "ints", (32, 32, 32), "I,J,K: B is IxJxK, c has K entries"),
               _density(), _factor_density("c")) + _TENSOR_COMMON
-             + (_fmt_param("B:sss c:d"), _order_param("ijk", "or ikj: a vector reducer over k")),
+             + (_fmt_param("B:sss c:d"), _order_param("ijk", "or ikj: a vector reducer over k"))
+             + operand_params("Bc"),
              _tensor_kernel("ttv", "X(i,j)=B(i,j,k)*c(k)", "ijk", {"B": "ijk", "c": "k"},
                             "ijk", {"B": "sss", "c": "d"}, ("c",), "ijk,k->ij")),
     Workload("ttm", "tensor-times-matrix X(i,j,k) = sum_l B(i,j,l) C(k,l)",
@@ -329,7 +365,8 @@ KERNELS = (
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxJxL, C is KxL"),
               _density(), _factor_density("C")) + _TENSOR_COMMON
              + (_fmt_param("B:sss C:ss"),
-                _order_param("ijkl", "or ijlk: a vector reducer over l")),
+                _order_param("ijkl", "or ijlk: a vector reducer over l"))
+             + operand_params("BC"),
              _tensor_kernel("ttm", "X(i,j,k)=B(i,j,l)*C(k,l)", "ijkl",
                             {"B": "ijl", "C": "kl"}, "ijkl", {"B": "sss", "C": "ss"}, ("C",),
                             "ijl,kl->ijk")),
@@ -338,7 +375,8 @@ KERNELS = (
              (Param("shape", "ints", (32, 32, 32), "I,J,K: B and C are IxJxK"),
               _density("each of B and C"))
              + _TENSOR_COMMON
-             + (_fmt_param("B:sss C:sss"), _order_param("ijk", "or any other permutation")),
+             + (_fmt_param("B:sss C:sss"), _order_param("ijk", "or any other permutation"))
+             + operand_params("BC"),
              _tensor_kernel("innerprod", "x=B(i,j,k)*C(i,j,k)", "ijk",
                             {"B": "ijk", "C": "ijk"}, "ijk", {"B": "sss", "C": "sss"}, (),
                             "ijk,ijk->")),
@@ -348,7 +386,8 @@ KERNELS = (
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxKxL, C is JxK, "
                     "D is JxL"), _density(), _factor_density("C and D")) + _TENSOR_COMMON
              + (_fmt_param("B:sss C:ss D:ss"),
-                _order_param("ijkl", "or ijlk: contracted k and l after i and j")),
+                _order_param("ijkl", "or ijlk: contracted k and l after i and j"))
+             + operand_params("BCD"),
              _tensor_kernel("mttkrp", "X(i,j)=B(i,k,l)*C(j,k)*D(j,l)", "ijkl",
                             {"B": "ikl", "C": "jk", "D": "jl"}, "ijkl",
                             {"B": "sss", "C": "ss", "D": "ss"}, ("C", "D"), "ikl,jk,jl->ij")),

@@ -1,9 +1,9 @@
 """The model-layer catalog: ``moe.<model>``, ``linear.<model>.<matrix>``, ``ffn.<model>``.
 
-Shapes come from the released model configs as collected in the team's workload notes
-(shared/reference/workloads.md section 1, marked [cfg] there); each entry's ``source`` says
-which. ``-p scale=S`` divides d and f (not E or k) for quick runs; ``-p weights=DIR`` takes
-real weights from a checkpoint folder (.safetensors/.npz) instead of synthetic ones.
+Shapes come from the released model configs (and, where named, the model papers); each
+entry's ``source`` says which. ``-p scale=S`` divides d and f (not E or k) for quick runs;
+``-p weights=DIR`` takes real weights from a checkpoint folder (.safetensors/.npz) instead of
+synthetic ones.
 """
 
 from __future__ import annotations
@@ -43,24 +43,24 @@ class MoEModel:
 
 MOE_MODELS = (
     MoEModel("mixtral8x7b", 4096, 14336, 8, 2, source="HF mistralai/Mixtral-8x7B-v0.1 config "
-             "(workloads.md s1 [cfg]): softmax over the top-2 logits, SwiGLU"),
+             "(config.json): softmax over the top-2 logits, SwiGLU"),
     MoEModel("mixtral8x22b", 6144, 16384, 8, 2, source="Cerebras modelzoo params_mixtral_8x22b"
-             ".yaml; Mistral (workloads.md s1 [cfg])"),
+             ".yaml (Cerebras/modelzoo repository)"),
     MoEModel("dbrx", 6144, 10752, 16, 4, source="HF databricks/dbrx config, "
-             "moe_normalize_expert_weights=1 (workloads.md s1 [cfg])"),
+             "moe_normalize_expert_weights=1 (as quoted in third-party repos)"),
     MoEModel("deepseek-v2-lite", 2048, 1408, 64, 6, shared=2, shared_f=1408,
              gating=Gating("softmax"), source="DeepSeek-V2-Lite config: softmax without "
-             "renormalisation, 2 shared experts (workloads.md s1 [cfg])"),
+             "renormalisation, 2 shared experts (a Megatron-style yaml; arXiv 2405.04434)"),
     MoEModel("deepseek-v3", 7168, 2048, 256, 8, shared=1, shared_f=2048,
              gating=Gating("sigmoid_group", n_group=8, topk_group=4, scaling=2.5),
              source="HF deepseek-ai/DeepSeek-V3 config; arXiv 2412.19437: sigmoid scores, "
              "bias-corrected group-limited routing (8 groups, top-4), scaling 2.5"),
-    MoEModel("qwen3-30b-a3b", 2048, 768, 128, 8, source="Qwen3-30B-A3B (slime "
-             "scripts/models/qwen3-30B-A3B.sh, workloads.md s1 [cfg]): softmax, renormalised"),
+    MoEModel("qwen3-30b-a3b", 2048, 768, 128, 8, source="Qwen3-30B-A3B (zyzshishui/slime "
+             "scripts/models/qwen3-30B-A3B.sh): softmax, renormalised"),
     MoEModel("olmoe", 2048, 1024, 64, 8, gating=Gating("softmax"),
-             source="OLMoE-1B-7B, arXiv 2409.02060 (workloads.md s1): softmax, no renorm"),
+             source="OLMoE-1B-7B, arXiv 2409.02060 and HF docs: softmax, no renorm"),
     MoEModel("gpt-oss-20b", 2880, 2880, 32, 4, source="GPT-OSS-20b GptOssConfig + model card "
-             "(workloads.md s1): softmax over the top-4; its clamped SwiGLU is modelled as "
+             "(HF transformers): softmax over the top-4; its clamped SwiGLU is modelled as "
              "plain SwiGLU"),
     MoEModel("switch-base-128", 768, 2048, 128, 1, gating=Gating("top1", capacity_factor=1.25),
              act="relu", gated=False, source="Switch Transformer, arXiv 2101.03961 Table 9: "
@@ -75,7 +75,7 @@ LINEAR_MATRICES = {
     "bert-base": {"intermediate": (3072, 768), "output": (768, 3072)},
 }
 LINEAR_SOURCES = {
-    "llama2-7b": "LLaMA-2-7B config (workloads.md s7 B): q/k/v/o 4096x4096, gate/up "
+    "llama2-7b": "LLaMA-2-7B config (HF meta-llama/Llama-2-7b-hf): q/k/v/o 4096x4096, gate/up "
                  "11008x4096, down 4096x11008",
     "mixtral8x7b": "Mixtral-8x7B expert (w1 gate, w3 up: 14336x4096; w2 down: 4096x14336)",
     "bert-base": "BERT-base FFN: intermediate 3072x768, output 768x3072",

@@ -2,8 +2,8 @@
 keep-masks whose rows vary like those of real magnitude-pruned models.
 
 Weights are [out x in] (a linear layer computes ``y = W x``). N:M groups run along the input
-dimension (axis 1), as NVIDIA's 2:4 sparse tensor cores and the measurements of
-/work/shared/reference/workloads.md section 3 do. Everything is vectorized numpy: a 14336 x 4096
+dimension (axis 1), as NVIDIA's 2:4 sparse tensor cores and our MiniLM-L6 pruning
+measurements (below) do. Everything is vectorized numpy: a 14336 x 4096
 matrix (a Mixtral expert) takes about a second.
 """
 
@@ -29,8 +29,9 @@ _BLOCK_RE = re.compile(r"^block(\d+)(?:x(\d+))?$")
 _NM_TABLE_MAX = 4096        # largest C(m, n) for which synthetic N:M masks use a pattern table
 _NM_RANK_MAX_M = 16         # largest m for which N:M pruning ranks by pairwise comparisons
 
-# Per-row nonzero-count CV of per-matrix magnitude pruning, measured on MiniLM-L6 FFN weights:
-# workloads.md section 3, takeaway (a) (CV 0.1-0.25 at 50%, 0.2-0.4 at 70%, 0.35-0.75 at 90%).
+# Per-row nonzero-count CV of per-matrix magnitude pruning, measured by the team on MiniLM-L6 FFN
+# weights (6 layers, 1536x384 and 384x1536, each matrix pruned by |w|; unpublished): CV 0.1-0.25
+# at 50%, 0.2-0.4 at 70%, 0.35-0.75 at 90%. ASSUMPTION: the points below, inside those ranges.
 _ROW_CV_POINTS = ((0.0, 0.0), (0.5, 0.17), (0.7, 0.30), (0.9, 0.55), (0.95, 0.75), (1.0, 0.75))
 
 
@@ -102,7 +103,7 @@ def parse_pattern(text: str | Pattern) -> Pattern:
 def row_cv_default(sparsity: float) -> float:
     """The per-row nonzero-count CV that per-matrix magnitude pruning gives at ``sparsity``.
 
-    Piecewise linear through the MiniLM-L6 measurements of workloads.md section 3, takeaway (a):
+    Piecewise linear through points inside the team's MiniLM-L6 measurements (``_ROW_CV_POINTS``):
     0 at 0, 0.17 at 0.5, 0.30 at 0.7, 0.55 at 0.9 and 0.75 at 0.95 and above.
     """
     _check_fraction("sparsity", sparsity)
@@ -251,7 +252,7 @@ def _expand_blocks(blocks: np.ndarray, bh: int, bw: int, rows: int, cols: int) -
 def synthetic_mask(rng: np.random.Generator, shape: tuple[int, int], pattern: str | Pattern,
                    sparsity: float | None, row_cv: float | None = None) -> np.ndarray:
     """A seeded keep-mask (bool, ``shape``) for synthetic weights, with per-row nonzero counts
-    that vary like those of real magnitude-pruned models (workloads.md section 3).
+    that vary like those of real magnitude-pruned models (``_ROW_CV_POINTS``).
 
     unstructured: row r keeps each entry with probability p_r = (1 - s) g_r clipped to [0, 1],
         g_r lognormal with mean 1 (so at 90% some rows can be empty). The CV of g is chosen so

@@ -1,8 +1,9 @@
 """MoE routing: expert-load statistics, Zipf popularity calibrated to a target Gini, router
 biases that reproduce a routing profile, expert capacity, and the gating rules of the models
-in /work/shared/reference/workloads.md section 1.
+in workloads/models.py (from their released configs).
 
-Skew model (workloads.md section 2, "Recommended routing generator"): expert e has popularity
+Skew model (ASSUMPTION: our generator, not a published one; its targets are the published Gini
+values of PROFILE_INFO): expert e has popularity
 p_e proportional to rank^-s (randomly permuted over experts); a token's k experts are the top-k
 of log p_e + noise. With standard Gumbel noise this is sampling k experts without replacement
 from p (Gumbel-top-k). The exponent s is calibrated so the per-expert token loads have a target
@@ -26,21 +27,21 @@ PROFILES: tuple[str, ...] = ("uniform", "gini0.10", "gini0.25", "gini0.35", "hot
 PROFILE_INFO: dict[str, str] = {
     "uniform": "no skew: every expert equally likely (an ideally balanced router)",
     "gini0.10": "real text, balanced: Gini 0.10 (DeepSeek-MoE-16B 0.105 on wikitext; "
-                "workloads.md section 2, DODOCO arXiv 2605.20982)",
+                "DODOCO, arXiv 2605.20982, abstract)",
     "gini0.25": "real text, concentrated: Gini 0.25 (DeepSeek-V2-Lite, Qwen3.5-35B > 0.24; "
-                "workloads.md section 2, DODOCO arXiv 2605.20982)",
-    "gini0.35": "mock/adversarial: Gini 0.35 (random-token inputs, 0.29-0.38; workloads.md "
-                "section 2, DODOCO arXiv 2605.20982)",
-    "hot": "hot expert: one expert gets hot_factor (4-10) x the mean load (workloads.md "
-           "section 7A hot_expert stress case; heavy hitters, arXiv 2602.19938)",
+                "DODOCO, arXiv 2605.20982, abstract)",
+    "gini0.35": "mock/adversarial: Gini 0.35 (random-token inputs, 0.29-0.38; "
+                "DODOCO, arXiv 2605.20982, abstract)",
+    "hot": "hot expert: one expert gets hot_factor (4-10, our stress range) x the mean load "
+           "(heavy-hitter experts: Replicate-and-Quantize, arXiv 2602.19938)",
 }
-"""Profile -> what it models and the workloads.md line it comes from."""
+"""Profile -> what it models and the published measurement it comes from."""
 
 PROFILE_ALIASES: dict[str, str] = {
     "real_balanced": "gini0.10", "real_concentrated": "gini0.25",
     "mock_adversarial": "gini0.35", "hot_expert": "hot",
 }
-"""The profile names of workloads.md section 7A -> ``PROFILES`` entries."""
+"""Descriptive profile names -> ``PROFILES`` entries."""
 
 GATING_KINDS: tuple[str, ...] = ("softmax_topk", "softmax", "sigmoid_group", "top1")
 """``topk_gating`` kinds: Mixtral/DBRX/Qwen3/GPT-OSS, DeepSeek-V2/Qwen1.5/Qwen2, DeepSeek-V3,
@@ -161,7 +162,7 @@ def calibrate_zipf(E: int, k: int, target_gini: float, *, noise: str = "gumbel",
     so the result is deterministic); cached. ``noise``: "gumbel" (standard Gumbel: Gumbel-top-k,
     sampling without replacement from p) or "gauss" (normal); ``noise_std`` scales either
     (default 1). Targets below the sampling-noise Gini of s = 0 give 0.
-    Reproduces workloads.md section 2's calibration table (gumbel noise).
+    Reproduces the calibration table in tests/test_routing.py (gumbel noise).
 
     Raises: WorkloadError naming E, k, target_gini, noise, noise_std or tokens.
     """
@@ -312,7 +313,7 @@ def topk_gating(logits: np.ndarray, k: int, kind: str, *, bias: np.ndarray | Non
                 n_group: int = 1, topk_group: int = 1,
                 scaling: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Each token's k experts and gate weights, ((T, k) int, (T, k) float), under the gating
-    rule ``kind`` (workloads.md section 1):
+    rule ``kind`` (from the released model configs named in workloads/models.py):
 
     softmax_topk: top-k logits, softmax over those k (Mixtral, DBRX, Qwen3, GPT-OSS).
     softmax: softmax over all E, then top-k, no renormalization (DeepSeek-V2, Qwen1.5,

@@ -1,0 +1,375 @@
+"""Dataflow-order choice: enumerate the loop orders of an expression, estimate each, pick one.
+
+As SAM's dataflow-order study (ASPLOS'23 section 6.3) and FuseFlow's enumeration do, every
+permutation of the index variables is a candidate. Storage follows the loop order: each
+operand keeps its level formats (dense / compressed, outer to inner) and is stored in the mode
+order the loop visits its indices in (``C:ss:1,0`` for C(k,j) under ``ikj``), unless the user
+pinned a mode order with ``-p formats=``. A candidate is legal when the lowering accepts it
+(``compiler.lower`` raises CompileError for the others: output indices out of order,
+contracted indices a reducer cannot reduce, ...), so the enumeration follows whatever the
+lowering supports.
+
+Each legal candidate is estimated by a short burst probe (the caller passes the estimator: the
+compiler may not import the simulator): the candidate is compiled and simulated on the data, or
+on strided samples of it when the work bound below exceeds ``PROBE_STEPS``: every s-th and
+every 2s-th slice of the first operand's first index (in every tensor that has it), with
+cycles, energy and time extrapolated along the straight line through the two samples to the
+whole extent (the work below that index grows with the slices; configuration, launch and
+latencies do not). The candidate with the least ``compiler.objective``
+(cycles, energy or edp) wins; ties go to the earlier candidate in enumeration order, so the
+choice is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from compiler.lower import lower_assignment
+from compiler.notation import Assignment, parse_expr, parse_order
+from isa.arch import ChipConfig
+from isa.errors import CompileError, IsaError, SimulationError
+from isa.fibertree import parse_formats
+from isa.program import Program, TensorDecl
+
+PROBE_STEPS = 150_000
+"""Largest work bound (unit steps, :func:`work_bound`) probed on the whole data; above it the
+probe runs on a strided sample of the first index. A compiler knob, not a chip constant: it
+keeps one probe near a few tenths of a CPU second in the burst engine."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A probe's figures for one candidate (already scaled to the whole data)."""
+
+    cycles: float
+    energy_pj: float
+    seconds: float
+
+    def value(self, objective: str) -> float:
+        """The figure ``objective`` minimises: cycles, energy (pJ) or edp (J s)."""
+        if objective == "cycles":
+            return self.cycles
+        if objective == "energy":
+            return self.energy_pj
+        return self.energy_pj * 1e-12 * self.seconds
+
+
+Estimator = Callable[[Program, ChipConfig], tuple[float, float, float]]
+"""Compile-time probe: a compiled candidate on ``chip`` -> (cycles, energy in pJ, seconds)
+(simulator.probe.probe)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One loop order with the formats that follow it: its estimate, or why it is illegal."""
+
+    order: str
+    formats: dict[str, str]
+    estimate: Estimate | None = None
+    rejected: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderChoice:
+    """The enumeration, the estimates and the chosen order."""
+
+    objective: str
+    candidates: tuple[Candidate, ...]
+    order: str
+    forced: bool
+    sample: tuple[str, int, int] | None   # (index, stride, extent) when the probe sampled
+
+    def lines(self) -> list[str]:
+        """The choice as text: one line per candidate, then the verdict."""
+        head = f"dataflow orders of this kernel (objective: {self.objective}"
+        if self.sample is not None:
+            v, stride, n = self.sample
+            head += (f"; probed on every {stride}-th and {2 * stride}-th {v} of {n}, "
+                     "extrapolated to the whole")
+        out = [head + ")", f"  {'order':<8} {'formats':<28} {'cycles':>14} {'energy (uJ)':>12} "
+               f"{'EDP (J s)':>11}"]
+        for c in self.candidates:
+            fmts = " ".join(f"{k}:{v}" for k, v in c.formats.items())
+            mark = " <- chosen" if c.order == self.order else ""
+            if c.estimate is not None:
+                e = c.estimate
+                out.append(f"  {c.order:<8} {fmts:<28} {e.cycles:>14,.0f} "
+                           f"{e.energy_pj * 1e-6:>12.4g} {e.value('edp'):>11.3e}{mark}")
+            elif c.rejected is not None:
+                kind = "not run" if c.rejected.startswith("probe: ") else "illegal"
+                out.append(f"  {c.order:<8} {fmts:<28} {kind}: {c.rejected}")
+            else:
+                out.append(f"  {c.order:<8} {fmts:<28} {'(not probed)':>14}{mark}")
+        how = "forced by -p order" if self.forced else (
+            "the only legal order" if sum(c.rejected is None for c in self.candidates) == 1
+            else f"least {self.objective}")
+        out.append(f"chosen: {self.order} ({how})")
+        return out
+
+
+def _letters_and_order(fmt: str) -> tuple[str, str | None]:
+    letters, _, mode = fmt.partition(":")
+    return letters, mode or None
+
+
+def _pinned(layer: Any) -> set[str]:
+    """Tensors whose mode order the user gave in ``-p formats=`` (kept in every candidate)."""
+    spec = str((getattr(layer, "params", None) or {}).get("formats") or "")
+    out = set()
+    for item in spec.split():
+        name, _, fmt = item.partition(":")
+        if ":" in fmt:
+            out.add(name)
+    return out
+
+
+def formats_for(layer: Any, assign: Assignment, order: tuple[str, ...]) -> dict[str, str]:
+    """Each operand's format with the mode order ``order`` visits its indices in."""
+    pinned = _pinned(layer)
+    out = {}
+    for acc in assign.operands:
+        given = layer.formats.get(acc.tensor, "")
+        letters, _ = _letters_and_order(given)
+        if acc.tensor in pinned:
+            out[acc.tensor] = given
+            continue
+        mode = [acc.indices.index(v) for v in order if v in acc.indices]
+        out[acc.tensor] = letters + ("" if mode == sorted(mode) else
+                                     ":" + ",".join(map(str, mode)))
+    return out
+
+
+def with_order(layer: Any, order: str | tuple[str, ...]) -> Any:
+    """``layer`` with loop ``order`` and the operand formats that follow it."""
+    assign = parse_expr(layer.expr)
+    seq = parse_order(order if isinstance(order, str) else ",".join(order), assign)
+    formats = {**layer.formats, **formats_for(layer, assign, seq)}
+    return dataclasses.replace(layer, order=_text(seq), formats=formats)
+
+
+def _text(seq: tuple[str, ...]) -> str:
+    """A loop order as text: ``ikj``, or ``i1,k,j`` when a variable is longer than a letter."""
+    return "".join(seq) if all(len(v) == 1 for v in seq) else ",".join(seq)
+
+
+def _shape(data: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in data.shape)
+
+
+def _legal(layer: Any, assign: Assignment, order: tuple[str, ...]) -> Candidate:
+    """Lower ``order`` on declarations alone (no memory images): legal or the error."""
+    formats = formats_for(layer, assign, order)
+    text = _text(order)
+    decls: dict[str, TensorDecl] = {}
+    sizes: dict[str, int] = {}
+    try:
+        for acc in assign.operands:
+            fmts, mode = parse_formats(formats[acc.tensor])
+            shape = _shape(layer.tensors[acc.tensor])
+            decls[acc.tensor] = TensorDecl(acc.tensor, shape, fmts,
+                                           mode or tuple(range(len(shape))))
+            sizes.update(zip(acc.indices, shape))
+        out = assign.out
+        decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
+                                       ("compressed",) * len(out.indices),
+                                       tuple(range(len(out.indices))), True)
+        lower_assignment(assign, order, decls)
+    except (CompileError, IsaError) as exc:
+        return Candidate(text, formats, rejected=str(exc).removeprefix("lower: "))
+    return Candidate(text, formats)
+
+
+def enumerate_orders(layer: Any) -> list[Candidate]:
+    """Every permutation of the index variables (the compiler default first, then in
+    itertools order over first appearance), each legal or with the lowering's reason."""
+    assign = parse_expr(layer.expr)
+    default = parse_order(None, assign)
+    perms = [default] + [p for p in itertools.permutations(assign.index_vars) if p != default]
+    return [_legal(layer, assign, p) for p in perms]
+
+
+def default_order(layer: Any) -> str:
+    """The first legal candidate of :func:`enumerate_orders` (no estimates); CompileError
+    when none lowers."""
+    cands = enumerate_orders(layer)
+    for c in cands:
+        if c.rejected is None:
+            return c.order
+    raise CompileError(f"lower: {layer.expr}: no loop order lowers ({cands[0].order}: "
+                       f"{cands[0].rejected})")
+
+
+# ------------------------------------------------------------------ the probe's sample
+def _coords(data: Any, mode: tuple[int, ...]) -> np.ndarray:
+    """Nonzero coordinates of ``data`` as rows, columns permuted to storage ``mode`` order."""
+    if sp.issparse(data):
+        coo = sp.coo_matrix(data)
+        pts = np.stack([coo.row, coo.col], axis=1)[coo.data != 0]
+    else:
+        pts = np.argwhere(np.asarray(data) != 0)
+    return pts[:, list(mode)] if pts.size else pts.reshape(0, len(mode))
+
+
+def _level_counts(data: Any, fmts: tuple[str, ...], mode: tuple[int, ...]) -> list[float]:
+    """Positions stored at each level (dense: parent positions x extent; compressed: the
+    distinct nonzero prefixes), outermost first."""
+    pts = _coords(data, mode)
+    shape = _shape(data)
+    counts, prev = [], 1.0
+    key = np.zeros(len(pts), dtype=np.int64)
+    for lvl, f in enumerate(fmts):
+        key = key * shape[mode[lvl]] + pts[:, lvl]      # the prefix as one integer
+        if f == "dense":
+            prev = prev * shape[mode[lvl]]
+        elif lvl == len(fmts) - 1:
+            prev = float(len(pts))
+        else:
+            prev = float(len(np.unique(key)))
+        counts.append(prev)
+    return counts
+
+
+def work_bound(layer: Any, order: str) -> float:
+    """A rough count of unit steps of ``order`` (used only to size the probe): per loop level,
+    the iteration points reaching it times the fiber lengths its scanners walk (average
+    lengths, independence assumed), plus a step per repeated reference."""
+    assign = parse_expr(layer.expr)
+    seq = parse_order(order, assign)
+    formats = formats_for(layer, assign, seq)
+    length: dict[tuple[str, str], float] = {}
+    for acc in assign.operands:
+        fmts, mode = parse_formats(formats[acc.tensor])
+        mode = mode or tuple(range(len(fmts)))
+        counts = _level_counts(layer.tensors[acc.tensor], fmts, mode)
+        prev = 1.0
+        for lvl, c in enumerate(counts):
+            length[(acc.tensor, acc.indices[mode[lvl]])] = c / prev if prev else 0.0
+            prev = c
+    points, work = 1.0, 0.0
+    for v in seq:
+        walks = [length[(a.tensor, v)] for a in assign.operands if v in a.indices]
+        lacks = sum(v not in a.indices for a in assign.operands)
+        work += points * sum(walks)
+        if assign.op == "*":
+            points *= min(walks)
+        else:
+            points *= max(walks)
+        work += points * lacks
+    return work
+
+
+def _stride_of(layer: Any, assign: Assignment, legal: list[Candidate]
+               ) -> tuple[str, int, int] | None:
+    v = assign.operands[0].indices[0]
+    n = _shape(layer.tensors[assign.operands[0].tensor])[0]
+    worst = max(work_bound(layer, c.order) for c in legal)
+    if worst <= PROBE_STEPS or n <= 1:
+        return None
+    return v, min(n, math.ceil(worst / PROBE_STEPS)), n
+
+
+def sample_layer(layer: Any, index: str, stride: int) -> Any:
+    """``layer`` keeping every ``stride``-th coordinate of ``index`` in every tensor that has
+    it (re-indexed from 0), for the probe."""
+    assign = parse_expr(layer.expr)
+    tensors = dict(layer.tensors)
+    for acc in assign.operands:
+        if index not in acc.indices:
+            continue
+        mode = acc.indices.index(index)
+        data = tensors[acc.tensor]
+        keep = np.arange(0, _shape(data)[mode], stride)
+        if sp.issparse(data):
+            csr = sp.csr_matrix(data)
+            tensors[acc.tensor] = csr[keep] if mode == 0 else csr[:, keep]
+        else:
+            tensors[acc.tensor] = np.take(np.asarray(data), keep, axis=mode)
+    sizes: dict[str, int] = {}
+    for acc in assign.operands:
+        sizes.update(zip(acc.indices, _shape(tensors[acc.tensor])))
+    return dataclasses.replace(layer, tensors=tensors,
+                               out_shape=tuple(sizes[v] for v in assign.out.indices))
+
+
+def _extrapolate(figures: Callable[[int], np.ndarray], stride: int, n: int) -> np.ndarray:
+    """Figures of the whole data from probes on every ``stride``-th and ``2 stride``-th slice:
+    a straight line through the two (fixed costs such as configuration and launch do not
+    shrink with the sample; the work below the sampled index does), evaluated at the whole
+    extent; with one sample size possible, the figures scaled by the sampled fraction."""
+    f1 = len(range(0, n, stride)) / n
+    a = figures(stride)
+    f2 = len(range(0, n, 2 * stride)) / n
+    if 2 * stride > n or f2 >= f1:
+        return a / f1
+    b = figures(2 * stride)
+    return np.maximum(a + (a - b) * (1.0 - f1) / (f1 - f2), a)
+
+
+def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
+                 compile_fn: Callable[[Any, ChipConfig], Program] | None = None,
+                 *, probe_forced: bool = False) -> OrderChoice:
+    """Enumerate ``layer``'s loop orders, estimate the legal ones with ``estimate`` and pick
+    the least ``chip.compiler.objective``.
+
+    A layer with a loop order (``-p order=``) keeps it (``forced``); its candidates are
+    probed only with ``probe_forced`` (``sieve compile --explain``). Without an estimator, or
+    with one legal order, the first legal candidate is chosen unprobed. A candidate whose
+    probe does not place, route or run (CompileError, SimulationError: e.g. a deadlock) is
+    listed as rejected by the probe.
+    Raises: CompileError when no order lowers (the first candidate's reason) or the inputs
+    exceed the global buffer; the first probe's error when no candidate could be probed.
+    """
+    from compiler.pipeline import build_images, check_glb, compile_layer
+
+    compile_fn = compile_fn or compile_layer
+    objective = chip.compiler.objective
+    cands = enumerate_orders(layer)
+    legal = [c for c in cands if c.rejected is None]
+    forced = layer.order not in (None, "")
+    if not legal:
+        raise CompileError(f"lower: {layer.expr}: no loop order lowers ({cands[0].order}: "
+                           f"{cands[0].rejected})")
+    if forced:
+        order = _text(parse_order(layer.order, parse_expr(layer.expr)))
+    else:
+        order = legal[0].order
+    probe = estimate is not None and len(legal) > 1 and (probe_forced or not forced)
+    if not probe:
+        return OrderChoice(objective, tuple(cands), order, forced, None)
+    # the whole problem must fit before its samples are probed (the same error as compiling it)
+    check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
+    assign = parse_expr(layer.expr)
+    sample = _stride_of(layer, assign, legal)
+    done: list[Candidate] = []
+    failed: list[Exception] = []
+    for c in cands:
+        if c.rejected is not None:
+            done.append(c)
+            continue
+
+        def figures(stride: int, order: str = c.order) -> np.ndarray:
+            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
+            return np.array(estimate(compile_fn(with_order(part, order), chip), chip), float)
+
+        try:
+            got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+        except (CompileError, SimulationError) as exc:   # does not place, route or run
+            done.append(dataclasses.replace(c, rejected=f"probe: {exc}"))
+            failed.append(exc)
+            continue
+        done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
+    probed = [c for c in done if c.estimate is not None]
+    if not probed:
+        raise failed[0]
+    if not forced:
+        best = min(probed, key=lambda c: c.estimate.value(objective))  # type: ignore[union-attr]
+        order = best.order
+    return OrderChoice(objective, tuple(done), order, forced, sample)

@@ -1,0 +1,86 @@
+"""Summaries for people: the terminal table and summary.md of a run, and the CPU baseline's
+ratios (CPU / chip), derived from the run's summary and the CPU estimate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def baseline_summary(chip_seconds: float, chip_joules: float, cpu: Any
+                     ) -> dict[str, Any]:
+    """The CPU's time and energy and the chip's advantage as ratios (CPU / chip)."""
+    return {
+        "cpu": cpu.preset,
+        "library": cpu.library,
+        "seconds": cpu.seconds,
+        "energy_j": cpu.energy_j,
+        "bound": cpu.bound,
+        "flops": cpu.flops,
+        "dense_equivalent_flops": cpu.dense_equivalent_flops,
+        "dram_bytes": cpu.bytes,
+        "speedup": cpu.seconds / chip_seconds,
+        "energy_ratio": cpu.energy_j / chip_joules,
+        "edp_ratio": (cpu.seconds * cpu.energy_j) / (chip_seconds * chip_joules),
+    }
+
+
+def chip_roofs(chip: Any, peak_gops: float) -> dict[str, float]:
+    """The chip's roofline: the compute roof (``peak_gops``: the dense MAC block's, or the
+    array a GEMM ran on) and a bandwidth roof per memory level (bytes/s)."""
+    hz = chip.clock.freq_mhz * 1e6
+    return {"compute_ops_per_s": peak_gops * 1e9,
+            "dram_bytes_per_s": chip.dram.bandwidth_gb_per_s * 1e9,
+            "glb_bytes_per_s": chip.glb.array_bytes_per_cycle * hz}
+
+
+def cpu_roofs(preset: Any) -> dict[str, float]:
+    """The CPU preset's compute and DRAM roofs for the roofline."""
+    return {"compute_ops_per_s": preset.peak_gflops * 1e9,
+            "dram_bytes_per_s": preset.sustained_bandwidth_gb_per_s * 1e9}
+
+
+SUMMARY_ROWS = (
+    ("cycles", "total cycles", "{:,}"),
+    ("kernel_cycles", "kernel cycles", "{:,}"),
+    ("compute_cycles", "compute cycles (SCALE-Sim v3)", "{:,}"),
+    ("seconds", "simulated time (s)", "{:.3e}"),
+    ("verified", "output verified", "{}"),
+    ("effectual_ops", "effectual ops", "{:,}"),
+    ("skipped_ops", "skipped ops", "{:,}"),
+    ("gated_ops", "gated ops", "{:,}"),
+    ("ineffectual_ops", "ineffectual ops", "{:,}"),
+    ("sram_read_words", "MEM-tile SRAM reads (words)", "{:,}"),
+    ("sram_write_words", "MEM-tile SRAM writes (words)", "{:,}"),
+    ("hop_count", "interconnect word-hops", "{:,}"),
+    ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
+    ("energy_j", "energy (J)", "{:.3e}"),
+    ("loop_order", "loop order", "{}"),
+    ("loop_order_by", "loop order chosen by", "{}"),
+    ("mode", "layer mode", "{}"),
+    ("sparse_mode_cycles", "sparse mode: experts/products cycles", "{:,}"),
+    ("dense_mode_cycles", "dense mode: experts/products cycles", "{:,}"),
+    ("lanes", "lanes (tile-kernel copies)", "{:,}"),
+    ("tiles", "tiles run", "{:,}"),
+)
+
+BASELINE_ROWS = (
+    ("seconds", "CPU time (s)", "{:.3e}"),
+    ("energy_j", "CPU energy (J)", "{:.3e}"),
+    ("speedup", "speedup (CPU time / chip time)", "{:.2f}x"),
+    ("energy_ratio", "energy ratio (CPU / chip)", "{:.1f}x"),
+    ("edp_ratio", "EDP ratio (CPU / chip)", "{:.1f}x"),
+)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
+    rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
+            if key in summary]
+    if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
+        rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
+    base = summary.get("baseline")
+    if base:
+        rows += [(f"{label} [{base['cpu']}, {base.get('library') or '?'}]" if key == "seconds"
+                  else label,
+                  fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
+    return rows

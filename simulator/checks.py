@@ -1,0 +1,115 @@
+"""Output checks: every path (sparse kernel, systolic kernel, model layer) verifies here.
+
+A check is True or False, or a string saying why it was not made (never a silent pass).
+
+- A kernel program's outputs against the numpy reference: exact for integers, rtol 1e-9 for
+  floats; a SAM kernel also against the ISA interpreter (the living definition of every
+  instruction): sampled by default (every unit's first steps re-run by the ISA's behaviour
+  on the burst streams, simulator.unit_check), whole with ``check="full"`` up to
+  :data:`INTERPRETER_MAX_TOKENS` tokens; a systolic kernel has no SAM graph for the
+  interpreter, which is recorded as a string.
+- A model layer's assembled output against the numpy forward pass of the same weights,
+  routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
+  hold float32 values, the reference is float64), and against the layer's independent full
+  forward pass when it was computed (docs/fidelity.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from isa.fibertree import FiberTree
+from isa.interp import assemble_output, run_kernel
+from isa.program import Program, SystolicKernel
+from simulator.chip import RunResult
+
+INTERPRETER_MAX_TOKENS = 2_000_000
+"""Largest kernel (tokens over all streams) also re-run on the pure-Python ISA interpreter for
+the output check; beyond it the check is numpy's alone (the burst engine's functional pass is
+itself tested equal to the interpreter, tests/test_burst.py)."""
+
+LAYER_RTOL = 1e-4
+"""Relative tolerance of a model layer's output (float32 tiles against a float64 forward)."""
+
+
+def same_values(got: np.ndarray, ref: np.ndarray) -> bool:
+    """Exact equality for integers, rtol 1e-9 for floats (shapes must match)."""
+    if ref.dtype.kind in "iub" and got.dtype.kind in "iub":
+        return bool(np.array_equal(got, ref))
+    return bool(got.shape == ref.shape and np.allclose(got, ref, rtol=1e-9, atol=1e-12))
+
+
+def check_program_outputs(result: RunResult, program: Program, reference: Any,
+                          check: str = "sample") -> dict[str, Any]:
+    """The outputs of a kernel program's first kernel against numpy and the interpreter
+    (``check``: ``sample`` or ``full``, module docstring)."""
+    kernel = program.kernels[0]
+    ref = np.asarray(reference)
+    checks: dict[str, Any] = {}
+    if isinstance(kernel, SystolicKernel):
+        out = kernel.tensors[-1].name
+        checks["numpy"] = same_values(result.outputs[out].to_dense(), ref)
+        checks["interpreter"] = "not applicable: a systolic kernel has no SAM graph"
+        return checks
+    from simulator.unit_check import sampled_check
+
+    tokens = result.total("token_count")
+    full = check == "full" and tokens <= INTERPRETER_MAX_TOKENS
+    interp = run_kernel(kernel, program.images) if full else None
+    if not full:
+        checks.update(sampled_check(kernel, program.images))
+    for decl in kernel.tensors:
+        if not decl.is_output:
+            continue
+        sim = result.outputs[decl.name]
+        checks["numpy"] = same_values(sim.to_dense(), ref)
+        if interp is not None:
+            checks["interpreter"] = _same_tree(sim, assemble_output(decl, interp.memory))
+        elif check == "full":
+            checks["interpreter"] = (f"skipped: {tokens:,} tokens > {INTERPRETER_MAX_TOKENS:,}"
+                                     " (simulator.checks.INTERPRETER_MAX_TOKENS)")
+    return checks
+
+
+def _same_tree(a: FiberTree, b: FiberTree) -> bool:
+    if a.formats != b.formats or len(a.levels) != len(b.levels):
+        return False
+    for la, lb in zip(a.levels, b.levels):
+        if la.fmt == "compressed" and not (np.array_equal(la.seg, lb.seg)
+                                            and np.array_equal(la.crd, lb.crd)):
+            return False
+    return bool(np.array_equal(a.vals, b.vals))
+
+
+def close_to(output: np.ndarray, ref: np.ndarray, rtol: float = LAYER_RTOL) -> bool:
+    """``output`` equals ``ref`` within ``rtol`` of ref's largest magnitude, and is finite."""
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return bool(output.shape == ref.shape and np.all(np.isfinite(output))
+                and np.allclose(output, ref, rtol=rtol, atol=rtol * scale + 1e-12))
+
+
+def check_layer_output(output: np.ndarray, reference: np.ndarray,
+                       full_forward: np.ndarray | str, fidelity: str) -> dict[str, Any]:
+    """A model layer's output against the chunk-wise forward pass and (an array, or a
+    string saying why not) the independent full forward pass."""
+    checks: dict[str, Any] = {"numpy": close_to(output, reference)}
+    checks["numpy_full_forward"] = (full_forward if isinstance(full_forward, str)
+                                    else close_to(output, full_forward))
+    checks["interpreter"] = ("tiles checked token by token only at fidelity burst/cycle "
+                             "(the engines' functional pass equals the interpreter)"
+                             if fidelity == "analytic" else
+                             "each tile's output is the engine's own functional pass")
+    return checks
+
+
+def check_outputs(result: RunResult, program: Program, reference: Any,
+                  check: str = "sample") -> dict[str, Any]:
+    """The checks of any run: a kernel program's (``reference``: the numpy result) or a
+    model layer's (``reference``: its independent full forward pass, or why not computed;
+    the chunk-wise reference came with the run)."""
+    if program.jobs:
+        run = result.kernel_runs["layer"]
+        return check_layer_output(run.output, run.reference, reference, result.fidelity)
+    return check_program_outputs(result, program, reference, check)

@@ -1,0 +1,356 @@
+"""The controller: the firmware that runs any Program's schedule as SimPy events.
+
+It is the chip's firmware (Onyx: a Cortex-M3). SimPy carries the chip-level events: one
+event per DMA transfer, configuration load and kernel launch. Each launched kernel goes to
+the engine of its kind and fidelity:
+
+    SAM graph (isa.program.Kernel)      cycle: SimPy processes per primitive (engine_cycle)
+                                        burst: one timed burst (engine_burst)
+                                        analytic: model-layer tiles from counts (layers)
+    systolic (isa.program.SystolicKernel)  the MAC block's SCALE-Sim timing (engine_systolic)
+
+A kernel program's schedule is one command list (below). A model layer's Program has jobs
+(isa.program.Job): the controller runs the router on the MAC block, top-k on the lanes, then
+every products-stage job's task on the layer engine (simulator.layers: each product as tiles
+of the tile kernel at the fidelity asked, and as the same product on the MAC block), then the
+combine. The tasks are independent pure functions of picklable inputs, run through
+``mapper`` (default the builtin ``map``; a process pool's map gives the same result, folded
+in job order). Their lane jobs then run as SimPy events per lane (:func:`run_lanes`): DMA of
+the job's weights DRAM -> GLB over one shared DRAM channel into the lane's free buffer (two
+per lane: double buffering), then launch and wait for its tiles. Both modes are scheduled:
+sparse (the lanes) and dense (the MAC block as one lane); the compiler's policy in the
+Program (``layout.pick_mode``: ``compiler.layer_mode``, auto the faster) picks one.
+
+Firmware semantics: commands run in order and block, except ``configure``, which streams over
+the separate configuration network concurrently with the commands after it; ``launch`` waits
+for its configuration to finish and then pays ``controller.launch_cycles``.
+
+Stats: ``chip.memory.*`` and ``chip.controller.*`` for every run; per SAM kernel its units
+(``chip.<tile>.<opcode>.*``) and streams (``chip.noc.*``); per systolic kernel
+``chip.systolic.*``. A systolic kernel's actions go to ``RunResult.actions`` (its counters
+do not name energy actions); the one energy function turns both into joules.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import simpy
+
+from isa.arch import ChipConfig
+from isa.errors import SimulationError
+from isa.fibertree import FiberTree
+from isa.interp import assemble_output
+from isa.program import Program, SystolicKernel
+from simulator.chip import ELEMENT_BYTES, RunResult, Transfer, dram_transfer, link_transfer
+from simulator.engine_cycle import CycleKernel, drive, tile_name
+from simulator.progress import progress_of
+from simulator.stats import ControllerStats, MemoryStats, flatten
+
+SYSTOLIC = "systolic"
+"""The fidelity of a run whose kernels are all systolic: one timing model, whatever asked."""
+
+
+def run_fidelity(program: Program, chip: ChipConfig, fidelity: str | None) -> str:
+    """The fidelity a kernel program runs at: ``systolic`` when every kernel is systolic,
+    else ``fidelity`` or the chip's ``sim.fidelity`` (cycle or burst)."""
+    if program.kernels and all(isinstance(k, SystolicKernel) for k in program.kernels):
+        return SYSTOLIC
+    fid = fidelity or chip.sim.fidelity
+    if fid == "analytic":
+        raise SimulationError(f"program {program.name}: fidelity analytic applies to model "
+                              "layers (moe.*, ffn.*, linear.*); use burst or cycle")
+    if fid not in ("cycle", "burst"):
+        raise SimulationError(f"unknown fidelity {fid!r} (use cycle or burst)")
+    return fid
+
+
+def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
+             progress: Any = None, mapper: Callable[..., Iterable[Any]] = map) -> RunResult:
+    """Run ``program`` on ``chip``; ``fidelity`` overrides ``chip.sim.fidelity`` for SAM
+    kernels (systolic kernels have one timing model). ``mapper`` runs a model layer's
+    independent jobs (any ``map``-like callable; results are folded in job order)."""
+    progress = progress_of(progress)        # simulator.progress: stage, advance
+    if program.jobs:
+        return _simulate_layer(program, chip, fidelity or chip.sim.fidelity, progress, mapper)
+    fidelity = run_fidelity(program, chip, fidelity)
+    progress.stage("simulate", total=sum(c.op == "launch" for c in program.schedule),
+                   unit="kernel launches")
+    env = simpy.Environment()
+    dram = simpy.Resource(env, capacity=1)
+    links = simpy.Resource(env, capacity=1)
+    mem = MemoryStats()
+    ctl = ControllerStats()
+    runs: dict[str, Any] = {}
+    live: dict[str, CycleKernel] = {}
+    outputs: dict[str, FiberTree] = {}
+
+    def transfer(res: simpy.Resource, cost: Transfer):
+        with res.request() as req:
+            yield req
+            yield env.timeout(cost.cycles)
+        return cost.busy_cycles
+
+    def configure(kernel):
+        from isa.bitstream import config_bits
+
+        bits = config_bits(kernel)
+        cycles = math.ceil(bits / chip.controller.config_bits_per_cycle)
+        ctl.config_bits += bits
+        ctl.config_cycles += cycles
+        yield env.timeout(cycles)
+
+    def output_bytes(name: str) -> int:
+        return outputs[name].nbytes(ELEMENT_BYTES) if name in outputs else 0
+
+    end_cycle = [0]
+    current = ["controller: not started"]      # the schedule step under way, for the watchdog
+
+    def controller():
+        configs: dict[str, simpy.events.Process] = {}
+        c = chip.controller
+        for step, cmd in enumerate(program.schedule):
+            start = env.now
+            current[0] = (f"controller: schedule step {step} ({cmd.op} {cmd.arg}"
+                          f"{'' if not cmd.size_bytes else f', {cmd.size_bytes} bytes'}) "
+                          f"since cycle {start}")
+            if cmd.op == "dma_in":
+                busy = yield env.process(transfer(dram, dram_transfer(chip, cmd.size_bytes)))
+                mem.dram_read_bytes += cmd.size_bytes
+                mem.glb_write_bytes += cmd.size_bytes
+                mem.dram_busy_cycles += busy
+                ctl.dma_in_cycles += env.now - start
+            elif cmd.op == "load":
+                busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
+                mem.glb_read_bytes += cmd.size_bytes
+                mem.link_bytes += cmd.size_bytes
+                mem.link_busy_cycles += busy
+                ctl.dma_in_cycles += env.now - start
+            elif cmd.op == "configure":
+                configs[cmd.arg] = env.process(configure(program.kernel(cmd.arg)))
+            elif cmd.op == "launch":
+                kernel = program.kernel(cmd.arg)
+                if cmd.arg in configs:
+                    yield configs[cmd.arg]
+                yield env.timeout(c.launch_cycles)
+                ctl.launch_count += 1
+                if isinstance(kernel, SystolicKernel):
+                    configs[cmd.arg + "#run"] = env.process(_systolic(env, kernel, program,
+                                                                      chip))
+                elif fidelity == "cycle":
+                    ck = CycleKernel(env, kernel, program.images, chip)
+                    live[cmd.arg] = ck
+                    configs[cmd.arg + "#run"] = env.process(ck.run())
+                else:
+                    configs[cmd.arg + "#run"] = env.process(_burst(env, kernel, program,
+                                                                   chip, progress))
+            elif cmd.op == "wait":
+                run = yield configs[cmd.arg + "#run"]
+                runs[cmd.arg] = run
+                progress.advance(1, cmd.arg)
+                ctl.kernel_cycles += run.cycles
+                kernel = program.kernel(cmd.arg)
+                if isinstance(kernel, SystolicKernel):
+                    outputs.update(run.outputs)
+                    continue
+                for decl in kernel.tensors:
+                    if decl.is_output:
+                        outputs[decl.name] = assemble_output(decl, run.memory)
+            elif cmd.op == "unload":
+                n = output_bytes(cmd.arg)
+                busy = yield env.process(transfer(links, link_transfer(chip, n)))
+                mem.glb_write_bytes += n
+                mem.link_bytes += n
+                mem.link_busy_cycles += busy
+                ctl.dma_out_cycles += env.now - start
+            elif cmd.op == "dma_out":
+                n = output_bytes(cmd.arg)
+                busy = yield env.process(transfer(dram, dram_transfer(chip, n)))
+                mem.dram_write_bytes += n
+                mem.glb_read_bytes += n
+                mem.dram_busy_cycles += busy
+                ctl.dma_out_cycles += env.now - start
+            else:
+                raise SimulationError(f"controller: unknown command {cmd.op!r}")
+        end_cycle[0] = int(env.now)
+
+    proc = env.process(controller())
+    status = drive(env, proc, chip.sim.max_cycles, progress)
+    if status != "done":
+        stuck = "\n".join([current[0]] + [k.stuck() for k in live.values()])
+        if status == "watchdog":
+            raise SimulationError(f"watchdog: no completion after sim.max_cycles="
+                                  f"{chip.sim.max_cycles} cycles; unit states:\n{stuck}")
+        raise SimulationError(f"deadlock at cycle {env.now}: no unit can make progress:\n"
+                              f"{stuck}\n(check FIFO depths: pe.fifo_depth="
+                              f"{chip.pe.fifo_depth})")
+    if not proc.ok:
+        raise proc.value
+    cycles = end_cycle[0]
+    stats: dict[str, dict[str, Any]] = {}
+    flatten("chip.memory", mem, stats)
+    flatten("chip.controller", ctl, stats)
+    actions: dict[str, float] = {}
+    ops: int | None = None
+    for kname, run in runs.items():
+        kernel = program.kernel(kname)
+        if isinstance(kernel, SystolicKernel):
+            flatten("chip.systolic", run.gemm, stats)
+            for name, value in run.actions.items():
+                actions[name] = actions.get(name, 0.0) + value
+            ops = (ops or 0) + 2 * run.gemm.mac_count
+            continue
+        for node in kernel.nodes:
+            flatten(f"chip.{tile_name(node)}.{node.op.value}", run.units[node.id], stats)
+        for e in kernel.edges:
+            flatten(f"chip.noc.{e.src}.{e.src_port}__{e.dst}.{e.dst_port}",
+                    run.channels[e.name], stats)
+    stats = dict(sorted(stats.items()))
+    return RunResult(chip.name, program.name, fidelity, cycles,
+                     cycles / (chip.clock.freq_mhz * 1e6), ctl.kernel_cycles, outputs, stats,
+                     runs, actions, ops)
+
+
+def _burst(env: simpy.Environment, kernel, program: Program, chip: ChipConfig, progress):
+    from simulator.engine_burst import run_burst
+
+    run = run_burst(kernel, program.images, chip)
+    yield env.timeout(run.cycles)
+    return run
+
+
+def _systolic(env: simpy.Environment, kernel: SystolicKernel, program: Program,
+              chip: ChipConfig):
+    from simulator.engine_systolic import run_systolic
+
+    run = run_systolic(kernel, program.images, chip)
+    yield env.timeout(run.cycles)
+    return run
+
+
+# ------------------------------------------------------------------------------ model layers
+def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress: Any,
+                    mapper: Callable[..., Iterable[Any]]) -> RunResult:
+    from simulator.layers import LayerEngine, finish_layer, layer_result
+
+    _check_job_order(program)
+    layout = program.layout
+    plan = layout.plan
+    eng = LayerEngine(plan, chip, fidelity)
+    out = np.zeros((layout.tokens, layout.d_out))
+    ref = np.zeros_like(out)
+    experts = [{"tokens": t, "lane": lane, "effectual_mac_count": 0}
+               for t, lane in layout.experts]
+    tasks = [job for job in program.jobs if job.task is not None]
+    for job in program.jobs:
+        if job.stage == "router":
+            eng.router(*job.dims)
+        elif job.stage == "topk":
+            eng.topk(*job.dims)
+    if tasks:
+        progress.stage(tasks[0].stage, total=sum(j.task.items for j in tasks),
+                       unit=tasks[0].task.unit)
+    # in this process the tasks report each chunk; from other processes, each job
+    local = mapper is map
+    run = functools.partial(run_job, progress=progress) if local else run_job
+    for job, (part, sub) in zip(tasks, mapper(run, [(plan, chip, fidelity, job)
+                                                    for job in tasks])):
+        if not local:
+            progress.advance(job.task.items, job.name)
+        eng.merge(sub)
+        if job.expert >= 0:
+            experts[job.expert]["effectual_mac_count"] = sub.work.products
+        cols = slice(part.col0, part.col0 + part.values.shape[1])
+        rows = slice(None) if part.rows is None else part.rows
+        out[rows, cols] += part.values
+        ref[rows, cols] += part.reference
+    progress.stage("schedule")
+    for job in program.jobs:
+        if job.stage == "combine":
+            eng.combine(*job.dims)
+    sparse = run_lanes(eng.jobs, eng.lanes, chip, plan.buffers)
+    dense = run_lanes(eng.dense_jobs, 1, chip, plan.buffers)
+    mode = layout.pick_mode(sparse[0], dense[0])         # the compiler's policy
+    run = finish_layer(eng, out, ref, experts, layout.routing or {}, mode, sparse, dense,
+                       (layout.tokens, layout.d_in, layout.d_out))
+    run.token_gini = (layout.routing or {}).get("token_gini")
+    return layer_result(run, plan, chip)
+
+
+def _check_job_order(program: Program) -> None:
+    """The stages run in the order the jobs are listed (router, top-k, the products stage,
+    combine: each stage's time adds to the last), so every job's dependencies must come
+    before it."""
+    seen: set[str] = set()
+    for job in program.jobs:
+        missing = [d for d in job.deps if d not in seen]
+        if missing:
+            raise SimulationError(f"controller: program {program.name}: job {job.name} "
+                                  f"depends on {', '.join(missing)}, not run before it")
+        seen.add(job.name)
+
+
+def run_job(args: tuple[Any, ChipConfig, str, Any], progress: Any = None
+            ) -> tuple[Any, Any]:
+    """One products-stage job: its task on a fresh layer engine. A pure function of
+    picklable inputs (plan, chip, fidelity, job), so any process may run it; returns the
+    task's output contribution and the engine holding the job's work. ``progress`` (in this
+    process only) hears of every chunk the task finishes."""
+    from simulator.layers import LayerEngine
+
+    plan, chip, fidelity, job = args
+    eng = LayerEngine(plan, chip, fidelity, progress)
+    return job.task(eng), eng
+
+
+def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
+              ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
+    """The firmware of the lanes as SimPy events: (end cycle, expert -> finish cycle, lane
+    end cycles, job and DMA spans). Per lane, a loader DMAs each job's weights over the one
+    shared DRAM channel into a free GLB buffer while the worker computes an earlier job (a
+    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers)."""
+    if buffers < 2:
+        raise SimulationError(f"controller: {buffers} GLB buffer(s) per lane; the lane "
+                              "firmware needs 2 or more (one computing, one loading)")
+    env = simpy.Environment()
+    dram = simpy.Resource(env, capacity=1)
+    finish: dict[int, int] = {}
+    lane_end = [0] * lanes
+    per_lane: list[list[Any]] = [[] for _ in range(lanes)]
+    for j in jobs:
+        per_lane[j.lane].append(j)
+    spans: list[dict[str, Any]] = []
+
+    def loader(lane: int, mine: list[Any], store: simpy.Store):
+        for job in mine:
+            if job.dram_bytes:
+                with dram.request() as req:
+                    yield req
+                    start = int(env.now)
+                    yield env.timeout(dram_transfer(chip, job.dram_bytes).cycles)
+                    spans.append({"track": "dram", "lane": lane, "name": job.label,
+                                  "start": start, "end": int(env.now),
+                                  "bytes": job.dram_bytes})
+            yield store.put(job)
+
+    def worker(lane: int, mine: list[Any], store: simpy.Store):
+        for _ in mine:
+            job = yield store.get()
+            start = int(env.now)
+            yield env.timeout(job.cycles)
+            spans.append({"track": "lane", "lane": lane, "name": job.label,
+                          "start": start, "end": int(env.now), "expert": job.expert})
+            if job.expert >= 0:
+                finish[job.expert] = int(env.now)
+        lane_end[lane] = int(env.now)
+
+    for lane, mine in enumerate(per_lane):
+        store = simpy.Store(env, capacity=buffers - 1)
+        env.process(loader(lane, mine, store))
+        env.process(worker(lane, mine, store))
+    env.run()
+    return int(env.now), finish, lane_end, spans

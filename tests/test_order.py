@@ -1,0 +1,217 @@
+"""compiler.order: the enumeration of loop orders, the burst-probe estimates, the choice by
+compiler.objective, sampling, and the catalog kernels' default against every forced order."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import compiler.order as order_mod
+from compiler.order import (
+    choose_order,
+    default_order,
+    enumerate_orders,
+    sample_layer,
+    with_order,
+    work_bound,
+)
+from compiler.pipeline import compile_layer
+from isa.errors import ConfigError
+from sieve.api import run
+from sieve.cli import main
+from simulator.config import load_chip
+from simulator.probe import probe
+from tests.conftest import ROOT
+from workloads import get_workload
+
+SMALL = str(ROOT / "configs/chips/onyx-small.yaml")
+
+# every sparse catalog kernel at a small shape (gemm runs on the systolic array: no order)
+CATALOG_SMALL = [
+    ("spmv", {"shape": "24,24", "density": 0.2}),
+    ("spmspm", {"shape": "16,16,16", "density": 0.2}),
+    ("elemadd", {"shape": "16,16", "density": 0.2}),
+    ("elemadd3", {"shape": "16,16", "density": 0.2}),
+    ("elemmul", {"shape": "16,16", "density": 0.3}),
+    ("sddmm", {"shape": "8,8,6"}),
+    ("ttv", {"shape": "8,8,8"}),
+    ("ttm", {"shape": "6,6,6,6", "density": 0.2}),
+    ("innerprod", {"shape": "8,8,8"}),
+    ("mttkrp", {"shape": "6,6,6,6"}),
+]
+
+
+def _legal(layer) -> list[str]:
+    return [c.order for c in enumerate_orders(layer) if c.rejected is None]
+
+
+def test_enumeration_follows_the_lowering():
+    ttm = get_workload("ttm").make({"shape": "4,5,3,6"})
+    cands = enumerate_orders(ttm)
+    assert len(cands) == 24 and len({c.order for c in cands}) == 24
+    assert sorted(_legal(ttm)) == ["ijkl", "ijlk"]
+    by = {c.order: c for c in cands}
+    # storage follows the loop order: C(k,l) is stored l-major under ijlk
+    assert by["ijlk"].formats == {"B": "sss", "C": "ss:1,0"}
+    assert by["ijkl"].formats == {"B": "sss", "C": "ss"}
+    # an illegal order carries the lowering's reason
+    assert "does not follow loop order" in by["jikl"].rejected
+    assert "at most one output index" in by["lijk"].rejected
+    # the inner product has a scalar output: every permutation lowers
+    assert len(_legal(get_workload("innerprod").make({"shape": "3,4,5"}))) == 6
+    assert _legal(get_workload("elemadd3").make({})) == ["ij"]
+
+
+def test_pinned_mode_order_is_kept():
+    # the user stored C row-major: only orders visiting k before j lower
+    layer = get_workload("spmspm").make({"shape": "8,8,8", "formats": "C:ss:0,1"})
+    assert _legal(layer) == ["ikj"]
+    layer = get_workload("spmspm").make({"shape": "8,8,8", "formats": "C:ss:1,0"})
+    assert _legal(layer) == ["ijk"]
+
+
+def test_default_order_without_estimates_is_the_first_legal():
+    mttkrp = get_workload("mttkrp").make({"shape": "4,5,3,6"})
+    # the compiler's default (iklj: two contracted before j) does not lower
+    assert enumerate_orders(mttkrp)[0].rejected is not None
+    assert default_order(mttkrp) == _legal(mttkrp)[0]
+    program = compile_layer(mttkrp, load_chip(SMALL))     # order None: compiles
+    assert program.kernels[0].name.endswith(default_order(mttkrp))
+
+
+@pytest.mark.parametrize("objective", ["cycles", "energy", "edp"])
+def test_choice_minimises_the_objective_and_is_deterministic(objective):
+    chip = load_chip(SMALL, [f"compiler.objective={objective}"])
+    layer = get_workload("ttv").make({"shape": "8,8,8"})
+    a = choose_order(layer, chip, probe)
+    b = choose_order(layer, chip, probe)
+    assert a == b
+    probed = [c for c in a.candidates if c.estimate is not None]
+    assert len(probed) == 2
+    best = min(probed, key=lambda c: c.estimate.value(objective))
+    assert a.order == best.order and not a.forced and a.objective == objective
+    # whole data: the estimate is the full run's cycles
+    for c in probed:
+        full = probe(compile_layer(with_order(layer, c.order), chip), chip)
+        assert c.estimate.cycles == full[0] and c.estimate.energy_pj == full[1]
+
+
+def test_forced_order_is_kept():
+    chip = load_chip(SMALL)
+    layer = get_workload("ttm").make({"shape": "4,5,3,6", "order": "ijkl"})
+    choice = choose_order(layer, chip, probe)
+    assert choice.forced and choice.order == "ijkl"
+    assert all(c.estimate is None for c in choice.candidates)       # not probed
+    explained = choose_order(layer, chip, probe, probe_forced=True)
+    assert explained.order == "ijkl" and sum(c.estimate is not None
+                                             for c in explained.candidates) == 2
+    rep = run(SMALL, "ttm", params={"shape": "4,5,3,6", "order": "ijkl"})
+    assert rep.summary["loop_order"] == "ijkl" and rep.summary["loop_order_by"] == "forced"
+
+
+def test_unknown_objective_is_a_config_error():
+    with pytest.raises(ConfigError, match="compiler.objective"):
+        load_chip(SMALL, ["compiler.objective=speed"])
+
+
+def test_sampled_probe_extrapolates_two_samples(monkeypatch):
+    layer = get_workload("ttm").make({"shape": "10,6,6,6", "density": 0.3})
+    sampled = sample_layer(layer, "i", 3)
+    assert sampled.tensors["B"].shape == (4, 6, 6) and sampled.out_shape == (4, 6, 6)
+    assert (sampled.tensors["B"] == layer.tensors["B"][::3]).all()
+    bound = max(work_bound(layer, o) for o in _legal(layer))
+    monkeypatch.setattr(order_mod, "PROBE_STEPS", int(bound / 3) + 1)
+    calls = []
+
+    def fake(program, chip):
+        # a fixed 50 plus 100 per slice of i: the line through the samples finds both
+        slices = program.images["B"].shape[0]
+        calls.append(slices)
+        return 50.0 + 100.0 * slices, 10.0 * slices, 1e-6 * slices
+
+    choice = choose_order(layer, load_chip(SMALL), fake)
+    assert choice.sample == ("i", 3, 10) and sorted(set(calls)) == [2, 4]
+    est = [c.estimate for c in choice.candidates if c.estimate is not None]
+    assert len(est) == 2
+    for e in est:
+        assert e.cycles == pytest.approx(1050.0) and e.energy_pj == pytest.approx(100.0)
+
+
+def test_sampled_probe_ranks_like_the_full_run(monkeypatch):
+    # ttm sampled every 4th and 8th i: the estimates are within 15% of the full runs and
+    # choose the same order
+    chip = load_chip(SMALL)
+    layer = get_workload("ttm").make({"shape": "16,12,12,12", "density": 0.1})
+    full = choose_order(layer, chip, probe)
+    assert full.sample is None
+    bound = max(work_bound(layer, o) for o in _legal(layer))
+    monkeypatch.setattr(order_mod, "PROBE_STEPS", int(bound / 4) + 1)
+    sampled = choose_order(layer, chip, probe)
+    assert sampled.sample is not None and sampled.sample[1] == 4
+    assert sampled.order == full.order
+    for a, b in zip(full.candidates, sampled.candidates):
+        if a.estimate is not None:
+            assert abs(b.estimate.cycles / a.estimate.cycles - 1) < 0.15, a.order
+
+
+@pytest.mark.parametrize("name,params", CATALOG_SMALL, ids=[n for n, _ in CATALOG_SMALL])
+def test_default_is_within_10_percent_of_the_best_forced_order(name, params):
+    chip = load_chip(SMALL)
+    layer = get_workload(name).make(params)
+    forced = {}
+    for o in _legal(layer):
+        program = compile_layer(with_order(layer, o), chip)
+        forced[o] = probe(program, chip)[0]
+    rep = run(chip, name, params=params)
+    assert rep.summary["verified"]
+    assert rep.summary["cycles"] <= 1.10 * min(forced.values()), (rep.summary["loop_order"],
+                                                                   forced)
+
+
+def test_explain_prints_candidates_and_choice(capsys):
+    assert main(["compile", SMALL, "ttv", "-p", "shape=8,8,8", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "objective: edp" in out and "ikj" in out and "ijk" in out
+    assert "illegal:" in out and "chosen: " in out and "(least edp)" in out
+    assert main(["compile", SMALL, "ttv", "-p", "shape=8,8,8", "-p", "order=ijk",
+                 "--explain"]) == 0
+    assert "chosen: ijk (forced by -p order)" in capsys.readouterr().out
+
+
+def test_objective_changes_with_the_config():
+    chip = load_chip(SMALL)
+    assert chip.compiler.objective == "edp"
+    other = dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler,
+                                                                   objective="energy"))
+    assert choose_order(get_workload("spmv").make({}), other, probe).objective == "energy"
+
+
+def test_summary_reports_the_order(tmp_path):
+    rep = run(SMALL, "ttv", params={"shape": "8,8,8"}, out=tmp_path / "r")
+    assert rep.summary["loop_order_by"] == "edp"
+    text = (tmp_path / "r" / "summary.md").read_text()
+    assert f"| loop order | {rep.summary['loop_order']} (least edp of the legal orders) |" in text
+
+
+def test_a_candidate_whose_probe_fails_is_rejected_not_fatal():
+    from isa.errors import SimulationError
+
+    layer = get_workload("ttv").make({"shape": "8,8,8"})
+    chip = load_chip(SMALL)
+
+    def deadlocks_ikj(program, chip):
+        if program.kernels[0].name.endswith("ikj"):
+            raise SimulationError("deadlock: every unit waits (test)")
+        return probe(program, chip)
+
+    choice = choose_order(layer, chip, deadlocks_ikj)
+    by = {c.order: c for c in choice.candidates}
+    assert choice.order == "ijk" and by["ikj"].rejected.startswith("probe: deadlock")
+    assert any("probe: deadlock" in line for line in choice.lines())
+
+    def always(program, chip):
+        raise SimulationError("deadlock: every unit waits (test)")
+
+    with pytest.raises(SimulationError, match="deadlock"):
+        choose_order(layer, chip, always)
