@@ -477,7 +477,7 @@ def test_fuzz_data_files(scale):
 
 def test_the_oracle_catches_a_traceback():
     """The CLI oracle is not vacuous: an exception that is not a SieveError escapes it."""
-    with mock.patch("sieve.api.compile_layer", side_effect=KeyError("boom")), \
+    with mock.patch("sieve.api.simulate", side_effect=KeyError("boom")), \
             pytest.raises(KeyError):
         run_cli(["run", "onyx", "spmspm", "-p", "shape=4,4,4", "-q"], "oracle")
     assert issubclass(ConfigError, SieveError)
