@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Report", "run"]
+__all__ = ["Report", "run", "sweep"]
 
 
 def __getattr__(name: str) -> Any:
-    """``sieve.run`` and ``sieve.Report`` load the simulator on first use, so the command
-    line (``sieve list``, ``sieve --version``) starts without it."""
+    """``sieve.run``, ``sieve.Report`` and ``sieve.sweep`` load the simulator on first use, so
+    the command line (``sieve list``, ``sieve --version``) starts without it."""
+    if name == "sweep":
+        from sieve.sweeper import sweep
+
+        return sweep
     if name in __all__:
         from sieve import api
 

@@ -37,13 +37,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from reports.rundir import check_run_dir
     from reports.summary import summary_rows
     from sieve.api import run
+    from sweeps.executors import parallel_map
 
     if args.out is not None:
         check_run_dir(args.out)
-    with _progress(args.quiet) as progress:
+    with _progress(args.quiet) as progress, parallel_map(args.scheduler, args.workers) as mapper:
         report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                      overrides=args.config, fidelity=args.fidelity, out=args.out,
-                     baseline=args.baseline, progress=progress, check=args.check)
+                     baseline=args.baseline, progress=progress, check=args.check,
+                     mapper=mapper)
     s = report.summary
     print(f"{s['workload']} ({s['kernel']}) on {s['chip']}, fidelity {s['fidelity']}")
     rows = summary_rows(s) + [("wall time (s)", f"{report.wall_seconds:.2f}")]
@@ -242,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--trace", action="store_true",
                    help="also write trace.json (Chrome/Perfetto timeline, one track per tile)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--workers", type=int, default=None, metavar="N", help="run a layer's "
+                   "independent jobs on N local processes (same stats.json as serial)")
+    r.add_argument("--scheduler", default=None, help="... or on Dask: tcp://HOST:PORT, local-dask")
     r.add_argument("--report", choices=("none", "md", "html"), default="html",
                    help="with --out: which reports to render (html: report.html and pictures)")
     r.add_argument("--check", choices=("sample", "full"), default="sample",
@@ -284,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=("chips", "workloads", "cpus", "dram", "all"),
                     default="all")
     ls.set_defaults(fn=cmd_list)
+
+    from sweeps.cli import add_sweep_parser
+
+    add_sweep_parser(sub, lambda: __import__("sieve.sweeper").sweeper.TARGET)
     return ap
 
 

@@ -22,10 +22,12 @@ ALLOWED = {
     "reports": {"reports", "numpy", "matplotlib", "isa", "rich"},   # rich: progress bars
     # the CPU model reads its presets with simulator.config's YAML reader
     "baselines": {"numpy", "scipy", "yaml", "isa", "workloads", "baselines", "simulator"},
+    # sweeps: generic machinery; the simulator comes in as a Target (sieve.sweeper)
+    "sweeps": {"sweeps", "isa", "yaml", "dask", "distributed", "pandas", "tqdm", "matplotlib"},
 }
 THIRD_PARTY_AND_PROJECT = {"numpy", "scipy", "simpy", "networkx", "matplotlib", "yaml",
                            "isa", "workloads", "compiler", "simulator", "reports", "sieve",
-                           "baselines",
+                           "baselines", "sweeps",
                            "dask", "distributed", "pandas", "torch", "tqdm", "rich"}
 
 

@@ -267,11 +267,12 @@ def _moe_builder(model: MoEModel):
 
     def build(p: dict[str, Any]) -> MoELayer:
         _check_common(name, p)
-        from workloads.routing import PROFILES, router_bias
+        from workloads.routing import parse_routing, router_bias
 
-        if p["routing"] not in PROFILES:
-            raise WorkloadError(f"workload {name}: parameter routing: unknown "
-                                f"{p['routing']!r} (use {', '.join(PROFILES)})")
+        try:
+            p["routing"] = parse_routing(p["routing"])
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload {name}: parameter {exc}") from None
         m_ = _override(name, model, p)
         d, f = _scaled(name, m_.d, p["scale"], "d"), _scaled(name, m_.f, p["scale"], "f")
         sf = _scaled(name, m_.shared_f, p["scale"], "shared f") if m_.shared else 0
@@ -304,7 +305,7 @@ def _moe_builder(model: MoEModel):
 
     params = _common(64, 0.0, "none") + (
         Param("routing", "str", "gini0.10", "routing profile: uniform, gini0.10, gini0.25, "
-              "gini0.35, hot (one expert ~6x the mean)"),
+              "gini0.35, hot (one expert ~6x the mean), or gini:X for any Gini in [0, 1)"),
         Param("d", "int", 0, f"override d_model (0: the model's {m.d})", low=0),
         Param("f", "int", 0, f"override the expert FFN width (0: the model's {m.f})",
               low=0),

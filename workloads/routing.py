@@ -226,6 +226,30 @@ def router_bias(E: int, k: int, profile: str, rng: np.random.Generator, *,
     return logp - logp.mean()
 
 
+def parse_routing(text: str) -> str:
+    """A routing parameter as ``router_bias`` takes it: a profile of ``PROFILES``, an alias
+    of ``PROFILE_ALIASES``, or any Gini in [0, 1) as ``gini:X`` (or ``giniX``), calibrated as
+    the named gini profiles are (``gini:0.25`` is ``gini0.25``).
+
+    Raises: WorkloadError naming routing.
+    """
+    name = str(text).strip()
+    name = PROFILE_ALIASES.get(name, name)
+    if name in PROFILES:
+        return name
+    if name.startswith("gini"):
+        value = name[4:].removeprefix(":")
+        try:
+            g = float(value)
+        except ValueError:
+            g = math.nan
+        if 0.0 <= g < 1.0:
+            return f"gini{value}"
+        raise WorkloadError(f"routing: gini:X needs a Gini X in [0, 1), got {text!r}")
+    raise WorkloadError(f"routing: unknown {text!r} (use {', '.join(PROFILES)}, gini:X for "
+                        f"any Gini X in [0, 1), or {', '.join(PROFILE_ALIASES)})")
+
+
 def _profile_gini(profile: str) -> float:
     if isinstance(profile, str) and profile.startswith("gini"):
         try:
