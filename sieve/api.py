@@ -26,6 +26,7 @@ from isa.asm import print_program
 from isa.program import Program
 from reports.rundir import prepare_run_dir, strict_json
 from reports.summary import baseline_summary, chip_roofs, cpu_roofs
+from sieve.blas import with_blas_threads
 from sieve.spec import is_spec, load_spec
 from simulator.checks import check_outputs
 from simulator.chip import RunResult
@@ -164,6 +165,7 @@ def choose_layer_order(layer: Any, cfg: ChipConfig, *, explain: bool = False
     return (layer if choice.forced else with_order(layer, choice.order)), choice
 
 
+@with_blas_threads
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
         fidelity: str | None = None, out: str | Path | None = None,

@@ -56,7 +56,6 @@ numpy products of the tiles' compressed operands in analytic.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +67,7 @@ from isa.errors import SimulationError
 from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
+from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
 from simulator.chip import RunResult
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
@@ -105,125 +105,6 @@ class TileWork:
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, int, int]:
-    """(token block, K chunk, N block) so that each level of every tile fits ``words``."""
-    T, K = amask.shape
-    N = bmask.shape[1]
-    tb = min(T, max(1, words // 8))
-    dens_a = amask.mean() if amask.size else 0.0
-    kc = min(K, max(1, int(words // max(1.0, math.ceil(tb * dens_a * 1.25)))), words - 1)
-    while kc > 1:
-        q = cdiv(K, kc)
-        pad = np.zeros((T, q * kc), dtype=np.int32)
-        pad[:, :K] = amask
-        per = pad.reshape(T, q, kc).sum(axis=2)
-        tq = cdiv(T, tb)
-        pt = np.zeros((tq * tb, q), dtype=np.int64)
-        pt[:T] = per
-        if pt.reshape(tq, tb, q).sum(axis=1).max(initial=0) <= words:
-            break
-        kc //= 2
-    dens_b = bmask.mean() if bmask.size else 0.0
-    nb = max(1, min(N, words // max(1, tb), int(words // max(1.0, kc * dens_b * 1.25))))
-    while nb > 1:
-        q, r = cdiv(K, kc), cdiv(N, nb)
-        pad = np.zeros((q * kc, r * nb), dtype=np.int32)
-        pad[:K, :N] = bmask
-        if pad.reshape(q, kc, r, nb).sum(axis=(1, 3)).max(initial=0) <= words:
-            break
-        nb //= 2
-    return tb, kc, nb
-
-
-def _blocks(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Pad ``x`` with zeros along ``axis`` to a multiple of ``size``."""
-    n = x.shape[axis]
-    pad = cdiv(n, size) * size - n
-    if not pad:
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, pad)
-    return np.pad(x, widths)
-
-
-def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int, int]]:
-    """Kernel cycles of every tile of A (T x K) times B (K x N) and their counts.
-
-    Returns (cycles [TQ, Q, NB] with 0 for skipped tiles, counts per tile, tile sizes).
-    """
-    amask = a != 0
-    bmask = b != 0
-    tb, kc, nb = _tile_sizes(amask, bmask, words)
-    A = _blocks(_blocks(amask.astype(np.float32), 0, tb), 1, kc)
-    B = _blocks(_blocks(bmask.astype(np.float32), 0, kc), 1, nb)
-    Tp, Kp = A.shape
-    Np = B.shape[1]
-    TQ, Q, NB = Tp // tb, Kp // kc, Np // nb
-    Aq = A.reshape(Tp, Q, kc).transpose(1, 0, 2)                    # Q, Tp, kc
-    Bq = B.reshape(Q, kc, Np)                                        # Q, kc, Np
-    cnt = Bq.reshape(Q, kc, NB, nb).sum(axis=3)                      # Q, kc, NB
-    P = np.matmul(Aq, cnt)                                           # Q, Tp, NB
-    R = np.matmul(Aq, (cnt > 0).astype(np.float32))
-    Y = (np.matmul(Aq, Bq) > 0).reshape(Q, Tp, NB, nb).sum(axis=3)   # Q, Tp, NB
-    nA = Aq.sum(axis=2)[:, :, None]                                  # Q, Tp, 1
-    bn = (cnt > 0).sum(axis=1)[:, None, :]                           # Q, 1, NB
-    row = np.maximum(P + 2 * R + Y, nA + bn - R + 1)
-    # rows of the tile: token block x
-    row = row.reshape(Q, TQ, tb, NB)
-    a_nnz = nA.reshape(Q, TQ, tb).sum(axis=2)                        # Q, TQ
-    b_nnz = cnt.sum(axis=1)                                          # Q, NB
-    live = (a_nnz[:, :, None] > 0) & (b_nnz[:, None, :] > 0)         # Q, TQ, NB
-    rows_in_block = np.minimum(tb, a.shape[0] - np.arange(TQ) * tb)  # real rows per block
-    cyc = row.sum(axis=2) + 2 * rows_in_block[None, :, None] + fill
-    cyc = np.where(live, cyc, 0).astype(np.int64)
-    Ps = P.reshape(Q, TQ, tb, NB).sum(axis=2)
-    Rs = R.reshape(Q, TQ, tb, NB).sum(axis=2)
-    Ys = Y.reshape(Q, TQ, tb, NB).sum(axis=2)
-    join = (nA + bn - R + 1).reshape(Q, TQ, tb, NB).sum(axis=2)
-    bn_t = np.broadcast_to(bn, (Q, 1, NB))
-    counts = {
-        "P": Ps, "R": Rs, "Y": Ys, "join": join,
-        "a_nnz": np.broadcast_to(a_nnz[:, :, None], live.shape),
-        "b_nnz": np.broadcast_to(b_nnz[:, None, :], live.shape),
-        "b_rows": np.broadcast_to(bn_t, live.shape),
-        "rows": np.broadcast_to(rows_in_block[None, :, None], live.shape),
-        "live": live,
-    }
-    return cyc, counts, (tb, kc, nb)
-
-
-def _tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, float]:
-    """First-order action counts of the Gustavson tile kernel (per live tile, summed).
-
-    Per token row: the scanners emit a_t + 1 (A), b + 1 (W^T rows, re-scanned per row) and
-    P_t + 2R_t (W^T coordinates) tokens; arrays read 2 P_t values; the repeat chain handles
-    P_t + R_t tokens twice; the reducer accumulates P_t - Y_t times; writers store Y_t
-    coordinates and values. SRAM words are 64-bit (4 sequential 16-bit entries per word).
-    """
-    live = c["live"]
-
-    def s(x):
-        return float(np.where(live, x, 0).sum())
-    P, R, Y, join = s(c["P"]), s(c["R"]), s(c["Y"]), s(c["join"])
-    rows = s(c["rows"])
-    a_scan = s(c["a_nnz"]) + rows
-    b_scan = s(c["b_rows"] * c["rows"]) + rows
-    inner = P + 2 * R
-    stream_tokens = a_scan + b_scan + 2 * inner + 2 * (P + R) + 3 * P + 2 * Y + join
-    return {
-        "mac": P,
-        "joiner_step": join,
-        "reducer_accumulate": max(P - Y, 0.0),
-        "pe_control_step": 2 * (P + R) + (P + R + Y) - max(P - Y, 0.0),
-        "mem_sram_read": (a_scan + b_scan + inner + 2 * P) / 4.0,
-        "mem_sram_write": (2 * Y + rows) / 4.0,
-        "mem_control_step": a_scan + b_scan + inner + 2 * P + 2 * Y,
-        "fifo_push": stream_tokens,
-        "interconnect_hop": stream_tokens * hops,
-    }
 
 
 # ------------------------------------------------------------------------------ the runner
@@ -365,8 +246,8 @@ class LayerEngine:
                                  weight_bytes * (i + 1) // n - weight_bytes * i // n,
                                  label if n == 1 else f"{label}#{i}"))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
-                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32)),
-                              "w_nnz": int(np.count_nonzero(b32)), "products": work.products})
+                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32 != 0)),
+                              "w_nnz": int(np.count_nonzero(b32 != 0)), "products": work.products})
         return out
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
@@ -422,8 +303,9 @@ class LayerEngine:
         work.products = int(np.where(live, c["P"], 0).sum())
         nb_count = cdiv(N, nb)
         b_rows_all = np.where(live.any(axis=1), c["b_rows"][:, 0, :], 0).sum()
-        work.weight_words = int(2 * np.count_nonzero(b) + b_rows_all + nb_count * cdiv(K, kc))
-        work.counts = _tile_energy_counts(c, self.hops)
+        w_nnz = c["b_nnz"][:, 0, :].sum()
+        work.weight_words = int(2 * w_nnz + b_rows_all + nb_count * cdiv(K, kc))
+        work.counts = tile_energy_counts(c, self.hops)
         # values: the tiles' product in float32 (numpy); only burst/cycle run the primitives
         out = (a @ b).astype(np.float64)
         return out, work
@@ -437,7 +319,7 @@ class LayerEngine:
         out = np.zeros((T, N))
         if T == 0 or K == 0 or N == 0:
             return out, work
-        tb, kc, nb = _tile_sizes(a != 0, b != 0, self.words)
+        tb, kc, nb = tile_sizes(a != 0, b != 0, self.words)
         kernel: Kernel = self.plan.kernel
         region = self.plan.region
         cyc, in_w, out_w, live, prods = [], [], [], [], 0
