@@ -21,6 +21,7 @@ source tree); its path is printed.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -28,14 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 import sieve  # noqa: E402
 from simulator.config import load_chip  # noqa: E402
 
+_ECHO = functools.partial(print, flush=True)
 SPARSITIES = [0.0, 0.5, 0.8, 0.85, 0.89, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]
 
 
@@ -51,6 +48,39 @@ def crossing(xs, ratios):
     return None
 
 
+def measure(chip, n: int, sparsities: list[float], min_sparsity: float, *,
+            echo=_ECHO
+            ) -> tuple[dict, list[tuple[float, dict | None]]]:
+    """The dense-mode gemm summary of an n^3 matmul on ``chip`` and, per sparsity, the sparse
+    SpM*SpM summary (None below ``min_sparsity``: not run); ``echo`` prints the table."""
+    dense = sieve.run(chip, "gemm", params={"shape": f"{n},{n},{n}", "dataflow": "os"}).summary
+    assert dense["verified"], dense["checks"]
+    dense_s, dense_j = dense["seconds"], dense["energy_j"]
+    echo(f"{n}x{n} matmul on {chip.name}: dense mode {dense['cycles']:,} cycles "
+         f"(compute {dense['compute_cycles']:,}, {dense['kernel']}), {dense_s * 1e6:.1f} us, "
+         f"{dense_j * 1e6:.2f} uJ")
+    echo(f"{'sparsity':>9} {'sparse cycles':>14} {'sparse us':>10} {'sparse uJ':>10} "
+         f"{'time x':>7} {'energy x':>9} {'EDP x':>8} {'wall s':>7}")
+    sparse: list[tuple[float, dict | None]] = []
+    for sp in sparsities:
+        if sp < min_sparsity:
+            echo(f"{sp:>9.1%} {'not run':>14}")
+            sparse.append((sp, None))
+            continue
+        t0 = time.perf_counter()
+        s = sieve.run(chip, "spmspm", params={"shape": f"{n},{n},{n}", "density": 1 - sp,
+                                              "seed": 0}).summary
+        wall = time.perf_counter() - t0
+        assert s["verified"], s["checks"]
+        sparse.append((sp, s))
+        t_ratio = dense_s / s["seconds"]
+        e_ratio = dense_j / s["energy_j"]
+        echo(f"{sp:>9.1%} {s['cycles']:>14,} {s['seconds'] * 1e6:>10.1f} "
+             f"{s['energy_j'] * 1e6:>10.2f} {t_ratio:>7.2f} {e_ratio:>9.2f} "
+             f"{t_ratio * e_ratio:>8.2f} {wall:>7.1f}")
+    return dense, sparse
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
@@ -64,32 +94,11 @@ def main() -> None:
         args.plot = str(Path(tempfile.mkdtemp(prefix="sieve-crossover-")) / "crossover.png")
     n = args.n
     chip = load_chip(ROOT / "configs/chips/onyx.yaml")
-    dense = sieve.run(chip, "gemm", params={"shape": f"{n},{n},{n}", "dataflow": "os"}).summary
-    assert dense["verified"], dense["checks"]
-    dense_s, dense_j = dense["seconds"], dense["energy_j"]
-    print(f"{n}x{n} matmul on {chip.name}: dense mode {dense['cycles']:,} cycles "
-          f"(compute {dense['compute_cycles']:,}, {dense['kernel']}), {dense_s * 1e6:.1f} us, "
-          f"{dense_j * 1e6:.2f} uJ")
-    print(f"{'sparsity':>9} {'sparse cycles':>14} {'sparse us':>10} {'sparse uJ':>10} "
-          f"{'time x':>7} {'energy x':>9} {'EDP x':>8} {'wall s':>7}")
-    rows = []
-    for sp in SPARSITIES:
-        if sp < args.min_sparsity:
-            print(f"{sp:>9.1%} {'not run':>14}")
-            rows.append((sp, None, None, None))
-            continue
-        t0 = time.perf_counter()
-        r = sieve.run(chip, "spmspm", params={"shape": f"{n},{n},{n}", "density": 1 - sp,
-                                              "seed": 0})
-        wall = time.perf_counter() - t0
-        s = r.summary
-        assert s["verified"], s["checks"]
-        t_ratio = dense_s / s["seconds"]
-        e_ratio = dense_j / s["energy_j"]
-        rows.append((sp, t_ratio, e_ratio, t_ratio * e_ratio))
-        print(f"{sp:>9.1%} {s['cycles']:>14,} {s['seconds'] * 1e6:>10.1f} "
-              f"{s['energy_j'] * 1e6:>10.2f} {t_ratio:>7.2f} {e_ratio:>9.2f} "
-              f"{t_ratio * e_ratio:>8.2f} {wall:>7.1f}", flush=True)
+    dense, sparse = measure(chip, n, SPARSITIES, args.min_sparsity)
+    rows = [(sp, None, None, None) if s is None else
+            (sp, dense["seconds"] / s["seconds"], dense["energy_j"] / s["energy_j"],
+             dense["seconds"] * dense["energy_j"] / (s["seconds"] * s["energy_j"]))
+            for sp, s in sparse]
     xs = [r[0] for r in rows]
     for label, i in (("time", 1), ("energy", 2), ("EDP", 3)):
         x = crossing(xs, [r[i] for r in rows])
@@ -98,6 +107,11 @@ def main() -> None:
               + (f"{x:.1%} sparsity" if x is not None else "(no crossing in the range run)")
               + (f"; sparse advantage at 99%: {at99:.1f}x" if at99 else "")
               + "   (Onyx, IEEE Micro 2025: 89%, 23.1x at 99%)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, i, style in (("time", 1, "o-"), ("energy", 2, "s-"), ("EDP", 3, "^-")):
         pts = [(100 * r[0], r[i]) for r in rows if r[i] is not None]

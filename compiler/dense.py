@@ -113,6 +113,17 @@ def gemm_kernel(chip: ChipConfig, m: int, n: int, k: int, *, dataflow: str = "",
     return SystolicKernel(name, rows, cols, flow, nm, tensors)
 
 
+def nm_bytes(k: int, n: int, nm: tuple[int, int] | None) -> int:
+    """Bytes of a K x N weight stored as the array reads it: dense, or N:M compressed along
+    K, the kept values plus a log2(M)-bit position per value (NVIDIA's 2:4 format: 2-bit
+    indices, "NVIDIA A100 Tensor Core GPU Architecture" whitepaper, 2020, Fig. 9)."""
+    if nm is None:
+        return k * n * ELEMENT_BYTES
+    keep, group = nm
+    values = -(-k // group) * keep * n
+    return values * ELEMENT_BYTES + -(-values * max(1, (group - 1).bit_length()) // 8)
+
+
 def _operand(layer: KernelLayer, name: str) -> np.ndarray:
     x = layer.tensors.get(name)
     if x is None:
@@ -149,10 +160,14 @@ def compile_gemm(layer: KernelLayer, chip: ChipConfig) -> Program:
     except IsaError as exc:
         raise CompileError(f"lower: produced an invalid kernel: {exc}") from None
     images = {"A": FiberTree.dense("A", a), "B": FiberTree.dense("B", b)}
+    sizes = {"A": a.size * ELEMENT_BYTES, "B": nm_bytes(b.shape[0], b.shape[1], kernel.nm)}
+    if sizes["A"] + sizes["B"] > chip.glb.size_bytes:
+        raise CompileError(f"emit: inputs need {sizes['A'] + sizes['B']} bytes of global buffer"
+                           f" but chip {chip.name} has {chip.glb.size_bytes} (tiling is not "
+                           "implemented for this kernel; use a smaller problem)")
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in ("A", "B"):
-        size = images[name].shape[0] * images[name].shape[1] * ELEMENT_BYTES
-        sched += [Command("dma_in", name, size), Command("load", name, size)]
+        sched += [Command("dma_in", name, sizes[name]), Command("load", name, sizes[name])]
     sched += [Command("launch", kernel.name), Command("wait", kernel.name),
               Command("unload", "X"), Command("dma_out", "X")]
     return Program(kernel.name, (kernel,), images, tuple(sched))

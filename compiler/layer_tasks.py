@@ -39,6 +39,17 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def nm_of(w: Any) -> tuple[int, int] | None:
+    """A synthetic weight's N:M pattern along its input dimension (the product's K), which
+    the MAC block runs compressed in dense mode; None for any other pattern or real data."""
+    from workloads.pruning import parse_pattern
+
+    if getattr(w, "data", None) is not None:
+        return None
+    pat = parse_pattern(w.pattern) if w.pattern not in ("dense", "") else None
+    return (pat.n, pat.m) if pat is not None and pat.kind == "nm" else None
+
+
 @dataclass(frozen=True, eq=False)
 class FFNTask:
     """One FFN (``ffn``: the layer's; ``shared``/``expert``: an MoE layer's) over ``chunks``
@@ -87,13 +98,15 @@ class FFNTask:
             theta = neuron_thresholds(w, sparsity, f0, f1, g_rows if g_rows is not None
                                       else u_rows)
             tag = f"{self.label}[{f0}:{f1}]"
-            gate = None if g_rows is None else eng.product(xs, g_rows.T, lane=lane,
-                                                           expert=expert, label=f"{tag}.gate")
-            up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up")
+            gate = None if g_rows is None else eng.product(
+                xs, g_rows.T, lane=lane, expert=expert, label=f"{tag}.gate", nm=nm_of(w.gate))
+            up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up",
+                             nm=nm_of(w.up))
             h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
             eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
                                 expert=expert, label=f"{tag}.act")
-            y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down")
+            y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down",
+                             nm=nm_of(w.down))
             # the reference: the layer's float64 forward on the same weight chunk
             hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, g_rows, u_rows, theta=theta),
                       sparsity)
@@ -121,6 +134,6 @@ class LinearTask:
         x = teal(self.layer.x.astype(np.float64), self.layer.sparsity)
         rows = self.layer.weight.rows(self.r0, self.r1)
         y = eng.product(x, rows.T, lane=self.lane, expert=-1,
-                        label=f"linear[{self.r0}:{self.r1}]")
+                        label=f"linear[{self.r0}:{self.r1}]", nm=nm_of(self.layer.weight))
         eng.progress.advance(1, f"rows {self.r0}:{self.r1}")
         return Contribution(None, self.r0, y, x @ rows.astype(np.float64).T)

@@ -15,8 +15,10 @@ Tiles. Each fibertree level of a tile lives in one memory tile, so a tile holds 
 (:mod:`simulator.layers`) under that bound. Partial sums of K chunks accumulate in the GLB.
 
 Dense mode: the same products can run on the fabric's dense MAC block (compiler.dense) as a
-systolic kernel; the controller schedules both modes and the layout's policy
-(:meth:`LayerLayout.pick_mode`, ``compiler.layer_mode``) keeps one, ``auto`` the faster.
+systolic kernel; the controller prices every product in both modes (cycles and energy) and
+the layout's policy (:class:`LayerLayout`, ``compiler.layer_mode``) keeps one per product,
+``auto`` the cheaper by ``compiler.objective`` (cycles, energy or EDP), then compares the
+scheduled layer with all-sparse and all-dense and keeps the best.
 
 The Program (:func:`compile_model_layer`): the tile kernel, the MAC block and the jobs in
 stage order. An MoE layer is router (on the MAC block), top-k, then one job per expert with
@@ -146,14 +148,30 @@ def weight_count(layer: Any) -> int:
     return layer.weight.shape[0] * layer.weight.shape[1]
 
 
+def _nonzero_weights(w: Any) -> float:
+    """Nonzero weights of a Weight (workloads.layers): counted in real data, the pattern's
+    kept fraction of a synthetic one."""
+    if getattr(w, "data", None) is not None:
+        return float(np.count_nonzero(w.data))
+    return w.shape[0] * w.shape[1] * (1.0 - float(w.sparsity))
+
+
+def _ffn_nonzeros(w: Any) -> float:
+    return sum(_nonzero_weights(m) for m in w.matrices())
+
+
 def estimate_macs(layer: Any) -> float:
-    """Effectual MACs expected from the shapes and the weight sparsity (before running)."""
-    keep = 1.0 - float(layer.params.get("weight_sparsity", 0.0))
+    """Effectual MACs expected before running: tokens x the weights' real nonzeros (counted
+    in real data, the kept fraction of synthetic weights) x the input's nonzero fraction."""
+    x = np.asarray(layer.x)
+    dens = float(np.count_nonzero(x)) / x.size if x.size else 0.0
     if layer.kind == "moe":
-        per_token = (sum(_ffn_weights(w) for w in layer.experts) / layer.num_experts * layer.k
-                     + sum(_ffn_weights(w) for w in layer.shared))
-        return layer.tokens * per_token * keep
-    return layer.tokens * weight_count(layer) * keep
+        per_token = (sum(_ffn_nonzeros(w) for w in layer.experts) / layer.num_experts * layer.k
+                     + sum(_ffn_nonzeros(w) for w in layer.shared))
+        return layer.tokens * per_token * dens
+    if layer.kind == "ffn":
+        return layer.tokens * _ffn_nonzeros(layer.ffn) * dens
+    return layer.tokens * _nonzero_weights(layer.weight) * dens
 
 
 def choose_fidelity(layer: Any, chip: ChipConfig, fidelity: str | None
@@ -204,9 +222,31 @@ class LayerLayout:
     experts: tuple[tuple[int, int], ...] = ()   # MoE: (tokens, first lane) per expert
     routing: dict[str, Any] | None = None    # MoE: dropped_pairs, routed_pairs, token_gini
 
+    objective: str = "edp"                   # compiler.objective: cycles | energy | edp
+
+    def cost(self, cycles: float, energy: float) -> float:
+        """What ``compiler.objective`` minimises: cycles, energy, or their product (EDP)."""
+        return {"cycles": cycles, "energy": energy}.get(self.objective, cycles * energy)
+
+    def pick_product(self, sparse: tuple[float, float], dense: tuple[float, float]) -> str:
+        """One product's mode, applied by the controller once both are priced ((cycles,
+        energy) each): ``compiler.layer_mode`` sparse or dense, or (auto) the one of lower
+        cost by ``compiler.objective`` (sparse on a tie)."""
+        if self.mode != "auto":
+            return self.mode
+        return "dense" if self.cost(*dense) < self.cost(*sparse) else "sparse"
+
+    def pick_layer(self, options: dict[str, tuple[float, float]]) -> str:
+        """The whole layer's choice among scheduled alternatives ((cycles, energy) each, in
+        order of preference on a tie): the products' own choices, all sparse, all dense. A
+        choice made product by product cannot see the layer's schedule (lanes in parallel,
+        the MAC block after them), so the scheduled layers are compared too and the chosen
+        one is never worse than either single mode."""
+        return min(options, key=lambda name: self.cost(*options[name]))
+
     def pick_mode(self, sparse_cycles: int, dense_cycles: int) -> str:
-        """The mode policy, applied by the controller once both schedules are timed:
-        ``compiler.layer_mode`` sparse or dense, or (auto) the faster of the two."""
+        """The whole layer's mode by cycles alone (``compiler.layer_mode``; auto the faster),
+        kept for callers that time both modes without energy."""
         if self.mode == "auto":
             return "dense" if dense_cycles < sparse_cycles else "sparse"
         return self.mode
@@ -272,7 +312,8 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
             jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (c % lanes,),
                             task=LinearTask(layer, r0, r1, c % lanes)))
         d_out = out_dim
-    layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing)
+    layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing,
+                         chip.compiler.objective)
     sched = (Command("configure", tile), Command("configure", plan.mac_block.name))
     return Program(layer.name.replace(".", "_"), (plan.kernel, plan.mac_block), {}, sched,
                    tuple(jobs), layout)

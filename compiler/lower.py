@@ -85,6 +85,7 @@ def lower_assignment(
     zero_policy: tuple[str, str] = ("skip", "skip"),
     explicit_zeros: dict[str, bool] | None = None,
     name: str = "kernel",
+    locate: bool = True,
 ) -> Kernel:
     """Lower ``assign`` in loop ``order`` to a SAM graph.
 
@@ -93,7 +94,9 @@ def lower_assignment(
     ``zero_policy`` gives the ALU operand policies: ``a`` for the first operand of the
     expression and, in a chain of ALUs, for the running product or sum; ``b`` for every
     other operand. A ``skip`` operand whose stored values include zeros gets a zero-skipping
-    innermost scanner.
+    innermost scanner. With ``locate``, an intersection that meets dense levels iterates the
+    compressed levels (or the first dense one) and locates into the others (SAM's
+    iterate-and-locate): one locator step per coordinate instead of a co-iterating walk.
     Raises: CompileError (``lower: ...``) for what the lowering does not support.
     """
     explicit_zeros = explicit_zeros or {}
@@ -116,36 +119,47 @@ def lower_assignment(
     for v in order:
         has = [a for a in ops if v in a.indices]
         lacks = [a for a in ops if v not in a.indices]
-        scans: dict[str, str] = {}
         for acc in has:
+            _check_level(acc, decls[acc.tensor], level[acc.tensor], v, order)
+        skipping = {a.tensor for a in has if policies[a.tensor] == "skip"
+                    and explicit_zeros.get(a.tensor, False)
+                    and level[a.tensor] == len(decls[a.tensor].formats) - 1}
+        located = _located(has, decls, level, skipping) \
+            if locate and join is Opcode.INTERSECT else []
+        scans: dict[str, str] = {}
+        for acc in [a for a in has if a not in located]:
             t = decls[acc.tensor]
             lvl = level[acc.tensor]
-            mode = t.mode_order[lvl] if lvl < len(t.mode_order) else None
-            if mode is None or acc.indices[mode] != v:
-                want = ",".join(str(acc.indices.index(x)) for x in order if x in acc.indices)
-                raise CompileError(
-                    f"lower: tensor {acc.tensor} is stored in mode order "
-                    f"{','.join(map(str, t.mode_order))} but loop order {''.join(order)} "
-                    f"visits {v} at its level {lvl}; store it with mode order {want} "
-                    f"(e.g. format {'s' * len(acc.indices)}:{want}) or choose another loop "
-                    "order")
+            mode = t.mode_order[lvl]
             last = lvl == len(t.formats) - 1
             fmt = t.formats[lvl]
             node = Node.make(
                 f"scan_{acc.tensor}{lvl}", Opcode.SCAN, tensor=acc.tensor, level=lvl, fmt=fmt,
-                dim=t.shape[mode] if fmt == "dense" else 0, root=ref[acc.tensor] is None,
+                dim=t.shape[mode] if fmt != "compressed" else 0, root=ref[acc.tensor] is None,
                 skip_zeros=bool(last and policies[acc.tensor] == "skip"
                                 and explicit_zeros.get(acc.tensor, False)))
             inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
             scans[acc.tensor] = b.add(node, **inputs)
             level[acc.tensor] = lvl + 1
-        if len(has) >= 2:
-            crd_of[v], joined = _join_all(b, join, v, [(a.tensor, scans[a.tensor]) for a in has])
+        iterated = [a for a in has if a not in located]
+        if len(iterated) >= 2:
+            crd_of[v], joined = _join_all(b, join, v,
+                                          [(a.tensor, scans[a.tensor]) for a in iterated])
             ref.update(joined)
-        elif len(has) == 1:
-            t = has[0].tensor
+        elif len(iterated) == 1:
+            t = iterated[0].tensor
             crd_of[v] = (scans[t], "crd")
             ref[t] = (scans[t], "ref")
+        for acc in located:
+            t, lvl = acc.tensor, level[acc.tensor]
+            decl = decls[t]
+            node = Node.make(f"locate_{t}{lvl}", Opcode.LOCATE, tensor=t, level=lvl,
+                             dim=decl.shape[decl.mode_order[lvl]], root=ref[t] is None)
+            inputs = {"crd": crd_of[v]}
+            if ref[t] is not None:
+                inputs["ref"] = ref[t]
+            ref[t] = (b.add(node, **inputs), "ref")
+            level[t] = lvl + 1
         if lacks:
             sig = b.add(Node.make(f"repsig_{v}", Opcode.REPSIG), crd=crd_of[v])
             for acc in lacks:
@@ -202,6 +216,32 @@ def lower_assignment(
     b.add(Node.make(f"write_{out.name}v", Opcode.WRITE_VAL, tensor=out.name), val=val)
     tensors = tuple(decls[a.tensor] for a in ops) + (out,)
     return Kernel(name, tuple(b.nodes), tuple(b.edges), tensors, str(assign))
+
+
+def _check_level(acc, decl: TensorDecl, lvl: int, v: str, order: tuple[str, ...]) -> None:
+    """CompileError unless the tensor's next storage level holds index ``v``."""
+    mode = decl.mode_order[lvl] if lvl < len(decl.mode_order) else None
+    if mode is None or acc.indices[mode] != v:
+        want = ",".join(str(acc.indices.index(x)) for x in order if x in acc.indices)
+        raise CompileError(
+            f"lower: tensor {acc.tensor} is stored in mode order "
+            f"{','.join(map(str, decl.mode_order))} but loop order {''.join(order)} "
+            f"visits {v} at its level {lvl}; store it with mode order {want} "
+            f"(e.g. format {'s' * len(acc.indices)}:{want}) or choose another loop order")
+
+
+def _located(has: list, decls: dict[str, TensorDecl], level: dict[str, int],
+             skipping: set[str]) -> list:
+    """The operands of an intersection over one index that are located rather than
+    iterated: those whose level is dense, except the first dense one when no level is
+    compressed (something must be iterated). A dense level whose scanner skips stored zeros
+    (zero policy ``skip``, the innermost level of a tensor with explicit zeros) is iterated:
+    its zeros make it sparse, and a locator, which reads no values, could not skip them."""
+    dense = [a for a in has if decls[a.tensor].formats[level[a.tensor]] == "dense"
+             and a.tensor not in skipping]
+    if len(has) < 2 or not dense:
+        return []
+    return dense if len(dense) < len(has) else dense[1:]
 
 
 def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]]

@@ -101,7 +101,8 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
     zeros = {n: bool((t.vals == 0).any()) for n, t in images.items()}
     policy = (chip.pe.zero_policy.a, chip.pe.zero_policy.b)
     kernel = lower_assignment(assign, order, decls, zero_policy=policy, explicit_zeros=zeros,
-                              name=f"{layer.name}_{''.join(order)}")
+                              name=f"{layer.name}_{''.join(order)}",
+                              locate=chip.compiler.locate)
     return _verified(kernel, "lower"), images
 
 

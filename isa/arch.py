@@ -219,9 +219,12 @@ class CompilerConfig:
     balance_fifos: bool = True           # size stream FIFOs to absorb reconvergent imbalance
     max_buffer_entries: int = 64         # cap of extra FIFO entries on one stream
     layer_mode: str = "auto"             # model layers: sparse (SAM tiles) | dense (MAC
-    #                                      block, systolic) | auto (the faster of the two)
-    objective: str = "edp"               # what the dataflow-order choice minimises:
-    #                                      cycles | energy | edp (compiler/order.py)
+    #                                      block, systolic) | auto (per product, by objective)
+    locate: bool = True                  # a dense level met in an intersection is located
+    #                                      (locator) instead of co-iterated (scanner+joiner)
+    objective: str = "edp"               # what the compiler's choices minimise: cycles |
+    #                                      energy | edp: the dataflow order (compiler/order.py)
+    #                                      and a model layer's mode per product
 
     def problems(self) -> list[tuple[str, str]]:
         out = []

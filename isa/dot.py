@@ -30,6 +30,7 @@ NODE_COLOR = {
     Opcode.CRDHOLD: "orange3",
     Opcode.WRITE_CRD: "green3",
     Opcode.WRITE_VAL: "green3",
+    Opcode.LOCATE: "purple3",
 }
 
 

@@ -1,8 +1,13 @@
 """Fibertrees: tensors as levels of fibers (SAM section 3.1, TACO's level formats).
 
 A tensor of rank R is stored as R levels in ``mode_order`` (storage level l holds mode
-``mode_order[l]``). A level is ``dense`` (a size only: every coordinate 0..size-1 is present)
-or ``compressed`` (a segment array ``seg`` of length fibers+1 and a coordinate array ``crd``).
+``mode_order[l]``). A level is ``dense`` (a size only: every coordinate 0..size-1 is present),
+``compressed`` (a segment array ``seg`` of length fibers+1 and a coordinate array ``crd``) or
+``bitmap`` (per fiber a mask of ``size`` bits in 16-bit words, plus the count of set bits
+before each fiber, from which a coordinate's position is the fiber's count plus the set bits
+below it in the mask: SAM's bitvector level with popcount references). A bitmap level's
+positions are a compressed level's, so it keeps ``seg`` (the counts) and ``crd`` (the set
+bits, in order) as its decoded form; its memory image is the masks and the counts.
 The value array ``vals`` holds one value per position of the last level; a scalar (rank 0)
 has no levels and one value. These arrays are the memory images the chip's memory tiles hold.
 """
@@ -15,7 +20,8 @@ import numpy as np
 
 from isa.errors import IsaError
 
-FORMATS = ("dense", "compressed")
+FORMATS = ("dense", "compressed", "bitmap")
+BITMAP_WORD_BITS = 16   # a bitmap level's mask words are 16-bit elements
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,9 +37,18 @@ class Level:
         """Number of positions this level has, given the parent's position count."""
         return n_parent * self.size if self.fmt == "dense" else int(len(self.crd))
 
+    def words_per_fiber(self) -> int:
+        """16-bit mask words per fiber of a bitmap level."""
+        return -(-self.size // BITMAP_WORD_BITS)
+
     def elements(self) -> int:
-        """Stored metadata elements (segment + coordinate entries)."""
-        return 0 if self.fmt == "dense" else int(len(self.seg) + len(self.crd))
+        """Stored metadata elements (segment + coordinate entries; a bitmap level's masks and
+        per-fiber counts)."""
+        if self.fmt == "dense":
+            return 0
+        if self.fmt == "bitmap":
+            return int((len(self.seg) - 1) * self.words_per_fiber() + len(self.seg))
+        return int(len(self.seg) + len(self.crd))
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,8 +129,7 @@ class FiberTree:
                 seg = np.searchsorted(parents, np.arange(n_parent + 1), side="left")
                 pos = inverse.reshape(-1).astype(np.int64)
                 n = len(uniq)
-                levels.append(Level("compressed", dim, seg.astype(np.int64),
-                                    crd.astype(np.int64)))
+                levels.append(Level(fmt, dim, seg.astype(np.int64), crd.astype(np.int64)))
             n_parent = n
         dtype = values.dtype if values.dtype.kind in "iuf" else np.float64
         vals = np.zeros(n_parent, dtype=dtype)
@@ -190,7 +204,7 @@ class FiberTree:
         """Raise IsaError if the arrays are not a well-formed fibertree."""
         n_parent = 1
         for lvl, lv in enumerate(self.levels):
-            if lv.fmt == "compressed":
+            if lv.fmt in ("compressed", "bitmap"):
                 seg, crd = lv.seg, lv.crd
                 if len(seg) != n_parent + 1 or seg[0] != 0 or seg[-1] != len(crd):
                     raise IsaError(f"tensor {self.name} level {lvl}: segment array "
@@ -223,15 +237,15 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def parse_formats(spec: str) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
     """Parse a SAM/TACO-style format string: ``"ss"``, ``"ds"``, ``"cs"``, ``"ss:1,0"``.
 
-    Letters: ``d`` dense; ``s`` or ``c`` compressed. An optional ``:i,j,...`` gives the mode
-    order (storage level l holds mode i_l).
+    Letters: ``d`` dense; ``s`` or ``c`` compressed; ``b`` bitmap. An optional ``:i,j,...``
+    gives the mode order (storage level l holds mode i_l).
     """
     letters, _, order = spec.partition(":")
-    table = {"d": "dense", "s": "compressed", "c": "compressed"}
+    table = {"d": "dense", "s": "compressed", "c": "compressed", "b": "bitmap"}
     bad = [ch for ch in letters if ch not in table]
     if bad or not letters:
-        raise IsaError(f"bad format {spec!r}: use letters d (dense), s or c (compressed), "
-                       "optionally followed by a mode order like ':1,0'")
+        raise IsaError(f"bad format {spec!r}: use letters d (dense), s or c (compressed), b "
+                       "(bitmap), optionally followed by a mode order like ':1,0'")
     fmts = tuple(table[ch] for ch in letters)
     if not order:
         return fmts, None

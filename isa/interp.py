@@ -23,6 +23,7 @@ so a word is fetched only when the client moves to another word.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import IsaError
-from isa.fibertree import FiberTree, Level
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Stop, Token, is_data
@@ -137,7 +138,23 @@ def scan(node: Node, mem: Memory) -> Behaviour:
     root_feed = [0, DONE] if a["root"] else None
     p = end = base = 0
     state = "idle"
+    plan: list[tuple[int, int]] = []        # bitmap: (mask element or -1, position or -1)
     while True:
+        if state == "bitmap":
+            word, pos = plan.pop(0)
+            act = [("sram_read_words", crd_c.touch(word))] if word >= 0 else []
+            state = "bitmap" if plan else "ended"
+            if pos < 0:
+                yield Fire((), {}, tuple(act))
+                continue
+            if vals is not None:
+                act.append(("sram_read_words", val_c.touch(pos)))
+                if vals[pos] == 0:
+                    act.append(("skipped_zero_count", 1))
+                    yield Fire((), {}, tuple(act))
+                    continue
+            yield Fire((), {"crd": int(lv.crd[pos]), "ref": pos}, tuple(act))
+            continue
         if state == "fiber":
             act: list[tuple[str, int]] = []
             if not dense:
@@ -191,6 +208,14 @@ def scan(node: Node, mem: Memory) -> Behaviour:
             base = p = r * dim
             end = p + dim
             act = ()
+        elif a["fmt"] == "bitmap":
+            if r + 1 >= len(lv.seg):
+                raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
+            plan = _bitmap_plan(lv, r)        # the mask words go through the crd reader
+            act = (("sram_read_words", seg_c.touch(r)),)
+            state = "bitmap"
+            yield Fire(consume, {}, act)
+            continue
         else:
             if r + 1 >= len(lv.seg):
                 raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
@@ -198,6 +223,24 @@ def scan(node: Node, mem: Memory) -> Behaviour:
             act = (("sram_read_words", seg_c.touch(r) + seg_c.touch(r + 1)),)
         state = "fiber" if p < end else "ended"
         yield Fire(consume, {}, act)
+
+
+def _bitmap_plan(lv: Level, r: int) -> list[tuple[int, int]]:
+    """The steps of bitmap fiber r: (mask element read at this step or -1, position emitted
+    or -1), a step per set bit and one per all-zero mask word."""
+    words = lv.words_per_fiber()
+    lo, hi = int(lv.seg[r]), int(lv.seg[r + 1])
+    out: list[tuple[int, int]] = []
+    k = lo
+    for w in range(words):
+        first = True
+        while k < hi and int(lv.crd[k]) // BITMAP_WORD_BITS == w:
+            out.append((r * words + w if first else -1, k))
+            first = False
+            k += 1
+        if first:
+            out.append((r * words + w, -1))
+    return out
 
 
 def repsig(node: Node, mem: Memory) -> Behaviour:
@@ -409,30 +452,48 @@ def reduce(node: Node, mem: Memory) -> Behaviour:
 
 def vreduce(node: Node, mem: Memory) -> Behaviour:
     """Vector reducer (sparse accumulator, order 1): sums values by coordinate across the
-    S0-separated sub-fibers of one fiber; at S_n (n>=1) emits the sorted (crd, val) pairs one
-    per step, then S_(n-1)."""
+    S0-separated sub-fibers of one fiber; a fiber's stop S_n (n >= 1) queues its sorted
+    (crd, val) pairs and then S_(n-1) for output, and D queues D.
+
+    It takes input while it emits, as SAM's sparse accumulator does (``SparseAccumulator1``
+    accumulates one point and emits one entry of a completed fiber per cycle): every step
+    pops one input token (crd and val together) and emits the oldest queued output token, if
+    any, the one its own input queued included. After D has been taken, the steps that remain
+    drain the queue; the step that emits D is the last. Steps: one per input token plus the
+    queue left behind D (the last fiber's entries, at most).
+    """
     acc: dict[int, Any] = {}
+    queue: deque[tuple[Token, Token]] = deque()
+    taken_done = False
     while True:
-        c, v = yield Peek(("crd", "val"))
-        if is_data(c):
-            if not (is_data(v) or isinstance(v, Empty)):
+        consume: tuple[str, ...] = ()
+        act: tuple[tuple[str, int], ...] = ()
+        if not taken_done:
+            c, v = yield Peek(("crd", "val"))
+            consume = ("crd", "val")
+            if is_data(c):
+                if not (is_data(v) or isinstance(v, Empty)):
+                    raise _bad(node, f"crd {c!r} with val {v!r}")
+                acc[c] = acc.get(c, 0) + (0 if isinstance(v, Empty) else v)
+                act = (("add_count", 1),)
+            elif isinstance(c, Stop) and isinstance(v, Stop) and c.level == v.level:
+                if c.level >= 1:
+                    queue.extend((k, acc[k]) for k in sorted(acc))
+                    acc = {}
+                    s = Stop(c.level - 1)
+                    queue.append((s, s))
+            elif isinstance(c, Done) and isinstance(v, Done):
+                taken_done = True
+                queue.append((DONE, DONE))
+            else:
                 raise _bad(node, f"crd {c!r} with val {v!r}")
-            acc[c] = acc.get(c, 0) + (0 if isinstance(v, Empty) else v)
-            yield Fire(("crd", "val"), {}, (("add_count", 1),))
-        elif isinstance(c, Stop) and isinstance(v, Stop) and c.level == v.level:
-            if c.level == 0:
-                yield Fire(("crd", "val"))
-                continue
-            for k in sorted(acc):
-                yield Fire((), {"crd": k, "val": acc[k]})
-            acc = {}
-            s = Stop(c.level - 1)
-            yield Fire(("crd", "val"), {"crd": s, "val": s})
-        elif isinstance(c, Done) and isinstance(v, Done):
-            yield Fire(("crd", "val"), {"crd": DONE, "val": DONE})
+        out: dict[str, Token] = {}
+        if queue:
+            oc, ov = queue.popleft()
+            out = {"crd": oc, "val": ov}
+        yield Fire(consume, out, act)
+        if out and isinstance(out["crd"], Done):
             return
-        else:
-            raise _bad(node, f"crd {c!r} with val {v!r}")
 
 
 def crddrop(node: Node, mem: Memory) -> Behaviour:
@@ -593,6 +654,64 @@ def write_val(node: Node, mem: Memory) -> Behaviour:
             raise _bad(node, f"{tok!r} on a val stream")
 
 
+def locate(node: Node, mem: Memory) -> Behaviour:
+    """Locator (SAM's iterate-and-locate; Onyx's PE-tile Locator): random access into a dense
+    level by coordinate. For each coordinate c of the iterating side's stream, emit the
+    position of c in the located level, ``outer * dim + c``, where ``outer`` is the located
+    tensor's reference of that fiber (an absent outer reference N gives N). Stops and D pass
+    through, so the output has the coordinate stream's structure.
+
+    The outer reference stream is consumed as a level scanner consumes its input, one
+    reference per fiber: a fiber's closing stop S_n pops its reference, and for n >= 1 the
+    reference stream's own stop S_(n-1) is already accounted for and is popped in a step of
+    its own; an empty outer fiber (a lone stop S_m on the reference stream) meets the
+    coordinate stop S_(m+1). A root locator feeds itself ``0 D``. Steps: one per coordinate
+    stream token, plus one per absorbed reference stop.
+    """
+    dim = int(node.attr("dim"))
+    root_feed = [0, DONE] if node.attr("root") else None
+    drop = False
+    while True:
+        if drop:
+            drop = False
+            if root_feed is not None:
+                tok = root_feed.pop(0)
+                consume: tuple[str, ...] = ()
+            else:
+                (tok,) = yield Peek(("ref",))
+                consume = ("ref",)
+            if not isinstance(tok, Stop):
+                raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
+            yield Fire(consume)
+            continue
+        (c,) = yield Peek(("crd",))
+        if root_feed is not None:
+            o, pop = root_feed[0], ()
+        else:
+            (o,) = yield Peek(("ref",))
+            pop = ("ref",)
+        if is_data(c):
+            if is_data(o):
+                yield Fire(("crd",), {"ref": int(o) * dim + int(c)})
+            elif isinstance(o, Empty):
+                yield Fire(("crd",), {"ref": EMPTY})
+            else:
+                raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+        elif isinstance(c, Stop):
+            if is_data(o) or isinstance(o, Empty):
+                drop = c.level >= 1
+            elif not (isinstance(o, Stop) and c.level == o.level + 1):
+                raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
+            if root_feed is not None:
+                root_feed.pop(0)
+            yield Fire(("crd",) + pop, {"ref": c})
+        elif isinstance(c, Done) and isinstance(o, Done):
+            yield Fire(("crd",) + pop, {"ref": DONE})
+            return
+        else:
+            raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+
+
 BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.SCAN: scan,
     Opcode.REPSIG: repsig,
@@ -607,6 +726,7 @@ BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.CRDHOLD: crdhold,
     Opcode.WRITE_CRD: write_crd,
     Opcode.WRITE_VAL: write_val,
+    Opcode.LOCATE: locate,
 }
 
 

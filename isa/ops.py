@@ -31,6 +31,7 @@ class Opcode(enum.Enum):
     CRDHOLD = "crdhold"      # coordinate hold
     WRITE_CRD = "write_crd"  # level writer for a coordinate level
     WRITE_VAL = "write_val"  # level writer for the value array
+    LOCATE = "locate"        # locator: random access into a dense level by coordinate
 
 
 class TileKind(enum.Enum):
@@ -76,6 +77,9 @@ SIGNATURES: dict[Opcode, Signature] = {
     ),
     Opcode.WRITE_CRD: _SIG({"crd": "crd"}, {}, TileKind.MEM),
     Opcode.WRITE_VAL: _SIG({"val": "val"}, {}, TileKind.MEM),
+    # Onyx configures its Locator in a PE tile (garnet cgra/util_onyx.py); a dense level's
+    # position is address arithmetic, no SRAM access
+    Opcode.LOCATE: _SIG({"crd": "crd", "ref": "ref"}, {"ref": "ref"}, TileKind.PE),
 }
 
 ALU_BINARY = ("add", "sub", "mul", "max")
@@ -87,8 +91,8 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
     Opcode.SCAN: {
         "tensor": (str, None),
         "level": (int, None),
-        "fmt": (str, None),          # "compressed" | "dense"
-        "dim": (int, 0),             # size of a dense level
+        "fmt": (str, None),          # "compressed" | "dense" | "bitmap"
+        "dim": (int, 0),             # size of a dense or bitmap level
         "root": (bool, False),       # fed "0 D" by the tile itself
         "skip_zeros": (bool, False), # zero policy "skip": drop coordinates whose value is 0
     },
@@ -111,6 +115,12 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
     Opcode.CRDHOLD: {},
     Opcode.WRITE_CRD: {"tensor": (str, None), "level": (int, None)},
     Opcode.WRITE_VAL: {"tensor": (str, None)},
+    Opcode.LOCATE: {
+        "tensor": (str, None),       # the located tensor
+        "level": (int, None),        # its located level (dense)
+        "dim": (int, None),          # size of that level
+        "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
+    },
 }
 
 
@@ -121,6 +131,6 @@ def signature(op: Opcode, attrs: dict[str, object] | None = None) -> Signature:
     inputs = dict(sig.inputs)
     if op is Opcode.ALU and attrs.get("op") in ALU_UNARY:
         inputs.pop("b")
-    if op in (Opcode.SCAN, Opcode.REPEAT) and attrs.get("root"):
+    if op in (Opcode.SCAN, Opcode.REPEAT, Opcode.LOCATE) and attrs.get("root"):
         inputs.pop("ref")
     return Signature(inputs, dict(sig.outputs), sig.tile)

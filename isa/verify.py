@@ -8,8 +8,9 @@
   signatures (``ops.signature``), and its kind equals both ports' kinds;
 - every input port is driven by exactly one edge (outputs may fan out or be unused);
 - the graph is a DAG, and every level writer is reachable from a scan;
-- tensors named by scan, array and writer nodes are declared (once each), writers write output
-  tensors and scans/arrays read input tensors, and scanned/written levels exist.
+- tensors named by scan, array, locator and writer nodes are declared (once each), writers
+  write output tensors and scans/arrays/locators read input tensors, and scanned/written/
+  located levels exist; a locator's level is dense and its ``dim`` is that level's size.
 
 A systolic (dense-mode) kernel has its own rules: rows and cols are ints >= 1, the dataflow
 is one of SCALE-Sim's (os, ws, is), an N:M pattern has 0 < N <= M, and, when it declares
@@ -45,8 +46,8 @@ from isa.ops import (
 )
 from isa.program import Kernel, Node, SystolicKernel
 
-SCAN_FORMATS = ("compressed", "dense")
-READERS = (Opcode.SCAN, Opcode.ARRAY)
+SCAN_FORMATS = ("compressed", "dense", "bitmap")
+READERS = (Opcode.SCAN, Opcode.ARRAY, Opcode.LOCATE)
 WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL)
 
 
@@ -195,10 +196,31 @@ def _tensor_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
         if node.op in READERS and t.is_output:
             out.append(f"node {node.id}: reads output tensor {name}")
         level = node.a.get("level")
-        if (node.op in (Opcode.SCAN, Opcode.WRITE_CRD) and _type_ok(level, int)
+        if (node.op in (Opcode.SCAN, Opcode.WRITE_CRD, Opcode.LOCATE) and _type_ok(level, int)
                 and not 0 <= level < len(t.formats)):
             out.append(f"node {node.id}: level {level} outside tensor {name} "
                        f"(levels 0..{len(t.formats) - 1})")
+    return out
+
+
+def _locate_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
+    """A locator computes positions of a dense level: the level must be dense and ``dim`` its
+    size (the declared shape of the mode stored there)."""
+    out: list[str] = []
+    declared = {t.name: t for t in kernel.tensors}
+    for node in nodes.values():
+        if node.op is not Opcode.LOCATE:
+            continue
+        t = declared.get(node.a.get("tensor"))
+        level, dim = node.a.get("level"), node.a.get("dim")
+        if t is None or not _type_ok(level, int) or not 0 <= level < len(t.formats):
+            continue                       # reported by _tensor_problems
+        if t.formats[level] != "dense":
+            out.append(f"node {node.id}: locates into {t.name} level {level}, which is "
+                       f"{t.formats[level]}; a locator needs a dense level")
+        size = t.shape[t.mode_order[level]]
+        if _type_ok(dim, int) and dim != size:
+            out.append(f"node {node.id}: dim {dim} but {t.name} level {level} has size {size}")
     return out
 
 
@@ -308,6 +330,7 @@ def kernel_problems(kernel: Kernel | SystolicKernel, array: ArrayConfig | None =
     out += _edge_and_arity_problems(kernel, nodes)
     out += _graph_problems(kernel, nodes)
     out += _tensor_problems(kernel, nodes)
+    out += _locate_problems(kernel, nodes)
     if array is not None:
         out += _placement_problems(kernel, nodes, array)
     return out

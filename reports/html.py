@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 from reports.rundata import RunData
-from reports.tables import energy_rows, summary_rows, verification_text
+from reports.tables import check_rows, energy_rows, mode_rows, summary_rows, verification_text
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -68,6 +68,21 @@ def report_html(run: RunData, images: list[Path], trace: Path | None = None) -> 
     parts += [f'<tr><td>{escape(k)}</td><td class="num">{escape(v)}</td></tr>'
               for k, v in summary_rows(run)]
     parts.append("</table>")
+    parts += ["<h2>Output checks</h2>", "<table>",
+              "<tr><th>check</th><th>result</th><th>reason</th></tr>"]
+    parts += [f"<tr><td>{escape(n)}</td><td>{escape(r)}</td><td>{escape(why)}</td></tr>"
+              for n, r, why in check_rows(s)]
+    parts.append("</table>")
+    mrows = mode_rows(s)
+    if mrows:
+        parts += ["<h2>Sparse and dense mode</h2>",
+                  f"<p>compiler.objective <code>{escape(str(s.get('objective', '?')))}</code>;"
+                  " the whole layer's cycles, then each product kind's cycles alone.</p>",
+                  "<table>", "<tr><th>layer / product</th><th>ran as</th><th>sparse cycles</th>"
+                  "<th>sparse energy</th><th>dense cycles</th><th>dense energy</th></tr>"]
+        parts += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                  for row in mrows]
+        parts.append("</table>")
     unit, erows = energy_rows(run)
     if erows:
         parts += ["<h2>Energy by component</h2>", "<table>",

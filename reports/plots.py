@@ -23,7 +23,8 @@ _DPI = 110
 # short opcode names for the heatmap cells (5 characters at most)
 _SHORT_OP = {"scan": "scan", "repsig": "rsig", "repeat": "rep", "intersect": "isect",
              "union": "union", "array": "arr", "alu": "alu", "reduce": "red", "vreduce": "vred",
-             "crddrop": "drop", "crdhold": "hold", "write_crd": "wcrd", "write_val": "wval"}
+             "crddrop": "drop", "crdhold": "hold", "write_crd": "wcrd", "write_val": "wval",
+             "locate": "loc"}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -338,7 +339,7 @@ def plot_experts(run: RunData, path: Path) -> Path:
     ex = run.summary["experts"]
     tokens = np.asarray(ex["tokens"], dtype=float)
     cycles = np.asarray(ex["compute_cycles"], dtype=float)
-    straggler = int(ex["straggler"])
+    straggler = -1 if ex.get("straggler") is None else int(ex["straggler"])
     n = len(tokens)
     width = max(8.0, min(16.0, 0.12 * n + 6))
     fig = Figure(figsize=(width, 6.6), dpi=_DPI, layout="constrained")
@@ -356,12 +357,12 @@ def plot_experts(run: RunData, path: Path) -> Path:
     axes[1].yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v, "")))
     axes[1].set_xlabel("expert")
     mode = run.summary.get("mode", "sparse")
-    who = (f"experts run one after another on the MAC block; the last, {straggler}, "
-           if mode == "dense" else f"straggler expert {straggler} ")
+    who = ("no expert's job ends the lanes' phase (dense mode: experts one after another on "
+           "the MAC block)" if straggler < 0 else f"straggler expert {straggler} ends at "
+           f"cycle {ex['straggler_finish_cycle']:,}")
     detail = (f"token Gini {ex['token_gini']:.2f}, max/mean tokens "
               f"{ex['tokens_max_over_mean']:.2f}, max/mean cycles "
-              f"{ex['cycles_max_over_mean']:.2f}; {who}ends at cycle "
-              f"{ex['straggler_finish_cycle']:,}")
+              f"{ex['cycles_max_over_mean']:.2f}; {who}")
     # ~0.075 in per character at 10 pt: wrap so that no line is wider than the figure
     lines = [f"Expert load: {_title(run)}, {mode} mode"] + textwrap.wrap(detail,
                                                                           int(width * 12))

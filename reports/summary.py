@@ -42,6 +42,7 @@ def cpu_roofs(preset: Any) -> dict[str, float]:
 SUMMARY_ROWS = (
     ("cycles", "total cycles", "{:,}"),
     ("kernel_cycles", "kernel cycles", "{:,}"),
+    ("tile_kernel_cycles_sum", "tile kernel cycles (sum over lanes)", "{:,}"),
     ("compute_cycles", "compute cycles (SCALE-Sim v3)", "{:,}"),
     ("seconds", "simulated time (s)", "{:.3e}"),
     ("verified", "output verified", "{}"),
@@ -57,8 +58,7 @@ SUMMARY_ROWS = (
     ("loop_order", "loop order", "{}"),
     ("loop_order_by", "loop order chosen by", "{}"),
     ("mode", "layer mode", "{}"),
-    ("sparse_mode_cycles", "sparse mode: experts/products cycles", "{:,}"),
-    ("dense_mode_cycles", "dense mode: experts/products cycles", "{:,}"),
+    ("objective", "compiler.objective", "{}"),
     ("lanes", "lanes (tile-kernel copies)", "{:,}"),
     ("tiles", "tiles run", "{:,}"),
 )
@@ -72,10 +72,28 @@ BASELINE_ROWS = (
 )
 
 
+def mode_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """A model layer's three priced alternatives (each product as chosen, all sparse, all
+    dense): cycles, energy and EDP of the whole layer, the chosen one marked."""
+    rows = []
+    tiles = summary.get("tile_sample") or []
+    if tiles:
+        ratios = [t["cycle_ratio"] for t in tiles]
+        rows.append(("tile sample on burst: analytic/burst cycles",
+                     f"{min(ratios):.3f} to {max(ratios):.3f} ({len(tiles)} tiles)"))
+    for name, c in (summary.get("modes") or {}).items():
+        label = "products as chosen" if name == "per product" else f"all {name}"
+        mark = " *" if c.get("chosen") else ""
+        rows.append((f"{label}: cycles / J / EDP (J s){mark}",
+                     f"{c['cycles']:,} / {c['energy_j']:.3e} / {c['edp_js']:.3e}"))
+    return rows
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
     rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
             if key in summary]
+    rows += mode_rows(summary)
     if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
         rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
     base = summary.get("baseline")

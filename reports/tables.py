@@ -31,6 +31,51 @@ def verification_text(summary: dict[str, Any]) -> str:
     return f"{verdict} ({detail})" if detail else verdict
 
 
+def sample_text(summary: dict[str, Any]) -> str:
+    """The analytic tile sample in a phrase: how many tiles, which kinds, the cycle ratio."""
+    tiles = summary.get("tile_sample") or []
+    if not tiles:
+        return ""
+    ratios = [t["cycle_ratio"] for t in tiles]
+    kinds = ", ".join(sorted({t["kind"] for t in tiles}))
+    return (f"{len(tiles)} tiles ({kinds}; the slowest included) re-run on burst: values "
+            f"equal, analytic/burst cycles {min(ratios):.3f} to {max(ratios):.3f}")
+
+
+def check_rows(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(check, result, reason) per output check: passed, FAILED, or skipped with why."""
+    rows = []
+    for name, v in sorted((summary.get("checks") or {}).items()):
+        if isinstance(v, bool):
+            rows.append((name, "passed" if v else "FAILED", sample_text(summary)
+                         if name == "tile_sample" else ""))
+        else:
+            text = str(v)
+            rows.append((name, "skipped", text.removeprefix("skipped: ")))
+    return rows
+
+
+def mode_rows(summary: dict[str, Any], limit: int = 24) -> list[tuple[str, ...]]:
+    """A model layer's alternatives and products: (what, mode run, sparse cycles, sparse
+    energy, dense cycles, dense energy). Whole-layer rows first (cycles of the layer), then
+    per product kind (cycles alone), at most ``limit`` of them."""
+    modes = summary.get("modes") or {}
+    rows: list[tuple[str, ...]] = []
+    if modes:
+        sp, de = modes.get("sparse", {}), modes.get("dense", {})
+        chosen = next((n for n, c in modes.items() if c.get("chosen")), "?")
+        rows.append(("whole layer", f"{summary.get('mode', '?')} ({chosen})",
+                     count(sp.get("cycles", 0)), si(sp.get("energy_j", 0.0), "J"),
+                     count(de.get("cycles", 0)), si(de.get("energy_j", 0.0), "J")))
+    for p in (summary.get("products") or [])[:limit]:
+        run_as = ("sparse" if not p["dense_chunks"] else "dense" if not p["sparse_chunks"]
+                  else f"{p['sparse_chunks']} sparse / {p['dense_chunks']} dense")
+        rows.append((p["product"], run_as, count(p["sparse_cycles"]),
+                     si(p["sparse_energy_j"], "J"), count(p["dense_cycles"]),
+                     si(p["dense_energy_j"], "J")))
+    return rows
+
+
 def summary_rows(run: RunData) -> list[tuple[str, str]]:
     """(label, value) rows of the headline figures, chip first, then the CPU baseline."""
     s = run.summary

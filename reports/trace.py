@@ -98,8 +98,11 @@ def _layer_events(run: RunData, freq: float) -> list[dict[str, Any]]:
     for lane in lanes:
         events.append(_meta("thread_name", LANES_PID, lane + 1, {"name": f"lane {lane}"}))
         events.append(_meta("thread_sort_index", LANES_PID, lane + 1, {"sort_index": lane + 1}))
+    mac_tid = max(lanes, default=-1) + 2            # dense-mode products: the MAC block
+    if any(sp["track"] == "mac block" for sp in run.timeline):
+        events.append(_meta("thread_name", LANES_PID, mac_tid, {"name": "MAC block"}))
     for sp in run.timeline:
-        tid = 0 if sp["track"] == "dram" else sp["lane"] + 1
+        tid = {"dram": 0, "mac block": mac_tid}.get(sp["track"], sp["lane"] + 1)
         args = {k: v for k, v in sp.items() if k not in ("track", "name")}
         events.append({"ph": "X", "name": sp["name"], "cat": sp["track"], "pid": LANES_PID,
                        "tid": tid, "ts": sp["start"] / freq,

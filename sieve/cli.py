@@ -57,8 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         tok = ex["tokens"]
         print(f"  experts: tokens min/mean/max {min(tok)}/{sum(tok) / len(tok):.1f}/{max(tok)}"
               f" (Gini {ex['token_gini']:.2f}); compute cycles max/mean "
-              f"{ex['cycles_max_over_mean']:.2f}; straggler expert {ex['straggler']} ends at "
-              f"cycle {ex['straggler_finish_cycle']:,}"
+              f"{ex['cycles_max_over_mean']:.2f}; "
+              + (f"straggler {ex['straggler_product']} ends at cycle "
+                 f"{ex['straggler_finish_cycle']:,}" if ex.get("straggler_product")
+                 else "no straggler (experts one after another on the MAC block)")
               + (f"; {ex['dropped_pairs']} token-expert pairs dropped" if ex['dropped_pairs']
                  else ""))
     if "fidelity" in s.get("notes", {}) and s["notes"]["fidelity"] != "as requested":

@@ -2,7 +2,7 @@
 
 ``Y = A W^T`` runs as tiles (token block ``tb``, K chunk ``kc``, N block ``nb``) of the
 Gustavson SpM*SpM kernel (simulator.layers). The analytic model (simulator.layers docstring)
-costs token row t of a tile as max(P_t + 2R_t + Y_t, a_t + b - R_t + 1); this module computes
+costs token row t of a tile as max(P_t + 2R_t, a_t + b - R_t + 1, Y_t); this module computes
 those per-row terms for every tile without a dense pass per row:
 
 - the weights are read once as a bit mask packed along N, one byte-aligned group of bits per
@@ -186,7 +186,8 @@ def _partial_rows(am: np.ndarray, part: np.ndarray, n_a: np.ndarray, cnt_q: np.n
         for j in range(kc):
             acc |= a[:, :, j, None] * bits_q[q0:q1, j][:, None, :]
         Y = _popcount(acc, w)
-        row = np.maximum(P + 2 * R + Y, n_a[:, q0:q1].T[:, :, None] + bn[q0:q1, None] - R + 1)
+        row = np.maximum(np.maximum(P + 2 * R, n_a[:, q0:q1].T[:, :, None] + bn[q0:q1, None] - R + 1),
+                         Y)
         sel = pm[:, :, None]
         rows[q0:q1] = (row * sel).sum(axis=1)
         ysum[q0:q1] = (Y * sel).sum(axis=1)
@@ -217,7 +218,7 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     else:
         y_full = _popcount(np.bitwise_or.reduceat(bits, starts, axis=0), w)
     k_real = np.minimum(kc, K - np.arange(Q) * kc)                   # [Q]
-    row_full = np.maximum(b_nnz + 2 * bn + y_full, (k_real + 1)[:, None])
+    row_full = np.maximum(np.maximum(b_nnz + 2 * bn, (k_real + 1)[:, None]), y_full)
     # A per row and chunk; per token block and column
     n_a = _chunk_sums(amask, kc, 1)                                  # [T, Q]
     col_a = _chunk_sums(amask, tb, 0)                                # [TQ, K]
@@ -284,7 +285,8 @@ def tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, float
         "mac": P,
         "joiner_step": join,
         "reducer_accumulate": max(P - Y, 0.0),
-        "pe_control_step": 2 * (P + R) + (P + R + Y) - max(P - Y, 0.0),
+        "pe_control_step": 2 * (P + R) + (P + R) - max(P - Y, 0.0),  # the reducer emits
+        #                                                  while it takes input
         "mem_sram_read": (a_scan + b_scan + inner + 2 * P) / 4.0,
         "mem_sram_write": (2 * Y + rows) / 4.0,
         "mem_control_step": a_scan + b_scan + inner + 2 * P + 2 * Y,

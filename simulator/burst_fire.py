@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import SimulationError
-from isa.fibertree import FiberTree, _ranges
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges
 from isa.interp import ELEMENTS_PER_WORD, Memory
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
@@ -161,18 +161,34 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
             raise _bad(node, f"ref outside {a['tensor']} level {a['level']}")
         start[is_data] = lv.seg[r]
         length[is_data] = lv.seg[r + 1] - lv.seg[r]
-    counts = np.where(fib, 2 + length, np.where(absorbed, 0, 1))
-    off = _exclusive_cumsum(counts)
-    n = int(counts.sum())
+    bitmap = a["fmt"] == "bitmap"
     fi = np.flatnonzero(fib)                       # fiber tokens
-    nxt = fi + 1                                   # the token the ended step peeks
-    ended_step = off[fi] + 1 + length[fi]
-    nxt_stop = k[nxt] == STOP
-    # coordinate steps
     lens = length[fi]
     pos = _ranges(start[fi], lens)                 # positions in the level
-    coord_step = _ranges(off[fi] + 1, lens)
     crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
+    span = length.copy()                           # steps of each fiber's walk
+    extra = np.zeros(len(pos), I64)                # bitmap: empty mask words before a crd
+    if bitmap:
+        words = lv.words_per_fiber()
+        fid = np.repeat(np.arange(len(fi)), lens)
+        word = crd // BITMAP_WORD_BITS
+        new = np.ones(len(pos), bool)
+        if len(pos) > 1:
+            new[1:] = (fid[1:] != fid[:-1]) | (word[1:] != word[:-1])
+        cnew = np.concatenate([[0], np.cumsum(new)])
+        firsts = _exclusive_cumsum(lens)
+        nb = cnew[1:] - np.repeat(cnew[firsts], lens)   # nonempty words up to this crd's
+        extra = word - (nb - 1)
+        nonempty = np.bincount(fid, weights=new, minlength=len(fi)).astype(I64)
+        span[fi] = lens + np.where(k[fi] == DATA, words - nonempty, 0)
+    counts = np.where(fib, 2 + span, np.where(absorbed, 0, 1))
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    nxt = fi + 1                                   # the token the ended step peeks
+    ended_step = off[fi] + 1 + span[fi]
+    nxt_stop = k[nxt] == STOP
+    # coordinate steps
+    coord_step = _ranges(off[fi] + 1, lens) + extra
     acts: dict[str, int] = {}
     keep = np.ones(len(pos), bool)
     if a["skip_zeros"]:
@@ -182,7 +198,10 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         val_reads = _word_changes(pos)
     else:
         val_reads = 0
-    if not dense:
+    if bitmap:
+        masks = _ranges(r * words, np.full(len(r), words, I64))
+        acts["sram_read_words"] = _word_changes(r) + _word_changes(masks) + val_reads
+    elif not dense:
         w0 = r // ELEMENTS_PER_WORD
         w1 = (r + 1) // ELEMENTS_PER_WORD
         prev = np.concatenate([[-1], w1[:-1]]) if len(r) else w1
@@ -206,7 +225,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if not root:
         pop = off.copy()
         ab = np.flatnonzero(absorbed)
-        pop[ab] = off[ab - 1] + 1 + length[ab - 1]
+        pop[ab] = off[ab - 1] + 1 + span[ab - 1]
         own = np.flatnonzero(~absorbed)
         ps = np.concatenate([off[own], ended_step])
         pt = np.concatenate([own, nxt])
@@ -501,6 +520,9 @@ def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 
 
 def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The vector reducer (``isa.interp.vreduce``): step k pops input token k; output token m,
+    queued at the step of the input that completes it (a fiber's S_n, n >= 1, or D), is
+    emitted at e_m = max(queued_m, e_(m-1) + 1), i.e. m + cummax(queued - m)."""
     c, v = ins["crd"], ins["val"]
     if len(c) != len(v) or ((c.kind == DATA) != ((v.kind == DATA) | (v.kind == EMPTY_K))).any():
         raise _bad(node, "crd and val streams out of step")
@@ -519,24 +541,34 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     sums = np.add.reduceat(vals, starts) if len(o) else vals
     ug, uc = g[starts], cc[starts]
     fi = np.flatnonzero(flush)
-    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
-    counts_tok = np.ones(len(k), I64)
-    counts_tok[fi] = m + 1
-    off = _exclusive_cumsum(counts_tok)
-    n = int(counts_tok.sum())
-    last = off + counts_tok - 1
-    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
-    entry_step = off[fi][ug] + rank if len(ug) else ug
-    lower_step = last[fi]
     done = np.flatnonzero(k == DONE_K)
+    if len(done) != 1 or done[0] != len(k) - 1:
+        raise _bad(node, "the input does not end with one D")
+    if len(ug) and ug.max() >= len(fi):
+        raise _bad(node, "coordinates after the last fiber's stop")
+    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
+    # output order: each fiber's entries then its lowered stop, then D; slot of each
+    per = m + 1
+    first = _exclusive_cumsum(per)
+    n_out = int(per.sum()) + 1
+    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
+    entry_slot = first[ug] + rank if len(ug) else ug
+    stop_slot = first + m
+    queued = np.empty(n_out, I64)
+    queued[entry_slot] = fi[ug] if len(ug) else ug
+    queued[stop_slot] = fi
+    queued[-1] = done[0]
+    idx = np.arange(n_out, dtype=I64)
+    emit = idx + np.maximum.accumulate(queued - idx)
+    n = int(emit[-1]) + 1
     lvl = c.data[fi].astype(I64) - 1
-    e, out_c = _sorted_stream([(entry_step, DATA, uc), (lower_step, STOP, lvl),
-                               (off[done], DONE_K, 0)])
-    _, out_v = _sorted_stream([(entry_step, DATA, sums), (lower_step, STOP, lvl),
-                               (off[done], DONE_K, 0)])
+    e, out_c = _sorted_stream([(emit[entry_slot], DATA, uc), (emit[stop_slot], STOP, lvl),
+                               (emit[-1:], DONE_K, 0)])
+    _, out_v = _sorted_stream([(emit[entry_slot], DATA, sums), (emit[stop_slot], STOP, lvl),
+                               (emit[-1:], DONE_K, 0)])
     tok = np.arange(len(k), dtype=I64)
-    peeks = {"crd": (off, tok), "val": (off, tok)}
-    return Firing(n, peeks, {"crd": last, "val": last}, {"crd": e, "val": e},
+    peeks = {"crd": (tok, tok), "val": (tok, tok)}
+    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": e, "val": e},
                   {"crd": out_c, "val": out_v}, {"add_count": len(di)})
 
 
@@ -740,6 +772,71 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
 
 
+def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The locator (``isa.interp.locate``): one step per coordinate-stream token, plus one
+    per reference stop that a higher coordinate stop already accounts for."""
+    dim = int(node.attr("dim"))
+    root = node.attr("root")
+    ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    c = ins["crd"]
+    ck, rk = c.kind, ref.kind
+    if (ck == REP_K).any() or (ck == EMPTY_K).any() or (rk == REP_K).any():
+        raise _bad(node, "R or N on a coordinate stream, or R on a reference stream")
+    fib = (rk == DATA) | (rk == EMPTY_K)
+    prev_fib = np.zeros(len(rk), bool)
+    prev_fib[1:] = fib[:-1]
+    absorbed = (rk == STOP) & prev_fib             # popped in a step of its own
+    consumer = np.flatnonzero(~absorbed)           # one per coordinate fiber
+    ends = np.flatnonzero(ck != DATA)              # each fiber's closing stop (or D)
+    if len(ends) != len(consumer) or len(ck) == 0 or ck[-1] != DONE_K:
+        raise _bad(node, f"{len(consumer)} outer references but {len(ends)} coordinate fibers")
+    length = np.diff(np.concatenate([[-1], ends])) - 1
+    owner_kind = rk[consumer]
+    end_kind, end_lvl = ck[ends], c.data[ends].astype(I64)
+    nxt = np.minimum(consumer + 1, len(rk) - 1)
+    nxt_stop = absorbed[nxt] & (consumer + 1 < len(rk))
+    is_fib = (owner_kind == DATA) | (owner_kind == EMPTY_K)
+    want_lvl = np.where(nxt_stop, ref.data[nxt].astype(I64) + 1, 0)
+    lone = owner_kind == STOP
+    ok = np.where(is_fib, (end_kind == STOP) & (end_lvl == want_lvl),
+                  np.where(lone, (end_kind == STOP) & (length == 0)
+                           & (end_lvl == ref.data[consumer].astype(I64) + 1),
+                           (owner_kind == DONE_K) & (end_kind == DONE_K) & (length == 0)))
+    if not ok.all():
+        raise _bad(node, "coordinate and reference streams out of step")
+    drop_after = is_fib & nxt_stop                 # fiber ends followed by a drop step
+    counts = np.ones(len(ck), I64)
+    counts[ends[drop_after]] = 2
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    fiber = np.cumsum(ck != DATA) - (ck != DATA)  # fiber of each coordinate token
+    owner = consumer[fiber]
+    drop_step = off[ends[drop_after]] + 1
+    drop_tok = consumer[drop_after] + 1
+    out_kind = ck.copy()
+    di = np.flatnonzero(ck == DATA)
+    o_data = ref.data[owner[di]].astype(I64)
+    out_data = np.zeros(len(ck), I64)
+    out_data[ck != DATA] = c.data[ck != DATA]
+    absent = rk[owner[di]] == EMPTY_K
+    out_kind[di[absent]] = EMPTY_K
+    out_data[di] = np.where(absent, 0, o_data * dim + c.data[di].astype(I64))
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "crd": (off, np.arange(len(ck), dtype=I64))}
+    pops: dict[str, np.ndarray] = {"crd": off}
+    if not root:
+        ps = np.concatenate([off, drop_step])
+        pt = np.concatenate([owner, drop_tok])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pop = np.empty(len(rk), I64)
+        pop[consumer] = off[ends]
+        pop[drop_tok] = drop_step
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"ref": off}, {"ref": Stream(out_kind, out_data)})
+
+
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.SCAN: fire_scan,
     Opcode.REPSIG: fire_repsig,
@@ -754,6 +851,7 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.CRDHOLD: fire_crdhold,
     Opcode.WRITE_CRD: fire_write_crd,
     Opcode.WRITE_VAL: fire_write_val,
+    Opcode.LOCATE: fire_locate,
 }
 
 

@@ -17,9 +17,10 @@ combine. The tasks are independent pure functions of picklable inputs, run throu
 ``mapper`` (default the builtin ``map``; a process pool's map gives the same result, folded
 in job order). Their lane jobs then run as SimPy events per lane (:func:`run_lanes`): DMA of
 the job's weights DRAM -> GLB over one shared DRAM channel into the lane's free buffer (two
-per lane: double buffering), then launch and wait for its tiles. Both modes are scheduled:
-sparse (the lanes) and dense (the MAC block as one lane); the compiler's policy in the
-Program (``layout.pick_mode``: ``compiler.layer_mode``, auto the faster) picks one.
+per lane: double buffering), then launch and wait for its tiles. Every product is priced in
+both modes, sparse (the lanes) and dense (the MAC block as one lane), and the compiler's
+policy in the Program (``layout.pick_product`` / ``pick_layer``: ``compiler.layer_mode``,
+auto by ``compiler.objective``) picks one per product (:func:`choose_modes`).
 
 Firmware semantics: commands run in order and block, except ``configure``, which streams over
 the separate configuration network concurrently with the commands after it; ``launch`` waits
@@ -235,7 +236,7 @@ def _systolic(env: simpy.Environment, kernel: SystolicKernel, program: Program,
 # ------------------------------------------------------------------------------ model layers
 def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress: Any,
                     mapper: Callable[..., Iterable[Any]]) -> RunResult:
-    from simulator.layers import LayerEngine, finish_layer, layer_result
+    from simulator.layers import LayerEngine, finish_layer, layer_result, run_tile_sample
 
     _check_job_order(program)
     layout = program.layout
@@ -268,17 +269,110 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
         rows = slice(None) if part.rows is None else part.rows
         out[rows, cols] += part.values
         ref[rows, cols] += part.reference
+    if fidelity == "analytic":
+        progress.stage("tile sample on burst")
+    sample = run_tile_sample(eng) if fidelity == "analytic" else []
     progress.stage("schedule")
     for job in program.jobs:
         if job.stage == "combine":
             eng.combine(*job.dims)
-    sparse = run_lanes(eng.jobs, eng.lanes, chip, plan.buffers)
-    dense = run_lanes(eng.dense_jobs, 1, chip, plan.buffers)
-    mode = layout.pick_mode(sparse[0], dense[0])         # the compiler's policy
-    run = finish_layer(eng, out, ref, experts, layout.routing or {}, mode, sparse, dense,
-                       (layout.tokens, layout.d_in, layout.d_out))
+    io = (layout.tokens, layout.d_in, layout.d_out)
+    modes, schedule, candidates = choose_modes(eng, layout, chip, io)
+    run = finish_layer(eng, out, ref, experts, layout.routing or {}, modes, schedule, io,
+                       candidates)
     run.token_gini = (layout.routing or {}).get("token_gini")
+    run.sample = sample
     return layer_result(run, plan, chip)
+
+
+def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, int]
+                 ) -> tuple[list[str], Any, dict[str, dict[str, Any]]]:
+    """Each product's mode, its schedule, and the whole-layer alternatives priced.
+
+    Every product (and ALU pass) is priced in both modes: time alone (sparse: its tiles'
+    cycles over the lanes that share the work, or its DRAM transfer if longer; dense: the MAC
+    block's cycles or its DRAM transfer) and energy (its actions and traffic at the chip's
+    energy table, plus the chip's leakage over that time). The compiler's policy
+    (``layout.pick_product``, ``compiler.objective``) picks one per product; the chosen
+    jobs are scheduled (sparse ones on the lanes, then dense ones on the MAC block: the two
+    share the array), and with ``compiler.layer_mode: auto`` that layer is compared with
+    all-sparse and all-dense (``layout.pick_layer``). Returns (modes, schedule, candidates:
+    name -> cycles, stage_cycles, energy_j, edp_js, dense_products)."""
+    from isa.bitstream import config_bits
+    from simulator.energy import (
+        action_prices,
+        energy_from_counts,
+        load_energy_table,
+        memory_actions,
+    )
+    from simulator.layers import layer_counts, layer_memory
+
+    table = load_energy_table(chip.energy_table)
+    price, leak = action_prices(chip, table)
+    plan = layout.plan
+
+    def dyn(counts: dict[str, float], memory: dict[str, int]) -> float:
+        mem = memory_actions(memory)
+        return (sum(v * price[k] for k, v in counts.items())
+                + sum(v * price[k] for k, v in mem.items()))
+
+    def dram(nbytes: int) -> int:
+        return dram_transfer(chip, nbytes).cycles if nbytes else 0
+
+    modes: list[str] = []
+    for c in eng.costs:
+        ts = max(c.sparse_cycles / eng.lanes, dram(c.sparse_memory.get("dram_read_bytes", 0)))
+        td = max(c.dense_cycles, dram(c.dense_memory.get("dram_read_bytes", 0)))
+        es = dyn(c.sparse_counts, c.sparse_memory) + leak * ts
+        ed = dyn(c.dense_counts, c.dense_memory) + leak * td
+        c.priced = {"sparse": (ts, es * 1e-12), "dense": (td, ed * 1e-12)}
+        modes.append(layout.pick_product((ts, es), (td, ed)))
+    stages = eng.router_cycles + eng.topk_cycles + eng.combine_cycles
+    config = config_bits(plan.kernel) * plan.lanes
+
+    def price_layer(choice: list[str]) -> tuple[Any, dict[str, Any]]:
+        sched = schedule_modes(eng, choice, chip, plan.buffers)
+        cycles = stages + sched[0]
+        counts = layer_counts(eng, choice)
+        for k, v in memory_actions(layer_memory(eng, choice, io)).items():
+            counts[k] = counts.get(k, 0.0) + v
+        counts["config_load"] = counts.get("config_load", 0.0) + config
+        energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
+        seconds = cycles / (chip.clock.freq_mhz * 1e6)
+        return sched, {"cycles": cycles, "stage_cycles": sched[0], "energy_j": energy,
+                       "edp_js": energy * seconds,
+                       "dense_products": sum(m == "dense" for m in choice)}
+
+    n = len(eng.costs)
+    options = {"per product": modes, "sparse": ["sparse"] * n, "dense": ["dense"] * n}
+    priced = {name: price_layer(choice) for name, choice in options.items()}
+    candidates = {name: p[1] for name, p in priced.items()}
+    if layout.mode == "auto":
+        pick = layout.pick_layer({name: (c["cycles"], c["energy_j"])
+                                  for name, c in candidates.items()})
+    else:
+        pick = layout.mode
+    candidates[pick]["chosen"] = True
+    return options[pick], priced[pick][0], candidates
+
+
+def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int
+                   ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
+    """The chosen jobs as the lanes' firmware runs them: sparse-mode jobs on the lanes,
+    then dense-mode jobs on the MAC block (one lane; the MAC block and the lanes share the
+    array, so the two phases do not overlap). Same shape as :func:`run_lanes`."""
+    sparse = run_lanes([j for j in eng.jobs if modes[j.product] == "sparse"], eng.lanes,
+                       chip, buffers)
+    dense = run_lanes([j for j in eng.dense_jobs if modes[j.product] == "dense"], 1, chip,
+                      buffers)
+    off = sparse[0]
+    finish = dict(sparse[1])
+    finish.update({e: off + c for e, c in dense[1].items()})
+    lane_end = sparse[2] if "sparse" in modes else dense[2]
+    spans = sparse[3] + [{**sp, "start": sp["start"] + off, "end": sp["end"] + off,
+                          "track": "mac block" if sp["track"] == "lane" else sp["track"]}
+                         for sp in dense[3]]
+    return off + dense[0], finish, lane_end, spans
 
 
 def _check_job_order(program: Program) -> None:

@@ -630,6 +630,28 @@ def energy_from_counts(counts: Mapping[str, float], cycles: int, chip: ChipConfi
                    table=table, datatype=dtype, voltage_v=volts)
 
 
+def action_prices(chip: ChipConfig, table: EnergyTable, *, datatype: str | None = None
+                  ) -> tuple[dict[str, float], float]:
+    """(pJ per count of every action, leakage pJ per chip cycle) at the table's voltage and
+    the chip's clock: the prices :func:`energy_from_counts` applies, for choosing between
+    alternatives before a run's totals exist (a model layer's mode per product)."""
+    per = _per_count(table, chip, _resolve_datatype(chip, datatype), table.voltage_v,
+                     chip.clock.freq_mhz)
+    leak = (len(chip.array.tiles(TileKind.PE)) * per["leakage_pe"]
+            + len(chip.array.tiles(TileKind.MEM)) * per["leakage_mem"]
+            + chip.glb.tiles * per["leakage_glb"])
+    return per, leak
+
+
+def memory_actions(memory: Mapping[str, float]) -> dict[str, float]:
+    """GLB and DRAM actions of byte counters named as ``chip.memory.*``'s (64-bit GLB
+    words, DRAM bits), as :func:`actions_from_stats` counts them."""
+    return {"glb_read": memory.get("glb_read_bytes", 0.0) / 8,
+            "glb_write": memory.get("glb_write_bytes", 0.0) / 8,
+            "dram_read": memory.get("dram_read_bytes", 0.0) * 8,
+            "dram_write": memory.get("dram_write_bytes", 0.0) * 8}
+
+
 # --------------------------------------------------------------------------------------------
 # Dense mode: the actions of a GEMM on a block of MAC PEs
 

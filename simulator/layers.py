@@ -23,16 +23,13 @@ for. A tile's cycles come from the engine named by ``fidelity``:
 - ``burst`` / ``cycle``: the placed kernel runs on the tile's real fibertrees (exact);
 - ``analytic``: per token row t of the tile, with P_t the products (sum over i in A_t of
   nnz(W^T row i)), R_t the rows of W^T matched, Y_t the output nonzeros, a_t = nnz(A_t) and
-  b the nonempty rows of the W^T tile, the row costs max(P_t + 2R_t + Y_t, a_t + b - R_t + 1).
+  b the nonempty rows of the W^T tile, the row costs max(P_t + 2R_t, a_t + b - R_t + 1, Y_t).
   The inner scanner of W^T takes P_t + 2R_t steps (a coordinate per product, a stop and a
-  reference per fiber), the vector reducer P_t + R_t + Y_t (it flushes the row's Y_t sums
-  after its inputs), the intersecter a_t + b - R_t + 1 (a two-finger merge); the FIFOs
-  between scanner and reducer hold a few tokens, far fewer than a row, so the scanner's
-  per-fiber steps and the reducer's flush do not overlap and add. The tile takes the sum
-  over rows + 2 per row + the kernel's fill latency. Against ``burst`` on 14 random tiles
-  (tests/test_layers.py and docs/fidelity.md) it is within 3% when A is dense or W holds
-  more than a few nonzeros per row, and up to 13% high when both are very sparse (the
-  intersecter and the scanners then overlap, which the max does not see).
+  reference per fiber), the intersecter a_t + b - R_t + 1 (a two-finger merge), and the
+  vector reducer takes P_t + R_t + 1 input tokens while it emits the previous row's Y_t sums
+  (as SAM's sparse accumulator does), so a row costs its slowest stage. The tile takes the
+  sum over rows + 2 per row + the kernel's fill latency. Against ``burst`` on the random
+  tiles of tests/test_layers.py it is within 1%.
 
 Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
 compiler must before routing is known; with fewer experts than lanes an expert's chunks spread
@@ -117,6 +114,90 @@ class LaneJob:
     cycles: int
     dram_bytes: int
     label: str
+    product: int = -1         # index into the engine's ``costs`` (the product it belongs to)
+
+
+@dataclass
+class ProductCost:
+    """One product (or ALU pass) of a layer in both modes: its time alone, its energy
+    actions and its traffic in sparse mode (SAM tiles on one lane) and in dense mode (the MAC
+    block). The controller prices both and the compiler's policy picks one per product."""
+
+    label: str
+    expert: int
+    sparse_cycles: int                    # compute cycles of its tiles on its lane
+    dense_cycles: int                     # compute cycles on the MAC block
+    sparse_counts: dict[str, float]       # energy actions (GLB/DRAM in ``*_memory``)
+    dense_counts: dict[str, float]
+    sparse_memory: dict[str, int]
+    dense_memory: dict[str, int]
+    macs: int = 0                         # effectual MACs (both operands nonzero)
+    dense_macs: int = 0                   # MACs issued in dense mode (T x K' x N; K' = K
+    #                                       unless N:M compresses it)
+    tiles: int = 0                        # sparse mode: tiles run
+    skipped_tiles: int = 0
+    kernel_cycles: int = 0                # sparse mode: tile kernel cycles (summed)
+    equivalent_macs: int = 0              # T x K x N (dense equivalent)
+    priced: dict[str, tuple[float, float]] = field(default_factory=dict)  # mode -> (cycles
+    #                                       alone, joules), set by the controller's choice
+
+
+@dataclass(eq=False)
+class TileSample:
+    """One analytic tile kept for the tile sample: its product, place (token block, K
+    chunk, N block), operands, the analytic model's cycles and values."""
+
+    kind: str
+    label: str
+    tile: tuple[int, int, int]
+    a: np.ndarray
+    b: np.ndarray
+    analytic_cycles: int
+    analytic_values: np.ndarray
+
+
+def product_kind(label: str) -> str:
+    """A product's kind from its label: ``expert3[0:512].gate`` -> ``gate``,
+    ``linear[0:512]`` -> ``linear``."""
+    tail = label.rsplit("]", 1)[-1].lstrip(".")
+    return tail or label.split("[", 1)[0]
+
+
+def run_tile_sample(eng: LayerEngine) -> list[dict[str, Any]]:
+    """At analytic fidelity, the sampled tiles (the slowest tile of the first product of
+    each kind, and the layer's slowest tile) run on the burst engine: their values (checked
+    by simulator.checks against the analytic path's) and cycles (the analytic/burst ratio).
+
+    Raises: SimulationError when a sampled tile deadlocks (or hits the watchdog) on burst,
+    as a burst or cycle run of the layer would.
+    """
+    from simulator.engine_burst import run_burst
+
+    chosen = list(eng.samples.values())
+    if eng.worst is not None and all(eng.worst is not s for s in chosen):
+        chosen.append(eng.worst)
+    out = []
+    for s in chosen:
+        at, bt = sp.csr_matrix(s.a), sp.csr_matrix(s.b)
+        images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
+                  "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
+        k = _with_shapes(eng.plan.kernel, at.shape, bt.shape)
+        try:
+            run = run_burst(k, images, eng.plan.region)
+        except SimulationError as exc:
+            raise SimulationError(
+                f"layer tile sample: tile {s.tile} (token block, K chunk, N block) of "
+                f"{s.label} ({at.shape[0]}x{at.shape[1]} by {bt.shape[0]}x{bt.shape[1]}) on "
+                f"burst: {exc}\n(the analytic tile model assumes every tile completes; this "
+                "configuration does not)") from exc
+        x_decl = next(d for d in k.tensors if d.is_output)
+        values = assemble_output(x_decl, run.memory).to_dense()
+        out.append({"kind": s.kind, "product": s.label, "tile": list(s.tile),
+                    "worst": s is eng.worst, "shape": [at.shape[0], at.shape[1], bt.shape[1]],
+                    "analytic_cycles": s.analytic_cycles, "burst_cycles": int(run.cycles),
+                    "cycle_ratio": s.analytic_cycles / run.cycles if run.cycles else 0.0,
+                    "values": values, "analytic_values": s.analytic_values})
+    return out
 
 
 @dataclass
@@ -132,7 +213,9 @@ class LayerStats:
     tile_count: int = stat("tiles", "Tiles run (a tile with an empty operand is skipped).")
     skipped_tile_count: int = stat("tiles", "Tiles skipped: no nonzero in A or in W.")
     job_count: int = stat("jobs", "Lane jobs (chunks of tiles) scheduled.")
-    kernel_cycles: int = stat("cycles", "Kernel cycles summed over tiles (all lanes).")
+    kernel_cycles: int = stat("cycles", "Tile kernel cycles summed over the sparse-mode "
+                              "tiles of all lanes (a sum: lanes overlap, so it may exceed the "
+                              "layer's cycles).")
     effectual_mac_count: int = stat("MACs", "Multiplies with both operands nonzero.")
     dense_mac_count: int = stat("MACs", "Multiplies of the same products done densely.")
     elementwise_op_count: int = stat("ops", "ALU ops of activations, gating and combine.")
@@ -141,8 +224,12 @@ class LayerStats:
     dense_mode_cycles: int = stat("cycles", "Experts/products stage in dense mode: the same "
                                   "products one after another on the MAC block (systolic OS "
                                   "timing) with their dense weights DMAed (scheduled).")
-    dense_mode: int = stat("flag", "1 when the layer ran in dense mode (compiler.layer_mode "
-                           "or the auto choice), 0 for sparse mode.")
+    dense_mode: int = stat("flag", "1 when every product ran in dense mode (compiler."
+                           "layer_mode or the auto choice), else 0 (sparse or mixed).")
+    sparse_product_count: int = stat("products", "Products and ALU passes run in sparse "
+                                     "mode (SAM tiles on the lanes).")
+    dense_product_count: int = stat("products", "Products and ALU passes run in dense mode "
+                                    "(the MAC block).")
     dropped_token_count: int = stat("tokens", "Token-expert pairs dropped by capacity.")
     routed_pair_count: int = stat("pairs", "Token-expert pairs kept (nonzeros of G).")
 
@@ -180,6 +267,11 @@ class LayerRun:
     stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
     router_macs: int = 0
     token_gini: float | None = None                               # MoE: routing imbalance
+    counts: dict[str, float] = field(default_factory=dict)   # energy actions (chosen modes)
+    costs: list[ProductCost] = field(default_factory=list)   # per product, both modes
+    modes: list[str] = field(default_factory=list)           # per product: the mode run
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # whole-layer options
+    sample: list[dict[str, Any]] = field(default_factory=list)  # analytic: tiles on burst
 
 
 class LayerEngine:
@@ -208,11 +300,15 @@ class LayerEngine:
         self.elementwise = 0
         self.extra_dram_bytes = 0
         self.dense_jobs: list[LaneJob] = []
+        self.costs: list[ProductCost] = []      # per product (and ALU pass): both modes
         self.dense_counts: dict[str, float] = {}
         self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0,
                              "link_bytes": 0}
         self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
         self.stage_actions: dict[str, float] = {}      # router (MAC block) actions
+        self.samples: dict[str, TileSample] = {}       # analytic: first product of each kind
+        self.worst: TileSample | None = None           # analytic: the slowest tile
+        self._last_tiles: tuple[np.ndarray, tuple[int, int, int]] | None = None
         from simulator.systolic import SystolicArray
 
         block = plan.mac_block
@@ -220,23 +316,31 @@ class LayerEngine:
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
-                label: str) -> np.ndarray:
-        """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B."""
+                label: str, nm: tuple[int, int] | None = None) -> np.ndarray:
+        """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B. ``nm``:
+        B's N:M pattern along K, which dense mode runs and moves compressed."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
         if self.fidelity == "analytic":
             out, work = self._analytic(a32, b32)
+            self._keep_sample(label, a32, b32)
         else:
             out, work = self._exact(a32, b32)
         self.work.add(work)
+        idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
-            self._dense_product(a.shape[0], a.shape[1], b.shape[1], work.products,
-                                expert, label)
+            d_cycles, d_counts, d_memory = self._dense_product(
+                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm)
+        else:
+            d_cycles, d_counts, d_memory = 0, {}, {}
+        issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))
         weight_bytes = work.weight_words * WORD_BYTES
-        self.memory["dram_read_bytes"] += weight_bytes
-        self.memory["glb_write_bytes"] += weight_bytes + work.out_words * WORD_BYTES
-        self.memory["glb_read_bytes"] += work.in_words * WORD_BYTES
-        self.memory["link_bytes"] += (work.in_words + work.out_words) * WORD_BYTES
+        s_memory = {"dram_read_bytes": weight_bytes,
+                    "glb_write_bytes": weight_bytes + work.out_words * WORD_BYTES,
+                    "glb_read_bytes": work.in_words * WORD_BYTES,
+                    "link_bytes": (work.in_words + work.out_words) * WORD_BYTES}
+        for key, value in s_memory.items():
+            self.memory[key] += value
         # a product whose weights exceed one GLB buffer runs as several jobs (equal shares of
         # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
         n = max(1, cdiv(weight_bytes, self.buffer_bytes))
@@ -244,39 +348,87 @@ class LayerEngine:
             self.jobs.append(LaneJob(lane, expert, work.compute_cycles * (i + 1) // n
                                  - work.compute_cycles * i // n,
                                  weight_bytes * (i + 1) // n - weight_bytes * i // n,
-                                 label if n == 1 else f"{label}#{i}"))
+                                 label if n == 1 else f"{label}#{i}", idx))
+        self.costs.append(ProductCost(label, expert, work.compute_cycles, d_cycles,
+                                      self._sparse_counts(work), d_counts, s_memory, d_memory,
+                                      work.products, issued, work.tiles,
+                                      work.skipped_tiles, work.kernel_cycles,
+                                      equivalent_macs=work.dense_products))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
                               "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32 != 0)),
                               "w_nnz": int(np.count_nonzero(b32 != 0)), "products": work.products})
         return out
 
+    def _keep_sample(self, label: str, a: np.ndarray, b: np.ndarray) -> None:
+        """Keep this product's slowest analytic tile (operands, cycles, values) if it is the
+        first product of its kind (gate, up, down, linear) or the slowest tile so far: the
+        tile sample run on burst (:func:`run_tile_sample`)."""
+        if self._last_tiles is None:
+            return
+        cyc, (tb, kc, nb) = self._last_tiles
+        self._last_tiles = None
+        if not cyc.size or cyc.max() <= 0:
+            return
+        kind = product_kind(label)
+        worst = self.worst is None or int(cyc.max()) > self.worst.analytic_cycles
+        if kind in self.samples and not worst:
+            return
+        q, t, n = (int(i) for i in np.unravel_index(int(np.argmax(cyc)), cyc.shape))
+        at = a[t * tb:(t + 1) * tb, q * kc:(q + 1) * kc].copy()
+        bt = b[q * kc:(q + 1) * kc, n * nb:(n + 1) * nb].copy()
+        sample = TileSample(kind, label, (t, q, n), at, bt, int(cyc[q, t, n]),
+                            (at @ bt).astype(np.float64))    # the analytic path's values
+        self.samples.setdefault(kind, sample)
+        if worst:
+            self.worst = sample
+
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
-                       label: str) -> None:
+                       label: str, idx: int, nm: tuple[int, int] | None = None
+                       ) -> tuple[int, dict[str, float], dict[str, int]]:
         """The same product in dense mode: one job on the MAC block (systolic OS timing,
         simulator.systolic) that streams the dense weights; every MAC is issued, those with a
         zero operand at full energy (the array neither skips nor gates)."""
         from simulator.systolic import fold_schedule
 
-        sched = fold_schedule(m, n, k, self.dense_array)
+        sched = fold_schedule(m, n, k, self.dense_array, nm)
         compute = sched.compute_cycles + 1
-        weight_bytes = k * n * WORD_BYTES
+        kc = sched.k_compressed            # N:M: the kept values and their position bits
+        weight_bytes = kc * n * WORD_BYTES + (0 if nm is None else
+                                              cdiv(kc * n * max(1, (nm[1] - 1).bit_length()), 8))
         n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
             self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs
                                        - compute * i // n_jobs,
                                        weight_bytes * (i + 1) // n_jobs
-                                       - weight_bytes * i // n_jobs, label))
+                                       - weight_bytes * i // n_jobs, label, idx))
         from simulator.energy import systolic_actions
 
-        c = self.dense_counts
-        for name, v in systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
-                                        self.chip, effectual=effectual).items():
-            c[name] = c.get(name, 0.0) + v
+        counts = systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
+                                  self.chip, effectual=min(effectual, m * n * kc), k_array=kc)
+        for name, v in counts.items():
+            self.dense_counts[name] = self.dense_counts.get(name, 0.0) + v
         act_bytes = (m * k + m * n) * WORD_BYTES
-        self.dense_memory["dram_read_bytes"] += weight_bytes
-        self.dense_memory["glb_write_bytes"] += weight_bytes + m * n * WORD_BYTES
-        self.dense_memory["glb_read_bytes"] += weight_bytes + act_bytes
-        self.dense_memory["link_bytes"] += weight_bytes + act_bytes + m * n * WORD_BYTES
+        memory = {"dram_read_bytes": weight_bytes,
+                  "glb_write_bytes": weight_bytes + m * n * WORD_BYTES,
+                  "glb_read_bytes": weight_bytes + act_bytes,
+                  "link_bytes": weight_bytes + act_bytes + m * n * WORD_BYTES}
+        for key, value in memory.items():
+            self.dense_memory[key] += value
+        return compute, counts, memory
+
+    def _sparse_counts(self, work: TileWork) -> dict[str, float]:
+        """A product's sparse-mode energy actions: the analytic row model's first-order
+        counts, or the burst/cycle units' counters mapped as
+        :func:`simulator.energy.actions_from_stats` maps them (GLB and DRAM excluded)."""
+        if self.fidelity == "analytic":
+            return dict(work.counts)
+        from simulator.energy import actions_from_stats
+
+        stats = {f"chip.tiles.{key}": {"value": v} for key, v in work.unit_stats.items()
+                 if not key.startswith("noc.")}
+        stats.update({f"chip.noc.tiles.{key[4:]}": {"value": v}
+                      for key, v in work.unit_stats.items() if key.startswith("noc.")})
+        return {k: v for k, v in actions_from_stats(stats, self.plan.program)[0].items() if v}
 
     def _finish_work(self, work: TileWork, cyc: np.ndarray, in_w: np.ndarray,
                      out_w: np.ndarray, live: np.ndarray) -> None:
@@ -296,6 +448,7 @@ class LayerEngine:
         if T == 0 or K == 0 or N == 0:
             return np.zeros((T, N)), work
         cyc, c, (tb, kc, nb) = analytic_tiles(a, b, self.words, self.fill)
+        self._last_tiles = (cyc, (tb, kc, nb))        # for the tile sample (_keep_sample)
         live = c["live"]
         in_w = 2 * c["a_nnz"] + c["rows"] + 1 + 2 * c["b_nnz"] + c["b_rows"] + 1
         out_w = 2 * c["Y"] + c["rows"] + 1
@@ -376,9 +529,12 @@ class LayerEngine:
     def elementwise_job(self, n_ops: int, *, lane: int, expert: int, label: str) -> None:
         """An ALU pass over ``n_ops`` elements on one lane (one element per cycle)."""
         self.elementwise += n_ops
-        self.jobs.append(LaneJob(lane, expert, int(n_ops), 0, label))
-        self.dense_jobs.append(LaneJob(0, expert, cdiv(int(n_ops), self.dense_array.rows
-                                                   * self.dense_array.cols), 0, label))
+        idx = len(self.costs)
+        dense = cdiv(int(n_ops), self.dense_array.rows * self.dense_array.cols)
+        self.jobs.append(LaneJob(lane, expert, int(n_ops), 0, label, idx))
+        self.dense_jobs.append(LaneJob(0, expert, dense, 0, label, idx))
+        # its ALU ops (``alu_op``) are the same in both modes and counted with the layer's
+        self.costs.append(ProductCost(label, expert, int(n_ops), dense, {}, {}, {}, {}))
 
     def router(self, T: int, E: int, d: int) -> None:
         """The router GEMM (T x d by d x E) on the dense MAC block: systolic OS timing, its
@@ -407,8 +563,16 @@ class LayerEngine:
     def merge(self, other: LayerEngine) -> None:
         """Fold the work of ``other`` (an engine that ran one job's task) into this one, as
         if its products had run here after the earlier ones."""
-        self.jobs += other.jobs
-        self.dense_jobs += other.dense_jobs
+        offset = len(self.costs)
+        self.jobs += [dataclasses.replace(j, product=j.product + offset) for j in other.jobs]
+        self.dense_jobs += [dataclasses.replace(j, product=j.product + offset)
+                            for j in other.dense_jobs]
+        self.costs += other.costs
+        for kind, sample in other.samples.items():
+            self.samples.setdefault(kind, sample)
+        if other.worst is not None and (self.worst is None or other.worst.analytic_cycles
+                                        > self.worst.analytic_cycles):
+            self.worst = other.worst
         self.work.add(other.work)
         self.products += other.products
         self.elementwise += other.elementwise
@@ -423,22 +587,68 @@ Schedule = tuple[int, dict[int, int], list[int], list[dict[str, Any]]]
 """A lane schedule: end cycle, expert -> finish cycle, lane end cycles, job and DMA spans."""
 
 
+def mode_of(modes: list[str]) -> str:
+    """The layer's mode from its products': sparse, dense, or mixed."""
+    kinds = set(modes)
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "sparse")
+
+
+def layer_memory(eng: LayerEngine, modes: list[str], io: tuple[int, int, int]
+                 ) -> dict[str, int]:
+    """The layer's traffic with each product in its mode: the products' weights and tile
+    transfers, the router's weights, the activations in and the output out (``io`` =
+    tokens, d_in, d_out)."""
+    memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
+              "glb_write_bytes": 0, "link_bytes": 0}
+    for cost, mode in zip(eng.costs, modes):
+        for key, value in (cost.dense_memory if mode == "dense" else cost.sparse_memory
+                           ).items():
+            memory[key] += value
+    T, d_in, d_out = io
+    memory["dram_read_bytes"] += eng.extra_dram_bytes + T * d_in * WORD_BYTES
+    memory["dram_write_bytes"] += T * d_out * WORD_BYTES
+    memory["glb_write_bytes"] += T * d_in * WORD_BYTES
+    return memory
+
+
+def layer_counts(eng: LayerEngine, modes: list[str]) -> dict[str, float]:
+    """The layer's energy actions with each product in its mode (GLB, DRAM and
+    configuration come from its memory and controller counters): the tiles' or the MAC
+    block's per product, the router on the MAC block and the ALU passes."""
+    counts: dict[str, float] = {}
+    for cost, mode in zip(eng.costs, modes):
+        for name, v in (cost.dense_counts if mode == "dense" else cost.sparse_counts).items():
+            counts[name] = counts.get(name, 0.0) + v
+    for name, v in eng.stage_actions.items():
+        counts[name] = counts.get(name, 0.0) + v
+    counts["alu_op"] = counts.get("alu_op", 0.0) + eng.elementwise
+    return counts
+
+
 def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
-                 experts_in: list[dict[str, int]], routing: dict[str, Any], mode: str,
-                 sparse: Schedule, dense: Schedule, io: tuple[int, int, int]) -> LayerRun:
-    """The layer's time, counters and traffic once its walk ran on ``eng`` and both modes
-    were scheduled: stages add up (router + top-k + the experts/products stage + combine),
-    the chosen ``mode``'s jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves
-    the activations in and the output out."""
+                 experts_in: list[dict[str, int]], routing: dict[str, Any], modes: list[str],
+                 schedule: Schedule, io: tuple[int, int, int],
+                 candidates: dict[str, dict[str, Any]]) -> LayerRun:
+    """The layer's time, counters and traffic once its walk ran on ``eng``, each product's
+    mode was chosen (``modes``, one per ``eng.costs``) and the chosen jobs were scheduled
+    (``schedule``): stages add up (router + top-k + the experts/products stage + combine),
+    the chosen modes' jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves the
+    activations in and the output out. ``candidates``: each whole-layer alternative priced
+    (cycles, stage cycles, energy), for the summary."""
     ls = LayerStats(lanes=eng.lanes)
     ls.router_cycles, ls.topk_cycles = eng.router_cycles, eng.topk_cycles
     ls.combine_cycles = eng.combine_cycles
     ls.dropped_token_count = routing.get("dropped_pairs", 0)
     ls.routed_pair_count = routing.get("routed_pairs", 0)
-    end, finish, lane_end, spans = dense if mode == "dense" else sparse
-    jobs = eng.dense_jobs if mode == "dense" else eng.jobs
-    ls.sparse_mode_cycles, ls.dense_mode_cycles = sparse[0], dense[0]
+    end, finish, lane_end, spans = schedule
+    mode = mode_of(modes)
+    jobs = ([j for j in eng.jobs if modes[j.product] == "sparse"]
+            + [j for j in eng.dense_jobs if modes[j.product] == "dense"])
+    ls.sparse_mode_cycles = candidates.get("sparse", {}).get("stage_cycles", 0)
+    ls.dense_mode_cycles = candidates.get("dense", {}).get("stage_cycles", 0)
     ls.dense_mode = int(mode == "dense")
+    ls.dense_product_count = sum(m == "dense" for m in modes)
+    ls.sparse_product_count = len(modes) - ls.dense_product_count
     ls.experts_cycles = end
     experts = [ExpertStats(tokens=e["tokens"], lane=e["lane"],
                            effectual_mac_count=e["effectual_mac_count"]) for e in experts_in]
@@ -447,23 +657,18 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
         mine = [j for j in jobs if j.expert == e]
         st.compute_cycles = sum(j.cycles for j in mine)
         st.dram_bytes = sum(j.dram_bytes for j in mine)
-        if mode == "dense":
+        if mine and all(modes[j.product] == "dense" for j in mine):
             st.lane = 0
     total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
-    ls.tile_count, ls.skipped_tile_count = eng.work.tiles, eng.work.skipped_tiles
+    sparse_costs = [c for c, m in zip(eng.costs, modes) if m == "sparse"]
+    ls.tile_count = sum(c.tiles for c in sparse_costs)
+    ls.skipped_tile_count = sum(c.skipped_tiles for c in sparse_costs)
     ls.job_count = len(jobs)
-    ls.kernel_cycles = eng.work.kernel_cycles
+    ls.kernel_cycles = sum(c.kernel_cycles for c in sparse_costs)
     ls.effectual_mac_count = eng.work.products
     ls.dense_mac_count = eng.work.dense_products
     ls.elementwise_op_count = eng.elementwise
-    memory = dict(eng.memory)
-    if mode == "dense":
-        memory.update(eng.dense_memory)
-        memory["dram_read_bytes"] += eng.extra_dram_bytes
-    T, d_in, d_out = io
-    memory["dram_read_bytes"] += T * d_in * WORD_BYTES
-    memory["dram_write_bytes"] += T * d_out * WORD_BYTES
-    memory["glb_write_bytes"] += T * d_in * WORD_BYTES
+    memory = layer_memory(eng, modes, io)
     stats: dict[str, dict[str, Any]] = {}
     flatten("chip.layer", ls, stats)
     for e, st in enumerate(experts):
@@ -472,10 +677,13 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
         stats[f"chip.layer.lane{lane}.finish_cycle"] = {
             "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
             "ended (experts stage)."}
-    return LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
-                    eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
-                    _timeline(spans, ls.router_cycles + ls.topk_cycles),
-                    jobs, dict(eng.stage_actions), eng.router_macs)
+    run = LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
+                   eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
+                   _timeline(spans, ls.router_cycles + ls.topk_cycles),
+                   jobs, dict(eng.stage_actions), eng.router_macs)
+    run.counts = layer_counts(eng, modes)
+    run.costs, run.modes, run.candidates = eng.costs, list(modes), candidates
+    return run
 
 
 def _timeline(spans: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
@@ -500,27 +708,11 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
 
 def layer_actions(run: LayerRun, plan: Any) -> dict[str, float]:
     """The layer's action counts for the one energy function (GLB, DRAM and configuration
-    come from its memory and controller counters): the tiles' (the analytic row model's
-    first-order counts, or the burst/cycle units' counters mapped as
-    :func:`simulator.energy.actions_from_stats` maps them) or, in dense mode, the MAC block's
-    (:func:`simulator.energy.systolic_actions`), plus the router on the MAC block and the
-    ALU passes."""
-    from simulator.energy import actions_from_stats
-
-    if run.mode == "dense":
-        counts = dict(run.dense_counts)
-    elif run.fidelity == "analytic":
-        counts = dict(run.work.counts)
-    else:
-        stats = {f"chip.tiles.{key}": {"value": v} for key, v in run.work.unit_stats.items()
-                 if not key.startswith("noc.")}
-        stats.update({f"chip.noc.tiles.{key[4:]}": {"value": v}
-                      for key, v in run.work.unit_stats.items() if key.startswith("noc.")})
-        counts = {k: v for k, v in actions_from_stats(stats, plan.program)[0].items() if v}
-    for name, v in run.stage_actions.items():
-        counts[name] = counts.get(name, 0.0) + v
-    counts["alu_op"] = counts.get("alu_op", 0.0) + run.layer_stats.elementwise_op_count
-    return counts
+    come from its memory and controller counters): per product the tiles' (the analytic row
+    model's first-order counts, or the burst/cycle units' counters) or the MAC block's
+    (:func:`simulator.energy.systolic_actions`), whichever mode it ran in, plus the router on
+    the MAC block and the ALU passes (:func:`layer_counts`)."""
+    return dict(run.counts)
 
 
 def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
@@ -531,8 +723,8 @@ def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     for key, value in run.memory.items():
         setattr(mem, key, int(value))
     ctl.config_bits = config_bits(plan.kernel) * plan.lanes
-    ctl.launch_count = run.work.tiles
-    ctl.kernel_cycles = run.work.kernel_cycles
+    ctl.launch_count = run.layer_stats.tile_count
+    ctl.kernel_cycles = run.layer_stats.kernel_cycles
     stats = dict(run.stats)
     flatten("chip.memory", mem, stats)
     flatten("chip.controller", ctl, stats)

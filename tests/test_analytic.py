@@ -12,7 +12,8 @@ from sieve.blas import with_blas_threads
 
 
 def _direct(a: np.ndarray, b: np.ndarray, tb: int, kc: int, nb: int, fill: int):
-    """Every tile, every row: max(P + 2R + Y, a_t + b - R + 1), padding rows included."""
+    """Every tile, every row: max(P + 2R, a_t + b - R + 1, Y), padding rows included (the
+    vector reducer emits a row while it takes the next one's inputs)."""
     T, K = a.shape
     N = b.shape[1]
     A, B = a != 0, b != 0
@@ -34,7 +35,7 @@ def _direct(a: np.ndarray, b: np.ndarray, tb: int, kc: int, nb: int, fill: int):
                     sel = at[row] if row < at.shape[0] else np.zeros(at.shape[1], bool)
                     p, rr = int(cnt[sel].sum()), int((cnt[sel] > 0).sum())
                     y = int(bt[sel].any(axis=0).sum())
-                    total += max(p + 2 * rr + y, int(sel.sum()) + bn - rr + 1)
+                    total += max(p + 2 * rr, int(sel.sum()) + bn - rr + 1, y)
                     P[q, t, r] += p
                     Y[q, t, r] += y
                 cyc[q, t, r] = total + 2 * at.shape[0] + fill

@@ -29,9 +29,17 @@ from workloads import get_workload
 PAPER_MATRIX = np.array([[0, 1, 0, 0], [2, 0, 3, 0], [0, 0, 0, 0], [0, 4, 0, 5]])
 
 
+# a bitmap level over 40 columns (three 16-bit mask words per fiber): row 1 empty, zeros
+# stored explicitly at (0, 3) and (2, 18)
+WIDE = FiberTree.from_coo("W", (3, 40), np.array([[0, 1], [0, 3], [0, 35], [2, 17], [2, 18],
+                                                  [2, 39]]), np.array([4, 0, 5, 6, 0, 7]),
+                          ("dense", "bitmap"))
+
+
 def _mem() -> Memory:
     return Memory({"B": FiberTree.from_dense("B", PAPER_MATRIX, ("compressed", "compressed")),
-                   "D": FiberTree.from_dense("D", PAPER_MATRIX, ("dense", "dense"))})
+                   "D": FiberTree.from_dense("D", PAPER_MATRIX, ("dense", "dense")),
+                   "W": WIDE})
 
 
 UNIT_CASES = [
@@ -41,6 +49,10 @@ UNIT_CASES = [
     ("scan", Opcode.SCAN, dict(tensor="D", level=1, fmt="dense", dim=4, skip_zeros=True),
      dict(ref="0 3 S0 1 S1 D")),
     ("scan", Opcode.SCAN, dict(tensor="D", level=0, fmt="dense", dim=4, root=True), {}),
+    ("scan", Opcode.SCAN, dict(tensor="W", level=1, fmt="bitmap", dim=40),
+     dict(ref="0 1 S0 2 N S1 S1 D")),
+    ("scan", Opcode.SCAN, dict(tensor="W", level=1, fmt="bitmap", dim=40, skip_zeros=True),
+     dict(ref="2 0 S0 1 D")),
     ("repsig", Opcode.REPSIG, {}, dict(crd="1 2 S0 S1 D")),
     ("repeat", Opcode.REPEAT, {}, dict(ref="1 2 S0 S0 3 S1 D",
                                        repsig="R R S0 R S1 S1 R S2 D")),
@@ -60,6 +72,11 @@ UNIT_CASES = [
     ("reduce", Opcode.REDUCE, {}, dict(val="S0 6 7 S0 8 9 10 S1 S2 D")),
     ("reduce", Opcode.REDUCE, dict(drop_empty=True), dict(val="S0 6 7 S0 8 9 10 S1 S2 D")),
     ("vreduce", Opcode.VREDUCE, {}, dict(crd="3 1 S0 1 2 S1 S2 D", val="1 2 S0 3 4 S1 S2 D")),
+    ("vreduce", Opcode.VREDUCE, {}, dict(crd="S0 S1 4 0 S0 4 S1 7 S1 S2 D",
+                                         val="S0 S1 1 N S0 2 S1 3 S1 S2 D")),
+    ("vreduce", Opcode.VREDUCE, {}, dict(crd="1 2 3 4 5 S1 6 S1 S1 S2 D",
+                                         val="1 2 3 4 5 S1 6 S1 S1 S2 D")),
+    ("vreduce", Opcode.VREDUCE, {}, dict(crd="D", val="D")),
     ("crddrop", Opcode.CRDDROP, {}, dict(outer="1 2 3 S0 4 S1 S1 D",
                                          inner="5 6 S0 7 S0 8 S1 S2 S2 D")),
     ("crddrop", Opcode.CRDDROP, {}, dict(outer="1 S0 2 S1 D", inner="5 S1 S2 D")),
@@ -67,6 +84,13 @@ UNIT_CASES = [
     ("write_crd", Opcode.WRITE_CRD, dict(tensor="X", level=1),
      dict(crd="1 S0 0 2 S0 1 3 S1 D")),
     ("write_val", Opcode.WRITE_VAL, dict(tensor="X"), dict(val="1 S0 2 3 S0 4 5 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4),
+     dict(crd="1 3 S0 S1 2 S2 D", ref="0 1 S0 2 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4),
+     dict(crd="1 S1 S1 2 S0 S1 S2 D", ref="3 S0 S0 1 0 S0 S1 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4), dict(crd="1 S0 2 S0 D",
+                                                                   ref="N 3 D")),
+    ("locate", Opcode.LOCATE, dict(tensor="D", level=0, dim=4, root=True), dict(crd="0 3 S0 D")),
 ]
 
 
@@ -94,13 +118,15 @@ def test_firing_table_matches_the_behaviour(name, op, attrs, streams):
 # ------------------------------------------------------------------ the random suite
 FORMATS = {
     "spmv": [{"B": "ds", "c": "s"}, {"B": "ss", "c": "s"}, {"B": "dd", "c": "d"},
-             {"B": "sd", "c": "s"}],
+             {"B": "sd", "c": "s"}, {"B": "db", "c": "b"}],
     "spmspm-ikj": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "ss"}, {"B": "dd", "C": "ss"},
-                   {"B": "ss", "C": "sd"}],
+                   {"B": "ss", "C": "sd"}, {"B": "sb", "C": "bb"}],
     "spmspm-ijk": [{"B": "ss", "C": "ss:1,0"}, {"B": "ds", "C": "ds:1,0"},
                    {"B": "dd", "C": "ss:1,0"}],
-    "elemadd": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "ss"}, {"B": "dd", "C": "sd"}],
-    "elemmul": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "dd"}, {"B": "sd", "C": "ss"}],
+    "elemadd": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "ss"}, {"B": "dd", "C": "sd"},
+                {"B": "sb", "C": "bs"}],
+    "elemmul": [{"B": "ss", "C": "ss"}, {"B": "ds", "C": "dd"}, {"B": "sd", "C": "ss"},
+                {"B": "dd", "C": "dd"}, {"B": "ss", "C": "sd"}, {"B": "bb", "C": "db"}],
 }
 DENSITIES = [0.0, 0.01, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.0]
 
@@ -123,6 +149,7 @@ def make_case(seed: int) -> dict:
         "policy": (str(rng.choice(["skip", "gate", "none"])),
                    str(rng.choice(["skip", "gate", "none"]))),
         "balance": bool(rng.random() < 0.6),
+        "locate": bool(rng.random() < 0.7),
     }
 
 
@@ -133,7 +160,8 @@ def configure(chip, case):
             chip.pe.zero_policy, a=case["policy"][0], b=case["policy"][1])),
         interconnect=dataclasses.replace(chip.interconnect, fifo_depth=case["depth"],
                                          hop_latency_cycles=case["hop"]),
-        compiler=dataclasses.replace(chip.compiler, balance_fifos=case["balance"]))
+        compiler=dataclasses.replace(chip.compiler, balance_fifos=case["balance"],
+                                     locate=case.get("locate", True)))
 
 
 def assert_same(kernel, images, chip):

@@ -51,6 +51,25 @@ def test_intersect_cycle_log(small_chip):
     assert st.match_count == 2
 
 
+def test_vector_reducer_takes_input_while_it_emits(small_chip):
+    # SAM's sparse accumulator (SparseAccumulator1) takes one point and emits one entry of a
+    # completed fiber per cycle; Sieve's vector reducer does the same: step k pops input k
+    # (sources put k at cycle k, depth 2, L = 1, so step k runs at k + 1) and emits the
+    # oldest queued output token. Inputs 3 1 S0 2 S1 0 S1 D (values 1 2 S0 3 S1 4 S1 D):
+    #   t=5 takes S1: queues 1:2 2:3 3:1 S0 and emits 1   t=6 takes 0, emits 2
+    #   t=7 takes S1: queues 0:4 S0, emits 3              t=8 takes D: queues D, emits S0
+    #   t=9, 10, 11 drain 0, S0, D (nothing left to take)
+    # The sink pops each token the cycle after it was put. A reducer that stopped taking
+    # input while it flushed would spend 12 steps (8 inputs + 4 entries) instead of 11.
+    logs, st = run_streams(Node.make("u", Opcode.VREDUCE),
+                           {"crd": tokens("3 1 S0 2 S1 0 S1 D"),
+                            "val": tokens("1 2 S0 3 S1 4 S1 D")}, small_chip)
+    assert [(t, repr(tok)) for t, tok in logs["crd"]] == [
+        (6, "1"), (7, "2"), (8, "3"), (9, "S0"), (10, "0"), (11, "S0"), (12, "D")]
+    assert [repr(tok) for _, tok in logs["val"]] == ["2", "3", "1", "S0", "4", "S0", "D"]
+    assert (st.busy_cycles, st.first_cycle, st.last_cycle) == (11, 1, 11)
+
+
 def _copy_kernel() -> tuple[Kernel, dict[str, FiberTree]]:
     """root scan of B level 0 -> level writer of X level 0."""
     b = FiberTree.from_dense("B", PAPER_MATRIX, ("compressed", "compressed"))

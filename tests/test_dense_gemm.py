@@ -242,3 +242,19 @@ def test_compile_prints_the_gemm_program(capsys):
                                                 "launch", "wait", "unload", "dma_out"]
     assert main(["compile", "configs/chips/onyx.yaml", "gemm", "--emit", "dot"]) == 2
     assert "systolic kernel" in capsys.readouterr().err
+
+
+def test_nm_weights_move_compressed_and_oversized_gemms_are_refused():
+    """Issue 15: an N:M GEMM moves B's kept values plus their position bits, not dense B;
+    a GEMM whose inputs exceed the GLB gets the sparse path's clear error."""
+    from isa.errors import CompileError
+
+    M, N, K = 64, 64, 128
+    dense = sieve.run(ONYX, "gemm", params={"shape": f"{M},{N},{K}"}).summary
+    nm = sieve.run(ONYX, "gemm", params={"shape": f"{M},{N},{K}", "pattern": "2:4"}).summary
+    b_dense = K * N * ELEMENT_BYTES
+    b_nm = K * N // 2 * ELEMENT_BYTES + K * N // 2 * 2 // 8     # values + 2-bit positions
+    assert dense["dram_bytes"] - nm["dram_bytes"] == b_dense - b_nm
+    assert nm["verified"] and nm["energy_j"] < dense["energy_j"]
+    with pytest.raises(CompileError, match="global buffer"):
+        sieve.run(ONYX, "gemm", params={"shape": "2048,2048,2048"})

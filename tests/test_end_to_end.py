@@ -66,10 +66,13 @@ def test_float_values(small_chip):
 
 def test_zero_policies_with_explicit_zeros(small_chip):
     """B stored dense keeps its zeros: gate counts them and saves no cycles, skip saves
-    cycles, none performs them at full energy."""
+    cycles, none performs them at full energy. Skipping is the dense level's scanner's: under
+    skip the level is iterated, not located; under gate and none it is located (by default)
+    and a zero reaches the ALU just the same."""
     params = {"shape": "10,10,10", "density": 0.3, "formats": "B:dd", "seed": 1}
     runs = {pol: sieve.run(small_chip, "spmspm", params=params,
-                           overrides=[f"pe.zero_policy.a={pol}"]).summary
+                           overrides=[f"pe.zero_policy.a={pol}", "compiler.locate=false"]
+                           ).summary
             for pol in ("skip", "gate", "none")}
     for s in runs.values():
         assert s["verified"]
@@ -82,6 +85,16 @@ def test_zero_policies_with_explicit_zeros(small_chip):
     assert runs["skip"]["kernel_cycles"] < runs["gate"]["kernel_cycles"]
     effectual = {s["effectual_ops"] for s in runs.values()}
     assert len(effectual) == 1
+    for pol in ("skip", "gate"):
+        default = sieve.run(small_chip, "spmspm", params=params,
+                            overrides=[f"pe.zero_policy.a={pol}"]).summary
+        assert default["verified"] and default["effectual_ops"] in effectual
+        assert default["gated_ops"] == runs[pol]["gated_ops"]
+        assert default["skipped_ops"] == runs[pol]["skipped_ops"]
+        if pol == "skip":
+            assert default["kernel_cycles"] == runs["skip"]["kernel_cycles"]
+        else:
+            assert default["kernel_cycles"] < runs["gate"]["kernel_cycles"]
 
 
 def test_run_folder_and_determinism(small_chip, tmp_path):

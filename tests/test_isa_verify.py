@@ -147,8 +147,8 @@ def test_zero_policy_known() -> None:
 
 def test_scan_format_known() -> None:
     k = _with_node(ewise_mul(), Node.make("scan_b", Opcode.SCAN, tile=(0, 3), tensor="b", level=0,
-                                          fmt="bitmap", root=True))
-    assert "node scan_b: fmt must be one of compressed, dense, got 'bitmap'" in _problems(k)
+                                          fmt="rle", root=True))
+    assert "node scan_b: fmt must be one of compressed, dense, bitmap, got 'rle'" in _problems(k)
 
 
 def test_edge_unknown_node() -> None:

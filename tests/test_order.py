@@ -53,8 +53,8 @@ def test_enumeration_follows_the_lowering():
     assert sorted(_legal(ttm)) == ["ijkl", "ijlk"]
     by = {c.order: c for c in cands}
     # storage follows the loop order: C(k,l) is stored l-major under ijlk
-    assert by["ijlk"].formats == {"B": "sss", "C": "ss:1,0"}
-    assert by["ijkl"].formats == {"B": "sss", "C": "ss"}
+    assert by["ijlk"].formats == {"B": "sss", "C": "dd:1,0"}
+    assert by["ijkl"].formats == {"B": "sss", "C": "dd"}
     # an illegal order carries the lowering's reason
     assert "does not follow loop order" in by["jikl"].rejected
     assert "at most one output index" in by["lijk"].rejected

@@ -298,7 +298,7 @@ def test_other_formats_orders_and_values(small_chip, name, params):
 def test_natural_formats_follow_the_loop_order():
     assert get_workload("sddmm").make({"order": "ikj"}).formats == {
         "B": "ss", "C": "dd", "D": "dd:1,0"}
-    assert get_workload("ttm").make({"order": "ijlk"}).formats == {"B": "sss", "C": "ss:1,0"}
+    assert get_workload("ttm").make({"order": "ijlk"}).formats == {"B": "sss", "C": "dd:1,0"}
     assert get_workload("innerprod").make({"order": "kji"}).formats == {
         "B": "sss:2,1,0", "C": "sss:2,1,0"}
 
@@ -307,9 +307,9 @@ def test_natural_formats_follow_the_loop_order():
 SUITE_FORMATS = {
     "sddmm": ["", "C:ss D:ss", "B:ds C:dd D:ss"],
     "ttv": ["", "c:s", "B:dss"],
-    "ttm": ["", "B:sds", "C:ds"],
+    "ttm": ["", "B:sds", "C:ds", "C:ss"],
     "innerprod": ["", "B:dss", "C:sds"],
-    "mttkrp": ["", "C:dd D:dd", "B:dss"],
+    "mttkrp": ["", "C:ss D:ss", "B:dss", "C:sd D:dd"],
 }
 SUITE_ORDERS = {"ttm": ["ijkl", "ijlk"], "innerprod": ["ijk", "kij"], "sddmm": ["ijk", "ikj"]}
 SUITE_DENSITIES = [0.0, 0.05, 0.2, 0.33, 0.6, 1.0]
@@ -337,6 +337,7 @@ def make_case(seed: int) -> dict:
     if params["order"] == orders[0]:     # formats with their own mode order: default order
         params["formats"] = str(rng.choice(SUITE_FORMATS[name]))
     case["params"] = params
+    case["locate"] = bool(rng.random() < 0.75)
     return case
 
 
@@ -365,6 +366,22 @@ def test_suite_covers_the_space():
     orders = {(c["name"], c["params"].get("order")) for c in cases if "params" in c}
     assert {("ttm", "ijlk"), ("innerprod", "kij"), ("sddmm", "ikj")} <= orders
     assert any(c.get("params", {}).get("empty_rows") for c in cases)
+
+
+def test_suites_cover_locators(small_chip):
+    # both random suites lower some cases with locators, some with dense levels co-iterated
+    # (compiler.locate off, or no compressed partner) and some with bitmap levels
+    located = co_iterated = bitmaps = 0
+    for case in [make_case(s) for s in range(SUITE)] + [make_2d_case(s) for s in range(220)]:
+        layer = case_layer(case) if "name" in case else get_workload(case["workload"]).make(
+            case["params"])
+        kernel = lower_layer(layer, configure(small_chip, case))[0]
+        ops = [n.op for n in kernel.nodes]
+        located += Opcode.LOCATE in ops
+        co_iterated += any(n.op is Opcode.SCAN and n.attr("fmt") == "dense" for n in
+                           kernel.nodes) and Opcode.INTERSECT in ops
+        bitmaps += any(n.op is Opcode.SCAN and n.attr("fmt") == "bitmap" for n in kernel.nodes)
+    assert located >= 40 and co_iterated >= 20 and bitmaps >= 20
 
 
 WINDOW_CASES = ([("2d", s) for s in (10, 57) + tuple(range(0, 220, 11))]

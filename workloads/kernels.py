@@ -364,11 +364,11 @@ KERNELS = (
              "SAM (ASPLOS'23) tensor3_ttm; Onyx (VLSI'24) evaluation kernel TTM",
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxJxL, C is KxL"),
               _density(), _factor_density("C")) + _TENSOR_COMMON
-             + (_fmt_param("B:sss C:ss"),
+             + (_fmt_param("B:sss C:dd"),
                 _order_param("ijkl", "or ijlk: a vector reducer over l"))
              + operand_params("BC"),
              _tensor_kernel("ttm", "X(i,j,k)=B(i,j,l)*C(k,l)", "ijkl",
-                            {"B": "ijl", "C": "kl"}, "ijkl", {"B": "sss", "C": "ss"}, ("C",),
+                            {"B": "ijl", "C": "kl"}, "ijkl", {"B": "sss", "C": "dd"}, ("C",),
                             "ijl,kl->ijk")),
     Workload("innerprod", "inner product of two 3-tensors x = sum_ijk B(i,j,k) C(i,j,k)",
              "SAM (ASPLOS'23) tensor3_innerprod; Onyx (VLSI'24) evaluation kernel InnerProd",
@@ -385,10 +385,10 @@ KERNELS = (
              "SAM (ASPLOS'23) tensor3_mttkrp; Onyx (VLSI'24) evaluation kernel MTTKRP",
              (Param("shape", "ints", (16, 16, 16, 16), "I,J,K,L: B is IxKxL, C is JxK, "
                     "D is JxL"), _density(), _factor_density("C and D")) + _TENSOR_COMMON
-             + (_fmt_param("B:sss C:ss D:ss"),
+             + (_fmt_param("B:sss C:dd D:dd"),
                 _order_param("ijkl", "or ijlk: contracted k and l after i and j"))
              + operand_params("BCD"),
              _tensor_kernel("mttkrp", "X(i,j)=B(i,k,l)*C(j,k)*D(j,l)", "ijkl",
                             {"B": "ikl", "C": "jk", "D": "jl"}, "ijkl",
-                            {"B": "sss", "C": "ss", "D": "ss"}, ("C", "D"), "ikl,jk,jl->ij")),
+                            {"B": "sss", "C": "dd", "D": "dd"}, ("C", "D"), "ikl,jk,jl->ij")),
 )
