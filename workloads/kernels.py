@@ -24,7 +24,7 @@ from workloads.operands import as_csr, as_dense, file_operands, operand_params
 
 _COMMON = (
     Param("density", "float", 0.1, "fraction of nonzeros in each operand, in [0, 1]"),
-    Param("seed", "int", 0, "random seed of the operands"),
+    Param("seed", "int", 0, "random seed of the operands", low=0),
     Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
     Param("empty_rows", "float", 0.0, "fraction of rows of the first operand forced empty"),
 )
@@ -294,7 +294,7 @@ def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
 
 
 _TENSOR_COMMON = (
-    Param("seed", "int", 0, "random seed of the operands"),
+    Param("seed", "int", 0, "random seed of the operands", low=0),
     Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
     Param("empty_rows", "float", 0.0, "fraction of the first operand's first-mode slices "
           "forced empty"),
@@ -354,7 +354,7 @@ KERNELS = (
              "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
              (Param("shape", "ints", (128, 128, 128),
                     "M,N,K (K contracted): A is MxK, B is KxN"),
-              Param("seed", "int", 0, "random seed of the operands"),
+              Param("seed", "int", 0, "random seed of the operands", low=0),
               Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
               Param("density", "float", 1.0, "fraction of nonzeros in A, in [0, 1]"),
               Param("pattern", "str", "dense", "N:M sparsity of B along K: dense, 2:4, 1:4, "
