@@ -32,8 +32,9 @@ from isa.fibertree import FiberTree
 from isa.ops import TileKind
 from isa.program import Command, Program, SystolicKernel, TensorDecl
 from isa.verify import verify_kernel
+from isa.weight_formats import bsr_bytes
 from workloads import KernelLayer, WorkloadError
-from workloads.kernels import GEMM_PATTERNS
+from workloads.kernels import GEMM_PATTERNS, gemm_block
 
 ELEMENT_BYTES = 2
 
@@ -139,9 +140,10 @@ def compile_gemm(layer: KernelLayer, chip: ChipConfig) -> Program:
     do not make a GEMM, hold NaN, or a kernel the verifier rejects.
     """
     pattern = layer.params.get("pattern", "dense")
-    if pattern not in GEMM_PATTERNS:
+    block = gemm_block(pattern)
+    if pattern not in GEMM_PATTERNS and block is None:
         raise WorkloadError(f"workload {layer.name}: parameter pattern: use one of "
-                            f"{', '.join(GEMM_PATTERNS)}, got {pattern!r}")
+                            f"{', '.join(GEMM_PATTERNS)} or blockHxW, got {pattern!r}")
     dataflow = layer.params.get("dataflow", "")
     if dataflow not in ("", *SYSTOLIC_DATAFLOWS):
         raise WorkloadError(f"workload {layer.name}: parameter dataflow: use os, ws or is, "
@@ -154,13 +156,17 @@ def compile_gemm(layer: KernelLayer, chip: ChipConfig) -> Program:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise CompileError(f"images: tensor {name} contains NaN or infinite values")
     kernel = gemm_kernel(chip, a.shape[0], b.shape[1], a.shape[1], dataflow=dataflow,
-                         nm=GEMM_PATTERNS[pattern])
+                         nm=GEMM_PATTERNS.get(pattern))
     try:
         verify_kernel(kernel, chip.array if chip.systolic is None else None)
     except IsaError as exc:
         raise CompileError(f"lower: produced an invalid kernel: {exc}") from None
     images = {"A": FiberTree.dense("A", a), "B": FiberTree.dense("B", b)}
-    sizes = {"A": a.size * ELEMENT_BYTES, "B": nm_bytes(b.shape[0], b.shape[1], kernel.nm)}
+    # B as the DMA moves it: dense, N:M compressed, or a block-pruned B's BSR image (the MAC
+    # block still multiplies its zero blocks: the GLB's read port expands them)
+    sizes = {"A": a.size * ELEMENT_BYTES,
+             "B": nm_bytes(b.shape[0], b.shape[1], kernel.nm) if block is None
+             else bsr_bytes(b, block, ELEMENT_BYTES)}
     if sizes["A"] + sizes["B"] > chip.glb.size_bytes:
         raise CompileError(f"emit: inputs need {sizes['A'] + sizes['B']} bytes of global buffer"
                            f" but chip {chip.name} has {chip.glb.size_bytes} (tiling is not "

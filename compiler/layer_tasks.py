@@ -50,10 +50,22 @@ def nm_of(w: Any) -> tuple[int, int] | None:
     return (pat.n, pat.m) if pat is not None and pat.kind == "nm" else None
 
 
+def block_of(w: Any) -> tuple[int, int] | None:
+    """A synthetic block-pruned weight's block shape in the product's orientation (along K =
+    W's input dimension, along N = its output dimension), whose kept blocks dense mode moves
+    as BSR; None for any other pattern or real data."""
+    from workloads.pruning import parse_pattern
+
+    if getattr(w, "data", None) is not None or w.pattern in ("dense", ""):
+        return None
+    pat = parse_pattern(w.pattern)
+    return (pat.bw, pat.bh) if pat.kind == "block" else None
+
+
 class _Float64Copies:
     """Exact float64 copies of a job's weight chunks for its reference, each kind in one
-    buffer reused from chunk to chunk: a fresh 16 MB array per chunk costs page faults on
-    every call (the reference's inputs, and so its values, are the same as ``astype``)."""
+    buffer reused from chunk to chunk instead of a fresh 16 MB array per chunk (the
+    reference's inputs, and so its values, are the same as ``astype``)."""
 
     def __init__(self) -> None:
         self._bufs: dict[str, np.ndarray] = {}
@@ -119,14 +131,15 @@ class FFNTask:
                                       else u_rows)
             tag = f"{self.label}[{f0}:{f1}]"
             gate = None if g_rows is None else eng.product(
-                xs, g_rows.T, lane=lane, expert=expert, label=f"{tag}.gate", nm=nm_of(w.gate))
+                xs, g_rows.T, lane=lane, expert=expert, label=f"{tag}.gate", nm=nm_of(w.gate),
+                block=block_of(w.gate))
             up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up",
-                             nm=nm_of(w.up))
+                             nm=nm_of(w.up), block=block_of(w.up))
             h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
             eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
                                 expert=expert, label=f"{tag}.act")
             y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down",
-                             nm=nm_of(w.down))
+                             nm=nm_of(w.down), block=block_of(w.down))
             # the reference: the layer's float64 forward on the same weight chunk
             hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, f64("gate", g_rows),
                                 f64("up", u_rows), theta=theta), sparsity)
@@ -154,6 +167,7 @@ class LinearTask:
         x = teal(self.layer.x.astype(np.float64), self.layer.sparsity)
         rows = self.layer.weight.rows(self.r0, self.r1)
         y = eng.product(x, rows.T, lane=self.lane, expert=-1,
-                        label=f"linear[{self.r0}:{self.r1}]", nm=nm_of(self.layer.weight))
+                        label=f"linear[{self.r0}:{self.r1}]", nm=nm_of(self.layer.weight),
+                        block=block_of(self.layer.weight))
         eng.progress.advance(1, f"rows {self.r0}:{self.r1}")
         return Contribution(None, self.r0, y, x @ rows.astype(np.float64).T)

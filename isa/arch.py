@@ -8,6 +8,7 @@ returning semantic problems as (relative key path, message) pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -303,4 +304,35 @@ class ChipConfig:
         return math.ceil(self.dram.latency_ns * self.clock.freq_mhz / 1e3 - 1e-9)
 
     def problems(self) -> list[tuple[str, str]]:
-        return []
+        """Limits that hold for every section: each per-event cycle count (a field named
+        ``*_cycles``, sim.max_cycles excepted) is at most MAX_EVENT_CYCLES."""
+        out = []
+        for path, value in _fields(self):
+            if path.endswith("_cycles") and path != "sim.max_cycles" \
+                    and isinstance(value, int) and value > MAX_EVENT_CYCLES:
+                out.append((path, f"{value} exceeds {MAX_EVENT_CYCLES:,} cycles (2**24, the "
+                                  "margin the burst engine keeps below its int32 times)"))
+        latency = self.dram.latency_ns * self.clock.freq_mhz / 1e3   # in chip cycles
+        if latency > MAX_EVENT_CYCLES:
+            out.append(("dram.latency_ns", f"{self.dram.latency_ns} ns is {latency:,.0f} "
+                                           f"cycles at {self.clock.freq_mhz} MHz, over "
+                                           f"{MAX_EVENT_CYCLES:,} (2**24)"))
+        return out
+
+
+MAX_EVENT_CYCLES = 2**24
+"""Largest latency or overhead of one event, in cycles. The burst engine keeps times in int32
+when sim.max_cycles < 2**31 - 2**24 and adds one event's cycles to a time below max_cycles, so
+this bound keeps every sum in range (simulator.engine_burst)."""
+
+
+def _fields(obj: object, prefix: str = "") -> list[tuple[str, object]]:
+    """(dotted path, value) of every leaf field of a config dataclass, nested sections too."""
+    out: list[tuple[str, object]] = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _fields(value, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", value))
+    return out

@@ -6,6 +6,11 @@ CPU baseline, ...) is loaded the same way and reports problems the same way. It 
 bools and bools are not ints), ``str``, ``X | None``, unions, ``Literal[...]``, enums (by value),
 nested dataclasses, ``tuple[X, ...]``, ``tuple[X, Y]``, ``list[X]`` and ``dict[str, X]``.
 
+Numbers are checked before any use: a float must be finite (NaN and infinities are refused,
+whatever the field) and an int must lie within +-``MAX_INT`` (2**53, exact in a float64 and far
+from numpy's int64 overflow), so no later arithmetic can turn a typo into a silently wrong
+figure or a crash. Ranges particular to a field are its dataclass's ``problems()``.
+
 Every problem is collected, never just the first: type errors, unknown keys (with a
 "did you mean" suggestion), missing required keys, and the semantic ``problems()`` of each
 dataclass that was built successfully, each with its full dotted key path. They are raised
@@ -27,6 +32,7 @@ import dataclasses
 import difflib
 import enum
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +46,7 @@ __all__ = [
     "apply_overrides",
     "build_dataclass",
     "format_problems",
+    "MAX_INT",
     "load_dataclass",
     "parse_literal",
     "to_dict",
@@ -49,6 +56,10 @@ T = TypeVar("T")
 
 Problem = tuple[str, str]
 """A config problem: (dotted key path, message)."""
+
+MAX_INT = 2**53
+"""Largest magnitude of an int in a config (exact as a float64; int64 arithmetic on a few
+such values cannot overflow unnoticed)."""
 
 TOP_LEVEL = "(top level)"
 """The key path used for a problem with the whole document."""
@@ -217,6 +228,8 @@ def _shown(value: Any) -> str:
         return f"a {_kind(value)}"
     if value is None:
         return "null"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**40:
+        return f"a {value.bit_length()}-bit integer"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -288,9 +301,18 @@ def _convert_scalar(tp: type, value: Any, path: str, problems: list[Problem]) ->
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and abs(value) > MAX_INT:
+            problems.append((path, f"{_shown(value)} is out of range (|value| <= 2**53)"))
+            return _FAILED
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
+            if isinstance(value, int) and abs(value) > MAX_INT:
+                problems.append((path, f"{_shown(value)} is out of range (|value| <= 2**53)"))
+                return _FAILED
+            if not math.isfinite(value):
+                problems.append((path, f"expected a finite number, got {value}"))
+                return _FAILED
             return float(value)
     else:
         ok = isinstance(value, tp)

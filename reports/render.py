@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reports.html import report_html
-from reports.rundata import ReportError, load_run
+from reports.rundata import ReportError, RunData, load_run
 from reports.tables import comparison_csv, comparison_markdown, summary_markdown
 from reports.trace import trace_events
 
@@ -25,6 +25,17 @@ def render_run(run_dir: str | Path, *, trace: bool = False, kind: str = "html") 
     matplotlib is not loaded). Raises ReportError when ``run_dir`` is not a run folder.
     """
     run = load_run(run_dir)
+    try:
+        return _render_run(run, trace, kind)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+            ZeroDivisionError) as exc:
+        # load_run checks what the reports read; this names whatever it could not foresee
+        raise ReportError(f"{run.path}: a file of this run folder is damaged (stats.json, "
+                          f"config.yaml or timeline.json): {type(exc).__name__}: {exc}"
+                          ) from None
+
+
+def _render_run(run: RunData, trace: bool, kind: str) -> list[Path]:
     out = run.path
     if kind == "md":
         summary = out / "summary.md"

@@ -120,28 +120,124 @@ class RunData:
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run folder. Raises ReportError when it has no readable stats.json."""
+    """Read a run folder. Raises ReportError naming the damaged file and how it is damaged:
+    no or unreadable stats.json, a file that is not (strict) JSON, an object without the
+    fields the reports read or with fields of the wrong type, an unparsable program.s."""
     path = Path(run_dir)
+    if not path.is_dir():
+        raise ReportError(f"{path}: not a run folder (not a folder)")
     stats_path = path / "stats.json"
     if not stats_path.is_file():
         raise ReportError(f"{path}: not a run folder (no stats.json)")
-    try:
-        doc = json.loads(stats_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{stats_path}: invalid JSON: {exc}") from None
-    if "summary" not in doc or "stats" not in doc:
-        raise ReportError(f"{stats_path}: expected 'summary' and 'stats' objects")
+    doc = _json_object(stats_path)
+    for key in ("summary", "stats"):
+        if not isinstance(doc.get(key), dict):
+            raise ReportError(f"{stats_path}: expected 'summary' and 'stats' objects "
+                              f"({key!r} is {_kind(doc.get(key))})")
+    _check_summary(stats_path, doc["summary"])
+    for name, entry in doc["stats"].items():
+        if not isinstance(entry, dict) or not _is_number(entry.get("value")):
+            raise ReportError(f"{stats_path}: stats.{name}: expected an object with a "
+                              f"numeric 'value', got {_kind(entry)}")
+    if not isinstance(doc.get("energy") or {}, dict):
+        raise ReportError(f"{stats_path}: energy: expected an object")
     config_path = path / "config.yaml"
-    config = read_config_scalars(config_path.read_text()) if config_path.is_file() else {}
+    config = read_config_scalars(_text(config_path)) if config_path.is_file() else {}
     workload_path = path / "workload.json"
-    workload = json.loads(workload_path.read_text()) if workload_path.is_file() else {}
+    workload = _json_object(workload_path) if workload_path.is_file() else {}
     program_path = path / "program.s"
-    nodes = _placed_nodes(program_path.read_text()) if program_path.is_file() else {}
+    nodes: dict[tuple[int, int], list[str]] = {}
+    if program_path.is_file():
+        try:
+            nodes = _placed_nodes(_text(program_path))
+        except SieveError as exc:
+            raise ReportError(f"{program_path}: not a valid program: {exc}") from None
     timeline_path = path / "timeline.json"
-    timeline = json.loads(timeline_path.read_text())["spans"] if timeline_path.is_file() \
-        else []
+    timeline = _timeline(timeline_path) if timeline_path.is_file() else []
     return RunData(path, doc["summary"], doc["stats"], doc.get("energy") or {}, config,
                    workload, nodes, timeline)
+
+
+_SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "chip": (str,), "workload": (str,), "fidelity": (str,), "cycles": (int,),
+    "seconds": (int, float)}
+"""Fields every run's summary has, with their types (what ``sieve run`` writes)."""
+
+_SUMMARY_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "kernel": (str,), "kernel_cycles": (int,), "energy_j": (int, float),
+    "ops": (int, float), "verified": (bool,), "checks": (dict,), "baseline": (dict,),
+    "experts": (dict,), "roofs": (dict,), "mode": (str,), "energy_table": (str,)}
+
+_SPAN_FIELDS: dict[str, tuple[type, ...]] = {
+    "track": (str,), "start": (int, float), "end": (int, float)}
+
+
+def _check_summary(where: Path, summary: dict[str, Any]) -> None:
+    for key in _SUMMARY_FIELDS:
+        if key not in summary:
+            raise ReportError(f"{where}: summary.{key}: missing")
+    for key, types in {**_SUMMARY_FIELDS, **_SUMMARY_OPTIONAL}.items():
+        value = summary.get(key)
+        if key in summary and value is not None and (
+                not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise ReportError(f"{where}: summary.{key}: expected "
+                              f"{' or '.join(t.__name__ for t in types)}, got {_kind(value)}")
+
+
+def _timeline(where: Path) -> list[dict[str, Any]]:
+    doc = _json_object(where)
+    spans = doc.get("spans")
+    if not isinstance(spans, list):
+        raise ReportError(f"{where}: expected an object with a 'spans' list")
+    for i, span in enumerate(spans):
+        if not isinstance(span, dict):
+            raise ReportError(f"{where}: spans[{i}]: expected an object, got {_kind(span)}")
+        for key, types in _SPAN_FIELDS.items():
+            if not isinstance(span.get(key), types) or isinstance(span.get(key), bool):
+                raise ReportError(f"{where}: spans[{i}].{key}: expected "
+                                  f"{' or '.join(t.__name__ for t in types)}, got "
+                                  f"{_kind(span.get(key))}")
+        if span["track"] == "lane" and not isinstance(span.get("lane"), int):
+            raise ReportError(f"{where}: spans[{i}].lane: expected an int on a lane span")
+    return spans
+
+
+def _text(where: Path) -> str:
+    try:
+        return where.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{where}: unreadable ({exc})") from None
+
+
+def _json_object(where: Path) -> dict[str, Any]:
+    """A strict-JSON object file (NaN and Infinity are refused, as run folders never hold
+    them)."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+    try:
+        doc = json.loads(_text(where), parse_constant=refuse)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ReportError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ReportError(f"{where}: invalid JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{where}: expected a JSON object, got {_kind(doc)}")
+    return doc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null or missing)"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _placed_nodes(text: str) -> dict[tuple[int, int], list[str]]:

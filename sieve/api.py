@@ -17,12 +17,14 @@ from typing import Any
 
 from baselines import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
 from compiler.dense import program_peak_gops
+from compiler.footprint import check_fits
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
 from compiler.order import OrderChoice, choose_order, with_order
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
 from isa.program import Program
+from reports.rundir import prepare_run_dir, strict_json
 from reports.summary import baseline_summary, chip_roofs, cpu_roofs
 from sieve.blas import with_blas_threads
 from sieve.spec import is_spec, load_spec
@@ -107,18 +109,22 @@ def resolve_chip(chip: str | Path | ChipConfig, overrides: list[str] | tuple[str
     return load_chip(chip, list(overrides))
 
 
-def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None
-                ) -> KernelLayer:
+def build_layer(workload: str | KernelLayer, params: dict[str, Any] | None = None,
+                chip: ChipConfig | None = None) -> KernelLayer:
     """A layer from a catalog name and ``-p`` parameters, or as given (a KernelLayer or a
-    model layer of workloads.layers)."""
+    model layer of workloads.layers). With ``chip``, a workload too large for it or for this
+    machine is refused before anything is built (compiler.footprint.check_fits)."""
     if not isinstance(workload, (str, Path)):
         return workload
+    name, given = load_spec(workload) if is_spec(workload) else (str(workload), {})
+    entry = get_workload(name)
+    resolved = entry.resolve({**given, **(params or {})})
+    if chip is not None:
+        check_fits(chip, name, resolved)
+    layer = entry.build(resolved)
     if is_spec(workload):
-        name, spec = load_spec(workload)
-        layer = get_workload(name).make({**spec, **(params or {})})
         layer.params["spec"] = str(workload)
-        return layer
-    return get_workload(str(workload)).make(params or {})
+    return layer
 
 
 def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analytic",
@@ -173,7 +179,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     check of a kernel, ``sample`` or ``full`` (simulator.checks)."""
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
-    layer = build_layer(workload, params)
+    layer = build_layer(workload, params, cfg)
     preset = load_cpu_preset(baseline) if baseline is not None else None
     table = load_energy_table(cfg.energy_table)
     fid, why = choose_fidelity(layer, cfg, fidelity)
@@ -212,10 +218,12 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
 
 def write_run(report: Report, out: Path) -> None:
     """The run folder: stats.json (deterministic), the resolved config and workload, the
-    program's assembly, summary.md, and wall-clock timing kept apart in timing.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(json.dumps(report.to_dict(), indent=1, sort_keys=True)
-                                    + "\n")
+    program's assembly, summary.md, and wall-clock timing kept apart in timing.json. The
+    folder rules and strict JSON are reports.rundir's."""
+    prepare_run_dir(out)
+    where = f"{out / 'stats.json'}"
+    (out / "stats.json").write_text(strict_json(report.to_dict(), where=where, indent=1,
+                                                sort_keys=True) + "\n")
     (out / "config.yaml").write_text(dump_chip(report.chip))
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in report.layer.params.items()}
     lay = report.layer

@@ -34,10 +34,13 @@ def _progress(quiet: bool) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from reports.rundir import check_run_dir
     from reports.summary import summary_rows
     from sieve.api import run
     from sweeps.executors import parallel_map
 
+    if args.out is not None:
+        check_run_dir(args.out)
     with _progress(args.quiet) as progress, parallel_map(args.scheduler, args.workers) as mapper:
         report = run(args.chip, args.workload, params=_params(args.param, "parameter"),
                      overrides=args.config, fidelity=args.fidelity, out=args.out,
@@ -130,7 +133,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from sieve.api import build_layer, choose_layer_order, compile_workload, resolve_chip
 
     cfg = resolve_chip(args.chip, args.config)
-    layer = build_layer(args.workload, _params(args.param, "parameter"))
+    layer = build_layer(args.workload, _params(args.param, "parameter"), cfg)
     layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
     if args.explain:
         print("\n".join(choice.lines()) if choice is not None else
@@ -153,16 +156,26 @@ def cmd_compile(args: argparse.Namespace) -> int:
     else:
         words = encode(kernel)
         if args.output:
-            Path(args.output).write_bytes(words.tobytes())
+            _write_output(Path(args.output), words.tobytes())
             print(f"wrote {len(words)} words ({config_bits(kernel)} configuration bits) "
                   f"to {args.output}")
             return 0
         text = "\n".join(f"{w:08x}" for w in words) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        _write_output(Path(args.output), text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _write_output(path: Path, data: str | bytes) -> None:
+    """``compile -o``: refuse a folder or an unwritable path with one clear error."""
+    if path.is_dir():
+        raise WorkloadError(f"-o {path}: is a folder; name a file to write")
+    try:
+        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    except OSError as exc:
+        raise WorkloadError(f"-o {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -293,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (SieveError, WorkloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: the run needs more memory than this machine has; use a "
+              "smaller shape, density, tokens or array (the up-front estimate, compiler."
+              "footprint, did not foresee it)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

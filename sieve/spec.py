@@ -33,18 +33,20 @@ def is_spec(text: str | Path) -> bool:
 
 
 def load_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """(catalog name, parameters) of a workload spec file."""
-    p = Path(path)
-    if not p.is_file():
-        raise WorkloadError(f"workload spec {path}: no such file")
+    """(catalog name, checked parameters) of a workload spec file; one WorkloadError naming
+    the file and the key for any problem (unreadable file, bad YAML, unknown key, bad value)."""
+    from simulator.yaml_input import UnreadableText, load_yaml_text, read_text_file
+
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = load_yaml_text(read_text_file(path))
+    except UnreadableText as exc:
+        raise WorkloadError(f"workload spec {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise WorkloadError(f"workload spec {path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict) or "workload" not in doc:
+    if not isinstance(doc, dict) or not isinstance(doc.get("workload"), str):
         raise WorkloadError(f"workload spec {path}: needs a mapping with a 'workload' key "
-                            "(a catalog entry, see `sieve list workloads`)")
-    name = str(doc["workload"])
+                            "naming a catalog entry (see `sieve list workloads`)")
+    name = doc["workload"]
     entry = get_workload(name)
     params: dict[str, Any] = {}
     for key, value in doc.items():
@@ -64,8 +66,8 @@ def load_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
         elif key == "shape":
             if isinstance(value, dict):
                 params.update(value)
-            elif isinstance(value, (list, tuple)):
-                params["shape"] = ",".join(str(int(v)) for v in value)
+            elif isinstance(value, list):
+                params["shape"] = value
             else:
                 raise WorkloadError(f"workload spec {path}: shape: expected a mapping (d, f, "
                                     "...) or a list of sizes")
@@ -76,10 +78,14 @@ def load_spec(path: str | Path) -> tuple[str, dict[str, Any]]:
         else:
             raise WorkloadError(f"workload spec {path}: {key}: unknown key (use workload, "
                                 f"name, {', '.join(SHORTCUTS)}, sparsity, shape, params)")
-    known = {q.name for q in entry.params}
-    for key in params:
+    known = {q.name: q for q in entry.params}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
         if key not in known:
             raise WorkloadError(f"workload spec {path}: {key}: not a parameter of {name} "
-                                f"(its parameters: {', '.join(sorted(known))})")
-    return name, {k: (str(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                      else v) for k, v in params.items()}
+                                f"(its parameters: {', '.join(sorted(map(str, known)))})")
+        try:
+            out[key] = known[key].parse(name, value)
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload spec {path}: {key}: {exc}") from None
+    return name, out

@@ -32,6 +32,7 @@ from isa.schema import (
     to_dict,
 )
 from simulator.compose import expand_dram_preset, resolve_base
+from simulator.yaml_input import UnreadableText, load_yaml_text, read_text_file
 
 __all__ = [
     "DEFAULT_CHIP_ROOT",
@@ -54,7 +55,7 @@ def parse_override_value(text: str) -> Any:
     Text that is not valid YAML on its own (e.g. ``a: b``) is kept as a plain string.
     """
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         return text
 
@@ -66,13 +67,11 @@ def read_yaml(path: str | Path, *, where: str | None = None) -> dict[str, Any]:
     """
     name = str(path) if where is None else where
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(format_problems(name, [(TOP_LEVEL, "file not found")])) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(format_problems(name, [(TOP_LEVEL, f"cannot read: {exc}")])) from None
+        text = read_text_file(path)
+    except UnreadableText as exc:
+        raise ConfigError(format_problems(name, [(TOP_LEVEL, str(exc))])) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(format_problems(name, [_yaml_problem(exc)])) from None
     if data is None:
@@ -116,7 +115,25 @@ def chip_from_dict(
     if overrides:
         data = apply_overrides(data, list(overrides), where=where, parse=parse_override_value)
     data = expand_dram_preset(data, where=where)
-    return load_dataclass(ChipConfig, data, where=where)
+    cfg = load_dataclass(ChipConfig, data, where=where)
+    _check_energy_table(cfg, where)
+    return cfg
+
+
+def _check_energy_table(cfg: ChipConfig, where: str) -> None:
+    """The chip's ``energy_table`` names a table that exists (else the run would fail only
+    after simulating, with an error that does not name the chip's key)."""
+    from simulator.energy import resolve_energy_table
+
+    try:
+        file = resolve_energy_table(cfg.energy_table)
+    except ConfigError as exc:
+        message = str(exc).splitlines()[-1].strip().removeprefix(f"{TOP_LEVEL}: ")
+        raise ConfigError(format_problems(
+            where, [("energy_table", f"{cfg.energy_table!r}: {message}")])) from None
+    if not file.is_file():
+        raise ConfigError(format_problems(
+            where, [("energy_table", f"no energy table file {file}")]))
 
 
 def load_chip(path: str | Path, overrides: Sequence[str] = ()) -> ChipConfig:

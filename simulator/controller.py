@@ -109,12 +109,16 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
         return outputs[name].nbytes(ELEMENT_BYTES) if name in outputs else 0
 
     end_cycle = [0]
+    current = ["controller: not started"]      # the schedule step under way, for the watchdog
 
     def controller():
         configs: dict[str, simpy.events.Process] = {}
         c = chip.controller
-        for cmd in program.schedule:
+        for step, cmd in enumerate(program.schedule):
             start = env.now
+            current[0] = (f"controller: schedule step {step} ({cmd.op} {cmd.arg}"
+                          f"{'' if not cmd.size_bytes else f', {cmd.size_bytes} bytes'}) "
+                          f"since cycle {start}")
             if cmd.op == "dma_in":
                 busy = yield env.process(transfer(dram, dram_transfer(chip, cmd.size_bytes)))
                 mem.dram_read_bytes += cmd.size_bytes
@@ -178,7 +182,7 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     proc = env.process(controller())
     status = drive(env, proc, chip.sim.max_cycles, progress)
     if status != "done":
-        stuck = "\n".join(k.stuck() for k in live.values())
+        stuck = "\n".join([current[0]] + [k.stuck() for k in live.values()])
         if status == "watchdog":
             raise SimulationError(f"watchdog: no completion after sim.max_cycles="
                                   f"{chip.sim.max_cycles} cycles; unit states:\n{stuck}")

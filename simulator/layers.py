@@ -64,6 +64,7 @@ from isa.errors import SimulationError
 from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
+from isa.weight_formats import bsr_bytes
 from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
 from simulator.chip import RunResult
 from simulator.progress import progress_of
@@ -316,9 +317,12 @@ class LayerEngine:
 
     # -------------------------------------------------------------- one product
     def product(self, a: np.ndarray, b: np.ndarray, *, lane: int, expert: int,
-                label: str, nm: tuple[int, int] | None = None) -> np.ndarray:
+                label: str, nm: tuple[int, int] | None = None,
+                block: tuple[int, int] | None = None) -> np.ndarray:
         """A (T x K) @ B (K x N) as tiles on ``lane``: appends a job, returns A @ B. ``nm``:
-        B's N:M pattern along K, which dense mode runs and moves compressed."""
+        B's N:M pattern along K, which dense mode runs and moves compressed; ``block``: B's
+        block shape (along K, along N) when it is block-pruned, which dense mode moves as BSR
+        (:func:`bsr_bytes`) but still multiplies in full."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
         if self.fidelity == "analytic":
@@ -330,7 +334,8 @@ class LayerEngine:
         idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
             d_cycles, d_counts, d_memory = self._dense_product(
-                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm)
+                a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm,
+                None if block is None else bsr_bytes(b32, block, WORD_BYTES))
         else:
             d_cycles, d_counts, d_memory = 0, {}, {}
         issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))
@@ -383,11 +388,14 @@ class LayerEngine:
             self.worst = sample
 
     def _dense_product(self, m: int, k: int, n: int, effectual: int, expert: int,
-                       label: str, idx: int, nm: tuple[int, int] | None = None
+                       label: str, idx: int, nm: tuple[int, int] | None = None,
+                       stored_bytes: int | None = None
                        ) -> tuple[int, dict[str, float], dict[str, int]]:
         """The same product in dense mode: one job on the MAC block (systolic OS timing,
-        simulator.systolic) that streams the dense weights; every MAC is issued, those with a
-        zero operand at full energy (the array neither skips nor gates)."""
+        simulator.systolic) that streams the weights (dense, N:M compressed, or
+        ``stored_bytes`` of a block-sparse weight's BSR image); every MAC but those N:M
+        removes is issued, those with a zero operand at full energy (the array neither skips
+        nor gates, so a block-sparse weight's zero blocks are multiplied)."""
         from simulator.systolic import fold_schedule
 
         sched = fold_schedule(m, n, k, self.dense_array, nm)
@@ -395,6 +403,8 @@ class LayerEngine:
         kc = sched.k_compressed            # N:M: the kept values and their position bits
         weight_bytes = kc * n * WORD_BYTES + (0 if nm is None else
                                               cdiv(kc * n * max(1, (nm[1] - 1).bit_length()), 8))
+        if stored_bytes is not None:
+            weight_bytes = stored_bytes
         n_jobs = max(1, cdiv(weight_bytes, self.chip.glb.size_bytes // self.buffers))
         for i in range(n_jobs):
             self.dense_jobs.append(LaneJob(0, expert, compute * (i + 1) // n_jobs

@@ -258,3 +258,31 @@ def test_nm_weights_move_compressed_and_oversized_gemms_are_refused():
     assert nm["verified"] and nm["energy_j"] < dense["energy_j"]
     with pytest.raises(CompileError, match="global buffer"):
         sieve.run(ONYX, "gemm", params={"shape": "2048,2048,2048"})
+
+
+def test_block_sparse_weights_move_as_bsr():
+    """Issue 15: a block-pruned B moves as BSR (kept blocks' values, one block-column index
+    per kept block, K/bk + 1 block-row pointers; 2 bytes each); the MAC block still issues
+    every MAC, so cycles stay the dense ones and the zero blocks' MACs are ineffectual."""
+    M, N, K = 64, 64, 128
+    shape = f"{M},{N},{K}"
+    dense = sieve.run(ONYX, "gemm", params={"shape": shape}).summary
+    block = sieve.run(ONYX, "gemm", params={"shape": shape, "pattern": "block16x8",
+                                            "weight_sparsity": "0.75"}).summary
+    blocks = (K // 16) * (N // 8)
+    kept = blocks // 4                                  # round((1 - 0.75) x 64) = 16
+    b_bsr = (kept * 16 * 8 + kept + K // 16 + 1) * ELEMENT_BYTES
+    assert dense["dram_bytes"] - block["dram_bytes"] == K * N * ELEMENT_BYTES - b_bsr
+    assert block["compute_cycles"] == dense["compute_cycles"] and block["skipped_ops"] == 0
+    assert block["ineffectual_ops"] == 3 * 2 * M * N * K // 4 and block["verified"]
+    assert block["energy_j"] < dense["energy_j"]
+
+
+def test_gemm_weight_sparsity_needs_a_block_pattern():
+    """weight_sparsity applies to block patterns only; anything else is one clear error."""
+    with pytest.raises(WorkloadError, match="weight_sparsity"):
+        get_workload("gemm").make({"weight_sparsity": "0.5"})
+    with pytest.raises(WorkloadError, match="weight_sparsity"):
+        get_workload("gemm").make({"pattern": "block4x4", "weight_sparsity": "1.5"})
+    with pytest.raises(WorkloadError, match="pattern"):
+        get_workload("gemm").make({"pattern": "blockx"})

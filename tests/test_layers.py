@@ -513,3 +513,38 @@ def test_nm_weights_run_and_move_compressed_in_dense_mode():
     assert unstructured["dram_bytes"] - nm["dram_bytes"] == weight_bytes - nm_bytes
     assert nm["cycles"] < unstructured["cycles"] and nm["energy_j"] < unstructured["energy_j"]
     assert nm["skipped_ops"] == nm["dense_equivalent_ops"] // 2 and nm["verified"]
+
+
+def test_bsr_bytes_is_the_hand_count():
+    """Issue 15: a block-pruned weight's BSR image is the kept blocks' in-range values, one
+    block-column index per kept block and ceil(K/bk) + 1 block-row pointers, 2 bytes each."""
+    from isa.weight_formats import bsr_bytes
+
+    b = np.zeros((5, 6), dtype=np.float32)
+    b[0, 0] = b[4, 5] = 1.0               # blocks (0, 0): 2 x 4 values; (2, 1): 1 x 2
+    assert bsr_bytes(b, (2, 4)) == (8 + 2 + 2 + 3 + 1) * 2
+    assert bsr_bytes(np.zeros((5, 6)), (2, 4)) == (3 + 1) * 2
+
+
+def test_block_sparse_weights_move_as_bsr_in_dense_mode():
+    """Issue 15: a block-pruned layer in dense mode DMAs its kept blocks plus the BSR index
+    instead of dense weights, and still issues every MAC (the MAC block cannot skip a zero
+    block: those MACs are ineffectual); sparse mode is unchanged by the pattern's format."""
+    from isa.weight_formats import bsr_bytes
+
+    params = {"scale": "16", "tokens": "16", "weight_sparsity": "0.5"}
+
+    def dense_run(**p):
+        return run(ONYX, "linear.llama2-7b.down", params={**params, **p},
+                   overrides=["compiler.layer_mode=dense"], fidelity="analytic")
+    rep = dense_run(pattern="block16x16")
+    block, unstructured = rep.summary, dense_run().summary
+    b = rep.layer.weight.dense().T                                # K x N as the product
+    chunks = [(t.r0, t.r1) for t in (j.task for j in rep.program.jobs)
+              if t is not None and hasattr(t, "r0")]              # the plan's row chunks
+    assert len(chunks) > 1 and chunks[-1][1] == b.shape[1]
+    assert unstructured["dram_bytes"] - block["dram_bytes"] == \
+        b.size * 2 - sum(bsr_bytes(b[:, r0:r1], (16, 16)) for r0, r1 in chunks)
+    assert block["skipped_ops"] == 0
+    assert block["effectual_ops"] + block["ineffectual_ops"] == block["dense_equivalent_ops"]
+    assert block["energy_j"] < unstructured["energy_j"] and block["verified"]

@@ -9,6 +9,8 @@ This package imports only numpy and scipy.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,29 +25,90 @@ class WorkloadError(ValueError):
     """A workload name, parameter or tensor is invalid; the message names the field."""
 
 
+MAX_PARAM_INT = 2**53
+"""Largest magnitude of an integer parameter (every size and seed fits; products of a few
+such sizes are checked against memory before anything is allocated)."""
+
+_INT_TEXT = re.compile(r"^[+-]?[0-9]{1,40}$")
+
+
 @dataclass(frozen=True)
 class Param:
-    """One workload parameter: ``-p name=value`` on the CLI."""
+    """One workload parameter: ``-p name=value`` on the CLI, or a field of a YAML spec.
+
+    ``low`` and ``high`` bound the value (each item of an ``ints`` list), inclusive.
+    """
 
     name: str
     kind: str            # "int", "float", "str", "ints" (comma-separated)
     default: Any
     help: str
+    low: float | None = None
+    high: float | None = None
 
-    def parse(self, workload: str, text: Any) -> Any:
-        if not isinstance(text, str):
-            return text
-        try:
-            if self.kind == "int":
-                return int(text)
-            if self.kind == "float":
-                return float(text)
-            if self.kind == "ints":
-                return tuple(int(x) for x in text.split(","))
-            return text
-        except ValueError:
-            raise WorkloadError(f"workload {workload}: parameter {self.name}: expected "
-                                f"{self.kind}, got {text!r}") from None
+    def parse(self, workload: str, value: Any) -> Any:
+        """The checked value of ``value``: command-line text, or a YAML spec's scalar or list.
+
+        No coercion is silent: an int is an integer (``8.7`` and ``true`` are refused, not
+        truncated), a float is finite, text is text, and every number lies in its range.
+        Raises: WorkloadError naming the workload and the parameter.
+        """
+        where = f"workload {workload}: parameter {self.name}"
+        if self.kind == "ints":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not items:
+                raise WorkloadError(f"{where}: expected comma-separated integers, got "
+                                    f"{_shown(value)}")
+            return tuple(self._number(where, "int", v) for v in items)
+        if self.kind in ("int", "float"):
+            return self._number(where, self.kind, value)
+        if not isinstance(value, str):
+            raise WorkloadError(f"{where}: expected text, got {_shown(value)}")
+        return value
+
+    def _number(self, where: str, kind: str, value: Any) -> int | float:
+        out: int | float
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                if kind == "int":
+                    if not _INT_TEXT.match(text):
+                        raise ValueError
+                    out = int(text)
+                else:
+                    out = float(text)
+            except ValueError:
+                raise WorkloadError(f"{where}: expected {_KIND_NAMES[kind]}, got "
+                                    f"{_shown(value)}") from None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind == "int" and not isinstance(value, int)):
+            raise WorkloadError(f"{where}: expected {_KIND_NAMES[kind]}, got {_shown(value)}")
+        else:
+            out = float(value) if kind == "float" else value
+        if isinstance(out, int) and abs(out) > MAX_PARAM_INT:
+            raise WorkloadError(f"{where}: {_shown(out)} is out of range (|value| <= 2**53)")
+        if isinstance(out, float) and not math.isfinite(out):
+            raise WorkloadError(f"{where}: expected a finite number, got {out}")
+        if self.low is not None and out < self.low:
+            raise WorkloadError(f"{where}: must be >= {self.low:g}, got {out}")
+        if self.high is not None and out > self.high:
+            raise WorkloadError(f"{where}: must be <= {self.high:g}, got {out}")
+        return out
+
+
+_KIND_NAMES = {"int": "an integer", "float": "a number"}
+
+
+def _shown(value: Any) -> str:
+    """A wrong value in a message: short reprs, containers by kind, huge ints by size."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**40:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)

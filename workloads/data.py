@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import struct
 import zipfile
@@ -46,6 +47,36 @@ def load_matrix(path: str | Path, key: str | None = None) -> np.ndarray | sp.csr
     """
     p = _existing(path)
     suffix = p.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise WorkloadError(f"{p}: unsupported file type {p.suffix!r} (use "
+                            f"{', '.join(SUFFIXES)})")
+    if not p.is_file():
+        raise WorkloadError(f"{p}: not a regular file")
+    try:
+        return _load_matrix(p, suffix, key)
+    except WorkloadError:
+        raise
+    except _READ_ERRORS as exc:
+        kind = "Matrix Market file" if suffix == ".mtx" else f"{suffix} file"
+        raise WorkloadError(f"{p}: not a readable {kind} ({_why(exc)})") from None
+
+
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, IndexError,
+                TypeError, OverflowError, RecursionError, UnicodeDecodeError, struct.error,
+                MemoryError)
+"""What a reader of a malformed file may raise; each becomes one WorkloadError naming it."""
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "too large for this machine's memory"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _load_matrix(p: Path, suffix: str, key: str | None) -> np.ndarray | sp.csr_matrix:
     if suffix == ".npy":
         if key is not None:
             raise WorkloadError(f"{p}: key {key!r} given, but a .npy file holds one array")
@@ -56,27 +87,15 @@ def load_matrix(path: str | Path, key: str | None = None) -> np.ndarray | sp.csr
             if key is not None:
                 raise WorkloadError(f"{p}: key {key!r} given, but this is a scipy sparse "
                                     ".npz holding one matrix")
-            try:
-                return sp.csr_matrix(sp.load_npz(p))
-            except (ValueError, OSError, KeyError) as exc:
-                raise WorkloadError(f"{p}: not a readable scipy sparse .npz ({exc})") from None
-        name = _pick(p, key, names)
-        with np.load(p, allow_pickle=False) as archive:
-            return archive[name]
+            return _sparse_npz(p)
+        return _npz_member(p, _pick(p, key, names))
     if suffix == ".safetensors":
         header = _st_header(p)
         name = _pick(p, key, list(header))
         return _st_read(p, name, header[name])
-    if suffix == ".mtx":
-        if key is not None:
-            raise WorkloadError(f"{p}: key {key!r} given, but a .mtx file holds one matrix")
-        try:
-            out = scipy.io.mmread(p)
-        except (ValueError, OSError, IndexError) as exc:
-            raise WorkloadError(f"{p}: not a readable Matrix Market file ({exc})") from None
-        return sp.csr_matrix(out) if sp.issparse(out) else np.asarray(out)
-    raise WorkloadError(f"{p}: unsupported file type {p.suffix!r} (use "
-                        f"{', '.join(SUFFIXES)})")
+    if key is not None:
+        raise WorkloadError(f"{p}: key {key!r} given, but a .mtx file holds one matrix")
+    return _mtx(p)
 
 
 def list_tensors(path_or_folder: str | Path) -> dict[str, tuple[tuple[int, ...], str, Path]]:
@@ -101,7 +120,12 @@ def list_tensors(path_or_folder: str | Path) -> dict[str, tuple[tuple[int, ...],
                             "folder of them")
     out: dict[str, tuple[tuple[int, ...], str, Path]] = {}
     for f in files:
-        entries = _st_entries(f) if f.suffix.lower() == ".safetensors" else _npz_entries(f)
+        try:
+            entries = _st_entries(f) if f.suffix.lower() == ".safetensors" else _npz_entries(f)
+        except WorkloadError:
+            raise
+        except _READ_ERRORS as exc:
+            raise WorkloadError(f"{f}: not a readable {f.suffix} file ({_why(exc)})") from None
         for name, (shape, dtype) in entries.items():
             if name in out:
                 raise WorkloadError(f"{p}: tensor {name!r} is in both {out[name][2].name} "
@@ -119,12 +143,9 @@ def load_tensor(folder_or_file: str | Path, name: str) -> np.ndarray | sp.csr_ma
     if name not in index:
         raise WorkloadError(f"{folder_or_file}: no tensor {name!r}{_hint(name, index)}")
     f = index[name][2]
-    if f.suffix.lower() == ".safetensors":
-        return _st_read(f, name, _st_header(f)[name])
-    if _SPARSE_NPZ_KEYS <= set(_npz_names(f)):
-        return load_matrix(f)
-    with np.load(f, allow_pickle=False) as archive:
-        return archive[name]
+    if f.suffix.lower() == ".safetensors" or _SPARSE_NPZ_KEYS <= set(_npz_names(f)):
+        return load_matrix(f, name if f.suffix.lower() == ".safetensors" else None)
+    return load_matrix(f, name)
 
 
 # ------------------------------------------------------------------ MoE tensor names
@@ -254,10 +275,126 @@ def _existing(path: str | Path) -> Path:
 
 
 def _np_load(p: Path) -> np.ndarray:
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise WorkloadError(f"{p}: not a readable .npy file ({exc})") from None
+    with open(p, "rb") as fh:
+        shape, dtype = _npy_header(p, "", fh)
+        start = fh.tell()
+    _check_array(p, "", shape, dtype, p.stat().st_size - start)
+    return np.load(p, allow_pickle=False)
+
+
+def _npz_member(p: Path, name: str) -> np.ndarray:
+    with zipfile.ZipFile(p) as z:
+        info = z.getinfo(name + ".npy")
+        with z.open(info) as fh:
+            shape, dtype = _npy_header(p, info.filename, fh)
+            start = fh.tell()
+        _check_array(p, f"member {name}: ", shape, dtype, info.file_size - start)
+    with np.load(p, allow_pickle=False) as archive:
+        return archive[name]
+
+
+def _check_array(p: Path, where: str, shape: tuple[int, ...], dtype: np.dtype,
+                 stored_bytes: int) -> None:
+    """Refuse an array whose dtype is not real numbers or whose declared shape does not fit
+    the bytes stored (checked before numpy allocates the declared size)."""
+    _check_dtype(p, where, dtype)
+    count = math.prod(shape)
+    if count * dtype.itemsize > stored_bytes:
+        raise WorkloadError(f"{p}: {where}shape {tuple(shape)} of {dtype} needs "
+                            f"{count * dtype.itemsize:,} bytes but only {stored_bytes:,} are "
+                            "stored")
+
+
+def _check_dtype(p: Path, where: str, dtype: np.dtype) -> None:
+    kind = np.dtype(dtype).kind
+    if kind == "c":
+        raise WorkloadError(f"{p}: {where}complex values ({dtype}); Sieve simulates real "
+                            "numbers (store the real part, or real and imaginary as two "
+                            "matrices)")
+    if kind not in "biuf":
+        raise WorkloadError(f"{p}: {where}dtype {dtype} is not a real number type (use a "
+                            "float, int or bool array)")
+
+
+def _sparse_npz(p: Path) -> sp.csr_matrix:
+    """A scipy.sparse.save_npz matrix (csr, csc or coo), every array bounds-checked before the
+    matrix is built (scipy itself does not check indices when loading)."""
+    with zipfile.ZipFile(p) as z:
+        for info in z.infolist():
+            if info.filename.endswith(".npy"):
+                with z.open(info) as fh:
+                    shape, dtype = _npy_header(p, info.filename, fh)
+                    start = fh.tell()
+                member = f"member {info.filename[:-4]}: "
+                if info.filename[:-4] == "format":
+                    if dtype.kind not in "SU":
+                        raise WorkloadError(f"{p}: {member}expected a string")
+                else:
+                    _check_array(p, member, shape, dtype, info.file_size - start)
+    with np.load(p, allow_pickle=False) as z:
+        raw = np.asarray(z["format"]).item()
+        fmt = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        arrays = {k: np.asarray(z[k]) for k in z.files if k != "format"}
+    dims = arrays["shape"]
+    if dims.shape != (2,) or dims.dtype.kind not in "iu" or (dims < 0).any():
+        raise WorkloadError(f"{p}: shape {dims.tolist()} is not two sizes >= 0")
+    m, n = (int(v) for v in dims)
+    data = arrays["data"]
+    if data.ndim != 1:
+        raise WorkloadError(f"{p}: data must be 1-D, got shape {data.shape}")
+    if fmt in ("csr", "csc"):
+        major, minor = (m, n) if fmt == "csr" else (n, m)
+        indices, indptr = _int_member(p, arrays, "indices"), _int_member(p, arrays, "indptr")
+        if len(indptr) != major + 1 or indptr[0] != 0 or (np.diff(indptr) < 0).any() \
+                or indptr[-1] != len(indices) or len(indices) != len(data):
+            raise WorkloadError(f"{p}: indptr is not {major + 1} non-decreasing offsets from "
+                                f"0 to nnz = {len(data)} (len(indices) {len(indices)})")
+        _in_range(p, "indices", indices, minor)
+        cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+        return sp.csr_matrix(cls((data, indices, indptr), shape=(m, n)))
+    if fmt == "coo":
+        row, col = _int_member(p, arrays, "row"), _int_member(p, arrays, "col")
+        if not len(row) == len(col) == len(data):
+            raise WorkloadError(f"{p}: row, col and data differ in length")
+        _in_range(p, "row", row, m)
+        _in_range(p, "col", col, n)
+        return sp.csr_matrix(sp.coo_matrix((data, (row, col)), shape=(m, n)))
+    raise WorkloadError(f"{p}: sparse format {fmt!r} is not supported (csr, csc or coo)")
+
+
+def _int_member(p: Path, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in arrays:
+        raise WorkloadError(f"{p}: member {name} missing")
+    arr = arrays[name]
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise WorkloadError(f"{p}: {name} must be a 1-D integer array, got {arr.dtype} "
+                            f"shape {arr.shape}")
+    return arr
+
+
+def _in_range(p: Path, name: str, arr: np.ndarray, size: int) -> None:
+    if len(arr) and (int(arr.min()) < 0 or int(arr.max()) >= size):
+        bad = arr[(arr < 0) | (arr >= size)][0]
+        raise WorkloadError(f"{p}: {name} holds {int(bad)}, outside 0..{size - 1}")
+
+
+def _mtx(p: Path) -> np.ndarray | sp.csr_matrix:
+    """A Matrix Market file: its header is checked (real values, sizes this machine can hold)
+    before the entries are read."""
+    from workloads.footprint import available_memory_bytes
+
+    rows, cols, entries, fmt, field, _sym = scipy.io.mminfo(p)
+    if field == "complex":
+        raise WorkloadError(f"{p}: complex values; Sieve simulates real numbers")
+    dense = fmt == "array"
+    need = 8 * rows * cols if dense else 24 * entries + 8 * (rows + 1)
+    have = available_memory_bytes()
+    if need > have:
+        raise WorkloadError(f"{p}: a {rows:,} x {cols:,} matrix with {entries:,} entries needs "
+                            f"about {need / 2**30:,.2f} GiB to read; {have / 2**30:,.2f} GiB "
+                            "available")
+    out = scipy.io.mmread(p)
+    return sp.csr_matrix(out) if sp.issparse(out) else np.asarray(out)
 
 
 def _pick(p: Path, key: str | None, names: list[str]) -> str:
@@ -299,6 +436,8 @@ def _npz_entries(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
                 with z.open(member) as fh:
                     headers[member[:-4]] = _npy_header(p, member, fh)
         if _SPARSE_NPZ_KEYS <= set(headers):
+            if headers["shape"][0] != (2,) or headers["shape"][1].kind not in "iu":
+                raise WorkloadError(f"{p}: member shape: expected two integer sizes")
             with z.open("shape.npy") as fh:
                 shape = tuple(int(v) for v in np.lib.format.read_array(fh))
             return {p.stem: (shape, _code(headers["data"][1]))}
@@ -314,8 +453,9 @@ def _npy_header(p: Path, member: str, fh: Any) -> tuple[tuple[int, ...], np.dtyp
                   else np.lib.format.read_array_header_2_0)
         shape, _, dtype = reader(fh)
     except ValueError as exc:
-        raise WorkloadError(f"{p}: member {member}: bad .npy header ({exc})") from None
-    return tuple(shape), dtype
+        where = f"member {member}: " if member else ""
+        raise WorkloadError(f"{p}: {where}bad .npy header ({exc})") from None
+    return tuple(shape), np.dtype(dtype)
 
 
 def _code(dtype: np.dtype) -> str:
@@ -339,18 +479,24 @@ def _st_header(p: Path) -> dict[str, dict[str, Any]]:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise WorkloadError(f"{p}: bad safetensors header ({exc})") from None
+        except RecursionError:
+            raise WorkloadError(f"{p}: bad safetensors header (JSON nested too deeply)") \
+                from None
     if not isinstance(header, dict):
         raise WorkloadError(f"{p}: bad safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            if not all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end)):
+            if not isinstance(shape, list) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                    for v in (*shape, begin, end)):
                 raise ValueError
-            count = int(np.prod(shape, dtype=np.int64))
+            count = math.prod(shape)      # Python ints: no overflow
         except (KeyError, TypeError, ValueError):
-            raise WorkloadError(f"{p}: tensor {name!r}: bad header entry {entry!r}") from None
-        if dtype not in _ST_DTYPES:
+            shown = repr(entry) if len(repr(entry)) < 200 else repr(entry)[:197] + "..."
+            raise WorkloadError(f"{p}: tensor {name!r}: bad header entry {shown}") from None
+        if not isinstance(dtype, str) or dtype not in _ST_DTYPES:
             raise WorkloadError(f"{p}: tensor {name!r}: unsupported dtype {dtype} (supported: "
                                 f"{', '.join(_ST_DTYPES)})")
         if end - begin != count * np.dtype(_ST_DTYPES[dtype]).itemsize or \
@@ -368,7 +514,7 @@ def _st_entries(p: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 def _st_read(p: Path, name: str, entry: dict[str, Any]) -> np.ndarray:
     dtype, shape = entry["dtype"], tuple(entry["shape"])
     stored = np.dtype(_ST_DTYPES[dtype])
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     with open(p, "rb") as fh:
         fh.seek(entry["start"])
         data = np.fromfile(fh, dtype=stored, count=count)

@@ -24,7 +24,7 @@ from workloads.operands import as_csr, as_dense, file_operands, operand_params
 
 _COMMON = (
     Param("density", "float", 0.1, "fraction of nonzeros in each operand, in [0, 1]"),
-    Param("seed", "int", 0, "random seed of the operands"),
+    Param("seed", "int", 0, "random seed of the operands", low=0),
     Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
     Param("empty_rows", "float", 0.0, "fraction of rows of the first operand forced empty"),
 )
@@ -128,6 +128,17 @@ GEMM_PATTERNS: dict[str, tuple[int, int] | None] = {
     "dense": None, "2:4": (2, 4), "1:4": (1, 4), "4:8": (4, 8)}
 """``pattern`` of the gemm workload -> the N:M weight sparsity of B along K (None: dense)."""
 
+def gemm_block(pattern: str) -> tuple[int, int] | None:
+    """``pattern`` of the gemm workload -> B's block shape (H along K, W along N) when it is
+    blockHxW (blockN: N x N), else None."""
+    from workloads.pruning import parse_pattern
+
+    if not pattern.startswith("block"):
+        return None
+    pat = parse_pattern(pattern)
+    return (pat.bh, pat.bw)
+
+
 GEMM_DATAFLOWS = ("os", "ws", "is")
 """Dataflows of the dense systolic mode (isa.arch.SYSTOLIC_DATAFLOWS; workloads may not import
 isa)."""
@@ -186,9 +197,14 @@ def _gemm(p: dict[str, Any]) -> KernelLayer:
     check_density("gemm", p["density"])
     if p["values"] not in ("int", "float"):
         raise WorkloadError("workload gemm: parameter values: use int or float")
-    if p["pattern"] not in GEMM_PATTERNS:
+    block = gemm_block(p["pattern"])
+    if p["pattern"] not in GEMM_PATTERNS and block is None:
         raise WorkloadError(f"workload gemm: parameter pattern: use one of "
-                            f"{', '.join(GEMM_PATTERNS)}, got {p['pattern']!r}")
+                            f"{', '.join(GEMM_PATTERNS)} or blockHxW, got {p['pattern']!r}")
+    if not 0.0 <= p["weight_sparsity"] < 1.0 or (block is None and p["weight_sparsity"]):
+        raise WorkloadError("workload gemm: parameter weight_sparsity: a block pattern's "
+                            f"fraction of B's blocks pruned, in [0, 1), got "
+                            f"{p['weight_sparsity']!r} with pattern {p['pattern']!r}")
     if p["dataflow"] not in ("",) + GEMM_DATAFLOWS:
         raise WorkloadError(f"workload gemm: parameter dataflow: use one of "
                             f"{', '.join(GEMM_DATAFLOWS)} (or leave it empty for the chip's), "
@@ -197,9 +213,13 @@ def _gemm(p: dict[str, Any]) -> KernelLayer:
     rng = _rng(p)
     a = _dense_values(rng, (m, k), p["density"], p["values"])
     b = _dense_values(rng, (k, n), 1.0, p["values"])
-    nm = GEMM_PATTERNS[p["pattern"]]
+    nm = GEMM_PATTERNS.get(p["pattern"])
     if nm is not None:
         b = prune_nm(b, nm)
+    if block is not None:
+        from workloads.pruning import prune
+
+        b = prune(b, p["pattern"], p["weight_sparsity"])
     return KernelLayer("gemm", "X(i,j)=A(i,k)*B(k,j)", {"A": a, "B": b}, {"A": "dd", "B": "dd"},
                        None, (m, n), p, lambda: exact_matmul(a, b))
 
@@ -274,7 +294,7 @@ def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
 
 
 _TENSOR_COMMON = (
-    Param("seed", "int", 0, "random seed of the operands"),
+    Param("seed", "int", 0, "random seed of the operands", low=0),
     Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
     Param("empty_rows", "float", 0.0, "fraction of the first operand's first-mode slices "
           "forced empty"),
@@ -334,11 +354,13 @@ KERNELS = (
              "SCALE-Sim v3 (scalesim 3.0.0) GEMM; Onyx (VLSI'24) dense mode",
              (Param("shape", "ints", (128, 128, 128),
                     "M,N,K (K contracted): A is MxK, B is KxN"),
-              Param("seed", "int", 0, "random seed of the operands"),
+              Param("seed", "int", 0, "random seed of the operands", low=0),
               Param("values", "str", "int", "operand values: int (1..9, exact) or float"),
               Param("density", "float", 1.0, "fraction of nonzeros in A, in [0, 1]"),
               Param("pattern", "str", "dense", "N:M sparsity of B along K: dense, 2:4, 1:4, "
-                    "4:8 (largest-magnitude kept)"),
+                    "4:8 (largest-magnitude kept); or blockHxW (H along K, W along N)"),
+              Param("weight_sparsity", "float", 0.0, "block patterns: fraction of B's blocks "
+                    "pruned (smallest sum |B| first)"),
               Param("dataflow", "str", "", "os, ws or is; empty: the chip's (systolic."
                     "dataflow, else os)")),
              _gemm),

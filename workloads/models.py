@@ -108,9 +108,10 @@ FFN_MODELS = (
 # ------------------------------------------------------------------ parameters
 def _common(tokens: int, sparsity: float, activation: str) -> tuple[Param, ...]:
     return (
-        Param("scale", "int", 1, "divide d and f by this (E and k kept) for quick runs"),
-        Param("tokens", "int", tokens, "tokens in the batch (T)"),
-        Param("seed", "int", 0, "seed of the synthetic weights, tokens and routing"),
+        Param("scale", "int", 1, "divide d and f by this (E and k kept) for quick runs",
+              low=1),
+        Param("tokens", "int", tokens, "tokens in the batch (T)", low=1),
+        Param("seed", "int", 0, "seed of the synthetic weights, tokens and routing", low=0),
         Param("weight_sparsity", "float", sparsity, "fraction of weights pruned, in [0, 1)"),
         Param("pattern", "str", "unstructured", "pruning pattern: unstructured, 2:4, 4:8, "
               "1:4, blockHxW (e.g. block16x16)"),
@@ -120,7 +121,7 @@ def _common(tokens: int, sparsity: float, activation: str) -> tuple[Param, ...]:
               "turbosparse, teal40, teal50"),
         Param("weights", "str", "", "checkpoint folder or file with real weights "
               "(.safetensors/.npz); empty: synthetic"),
-        Param("layer", "int", 0, "layer index in the checkpoint (with weights=)"),
+        Param("layer", "int", 0, "layer index in the checkpoint (with weights=)", low=0),
     )
 
 
@@ -142,6 +143,32 @@ def _check_common(name: str, p: dict[str, Any]) -> None:
             raise WorkloadError(f"workload {name}: parameter {exc}") from None
         if pat.kind == "nm":
             p["weight_sparsity"] = float(pat.fixed_sparsity)
+    _check_row_cv(name, p)
+
+
+ROW_CV_DRIFT = 0.05
+"""Largest gap allowed between weight_sparsity and the sparsity a given row_cv realizes (the
+per-row keep probabilities (1-s) x lognormal are clipped at 1, which prunes fewer weights as
+the CV grows): beyond it the layer would not have the sparsity asked for."""
+
+
+def _check_row_cv(name: str, p: dict[str, Any]) -> None:
+    """row_cv is -1 (the measured default) or >= 0, and realizes the asked-for sparsity."""
+    cv, s = p["row_cv"], p["weight_sparsity"]
+    if cv == -1.0:
+        return
+    if cv < 0:
+        raise WorkloadError(f"workload {name}: parameter row_cv: must be -1 (as measured) or "
+                            f">= 0, got {cv}")
+    if p["pattern"] == "unstructured" and 0 < s < 1:
+        from workloads.pruning import realized_sparsity
+
+        got = realized_sparsity(s, cv)
+        if abs(got - s) > ROW_CV_DRIFT:
+            raise WorkloadError(
+                f"workload {name}: parameter row_cv: {cv:g} with weight_sparsity {s:g} would "
+                f"prune {got:.1%} of the weights, not {s:.1%} (per-row keep probabilities "
+                f"clip at 1); use a smaller row_cv")
 
 
 def _scaled(name: str, n: int, scale: int, what: str) -> int:
@@ -178,19 +205,49 @@ def _weight(wname: str, shape: tuple[int, int], p: dict[str, Any], *, transposed
     if real is not None:
         from workloads.pruning import prune
 
-        data = np.asarray(real, dtype=np.float32)
-        if data.shape != shape:
+        if tuple(real.shape) != shape:
             raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has shape "
-                                f"{data.shape}, expected {shape}")
-        if not np.isfinite(data).all():
-            raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has NaN or "
-                                "infinite values")
+                                f"{tuple(real.shape)}, expected {shape}")
+        data = _finite(p, wname, real)
         if pattern != "dense":
             data = prune(data, pattern, None if pattern[0].isdigit() else sparsity)
         return Weight(wname, shape, pattern, sparsity, p["seed"], transposed=transposed,
                       data=data)
     return Weight(wname, shape, pattern, sparsity, p["seed"], float(np.sqrt(3.0 / shape[1])),
                   transposed, None if p["row_cv"] < 0 else p["row_cv"])
+
+
+def _check_dense_fits(p: dict[str, Any], name: str, shape: tuple[int, ...],
+                      tokens: int) -> None:
+    """The weights of ``linear.custom`` are used dense: refuse, with the figures, a matrix
+    whose dense copies (the file's dtype up to float64, float32 for the layer, a float64
+    row chunk of the reference) and the layer's activations and outputs cannot fit this
+    machine's memory, before densifying it."""
+    from workloads.footprint import available_memory_bytes
+
+    rows, cols = (int(v) for v in shape)
+    need = rows * cols * (8 + 4 + 8) + tokens * (rows + cols) * 8 * 3
+    have = available_memory_bytes()
+    if need > have:
+        raise WorkloadError(f"workload {name}: the {rows:,} x {cols:,} weights of "
+                            f"{p['weights']} need about {need / 2**30:,.2f} GiB dense, this "
+                            f"machine has {have / 2**30:,.2f} GiB available")
+
+
+def _finite(p: dict[str, Any], wname: str, real: Any) -> np.ndarray:
+    """Real weights as float32, refused when not real numbers or not finite (a NaN would
+    otherwise surface as a failed output check, blaming the simulator)."""
+    arr = real.toarray() if hasattr(real, "toarray") else np.asarray(real)
+    if arr.dtype.kind not in "biuf":
+        what = "complex" if arr.dtype.kind == "c" else f"non-numeric ({arr.dtype})"
+        raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has {what} values; "
+                            "real numbers are needed")
+    data = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise WorkloadError(f"weights {p['weights']}: tensor for {wname} has {bad} NaN or "
+                            "infinite values (or values beyond float32's range)")
+    return data
 
 
 def _ffn(prefix: str, d: int, f: int, act: str, gated: bool, p: dict[str, Any],
@@ -229,10 +286,18 @@ def _moe_builder(model: MoEModel):
         router = _weight(f"{name}.router", (m_.experts, d), p, dense=True,
                          real=real["router"] if real else None)
         rng = np.random.default_rng([p["seed"], 0xB1A5])
-        bias = router_bias(m_.experts, m_.k, p["routing"], rng, noise="gauss", noise_std=1.0,
-                           hot_factor=min(6.0, m_.experts / m_.k))
+        try:
+            bias = router_bias(m_.experts, m_.k, p["routing"], rng, noise="gauss",
+                               noise_std=1.0, hot_factor=min(6.0, m_.experts / m_.k))
+        except WorkloadError as exc:
+            raise WorkloadError(f"workload {name}: parameter routing: {p['routing']} cannot "
+                                f"be realized with top_k={m_.k} of {m_.experts} experts "
+                                f"({exc}); use routing=uniform or a smaller top_k") from None
         gating = m_.gating
         if m_.gating.capacity_factor is not None:
+            if not p["capacity_factor"] > 0:
+                raise WorkloadError(f"workload {name}: parameter capacity_factor: must be > 0, "
+                                    f"got {p['capacity_factor']}")
             gating = Gating(m_.gating.kind, m_.gating.n_group, m_.gating.topk_group,
                             m_.gating.scaling, p["capacity_factor"])
         return MoELayer(name, m_.name, x, router, bias, experts, shared, m_.k, gating,
@@ -241,17 +306,41 @@ def _moe_builder(model: MoEModel):
     params = _common(64, 0.0, "none") + (
         Param("routing", "str", "gini0.10", "routing profile: uniform, gini0.10, gini0.25, "
               "gini0.35, hot (one expert ~6x the mean), or gini:X for any Gini in [0, 1)"),
-        Param("d", "int", 0, f"override d_model (0: the model's {m.d})"),
-        Param("f", "int", 0, f"override the expert FFN width (0: the model's {m.f})"),
-        Param("experts", "int", 0, f"override the routed experts (0: the model's {m.experts})"),
-        Param("top_k", "int", 0, f"override top-k (0: the model's {m.k})"),
-        Param("shared", "int", -1, f"override the shared experts (-1: the model's {m.shared})"))
+        Param("d", "int", 0, f"override d_model (0: the model's {m.d})", low=0),
+        Param("f", "int", 0, f"override the expert FFN width (0: the model's {m.f})",
+              low=0),
+        Param("experts", "int", 0, f"override the routed experts (0: the model's {m.experts})",
+              low=0),
+        Param("top_k", "int", 0, f"override top-k (0: the model's {m.k})", low=0),
+        Param("shared", "int", -1, f"override the shared experts (-1: the model's {m.shared})",
+              low=-1))
     if m.gating.capacity_factor is not None:
         params += (Param("capacity_factor", "float", m.gating.capacity_factor,
                          "expert capacity factor (tokens beyond capacity are dropped)"),)
     summary = (f"MoE layer d={m.d} f={m.f} E={m.experts} top-{m.k}"
                + (f" + {m.shared} shared" if m.shared else "") + f", {m.gating.kind} gating")
     return Workload(name, summary, m.source, params, build)
+
+
+def layer_dims(name: str, p: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(d, f, FFNs per token) of model layer ``name`` under parameters ``p`` (scale and shape
+    overrides applied), for the up-front size estimate (workloads.footprint); None when the
+    parameters are malformed (the builder then reports them)."""
+    try:
+        scale = max(int(p["scale"]), 1)
+        if name.startswith("moe."):
+            m = next(m for m in MOE_MODELS if f"moe.{m.name}" == name)
+            shared = m.shared if p["shared"] < 0 else p["shared"]
+            return ((p["d"] or m.d) // scale, (p["f"] or m.f) // scale,
+                    (p["top_k"] or m.k) + shared)
+        if name.startswith("ffn."):
+            fm = next(m for m in FFN_MODELS if f"ffn.{m.name}" == name)
+            return fm.d // scale, fm.f // scale, 1
+        _, model, matrix = name.split(".")
+        out, inp = LINEAR_MATRICES[model][matrix]
+        return inp // scale, out // scale, 1
+    except (KeyError, StopIteration, ValueError, TypeError):
+        return None
 
 
 def _override(name: str, m: MoEModel, p: dict[str, Any]) -> MoEModel:
@@ -324,13 +413,14 @@ def _custom_linear(p: dict[str, Any]) -> LinearLayer:
     from workloads.data import load_matrix
 
     real = load_matrix(p["weights"], p["key"] or None)
-    real = real.toarray() if hasattr(real, "toarray") else np.asarray(real)
     if real.ndim != 2:
         raise WorkloadError(f"weights {p['weights']}: expected a matrix, got shape {real.shape}")
+    _check_dense_fits(p, name, real.shape, p["tokens"])
+    real = real.toarray() if hasattr(real, "toarray") else np.asarray(real)
     shape = (int(real.shape[0]), int(real.shape[1]))
     sparsity = p["weight_sparsity"]
     w = _weight(name, shape, p, real=real) if sparsity > 0 else Weight(
-        name, shape, "dense", 0.0, p["seed"], data=np.asarray(real, dtype=np.float32))
+        name, shape, "dense", 0.0, p["seed"], data=_finite(p, name, real))
     return LinearLayer(name, "custom", _tokens(p, shape[1]), w, activation_sparsity(name, p),
                        dict(p), f"weights from {p['weights']}")
 

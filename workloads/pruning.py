@@ -111,6 +111,25 @@ def row_cv_default(sparsity: float) -> float:
     return float(np.interp(sparsity, xs, ys))
 
 
+def realized_sparsity(sparsity: float, cv: float) -> float:
+    """The fraction of weights that unstructured synthetic pruning removes when the per-row
+    keep probability is (1 - sparsity) x g, g lognormal with mean 1 and CV ``cv``, clipped at 1
+    (workloads.layers.Weight): 1 - E[min((1-s) g, 1)], in closed form."""
+    keep = 1.0 - sparsity
+    if cv <= 0 or keep <= 0:
+        return sparsity
+    sigma2 = math.log1p(cv * cv)
+    sigma, mu = math.sqrt(sigma2), -sigma2 / 2
+
+    def phi(z: float) -> float:
+        return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+    clip = math.log(1.0 / keep)                 # g above 1/keep is kept with probability 1
+    below = phi((clip - mu - sigma2) / sigma)   # E[g; g < 1/keep] (E[g] = 1)
+    above = 1.0 - phi((clip - mu) / sigma)      # P(g >= 1/keep)
+    return 1.0 - (keep * below + above)
+
+
 def row_nnz_cv(mat: np.ndarray | sp.spmatrix | sp.sparray) -> float:
     """Coefficient of variation (population std / mean) of the nonzeros per row; 0 when the
     matrix has no nonzeros or no rows. Explicitly stored zeros of a sparse matrix do not
