@@ -548,3 +548,16 @@ def test_block_sparse_weights_move_as_bsr_in_dense_mode():
     assert block["skipped_ops"] == 0
     assert block["effectual_ops"] + block["ineffectual_ops"] == block["dense_equivalent_ops"]
     assert block["energy_j"] < unstructured["energy_j"] and block["verified"]
+
+
+@pytest.mark.parametrize("lengths", [(8, 16), (1048576, 2097152), (97713, 8), (12, 24)])
+def test_random_bytes_is_rng_bytes(lengths):
+    """The fast path of synthetic-weight generation (random_raw) gives rng.bytes' bytes and
+    leaves the generator where rng.bytes would, also after a length that is not a multiple
+    of 8 (a buffered half: the fallback)."""
+    from workloads.layers import _random_bytes
+
+    a, b = np.random.default_rng([3, 7, 1]), np.random.default_rng([3, 7, 1])
+    for n in lengths:
+        assert _random_bytes(a, n).tobytes() == b.bytes(n)
+    assert np.array_equal(a.random(4), b.random(4))
