@@ -186,8 +186,8 @@ def _partial_rows(am: np.ndarray, part: np.ndarray, n_a: np.ndarray, cnt_q: np.n
         for j in range(kc):
             acc |= a[:, :, j, None] * bits_q[q0:q1, j][:, None, :]
         Y = _popcount(acc, w)
-        row = np.maximum(np.maximum(P + 2 * R, n_a[:, q0:q1].T[:, :, None] + bn[q0:q1, None] - R + 1),
-                         Y)
+        join = n_a[:, q0:q1].T[:, :, None] + bn[q0:q1, None] - R + 1
+        row = np.maximum(np.maximum(P + 2 * R, join), Y)
         sel = pm[:, :, None]
         rows[q0:q1] = (row * sel).sum(axis=1)
         ysum[q0:q1] = (Y * sel).sum(axis=1)

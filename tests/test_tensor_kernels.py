@@ -25,7 +25,7 @@ from compiler.notation import parse_expr, parse_order
 from compiler.pipeline import compile_layer, dense_equivalent_ops, lower_layer
 from isa.asm import parse_program, print_program
 from isa.bitstream import decode, encode
-from isa.errors import CompileError, IsaError, SimulationError
+from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output, run_kernel, run_unit
 from isa.ops import Opcode
@@ -33,7 +33,6 @@ from isa.program import Kernel, Node, TensorDecl
 from isa.tokens import format_tokens, tokens
 from sieve.cli import main
 from simulator.engine_burst import fire_kernel, run_burst, solve_times
-from simulator.engine_cycle import run_kernel_cycle
 from tests.conftest import ROOT
 from tests.test_burst import assert_same, configure, test_firing_table_matches_the_behaviour
 from tests.test_burst import make_case as make_2d_case
@@ -401,17 +400,7 @@ def test_one_step_windows_equal_cycle(small_chip, suite, seed):
         layer = case_layer(case)
     chip = configure(small_chip, case)
     program = compile_layer(layer, chip)
-    kernel, images = program.kernels[0], program.images
-    try:
-        a = run_kernel_cycle(kernel, images, chip)
-    except SimulationError as exc:
-        assert "deadlock" in str(exc)
-        with pytest.raises(SimulationError, match="deadlock"):
-            run_burst(kernel, images, chip, window=1)
-        return
-    b = run_burst(kernel, images, chip, window=1)
-    assert b.cycles == a.cycles and b.units == a.units and b.channels == a.channels
-    assert b.memory.written == a.memory.written
+    assert_same(program.kernels[0], program.images, chip, window=1)
 
 
 def test_windows_settle_back_pressure_loops_in_few_sweeps(onyx_chip):
