@@ -342,44 +342,54 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
         else:
             plans.append(([0] * (n + 1), [], [], []))
     got: list[list[int]] = [[] for _ in active]
-    done = [0] * len(active)
-    waiting: list[set[int]] = [set() for _ in active]
+    # each dependency holds its source's list of solved times: a step is final once listed
+    units = [(ptr, src, rel, w, [got[v] for v in src], got[u], base[u], sizes[u])
+             for u, (ptr, src, rel, w) in enumerate(plans)]
+    waiting: list[list[int]] = [[] for _ in active]
     queue = deque(range(len(active)))
+    pop, push = queue.popleft, queue.append
     queued = [True] * len(active)
     while queue:
-        u = queue.popleft()
+        u = pop()
         queued[u] = False
-        f, n = done[u], sizes[u]
+        ptr, src, rel, w, lst, tu, bu, n = units[u]
+        f = start = len(tu)
         if f == n:
             continue
-        ptr, src, rel, w = plans[u]
-        tu, bu = got[u], base[u]
         prev = tu[-1] if f else bu[0] - 1
+        end = ptr[f]
+        blocked = -1
         while f < n:
-            c = max(prev + 1, bu[f])
-            k, end = ptr[f], ptr[f + 1]
+            c = prev + 1
+            x = bu[f]
+            if x > c:
+                c = x
+            k = end
+            end = ptr[f + 1]
             while k < end:
-                v, g = src[k], rel[k]
-                if g >= done[v]:
+                g = rel[k]
+                t = lst[k]
+                if g >= len(t):
+                    blocked = src[k]
                     break
-                x = got[v][g] + w[k]
+                x = t[g] + w[k]
                 if x > c:
                     c = x
                 k += 1
-            if k < end:
-                waiting[src[k]].add(u)
+            if blocked >= 0:
+                if u not in waiting[blocked]:
+                    waiting[blocked].append(u)
                 break
             tu.append(c)
             prev = c
             f += 1
-        if f > done[u]:
-            done[u] = f
+        if f > start and waiting[u]:
             for r in waiting[u]:
                 if not queued[r]:
                     queued[r] = True
-                    queue.append(r)
-            waiting[u].clear()
-    if any(d < n for d, n in zip(done, sizes)):
+                    push(r)
+            waiting[u] = []
+    if any(len(t) < n for t, n in zip(got, sizes)):
         return False
     for u, t in zip(active, got):
         times[u][lo[u]:hi[u]] = t
