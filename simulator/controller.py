@@ -70,6 +70,17 @@ def run_fidelity(program: Program, chip: ChipConfig, fidelity: str | None) -> st
     return fid
 
 
+
+MOVES: dict[str, tuple[bool, tuple[str, ...], str]] = {
+    # command: (over DRAM (else the GLB<->array links), the byte counters it adds to, the
+    # controller phase its cycles count toward)
+    "dma_in": (True, ("dram_read_bytes", "glb_write_bytes"), "dma_in_cycles"),
+    "load": (False, ("glb_read_bytes", "link_bytes"), "dma_in_cycles"),
+    "unload": (False, ("glb_write_bytes", "link_bytes"), "dma_out_cycles"),
+    "dma_out": (True, ("dram_write_bytes", "glb_read_bytes"), "dma_out_cycles"),
+}
+"""The data-moving firmware commands of a kernel's schedule."""
+
 def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
              progress: Any = None, mapper: Callable[..., Iterable[Any]] = map) -> RunResult:
     """Run ``program`` on ``chip``; ``fidelity`` overrides ``chip.sim.fidelity`` for SAM
@@ -119,18 +130,16 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
             current[0] = (f"controller: schedule step {step} ({cmd.op} {cmd.arg}"
                           f"{'' if not cmd.size_bytes else f', {cmd.size_bytes} bytes'}) "
                           f"since cycle {start}")
-            if cmd.op == "dma_in":
-                busy = yield env.process(transfer(dram, dram_transfer(chip, cmd.size_bytes)))
-                mem.dram_read_bytes += cmd.size_bytes
-                mem.glb_write_bytes += cmd.size_bytes
-                mem.dram_busy_cycles += busy
-                ctl.dma_in_cycles += env.now - start
-            elif cmd.op == "load":
-                busy = yield env.process(transfer(links, link_transfer(chip, cmd.size_bytes)))
-                mem.glb_read_bytes += cmd.size_bytes
-                mem.link_bytes += cmd.size_bytes
-                mem.link_busy_cycles += busy
-                ctl.dma_in_cycles += env.now - start
+            if cmd.op in MOVES:
+                over_dram, byte_counters, phase = MOVES[cmd.op]
+                n = cmd.size_bytes if cmd.op in ("dma_in", "load") else output_bytes(cmd.arg)
+                cost = dram_transfer(chip, n) if over_dram else link_transfer(chip, n)
+                busy = yield env.process(transfer(dram if over_dram else links, cost))
+                for counter in byte_counters:
+                    setattr(mem, counter, getattr(mem, counter) + n)
+                busy_counter = "dram_busy_cycles" if over_dram else "link_busy_cycles"
+                setattr(mem, busy_counter, getattr(mem, busy_counter) + busy)
+                setattr(ctl, phase, getattr(ctl, phase) + env.now - start)
             elif cmd.op == "configure":
                 configs[cmd.arg] = env.process(configure(program.kernel(cmd.arg)))
             elif cmd.op == "launch":
@@ -161,20 +170,6 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                 for decl in kernel.tensors:
                     if decl.is_output:
                         outputs[decl.name] = assemble_output(decl, run.memory)
-            elif cmd.op == "unload":
-                n = output_bytes(cmd.arg)
-                busy = yield env.process(transfer(links, link_transfer(chip, n)))
-                mem.glb_write_bytes += n
-                mem.link_bytes += n
-                mem.link_busy_cycles += busy
-                ctl.dma_out_cycles += env.now - start
-            elif cmd.op == "dma_out":
-                n = output_bytes(cmd.arg)
-                busy = yield env.process(transfer(dram, dram_transfer(chip, n)))
-                mem.dram_write_bytes += n
-                mem.glb_read_bytes += n
-                mem.dram_busy_cycles += busy
-                ctl.dma_out_cycles += env.now - start
             else:
                 raise SimulationError(f"controller: unknown command {cmd.op!r}")
         end_cycle[0] = int(env.now)
