@@ -149,15 +149,19 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                 yield env.timeout(c.launch_cycles)
                 ctl.launch_count += 1
                 if isinstance(kernel, SystolicKernel):
-                    configs[cmd.arg + "#run"] = env.process(_systolic(env, kernel, program,
-                                                                      chip))
+                    from simulator.engine_systolic import run_systolic
+
+                    configs[cmd.arg + "#run"] = env.process(_timed(env, run_systolic, kernel,
+                                                                   program, chip))
                 elif fidelity == "cycle":
                     ck = CycleKernel(env, kernel, program.images, chip)
                     live[cmd.arg] = ck
                     configs[cmd.arg + "#run"] = env.process(ck.run())
                 else:
-                    configs[cmd.arg + "#run"] = env.process(_burst(env, kernel, program,
-                                                                   chip, progress))
+                    from simulator.engine_burst import run_burst
+
+                    configs[cmd.arg + "#run"] = env.process(_timed(env, run_burst, kernel,
+                                                                   program, chip))
             elif cmd.op == "wait":
                 run = yield configs[cmd.arg + "#run"]
                 runs[cmd.arg] = run
@@ -211,19 +215,10 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                      runs, actions, ops)
 
 
-def _burst(env: simpy.Environment, kernel, program: Program, chip: ChipConfig, progress):
-    from simulator.engine_burst import run_burst
-
-    run = run_burst(kernel, program.images, chip)
-    yield env.timeout(run.cycles)
-    return run
-
-
-def _systolic(env: simpy.Environment, kernel: SystolicKernel, program: Program,
-              chip: ChipConfig):
-    from simulator.engine_systolic import run_systolic
-
-    run = run_systolic(kernel, program.images, chip)
+def _timed(env: simpy.Environment, engine: Any, kernel: Any, program: Program,
+           chip: ChipConfig):
+    """A kernel timed whole by ``engine`` (burst or systolic): one SimPy event for its run."""
+    run = engine(kernel, program.images, chip)
     yield env.timeout(run.cycles)
     return run
 

@@ -595,10 +595,7 @@ def actions_from_stats(stats: Mapping[str, Any], program: Program | None = None
             # A PE unit's own SRAM counters are zero; counted anyway if a future unit has them.
             counts["mem_sram_read"] += c.get("sram_read_words", 0.0)
             counts["mem_sram_write"] += c.get("sram_write_words", 0.0)
-    counts["glb_read"] = memory.get("glb_read_bytes", 0.0) / 8
-    counts["glb_write"] = memory.get("glb_write_bytes", 0.0) / 8
-    counts["dram_read"] = memory.get("dram_read_bytes", 0.0) * 8
-    counts["dram_write"] = memory.get("dram_write_bytes", 0.0) * 8
+    counts.update(memory_actions(memory))
     counts["config_load"] = controller.get("config_bits", 0.0)
     ops = sum(c.get("effectual_op_count", 0.0) + c.get("add_count", 0.0)
               for c in units.values())

@@ -65,7 +65,7 @@ from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
 from isa.weight_formats import bsr_bytes
-from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
+from simulator.analytic import analytic_tiles, cdiv, tile_energy_counts, tile_sizes
 from simulator.chip import RunResult
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
@@ -99,10 +99,6 @@ class TileWork:
                     a[k] = a.get(k, 0) + v
             else:
                 setattr(self, f.name, a + b)
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # ------------------------------------------------------------------------------ the runner
@@ -716,15 +712,6 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
     return run_kernel_cycle(kernel, images, chip)
 
 
-def layer_actions(run: LayerRun, plan: Any) -> dict[str, float]:
-    """The layer's action counts for the one energy function (GLB, DRAM and configuration
-    come from its memory and controller counters): per product the tiles' (the analytic row
-    model's first-order counts, or the burst/cycle units' counters) or the MAC block's
-    (:func:`simulator.energy.systolic_actions`), whichever mode it ran in, plus the router on
-    the MAC block and the ALU passes (:func:`layer_counts`)."""
-    return dict(run.counts)
-
-
 def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     """The layer's RunResult: the one result type, with its counters, output and actions."""
     from isa.bitstream import config_bits
@@ -745,4 +732,4 @@ def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     return RunResult(chip.name, plan.kernel.name, run.fidelity, run.cycles,
                      run.cycles / (chip.clock.freq_mhz * 1e6), run.layer_stats.experts_cycles,
                      {"Y": tree}, dict(sorted(stats.items())), {"layer": run},
-                     layer_actions(run, plan), ops)
+                     dict(run.counts), ops)
