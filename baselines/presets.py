@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from isa.configpath import config_search_path
+from isa.configpath import config_search_path, list_named_files
 from isa.schema import Problem, load_dataclass, resolve_named_file
 from simulator.config import read_yaml
 
@@ -53,11 +53,7 @@ def resolve_cpu_preset(name_or_path: str | Path, root: str | Path = DEFAULT_CPU_
 
 def list_cpu_presets(root: str | Path = DEFAULT_CPU_ROOT) -> list[tuple[str, Path]]:
     """(name, path) of every preset file found by bare-name lookup, sorted by name."""
-    found: dict[str, Path] = {}
-    for folder in _search_path(root):
-        for file in sorted(folder.glob("*.yaml")):
-            found.setdefault(file.stem, file)
-    return sorted(found.items())
+    return list_named_files(_search_path(root))
 
 
 def cpu_preset_from_dict(data: Any, *, where: str) -> CpuPreset:
