@@ -138,10 +138,10 @@ def scan(node: Node, mem: Memory) -> Behaviour:
     root_feed = [0, DONE] if a["root"] else None
     p = end = base = 0
     state = "idle"
-    plan: list[tuple[int, int]] = []        # bitmap: (mask element or -1, position or -1)
+    plan: deque[tuple[int, int]] = deque()  # bitmap: (mask element or -1, position or -1)
     while True:
         if state == "bitmap":
-            word, pos = plan.pop(0)
+            word, pos = plan.popleft()
             act = [("sram_read_words", crd_c.touch(word))] if word >= 0 else []
             state = "bitmap" if plan else "ended"
             if pos < 0:
@@ -211,7 +211,7 @@ def scan(node: Node, mem: Memory) -> Behaviour:
         elif a["fmt"] == "bitmap":
             if r + 1 >= len(lv.seg):
                 raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
-            plan = _bitmap_plan(lv, r)        # the mask words go through the crd reader
+            plan = deque(_bitmap_plan(lv, r))  # the mask words go through the crd reader
             act = (("sram_read_words", seg_c.touch(r)),)
             state = "bitmap"
             yield Fire(consume, {}, act)
