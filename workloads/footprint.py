@@ -36,6 +36,8 @@ _KERNELS: dict[str, tuple[str, dict[str, tuple[str, str]], str]] = {
     "spmspm": ("ijk", {"B": ("ik", "density"), "C": ("kj", "density")}, "ij"),
     "elemadd": ("ij", {"B": ("ij", "density"), "C": ("ij", "density")}, "ij"),
     "elemmul": ("ij", {"B": ("ij", "density"), "C": ("ij", "density")}, "ij"),
+    "elemadd3": ("ij", {"B": ("ij", "density"), "C": ("ij", "density"),
+                        "D": ("ij", "density")}, "ij"),
     "gemm": ("ijk", {"A": ("ik", "density"), "B": ("kj", "")}, "ij"),
     "sddmm": ("ijk", {"B": ("ij", "density"), "C": ("ik", "factor_density"),
                       "D": ("jk", "factor_density")}, "ij"),
@@ -45,7 +47,7 @@ _KERNELS: dict[str, tuple[str, dict[str, tuple[str, str]], str]] = {
     "mttkrp": ("ijkl", {"B": ("ikl", "density"), "C": ("jk", "factor_density"),
                         "D": ("jl", "factor_density")}, "ij"),
 }
-_SPARSE_GENERATED = ("spmv", "spmspm", "elemadd", "elemmul")   # scipy CSR operands
+_SPARSE_GENERATED = ("spmv", "spmspm", "elemadd", "elemmul", "elemadd3")   # scipy CSR operands
 
 OUTPUT_ELEMENT_BYTES = 160
 """Host bytes per element of a SAM kernel's (dense) output space over a whole run. Measured
