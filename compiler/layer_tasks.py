@@ -35,10 +35,6 @@ class Contribution:
     reference: np.ndarray
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def nm_of(w: Any) -> tuple[int, int] | None:
     """A synthetic weight's N:M pattern along its input dimension (the product's K), which
     the MAC block runs compressed in dense mode; None for any other pattern or real data."""
