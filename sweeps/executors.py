@@ -20,19 +20,25 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _check_options(scheduler: str | None, workers: int | None) -> None:
+    """One error for a bad ``--workers`` or ``--scheduler``, before anything starts."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    if scheduler is not None and scheduler != "local-dask" and not scheduler.startswith(
+            ("tcp://", "tls://", "ws://")):
+        raise ConfigError(f"--scheduler {scheduler!r}: use tcp://HOST:PORT or local-dask")
+
+
 def make_executor(scheduler: str | None, workers: int | None,
                   preload: tuple[str, ...] = ()) -> Any:
     """``None``: a LocalPool of ``workers`` (default: the cores); ``local-dask``: a Dask
     LocalCluster of that many single-threaded workers; ``tcp://HOST:PORT``: that cluster."""
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    _check_options(scheduler, workers)
     n = workers or default_workers()
     if scheduler is None:
         from sweeps.pool import LocalPool
 
         return LocalPool(n, preload)
-    if scheduler != "local-dask" and not scheduler.startswith(("tcp://", "tls://", "ws://")):
-        raise ConfigError(f"--scheduler {scheduler!r}: use tcp://HOST:PORT or local-dask")
     from sweeps.dask_executor import DaskExecutor
 
     return DaskExecutor(scheduler, n)
@@ -43,8 +49,7 @@ def parallel_map(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     """A ``map(fn, items)`` (results in order) for one run's independent work: the builtin
     map with neither option; a local process pool of ``workers`` (forkserver, BLAS pinned to
     one thread per worker) with ``workers``; a Dask cluster with ``scheduler``."""
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    _check_options(scheduler, workers)
     if scheduler is None and workers in (None, 1):
         yield map
         return

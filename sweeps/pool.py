@@ -61,11 +61,6 @@ class LocalPool:
         self._queue: deque[tuple[int, Callable[[Point], Any], Point]] = deque()
         self._next = 0
 
-    @property
-    def pids(self) -> list[int]:
-        """Process ids of the current workers."""
-        return [w.proc.pid for w in self._pool if w.proc.pid is not None]
-
     def submit(self, fn: Callable[[Point], dict[str, Any]], point: Point) -> int:
         self._next += 1
         self._queue.append((self._next, fn, point))
