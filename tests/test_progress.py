@@ -89,7 +89,6 @@ def test_short_run_shows_nothing() -> None:
 
 
 def test_terminal_bar_has_total_percent_and_eta() -> None:
-    pytest.importorskip("rich")
     out = io.StringIO()
     with ProgressDisplay(out, delay_s=60.0, tty=True) as p:
         p.stage("experts", total=8, unit="FFN chunks")
