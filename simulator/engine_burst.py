@@ -51,7 +51,7 @@ def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig, *,
     for e in kernel.edges:
         n = len(firings[e.src].emits[e.src_port])
         channels[e.name] = ChannelStats(token_count=n, hop_count=n * max(e.hops, 1))
-    return KernelRun(end + 1, mem, units, channels)
+    return KernelRun(end + 1, mem, units, channels, (firings, order))
 
 
 __all__ = ["FIRE", "Firing", "SolveStats", "Stream", "fire_kernel", "run_burst",

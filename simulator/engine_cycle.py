@@ -90,6 +90,8 @@ class KernelRun:
     memory: Memory
     units: dict[str, UnitStats]          # node id -> counters
     channels: dict[str, ChannelStats]    # edge name -> counters
+    fired: Any = None                    # burst: (firings, order) of its functional pass, for
+    #                                      the sampled interpreter check (not fired again)
 
 
 def _unit(env: simpy.Environment, u: UnitState, gen: Generator, t0: int):

@@ -43,10 +43,15 @@ def sample_steps(n: int) -> int:
     return min(n, max(SAMPLE_MIN_STEPS, n // SAMPLE_FRACTION))
 
 
-def check_units_sampled(kernel: Kernel, images: dict[str, FiberTree]) -> SampleResult:
+def check_units_sampled(kernel: Kernel, images: dict[str, FiberTree], fired: Any = None
+                        ) -> SampleResult:
     """Re-run every unit's first steps with the ISA interpreter on the streams the burst
-    engine's functional pass computed, and compare them with its firing table."""
-    firings, _mem, order = fire_kernel(kernel, images)
+    engine's functional pass computed, and compare them with its firing table. ``fired``:
+    that pass's (firings, order) when the run already made it (``KernelRun.fired``)."""
+    if fired is None:
+        firings, _mem, order = fire_kernel(kernel, images)
+    else:
+        firings, order = fired
     streams: dict[tuple[str, str], Stream] = {}
     for node in order:
         for port, s in firings[node.id].outs.items():
@@ -65,11 +70,12 @@ def check_units_sampled(kernel: Kernel, images: dict[str, FiberTree]) -> SampleR
     return SampleResult(len(order), steps, total, None)
 
 
-def sampled_check(kernel: Kernel, images: dict[str, FiberTree]) -> dict[str, Any]:
+def sampled_check(kernel: Kernel, images: dict[str, FiberTree], fired: Any = None
+                  ) -> dict[str, Any]:
     """The checks entries of a sampled run: ``interpreter_sample`` passed (True) or failed
     (False, and ``interpreter_sample_mismatch`` says where), and the whole ``interpreter``
     check recorded as skipped, with the sample's size."""
-    r = check_units_sampled(kernel, images)
+    r = check_units_sampled(kernel, images, fired)
     out: dict[str, Any] = {
         "interpreter": f"skipped: sampled instead ({r.steps:,} of {r.of_steps:,} steps of "
                        f"{r.units} units re-run; --check full runs the whole kernel)",
