@@ -455,6 +455,14 @@ def search_path(*folders: str | Path) -> list[Path]:
     return out
 
 
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the OS cannot even look up (too long, a NUL)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_named_file(name_or_path: str | Path, folders: list[Path], kind: str) -> Path:
     """The YAML file of a config given as a path or a bare name (``onyx``, ``xeon-12c``).
 
@@ -466,11 +474,11 @@ def resolve_named_file(name_or_path: str | Path, folders: list[Path], kind: str)
     text = str(name_or_path)
     path = Path(text)
     if isinstance(name_or_path, Path) or "/" in text or path.suffix in (".yaml", ".yml") \
-            or path.is_file():
+            or _is_file(path):
         return path
     for folder in folders:
         candidate = folder / f"{text}.yaml"
-        if candidate.is_file():
+        if _is_file(candidate):
             return candidate
     names = sorted({f.stem for folder in folders for f in folder.glob("*.yaml")})
     close = difflib.get_close_matches(text, names, n=1)

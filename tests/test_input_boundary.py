@@ -162,6 +162,8 @@ def test_duplicate_yaml_keys_are_refused(files, capsys):
     (["-c", "interconnect.hop_latency_cycles=2147483648"],
      ["interconnect.hop_latency_cycles: 2147483648 exceeds 16,777,216"]),
     (["-c", "pe.fifo_depth=" + "9" * 5000], ["pe.fifo_depth"]),
+    # a name longer than the OS allows (the fuzz found it: is_file raised ENAMETOOLONG)
+    (["-c", "dram.preset=" + "9" * 5000], ["dram.preset: unknown DRAM preset"]),
     (["-c", "pe.fifo_depth=true"], ["pe.fifo_depth: expected int, got True"]),
     (["-c", "array.rows=1e3"], ["array.rows: expected int"]),
 ])
