@@ -31,6 +31,8 @@ from simulator.engine_cycle import channel_shape
 SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 SEQUENTIAL_MIN_WINDOW = 4096   # windows solved step by step shrink no further (probe cost)
+GROW_SWEEPS = 4       # a window that settled within this many sweeps: the next one doubles
+SHRINK_SWEEPS = 8     # one that needed more: the next one halves
 
 
 @dataclass
@@ -89,19 +91,18 @@ class SolveStats:
 class _Dep:
     """One constraint in the solver's form: ``t[u][targets] >= t[src][index] + weight`` with
     ``src`` a unit's position in topological order, ``targets`` sorted (None: every step in
-    order) and ``reach`` the running maximum of ``index`` (how far into ``src`` the first k
-    targets reach), so the steps whose sources are all final is one ``searchsorted``."""
+    order) and ``index`` strictly increasing (``_prune``), so the steps whose sources are all
+    final is one ``searchsorted``."""
 
     src: int
     index: np.ndarray
     targets: np.ndarray | None
-    reach: np.ndarray
     weight: int
 
     def limit(self, ready: int) -> int:
         """The first target step that needs a step of ``src`` at or past ``ready``."""
-        k = int(np.searchsorted(self.reach, ready, side="left"))
-        if k == len(self.reach):
+        k = int(np.searchsorted(self.index, ready, side="left"))
+        if k == len(self.index):
             return 1 << 62
         return k if self.targets is None else int(self.targets[k])
 
@@ -113,9 +114,30 @@ class _Dep:
                 int(np.searchsorted(self.targets, hi, side="left")))
 
 
+def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Drop the terms another term of the same constraint implies. With targets sorted, a
+    term (target f, source step g) is implied by an earlier term (f' <= f, g' >= g): every
+    solution has t[f] >= t[f'] + (f - f') and t_src[g'] >= t_src[g] + (g' - g), and both
+    terms carry the same weight. So only the terms whose index exceeds every earlier one are
+    kept: a joiner peeking the same head over many steps, or a repeater reading one
+    reference for a whole fiber, keeps one term per head. What remains has a strictly
+    increasing index."""
+    if len(index) < 2:
+        return index, targets
+    keep = np.empty(len(index), dtype=bool)
+    keep[0] = True
+    np.greater(index[1:], np.maximum.accumulate(index)[:-1], out=keep[1:])
+    if keep.all():
+        return index, targets
+    if targets is None:
+        targets = np.arange(n, dtype=I64)
+    return index[keep], targets[keep]
+
+
 def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
           ) -> list[list[_Dep]]:
-    """Every unit's constraints (``_constraints``) with sorted targets and running reaches."""
+    """Every unit's constraints (``_constraints``) with sorted targets, pruned (``_prune``)."""
     pos = {n.id: k for k, n in enumerate(order)}
     out: list[list[_Dep]] = []
     cons = _constraints(kernel, firings, chip)
@@ -129,8 +151,8 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
                 if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
                     o = np.argsort(targets, kind="stable")
                     targets, index = targets[o], index[o]
-            deps.append(_Dep(pos[con.src], index, targets, np.maximum.accumulate(index),
-                             con.weight))
+            index, targets = _prune(index, targets, firings[node.id].n)
+            deps.append(_Dep(pos[con.src], index, targets, con.weight))
         out.append(deps)
     return out
 
@@ -234,9 +256,9 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                     f"watchdog: {order[u].op.value} {ids[u]} in {kernel.name} would run past "
                     f"sim.max_cycles={limit} (burst engine)")
             done[u] = hi[u]
-        if settled and n_sweeps <= 4:
+        if settled and n_sweeps <= GROW_SWEEPS:
             want *= 2
-        elif (n_sweeps > 8) if settled else (want > SEQUENTIAL_MIN_WINDOW):
+        elif (n_sweeps > SHRINK_SWEEPS) if settled else (want > SEQUENTIAL_MIN_WINDOW):
             want = max(want // 2, 256)
     return ({u: t for u, t in zip(ids, times)},
             SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
