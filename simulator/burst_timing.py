@@ -30,7 +30,8 @@ from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
-SEQUENTIAL_MIN_WINDOW = 4096   # windows solved step by step shrink no further (probe cost)
+SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further: each
+# costs about a millisecond besides its steps (the downset cut, the probe sweeps, the set-up)
 GROW_SWEEPS = 4       # a window that settled within this many sweeps: the next one doubles
 SHRINK_SWEEPS = 8     # one that needed more: the next one halves
 
