@@ -136,6 +136,15 @@ def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
     return index[keep], targets[keep]
 
 
+def _fill(index: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+    """A constraint's terms at the sorted positions ``pos`` (of ``n`` steps) as one term per
+    position from ``pos[0]`` on, each step without a term of its own taking the previous
+    one's source step: implied (t[f] >= t[f'] + (f - f') for f' < f), so the solution is
+    the same."""
+    counts = np.diff(pos, append=n)
+    return np.repeat(index, counts)
+
+
 def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
           ) -> list[list[_Dep]]:
     """Every unit's constraints (``_constraints``) with sorted targets, pruned (``_prune``)."""
@@ -271,7 +280,11 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
     """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
     whose outside sources are final), alternately in and against topological order (room
     terms travel up the pipeline in one backward sweep), until no time changes or
-    ``budget`` sweeps have run; returns (sweeps, settled)."""
+    ``budget`` sweeps have run; returns (sweeps, settled).
+
+    A constraint whose targets are at least a quarter of the steps from its first one on
+    is read as a contiguous run (``_fill``): gathering the few implied terms costs less
+    than scattering the sparse ones."""
     plan = []
     for u in active:
         a, b = lo[u], hi[u]
@@ -282,9 +295,13 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 continue
             idx = d.index[k0:k1]
             if d.targets is None:
-                terms.append((d.src, idx, None, d.weight))
+                terms.append((d.src, idx, None, 0, d.weight))
+                continue
+            pos = d.targets[k0:k1] - a
+            if 4 * len(pos) >= b - a - int(pos[0]):
+                terms.append((d.src, _fill(idx, pos, b - a), None, int(pos[0]), d.weight))
             else:
-                terms.append((d.src, idx, d.targets[k0:k1] - a, d.weight))
+                terms.append((d.src, idx, pos, 0, d.weight))
         plan.append((u, a, b, terms))
     dtype = times[active[0]].dtype
     ramps = {}
@@ -297,11 +314,12 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
             dirty.discard(u)
             recomputed[u] += 1
             c = np.zeros(b - a, dtype)
-            for src, idx, pos, w in terms:
+            for src, idx, pos, off, w in terms:
                 v = times[src][idx]
                 v += w
                 if pos is None:
-                    np.maximum(c, v, out=c)
+                    part = c[off:]
+                    np.maximum(part, v, out=part)
                 else:
                     c[pos] = np.maximum(c[pos], v)
             if a:
