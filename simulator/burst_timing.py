@@ -307,9 +307,10 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 terms.append((d.src, idx, pos, 0, d.weight))
         plan.append((u, a, b, terms))
     dtype = times[active[0]].dtype
-    ramps = {}
+    ramp = np.arange(max(hi[u] - lo[u] for u in active), dtype=dtype)
     dirty = set(active)
     inside = set(active)
+    fresh = set(active)     # not computed in this window yet: their times are placeholders
     for sweep in range(1, budget + 1):
         for u, a, b, terms in (plan if sweep % 2 else reversed(plan)):
             if u not in dirty:
@@ -327,16 +328,29 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                     c[pos] = np.maximum(c[pos], v)
             if a:
                 c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
-            ramp = ramps.get(b - a)
-            if ramp is None:
-                ramp = ramps[b - a] = np.arange(b - a, dtype=dtype)
-            c -= ramp
-            np.maximum.accumulate(c, out=c)
-            c += ramp
             seg = times[u][a:b]
-            if not np.array_equal(seg, c):
-                seg[:] = c
-                dirty.update(r for r in readers[u] if r in inside)
+            if u in fresh:
+                fresh.discard(u)
+                i = 0
+            else:
+                # times only grow towards the fixed point and seg is the chain of the
+                # previous terms: where no new term exceeds it, it stays; the first step
+                # where one does is where the change starts
+                above = c > seg
+                i = int(above.argmax())
+                if not above[i]:
+                    continue
+                if i:
+                    c[i] = max(int(c[i]), int(seg[i - 1]) + 1)
+            tail = c[i:]
+            r = ramp[:len(tail)]
+            tail -= r
+            np.maximum.accumulate(tail, out=tail)
+            tail += r
+            if i == 0 and np.array_equal(seg, tail):
+                continue
+            seg[i:] = tail
+            dirty.update(r for r in readers[u] if r in inside)
         if not dirty:
             return sweep, True
     return budget, False
