@@ -308,31 +308,44 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
         plan.append((u, a, b, terms))
     dtype = times[active[0]].dtype
     ramp = np.arange(max(hi[u] - lo[u] for u in active), dtype=dtype)
-    dirty = set(active)
     inside = set(active)
-    fresh = set(active)     # not computed in this window yet: their times are placeholders
+    # dirty: unit -> {source unit: its first step that changed since this unit was
+    # computed} (None: not computed in this window yet, its times are placeholders);
+    # maxima: unit -> the maximum of its terms, kept between its recomputations, which then
+    # gather only the terms that read a changed step
+    dirty: dict[int, dict[int, int] | None] = {u: None for u in active}
+    maxima: dict[int, np.ndarray] = {}
     for sweep in range(1, budget + 1):
         for u, a, b, terms in (plan if sweep % 2 else reversed(plan)):
             if u not in dirty:
                 continue
-            dirty.discard(u)
+            changed = dirty.pop(u)
             recomputed[u] += 1
-            c = np.zeros(b - a, dtype)
+            c = maxima.get(u)
+            if c is None:
+                c = maxima[u] = np.zeros(b - a, dtype)
+                if a:
+                    c[0] = int(times[u][a - 1]) + 1
             for src, idx, pos, off, w in terms:
-                v = times[src][idx]
+                k = 0
+                if changed is not None:
+                    g = changed.get(src)
+                    if g is None:
+                        continue
+                    k = int(np.searchsorted(idx, g))
+                    if k == len(idx):
+                        continue
+                v = times[src][idx[k:]]
                 v += w
                 if pos is None:
-                    part = c[off:]
+                    part = c[off + k:]
                     np.maximum(part, v, out=part)
                 else:
-                    c[pos] = np.maximum(c[pos], v)
-            if a:
-                c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+                    p = pos[k:]
+                    c[p] = np.maximum(c[p], v)
             seg = times[u][a:b]
-            if u in fresh:
-                fresh.discard(u)
-                i = 0
-            else:
+            i = 0
+            if changed is not None:
                 # times only grow towards the fixed point and seg is the chain of the
                 # previous terms: where no new term exceeds it, it stays; the first step
                 # where one does is where the change starts
@@ -340,17 +353,25 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 i = int(above.argmax())
                 if not above[i]:
                     continue
-                if i:
-                    c[i] = max(int(c[i]), int(seg[i - 1]) + 1)
-            tail = c[i:]
-            r = ramp[:len(tail)]
-            tail -= r
+            r = ramp[:b - a - i]
+            tail = c[i:] - r
+            if i:
+                tail[0] = max(int(tail[0]), int(seg[i - 1]) + 1)
             np.maximum.accumulate(tail, out=tail)
             tail += r
-            if i == 0 and np.array_equal(seg, tail):
+            old = seg[i:]
+            ne = old != tail
+            j = int(ne.argmax())
+            if not ne[j]:
                 continue
-            seg[i:] = tail
-            dirty.update(r for r in readers[u] if r in inside)
+            old[j:] = tail[j:]
+            first = a + i + j       # the first step of u whose time changed
+            for rd in readers[u]:
+                if rd in inside:
+                    got = dirty.get(rd, {})
+                    if got is not None:
+                        got[u] = min(got.get(u, first), first)
+                        dirty[rd] = got
         if not dirty:
             return sweep, True
     return budget, False
