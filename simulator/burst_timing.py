@@ -49,15 +49,13 @@ class _Constraint:
 def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
                  ) -> dict[str, list[_Constraint]]:
     """Arrival (emit -> peek, + latency) and room (pop -> emit depth later, + 1) terms per
-    unit. A scanner's crd and ref streams share their steps, so identical terms are merged."""
+    unit. A scanner's crd and ref streams share their steps, so identical terms are merged.
+    A unit peeking one head over several steps (in order) keeps the first peek only: the
+    others are implied (``_prune``), and are dropped before their emit steps are looked up."""
     out: dict[str, list[_Constraint]] = {n.id: [] for n in kernel.nodes}
     seen: set[tuple] = set()
 
-    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int,
-            key: tuple) -> None:
-        if key in seen or len(targets) == 0:
-            return
-        seen.add(key)
+    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int) -> None:
         n = firings[dst].n
         full = len(targets) == n and targets[0] == 0 and targets[-1] == n - 1
         out[dst].append(_Constraint(src, index, None if full else targets, weight))
@@ -66,12 +64,23 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
         depth, latency = channel_shape(e, chip)
         es = firings[e.src].emits[e.src_port]
         ps, pt = firings[e.dst].peeks[e.dst_port]
-        add(e.dst, e.src, es[pt], ps, latency,
-            ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency))
-        if len(es) > depth:
+        key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
+        if key not in seen and len(ps):
+            seen.add(key)
+            if len(pt) > 1:
+                later = pt[1:] > pt[:-1]
+                if not later.all() and not bool((pt[1:] < pt[:-1]).any()) \
+                        and not bool((ps[1:] < ps[:-1]).any()):
+                    keep = np.empty(len(pt), dtype=bool)
+                    keep[0] = True
+                    keep[1:] = later
+                    ps, pt = ps[keep], pt[keep]
+            add(e.dst, e.src, es[pt], ps, latency)
+        key = ("room", e.dst, id(firings[e.dst].pops[e.dst_port]), e.src, id(es), depth)
+        if len(es) > depth and key not in seen:
+            seen.add(key)
             pops = firings[e.dst].pops[e.dst_port]
-            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1,
-                ("room", e.dst, id(pops), e.src, id(es), depth))
+            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1)
     return out
 
 
