@@ -17,7 +17,6 @@ checked then (and only then) and reported with the units caught in it.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -391,8 +390,10 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     """The window's times step by step: the longest paths of its step graph in a
     topological order of its steps. The terms from final steps are gathered with numpy; in
     Python each unit advances through its steps while the window steps they wait for are
-    final, and a unit that meets one that is not waits for that unit to advance. Linear in
-    the window's steps and dependencies. Returns False if no unit can advance (a cycle)."""
+    final, and a unit that meets one that is not waits until that step is solved; the units
+    take turns in topological order (a pass moves tokens down the pipeline and the next one
+    room back up, fewer and cheaper turns than a work queue's). Linear in the window's
+    steps and dependencies. Returns False if no unit can advance (a cycle)."""
     slot = {u: k for k, u in enumerate(active)}
     sizes = [hi[u] - lo[u] for u in active]
     base: list[list[int]] = []
@@ -433,50 +434,53 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     # each dependency holds its source's list of solved times: a step is final once listed
     units = [(ptr, src, rel, w, [got[v] for v in src], got[u], base[u], sizes[u])
              for u, (ptr, src, rel, w) in enumerate(plans)]
-    waiting: list[list[int]] = [[] for _ in active]
-    queue = deque(range(len(active)))
-    pop, push = queue.popleft, queue.append
-    queued = [True] * len(active)
-    while queue:
-        u = pop()
-        queued[u] = False
-        ptr, src, rel, w, lst, tu, bu, n = units[u]
-        f = start = len(tu)
-        if f == n:
-            continue
-        prev = tu[-1] if f else bu[0] - 1
-        end = ptr[f]
-        blocked = -1
-        while f < n:
-            c = prev + 1
-            x = bu[f]
-            if x > c:
-                c = x
-            k = end
-            end = ptr[f + 1]
-            while k < end:
-                g = rel[k]
-                t = lst[k]
-                if g >= len(t):
-                    blocked = src[k]
-                    break
-                x = t[g] + w[k]
+    # passes over the units in topological order, each going as far as it can: a pass
+    # carries the tokens down the pipeline, the next one the room back up; a unit waits
+    # (is skipped) until the step it stopped at is solved; a pass in which no unit moves
+    # leaves a unit short of its window only if its steps wait in a cycle
+    todo = [[x, None, 0] for x in units if x[7]]
+    moved = True
+    while todo and moved:
+        moved = False
+        left = []
+        for entry in todo:
+            wait = entry[1]
+            if wait is not None and len(wait) <= entry[2]:
+                left.append(entry)
+                continue
+            ptr, src, rel, w, lst, tu, bu, n = entry[0]
+            f = start = len(tu)
+            prev = tu[-1] if f else bu[0] - 1
+            end = ptr[f]
+            while f < n:
+                c = prev + 1
+                x = bu[f]
                 if x > c:
                     c = x
-                k += 1
-            if blocked >= 0:
-                if u not in waiting[blocked]:
-                    waiting[blocked].append(u)
+                k = end
+                end = ptr[f + 1]
+                while k < end:
+                    g = rel[k]
+                    t = lst[k]
+                    if g >= len(t):
+                        entry[1] = t
+                        entry[2] = g
+                        break
+                    x = t[g] + w[k]
+                    if x > c:
+                        c = x
+                    k += 1
+                else:
+                    tu.append(c)
+                    prev = c
+                    f += 1
+                    continue
                 break
-            tu.append(c)
-            prev = c
-            f += 1
-        if f > start and waiting[u]:
-            for r in waiting[u]:
-                if not queued[r]:
-                    queued[r] = True
-                    push(r)
-            waiting[u] = []
+            if f > start:
+                moved = True
+            if f < n:
+                left.append(entry)
+        todo = left
     if any(len(t) < n for t, n in zip(got, sizes)):
         return False
     for u, t in zip(active, got):
