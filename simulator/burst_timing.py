@@ -99,28 +99,35 @@ class SolveStats:
 @dataclass
 class _Dep:
     """One constraint in the solver's form: ``t[u][targets] >= t[src][index] + weight`` with
-    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step in
-    order) and ``index`` strictly increasing (``_prune``), so the steps whose sources are all
-    final is one ``searchsorted``."""
+    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step
+    from ``first`` on, in order) and ``index`` increasing (``_prune``; ``_fill`` repeats
+    some), so the steps whose sources are all final is one ``searchsorted``."""
 
     src: int
     index: np.ndarray
     targets: np.ndarray | None
     weight: int
+    first: int = 0
 
     def limit(self, ready: int) -> int:
         """The first target step that needs a step of ``src`` at or past ``ready``."""
         k = int(np.searchsorted(self.index, ready, side="left"))
         if k == len(self.index):
             return 1 << 62
-        return k if self.targets is None else int(self.targets[k])
+        return self.first + k if self.targets is None else int(self.targets[k])
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """The positions of this constraint's targets in the step range [lo, hi)."""
         if self.targets is None:
-            return lo, hi
+            return max(lo - self.first, 0), max(hi - self.first, 0)
         return (int(np.searchsorted(self.targets, lo, side="left")),
                 int(np.searchsorted(self.targets, hi, side="left")))
+
+    def steps(self, k0: int, k1: int) -> np.ndarray:
+        """The target steps of the positions [k0, k1)."""
+        if self.targets is None:
+            return np.arange(self.first + k0, self.first + k1, dtype=I64)
+        return self.targets[k0:k1]
 
 
 def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
@@ -152,7 +159,9 @@ def _fill(index: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
     position from ``pos[0]`` on, each step without a term of its own taking the previous
     one's source step: implied (t[f] >= t[f'] + (f - f') for f' < f), so the solution is
     the same."""
-    counts = np.diff(pos, append=n)
+    counts = np.empty(len(pos), dtype=I64)
+    np.subtract(pos[1:], pos[:-1], out=counts[:-1])
+    counts[-1] = n - pos[-1]
     return np.repeat(index, counts)
 
 
@@ -172,14 +181,21 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
                 if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
                     o = np.argsort(targets, kind="stable")
                     targets, index = targets[o], index[o]
-            index, targets = _prune(index, targets, firings[node.id].n)
-            deps.append(_Dep(pos[con.src], index, targets, con.weight))
+            n = firings[node.id].n
+            index, targets = _prune(index, targets, n)
+            if targets is not None and 10 * len(targets) >= 9 * (n - int(targets[0])):
+                # nearly every step from the first has a term: one run, filled (_fill)
+                first = int(targets[0])
+                deps.append(_Dep(pos[con.src], _fill(index, targets - first, n - first), None,
+                                 con.weight, first))
+            else:
+                deps.append(_Dep(pos[con.src], index, targets, con.weight))
         out.append(deps)
     return out
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, window: int = 1 << 15
+                chip: ChipConfig, *, window: int = 1 << 17
                 ) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences, solved window by window.
 
@@ -306,7 +322,7 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 continue
             idx = d.index[k0:k1]
             if d.targets is None:
-                terms.append((d.src, idx, None, 0, d.weight))
+                terms.append((d.src, idx, None, d.first + k0 - a, d.weight))
                 continue
             pos = d.targets[k0:k1] - a
             if 4 * len(pos) >= b - a - int(pos[0]):
@@ -407,7 +423,7 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
             if k1 <= k0:
                 continue
             idx = d.index[k0:k1]
-            pos = np.arange(n, dtype=I64) if d.targets is None else d.targets[k0:k1] - a
+            pos = d.steps(k0, k1) - a
             inside = idx >= lo[d.src]
             out = ~inside
             if out.any():

@@ -20,7 +20,7 @@ import pytest
 
 from compiler.pipeline import compile_layer
 from isa.ops import Opcode
-from simulator.burst_timing import _deps, _prune, solve_times
+from simulator.burst_timing import _deps, _fill, _prune, solve_times
 from simulator.engine_burst import fire_kernel
 from simulator.engine_cycle import channel_shape
 from tests.test_burst import configure
@@ -121,6 +121,11 @@ def test_prune_keeps_only_terms_no_earlier_term_implies():
     assert _prune(same, None, 3)[0] is same and _prune(same, None, 3)[1] is None
 
 
+def test_fill_gives_each_step_the_previous_term():
+    # terms at steps 0, 2, 3 of 6: step 1 reads what step 0 reads, steps 4 and 5 what 3 reads
+    assert _fill(np.array([3, 5, 9]), np.array([0, 2, 3]), 6).tolist() == [3, 3, 5, 9, 9, 9]
+
+
 def test_pruned_constraints_have_increasing_indices(small_chip):
     chip = configure(small_chip, {"depth": 2, "hop": 1, "policy": ("skip", "skip"),
                                   "balance": False})
@@ -139,6 +144,8 @@ def test_pruned_constraints_have_increasing_indices(small_chip):
     assert kept and min(kept) < peeks / 2
     for lst in deps:
         for d in lst:
-            assert bool((np.diff(d.index) > 0).all())
-            if d.targets is not None:
+            if d.targets is not None:       # pruned: strictly increasing
+                assert bool((np.diff(d.index) > 0).all())
                 assert bool((np.diff(d.targets) >= 0).all())
+            else:                           # every step from d.first: filled, in order
+                assert bool((np.diff(d.index) >= 0).all())
