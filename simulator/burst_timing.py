@@ -159,6 +159,8 @@ def _fill(index: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
     position from ``pos[0]`` on, each step without a term of its own taking the previous
     one's source step: implied (t[f] >= t[f'] + (f - f') for f' < f), so the solution is
     the same."""
+    if int(pos[-1]) - int(pos[0]) + 1 == len(pos) == n - int(pos[0]):
+        return index        # a term at every step already
     counts = np.empty(len(pos), dtype=I64)
     np.subtract(pos[1:], pos[:-1], out=counts[:-1])
     counts[-1] = n - pos[-1]
