@@ -11,8 +11,12 @@ The firing tables it reads are ``simulator.burst_fire``'s.
 The steps are solved in windows, in order (``solve_times``): each window is a downset of the
 step dependency graph whose sources outside it are final, so its sweeps settle in a few rounds
 however many back-pressure stalls the whole run has, the work stays linear in the steps and
-the memory per window is bounded. A run in which no window can take a step is a deadlock,
-checked then (and only then) and reported with the units caught in it.
+the memory per window is bounded. Terms another term implies are dropped before solving
+(``_prune``), nearly dense constraints are read as contiguous runs (``_fill``), and a sweep
+recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
+window whose sweeps do not settle (a tight loop, one sweep per turn) is solved step by step
+(``_sequential_window``). A run in which no window can take a step is a deadlock, checked
+then (and only then) and reported with the units caught in it.
 """
 
 from __future__ import annotations
@@ -213,8 +217,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     when they do not, keeping the work linear in the steps. A tight loop, whose binding
     constraint alternates between two units every few tokens (an unbalanced reconvergent
     path), needs a sweep per turn however small the window: a window that has not settled in
-    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about a
-    microsecond per step), and the next window gets only ``PROBE_BUDGET`` sweeps.
+    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about
+    0.4 us a step), and the next window gets only ``PROBE_BUDGET`` sweeps.
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
