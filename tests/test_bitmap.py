@@ -335,3 +335,38 @@ def test_bitmap_suite_covers_writers_word_wide_joins_and_bitmap_locates(small_ch
     assert counts["write_bv"] >= 25 and counts["bv_intersect"] >= 15
     assert counts["bv_union"] >= 5 and counts["locate_bv"] >= 10
     assert counts["root_locate_bv"] >= 3 and counts["coordinate_bitmap_scan"] >= 15
+
+
+# ------------------------------------------------------------------ ISA: verifier, round trips
+@pytest.mark.parametrize("workload,params", [
+    ("elemmul", {"shape": "6,40", "formats": "B:bb C:bb X:bb"}),
+    ("elemadd", {"shape": "6,40", "formats": "B:bb C:bb X:sb"}),
+    ("elemmul", {"shape": "6,40", "formats": "B:ss C:bs X:bs"}),
+])
+def test_bitmap_programs_round_trip(small_chip, workload, params):
+    from isa.asm import parse_program, print_program
+    from isa.bitstream import decode, encode
+    from isa.dot import to_dot
+
+    program = compile_layer(get_workload(workload).make(params), small_chip)
+    kernel = program.kernels[0]
+    new = {Opcode.SCAN_BV, Opcode.BV_INTERSECT, Opcode.BV_UNION, Opcode.LOCATE_BV,
+           Opcode.WRITE_BV}
+    assert new & {n.op for n in kernel.nodes}
+    assert parse_program(print_program(program)).kernels[0] == kernel
+    assert decode(encode(kernel)) == kernel
+    assert "bv" in to_dot(kernel)
+
+
+def test_verifier_rejects_bitmap_units_on_other_levels(small_chip):
+    from isa.verify import verify_kernel
+
+    kernel, _ = lower_layer(get_workload("elemmul").make(
+        {"shape": "6,40", "formats": "B:ss C:sb X:sb"}), small_chip)
+    verify_kernel(kernel)
+    decls = tuple(dataclasses.replace(t, formats=("compressed", "compressed"))
+                  if t.name in ("C", "X") else t for t in kernel.tensors)
+    with pytest.raises(IsaError) as err:
+        verify_kernel(dataclasses.replace(kernel, tensors=decls))
+    assert "locate_bv on C level 1, which is compressed; it needs a bitmap level" in str(err.value)
+    assert "write_bv on X level 1, which is compressed" in str(err.value)
