@@ -153,9 +153,11 @@ def lower_assignment(
         bv_located = _located_bitmap(has, decls, level, skipping, located) \
             if locate and join is Opcode.INTERSECT else []
         iterated = [a for a in has if a not in located and a not in bv_located]
-        bv_join = bitvector and len(iterated) == 2 and all(
+        # the first two iterated levels, if both bitmap, are joined word-wide
+        bv_join = bitvector and len(iterated) >= 2 and all(
             decls[a.tensor].formats[level[a.tensor]] == "bitmap" and a.tensor not in skipping
-            for a in iterated)
+            for a in iterated[:2])
+        bv_dim: int | None = None
         scans: dict[str, str] = {}
         for acc in iterated:
             t = decls[acc.tensor]
@@ -163,7 +165,8 @@ def lower_assignment(
             mode = t.mode_order[lvl]
             last = lvl == len(t.formats) - 1
             fmt = t.formats[lvl]
-            if bv_join:
+            if bv_join and acc in iterated[:2]:
+                bv_dim = t.shape[mode]
                 node = Node.make(f"scan_{acc.tensor}{lvl}", Opcode.SCAN_BV, tensor=acc.tensor,
                                  level=lvl, dim=t.shape[mode], root=ref[acc.tensor] is None)
                 inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
@@ -178,20 +181,10 @@ def lower_assignment(
             inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
             scans[acc.tensor] = b.add(node, **inputs)
             level[acc.tensor] = lvl + 1
-        if bv_join:
-            (t0, t1) = (a.tensor for a in iterated)
-            d0 = decls[t0]
-            jid = b.add(Node.make(f"{'isect' if join is Opcode.INTERSECT else 'union'}_{v}",
-                                  Opcode.BV_INTERSECT if join is Opcode.INTERSECT
-                                  else Opcode.BV_UNION,
-                                  dim=d0.shape[d0.mode_order[level[t0] - 1]]),
-                        bv_a=(scans[t0], "bv"), ref_a=(scans[t0], "ref"),
-                        bv_b=(scans[t1], "bv"), ref_b=(scans[t1], "ref"))
-            crd_of[v] = (jid, "crd")
-            ref[t0], ref[t1] = (jid, "ref_a"), (jid, "ref_b")
-        elif len(iterated) >= 2:
+        if len(iterated) >= 2:
             crd_of[v], joined = _join_all(b, join, v,
-                                          [(a.tensor, scans[a.tensor]) for a in iterated])
+                                          [(a.tensor, scans[a.tensor]) for a in iterated],
+                                          bv_dim)
             ref.update(joined)
         elif len(iterated) == 1:
             t = iterated[0].tensor
@@ -320,20 +313,27 @@ def _located_bitmap(has: list, decls: dict[str, TensorDecl], level: dict[str, in
     return bitmaps if len(bitmaps) == 1 and len(others) == 1 else []
 
 
-def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]]
-              ) -> tuple[Port, dict[str, Port]]:
+def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]],
+              bv_dim: int | None = None) -> tuple[Port, dict[str, Port]]:
     """Join the (tensor, scanner) coordinate streams of index ``v``; returns the joined
     coordinates and each tensor's reference stream aligned with them.
 
     Two-input joiners chained: the first two inputs, then the result (carrying the first
     tensor's reference) with each further input; after each further join, one realigning
     joiner per reference left behind (joined coordinates against the coordinates that
-    reference follows: a subset for ``*``, a superset for ``+``).
+    reference follows: a subset for ``*``, a superset for ``+``). With ``bv_dim`` the first
+    two scanners are bitvector scanners of a level of that size and their join is word-wide
+    (the joiner emits coordinates, so the chain goes on as usual).
     """
     kind = "isect" if join is Opcode.INTERSECT else "union"
     (t0, s0), (t1, s1) = scans[0], scans[1]
-    jid = b.add(Node.make(f"{kind}_{v}", join), crd_a=(s0, "crd"), ref_a=(s0, "ref"),
-                crd_b=(s1, "crd"), ref_b=(s1, "ref"))
+    if bv_dim is None:
+        jid = b.add(Node.make(f"{kind}_{v}", join), crd_a=(s0, "crd"), ref_a=(s0, "ref"),
+                    crd_b=(s1, "crd"), ref_b=(s1, "ref"))
+    else:
+        op = Opcode.BV_INTERSECT if join is Opcode.INTERSECT else Opcode.BV_UNION
+        jid = b.add(Node.make(f"{kind}_{v}", op, dim=bv_dim), bv_a=(s0, "bv"),
+                    ref_a=(s0, "ref"), bv_b=(s1, "bv"), ref_b=(s1, "ref"))
     crd: Port = (jid, "crd")
     refs: dict[str, Port] = {t0: (jid, "ref_a"), t1: (jid, "ref_b")}
     for k, (t, s) in enumerate(scans[2:], start=2):

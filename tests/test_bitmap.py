@@ -275,12 +275,20 @@ def test_word_wide_join_is_faster_than_coordinate_joins_on_bitmaps(small_chip):
 # ------------------------------------------------------------------ the random suite
 BITMAP_FORMATS = {
     "elemmul": ["B:bb C:bb X:bb", "B:ss C:sb X:sb", "B:sb C:ss", "B:db C:bb X:bs",
-                "B:bs C:bb X:bb", "B:ds C:db X:sb", "B:ss C:bs X:bb", "B:sd C:bs"],
+                "B:bs C:bb X:bb", "B:ds C:db X:sb", "B:ss C:bs X:bb", "B:sd C:bs",
+                "B:ss C:bb X:bb", "B:sd C:bs X:sb"],
     "elemadd": ["B:bb C:bb X:bb", "B:sb C:sb X:sb", "B:bb C:ss X:bb"],
     "spmspm": ["B:sb C:bb X:sb", "B:ss C:bb X:sb", "B:bb C:bs X:bb", "B:sb C:sb X:ss"],
-    "spmv": ["B:db c:b x:b", "B:ds c:b x:b", "B:sb c:b"],
+    "spmv": ["B:db c:b x:b", "B:ds c:b x:b", "B:sb c:b", "B:ss c:b x:b"],
+    "elemadd3": ["B:bb C:bb D:bb X:bb", "B:sb C:bb D:ss X:sb"],
+    "ttv": ["B:sbb c:b X:sb", "B:bbb c:b X:bb", "B:ssb c:d", "B:sss c:b X:sb"],
+    "sddmm": ["B:bb X:bb", "B:sb C:dd D:dd X:sb"],
+    "mttkrp": ["B:sbb", "B:bbb C:bb D:bb X:sb", "B:sss C:bb D:bb"],
 }
-BITMAP_SUITE = 60
+BITMAP_ORDERS = {"spmspm": "ikj", "elemadd3": "ij", "ttv": "ijk", "sddmm": "ijk",
+                 "mttkrp": "ijkl"}
+BITMAP_RANKS = {"spmspm": 3, "ttv": 3, "sddmm": 3, "mttkrp": 4}
+BITMAP_SUITE = 90
 
 
 def make_bitmap_case(seed: int) -> dict:
@@ -288,13 +296,17 @@ def make_bitmap_case(seed: int) -> dict:
     compiler's bitvector and locate switches, FIFO depths, hop latencies and zero policies."""
     rng = np.random.default_rng(7000 + seed)
     workload = str(rng.choice(list(BITMAP_FORMATS)))
-    rank = 3 if workload == "spmspm" else 2
-    shape = ",".join(str(int(x)) for x in rng.integers(1, 41, size=rank))
+    rank = BITMAP_RANKS.get(workload, 2)
+    # matrices up to 40 per index (up to three mask words per fiber); higher ranks small but
+    # for the last index
+    sizes = rng.integers(1, 41, size=rank) if rank <= 2 or workload == "spmspm" else \
+        np.concatenate([rng.integers(1, 6, size=rank - 1), rng.integers(1, 41, size=1)])
+    shape = ",".join(str(int(x)) for x in sizes)
     params = {"shape": shape, "density": float(rng.choice([0.0, 0.05, 0.2, 0.5, 1.0])),
               "seed": seed, "empty_rows": float(rng.choice([0.0, 0.4])),
               "formats": str(rng.choice(BITMAP_FORMATS[workload]))}
-    if workload == "spmspm":
-        params["order"] = "ikj"
+    if workload in BITMAP_ORDERS:
+        params["order"] = BITMAP_ORDERS[workload]
     return {"workload": workload, "params": params, "depth": int(rng.integers(1, 6)),
             "hop": int(rng.integers(1, 3)),
             "policy": (str(rng.choice(["skip", "gate", "none"])),
@@ -332,9 +344,9 @@ def test_bitmap_suite_covers_writers_word_wide_joins_and_bitmap_locates(small_ch
                                         for n in kernel.nodes)
         counts["coordinate_bitmap_scan"] += any(n.op is Opcode.SCAN and n.attr("fmt") ==
                                                 "bitmap" for n in kernel.nodes)
-    assert counts["write_bv"] >= 25 and counts["bv_intersect"] >= 15
-    assert counts["bv_union"] >= 5 and counts["locate_bv"] >= 10
-    assert counts["root_locate_bv"] >= 3 and counts["coordinate_bitmap_scan"] >= 15
+    assert counts["write_bv"] >= 50 and counts["bv_intersect"] >= 20
+    assert counts["bv_union"] >= 10 and counts["locate_bv"] >= 20
+    assert counts["root_locate_bv"] >= 3 and counts["coordinate_bitmap_scan"] >= 40
 
 
 # ------------------------------------------------------------------ ISA: verifier, round trips
