@@ -382,3 +382,15 @@ def test_verifier_rejects_bitmap_units_on_other_levels(small_chip):
         verify_kernel(dataclasses.replace(kernel, tensors=decls))
     assert "locate_bv on C level 1, which is compressed; it needs a bitmap level" in str(err.value)
     assert "write_bv on X level 1, which is compressed" in str(err.value)
+
+
+def test_order_choice_keeps_working_with_bitmap_operands_and_outputs(small_chip):
+    from compiler.order import enumerate_orders
+
+    layer = get_workload("spmspm").make({"shape": "12,40,10", "density": 0.2,
+                                         "formats": "B:bb C:bb X:sb"})
+    legal = {c.order: c.formats for c in enumerate_orders(layer) if c.rejected is None}
+    assert legal["ikj"] == {"B": "bb", "C": "bb"} and "ijk" in legal
+    run = sieve.run(small_chip, "spmspm", params={"shape": "12,40,10", "density": 0.2,
+                                                  "formats": "B:bb C:bb X:sb"}).summary
+    assert run["verified"] and run["loop_order"] in legal
