@@ -304,9 +304,10 @@ def _located_bitmap(has: list, decls: dict[str, TensorDecl], level: dict[str, in
     """The bitmap level of an intersection that is located rather than iterated: when
     exactly one bitmap level meets exactly one other iterated level (compressed, or the
     dense one left iterated), the bitmap is located by a filtering locator that carries the
-    iterated side's reference. Its cost follows the iterated side's coordinates, never more
-    than co-iterating (a two-finger walk takes at least a step per coordinate of either
-    side). Skipping levels are iterated, as for ``_located``."""
+    iterated side's reference. Its cost follows the iterated side's coordinates and the
+    64-bit mask words (four 16-bit words) they reach, where co-iterating takes a step per
+    coordinate of either side and per all-zero mask word. Skipping levels are iterated, as
+    for ``_located``."""
     bitmaps = [a for a in has if decls[a.tensor].formats[level[a.tensor]] == "bitmap"
                and a.tensor not in skipping]
     others = [a for a in has if a not in located and a not in bitmaps]
