@@ -397,3 +397,28 @@ def test_order_choice_keeps_working_with_bitmap_operands_and_outputs(small_chip)
     run = sieve.run(small_chip, "spmspm", params={"shape": "12,40,10", "density": 0.2,
                                                   "formats": "B:bb C:bb X:sb"}).summary
     assert run["verified"] and run["loop_order"] in legal
+
+
+def test_energy_charges_word_wide_joins_and_bitmap_locates(onyx_chip):
+    # a word-wide joiner's busy cycles are joiner steps, as the two-finger joiner's; a bitmap
+    # locator sits on the MEM tile holding its level: its SRAM reads and busy cycles are
+    # memory-tile actions
+    from simulator.controller import simulate
+    from simulator.energy import energy_breakdown, load_energy_table
+
+    table = load_energy_table(onyx_chip.energy_table)
+    for formats, unit, actions in [("B:bb C:bb", ".bv_intersect.", ("joiner_step",)),
+                                   ("B:ss C:sb", ".locate_bv.",
+                                    ("mem_sram_read", "mem_control_step"))]:
+        program = compile_layer(get_workload("elemmul").make(
+            {"shape": "32,48", "density": 0.3, "formats": formats}), onyx_chip)
+        result = simulate(program, onyx_chip)
+        full = energy_breakdown(result.stats, result.cycles, onyx_chip, table, program=program)
+        mine = {k: v for k, v in result.stats.items() if unit in k}
+        busy = sum(v["value"] for k, v in mine.items() if k.endswith(".busy_cycles"))
+        reads = sum(v["value"] for k, v in mine.items() if k.endswith(".sram_read_words"))
+        rest = {k: v for k, v in result.stats.items() if k not in mine}
+        without = energy_breakdown(rest, result.cycles, onyx_chip, table, program=program)
+        got = [full.counts[a] - without.counts[a] for a in actions]
+        assert busy > 0 and got == ([busy] if len(actions) == 1 else [reads, busy])
+        assert (reads > 0) == (unit == ".locate_bv.")
