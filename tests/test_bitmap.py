@@ -243,6 +243,8 @@ def test_bad_output_formats_are_one_clear_error(small_chip):
         _ops(small_chip, "elemmul", {"shape": "4,4", "formats": "X:sd"})
     with pytest.raises(WorkloadError, match="TENSOR in B, C, X"):
         get_workload("elemmul").make({"formats": "Y:ss"})
+    with pytest.raises(CompileError, match="output x: format 'b' must give 0 level letters"):
+        _ops(small_chip, "innerprod", {"shape": "2,2,2", "formats": "x:b", "order": "ijk"})
 
 
 @pytest.mark.parametrize("workload,params", [

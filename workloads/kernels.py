@@ -286,7 +286,7 @@ def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
                 random_tensor(rng, tuple(size[v] for v in idx), dens, p["values"],
                               p["empty_rows"] if k == 0 else 0.0)
         fmts = parse_format_spec(name, p["formats"], natural_formats(expr, order, levels),
-                                 expr.split("(", 1)[0].strip())
+                                 expr.split("=", 1)[0].split("(", 1)[0].strip())
         out_idx = reference.split("->")[1]
         ops = [tensors[t] for t in shape_of]
         return KernelLayer(name, expr, dict(tensors), fmts, p["order"] or None,
