@@ -273,6 +273,9 @@ def test_dense_suite_covers_the_space():
     ("spmv", {"shape": "300,300", "density": 0.05}),
     ("elemadd", {"shape": "200,200", "density": 0.2}),
     ("elemmul", {"shape": "200,200", "density": 0.3, "formats": "B:dd"}),
+    ("elemmul", {"shape": "200,200", "density": 0.3, "formats": "B:bb C:bb X:bb"}),
+    ("spmspm", {"shape": "64,64,64", "density": 0.1, "order": "ikj",
+                "formats": "B:ss C:bb X:sb"}),
 ])
 @pytest.mark.parametrize("depth", [2, 4])
 def test_burst_equals_cycle_larger(onyx_chip, workload, params, depth):
