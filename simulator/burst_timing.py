@@ -33,8 +33,9 @@ from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
-SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further: each
-# costs about a millisecond besides its steps (the downset cut, the probe sweeps, the set-up)
+SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
+# costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
+# and one more than twice as large is cut to this size before its walk (memory)
 GROW_SWEEPS = 4       # a window that settled within this many sweeps: the next one doubles
 SHRINK_SWEEPS = 8     # one that needed more: the next one halves
 
@@ -282,6 +283,13 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                                   + stuck)
         n_sweeps, settled = _solve_window(deps, readers, times, done, hi, active, recomputed,
                                           budget)
+        sweeps += n_sweeps
+        most = max(most, n_sweeps)
+        if not settled and sum(hi[u] - done[u] for u in active) > 2 * SEQUENTIAL_MIN_WINDOW:
+            # the walk holds Python lists (about 200 bytes a step): it takes a smaller
+            # window from the same start (the sweeps' times there are overwritten)
+            want, budget = SEQUENTIAL_MIN_WINDOW, 0
+            continue
         if not settled:
             # a tight back-pressure loop (binding constraints alternate between units every
             # few tokens): one sweep per turn of the loop, so the window is solved in order
@@ -291,8 +299,6 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
             sequential += 1
         budget = SWEEP_BUDGET if settled else PROBE_BUDGET
         windows += 1
-        sweeps += n_sweeps
-        most = max(most, n_sweeps)
         for u in active:
             if int(times[u][hi[u] - 1]) >= limit:
                 raise SimulationError(
