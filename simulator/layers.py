@@ -46,8 +46,13 @@ a job's work records, :meth:`LayerEngine.merge` to fold jobs in order) and the a
 a finished layer (:func:`finish_layer`, :func:`layer_result`, :func:`layer_actions`).
 
 Outputs are assembled from the tiles' results and compared with the layer's numpy forward
-pass (float64): exact products in burst/cycle (the kernel's own outputs, float32 values),
-numpy products of the tiles' compressed operands in analytic.
+pass of the same weight chunks (compiler.layer_tasks), computed in ``reference_dtype``: in
+burst/cycle the tiles' values are the kernels' own (float32) and the reference is float64, an
+independent check; in analytic the tiles' values are numpy's float32 products, so the
+chunk-wise reference checks only the lowering (simulator.checks) and is float32 too: a float64
+copy of every weight chunk and float64 products would cost a third of a full-size run and
+check nothing more (float64 precision is checked by the full forward pass, where computed,
+and the tile sample is the independent check).
 """
 
 from __future__ import annotations
@@ -280,6 +285,8 @@ class LayerEngine:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
+        # the precision of the tasks' chunk-wise reference (module docstring)
+        self.reference_dtype = np.float32 if fidelity == "analytic" else np.float64
         self.progress = progress_of(progress)   # simulator.progress: stage, advance
         self.lanes = plan.lanes
         self.words = plan.level_words
@@ -321,11 +328,12 @@ class LayerEngine:
         (:func:`bsr_bytes`) but still multiplies in full."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
+        masks = (a32 != 0, b32 != 0)       # computed once: tiling, counts and the products
         if self.fidelity == "analytic":
-            out, work = self._analytic(a32, b32)
+            out, work = self._analytic(a32, b32, masks)
             self._keep_sample(label, a32, b32)
         else:
-            out, work = self._exact(a32, b32)
+            out, work = self._exact(a32, b32, masks)
         self.work.add(work)
         idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
@@ -356,8 +364,9 @@ class LayerEngine:
                                       work.skipped_tiles, work.kernel_cycles,
                                       equivalent_macs=work.dense_products))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
-                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32 != 0)),
-                              "w_nnz": int(np.count_nonzero(b32 != 0)), "products": work.products})
+                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(masks[0])),
+                              "w_nnz": int(np.count_nonzero(masks[1])),
+                              "products": work.products})
         return out
 
     def _keep_sample(self, label: str, a: np.ndarray, b: np.ndarray) -> None:
@@ -447,13 +456,14 @@ class LayerEngine:
         work.in_words = int(np.where(live, in_w, 0).sum())
         work.out_words = int(np.where(live, out_w, 0).sum())
 
-    def _analytic(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+    def _analytic(self, a: np.ndarray, b: np.ndarray, masks: tuple[np.ndarray, np.ndarray]
+                  ) -> tuple[np.ndarray, TileWork]:
         T, K = a.shape
         N = b.shape[1]
         work = TileWork(dense_products=T * K * N)
         if T == 0 or K == 0 or N == 0:
             return np.zeros((T, N)), work
-        cyc, c, (tb, kc, nb) = analytic_tiles(a, b, self.words, self.fill)
+        cyc, c, (tb, kc, nb) = analytic_tiles(*masks, self.words, self.fill)
         self._last_tiles = (cyc, (tb, kc, nb))        # for the tile sample (_keep_sample)
         live = c["live"]
         in_w = 2 * c["a_nnz"] + c["rows"] + 1 + 2 * c["b_nnz"] + c["b_rows"] + 1
@@ -469,7 +479,8 @@ class LayerEngine:
         out = (a @ b).astype(np.float64)
         return out, work
 
-    def _exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+    def _exact(self, a: np.ndarray, b: np.ndarray, masks: tuple[np.ndarray, np.ndarray]
+               ) -> tuple[np.ndarray, TileWork]:
         from simulator.engine_burst import run_burst
 
         T, K = a.shape
@@ -478,7 +489,7 @@ class LayerEngine:
         out = np.zeros((T, N))
         if T == 0 or K == 0 or N == 0:
             return out, work
-        tb, kc, nb = tile_sizes(a != 0, b != 0, self.words)
+        tb, kc, nb = tile_sizes(*masks, self.words)
         kernel: Kernel = self.plan.kernel
         region = self.plan.region
         cyc, in_w, out_w, live, prods = [], [], [], [], 0
@@ -524,7 +535,7 @@ class LayerEngine:
         self._finish_work(work, np.array(cyc), np.array(in_w), np.array(out_w),
                           np.array(live, dtype=bool))
         work.products = int(prods)
-        bm = b != 0
+        bm = masks[1]
         work.weight_words = int(2 * bm.sum() + sum(
             np.count_nonzero(bm[k0:k0 + kc].any(axis=1)) + 1
             for k0 in range(0, K, kc)) * cdiv(N, nb))
