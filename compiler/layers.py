@@ -43,7 +43,7 @@ import scipy.sparse as sp
 
 from compiler.dense import mac_block_kernel
 from compiler.pipeline import compile_layer
-from isa.arch import ChipConfig
+from isa.arch import ChipConfig, cdiv
 from isa.errors import CompileError, SimulationError
 from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
@@ -324,10 +324,6 @@ def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
     from workloads.layers import ffn_chunks
 
     return tuple(ffn_chunks(f, max(64, min(f_chunk, cdiv(f, lanes)))))
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:

@@ -27,14 +27,12 @@ import math
 
 import numpy as np
 
+from isa.arch import cdiv
+
 SLAB = 1 << 20
 """Largest per-row intermediate (elements) of the partial-row pass."""
 
 _POP8 = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _block_bytes(nb: int) -> int:

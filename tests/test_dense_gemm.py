@@ -17,9 +17,10 @@ import pytest
 
 import sieve
 from compiler.dense import dense_mapping
+from isa.arch import ELEMENT_BYTES
 from isa.errors import ConfigError
 from sieve.cli import main
-from simulator.chip import ELEMENT_BYTES, dram_transfer, link_transfer, transfer_time
+from simulator.chip import dram_transfer, link_transfer, transfer_time
 from simulator.config import dump_chip, load_chip
 from simulator.systolic import SystolicArray, gemm_cycles
 from workloads import WorkloadError, get_workload

@@ -321,11 +321,12 @@ def test_dense_mode_schedule_is_the_systolic_or_dram_bound(onyx, plan):
 
     end = run_lanes(eng.dense_jobs, 1, onyx)[0]
     assert end == dma + compute                 # one job: its weights, then the GEMM
-    assert eng.dense_counts["mac"] == 16 * 1024 * 896
+    assert eng.costs[0].dense_counts["mac"] == 16 * 1024 * 896
     # the MAC block's actions, the same function as a gemm on that block
     from simulator.energy import systolic_actions
 
-    assert eng.dense_counts == systolic_actions(16, 896, 1024, block.rows, block.cols, onyx)
+    assert eng.costs[0].dense_counts == systolic_actions(16, 896, 1024, block.rows, block.cols,
+                                                         onyx)
 
 
 def test_layer_mode_auto_takes_the_faster_mode():
