@@ -9,8 +9,10 @@ those per-row terms for every tile without a dense pass per row:
   block it reaches (``_reach``), are reductions over groups of the weight mask in its own
   memory order (no padded copy; one pass each);
 - a row of A that holds every coordinate of a K chunk ("full") has the chunk's own P, R and
-  Y (all of its rows of W^T), and a row with none ("empty", also the padding rows of the last
-  token block) has P = R = Y = 0: both cost O(tiles), whatever the tokens;
+  Y (all of its rows of W^T); a row with none ("empty") is absent from the tile's compressed
+  A, as the padding rows of the last token block are absent from its tile: the kernel never
+  visits it, so it costs no cycle, step or token (burst agrees exactly). Both cost O(tiles),
+  whatever the tokens;
 - only rows holding part of a chunk need their own terms: P and R by a batched product of
   the row's mask with ``cnt``, Y (output columns reached) by OR-ing the packed rows of W^T
   the row selects (the mask packed along N, one byte-aligned group of bits per N block:
@@ -225,8 +227,9 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     ``b`` may be given as their nonzero masks: only where they are nonzero matters).
 
     Returns (cycles [Q, TQ, NB] with 0 for skipped tiles, integer counts per tile, tile
-    sizes); a tile's cycles are the sum over its ``tb`` rows (padding rows of the last
-    token block included, as empty rows) + 2 per real row + ``fill``.
+    sizes); a tile's cycles are the sum over its visited rows (rows of A with a nonzero in
+    the tile's K chunk) of the row cost + 2 per visited row + ``fill``. Counts: ``rows`` the
+    tile's real rows (what its transfers carry), ``visited`` the rows the kernel walks.
     """
     amask = a if a.dtype == bool else a != 0
     bmask = b if b.dtype == bool else b != 0
@@ -250,14 +253,13 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     empty = n_a == 0
     part = ~(full | empty)
     n_full = _chunk_sums(full, tb, 0)                                # [TQ, Q]
-    n_empty = _chunk_sums(empty, tb, 0) + (tb - rows_in_block)[:, None]
+    visited = (rows_in_block[:, None] - _chunk_sums(empty, tb, 0)).T[:, :, None]  # [Q, TQ, 1]
     # tile sums of P and R over rows: column counts of A times W's per-row counts
     cnt_q = np.pad(cnt, ((0, kpad), (0, 0))).reshape(Q, kc, NB)
     col_q = np.pad(col_a, ((0, 0), (0, kpad))).reshape(TQ, Q, kc)
     Ps = np.einsum("tqk,qkr->qtr", col_q, cnt_q)
     Rs = np.einsum("tqk,qkr->qtr", col_q, (cnt_q > 0).astype(np.int64))
-    cyc_rows = (n_full.T[:, :, None] * row_full[:, None] + n_empty.T[:, :, None]
-                * (bn[:, None] + 1))                                 # [Q, TQ, NB]
+    cyc_rows = n_full.T[:, :, None] * row_full[:, None]              # [Q, TQ, NB]
     Ys = n_full.T[:, :, None] * y_full[:, None]
     if part.any():
         bits = _pack(bmask, nb)
@@ -270,15 +272,16 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
                 cyc_rows[:, t] += r
                 Ys[:, t] += y
     live = (a_nnz.T[:, :, None] > 0) & (b_nnz[:, None, :] > 0)       # [Q, TQ, NB]
-    cyc = cyc_rows + 2 * rows_in_block[None, :, None] + fill
+    cyc = cyc_rows + 2 * visited + fill
     cyc = np.where(live, cyc, 0).astype(np.int64)
-    join = a_nnz.T[:, :, None] + tb * (bn[:, None] + 1) - Rs
+    join = a_nnz.T[:, :, None] + visited * (bn[:, None] + 1) - Rs
     counts = {
         "P": Ps, "R": Rs, "Y": Ys, "join": join,
         "a_nnz": np.broadcast_to(a_nnz.T[:, :, None], live.shape),
         "b_nnz": np.broadcast_to(b_nnz[:, None, :], live.shape),
         "b_rows": np.broadcast_to(bn[:, None, :], live.shape),
         "rows": np.broadcast_to(rows_in_block[None, :, None], live.shape),
+        "visited": np.broadcast_to(visited, live.shape),
         "live": live,
     }
     return cyc, counts, (tb, kc, nb)
@@ -287,19 +290,20 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
 def tile_energy_counts(c: dict[str, np.ndarray], hops: float) -> dict[str, float]:
     """First-order action counts of the Gustavson tile kernel (per live tile, summed).
 
-    Per token row: the scanners emit a_t + 1 (A), b + 1 (W^T rows, re-scanned per row) and
-    P_t + 2R_t (W^T coordinates) tokens; arrays read 2 P_t values; the repeat chain handles
-    P_t + R_t tokens twice; the reducer accumulates P_t - Y_t times; writers store Y_t
-    coordinates and values. SRAM words are 64-bit (4 sequential 16-bit entries per word).
+    Per visited token row (a row with no nonzero in the tile is never walked): the scanners
+    emit a_t + 1 (A), b + 1 (W^T rows, re-scanned per row) and P_t + 2R_t (W^T coordinates)
+    tokens; arrays read 2 P_t values; the repeat chain handles P_t + R_t tokens twice; the
+    reducer accumulates P_t - Y_t times; writers store Y_t coordinates and values. SRAM words
+    are 64-bit (4 sequential 16-bit entries per word).
     """
     live = c["live"]
 
     def s(x: np.ndarray) -> float:
         return float(np.where(live, x, 0).sum())
     P, R, Y, join = s(c["P"]), s(c["R"]), s(c["Y"]), s(c["join"])
-    rows = s(c["rows"])
+    rows = s(c["visited"])
     a_scan = s(c["a_nnz"]) + rows
-    b_scan = s(c["b_rows"] * c["rows"]) + rows
+    b_scan = s(c["b_rows"] * c["visited"]) + rows
     inner = P + 2 * R
     stream_tokens = a_scan + b_scan + 2 * inner + 2 * (P + R) + 3 * P + 2 * Y + join
     return {

@@ -28,7 +28,9 @@ for. A tile's cycles come from the engine named by ``fidelity``:
   reference per fiber), the intersecter a_t + b - R_t + 1 (a two-finger merge), and the
   vector reducer takes P_t + R_t + 1 input tokens while it emits the previous row's Y_t sums
   (as SAM's sparse accumulator does), so a row costs its slowest stage. The tile takes the
-  sum over rows + 2 per row + the kernel's fill latency. Against ``burst`` on the random
+  sum over its visited rows + 2 per such row + the kernel's fill latency (a row with no
+  nonzero in the tile, like the padding of the last token block, is absent from the
+  compressed tile and costs nothing, as on burst). Against ``burst`` on the random
   tiles of tests/test_layers.py it is within 1%.
 
 Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
