@@ -195,8 +195,17 @@ def comparison_csv(runs: list[RunData]) -> str:
     return buf.getvalue()
 
 
-def comparison_markdown(runs: list[RunData]) -> str:
-    """A Markdown table with one row per run."""
+COMPARISON_HEADER = ("run", "chip", "workload", "kernel", "cycles", "chip time", "chip energy",
+                     "CPU", "CPU time", "speedup", "energy ratio", "EDP ratio", "verified")
+"""Column titles of the comparison table (one per COMPARISON_COLUMNS entry)."""
+
+COMPARISON_NOTE = ("Ratios are CPU / chip: above 1x the chip is faster, uses less energy, or "
+                   "has the lower energy-delay product.")
+
+
+def comparison_cells(runs: list[RunData]) -> list[list[str]]:
+    """The comparison table's rows as formatted cells (COMPARISON_HEADER's columns), for the
+    Markdown table and compare.html alike."""
     def cell(key: str, v: Any) -> str:
         if v is None:
             return "-"
@@ -212,11 +221,12 @@ def comparison_markdown(runs: list[RunData]) -> str:
             return "yes" if v else "NO"
         return str(v)
 
-    header = ["run", "chip", "workload", "kernel", "cycles", "chip time", "chip energy", "CPU",
-              "CPU time", "speedup", "energy ratio", "EDP ratio", "verified"]
-    rows = [[cell(k, comparison_row(r)[k]) for k in COMPARISON_COLUMNS] for r in runs]
-    lines = [f"# Chip vs CPU across {len(runs)} runs", "",
-             "Ratios are CPU / chip: above 1x the chip is faster, uses less energy, or has the "
-             "lower energy-delay product.", ""]
-    lines += _md_table(header, rows, "llllrrrlrrrrl")
+    rows = [comparison_row(r) for r in runs]
+    return [[cell(k, row[k]) for k in COMPARISON_COLUMNS] for row in rows]
+
+
+def comparison_markdown(runs: list[RunData]) -> str:
+    """A Markdown table with one row per run."""
+    lines = [f"# Chip vs CPU across {len(runs)} runs", "", COMPARISON_NOTE, ""]
+    lines += _md_table(list(COMPARISON_HEADER), comparison_cells(runs), "llllrrrlrrrrl")
     return "\n".join(lines) + "\n"
