@@ -244,13 +244,6 @@ class LayerLayout:
         one is never worse than either single mode."""
         return min(options, key=lambda name: self.cost(*options[name]))
 
-    def pick_mode(self, sparse_cycles: int, dense_cycles: int) -> str:
-        """The whole layer's mode by cycles alone (``compiler.layer_mode``; auto the faster),
-        kept for callers that time both modes without energy."""
-        if self.mode == "auto":
-            return "dense" if dense_cycles < sparse_cycles else "sparse"
-        return self.mode
-
 
 def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = None
                         ) -> Program:

@@ -483,8 +483,10 @@ def test_a_layer_program_lists_its_stages_in_order(onyx, plan):
     assert all(j.deps == ("topk",) and j.lanes == (j.expert % plan.lanes,) for j in experts)
     assert program.jobs[-1].deps == tuple(j.name for j in experts)
     assert program.jobs[0].dims == (4, layer.num_experts, layer.x.shape[1])
-    assert program.layout.pick_mode(10, 5) == "dense" and program.layout.pick_mode(5, 10) == \
-        "sparse"
+    # the mode policy (auto, edp): the product of lower cycles x energy; sparse on a tie
+    pick = program.layout.pick_product
+    assert pick((10, 1.0), (5, 1.0)) == "dense" and pick((5, 1.0), (10, 1.0)) == "sparse"
+    assert pick((4, 1.0), (2, 2.0)) == "sparse"
 
 
 def test_the_controller_refuses_jobs_out_of_dependency_order(onyx, plan):
