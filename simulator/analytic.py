@@ -96,11 +96,14 @@ def _chunk_sums(x: np.ndarray, size: int, axis: int) -> np.ndarray:
         for j in range(1, size):
             out += g[:, :, j]
         return out
-    q = cdiv(n, size)
-    if q * size != n:
-        x = np.pad(x, ((0, q * size - n), (0, 0)))
+    q, whole = cdiv(n, size), n // size
+    out = np.empty((q, x.shape[1]), dtype=np.int64)
     acc = np.int32 if x.dtype == np.uint8 else np.int64   # a bool group sums to <= size
-    return x.reshape(q, size, -1).sum(axis=1, dtype=acc).astype(np.int64, copy=False)
+    if whole:         # whole groups as a view (no padded copy), the short one apart
+        out[:whole] = x[:whole * size].reshape(whole, size, -1).sum(axis=1, dtype=acc)
+    if whole < q:
+        out[whole] = x[whole * size:].sum(axis=0, dtype=acc)
+    return out
 
 
 def _count_dtype(size: int) -> type:
@@ -126,13 +129,24 @@ def _row_groups(u: np.ndarray, size: int, op: np.ufunc) -> np.ndarray:
 
 
 def _block_counts(bmask: np.ndarray, nb: int) -> np.ndarray:
-    """Nonzeros per (row of W^T, N block) [K, NB] (int64): a column-major mask (W^T as a
-    view of W's rows) sums groups of W's rows; a row-major one sums runs along its rows."""
+    """Nonzeros per (row of W^T, N block) [K, NB], in the narrowest unsigned type that holds
+    ``nb``: a column-major mask (W^T as a view of W's rows) sums groups of W's rows; a
+    row-major one sums runs along its rows."""
     if bmask.flags.f_contiguous and not bmask.flags.c_contiguous:
-        return _row_groups(bmask.T.view(np.uint8), nb, np.add).T.astype(np.int64)
+        return _row_groups(bmask.T.view(np.uint8), nb, np.add).T
     u = np.ascontiguousarray(bmask).view(np.uint8)
-    starts = np.arange(0, u.shape[1], nb)
-    return np.add.reduceat(u, starts, axis=1, dtype=_count_dtype(nb)).astype(np.int64)
+    K, N = u.shape
+    if nb > 16:         # long runs: one segmented reduction
+        return np.add.reduceat(u, np.arange(0, N, nb), axis=1, dtype=_count_dtype(nb))
+    whole = N // nb     # short runs: add the nb strided columns of each block
+    out = np.empty((K, cdiv(N, nb)), dtype=np.uint8)
+    runs = u[:, :whole * nb].reshape(K, whole, nb)
+    np.copyto(out[:, :whole], runs[:, :, 0])
+    for j in range(1, nb):
+        out[:, :whole] += runs[:, :, j]
+    if whole < out.shape[1]:
+        np.add.reduce(u[:, whole * nb:], axis=1, dtype=np.uint8, out=out[:, whole])
+    return out
 
 
 def _reach(bmask: np.ndarray, kc: int, nb: int) -> np.ndarray:
@@ -152,8 +166,9 @@ def _reach(bmask: np.ndarray, kc: int, nb: int) -> np.ndarray:
 
 
 def _plan(amask: np.ndarray, bmask: np.ndarray, words: int
-          ) -> tuple[int, int, int, np.ndarray]:
-    """(tb, kc, nb, per-row block counts) so every tile level fits ``words``.
+          ) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """(tb, kc, nb, per-row block counts [K, NB], nonzeros per (K chunk, N block) [Q, NB])
+    so every tile level fits ``words``.
 
     tb: a token block of words/8 rows; kc: the K chunk sized from A's density, halved until
     every (token block, K chunk) of A holds at most ``words`` nonzeros; nb: the N block sized
@@ -173,14 +188,15 @@ def _plan(amask: np.ndarray, bmask: np.ndarray, words: int
     nb = max(1, min(N, words // max(1, tb), int(words // max(1.0, kc * dens_b * 1.25))))
     while True:
         cnt = _block_counts(bmask, nb)
-        if nb <= 1 or _chunk_sums(cnt, kc, 0).max(initial=0) <= words:
-            return tb, kc, nb, cnt
+        b_nnz = _chunk_sums(cnt, kc, 0)
+        if nb <= 1 or b_nnz.max(initial=0) <= words:
+            return tb, kc, nb, cnt, b_nnz
         nb //= 2
 
 
 def tile_sizes(amask: np.ndarray, bmask: np.ndarray, words: int) -> tuple[int, int, int]:
     """(token block, K chunk, N block) so that each level of every tile fits ``words``."""
-    tb, kc, nb, _ = _plan(amask, bmask, words)
+    tb, kc, nb, _, _ = _plan(amask, bmask, words)
     return tb, kc, nb
 
 
@@ -234,13 +250,13 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     amask = a if a.dtype == bool else a != 0
     bmask = b if b.dtype == bool else b != 0
     T, K = amask.shape
-    tb, kc, nb, cnt = _plan(amask, bmask, words)
+    tb, kc, nb, cnt, b_nnz = _plan(amask, bmask, words)             # b_nnz [Q, NB]
     TQ, Q, NB = cdiv(T, tb), cdiv(K, kc), cnt.shape[1]
     w = _block_bytes(nb)
     kpad = Q * kc - K
     # W per K chunk: its nonzeros, nonempty rows and reachable columns per N block
-    b_nnz = _chunk_sums(cnt, kc, 0)                                  # [Q, NB]
-    bn = _chunk_sums(cnt > 0, kc, 0)
+    hit = cnt > 0                                                    # [K, NB]
+    bn = _chunk_sums(hit, kc, 0)
     y_full = _reach(bmask, kc, nb)
     k_real = np.minimum(kc, K - np.arange(Q) * kc)                   # [Q]
     row_full = np.maximum(np.maximum(b_nnz + 2 * bn, (k_real + 1)[:, None]), y_full)
@@ -254,11 +270,14 @@ def analytic_tiles(a: np.ndarray, b: np.ndarray, words: int, fill: int
     part = ~(full | empty)
     n_full = _chunk_sums(full, tb, 0)                                # [TQ, Q]
     visited = (rows_in_block[:, None] - _chunk_sums(empty, tb, 0)).T[:, :, None]  # [Q, TQ, 1]
-    # tile sums of P and R over rows: column counts of A times W's per-row counts
+    # tile sums of P and R over rows: column counts of A times W's per-row counts, one
+    # batched product per K chunk (float64 BLAS: integers far below 2**53, so exact)
     cnt_q = np.pad(cnt, ((0, kpad), (0, 0))).reshape(Q, kc, NB)
     col_q = np.pad(col_a, ((0, 0), (0, kpad))).reshape(TQ, Q, kc)
-    Ps = np.einsum("tqk,qkr->qtr", col_q, cnt_q)
-    Rs = np.einsum("tqk,qkr->qtr", col_q, (cnt_q > 0).astype(np.int64))
+    col_f = np.ascontiguousarray(col_q.transpose(1, 0, 2), dtype=np.float64)   # [Q, TQ, kc]
+    Ps = np.matmul(col_f, cnt_q.astype(np.float64)).astype(np.int64)           # [Q, TQ, NB]
+    Rs = np.matmul(col_f, np.pad(hit, ((0, kpad), (0, 0))).reshape(Q, kc, NB)
+                   .astype(np.float64)).astype(np.int64)
     cyc_rows = n_full.T[:, :, None] * row_full[:, None]              # [Q, TQ, NB]
     Ys = n_full.T[:, :, None] * y_full[:, None]
     if part.any():
