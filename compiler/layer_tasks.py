@@ -90,13 +90,20 @@ class FFNTask:
         return (self.layer.shared if self.which == "shared" else self.layer.experts)[self.index]
 
     def __call__(self, eng: Any) -> Contribution:
-        from workloads.layers import ffn_chunk, intermediate, neuron_thresholds, teal
+        from workloads.layers import (
+            ffn_chunk,
+            intermediate,
+            neuron_thresholds,
+            teal,
+            teal_h_threshold,
+        )
 
         w, sparsity = self.weights(), self.layer.sparsity
         x = self.layer.x if self.tok is None else self.layer.x[self.tok]
         xs = teal(x.astype(np.float64), sparsity)
         dt = eng.reference_dtype
         xr = xs.astype(dt)          # exact: xs holds x's float32 values or zeros
+        tau_h = teal_h_threshold(w, xs, sparsity)   # h's one TEAL threshold, not per chunk
         y = np.zeros((x.shape[0], w.d))
         ref = np.zeros_like(y)
         expert = self.index if self.which == "expert" else -1
@@ -113,14 +120,14 @@ class FFNTask:
                 block=block_of(w.gate))
             up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up",
                              nm=nm_of(w.up), block=block_of(w.up))
-            h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
+            h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity, tau_h)
             eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
                                 expert=expert, label=f"{tag}.act")
             y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down",
                              nm=nm_of(w.down), block=block_of(w.down))
             # the reference: the layer's forward on the same weight chunk, in ``dt``
             hr = teal(ffn_chunk(w, xr, f0, f1, sparsity, g_rows, u_rows, theta=theta),
-                      sparsity)
+                      sparsity, tau_h)
             ref += hr.astype(dt, copy=False) @ d_cols.astype(dt, copy=False)
             eng.progress.advance(1, tag)
         if self.scale is not None:

@@ -564,3 +564,22 @@ def test_random_bytes_is_rng_bytes(lengths):
     for n in lengths:
         assert _random_bytes(a, n).tobytes() == b.bytes(n)
     assert np.array_equal(a.random(4), b.random(4))
+
+
+@pytest.mark.parametrize("fidelity", ["analytic", "burst"])
+def test_teal_on_h_is_one_threshold_per_tensor(fidelity):
+    # bert-base's f = 3072 spans six 512-wide simulated chunks and three 1024-wide reference
+    # chunks; a TEAL threshold taken per chunk made the full forward pass disagree (the run
+    # failed its check, `-p activation=teal50` as models.py suggests it)
+    from workloads.layers import ffn_reference
+
+    params = {"activation": "teal50", "tokens": "4"}
+    rep = run(ONYX, "ffn.bert-base", params=params, fidelity=fidelity)
+    assert rep.summary["verified"] is True, rep.summary["checks"]
+    layer = rep.layer
+    by512 = ffn_reference(layer.ffn, layer.x, layer.sparsity, chunk=512)
+    by1024 = ffn_reference(layer.ffn, layer.x, layer.sparsity, chunk=1024)
+    assert np.allclose(by512, by1024, rtol=1e-12, atol=1e-12 * np.abs(by1024).max())
+    got = rep.result.outputs["Y"].to_dense()
+    ref = layer.reference()
+    assert np.allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -301,15 +301,35 @@ def intermediate(act: str, sparsity: ActivationSparsity, gate: np.ndarray | None
     return a if gate is None else a * up
 
 
-def teal(x: np.ndarray, sparsity: ActivationSparsity) -> np.ndarray:
+def teal(x: np.ndarray, sparsity: ActivationSparsity, tau: float | None = None) -> np.ndarray:
     """TEAL input sparsification: zero entries below the ``zero_fraction`` magnitude
-    quantile (identity for other kinds)."""
+    quantile of ``x`` (identity for other kinds). ``tau``: the tensor's threshold when ``x``
+    is only part of the tensor (see :func:`teal_h_threshold`)."""
     if sparsity.kind != "threshold" or x.size == 0:
         return x
+    if tau is None:
+        from workloads.activations import magnitude_threshold
+
+        tau = magnitude_threshold(x, sparsity.zero_fraction)
+    return np.where(np.abs(x) >= tau, x, 0.0)
+
+
+def teal_h_threshold(w: FFNWeights, xs: np.ndarray, sparsity: ActivationSparsity,
+                     chunk: int = 1024) -> float | None:
+    """TEAL's one threshold for the FFN intermediate h (TEAL sparsifies per tensor): the
+    ``zero_fraction`` magnitude quantile over all of h for the sparsified float64 inputs
+    ``xs``, computed in ``chunk``-wide pieces of f. It does not depend on how a caller chunks f
+    afterwards, so the simulated layer (512-wide chunks) and :func:`ffn_reference` zero the
+    same entries. None for other kinds or no tokens."""
+    if sparsity.kind != "threshold" or xs.shape[0] == 0:
+        return None
     from workloads.activations import magnitude_threshold
 
-    tau = magnitude_threshold(x, sparsity.zero_fraction)
-    return np.where(np.abs(x) >= tau, x, 0.0)
+    mags = np.empty((xs.shape[0], w.f))
+    for f0, f1 in ffn_chunks(w.f, chunk):
+        g = None if w.gate is None else w.gate.rows(f0, f1)
+        mags[:, f0:f1] = np.abs(ffn_chunk(w, xs, f0, f1, sparsity, g, w.up.rows(f0, f1)))
+    return magnitude_threshold(mags, sparsity.zero_fraction)
 
 
 def ffn_chunks(f: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -324,10 +344,11 @@ def ffn_reference(w: FFNWeights, x: np.ndarray, sparsity: ActivationSparsity,
     y = np.zeros((x.shape[0], w.d))
     if x.shape[0] == 0:
         return y
+    tau_h = teal_h_threshold(w, x, sparsity)
     for f0, f1 in ffn_chunks(w.f, chunk):
         g = None if w.gate is None else w.gate.rows(f0, f1)
         h = ffn_chunk(w, x, f0, f1, sparsity, g, w.up.rows(f0, f1))
-        h = teal(h, sparsity)
+        h = teal(h, sparsity, tau_h)
         y += h @ w.down.cols(f0, f1).astype(np.float64)
     return y
 
