@@ -42,6 +42,7 @@ def cpu_roofs(preset: Any) -> dict[str, float]:
 SUMMARY_ROWS = (
     ("cycles", "total cycles", "{:,}"),
     ("kernel_cycles", "kernel cycles", "{:,}"),
+    ("firmware_cycles", "firmware (M3) busy cycles", "{:,}"),
     ("tile_kernel_cycles_sum", "tile kernel cycles (sum over lanes)", "{:,}"),
     ("compute_cycles", "compute cycles (SCALE-Sim v3)", "{:,}"),
     ("seconds", "simulated time (s)", "{:.3e}"),

@@ -87,6 +87,10 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
 
     add("cycles", "total cycles (launch, config, DMA, kernel)", count)
     add("kernel_cycles", "kernel cycles", count)
+    add("firmware_cycles", "firmware (M3) busy cycles", count)
+    add("kernel_calls", "kernel calls", count)
+    add("tiling", "tiling (MEM-tile levels)", str)
+    add("firmware_energy_j", "firmware (M3) energy", lambda v: si(v, "J"))
     add("compute_cycles", "compute cycles (dense GEMM, SCALE-Sim v3)", count)
     if s.get("loop_order"):
         by = s.get("loop_order_by")
