@@ -276,3 +276,32 @@ def _cut(assign: Assignment, order: tuple[str, ...], images: dict[str, FiberTree
                   tuple(sizes[v] for v in order), assign.out.tensor, assign.out.indices,
                   tuple(tiles), int(grid_live.size - len(live)), cap,
                   chip.controller.tile_pipelining)
+
+
+SHOWN_TILES = 3
+"""Tile calls ``sieve compile`` prints in full before summarising the rest."""
+
+
+def summarize_schedule(text: str, tiling: Tiling, shown: int = SHOWN_TILES) -> str:
+    """A tiled Program's assembly for people: the cut as a comment, the first ``shown``
+    tile calls in full and the rest as one comment line (the full text, ``print_program``,
+    parses back; this one elides the calls it summarises)."""
+    import re
+
+    out = [f"; tiled: {tiling.describe()}"]
+    elided = 0
+    for line in text.splitlines():
+        m = re.search(r" tile=(\d+)$", line)
+        if m and int(m.group(1)) >= shown:
+            if not elided:
+                out.append("")     # replaced below by the summary line
+                mark = len(out) - 1
+            elided += 1
+            continue
+        out.append(line)
+    if elided:
+        rest = len(tiling.tiles) - shown
+        out[mark] = (f"; ... {elided} more commands: tile calls {shown}..{len(tiling.tiles) - 1}"
+                     f" ({rest} calls: loads of the operand tiles that changed, launch, wait, "
+                     "unload)")
+    return "\n".join(out) + "\n"
