@@ -44,8 +44,8 @@ ELEMENT_BYTES = 2
 
 DENSE_PATTERN_MAX = 1 << 25
 """Largest dense mask (elements) of an operand or the output used to compute the output's
-nonzero pattern with numpy's einsum; larger two-operand matrix products use scipy's sparse
-product, and other expressions leave the output unsized (noted in the Tiling)."""
+nonzero pattern with numpy's einsum (two-operand matrix products use scipy's sparse product
+at any size); beyond it the output's levels are not sized (only the operands')."""
 
 
 def level_capacity(chip: ChipConfig) -> int:
@@ -120,6 +120,11 @@ def output_pattern(assign: Assignment, images: dict[str, FiberTree]) -> np.ndarr
     out = assign.out
     if not out.indices:
         return np.zeros((1, 0), dtype=np.int64)
+    if assign.op == "*" and len(assign.operands) == 2 and all(
+            len(a.indices) == 2 for a in assign.operands) and len(out.indices) == 2:
+        coords = _sparse_matmul_pattern(assign, images)
+        if coords is not None:
+            return coords
     sizes = {v: n for a in assign.operands for v, n in zip(a.indices, images[a.tensor].shape)}
     dense_ok = all(math.prod(images[a.tensor].shape) <= DENSE_PATTERN_MAX
                    for a in assign.operands) and \
@@ -135,9 +140,6 @@ def output_pattern(assign: Assignment, images: dict[str, FiberTree]) -> np.ndarr
         spec += "->" + "".join(_letters(out.indices, assign))
         prod = np.einsum(spec, *[m.astype(np.float32) for m in masks], optimize=True)
         return np.argwhere(prod > 0)
-    if assign.op == "*" and len(assign.operands) == 2 and all(
-            len(a.indices) == 2 for a in assign.operands) and len(out.indices) == 2:
-        return _sparse_matmul_pattern(assign, images)
     return None
 
 

@@ -528,7 +528,7 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         load_energy_table,
         memory_actions,
     )
-    from simulator.layers import layer_counts, layer_memory
+    from simulator.layers import firmware_cycles_of, layer_counts, layer_memory
 
     table = load_energy_table(chip.energy_table)
     price, leak = action_prices(chip, table)
@@ -560,6 +560,11 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         for k, v in memory_actions(layer_memory(eng, choice, io)).items():
             counts[k] = counts.get(k, 0.0) + v
         counts["config_load"] = counts.get("config_load", 0.0) + config
+        jobs = ([j for j in eng.jobs if choice[j.product] == "sparse"]
+                + [j for j in eng.dense_jobs if choice[j.product] == "dense"])
+        counts["firmware"] = firmware_cycles_of(
+            sum(c.tiles for c, m in zip(eng.costs, choice) if m == "sparse"),
+            sum(1 for j in jobs if j.dram_bytes), chip)
         energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
         seconds = cycles / (chip.clock.freq_mhz * 1e6)
         return sched, {"cycles": cycles, "stage_cycles": sched[0], "energy_j": energy,

@@ -716,17 +716,22 @@ TILE_DESCRIPTORS = 3
 """DMA descriptors the firmware programs per layer tile: A's and W's tiles in, the output out."""
 
 
-def layer_firmware_cycles(run: LayerRun, chip: ChipConfig) -> int:
-    """Cycles the firmware processor is busy for a layer, charged as for a kernel's tile
-    calls (simulator.controller.Firmware): per sparse tile a kernel call and
-    :data:`TILE_DESCRIPTORS` descriptors, per job that DMAs weights from DRAM one more. The
-    launch is in each tile's time (``_finish_work``); the descriptors overlap the tile before
-    (the lanes' transfers already overlap compute), so they add energy, not time."""
+def firmware_cycles_of(tiles: int, dram_jobs: int, chip: ChipConfig) -> int:
+    """Cycles the firmware processor is busy for a layer's ``tiles`` sparse tiles and
+    ``dram_jobs`` jobs that DMA weights from DRAM, charged as for a kernel's tile calls
+    (simulator.controller.Firmware): per tile a kernel call and :data:`TILE_DESCRIPTORS`
+    descriptors, per such job one descriptor. The launch is in each tile's time
+    (``_finish_work``); the descriptors overlap the tile before (the lanes' transfers already
+    overlap compute), so they add energy, not time."""
     c = chip.controller
-    tiles = run.layer_stats.tile_count
-    dram_jobs = sum(1 for j in run.jobs if j.dram_bytes)
     return (tiles * (c.launch_cycles + TILE_DESCRIPTORS * c.dma_setup_cycles)
             + dram_jobs * c.dma_setup_cycles)
+
+
+def layer_firmware_cycles(run: LayerRun, chip: ChipConfig) -> int:
+    """:func:`firmware_cycles_of` the layer's chosen tiles and jobs."""
+    return firmware_cycles_of(run.layer_stats.tile_count,
+                              sum(1 for j in run.jobs if j.dram_bytes), chip)
 
 
 def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
