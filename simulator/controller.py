@@ -22,9 +22,12 @@ both modes, sparse (the lanes) and dense (the MAC block as one lane), and the co
 policy in the Program (``layout.pick_product`` / ``pick_layer``: ``compiler.layer_mode``,
 auto by ``compiler.objective``) picks one per product (:func:`choose_modes`).
 
-Firmware semantics: commands run in order and block, except ``configure``, which streams over
-the separate configuration network concurrently with the commands after it; ``launch`` waits
-for its configuration to finish and then pays ``controller.launch_cycles``.
+Firmware semantics (:class:`Firmware`): commands run in order and block, except
+``configure``, which streams over the separate configuration network concurrently with the
+commands after it; ``launch`` waits for its configuration to finish. The firmware processor
+is one resource: each DMA descriptor costs it ``controller.dma_setup_cycles`` and each kernel
+call ``controller.launch_cycles`` (``firmware_cycles``). A tiled kernel's tile calls run one
+at a time or pipelined (``controller.tile_pipelining``), their outputs assembled in the GLB.
 
 Stats: ``chip.memory.*`` and ``chip.controller.*`` for every run; per SAM kernel its units
 (``chip.<tile>.<opcode>.*``) and streams (``chip.noc.*``); per systolic kernel
