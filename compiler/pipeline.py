@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from compiler.balance import balance_kernel
-from compiler.lower import lower_assignment
+from compiler.lower import lower_assignment, output_formats
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
 from compiler.route import route_kernel
@@ -114,13 +114,13 @@ def _lower(layer: Any, chip: ChipConfig, tile_sizes: dict[str, int] | None = Non
                                         shape=tuple(sizes[v] for v in acc.indices))
     out = assign.out
     decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
-                                   ("compressed",) * len(out.indices),
+                                   output_formats(layer, out.tensor, len(out.indices)),
                                    tuple(range(len(out.indices))), True)
     zeros = {n: bool((t.vals == 0).any()) for n, t in images.items()}
     policy = (chip.pe.zero_policy.a, chip.pe.zero_policy.b)
     kernel = lower_assignment(assign, order, decls, zero_policy=policy, explicit_zeros=zeros,
                               name=f"{layer.name}_{''.join(order)}",
-                              locate=chip.compiler.locate)
+                              locate=chip.compiler.locate, bitvector=chip.compiler.bitvector)
     return _verified(kernel, "lower"), images, assign, order
 
 
@@ -130,7 +130,8 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     the tile shape: every tile call runs the same configured graph."""
     kernel, images, assign, order = _lower(layer, chip)
     check_glb(images, chip)
-    tiling = plan_tiling(assign, order, images, chip)
+    out_formats = next(d.formats for d in kernel.tensors if d.is_output)
+    tiling = plan_tiling(assign, order, images, chip, out_formats)
     if tiling is not None:
         # the graph is lowered as for the whole tensors (same zero flags), with the tile
         # shapes: a dense level's padding in a last, shorter tile holds zeros, which the

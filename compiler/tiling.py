@@ -178,8 +178,9 @@ def _sparse_matmul_pattern(assign: Assignment, images: dict[str, FiberTree]
 
 
 def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, FiberTree],
-                chip: ChipConfig) -> Tiling | None:
+                chip: ChipConfig, out_formats: tuple[str, ...] | None = None) -> Tiling | None:
     """The tiling of the kernel (module docstring), or None when it fits untiled.
+    ``out_formats``: the output's level formats (default compressed at every level).
 
     Raises: CompileError (``tiling:``) when a level cannot fit even in tiles of one
     coordinate per variable.
@@ -190,8 +191,9 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
     pattern = output_pattern(assign, images)
     out_vars = assign.out.indices
     if pattern is not None:
-        tensors.append(_Tensor(assign.out.tensor, out_vars, pattern, None,
-                               ("compressed",) * len(out_vars), tuple(range(len(out_vars)))))
+        fmts = out_formats or ("compressed",) * len(out_vars)
+        tensors.append(_Tensor(assign.out.tensor, out_vars, pattern, None, tuple(fmts),
+                               tuple(range(len(out_vars)))))
     counts = dict.fromkeys(order, 1)
     sizes = dict(extents)
     while True:

@@ -172,6 +172,9 @@ KINDS = [("spmv", None), ("spmspm", "ikj"), ("spmspm", "ijk"), ("elemadd", None)
          ("elemmul", None), ("ttv", None), ("mttkrp", None)]
 
 
+BITMAP_FORMATS = {("spmspm", "ikj"): "B:sb C:bb X:sb", ("elemmul", None): "B:bb C:bb X:bb"}
+
+
 def make_tiled_case(seed: int) -> dict:
     rng = np.random.default_rng(9000 + seed)
     name, order = KINDS[seed % len(KINDS)]
@@ -181,6 +184,9 @@ def make_tiled_case(seed: int) -> dict:
     params = {"shape": shape, "density": float(rng.choice([0.05, 0.15, 0.3])), "seed": seed}
     if order:
         params["order"] = order
+    bitmaps = BITMAP_FORMATS.get((name, order))
+    if bitmaps and rng.random() < 0.5:             # bitmap operands and output (issue 14.1)
+        params["formats"] = bitmaps
     return {"workload": name, "params": params, "pipelined": bool(seed % 2),
             "mem_bytes": int(rng.choice([48, 64, 96])),
             "depth": int(rng.integers(2, 5)), "hop": int(rng.integers(1, 3)),
@@ -212,6 +218,7 @@ def test_tiled_suite_covers_the_space(small_chip):
         tiled += program.tiling is not None
         partial += program.tiling is not None and any(t.partial for t in program.tiling.tiles)
     assert tiled >= 20 and partial >= 3      # 21 and 3 with these seeds
+    assert any("b" in c["params"].get("formats", "") for c in cases)
 
 
 # ------------------------------------------------------------------ the firmware
