@@ -113,8 +113,9 @@ class Accumulator:
         """The whole output as a fibertree in the given formats."""
         rank = len(self.shape)
         if self.blocks:
-            coords = np.concatenate([c for c, _ in self.blocks.values()]).reshape(-1, rank)
             vals = np.concatenate([v for _, v in self.blocks.values()])
+            coords = np.concatenate([c for c, _ in self.blocks.values()]).reshape(len(vals),
+                                                                                  rank)
         else:
             coords, vals = np.zeros((0, rank), dtype=np.int64), np.zeros(0, dtype=self.dtype)
         return FiberTree.from_coo(name, self.shape, coords, vals, formats, mode_order)
