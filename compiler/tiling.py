@@ -15,10 +15,11 @@ level is loaded while the current one is read: each tile's level gets half the S
 MICRO25 does not say how the capacity is divided).
 
 The cut (greedy, from the data): start untiled; while some tensor has a level over capacity
-in some tile, split the variable of that tensor with the largest tile, preferring output
-variables (no partial sums) and splitting a contracted variable only when the tensor has no
-splittable output variable (SpMV's c(j): partial outputs then add up in the global buffer);
-each split doubles the variable's tile count, with equal tile sizes (ceil(extent / count)).
+in some tile, double the tile count of one of that tensor's variables (equal tile sizes,
+ceil(extent / count)): the one whose cut has the least rough cost (:func:`_cost`: every live
+tile walks its operand tiles and pays the firmware's call and descriptors; a contracted
+variable's split makes partial outputs, each merged into its block in the global buffer by
+the firmware), ties going to output variables.
 The output's structure is computed from the operands' nonzero patterns (a product of masks,
 or their union for ``+``), so the output tile is sized before any run. A tile whose
 operands cannot produce anything (an empty operand of a product; every operand empty for a
@@ -65,25 +66,29 @@ class _Tensor:
         self.vals = vals
         self.nonzero = None if vals is None else (vals != 0)
 
-    def largest_level(self, sizes: dict[str, int]) -> int:
-        """The most elements any level (or the value array) of any tile holds."""
+    def measure(self, sizes: dict[str, int], counts: dict[str, int]
+                ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(the most elements any level or the value array of any tile holds, each tile's
+        elements in all, whether each tile holds a nonzero): grids over the tensor's own
+        variables' tile counts."""
+        grid = tuple(counts[v] for v in self.vars)
+        totals = np.zeros(grid, dtype=np.int64)
+        has = np.zeros(grid, dtype=bool)
         if not self.vars:
-            return 1
+            return 1, totals + 1, has | bool(self.nonzero is None or self.nonzero.any())
         svars = [self.vars[m] for m in self.order]
         sz = np.array([sizes[v] for v in svars], dtype=np.int64)
         keys = self.coords[:, list(self.order)]
-        block = keys // sz
-        local = keys % sz
-        counts = np.array([-(-int(keys[:, i].max(initial=0) + 1) // int(sz[i]))
-                           for i in range(len(svars))], dtype=np.int64)
-        tile = np.zeros(len(keys), dtype=np.int64)
-        for i in range(len(svars)):
-            tile = tile * max(int(counts[i]), 1) + block[:, i]
         if not len(keys):
-            return 0
-        tiles, tile_inv = np.unique(tile, return_inverse=True)
-        tile_inv = tile_inv.reshape(-1)
+            return 0, totals, has
+        local = keys % sz
+        tile = np.ravel_multi_index(tuple((self.coords // np.array(
+            [sizes[v] for v in self.vars], dtype=np.int64)).T), grid)
+        tiles = np.unique(tile)
+        nz = np.ones(len(keys), dtype=bool) if self.nonzero is None else self.nonzero
+        has.reshape(-1)[tile[nz]] = True
         parent = np.ones(len(tiles), dtype=np.int64)      # positions of the level above
+        total = np.zeros(len(tiles), dtype=np.int64)
         prefix = tile.copy()
         worst = 0
         for lvl, fmt in enumerate(self.formats):
@@ -99,13 +104,69 @@ class _Tensor:
                 else:
                     elems = parent + 1 + n
                 worst = max(worst, int(elems.max(initial=0)))
+                total += elems
             parent = n
-        return max(worst, int(parent.max(initial=0)))
+        total += parent
+        totals.reshape(-1)[tiles] = total
+        return max(worst, int(parent.max(initial=0))), totals, has
 
 
 def _radix(sz: np.ndarray, lvl: int) -> int:
     """The mixed radix of the local coordinates of levels 0..lvl (the prefix's low part)."""
     return int(np.prod(sz[:lvl + 1], dtype=np.int64))
+
+
+def _split(v: str, sizes: dict[str, int], counts: dict[str, int], extents: dict[str, int]
+           ) -> tuple[dict[str, int], dict[str, int]]:
+    """Sizes and counts with variable ``v``'s tile count doubled (equal tiles)."""
+    c = dict(counts)
+    c[v] = min(extents[v], c[v] * 2)
+    sz = dict(sizes)
+    sz[v] = -(-extents[v] // c[v])
+    c[v] = -(-extents[v] // sz[v])
+    return sz, c
+
+
+def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_out: int,
+          sizes: dict[str, int], counts: dict[str, int], chip: ChipConfig) -> float:
+    """A cut's rough cost in cycles, to choose which variable to split: every live tile walks
+    its operand tiles (one cycle per stored element, a lower bound of a scan), pays the
+    firmware's call and descriptors, and each partial output tile after the first of its
+    block costs a merge of the block's entries (read and written, ``merge_cycles_per_element``
+    each)."""
+    c = chip.controller
+    shape = tuple(counts[v] for v in order)
+    live = np.ones(shape, dtype=bool) if assign.op == "*" else np.zeros(shape, dtype=bool)
+    walked = []
+    for t in tensors[:len(tensors) - n_out]:
+        _, totals, has = t.measure(sizes, counts)
+        axes = [order.index(v) for v in t.vars]
+        view = _spread(has, axes, len(order))
+        live = (live & view) if assign.op == "*" else (live | view)
+        walked.append(_spread(totals, axes, len(order)))
+    n_live = int(live.sum())
+    cost = float(sum((w * live).sum() for w in walked))
+    cost += n_live * (c.launch_cycles + (len(walked) + 1) * c.dma_setup_cycles)
+    if n_out:
+        out = tensors[-1]
+        _, totals, _ = out.measure(sizes, counts)
+        oaxes = [order.index(v) for v in out.vars]
+        others = tuple(i for i in range(len(order)) if i not in oaxes)
+        per_block = live.sum(axis=others) if others else live.astype(np.int64)
+        # per_block's axes are the output variables in loop order; totals' in output order
+        perm = [sorted(oaxes).index(a) for a in oaxes]
+        per_block = np.transpose(per_block, perm) if perm else per_block
+        cost += float((totals * np.maximum(per_block - 1, 0)).sum()) * 2 \
+            * c.merge_cycles_per_element
+    return cost
+
+
+def _spread(grid: np.ndarray, axes: list[int], ndim: int) -> np.ndarray:
+    """A grid over some variables (``axes`` of the loop order) broadcast to all ``ndim``."""
+    if not axes:
+        return grid.reshape((1,) * ndim)
+    g = grid.reshape(grid.shape + (1,) * (ndim - len(axes)))
+    return np.moveaxis(g, list(range(len(axes))), axes)
 
 
 def _operand(name: str, tree: FiberTree, vars_: tuple[str, ...]) -> _Tensor:
@@ -196,22 +257,23 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
                                tuple(range(len(out_vars)))))
     counts = dict.fromkeys(order, 1)
     sizes = dict(extents)
+    n_out = len(tensors) - len(assign.operands)
     while True:
-        over = [(t.largest_level(sizes) / cap, i, t) for i, t in enumerate(tensors)]
+        over = [(t.measure(sizes, counts)[0] / cap, i, t) for i, t in enumerate(tensors)]
         worst = max(over, key=lambda x: (x[0], -x[1]))
         if worst[0] <= 1:
             break
         t = worst[2]
-        outs = [v for v in t.vars if v in out_vars and sizes[v] > 1]
-        cands = outs or [v for v in t.vars if sizes[v] > 1]
+        cands = [v for v in t.vars if sizes[v] > 1]
         if not cands:
             raise CompileError(f"tiling: a level of {t.name} holds {int(worst[0] * cap)} "
                                f"elements even in tiles of one coordinate per variable; a MEM "
                                f"tile level holds {cap}")
-        v = max(cands, key=lambda x: (sizes[x], -order.index(x)))
-        counts[v] = min(extents[v], counts[v] * 2)
-        sizes[v] = -(-extents[v] // counts[v])
-        counts[v] = -(-extents[v] // sizes[v])
+
+        trials = {v: _split(v, sizes, counts, extents) for v in cands}
+        v = min(cands, key=lambda x: (_cost(assign, order, tensors, n_out, *trials[x], chip),
+                                      x not in out_vars, -sizes[x], order.index(x)))
+        sizes, counts = trials[v]
     if all(c == 1 for c in counts.values()):
         return None
     return _cut(assign, order, images, extents, sizes, cap, chip)
