@@ -35,13 +35,10 @@ from typing import Any
 import numpy as np
 
 from compiler.notation import Assignment
-from isa.arch import ChipConfig
+from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import CompileError
 from isa.fibertree import BITMAP_WORD_BITS, FiberTree
 from isa.tiles import Tile, Tiling
-
-ELEMENT_BYTES = 2
-"""One stored element (segment, coordinate, value, mask word): the 16-bit datapath."""
 
 DENSE_PATTERN_MAX = 1 << 25
 """Largest dense mask (elements) of an operand or the output used to compute the output's
