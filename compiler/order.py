@@ -1,10 +1,17 @@
-"""Dataflow-order choice: enumerate the loop orders of an expression, estimate each, pick one.
+"""Dataflow-order and format choice: enumerate the loop orders and level formats of an
+expression, estimate each, pick one.
 
 As SAM's dataflow-order study (ASPLOS'23 section 6.3) and FuseFlow's enumeration do, every
 permutation of the index variables is a candidate. Storage follows the loop order: each
-operand keeps its level formats (dense / compressed, outer to inner) and is stored in the mode
-order the loop visits its indices in (``C:ss:1,0`` for C(k,j) under ``ikj``), unless the user
-pinned a mode order with ``-p formats=``. A candidate is legal when the lowering accepts it
+operand is stored in the mode order the loop visits its indices in (``C:ss:1,0`` for C(k,j)
+under ``ikj``), unless the user pinned a mode order with ``-p formats=``. Each legal order is
+probed with the operands' given level formats (the workload's defaults), and besides, up to
+``FORMAT_VARIANTS`` other level formats: per operand level, compressed (``s``, always
+stored-size safe), dense (``d``) when the level's fibers are at least ``DENSE_MIN_OCCUPANCY``
+full, bitmap (``b``) when at least ``BITMAP_MIN_OCCUPANCY`` full (:func:`level_options`); the
+variants of all legal orders are ranked by a rough work bound that sees located dense levels
+(:func:`work_bound`) and the least are probed. An operand the user named in ``-p formats=``
+keeps its letters (and mode order, if given). A candidate is legal when the lowering accepts it
 (``compiler.lower`` raises CompileError for the others: output indices out of order,
 contracted indices a reducer cannot reduce, ...), so the enumeration follows whatever the
 lowering supports.
@@ -36,13 +43,30 @@ from compiler.lower import lower_assignment, output_formats
 from compiler.notation import Assignment, parse_expr, parse_order
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError, SimulationError
-from isa.fibertree import parse_formats
+from isa.fibertree import BITMAP_WORD_BITS, parse_formats
 from isa.program import Program, TensorDecl
 
 PROBE_STEPS = 150_000
 """Largest work bound (unit steps, :func:`work_bound`) probed on the whole data; above it the
 probe runs on a strided sample of the first index. A compiler knob, not a chip constant: it
 keeps one probe near a few tenths of a CPU second in the burst engine."""
+
+FORMAT_VARIANTS = 8
+"""Most level-format variants (beyond each legal order with the given formats) probed per
+choice: a compiler knob bounding compile time (each probe is a compile and a burst run)."""
+
+DENSE_MIN_OCCUPANCY = 0.5
+"""Least fraction of a level's positions holding a coordinate for the level to be a dense
+candidate. A dense level stores every position of its fibers (and below it a child fiber or a
+value per position, DMAed, buffered and read like the rest of the image); at half full the
+storage below that level is at most twice the compressed level's, which drops its coordinate
+array. ASSUMPTION: a bound on image growth (the probe then measures the real cost, DMA and
+energy of the larger image included), not a figure from the papers."""
+
+BITMAP_MIN_OCCUPANCY = 1.0 / BITMAP_WORD_BITS
+"""Least fiber occupancy for a bitmap candidate: a bitmap fiber stores extent/16 mask words
+(16-bit elements) where a compressed one stores a coordinate per nonzero, so at 1/16 full the
+two are the same size; sparser, the bitmap is only larger (and its scan walks empty words)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +110,19 @@ class OrderChoice:
     order: str
     forced: bool
     sample: tuple[str, int, int] | None   # (index, stride, extent) when the probe sampled
+    formats: dict[str, str] | None = None  # the chosen candidate's operand formats
+
+    def apply(self, layer: Any) -> Any:
+        """``layer`` with the chosen loop order and operand formats (a forced order: as is)."""
+        if self.forced:
+            return layer
+        if self.formats is None:
+            return with_order(layer, self.order)
+        return with_formats(layer, self.order, self.formats)
 
     def lines(self) -> list[str]:
         """The choice as text: one line per candidate, then the verdict."""
-        head = f"dataflow orders of this kernel (objective: {self.objective}"
+        head = f"dataflow orders and formats of this kernel (objective: {self.objective}"
         if self.sample is not None:
             v, stride, n = self.sample
             head += (f"; probed on every {stride}-th and {2 * stride}-th {v} of {n}, "
@@ -98,7 +131,8 @@ class OrderChoice:
                f"{'EDP (J s)':>11}"]
         for c in self.candidates:
             fmts = " ".join(f"{k}:{v}" for k, v in c.formats.items())
-            mark = " <- chosen" if c.order == self.order else ""
+            mark = " <- chosen" if c.order == self.order and (
+                self.formats is None or c.formats == self.formats) else ""
             if c.estimate is not None:
                 e = c.estimate
                 out.append(f"  {c.order:<8} {fmts:<28} {e.cycles:>14,.0f} "
@@ -111,7 +145,10 @@ class OrderChoice:
         how = "forced by -p order" if self.forced else (
             "the only legal order" if sum(c.rejected is None for c in self.candidates) == 1
             else f"least {self.objective}")
-        out.append(f"chosen: {self.order} ({how})")
+        chosen = self.order
+        if self.formats is not None:
+            chosen += " " + " ".join(f"{k}:{v}" for k, v in self.formats.items())
+        out.append(f"chosen: {chosen} ({how})")
         return out
 
 
@@ -129,6 +166,12 @@ def _pinned(layer: Any) -> set[str]:
         if ":" in fmt:
             out.add(name)
     return out
+
+
+def _named(layer: Any) -> set[str]:
+    """Tensors the user gave any format for in ``-p formats=`` (their letters are kept)."""
+    spec = str((getattr(layer, "params", None) or {}).get("formats") or "")
+    return {item.partition(":")[0] for item in spec.split() if ":" in item}
 
 
 def formats_for(layer: Any, assign: Assignment, order: tuple[str, ...]) -> dict[str, str]:
@@ -155,6 +198,13 @@ def with_order(layer: Any, order: str | tuple[str, ...]) -> Any:
     return dataclasses.replace(layer, order=_text(seq), formats=formats)
 
 
+def with_formats(layer: Any, order: str | tuple[str, ...], formats: dict[str, str]) -> Any:
+    """``layer`` with loop ``order`` and the given operand ``formats`` (a candidate's)."""
+    seq = parse_order(order if isinstance(order, str) else ",".join(order),
+                      parse_expr(layer.expr))
+    return dataclasses.replace(layer, order=_text(seq), formats={**layer.formats, **formats})
+
+
 def _text(seq: tuple[str, ...]) -> str:
     """A loop order as text: ``ikj``, or ``i1,k,j`` when a variable is longer than a letter."""
     return "".join(seq) if all(len(v) == 1 for v in seq) else ",".join(seq)
@@ -164,9 +214,11 @@ def _shape(data: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in data.shape)
 
 
-def _legal(layer: Any, assign: Assignment, order: tuple[str, ...]) -> Candidate:
-    """Lower ``order`` on declarations alone (no memory images): legal or the error."""
-    formats = formats_for(layer, assign, order)
+def _legal(layer: Any, assign: Assignment, order: tuple[str, ...],
+           formats: dict[str, str] | None = None) -> Candidate:
+    """Lower ``order`` on declarations alone (no memory images): legal or the error.
+    ``formats``: the operands' formats (default: the given letters, following the order)."""
+    formats = formats or formats_for(layer, assign, order)
     text = _text(order)
     decls: dict[str, TensorDecl] = {}
     sizes: dict[str, int] = {}
@@ -207,6 +259,46 @@ def default_order(layer: Any) -> str:
                        f"{cands[0].rejected})")
 
 
+def format_variants(layer: Any, legal: list[Candidate], locate: bool = True) -> list[Candidate]:
+    """Up to ``FORMAT_VARIANTS`` legal candidates with other operand level formats than the
+    given ones, over the ``legal`` orders: per operand the :func:`level_options` of its
+    storage mode order (an operand named in ``-p formats=`` keeps its format), every
+    combination ranked by :func:`work_bound` (ties: the order's rank in ``legal``, then
+    product order), the least that lower kept."""
+    assign = parse_expr(layer.expr)
+    named = _named(layer)
+    options: dict[tuple[str, str], list[str]] = {}
+    pool: list[tuple[float, int, int, str, dict[str, str]]] = []
+    for rank, c in enumerate(legal):
+        per_tensor = []
+        for acc in assign.operands:
+            given = c.formats[acc.tensor]
+            if acc.tensor in named:
+                per_tensor.append([given])
+                continue
+            letters, mode = _letters_and_order(given)
+            key = (acc.tensor, mode or "")
+            if key not in options:
+                fmts, m = parse_formats(given)
+                options[key] = level_options(layer.tensors[acc.tensor],
+                                             m or tuple(range(len(fmts))), letters)
+            per_tensor.append([o + (f":{mode}" if mode else "") for o in options[key]])
+        for combo in itertools.product(*per_tensor):
+            fm = {a.tensor: f for a, f in zip(assign.operands, combo)}
+            if fm != c.formats:
+                pool.append((work_bound(layer, c.order, fm, locate), rank, len(pool),
+                             c.order, fm))
+    pool.sort(key=lambda x: x[:3])
+    out: list[Candidate] = []
+    for *_, order, fm in pool:
+        if len(out) >= FORMAT_VARIANTS:
+            break
+        cand = _legal(layer, assign, parse_order(order, assign), fm)
+        if cand.rejected is None:
+            out.append(cand)
+    return out
+
+
 # ------------------------------------------------------------------ the probe's sample
 def _coords(data: Any, mode: tuple[int, ...]) -> np.ndarray:
     """Nonzero coordinates of ``data`` as rows, columns permuted to storage ``mode`` order."""
@@ -218,49 +310,104 @@ def _coords(data: Any, mode: tuple[int, ...]) -> np.ndarray:
     return pts[:, list(mode)] if pts.size else pts.reshape(0, len(mode))
 
 
-def _level_counts(data: Any, fmts: tuple[str, ...], mode: tuple[int, ...]) -> list[float]:
-    """Positions stored at each level (dense: parent positions x extent; compressed: the
-    distinct nonzero prefixes), outermost first."""
+def _prefix_counts(data: Any, mode: tuple[int, ...]) -> list[float]:
+    """Distinct nonzero coordinate prefixes of ``data`` stored in ``mode`` order, of length
+    1, 2, ... (the coordinates a compressed level at that depth stores), outermost first."""
     pts = _coords(data, mode)
     shape = _shape(data)
-    counts, prev = [], 1.0
+    counts = []
     key = np.zeros(len(pts), dtype=np.int64)
-    for lvl, f in enumerate(fmts):
+    for lvl in range(len(mode)):
         key = key * shape[mode[lvl]] + pts[:, lvl]      # the prefix as one integer
-        if f == "dense":
-            prev = prev * shape[mode[lvl]]
-        elif lvl == len(fmts) - 1:
-            prev = float(len(pts))
-        else:
-            prev = float(len(np.unique(key)))
+        counts.append(float(len(pts)) if lvl == len(mode) - 1 else float(len(np.unique(key))))
+    return counts
+
+
+def _level_counts(data: Any, fmts: tuple[str, ...], mode: tuple[int, ...],
+                  prefixes: list[float] | None = None) -> list[float]:
+    """Positions stored at each level (dense: parent positions x extent; compressed and
+    bitmap: the distinct nonzero prefixes), outermost first."""
+    prefixes = _prefix_counts(data, mode) if prefixes is None else prefixes
+    shape = _shape(data)
+    counts, prev = [], 1.0
+    for lvl, f in enumerate(fmts):
+        prev = prev * shape[mode[lvl]] if f == "dense" else prefixes[lvl]
         counts.append(prev)
     return counts
 
 
-def work_bound(layer: Any, order: str) -> float:
-    """A rough count of unit steps of ``order`` (used only to size the probe): per loop level,
-    the iteration points reaching it times the fiber lengths its scanners walk (average
-    lengths, independence assumed), plus a step per repeated reference."""
+def level_options(data: Any, mode: tuple[int, ...], letters: str) -> list[str]:
+    """The level-format letter strings an operand stored in ``mode`` order may take: each
+    level compressed, dense where at least ``DENSE_MIN_OCCUPANCY`` of its positions (parent
+    positions x extent, with the dense levels above it) hold a coordinate, bitmap where at
+    least ``BITMAP_MIN_OCCUPANCY`` do; the given ``letters`` first, then in product order."""
+    shape = _shape(data)
+    prefixes = _prefix_counts(data, mode)
+    out = [letters]
+    for combo in itertools.product("sdb", repeat=len(mode)):
+        cand = "".join(combo)
+        if cand == letters.replace("c", "s"):
+            continue
+        ok, prev = True, 1.0
+        for lvl, ch in enumerate(cand):
+            full = prev * shape[mode[lvl]]
+            occ = prefixes[lvl] / full if full else 0.0
+            if (ch == "d" and occ < DENSE_MIN_OCCUPANCY) or \
+                    (ch == "b" and occ < BITMAP_MIN_OCCUPANCY):
+                ok = False
+                break
+            prev = full if ch == "d" else prefixes[lvl]
+        if ok:
+            out.append(cand)
+    return out
+
+
+def work_bound(layer: Any, order: str, formats: dict[str, str] | None = None,
+               locate: bool = True) -> float:
+    """A rough count of unit steps of ``order`` (used to size the probe and rank format
+    variants): per loop level, the iteration points reaching it times the fiber lengths its
+    scanners walk (average lengths, independence assumed), plus a step per repeated
+    reference. In an intersection with ``locate`` a dense level met by a compressed one is
+    located (a step per coordinate of the shortest walked fiber, compiler.lower), and a
+    bitmap level is located when it meets exactly one walked level; a walked bitmap level
+    steps per 16-bit mask word."""
     assign = parse_expr(layer.expr)
     seq = parse_order(order, assign)
-    formats = formats_for(layer, assign, seq)
-    length: dict[tuple[str, str], float] = {}
+    formats = formats or formats_for(layer, assign, seq)
+    length: dict[tuple[str, str], tuple[float, str, float]] = {}
     for acc in assign.operands:
         fmts, mode = parse_formats(formats[acc.tensor])
         mode = mode or tuple(range(len(fmts)))
-        counts = _level_counts(layer.tensors[acc.tensor], fmts, mode)
+        data = layer.tensors[acc.tensor]
+        counts = _level_counts(data, fmts, mode)
         prev = 1.0
         for lvl, c in enumerate(counts):
-            length[(acc.tensor, acc.indices[mode[lvl]])] = c / prev if prev else 0.0
+            extent = _shape(data)[mode[lvl]]
+            length[(acc.tensor, acc.indices[mode[lvl]])] = (c / prev if prev else 0.0,
+                                                            fmts[lvl], extent)
             prev = c
     points, work = 1.0, 0.0
     for v in seq:
-        walks = [length[(a.tensor, v)] for a in assign.operands if v in a.indices]
+        levels = [length[(a.tensor, v)] for a in assign.operands if v in a.indices]
         lacks = sum(v not in a.indices for a in assign.operands)
-        work += points * sum(walks)
+        walks = [n for n, _, _ in levels]
         if assign.op == "*":
+            walked = [n for n, f, _ in levels if f == "compressed"]
+            bitmaps = [(n, e) for n, f, e in levels if f == "bitmap"]
+            dense = [n for n, f, _ in levels if f == "dense"]
+            if locate and walked:
+                if len(bitmaps) == 1 and len(walked) == 1:
+                    located = len(dense) + 1
+                else:
+                    walked += [e / BITMAP_WORD_BITS for _, e in bitmaps]
+                    located = len(dense)
+                work += points * (sum(walked) + min(walked) * located)
+            else:
+                work += points * sum(e / BITMAP_WORD_BITS if f == "bitmap" else n
+                                     for n, f, e in levels)
             points *= min(walks)
         else:
+            work += points * sum(walks)
             points *= max(walks)
         work += points * lacks
     return work
@@ -270,7 +417,7 @@ def _stride_of(layer: Any, assign: Assignment, legal: list[Candidate]
                ) -> tuple[str, int, int] | None:
     v = assign.operands[0].indices[0]
     n = _shape(layer.tensors[assign.operands[0].tensor])[0]
-    worst = max(work_bound(layer, c.order) for c in legal)
+    worst = max(work_bound(layer, c.order, c.formats) for c in legal)
     if worst <= PROBE_STEPS or n <= 1:
         return None
     return v, min(n, math.ceil(worst / PROBE_STEPS)), n
@@ -316,12 +463,14 @@ def _extrapolate(figures: Callable[[int], np.ndarray], stride: int, n: int) -> n
 def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
                  compile_fn: Callable[[Any, ChipConfig], Program] | None = None,
                  *, probe_forced: bool = False) -> OrderChoice:
-    """Enumerate ``layer``'s loop orders, estimate the legal ones with ``estimate`` and pick
-    the least ``chip.compiler.objective``.
+    """Enumerate ``layer``'s loop orders and operand level formats (:func:`format_variants`),
+    estimate the legal candidates with ``estimate`` and pick the least
+    ``chip.compiler.objective`` (its order and formats: :meth:`OrderChoice.apply`).
 
-    A layer with a loop order (``-p order=``) keeps it (``forced``); its candidates are
-    probed only with ``probe_forced`` (``sieve compile --explain``). Without an estimator, or
-    with one legal order, the first legal candidate is chosen unprobed. A candidate whose
+    A layer with a loop order (``-p order=``) keeps it and its given formats (``forced``);
+    its candidates are probed only with ``probe_forced`` (``sieve compile --explain``).
+    Without an estimator, or with one legal candidate, the first legal order is chosen
+    unprobed with the given formats. A candidate whose
     probe does not place, route or run (CompileError, SimulationError: e.g. a deadlock) is
     listed as rejected by the probe.
     Raises: CompileError when no order lowers (the first candidate's reason) or the inputs
@@ -341,23 +490,30 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
         order = _text(parse_order(layer.order, parse_expr(layer.expr)))
     else:
         order = legal[0].order
-    probe = estimate is not None and len(legal) > 1 and (probe_forced or not forced)
-    if not probe:
+    probe = estimate is not None and (probe_forced or not forced)
+    variants = format_variants(layer, legal, chip.compiler.locate) if probe else []
+    if not probe or len(legal) + len(variants) <= 1:
         return OrderChoice(objective, tuple(cands), order, forced, None)
     # the whole problem must fit before its samples are probed (the same error as compiling it)
     check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
     assign = parse_expr(layer.expr)
-    sample = _stride_of(layer, assign, legal)
+    sample = _stride_of(layer, assign, legal + variants)
     done: list[Candidate] = []
     failed: list[Exception] = []
-    for c in cands:
+    by_order: dict[str, list[Candidate]] = {}
+    for v in variants:
+        by_order.setdefault(v.order, []).append(v)
+    listed = [x for c in cands for x in [c, *by_order.get(c.order, [])]]
+    for c in listed:
         if c.rejected is not None:
             done.append(c)
             continue
 
-        def figures(stride: int, order: str = c.order) -> np.ndarray:
+        def figures(stride: int, order: str = c.order,
+                    fm: dict[str, str] = c.formats) -> np.ndarray:
             part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
-            return np.array(estimate(compile_fn(with_order(part, order), chip), chip), float)
+            return np.array(estimate(compile_fn(with_formats(part, order, fm), chip), chip),
+                            float)
 
         try:
             got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
@@ -369,7 +525,8 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     probed = [c for c in done if c.estimate is not None]
     if not probed:
         raise failed[0]
+    formats = None
     if not forced:
         best = min(probed, key=lambda c: c.estimate.value(objective))  # type: ignore[union-attr]
-        order = best.order
-    return OrderChoice(objective, tuple(done), order, forced, sample)
+        order, formats = best.order, best.formats
+    return OrderChoice(objective, tuple(done), order, forced, sample, formats)

@@ -29,6 +29,7 @@ FIGURE_LABELS: dict[str, str] = {
     "energy_j": "chip energy",
     "loop_order": "loop order",
     "loop_order_by": "loop order chosen by",
+    "formats_chosen": "operand formats (chosen with the order)",
     "mode": "layer mode",
     "objective": "compiler.objective",
     "lanes": "lanes (tile-kernel copies)",

@@ -60,6 +60,7 @@ SUMMARY_ROWS = (   # (summary key, format, unit suffix): labels from reports.lab
     ("energy_j", "{:.3e}", " (J)"),
     ("loop_order", "{}", ""),
     ("loop_order_by", "{}", ""),
+    ("formats_chosen", "{}", ""),
     ("mode", "{}", ""),
     ("objective", "{}", ""),
     ("lanes", "{:,}", ""),

@@ -99,6 +99,7 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
         rows.append((FIGURE_LABELS["loop_order"], f"{s['loop_order']} (" + (
             "forced by -p order" if by == "forced" else f"least {by} of the legal orders")
             + ")"))
+    add("formats_chosen", str)
     rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
     add("seconds", lambda v: si(v, "s"))
     add("verified", lambda _v: verification_text(s))

@@ -19,7 +19,7 @@ from baselines import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu
 from compiler.dense import program_peak_gops
 from compiler.footprint import check_fits
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
-from compiler.order import OrderChoice, choose_order, with_order
+from compiler.order import OrderChoice, choose_order
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
@@ -162,7 +162,7 @@ def choose_layer_order(layer: Any, cfg: ChipConfig, *, explain: bool = False
     if is_model_layer(layer) or is_dense(layer):
         return layer, None
     choice = choose_order(layer, cfg, probe, probe_forced=explain)
-    return (layer if choice.forced else with_order(layer, choice.order)), choice
+    return choice.apply(layer), choice
 
 
 @with_blas_threads
@@ -205,6 +205,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     if choice is not None:
         summary["loop_order"] = choice.order
         summary["loop_order_by"] = "forced" if choice.forced else choice.objective
+        summary["formats_chosen"] = " ".join(f"{k}:{v}" for k, v in layer.formats.items())
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)
