@@ -218,3 +218,65 @@ def test_a_candidate_whose_probe_fails_is_rejected_not_fatal():
 
     with pytest.raises(SimulationError, match="deadlock"):
         choose_order(layer, chip, always)
+
+
+# ------------------------------------------------------------------ level-format choice
+def test_level_options_follow_fiber_occupancy():
+    import numpy as np
+
+    from compiler.order import level_options
+
+    full = np.ones((4, 8))
+    assert set(level_options(full, (0, 1), "ss")) == {"ss", "sd", "sb", "ds", "dd", "db",
+                                                      "bs", "bd", "bb"}
+    # one nonzero in a 32x32 matrix: its rows are 1/32 full (neither dense nor bitmap) and
+    # its one row's fiber 1/32 full (compressed only)
+    one = np.zeros((32, 32))
+    one[3, 5] = 1.0
+    assert level_options(one, (0, 1), "ss") == ["ss"]
+    # every row holds 4 of 64 columns: rows dense or bitmap; a row's fiber is 1/16 full:
+    # bitmap (as large as compressed) but not dense
+    rows = np.zeros((8, 64))
+    rows[:, ::16] = 1.0
+    assert set(level_options(rows, (0, 1), "ss")) == {"ss", "sb", "ds", "db", "bs", "bb"}
+
+
+def test_format_choice_locates_where_it_is_clearly_better(capsys):
+    # SpM*SpM 64^3 @5%: nearly every k row of C holds a nonzero, so C's outer level stored
+    # dense (or bitmap) is located per coordinate of B's row instead of co-iterated with it
+    chip = load_chip(SMALL)
+    params = {"shape": "64,64,64", "density": 0.05}
+    layer = get_workload("spmspm").make(params)
+    choice = choose_order(layer, chip, probe)
+    by = {(c.order, " ".join(f"{k}:{v}" for k, v in c.formats.items())): c
+          for c in choice.candidates if c.estimate is not None}
+    given = by[("ikj", "B:ss C:ss")].estimate
+    best = by[(choice.order, " ".join(f"{k}:{v}" for k, v in choice.formats.items()))]
+    assert choice.order == "ikj" and choice.formats["C"][0] in "db"
+    assert best.estimate.value("edp") < given.value("edp")
+    assert best.estimate.cycles < 0.75 * given.cycles, (best.estimate, given)   # 3,954 vs 6,773
+    rep = run(chip, "spmspm", params=params)
+    assert rep.summary["verified"]
+    assert rep.summary["formats_chosen"] == " ".join(f"{k}:{v}"
+                                                     for k, v in choice.formats.items())
+    # the estimate is the run (whole data probed)
+    assert rep.summary["cycles"] == best.estimate.cycles
+    assert main(["compile", SMALL, "spmspm", "-p", "shape=64,64,64", "-p", "density=0.05",
+                 "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "B:ss C:ss" in out and f"{given.cycles:,.0f}" in out
+    assert f"chosen: ikj B:{choice.formats['B']} C:{choice.formats['C']} (least edp)" in out
+
+
+def test_pinned_formats_are_kept():
+    chip = load_chip(SMALL)
+    layer = get_workload("spmspm").make({"shape": "64,64,64", "density": 0.05,
+                                         "formats": "C:ss"})
+    choice = choose_order(layer, chip, probe)
+    probed = [c for c in choice.candidates if c.estimate is not None]
+    assert len(probed) > 2      # B's formats still vary
+    assert all(c.formats["C"].partition(":")[0] == "ss" for c in choice.candidates)
+    assert choice.formats["C"].partition(":")[0] == "ss"
+    rep = run(chip, "spmspm", params={"shape": "64,64,64", "density": 0.05,
+                                      "formats": "B:ss C:ss"})
+    assert rep.summary["formats_chosen"].startswith("B:ss C:ss")
