@@ -63,11 +63,14 @@ class _Tensor:
         self.vals = vals
         self.nonzero = None if vals is None else (vals != 0)
 
-    def measure(self, sizes: dict[str, int], counts: dict[str, int]
+    def measure(self, sizes: dict[str, int], counts: dict[str, int],
+                levels: list[np.ndarray] | None = None
                 ) -> tuple[int, np.ndarray, np.ndarray]:
         """(the most elements any level or the value array of any tile holds, each tile's
         elements in all, whether each tile holds a nonzero): grids over the tensor's own
-        variables' tile counts."""
+        variables' tile counts. ``levels``, when given, receives per storage level the grid
+        of each tile's positions at that level (dense: parent positions x the tile's
+        extent; compressed and bitmap: its coordinates)."""
         grid = tuple(counts[v] for v in self.vars)
         totals = np.zeros(grid, dtype=np.int64)
         has = np.zeros(grid, dtype=bool)
@@ -103,6 +106,10 @@ class _Tensor:
                 worst = max(worst, int(elems.max(initial=0)))
                 total += elems
             parent = n
+            if levels is not None:
+                g = np.zeros(grid, dtype=np.int64)
+                g.reshape(-1)[tiles] = n
+                levels.append(g)
         total += parent
         totals.reshape(-1)[tiles] = total
         return max(worst, int(parent.max(initial=0))), totals, has
@@ -126,24 +133,34 @@ def _split(v: str, sizes: dict[str, int], counts: dict[str, int], extents: dict[
 
 def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_out: int,
           sizes: dict[str, int], counts: dict[str, int], chip: ChipConfig) -> float:
-    """A cut's rough cost in cycles, to choose which variable to split: every live tile walks
-    its operand tiles (one cycle per stored element, a lower bound of a scan), pays the
-    firmware's call and descriptors, and each partial output tile after the first of its
-    block costs a merge of the block's entries (read and written, ``merge_cycles_per_element``
-    each)."""
+    """A cut's rough cost in cycles, to choose which variable to split: every live tile's
+    kernel work (:func:`_tile_work`: iteration points times the fibers its scanners walk,
+    so a co-iterated level walked again for every coordinate of an outer variable its tensor
+    lacks costs that again in every tile that holds it), the firmware's call and
+    descriptors per live tile, and each partial output tile after the first of its block a
+    merge of the block's entries (read and written, ``merge_cycles_per_element`` each)."""
     c = chip.controller
     shape = tuple(counts[v] for v in order)
     live = np.ones(shape, dtype=bool) if assign.op == "*" else np.zeros(shape, dtype=bool)
-    walked = []
+    lengths: list[dict[str, tuple[np.ndarray, str, int]]] = []
     for t in tensors[:len(tensors) - n_out]:
-        _, totals, has = t.measure(sizes, counts)
+        levels: list[np.ndarray] = []
+        _, _, has = t.measure(sizes, counts, levels)
         axes = [order.index(v) for v in t.vars]
         view = _spread(has, axes, len(order))
         live = (live & view) if assign.op == "*" else (live | view)
-        walked.append(_spread(totals, axes, len(order)))
+        per: dict[str, tuple[np.ndarray, str, int]] = {}
+        prev = np.ones(tuple(counts[v] for v in t.vars), dtype=np.float64)
+        for lvl, n in enumerate(levels):
+            v = t.vars[t.order[lvl]]
+            length = np.divide(n, prev, out=np.zeros(n.shape), where=prev > 0)
+            per[v] = (_spread(length, axes, len(order)), t.formats[lvl], sizes[v])
+            prev = n.astype(np.float64)
+        lengths.append(per)
     n_live = int(live.sum())
-    cost = float(sum((w * live).sum() for w in walked))
-    cost += n_live * (c.launch_cycles + (len(walked) + 1) * c.dma_setup_cycles)
+    work = _tile_work(assign, order, lengths, shape, chip.compiler.locate)
+    cost = float((work * live).sum())
+    cost += n_live * (c.launch_cycles + (len(lengths) + 1) * c.dma_setup_cycles)
     if n_out:
         out = tensors[-1]
         _, totals, _ = out.measure(sizes, counts)
@@ -156,6 +173,48 @@ def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_
         cost += float((totals * np.maximum(per_block - 1, 0)).sum()) * 2 \
             * c.merge_cycles_per_element
     return cost
+
+
+def _tile_work(assign: Assignment, order: tuple[str, ...],
+               lengths: list[dict[str, tuple[np.ndarray, str, int]]], shape: tuple[int, ...],
+               locate: bool) -> np.ndarray:
+    """Each tile's rough kernel work in unit steps (the tile-grid analogue of
+    ``compiler.order.work_bound``): per loop variable, the iteration points reaching it
+    times the average fiber lengths its scanners walk (independence assumed), a dense level
+    met by a compressed one in an intersection located (a step per coordinate of the
+    shortest walked fiber) when ``locate``, a walked bitmap level a step per mask word, plus
+    a step per repeated reference. ``lengths``: per operand, variable -> (average fiber
+    length per tile on the loop-order grid, level format, the tile's extent)."""
+    points = np.ones(shape)
+    work = np.zeros(shape)
+    zero = np.zeros(shape)
+    for v in order:
+        levels = [per[v] for per in lengths if v in per]
+        lacks = sum(v not in per for per in lengths)
+        if not levels:
+            work = work + points * lacks
+            continue
+        walks = [n + zero for n, _, _ in levels]
+        if assign.op == "*":
+            walked = [n + zero for n, f, _ in levels if f == "compressed"]
+            bitmaps = [e for _, f, e in levels if f == "bitmap"]
+            dense = sum(f == "dense" for _, f, _ in levels)
+            if locate and walked:
+                located = dense
+                if len(bitmaps) == 1 and len(walked) == 1:
+                    located += 1
+                else:
+                    walked += [zero + e / BITMAP_WORD_BITS for e in bitmaps]
+                work = work + points * (sum(walked) + np.minimum.reduce(walked) * located)
+            else:
+                work = work + points * sum(zero + e / BITMAP_WORD_BITS if f == "bitmap" else n
+                                           for n, f, e in levels)
+            points = points * np.minimum.reduce(walks)
+        else:
+            work = work + points * sum(walks)
+            points = points * np.maximum.reduce(walks)
+        work = work + points * lacks
+    return work
 
 
 def _spread(grid: np.ndarray, axes: list[int], ndim: int) -> np.ndarray:
@@ -271,9 +330,34 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
         v = min(cands, key=lambda x: (_cost(assign, order, tensors, n_out, *trials[x], chip),
                                       x not in out_vars, -sizes[x], order.index(x)))
         sizes, counts = trials[v]
+    sizes, counts = _coarsen(assign, order, tensors, n_out, sizes, counts, extents, cap, chip)
     if all(c == 1 for c in counts.values()):
         return None
     return _cut(assign, order, images, extents, sizes, cap, chip)
+
+
+def _coarsen(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_out: int,
+             sizes: dict[str, int], counts: dict[str, int], extents: dict[str, int], cap: int,
+             chip: ChipConfig) -> tuple[dict[str, int], dict[str, int]]:
+    """Undo splits the greedy made needlessly: a split made early to relieve one tensor may
+    be unnecessary once a later split (forced by another tensor) relieved it too (SpM*SpM:
+    the output's rows split before C's columns are). In loop order, each variable's tile
+    count is halved while every level still fits and the cost does not grow."""
+    best = _cost(assign, order, tensors, n_out, sizes, counts, chip)
+    for v in order:
+        while counts[v] > 1:
+            c = dict(counts)
+            c[v] = -(-counts[v] // 2)
+            sz = dict(sizes)
+            sz[v] = -(-extents[v] // c[v])
+            c[v] = -(-extents[v] // sz[v])
+            if any(t.measure(sz, c)[0] > cap for t in tensors):
+                break
+            cost = _cost(assign, order, tensors, n_out, sz, c, chip)
+            if cost > best:
+                break
+            sizes, counts, best = sz, c, cost
+    return sizes, counts
 
 
 def _cut(assign: Assignment, order: tuple[str, ...], images: dict[str, FiberTree],

@@ -274,3 +274,65 @@ def test_firmware_energy_is_its_cycles_at_the_chip_s_price(onyx_chip):
         s["firmware_cycles"] * onyx_chip.controller.firmware_pj_per_cycle)
     assert s["firmware_energy_j"] == pytest.approx(report.energy.by_component["firmware"]
                                                    * 1e-12)
+
+
+# ------------------------------------------------------------------ the cut's cost
+def _cut_inputs(layer, chip):
+    """What plan_tiling measures: the operands and the output as compiler.tiling tensors."""
+    import compiler.tiling as tl
+    from compiler.notation import parse_expr, parse_order
+    from compiler.pipeline import build_images
+
+    assign = parse_expr(layer.expr)
+    order = parse_order(layer.order, assign)
+    images, _ = build_images(layer)
+    tensors = [tl._operand(a.tensor, images[a.tensor], a.indices) for a in assign.operands]
+    pattern = tl.output_pattern(assign, images)
+    tensors.append(tl._Tensor("X", assign.out.indices, pattern, None,
+                              ("compressed",) * 2, (0, 1)))
+    extents = {v: n for a in assign.operands for v, n in zip(a.indices, images[a.tensor].shape)}
+    return tl, assign, order, images, tensors, extents
+
+
+def test_cut_cost_sees_the_rewalk_of_co_iterated_levels(onyx_chip):
+    """SpM*SpM ikj, C compressed: C's k level is co-iterated with every row of B, so a cut
+    of j (each j tile holds its own copy of C's k level) walks that level again per row of B
+    in every extra j tile; a cut of i does not (each i tile walks its own rows). The cost's
+    difference is that re-walk: nonempty rows of B x C's stored k coordinates, within the
+    (independence-assumed) averages of the work bound."""
+    layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
+                                         "order": "ikj"})
+    tl, assign, order, images, tensors, extents = _cut_inputs(layer, onyx_chip)
+    one = dict.fromkeys(order, 1)
+    cost_i = tl._cost(assign, order, tensors, 1, *tl._split("i", dict(extents), one, extents),
+                      onyx_chip)
+    cost_j = tl._cost(assign, order, tensors, 1, *tl._split("j", dict(extents), one, extents),
+                      onyx_chip)
+    b = sp.csr_matrix(layer.tensors["B"])
+    c = sp.csr_matrix(layer.tensors["C"])
+    rows_b = int((np.diff(b.indptr) > 0).sum())
+    rows_c = int((np.diff(c.indptr) > 0).sum())
+    rewalk = rows_b * rows_c                    # ~509 x ~509
+    assert 0.8 * rewalk < cost_j - cost_i < 1.2 * rewalk, (cost_j - cost_i, rewalk)
+
+
+def test_no_split_of_the_cut_is_needless(onyx_chip):
+    """After the greedy, halving any variable's tile count either overflows a level or costs
+    more (the coarsening pass): SpM*SpM 512^3 @1% ikj keeps 8 tiles (i in 4, j in 2), where
+    the greedy alone, splitting the output's rows before C forces a j cut, made 16."""
+    layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
+                                         "order": "ikj"})
+    tl, assign, order, images, tensors, extents = _cut_inputs(layer, onyx_chip)
+    tiling = tl.plan_tiling(assign, order, images, onyx_chip)
+    sizes = dict(zip(tiling.variables, tiling.sizes))
+    counts = {v: -(-extents[v] // sizes[v]) for v in order}
+    assert counts == {"i": 4, "k": 1, "j": 2}
+    cap = tl.level_capacity(onyx_chip)
+    best = tl._cost(assign, order, tensors, 1, sizes, counts, onyx_chip)
+    for v in order:
+        if counts[v] == 1:
+            continue
+        c = {**counts, v: -(-counts[v] // 2)}
+        sz = {**sizes, v: -(-extents[v] // c[v])}
+        fits = all(t.measure(sz, c)[0] <= cap for t in tensors)
+        assert not fits or tl._cost(assign, order, tensors, 1, sz, c, onyx_chip) > best, v
