@@ -69,7 +69,8 @@ def test_zero_policies_with_explicit_zeros(small_chip):
     cycles, none performs them at full energy. Skipping is the dense level's scanner's: under
     skip the level is iterated, not located; under gate and none it is located (by default)
     and a zero reaches the ALU just the same."""
-    params = {"shape": "10,10,10", "density": 0.3, "formats": "B:dd", "seed": 1}
+    # C pinned too: the format choice may store C differently under each policy
+    params = {"shape": "10,10,10", "density": 0.3, "formats": "B:dd C:ss", "seed": 1}
     runs = {pol: sieve.run(small_chip, "spmspm", params=params,
                            overrides=[f"pe.zero_policy.a={pol}", "compiler.locate=false"]
                            ).summary
