@@ -3,6 +3,7 @@
     parse      index notation + formats + loop order           (compiler.notation)
     images     workload tensors -> fibertree memory images     (isa.fibertree)
     lower      Custard's algorithm -> SAM graph                 (compiler.lower)
+    unroll     N copies, stream filters and arbiters            (compiler.unroll)
     place      one instruction per PE/MEM tile                  (compiler.place)
     route      every stream over the mesh, PathFinder           (compiler.route)
     balance    FIFO entries for reconvergent paths' slack       (compiler.balance)
@@ -108,11 +109,25 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
 
 def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     """Compile a workload layer for ``chip``: the whole pipeline, returning a Program."""
+    from dataclasses import replace
+
+    from compiler.order import default_order, work_bound
+    from compiler.unroll import plan_unroll
+
     kernel, images = lower_layer(layer, chip)
+    work = 0.0
+    if chip.compiler.unroll == "auto":
+        work = work_bound(layer, getattr(layer, "order", None) or default_order(layer))
+    kernel, choice = plan_unroll(kernel, images, chip, work,
+                                 lambda k: place_route_balance(_verified(k, "unroll"), chip))
+    return replace(emit_program(kernel, images, chip), unroll=choice)
+
+
+def place_route_balance(kernel: Kernel, chip: ChipConfig) -> Kernel:
+    """place, route and balance an unplaced kernel, verified after each."""
     kernel = _verified(place_kernel(kernel, chip), "place", chip)
     kernel = _verified(route_kernel(kernel, chip), "route", chip)
-    kernel = _verified(balance_kernel(kernel, chip), "balance", chip)
-    return emit_program(kernel, images, chip)
+    return _verified(balance_kernel(kernel, chip), "balance", chip)
 
 
 def check_glb(images: dict[str, FiberTree], chip: ChipConfig) -> None:
@@ -133,8 +148,11 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig)
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
-    for name in sorted(images):
-        sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES)))
+    from compiler.unroll import copies_of
+
+    for name in sorted(images):    # every copy of an unrolled graph holds every input
+        sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES)
+                             * copies_of(kernel)))
     sched += [Command("launch", kernel.name), Command("wait", kernel.name)]
     for decl in kernel.tensors:
         if decl.is_output:

@@ -32,6 +32,9 @@ class Opcode(enum.Enum):
     WRITE_CRD = "write_crd"  # level writer for a coordinate level
     WRITE_VAL = "write_val"  # level writer for the value array
     LOCATE = "locate"        # locator: random access into a dense level by coordinate
+    # unrolling (IEEE Micro 2025): deal the outer loop to N copies of a graph, merge outputs
+    FILTER = "filter"        # stream filter: passes the outer positions dealt to one copy
+    ARBITER = "arbiter"      # stream arbiter: merges two inputs' outer items round-robin
 
 
 class TileKind(enum.Enum):
@@ -80,6 +83,10 @@ SIGNATURES: dict[Opcode, Signature] = {
     # Onyx configures its Locator in a PE tile (garnet cgra/util_onyx.py); a dense level's
     # position is address arithmetic, no SRAM access
     Opcode.LOCATE: _SIG({"crd": "crd", "ref": "ref"}, {"ref": "ref"}, TileKind.PE),
+    # Onyx's PE tile has a StreamArbiter controller (garnet cgra/util_onyx.py); the stream
+    # filter is a PE-tile mode here too. Their stream kind is an attribute (``kind``).
+    Opcode.FILTER: _SIG({"in": "crd"}, {"out": "crd"}, TileKind.PE),
+    Opcode.ARBITER: _SIG({"a": "crd", "b": "crd"}, {"out": "crd"}, TileKind.PE),
 }
 
 ALU_BINARY = ("add", "sub", "mul", "max")
@@ -121,6 +128,17 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
         "dim": (int, None),          # size of that level
         "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
     },
+    Opcode.FILTER: {
+        "kind": (str, "crd"),        # stream kind filtered (crd, ref, val or repsig)
+        "copy": (int, None),         # this copy's index, 0 <= copy < copies
+        "copies": (int, None),       # copies the outer positions are dealt over
+    },
+    Opcode.ARBITER: {
+        "kind": (str, "crd"),        # stream kind merged
+        "depth": (int, 0),           # levels of the stream below the outermost fiber
+        "take_a": (int, 1),          # items taken from input a per round
+        "take_b": (int, 1),          # then items taken from input b per round
+    },
 }
 
 
@@ -133,4 +151,9 @@ def signature(op: Opcode, attrs: dict[str, object] | None = None) -> Signature:
         inputs.pop("b")
     if op in (Opcode.SCAN, Opcode.REPEAT, Opcode.LOCATE) and attrs.get("root"):
         inputs.pop("ref")
-    return Signature(inputs, dict(sig.outputs), sig.tile)
+    outputs = dict(sig.outputs)
+    if op in (Opcode.FILTER, Opcode.ARBITER):
+        kind = str(attrs.get("kind", "crd"))
+        inputs = dict.fromkeys(inputs, kind)
+        outputs = dict.fromkeys(outputs, kind)
+    return Signature(inputs, outputs, sig.tile)

@@ -237,6 +237,7 @@ class Program:
     schedule: tuple[Command, ...] = ()
     jobs: tuple[Job, ...] = ()                 # a model layer's jobs (data, not text)
     layout: Any = None                         # a model layer's lanes and tile bound
+    unroll: Any = None                         # a kernel's unroll choice (compiler.unroll)
 
     def kernel(self, name: str) -> Kernel | SystolicKernel:
         for k in self.kernels:

@@ -1,0 +1,349 @@
+"""Unrolling: N copies of a kernel's graph on the array, the outer loop dealt to them.
+
+Onyx's compiler unrolls a sparse kernel over the array (IEEE Micro 2025: a stream filter, a
+round-robin stream arbiter and an output address generator; up to 7.5x utilisation, limited
+by load imbalance and the 16 GLB links each way). Here:
+
+- The *region* is the units of the outermost loop level: the nodes every output of which is
+  a stream of the outermost fiber (depth 0: root scanners, the joiners and repeaters of the
+  first index variable). The *tail* is the output side: the level writers and the
+  coordinate droppers that feed a writer's inner stream (they remove output fibers, so they
+  must see the whole output). Every other node is the *body*.
+- Each copy c of N gets its own region and body (its own MEM tiles: every input is loaded
+  into every copy, and the load commands count the replicated bytes). Every depth-0 stream
+  from the region into the body passes a ``filter`` (copy c of N): element p of the outer
+  fiber goes to copy p mod N, round-robin by position. Round-robin deals neighbouring outer
+  fibers to different copies, so a copy's share follows the data's average rather than one
+  dense block of rows; and it needs no data-dependent bounds in the configuration.
+- Every stream from a body into the tail is merged by a balanced tree of two-input
+  ``arbiter`` units (rounds of take_a items from the copies on one side, then take_b from the
+  other), which undoes the round-robin deal exactly, so the tail (droppers and writers, one
+  set) writes the same output as one copy would: the output address generator's job (placing
+  each copy's results in the one output) is done by the merge order. A region stream into
+  the tail comes straight from copy 0's region (it is the whole outer fiber).
+
+Legality: every stream merged at depth 0 must come from a filter (one element per dealt
+position), else the merge could not restore the order (the outer index is contracted, or a
+1-D output's coordinates were dropped in the copies): such kernels are not unrolled. A
+deeper stream has one item (fiber) per dealt position whatever the body drops inside it.
+An arbiter tells a copy's empty stream (``S_d D``: no item) from one empty item only when
+every copy has at least one item, so N never exceeds the outer fiber's positions.
+
+``compiler.unroll: auto`` picks N as the estimated best of the feasible factors (see
+:func:`plan_unroll`): the tiles, the GLB links (one per copy, MICRO25's 16 each way bound
+Onyx's factor), the outer positions, and placing and routing it (tracks).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from isa.arch import ChipConfig
+from isa.errors import CompileError
+from isa.fibertree import FiberTree
+from isa.ops import SIGNATURES, Opcode, TileKind, signature
+from isa.program import Edge, Kernel, Node
+
+Port = tuple[str, str]
+
+_DEPTH_STEP = {Opcode.SCAN: 1, Opcode.REDUCE: -1, Opcode.VREDUCE: -1}
+"""Output stream depth relative to the input's: a scanner opens a level, a reducer closes
+one; every other unit keeps its inputs' depth (a dropper and a hold port by port)."""
+
+
+@dataclass(frozen=True)
+class UnrollChoice:
+    """The unroll factor a kernel got and why (``summary.unroll``)."""
+
+    copies: int
+    requested: str                       # "auto" or the forced factor
+    why: str
+    limits: dict[str, int] = field(default_factory=dict)   # the bound each limit sets
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the summary."""
+        return {"copies": self.copies, "requested": self.requested, "why": self.why,
+                "limits": dict(self.limits)}
+
+
+def stream_depths(kernel: Kernel) -> dict[Port, int]:
+    """Depth of every output stream: levels below the outermost fiber (0 for the outer
+    loop's streams, -1 for a scalar's value)."""
+    depth: dict[Port, int] = {}
+    for node in kernel.topo_order():
+        ins = {e.dst_port: depth[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
+        outs = signature(node.op, node.a).outputs
+        for port in outs:
+            if node.op in (Opcode.CRDDROP, Opcode.CRDHOLD):
+                d = ins[port]
+            elif not ins:
+                d = 0
+            else:
+                d = max(ins.values()) + _DEPTH_STEP.get(node.op, 0)
+            depth[(node.id, port)] = d
+    return depth
+
+
+def _tail(kernel: Kernel) -> set[str]:
+    """Level writers and the droppers whose inner stream a writer writes, plus droppers
+    feeding those (the output side, kept whole)."""
+    writers = {n.id for n in kernel.nodes if n.op in (Opcode.WRITE_CRD, Opcode.WRITE_VAL)}
+    tail = set(writers)
+    for e in kernel.edges:
+        if e.dst in writers and e.src_port == "inner" \
+                and kernel.node(e.src).op is Opcode.CRDDROP:
+            tail.add(e.src)
+    return tail
+
+
+def _region(kernel: Kernel, depth: dict[Port, int], tail: set[str]) -> set[str]:
+    """Non-tail nodes all of whose outputs are streams of the outermost fiber."""
+    return {n.id for n in kernel.nodes if n.id not in tail
+            and all(depth[(n.id, p)] == 0 for p in signature(n.op, n.a).outputs)
+            and signature(n.op, n.a).outputs}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A kernel's parts for unrolling: region, body and tail node ids and the merged
+    streams (body ports feeding the tail, with their depths)."""
+
+    region: frozenset[str]
+    tail: frozenset[str]
+    merged: tuple[tuple[Port, int], ...]
+    why_not: str | None = None
+
+
+def kernel_shape(kernel: Kernel) -> Shape:
+    """Split ``kernel`` for unrolling; ``why_not`` says why it cannot be unrolled."""
+    depth = stream_depths(kernel)
+    tail = _tail(kernel)
+    region = _region(kernel, depth, tail)
+    merged: dict[Port, int] = {}
+    why = None
+    for e in kernel.edges:
+        if e.src in tail and e.dst not in tail:
+            raise CompileError(f"unroll: kernel {kernel.name}: output-side unit {e.src} "
+                               f"feeds {e.dst}")
+        if e.dst in tail and e.src not in tail and e.src not in region:
+            merged[(e.src, e.src_port)] = depth[(e.src, e.src_port)]
+    body_ops = {kernel.node(n).op for n in {x.id for x in kernel.nodes} - tail - region}
+    if not region or not body_ops:
+        why = "no outer loop level to deal (the whole graph is one level)"
+    for (src, port), d in merged.items():
+        if d < 0:
+            why = "its output is a scalar (every index is contracted): copies' partial " \
+                  "results would need adding, not merging"
+        elif d == 0:
+            why = (f"the outer index is not dealt position by position to the output "
+                   f"({src}.{port} reaches the output at the outer level after a reduction "
+                   "or a drop in the copies)")
+    if why is None and any(kernel.node(n).op in (Opcode.FILTER, Opcode.ARBITER)
+                           for n in region | tail):
+        why = "it is already unrolled"
+    return Shape(frozenset(region), frozenset(tail), tuple(sorted(merged.items())), why)
+
+
+def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Kernel:
+    """N copies of ``kernel``'s region and body, dealt by filters and merged by arbiters.
+
+    Pre:  ``kernel`` is unplaced and ``kernel_shape(kernel).why_not`` is None; copies >= 1.
+    Post: a kernel computing the same output (same tensors and writers); copy c's nodes are
+          the original ids suffixed ``_u<c>``; unplaced and unrouted. copies == 1 returns
+          ``kernel`` unchanged.
+    Raises: CompileError if the kernel cannot be unrolled.
+    """
+    if copies == 1:
+        return kernel
+    shape = shape or kernel_shape(kernel)
+    if shape.why_not is not None:
+        raise CompileError(f"unroll: kernel {kernel.name} cannot be unrolled: {shape.why_not}")
+    region, tail = shape.region, shape.tail
+    depth = stream_depths(kernel)
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+
+    def cid(nid: str, c: int) -> str:
+        return f"{nid}_u{c}"
+
+    for c in range(copies):
+        nodes += [Node(cid(n.id, c), n.op, n.attrs) for n in kernel.nodes if n.id not in tail]
+    nodes += [n for n in kernel.nodes if n.id in tail]
+    filtered: set[tuple[str, str, int]] = set()
+    for e in kernel.edges:
+        if e.src in tail or (e.dst in tail and e.src in region):
+            src = e.src if e.src in tail else cid(e.src, 0)
+            edges.append(Edge(src, e.src_port, e.dst, e.dst_port, e.kind))
+            continue
+        if e.dst in tail:
+            continue                                     # merged below
+        for c in range(copies):
+            src, port = cid(e.src, c), e.src_port
+            if e.src in region and e.dst not in region:
+                fid = f"filter_{e.src}_{e.src_port}_u{c}"
+                if (e.src, e.src_port, c) not in filtered:
+                    filtered.add((e.src, e.src_port, c))
+                    nodes.append(Node.make(fid, Opcode.FILTER, kind=e.kind, copy=c,
+                                           copies=copies))
+                    edges.append(Edge(src, port, fid, "in", e.kind))
+                src, port = fid, "out"
+            edges.append(Edge(src, port, cid(e.dst, c), e.dst_port, e.kind))
+    for (src, port), d in shape.merged:
+        kind = signature(kernel.node(src).op, kernel.node(src).a).outputs[port]
+        root = _arbiter_tree(nodes, edges, src, port, kind, d, 0, copies, cid)
+        for e in kernel.edges:
+            if e.src == src and e.src_port == port and e.dst in tail:
+                edges.append(Edge(root[0], root[1], e.dst, e.dst_port, e.kind))
+    return Kernel(kernel.name, tuple(nodes), tuple(edges), kernel.tensors, kernel.expr)
+
+
+def _arbiter_tree(nodes: list[Node], edges: list[Edge], src: str, port: str, kind: str,
+                  depth: int, lo: int, hi: int, cid: Any) -> Port:
+    """The port that emits copies lo..hi-1's ``src.port`` streams merged in position order:
+    an arbiter taking (mid - lo) items from the lower half, then (hi - mid) from the upper."""
+    if hi - lo == 1:
+        return cid(src, lo), port
+    mid = (lo + hi) // 2
+    a = _arbiter_tree(nodes, edges, src, port, kind, depth, lo, mid, cid)
+    b = _arbiter_tree(nodes, edges, src, port, kind, depth, mid, hi, cid)
+    aid = f"arb_{src}_{port}_{lo}_{hi}"
+    nodes.append(Node.make(aid, Opcode.ARBITER, kind=kind, depth=depth, take_a=mid - lo,
+                           take_b=hi - mid))
+    edges.append(Edge(a[0], a[1], aid, "a", kind))
+    edges.append(Edge(b[0], b[1], aid, "b", kind))
+    return aid, "out"
+
+
+def outer_positions(kernel: Kernel, shape: Shape, images: dict[str, FiberTree]) -> int:
+    """Elements of the outermost fiber (what the filters deal), from the region's streams run
+    by the interpreter on the data (the region reads level 0 of its operands only)."""
+    from isa.interp import run_kernel
+    from isa.tokens import Done, Stop
+
+    crossing = [e for e in kernel.edges if e.src in shape.region and e.dst not in shape.region]
+    if not crossing:
+        return 0
+    sub = Kernel(kernel.name, tuple(n for n in kernel.nodes if n.id in shape.region),
+                 tuple(e for e in kernel.edges if e.src in shape.region
+                       and e.dst in shape.region), kernel.tensors, kernel.expr)
+    streams = run_kernel(sub, images).streams
+    toks = streams[(crossing[0].src, crossing[0].src_port)]
+    return sum(1 for t in toks if not isinstance(t, (Stop, Done)))
+
+
+def tile_counts(kernel: Kernel) -> Counter[TileKind]:
+    """PE and MEM tiles a kernel occupies (one unit per tile)."""
+    return Counter(SIGNATURES[n.op].tile for n in kernel.nodes)
+
+
+def copies_of(kernel: Kernel) -> int:
+    """The unroll factor of a (possibly) unrolled kernel: its filters' ``copies``, or 1."""
+    return max((int(n.attr("copies")) for n in kernel.nodes if n.op is Opcode.FILTER),
+               default=1)
+
+
+def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
+               ) -> dict[str, int]:
+    """The largest factor each static limit allows: the PE and MEM tiles, the GLB links
+    (one per copy each way) and the outer fiber's positions."""
+    tail = [n for n in kernel.nodes if n.id in shape.tail]
+    body = [n for n in kernel.nodes if n.id not in shape.tail]
+    per = Counter(SIGNATURES[n.op].tile for n in body)
+    fixed = Counter(SIGNATURES[n.op].tile for n in tail)
+    filters = len({(e.src, e.src_port) for e in kernel.edges
+                   if e.src in shape.region and e.dst not in shape.region
+                   and e.dst not in shape.tail})
+    merged = len(shape.merged)
+    have = {k: len(chip.array.tiles(k)) for k in TileKind}
+    # PE: per copy its body units and filters, plus (N - 1) arbiters per merged stream
+    pe = (have[TileKind.PE] - fixed[TileKind.PE] + merged) // \
+        max(per[TileKind.PE] + filters + merged, 1)
+    mem = (have[TileKind.MEM] - fixed[TileKind.MEM]) // max(per[TileKind.MEM], 1)
+    return {"pe_tiles": max(pe, 0), "mem_tiles": max(mem, 0),
+            "glb_links": chip.glb.array_links_per_direction, "outer_positions": positions}
+
+
+def parse_unroll(value: Any) -> int | None:
+    """``compiler.unroll`` as a factor, or None for ``auto``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise CompileError(f"unroll: compiler.unroll must be auto or an integer >= 1, got "
+                           f"{value!r}") from None
+    if n < 1:
+        raise CompileError(f"unroll: compiler.unroll must be auto or an integer >= 1, got {n}")
+    return n
+
+
+def estimate_cycles(work: float, load_cycles: float, copies: int) -> float:
+    """The planner's cheap bound of a factor's cycles: the one-copy work (unit steps) shared
+    by the copies, plus the inputs' loads over the GLB links, replicated per copy."""
+    return work / copies + load_cycles * copies
+
+
+def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
+                work: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
+    """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
+    routed kernel ``compile_fn`` made of the chosen factor, and the choice.
+
+    A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
+    the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
+    work bound, compiler.order.work_bound; the loads at the links' bandwidth), and takes the
+    best that places and routes (falling back to smaller factors, then to 1).
+    """
+    want = parse_unroll(chip.compiler.unroll)
+    requested = "auto" if want is None else str(want)
+    shape = kernel_shape(kernel)
+    if want == 1:
+        return compile_fn(kernel), UnrollChoice(1, requested, "compiler.unroll=1")
+    if shape.why_not is not None:
+        if want is not None:
+            raise CompileError(f"unroll: compiler.unroll={want}: kernel {kernel.name} cannot "
+                               f"be unrolled: {shape.why_not}")
+        return compile_fn(kernel), UnrollChoice(1, requested, f"not unrollable: "
+                                                              f"{shape.why_not}")
+    positions = outer_positions(kernel, shape, images)
+    limits = max_copies(kernel, shape, chip, positions)
+    bound = min(limits.values())
+    if want is not None:
+        if want > bound:
+            name = min(limits, key=lambda k: limits[k])
+            raise CompileError(f"unroll: compiler.unroll={want} exceeds what kernel "
+                               f"{kernel.name} allows on chip {chip.name}: {name} allow "
+                               f"{limits[name]} (limits: {_fmt(limits)})")
+        return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
+            want, requested, f"forced (limits: {_fmt(limits)})", limits)
+    load = sum(t.nbytes(2) for t in images.values()) / chip.glb.array_bytes_per_cycle
+    ranked = sorted(range(1, max(bound, 1) + 1),
+                    key=lambda n: (estimate_cycles(work, load, n), -n))
+    failed: list[str] = []
+    for n in ranked:
+        if n == 1:
+            break
+        try:
+            placed = compile_fn(unroll_kernel(kernel, n, shape))
+        except CompileError as exc:        # does not place or route
+            failed.append(f"{n}: {str(exc).splitlines()[0]}")
+            continue
+        why = (f"auto: {n} copies, least estimated cycles ({estimate_cycles(work, load, n):,.0f}"
+               f" vs {estimate_cycles(work, load, 1):,.0f} for 1) of the factors the limits "
+               f"allow ({_fmt(limits)})")
+        if failed:
+            why += f"; did not place/route: {'; '.join(failed)}"
+        return placed, UnrollChoice(n, requested, why, limits)
+    why = f"auto: 1 copy (limits: {_fmt(limits)})"
+    if failed:
+        why += f"; did not place/route: {'; '.join(failed)}"
+    return compile_fn(kernel), UnrollChoice(1, requested, why, limits)
+
+
+def _fmt(limits: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in limits.items())
+
+
+__all__ = ["UnrollChoice", "kernel_shape", "plan_unroll", "unroll_kernel", "copies_of",
+           "stream_depths", "parse_unroll"]
