@@ -99,10 +99,15 @@ def _tail(kernel: Kernel) -> set[str]:
 
 
 def _region(kernel: Kernel, depth: dict[Port, int], tail: set[str]) -> set[str]:
-    """Non-tail nodes all of whose outputs are streams of the outermost fiber."""
-    return {n.id for n in kernel.nodes if n.id not in tail
-            and all(depth[(n.id, p)] == 0 for p in signature(n.op, n.a).outputs)
-            and signature(n.op, n.a).outputs}
+    """Non-tail nodes fed only by region nodes (or by nothing), all of whose outputs are
+    streams of the outermost fiber."""
+    region: set[str] = set()
+    for n in kernel.topo_order():
+        outs = signature(n.op, n.a).outputs
+        if n.id not in tail and outs and all(depth[(n.id, p)] == 0 for p in outs) \
+                and all(e.src in region for e in kernel.in_edges(n.id)):
+            region.add(n.id)
+    return region
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,6 @@ def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Ke
     if shape.why_not is not None:
         raise CompileError(f"unroll: kernel {kernel.name} cannot be unrolled: {shape.why_not}")
     region, tail = shape.region, shape.tail
-    depth = stream_depths(kernel)
     nodes: list[Node] = []
     edges: list[Edge] = []
 
@@ -279,10 +283,12 @@ def parse_unroll(value: Any) -> int | None:
     return n
 
 
-def estimate_cycles(work: float, load_cycles: float, copies: int) -> float:
+def estimate_cycles(work: float, per_copy: float, copies: int) -> float:
     """The planner's cheap bound of a factor's cycles: the one-copy work (unit steps) shared
-    by the copies, plus the inputs' loads over the GLB links, replicated per copy."""
-    return work / copies + load_cycles * copies
+    by the copies, plus what each copy adds before the kernel starts: its configuration or
+    its replicated input loads over the GLB links, whichever is longer (the controller
+    configures while it loads)."""
+    return work / copies + per_copy * copies
 
 
 def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
@@ -317,9 +323,13 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
                                f"{limits[name]} (limits: {_fmt(limits)})")
         return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
             want, requested, f"forced (limits: {_fmt(limits)})", limits)
+    from isa.bitstream import config_bits
+
+    base = compile_fn(kernel)
     load = sum(t.nbytes(2) for t in images.values()) / chip.glb.array_bytes_per_cycle
+    per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
     ranked = sorted(range(1, max(bound, 1) + 1),
-                    key=lambda n: (estimate_cycles(work, load, n), -n))
+                    key=lambda n: (estimate_cycles(work, per_copy, n), -n))
     failed: list[str] = []
     for n in ranked:
         if n == 1:
@@ -329,16 +339,18 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
         except CompileError as exc:        # does not place or route
             failed.append(f"{n}: {str(exc).splitlines()[0]}")
             continue
-        why = (f"auto: {n} copies, least estimated cycles ({estimate_cycles(work, load, n):,.0f}"
-               f" vs {estimate_cycles(work, load, 1):,.0f} for 1) of the factors the limits "
+        why = (f"auto: {n} copies, least estimated cycles "
+               f"({estimate_cycles(work, per_copy, n):,.0f} vs "
+               f"{estimate_cycles(work, per_copy, 1):,.0f} for 1) of the factors the limits "
                f"allow ({_fmt(limits)})")
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
         return placed, UnrollChoice(n, requested, why, limits)
-    why = f"auto: 1 copy (limits: {_fmt(limits)})"
+    why = (f"auto: 1 copy, least estimated cycles ({estimate_cycles(work, per_copy, 1):,.0f})"
+           f" (limits: {_fmt(limits)})")
     if failed:
         why += f"; did not place/route: {'; '.join(failed)}"
-    return compile_fn(kernel), UnrollChoice(1, requested, why, limits)
+    return base, UnrollChoice(1, requested, why, limits)
 
 
 def _fmt(limits: dict[str, int]) -> str:
