@@ -57,6 +57,7 @@ SUMMARY_ROWS = (
     ("energy_j", "energy (J)", "{:.3e}"),
     ("loop_order", "loop order", "{}"),
     ("loop_order_by", "loop order chosen by", "{}"),
+    ("unroll", "unroll (graph copies)", "{0[copies]}"),
     ("mode", "layer mode", "{}"),
     ("objective", "compiler.objective", "{}"),
     ("lanes", "lanes (tile-kernel copies)", "{:,}"),

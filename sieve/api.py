@@ -205,6 +205,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     if choice is not None:
         summary["loop_order"] = choice.order
         summary["loop_order_by"] = "forced" if choice.forced else choice.objective
+    if program.unroll is not None:      # compiler.unroll: copies of the kernel's graph, why
+        summary["unroll"] = program.unroll.as_dict()
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)
