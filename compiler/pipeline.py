@@ -112,13 +112,14 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     from dataclasses import replace
 
     from compiler.order import default_order, work_bound
-    from compiler.unroll import plan_unroll
+    from compiler.unroll import output_bound, plan_unroll
 
     kernel, images = lower_layer(layer, chip)
-    work = 0.0
+    work = tail = 0.0
     if chip.compiler.unroll == "auto":
-        work = work_bound(layer, getattr(layer, "order", None) or default_order(layer))
-    kernel, choice = plan_unroll(kernel, images, chip, work,
+        order = getattr(layer, "order", None) or default_order(layer)
+        work, tail = work_bound(layer, order), output_bound(layer, order)
+    kernel, choice = plan_unroll(kernel, images, chip, work, tail,
                                  lambda k: place_route_balance(_verified(k, "unroll"), chip))
     return replace(emit_program(kernel, images, chip), unroll=choice)
 

@@ -269,6 +269,20 @@ def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
             "glb_links": chip.glb.array_links_per_direction, "outer_positions": positions}
 
 
+def lane_limits(kernel: Kernel, chip: ChipConfig, band_cols: int) -> dict[str, int]:
+    """The copies of a placed kernel that fit ``chip`` when each copy has its own band of
+    ``band_cols`` columns: a model layer's lanes, the case of unrolling whose copies take
+    whole jobs (dealt by the controller) rather than a stream's positions (dealt by
+    filters). The limits are unrolling's: the bands (tiles and tracks: the kernel places and
+    routes on one band), the PE and MEM tiles and the GLB links."""
+    per = tile_counts(kernel)
+    have = {k: len(chip.array.tiles(k)) for k in TileKind}
+    return {"bands": chip.array.cols // band_cols,
+            "pe_tiles": have[TileKind.PE] // max(per[TileKind.PE], 1),
+            "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
+            "glb_links": chip.glb.array_links_per_direction}
+
+
 def parse_unroll(value: Any) -> int | None:
     """``compiler.unroll`` as a factor, or None for ``auto``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -283,22 +297,52 @@ def parse_unroll(value: Any) -> int | None:
     return n
 
 
-def estimate_cycles(work: float, per_copy: float, copies: int) -> float:
+def output_bound(layer: Any, order: str) -> float:
+    """A rough count of the output's coordinates (the tokens the one tail of an unrolled
+    graph writes, one per cycle, however many copies there are): per output index in loop
+    order, the points reaching it times its fibers' average length (the shortest operand's
+    for ``*``, the sum for ``+``), contracted indices not multiplying."""
+    from compiler.notation import parse_expr, parse_order
+    from compiler.order import _level_counts, formats_for
+    from isa.fibertree import parse_formats
+
+    assign = parse_expr(layer.expr)
+    seq = parse_order(order, assign)
+    formats = formats_for(layer, assign, seq)
+    length: dict[tuple[str, str], float] = {}
+    for acc in assign.operands:
+        fmts, mode = parse_formats(formats[acc.tensor])
+        mode = mode or tuple(range(len(fmts)))
+        prev = 1.0
+        for lvl, c in enumerate(_level_counts(layer.tensors[acc.tensor], fmts, mode)):
+            length[(acc.tensor, acc.indices[mode[lvl]])] = c / prev if prev else 0.0
+            prev = c
+    points = 1.0
+    for v in seq:
+        if v not in assign.out.indices:
+            continue
+        walks = [length[(a.tensor, v)] for a in assign.operands if v in a.indices]
+        points *= (min(walks) if assign.op == "*" else sum(walks)) if walks else 1.0
+    return points
+
+
+def estimate_cycles(work: float, tail: float, per_copy: float, copies: int) -> float:
     """The planner's cheap bound of a factor's cycles: the one-copy work (unit steps) shared
-    by the copies, plus what each copy adds before the kernel starts: its configuration or
-    its replicated input loads over the GLB links, whichever is longer (the controller
-    configures while it loads)."""
-    return work / copies + per_copy * copies
+    by the copies, but never below the output the one tail writes; plus what each copy adds
+    before the kernel starts: its configuration or its replicated input loads over the GLB
+    links, whichever is longer (the controller configures while it loads)."""
+    return max(work / copies, tail) + per_copy * copies
 
 
 def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
-                work: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
+                work: float, tail: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
     """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
     routed kernel ``compile_fn`` made of the chosen factor, and the choice.
 
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
-    work bound, compiler.order.work_bound; the loads at the links' bandwidth), and takes the
+    work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads at the
+    links' bandwidth), and takes the
     best that places and routes (falling back to smaller factors, then to 1).
     """
     want = parse_unroll(chip.compiler.unroll)
@@ -329,7 +373,7 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     load = sum(t.nbytes(2) for t in images.values()) / chip.glb.array_bytes_per_cycle
     per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
     ranked = sorted(range(1, max(bound, 1) + 1),
-                    key=lambda n: (estimate_cycles(work, per_copy, n), -n))
+                    key=lambda n: (estimate_cycles(work, tail, per_copy, n), -n))
     failed: list[str] = []
     for n in ranked:
         if n == 1:
@@ -340,13 +384,13 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
             failed.append(f"{n}: {str(exc).splitlines()[0]}")
             continue
         why = (f"auto: {n} copies, least estimated cycles "
-               f"({estimate_cycles(work, per_copy, n):,.0f} vs "
-               f"{estimate_cycles(work, per_copy, 1):,.0f} for 1) of the factors the limits "
+               f"({estimate_cycles(work, tail, per_copy, n):,.0f} vs "
+               f"{estimate_cycles(work, tail, per_copy, 1):,.0f} for 1) of the factors the limits "
                f"allow ({_fmt(limits)})")
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
         return placed, UnrollChoice(n, requested, why, limits)
-    why = (f"auto: 1 copy, least estimated cycles ({estimate_cycles(work, per_copy, 1):,.0f})"
+    why = (f"auto: 1 copy, least estimated cycles ({estimate_cycles(work, tail, per_copy, 1):,.0f})"
            f" (limits: {_fmt(limits)})")
     if failed:
         why += f"; did not place/route: {'; '.join(failed)}"
@@ -357,5 +401,5 @@ def _fmt(limits: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in limits.items())
 
 
-__all__ = ["UnrollChoice", "kernel_shape", "plan_unroll", "unroll_kernel", "copies_of",
-           "stream_depths", "parse_unroll"]
+__all__ = ["UnrollChoice", "copies_of", "kernel_shape", "lane_limits", "parse_unroll",
+           "plan_unroll", "stream_depths", "unroll_kernel"]
