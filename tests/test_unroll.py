@@ -279,3 +279,41 @@ def test_burst_equals_cycle_unrolled_tensor_kernels(onyx, workload, params, copi
     unrolled = place_route_balance(unroll_kernel(kernel, copies), onyx)
     assert copies_of(unrolled) == copies
     assert assert_same(unrolled, images, onyx) != "deadlock"
+
+
+def test_layer_lanes_come_from_the_unroll_planner(onyx):
+    from compiler.layers import plan_layer
+    from compiler.unroll import lane_limits
+
+    plan = plan_layer(onyx)
+    limits = lane_limits(plan.program.kernels[0], onyx, plan.region.array.cols)
+    assert plan.lanes == min(limits.values()) == limits["bands"] == 8
+    assert copies_of(plan.program.kernels[0]) == 1      # a lane is one copy of the template
+
+
+def test_output_bound_is_the_output_for_elementwise_kernels():
+    from compiler.unroll import output_bound
+
+    layer = get_workload("elemmul").make({"shape": "40,40", "density": 1.0})
+    assert output_bound(layer, "ij") == 1600.0          # dense: every coordinate
+    add = get_workload("elemadd").make({"shape": "40,40", "density": 0.0})
+    assert output_bound(add, "ij") == 0.0
+
+
+def test_summary_and_explain_record_the_choice(capsys):
+    from sieve.cli import main
+
+    assert main(["compile", "onyx", "spmspm", "-p", "shape=64,64,64", "-p", "density=0.05",
+                 "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "unroll: " in out and "(compiler.unroll=auto)" in out
+    from sieve.api import run
+
+    s = run("onyx", "spmspm", params={"shape": "64,64,64", "density": 0.05}).summary
+    assert s["unroll"]["copies"] > 1 and s["unroll"]["requested"] == "auto"
+    assert s["verified"]
+    one = run("onyx", "spmspm", params={"shape": "64,64,64", "density": 0.05},
+              overrides=["compiler.unroll=1"]).summary
+    assert one["unroll"] == {"copies": 1, "requested": "1", "why": "compiler.unroll=1",
+                             "limits": {}}
+    assert one["kernel_cycles"] > s["kernel_cycles"]
