@@ -23,9 +23,11 @@ Outputs are compressed at every level, of any rank, or a scalar (one value, no l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from compiler.notation import Assignment
-from isa.errors import CompileError
+from isa.errors import CompileError, IsaError
+from isa.fibertree import parse_formats
 from isa.ops import Opcode, signature
 from isa.program import Edge, Kernel, Node, TensorDecl
 
@@ -72,9 +74,26 @@ def _check_output(assign: Assignment, order: tuple[str, ...], out: TensorDecl) -
     if tuple(out.mode_order) != want:
         raise CompileError(f"lower: output {out.name} mode order {out.mode_order} does not "
                            f"follow loop order {''.join(order)} (needs {want})")
-    if any(f != "compressed" for f in out.formats):
-        raise CompileError(f"lower: output {out.name}: only compressed output levels are "
-                           f"supported (got {','.join(out.formats)})")
+    if any(f not in ("compressed", "bitmap") for f in out.formats):
+        raise CompileError(f"lower: output {out.name}: only compressed and bitmap output "
+                           f"levels are supported (got {','.join(out.formats)})")
+
+
+def output_formats(layer: Any, name: str, rank: int) -> tuple[str, ...]:
+    """The level formats of output ``name`` (rank ``rank``) given in the layer's formats
+    (``-p formats=X:sb``), compressed at every level by default. CompileError (``parse:``)
+    for a wrong number of levels or a mode order (outputs follow the loop order)."""
+    spec = (getattr(layer, "formats", None) or {}).get(name)
+    if not spec:
+        return ("compressed",) * rank
+    try:
+        fmts, mode = parse_formats(spec)
+    except IsaError as exc:
+        raise CompileError(f"parse: output {name}: {exc}") from None
+    if len(fmts) != rank or mode is not None:
+        raise CompileError(f"parse: output {name}: format {spec!r} must give {rank} level "
+                           "letters and no mode order (an output follows the loop order)")
+    return fmts
 
 
 def lower_assignment(
@@ -86,6 +105,7 @@ def lower_assignment(
     explicit_zeros: dict[str, bool] | None = None,
     name: str = "kernel",
     locate: bool = True,
+    bitvector: bool = True,
 ) -> Kernel:
     """Lower ``assign`` in loop ``order`` to a SAM graph.
 
@@ -97,6 +117,10 @@ def lower_assignment(
     innermost scanner. With ``locate``, an intersection that meets dense levels iterates the
     compressed levels (or the first dense one) and locates into the others (SAM's
     iterate-and-locate): one locator step per coordinate instead of a co-iterating walk.
+    A bitmap level met in an intersection with one iterated level is located too (a
+    filtering locator: a clear bit drops the coordinate). With ``bitvector``, two bitmap
+    levels joined with each other are scanned as bitvector words and joined word-wide (SAM's
+    ``BVRdScan`` and ``IntersectBV2``). Output levels are compressed or bitmap.
     Raises: CompileError (``lower: ...``) for what the lowering does not support.
     """
     explicit_zeros = explicit_zeros or {}
@@ -126,13 +150,29 @@ def lower_assignment(
                     and level[a.tensor] == len(decls[a.tensor].formats) - 1}
         located = _located(has, decls, level, skipping) \
             if locate and join is Opcode.INTERSECT else []
+        bv_located = _located_bitmap(has, decls, level, skipping, located) \
+            if locate and join is Opcode.INTERSECT else []
+        iterated = [a for a in has if a not in located and a not in bv_located]
+        # the first two iterated levels, if both bitmap, are joined word-wide
+        bv_join = bitvector and len(iterated) >= 2 and all(
+            decls[a.tensor].formats[level[a.tensor]] == "bitmap" and a.tensor not in skipping
+            for a in iterated[:2])
+        bv_dim: int | None = None
         scans: dict[str, str] = {}
-        for acc in [a for a in has if a not in located]:
+        for acc in iterated:
             t = decls[acc.tensor]
             lvl = level[acc.tensor]
             mode = t.mode_order[lvl]
             last = lvl == len(t.formats) - 1
             fmt = t.formats[lvl]
+            if bv_join and acc in iterated[:2]:
+                bv_dim = t.shape[mode]
+                node = Node.make(f"scan_{acc.tensor}{lvl}", Opcode.SCAN_BV, tensor=acc.tensor,
+                                 level=lvl, dim=t.shape[mode], root=ref[acc.tensor] is None)
+                inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
+                scans[acc.tensor] = b.add(node, **inputs)
+                level[acc.tensor] = lvl + 1
+                continue
             node = Node.make(
                 f"scan_{acc.tensor}{lvl}", Opcode.SCAN, tensor=acc.tensor, level=lvl, fmt=fmt,
                 dim=t.shape[mode] if fmt != "compressed" else 0, root=ref[acc.tensor] is None,
@@ -141,15 +181,26 @@ def lower_assignment(
             inputs = {} if ref[acc.tensor] is None else {"ref": ref[acc.tensor]}
             scans[acc.tensor] = b.add(node, **inputs)
             level[acc.tensor] = lvl + 1
-        iterated = [a for a in has if a not in located]
         if len(iterated) >= 2:
             crd_of[v], joined = _join_all(b, join, v,
-                                          [(a.tensor, scans[a.tensor]) for a in iterated])
+                                          [(a.tensor, scans[a.tensor]) for a in iterated],
+                                          bv_dim)
             ref.update(joined)
         elif len(iterated) == 1:
             t = iterated[0].tensor
             crd_of[v] = (scans[t], "crd")
             ref[t] = (scans[t], "ref")
+        for acc in bv_located:     # one, with one iterated tensor whose reference it carries
+            t, lvl, it = acc.tensor, level[acc.tensor], iterated[0].tensor
+            decl = decls[t]
+            node = Node.make(f"locate_{t}{lvl}", Opcode.LOCATE_BV, tensor=t, level=lvl,
+                             dim=decl.shape[decl.mode_order[lvl]], root=ref[t] is None)
+            inputs = {"crd": crd_of[v], "carry": ref[it]}
+            if ref[t] is not None:
+                inputs["ref"] = ref[t]
+            loc = b.add(node, **inputs)
+            crd_of[v], ref[it], ref[t] = (loc, "crd"), (loc, "carry"), (loc, "ref")
+            level[t] = lvl + 1
         for acc in located:
             t, lvl = acc.tensor, level[acc.tensor]
             decl = decls[t]
@@ -211,6 +262,10 @@ def lower_assignment(
         if written:
             written[0] = streams[0]
     for lvl, s in enumerate(written):
+        if out.formats[lvl] == "bitmap":
+            b.add(Node.make(f"write_{out.name}{lvl}", Opcode.WRITE_BV, tensor=out.name,
+                            level=lvl, dim=out.shape[out.mode_order[lvl]]), crd=s)
+            continue
         b.add(Node.make(f"write_{out.name}{lvl}", Opcode.WRITE_CRD, tensor=out.name,
                         level=lvl), crd=s)
     b.add(Node.make(f"write_{out.name}v", Opcode.WRITE_VAL, tensor=out.name), val=val)
@@ -244,20 +299,42 @@ def _located(has: list, decls: dict[str, TensorDecl], level: dict[str, int],
     return dense if len(dense) < len(has) else dense[1:]
 
 
-def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]]
-              ) -> tuple[Port, dict[str, Port]]:
+def _located_bitmap(has: list, decls: dict[str, TensorDecl], level: dict[str, int],
+                    skipping: set[str], located: list) -> list:
+    """The bitmap level of an intersection that is located rather than iterated: when
+    exactly one bitmap level meets exactly one other iterated level (compressed, or the
+    dense one left iterated), the bitmap is located by a filtering locator that carries the
+    iterated side's reference. Its cost follows the iterated side's coordinates and the
+    64-bit mask words (four 16-bit words) they reach, where co-iterating takes a step per
+    coordinate of either side and per all-zero mask word. Skipping levels are iterated, as
+    for ``_located``."""
+    bitmaps = [a for a in has if decls[a.tensor].formats[level[a.tensor]] == "bitmap"
+               and a.tensor not in skipping]
+    others = [a for a in has if a not in located and a not in bitmaps]
+    return bitmaps if len(bitmaps) == 1 and len(others) == 1 else []
+
+
+def _join_all(b: _Builder, join: Opcode, v: str, scans: list[tuple[str, str]],
+              bv_dim: int | None = None) -> tuple[Port, dict[str, Port]]:
     """Join the (tensor, scanner) coordinate streams of index ``v``; returns the joined
     coordinates and each tensor's reference stream aligned with them.
 
     Two-input joiners chained: the first two inputs, then the result (carrying the first
     tensor's reference) with each further input; after each further join, one realigning
     joiner per reference left behind (joined coordinates against the coordinates that
-    reference follows: a subset for ``*``, a superset for ``+``).
+    reference follows: a subset for ``*``, a superset for ``+``). With ``bv_dim`` the first
+    two scanners are bitvector scanners of a level of that size and their join is word-wide
+    (the joiner emits coordinates, so the chain goes on as usual).
     """
     kind = "isect" if join is Opcode.INTERSECT else "union"
     (t0, s0), (t1, s1) = scans[0], scans[1]
-    jid = b.add(Node.make(f"{kind}_{v}", join), crd_a=(s0, "crd"), ref_a=(s0, "ref"),
-                crd_b=(s1, "crd"), ref_b=(s1, "ref"))
+    if bv_dim is None:
+        jid = b.add(Node.make(f"{kind}_{v}", join), crd_a=(s0, "crd"), ref_a=(s0, "ref"),
+                    crd_b=(s1, "crd"), ref_b=(s1, "ref"))
+    else:
+        op = Opcode.BV_INTERSECT if join is Opcode.INTERSECT else Opcode.BV_UNION
+        jid = b.add(Node.make(f"{kind}_{v}", op, dim=bv_dim), bv_a=(s0, "bv"),
+                    ref_a=(s0, "ref"), bv_b=(s1, "bv"), ref_b=(s1, "ref"))
     crd: Port = (jid, "crd")
     refs: dict[str, Port] = {t0: (jid, "ref_a"), t1: (jid, "ref_b")}
     for k, (t, s) in enumerate(scans[2:], start=2):

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from compiler.lower import lower_assignment
+from compiler.lower import lower_assignment, output_formats
 from compiler.notation import Assignment, parse_expr, parse_order
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError, SimulationError
@@ -179,7 +179,7 @@ def _legal(layer: Any, assign: Assignment, order: tuple[str, ...]) -> Candidate:
             sizes.update(zip(acc.indices, shape))
         out = assign.out
         decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
-                                       ("compressed",) * len(out.indices),
+                                       output_formats(layer, out.tensor, len(out.indices)),
                                        tuple(range(len(out.indices))), True)
         lower_assignment(assign, order, decls)
     except (CompileError, IsaError) as exc:

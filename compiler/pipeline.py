@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from compiler.balance import balance_kernel
-from compiler.lower import lower_assignment
+from compiler.lower import lower_assignment, output_formats
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
 from compiler.route import route_kernel
@@ -97,13 +97,13 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
                                    f"{n} (shape mismatch at tensor {acc.tensor})")
     out = assign.out
     decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
-                                   ("compressed",) * len(out.indices),
+                                   output_formats(layer, out.tensor, len(out.indices)),
                                    tuple(range(len(out.indices))), True)
     zeros = {n: bool((t.vals == 0).any()) for n, t in images.items()}
     policy = (chip.pe.zero_policy.a, chip.pe.zero_policy.b)
     kernel = lower_assignment(assign, order, decls, zero_policy=policy, explicit_zeros=zeros,
                               name=f"{layer.name}_{''.join(order)}",
-                              locate=chip.compiler.locate)
+                              locate=chip.compiler.locate, bitvector=chip.compiler.bitvector)
     return _verified(kernel, "lower"), images
 
 

@@ -48,7 +48,7 @@ from isa.program import Edge, Kernel, Node
 
 Port = tuple[str, str]
 
-_DEPTH_STEP = {Opcode.SCAN: 1, Opcode.REDUCE: -1, Opcode.VREDUCE: -1}
+_DEPTH_STEP = {Opcode.SCAN: 1, Opcode.SCAN_BV: 1, Opcode.REDUCE: -1, Opcode.VREDUCE: -1}
 """Output stream depth relative to the input's: a scanner opens a level, a reducer closes
 one; every other unit keeps its inputs' depth (a dropper and a hold port by port)."""
 
@@ -89,7 +89,8 @@ def stream_depths(kernel: Kernel) -> dict[Port, int]:
 def _tail(kernel: Kernel) -> set[str]:
     """Level writers and the droppers whose inner stream a writer writes, plus droppers
     feeding those (the output side, kept whole)."""
-    writers = {n.id for n in kernel.nodes if n.op in (Opcode.WRITE_CRD, Opcode.WRITE_VAL)}
+    writers = {n.id for n in kernel.nodes
+               if n.op in (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)}
     tail = set(writers)
     for e in kernel.edges:
         if e.dst in writers and e.src_port == "inner" \

@@ -222,6 +222,8 @@ class CompilerConfig:
     #                                      block, systolic) | auto (per product, by objective)
     locate: bool = True                  # a dense level met in an intersection is located
     #                                      (locator) instead of co-iterated (scanner+joiner)
+    bitvector: bool = True               # two bitmap levels joined with each other are
+    #                                      joined word-wide (bitvector scanners + joiner)
     objective: str = "edp"               # what the compiler's choices minimise: cycles |
     #                                      energy | edp: the dataflow order (compiler/order.py)
     #                                      and a model layer's mode per product

@@ -77,7 +77,8 @@ from isa.program import (
     TensorDecl,
 )
 
-STREAM_KINDS = ("crd", "ref", "val", "repsig")   # edge kinds; the bitstream indexes this order
+# edge kinds; the bitstream indexes this order
+STREAM_KINDS = ("crd", "ref", "val", "repsig", "bv")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(

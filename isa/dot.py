@@ -14,8 +14,10 @@ from typing import Any
 from isa.ops import SIGNATURES, Opcode, TileKind
 from isa.program import Edge, Kernel, Node
 
-EDGE_STYLE = {"crd": "dashed", "ref": "bold", "val": "solid", "repsig": "dotted"}
-EDGE_COLOR = {"crd": "black", "ref": "black", "val": "blue", "repsig": "darkorange"}
+EDGE_STYLE = {"crd": "dashed", "ref": "bold", "val": "solid", "repsig": "dotted",
+              "bv": "dashed"}
+EDGE_COLOR = {"crd": "black", "ref": "black", "val": "blue", "repsig": "darkorange",
+              "bv": "darkgreen"}
 NODE_COLOR = {
     Opcode.SCAN: "green4",
     Opcode.REPSIG: "cyan3",
@@ -31,6 +33,11 @@ NODE_COLOR = {
     Opcode.WRITE_CRD: "green3",
     Opcode.WRITE_VAL: "green3",
     Opcode.LOCATE: "purple3",
+    Opcode.SCAN_BV: "green4",
+    Opcode.BV_INTERSECT: "purple",
+    Opcode.BV_UNION: "purple1",
+    Opcode.LOCATE_BV: "purple3",
+    Opcode.WRITE_BV: "green3",
 }
 
 

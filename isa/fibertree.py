@@ -256,3 +256,39 @@ def parse_formats(spec: str) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
     if sorted(mo) != list(range(len(fmts))):
         raise IsaError(f"bad mode order in format {spec!r}: must permute 0..{len(fmts) - 1}")
     return fmts, mo
+
+
+# ------------------------------------------------------------------ bitmap level images
+def bitmap_masks(lv: Level) -> np.ndarray:
+    """The mask words of a bitmap level (its memory image besides the counts ``seg``): fiber
+    f's words are elements f*W .. f*W+W-1 (W = ``words_per_fiber``), bit b of word w set when
+    coordinate 16w+b is present. int64 values 0..65535."""
+    words = lv.words_per_fiber()
+    fibers = len(lv.seg) - 1
+    fid = np.repeat(np.arange(fibers, dtype=np.int64), np.diff(lv.seg))
+    elem = fid * words + lv.crd // BITMAP_WORD_BITS
+    bit = np.left_shift(1, lv.crd % BITMAP_WORD_BITS).astype(np.float64)
+    return np.bincount(elem, weights=bit, minlength=fibers * words).astype(np.int64)
+
+
+def bitmap_level(size: int, counts: np.ndarray, masks: np.ndarray) -> Level:
+    """A bitmap level read back from its image: per-fiber ``counts`` (set bits before each
+    fiber, fibers + 1 entries) and ``masks`` (W words per fiber). IsaError if the two
+    disagree or a bit lies outside ``size``."""
+    counts = np.asarray(counts, dtype=np.int64)
+    masks = np.asarray(masks, dtype=np.int64)
+    words = -(-size // BITMAP_WORD_BITS)
+    fibers = len(counts) - 1
+    if len(masks) != fibers * words:
+        raise IsaError(f"bitmap level: {len(masks)} mask words for {fibers} fibers of "
+                       f"{words} words")
+    bits = (masks[:, None] >> np.arange(BITMAP_WORD_BITS)) & 1
+    flat = np.flatnonzero(bits.reshape(-1))
+    per_fiber = words * BITMAP_WORD_BITS
+    crd = flat % per_fiber
+    if len(crd) and crd.max() >= size:
+        raise IsaError(f"bitmap level: a set bit at coordinate {int(crd.max())} >= size {size}")
+    have = np.bincount(flat // per_fiber, minlength=fibers) if fibers else np.zeros(0, int)
+    if counts[0] != 0 or not np.array_equal(np.diff(counts), have):
+        raise IsaError("bitmap level: the per-fiber counts disagree with the masks' set bits")
+    return Level("bitmap", size, counts, crd.astype(np.int64))

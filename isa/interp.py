@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import IsaError
-from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level, bitmap_level, bitmap_masks
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Stop, Token, is_data
@@ -65,12 +65,13 @@ class WrittenLevel:
     seg: Any = field(default_factory=lambda: [0])
     crd: Any = field(default_factory=list)
     vals: Any = field(default_factory=list)
+    masks: Any = field(default_factory=list)   # a bitmap level's mask words (seg: its counts)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, WrittenLevel):
             return NotImplemented
         return all(np.array_equal(np.asarray(getattr(self, f)), np.asarray(getattr(other, f)))
-                   for f in ("seg", "crd", "vals"))
+                   for f in ("seg", "crd", "vals", "masks"))
 
 
 class Memory:
@@ -712,6 +713,267 @@ def locate(node: Node, mem: Memory) -> Behaviour:
             raise _bad(node, f"coordinate {c!r} against reference {o!r}")
 
 
+# --------------------------------------------------------------------------- bitmap levels
+def _bitmap_image(node: Node, mem: Memory) -> tuple[Level, np.ndarray, int]:
+    """The bitmap level a unit reads: (level, its mask words, words per fiber)."""
+    lv = mem.level(node.attr("tensor"), node.attr("level"))
+    if lv.fmt != "bitmap":
+        raise _bad(node, f"{node.attr('tensor')} level {node.attr('level')} is {lv.fmt}, "
+                   "not bitmap")
+    return lv, bitmap_masks(lv), lv.words_per_fiber()
+
+
+def _popcount(x: int) -> int:
+    return bin(x).count("1")
+
+
+def scan_bv(node: Node, mem: Memory) -> Behaviour:
+    """Bitmap level scanner in bitvector mode (SAM's ``BVRdScan``): for each input ref r, emit
+    the fiber's W mask words on ``bv``, each with the position of its first set bit on ``ref``
+    (the fiber's count plus the set bits of its earlier words), then the fiber's stop, as the
+    coordinate scanner does. An absent fiber (N) gives W zero words with N references.
+    Steps: 1 per input ref (count fetch), 1 per mask word (every word, zero or not: the
+    joiners pair the two sides' words by position), 1 per separator or stop."""
+    a = node.a
+    lv, masks, words = _bitmap_image(node, mem)
+    seg_c, crd_c = _WordCache(), _WordCache()
+    root_feed = [0, DONE] if a["root"] else None
+    while True:
+        if root_feed is not None:
+            tok, consume = root_feed.pop(0), ()
+        else:
+            (tok,) = yield Peek(("ref",))
+            consume = ("ref",)
+        if isinstance(tok, Done):
+            yield Fire(consume, {"bv": DONE, "ref": DONE})
+            return
+        if isinstance(tok, Stop):
+            s = Stop(tok.level + 1)
+            yield Fire(consume, {"bv": s, "ref": s})
+            continue
+        if isinstance(tok, Empty):
+            yield Fire(consume)
+            for _ in range(words):
+                yield Fire((), {"bv": 0, "ref": EMPTY})
+        elif is_data(tok):
+            r = int(tok)
+            if not 0 <= r < len(lv.seg) - 1:
+                raise _bad(node, f"ref {r} outside {a['tensor']} level {a['level']}")
+            yield Fire(consume, {}, (("sram_read_words", seg_c.touch(r)),))
+            pos = int(lv.seg[r])
+            for w in range(words):
+                m = int(masks[r * words + w])
+                yield Fire((), {"bv": m, "ref": pos},
+                           (("sram_read_words", crd_c.touch(r * words + w)),))
+                pos += _popcount(m)
+        else:
+            raise _bad(node, f"{tok!r} on a ref stream")
+        # the fiber's end: S0, or S_(n+1) for an input stop S_n (popped with it)
+        if root_feed is not None:
+            nxt, consume = root_feed[0], ()
+        else:
+            (nxt,) = yield Peek(("ref",))
+            consume = ("ref",)
+        if isinstance(nxt, Stop):
+            if root_feed is not None:
+                root_feed.pop(0)
+            s = Stop(nxt.level + 1)
+            yield Fire(consume, {"bv": s, "ref": s})
+        else:
+            yield Fire((), {"bv": Stop(0), "ref": Stop(0)})
+
+
+def _bv_join(node: Node, mem: Memory, union: bool) -> Behaviour:
+    """Word-wide join (SAM's ``IntersectBV2``): AND (OR) the two sides' mask words, one word
+    pair per step; a result word with k > 1 set bits takes k steps, one per set bit, each
+    emitting the coordinate (16 x word index + bit) and both references (a side's word
+    reference plus its set bits below the bit; N where a union's side lacks the bit). The
+    last bit's step (or the word's only step) pops the pair. Stops and D pass as in the
+    two-finger joiner."""
+    ports = ("bv_a", "ref_a", "bv_b", "ref_b")
+    w = 0
+    while True:
+        ba, ra, bb, rb = yield Peek(ports)
+        if is_data(ba) and is_data(bb):
+            ma, mb = int(ba), int(bb)
+            if (ma and not is_data(ra)) or (mb and not is_data(rb)):
+                raise _bad(node, f"mask words {ma}, {mb} with references {ra!r}, {rb!r}")
+            m = (ma | mb) if union else (ma & mb)
+            bits = [b for b in range(BITMAP_WORD_BITS) if m >> b & 1]
+            if not bits:
+                w += 1
+                yield Fire(ports)
+                continue
+            for k, b in enumerate(bits):
+                low = (1 << b) - 1
+                out = {"crd": w * BITMAP_WORD_BITS + b,
+                       "ref_a": int(ra) + _popcount(ma & low) if ma >> b & 1 else EMPTY,
+                       "ref_b": int(rb) + _popcount(mb & low) if mb >> b & 1 else EMPTY}
+                last = k == len(bits) - 1
+                yield Fire(ports if last else (), out, (("match_count", 1),))
+            w += 1
+        elif isinstance(ba, Stop) and isinstance(bb, Stop):
+            if ba.level != bb.level:
+                raise _bad(node, f"fiber structure differs: {ba!r} vs {bb!r}")
+            w = 0
+            yield Fire(ports, {"crd": ba, "ref_a": ba, "ref_b": ba})
+        elif isinstance(ba, Done) and isinstance(bb, Done):
+            yield Fire(ports, {"crd": DONE, "ref_a": DONE, "ref_b": DONE})
+            return
+        else:
+            raise _bad(node, f"fiber structure differs: {ba!r} vs {bb!r}")
+
+
+def bv_intersect(node: Node, mem: Memory) -> Behaviour:
+    """Word-wide intersection of two bitvector streams (``_bv_join``)."""
+    return _bv_join(node, mem, union=False)
+
+
+def bv_union(node: Node, mem: Memory) -> Behaviour:
+    """Word-wide union of two bitvector streams (``_bv_join``)."""
+    return _bv_join(node, mem, union=True)
+
+
+def locate_bv(node: Node, mem: Memory) -> Behaviour:
+    """Locator into a bitmap level: for each coordinate c of the iterating side's stream, the
+    position of c in the located fiber (outer reference r): the fiber's count plus the set
+    bits of its mask below c. A coordinate whose bit is clear (or whose located fiber is
+    absent, N) has no match and is dropped with its ``carry`` token (the iterating side's
+    reference), so the locator also intersects: ``crd`` and ``carry`` are the kept
+    coordinates and references, ``ref`` the located positions. Stops and D pass on all three;
+    the outer reference stream is consumed as ``locate`` consumes it.
+
+    SRAM: the fiber's count (one element, through the count reader's one-word cache) at its
+    first coordinate, and the mask words from the fiber's first up to c's, walked forward
+    through a one-word cache (coordinates rise within a fiber, so each 64-bit word is fetched
+    once per fiber visit). Steps: one per coordinate-stream token, or one per 64-bit mask word
+    it fetches if more, plus one per absorbed reference stop."""
+    lv, masks, words = _bitmap_image(node, mem)
+    root_feed = [0, DONE] if node.attr("root") else None
+    seg_c = _WordCache()
+    cached = -1          # the mask reader's cached 64-bit word
+    walked = -1          # last 64-bit word walked in the current fiber (-1: fiber not begun)
+    drop = False
+    while True:
+        if drop:
+            drop = False
+            if root_feed is not None:
+                tok = root_feed.pop(0)
+                consume: tuple[str, ...] = ()
+            else:
+                (tok,) = yield Peek(("ref",))
+                consume = ("ref",)
+            if not isinstance(tok, Stop):
+                raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
+            yield Fire(consume)
+            continue
+        (c,) = yield Peek(("crd",))
+        if root_feed is not None:
+            o, pop = root_feed[0], ()
+        else:
+            (o,) = yield Peek(("ref",))
+            pop = ("ref",)
+        if is_data(c):
+            if isinstance(o, Empty):
+                yield Peek(("carry",))
+                yield Fire(("crd", "carry"))
+                continue
+            if not is_data(o):
+                raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+            r, cc = int(o), int(c)
+            if not (0 <= r < len(lv.seg) - 1 and 0 <= cc < lv.size):
+                raise _bad(node, f"coordinate {cc} of fiber {r} outside {node.attr('tensor')} "
+                           f"level {node.attr('level')}")
+            elem = r * words + cc // BITMAP_WORD_BITS
+            target = elem // ELEMENTS_PER_WORD
+            act = [("sram_read_words", seg_c.touch(r))] if walked < 0 else []
+            first = (r * words) // ELEMENTS_PER_WORD if walked < 0 else walked + 1
+            fetch = list(range(first, target + 1))
+            if fetch and fetch[0] == cached:     # only the walk's first word can be cached
+                fetch = fetch[1:]
+            walked = max(walked, target)
+            for _ in fetch[:-1]:
+                yield Fire((), {}, tuple(act) + (("sram_read_words", 1),))
+                act = []
+            if fetch:
+                act.append(("sram_read_words", 1))
+                cached = target
+            m = int(masks[elem])
+            bit = cc % BITMAP_WORD_BITS
+            if not m >> bit & 1:
+                yield Peek(("carry",))
+                yield Fire(("crd", "carry"), {}, tuple(act))
+                continue
+            before = masks[r * words: elem]
+            pos = int(lv.seg[r]) + int(sum(_popcount(int(x)) for x in before)) \
+                + _popcount(m & ((1 << bit) - 1))
+            (k,) = yield Peek(("carry",))
+            yield Fire(("crd", "carry"), {"crd": cc, "ref": pos, "carry": k}, tuple(act))
+        elif isinstance(c, Stop):
+            if is_data(o) or isinstance(o, Empty):
+                drop = c.level >= 1
+            elif not (isinstance(o, Stop) and c.level == o.level + 1):
+                raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
+            if root_feed is not None:
+                root_feed.pop(0)
+            walked = -1
+            yield Peek(("carry",))
+            yield Fire(("crd", "carry") + pop, {"crd": c, "ref": c, "carry": c})
+        elif isinstance(c, Done) and isinstance(o, Done):
+            yield Peek(("carry",))
+            yield Fire(("crd", "carry") + pop, {"crd": DONE, "ref": DONE, "carry": DONE})
+            return
+        else:
+            raise _bad(node, f"coordinate {c!r} against reference {o!r}")
+
+
+def write_bv(node: Node, mem: Memory) -> Behaviour:
+    """Bitmap level writer (SAM's bitvector level, written): a fiber's coordinates set bits
+    of a 16-bit mask register; each mask word is written when the writer moves past it (to a
+    later coordinate's word, or at the fiber's stop), and the stop also writes the fiber's
+    count (the set bits before the next fiber). The image is the masks and the counts.
+    Steps: one per coordinate, one per mask word of every fiber (the last one together with
+    the stop), one for D. Writes are combined in a one-word buffer per array, as the
+    compressed writer's."""
+    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    words = -(-int(node.attr("dim")) // BITMAP_WORD_BITS)
+    w = m = n = 0
+    prev = -1            # the fiber's last coordinate
+    while True:
+        (tok,) = yield Peek(("crd",))
+        if is_data(tok):
+            c = int(tok)
+            if not prev < c < int(node.attr("dim")):
+                raise _bad(node, f"coordinate {c} out of order or outside dim "
+                           f"{node.attr('dim')}")
+            if c // BITMAP_WORD_BITS == w:
+                m |= 1 << c % BITMAP_WORD_BITS
+                n += 1
+                prev = c
+                yield Fire(("crd",))
+                continue
+            out.masks.append(m)
+            w, m = w + 1, 0
+            yield Fire((), {}, (("sram_write_words", int(len(out.masks) % 4 == 0)),))
+        elif isinstance(tok, Stop):
+            out.masks.append(m)
+            if w < words - 1:
+                w, m = w + 1, 0
+                yield Fire((), {}, (("sram_write_words", int(len(out.masks) % 4 == 0)),))
+                continue
+            w = m = 0
+            out.seg.append(out.seg[-1] + n)
+            n, prev = 0, -1
+            yield Fire(("crd",), {}, (("sram_write_words", int(len(out.masks) % 4 == 0)
+                                       + int(len(out.seg) % 4 == 0)),))
+        elif isinstance(tok, Done):
+            if w or m or n:
+                raise _bad(node, "coordinates after the last stop")
+            tail = int(len(out.masks) % 4 != 0) + int(len(out.seg) % 4 != 0)
+            yield Fire(("crd",), {}, (("sram_write_words", tail),))
+            return
+        else:
+            raise _bad(node, f"{tok!r} on a crd stream")
 # --------------------------------------------------------------------------- unrolling
 def filter_(node: Node, mem: Memory) -> Behaviour:
     """Stream filter (Onyx's unrolling, IEEE Micro 2025): on a stream of the outermost fiber
@@ -808,6 +1070,11 @@ BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.WRITE_CRD: write_crd,
     Opcode.WRITE_VAL: write_val,
     Opcode.LOCATE: locate,
+    Opcode.SCAN_BV: scan_bv,
+    Opcode.BV_INTERSECT: bv_intersect,
+    Opcode.BV_UNION: bv_union,
+    Opcode.LOCATE_BV: locate_bv,
+    Opcode.WRITE_BV: write_bv,
     Opcode.FILTER: filter_,
     Opcode.ARBITER: arbiter,
 }
@@ -899,6 +1166,19 @@ def assemble_output(decl, mem: Memory) -> FiberTree:
         if w is None:
             raise IsaError(f"output {decl.name} level {lvl} was never written")
         seg = np.asarray(w.seg, dtype=np.int64)
+        if fmt == "bitmap":     # the image is masks + counts: read the level back from it
+            if len(seg) < n_parent + 1 or (seg[n_parent + 1:] != seg[n_parent]).any():
+                raise IsaError(f"output {decl.name} level {lvl}: {len(seg) - 1} fibers "
+                               f"written for {n_parent} parent positions")
+            words = -(-dim // BITMAP_WORD_BITS)
+            masks = np.asarray(w.masks, dtype=np.int64)[: n_parent * words]
+            try:
+                lv = bitmap_level(dim, seg[: n_parent + 1], masks)
+            except IsaError as exc:
+                raise IsaError(f"output {decl.name} level {lvl}: {exc}") from None
+            levels.append(lv)
+            n_parent = len(lv.crd)
+            continue
         if len(seg) < n_parent + 1 or (len(seg) > n_parent + 1 and
                                        (seg[n_parent + 1:] != seg[n_parent]).any()):
             raise IsaError(f"output {decl.name} level {lvl}: {len(seg) - 1} fibers written "

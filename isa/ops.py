@@ -6,7 +6,7 @@ assembly mnemonics. ``SIGNATURES`` gives each opcode's typed input and output po
 and the bitstream encoder all read from here.
 
 Stream kinds: ``crd`` coordinates, ``ref`` references, ``val`` values, ``repsig`` repeat
-signals.
+signals, ``bv`` bitvector words (a bitmap fiber's 16-bit mask words, SAM's bv streams).
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ class Opcode(enum.Enum):
     WRITE_CRD = "write_crd"  # level writer for a coordinate level
     WRITE_VAL = "write_val"  # level writer for the value array
     LOCATE = "locate"        # locator: random access into a dense level by coordinate
+    # bitmap levels (SAM's bitvector primitives, sam/sim/src/rd_scanner.py BVRdScan,
+    # joiner.py IntersectBV2, wr_scanner.py; SAM23 section 4)
+    SCAN_BV = "scan_bv"              # bitmap level scanner emitting mask words (bv stream)
+    BV_INTERSECT = "bv_intersect"    # word-wide intersection: AND of masks, set bits expanded
+    BV_UNION = "bv_union"            # word-wide union: OR of masks, set bits expanded
+    LOCATE_BV = "locate_bv"          # locator into a bitmap level (filters clear bits)
+    WRITE_BV = "write_bv"            # bitmap level writer: masks and per-fiber counts
     # unrolling (IEEE Micro 2025): deal the outer loop to N copies of a graph, merge outputs
     FILTER = "filter"        # stream filter: passes the outer positions dealt to one copy
     ARBITER = "arbiter"      # stream arbiter: merges two inputs' outer items round-robin
@@ -83,6 +90,21 @@ SIGNATURES: dict[Opcode, Signature] = {
     # Onyx configures its Locator in a PE tile (garnet cgra/util_onyx.py); a dense level's
     # position is address arithmetic, no SRAM access
     Opcode.LOCATE: _SIG({"crd": "crd", "ref": "ref"}, {"ref": "ref"}, TileKind.PE),
+    # bitmap levels: the scanner, the locator and the writer hold the level in their MEM tile
+    Opcode.SCAN_BV: _SIG({"ref": "ref"}, {"bv": "bv", "ref": "ref"}, TileKind.MEM),
+    Opcode.BV_INTERSECT: _SIG(
+        {"bv_a": "bv", "ref_a": "ref", "bv_b": "bv", "ref_b": "ref"},
+        {"crd": "crd", "ref_a": "ref", "ref_b": "ref"},
+        TileKind.PE,
+    ),
+    Opcode.BV_UNION: _SIG(
+        {"bv_a": "bv", "ref_a": "ref", "bv_b": "bv", "ref_b": "ref"},
+        {"crd": "crd", "ref_a": "ref", "ref_b": "ref"},
+        TileKind.PE,
+    ),
+    Opcode.LOCATE_BV: _SIG({"crd": "crd", "ref": "ref", "carry": "ref"},
+                           {"crd": "crd", "ref": "ref", "carry": "ref"}, TileKind.MEM),
+    Opcode.WRITE_BV: _SIG({"crd": "crd"}, {}, TileKind.MEM),
     # Onyx's PE tile has a StreamArbiter controller (garnet cgra/util_onyx.py); the stream
     # filter is a PE-tile mode here too. Their stream kind is an attribute (``kind``).
     Opcode.FILTER: _SIG({"in": "crd"}, {"out": "crd"}, TileKind.PE),
@@ -128,6 +150,21 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
         "dim": (int, None),          # size of that level
         "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
     },
+    Opcode.SCAN_BV: {
+        "tensor": (str, None),
+        "level": (int, None),        # a bitmap level
+        "dim": (int, None),          # its size (mask bits per fiber)
+        "root": (bool, False),
+    },
+    Opcode.BV_INTERSECT: {"dim": (int, None)},   # size of the joined level (bits per fiber)
+    Opcode.BV_UNION: {"dim": (int, None)},
+    Opcode.LOCATE_BV: {
+        "tensor": (str, None),       # the located tensor
+        "level": (int, None),        # its located level (bitmap)
+        "dim": (int, None),          # size of that level
+        "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
+    },
+    Opcode.WRITE_BV: {"tensor": (str, None), "level": (int, None), "dim": (int, None)},
     Opcode.FILTER: {
         "kind": (str, "crd"),        # stream kind filtered (crd, ref, val or repsig)
         "copy": (int, None),         # this copy's index, 0 <= copy < copies
@@ -149,7 +186,8 @@ def signature(op: Opcode, attrs: dict[str, object] | None = None) -> Signature:
     inputs = dict(sig.inputs)
     if op is Opcode.ALU and attrs.get("op") in ALU_UNARY:
         inputs.pop("b")
-    if op in (Opcode.SCAN, Opcode.REPEAT, Opcode.LOCATE) and attrs.get("root"):
+    if op in (Opcode.SCAN, Opcode.REPEAT, Opcode.LOCATE, Opcode.SCAN_BV,
+              Opcode.LOCATE_BV) and attrs.get("root"):
         inputs.pop("ref")
     outputs = dict(sig.outputs)
     if op in (Opcode.FILTER, Opcode.ARBITER):

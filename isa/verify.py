@@ -48,8 +48,9 @@ from isa.ops import (
 from isa.program import Kernel, Node, SystolicKernel
 
 SCAN_FORMATS = ("compressed", "dense", "bitmap")
-READERS = (Opcode.SCAN, Opcode.ARRAY, Opcode.LOCATE)
-WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL)
+READERS = (Opcode.SCAN, Opcode.ARRAY, Opcode.LOCATE, Opcode.SCAN_BV, Opcode.LOCATE_BV)
+WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)
+BITMAP_UNITS = (Opcode.SCAN_BV, Opcode.LOCATE_BV, Opcode.WRITE_BV)   # need a bitmap level
 
 
 def _type_ok(value: Any, typ: type) -> bool:
@@ -164,7 +165,7 @@ def _graph_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
         found = False
         while stack and not found:
             for p in pred[stack.pop()]:
-                if nodes[p].op is Opcode.SCAN:
+                if nodes[p].op in (Opcode.SCAN, Opcode.SCAN_BV):
                     found = True
                     break
                 if p not in seen:
@@ -197,7 +198,8 @@ def _tensor_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
         if node.op in READERS and t.is_output:
             out.append(f"node {node.id}: reads output tensor {name}")
         level = node.a.get("level")
-        if (node.op in (Opcode.SCAN, Opcode.WRITE_CRD, Opcode.LOCATE) and _type_ok(level, int)
+        if (node.op in (Opcode.SCAN, Opcode.WRITE_CRD, Opcode.LOCATE) + BITMAP_UNITS
+                and _type_ok(level, int)
                 and not 0 <= level < len(t.formats)):
             out.append(f"node {node.id}: level {level} outside tensor {name} "
                        f"(levels 0..{len(t.formats) - 1})")
@@ -222,6 +224,36 @@ def _locate_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
         size = t.shape[t.mode_order[level]]
         if _type_ok(dim, int) and dim != size:
             out.append(f"node {node.id}: dim {dim} but {t.name} level {level} has size {size}")
+    return out
+
+
+def _bitmap_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
+    """A bitvector scanner, bitmap locator or bitmap writer works on a bitmap level whose size
+    is its ``dim``; the two bitvector streams of a word-wide joiner have that size too."""
+    out: list[str] = []
+    declared = {t.name: t for t in kernel.tensors}
+    for node in nodes.values():
+        if node.op not in BITMAP_UNITS:
+            continue
+        t = declared.get(node.a.get("tensor"))
+        level, dim = node.a.get("level"), node.a.get("dim")
+        if t is None or not _type_ok(level, int) or not 0 <= level < len(t.formats):
+            continue                       # reported by _tensor_problems
+        if t.formats[level] != "bitmap":
+            out.append(f"node {node.id}: {node.op.value} on {t.name} level {level}, which is "
+                       f"{t.formats[level]}; it needs a bitmap level")
+        size = t.shape[t.mode_order[level]]
+        if _type_ok(dim, int) and dim != size:
+            out.append(f"node {node.id}: dim {dim} but {t.name} level {level} has size {size}")
+    for node in nodes.values():
+        if node.op not in (Opcode.BV_INTERSECT, Opcode.BV_UNION):
+            continue
+        for e in kernel.in_edges(node.id):
+            src = nodes.get(e.src)
+            if e.kind == "bv" and src is not None and src.op is Opcode.SCAN_BV \
+                    and src.a.get("dim") != node.a.get("dim"):
+                out.append(f"node {node.id}: dim {node.a.get('dim')} but its input {src.id} "
+                           f"scans a level of size {src.a.get('dim')}")
     return out
 
 
@@ -332,6 +364,7 @@ def kernel_problems(kernel: Kernel | SystolicKernel, array: ArrayConfig | None =
     out += _graph_problems(kernel, nodes)
     out += _tensor_problems(kernel, nodes)
     out += _locate_problems(kernel, nodes)
+    out += _bitmap_problems(kernel, nodes)
     out += _unroll_problems(kernel)
     if array is not None:
         out += _placement_problems(kernel, nodes, array)

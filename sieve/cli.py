@@ -323,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # after BrokenPipeError, a subclass: a path the OS refuses
+        name = str(exc.filename or "")  # (too long, no permission, disk full) is one line
+        shown = name if len(name) <= 120 else f"{name[:120]}... ({len(name)} chars)"
+        print(f"error: {shown + ': ' if shown else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from isa.errors import SimulationError
-from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges
+from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges, bitmap_masks
 from isa.interp import ELEMENTS_PER_WORD, Memory
 from isa.ops import ALU_UNARY, Opcode
 from isa.program import Kernel, Node
@@ -772,10 +772,11 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
 
 
-def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
-    """The locator (``isa.interp.locate``): one step per coordinate-stream token, plus one
-    per reference stop that a higher coordinate stop already accounts for."""
-    dim = int(node.attr("dim"))
+def _locate_fibers(node: Node, ins: dict[str, Stream]):
+    """The pairing of a locator's coordinate fibers with its outer references (shared by
+    the dense and the bitmap locator): returns the coordinate stream, the reference stream,
+    the reference token consumed per coordinate fiber, each fiber's closing token, the
+    owning reference of every coordinate token, and which fibers end with a drop step."""
     root = node.attr("root")
     ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
         else ins["ref"]
@@ -806,12 +807,21 @@ def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if not ok.all():
         raise _bad(node, "coordinate and reference streams out of step")
     drop_after = is_fib & nxt_stop                 # fiber ends followed by a drop step
+    fiber = np.cumsum(ck != DATA) - (ck != DATA)  # fiber of each coordinate token
+    return c, ref, consumer, ends, consumer[fiber], drop_after
+
+
+def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The locator (``isa.interp.locate``): one step per coordinate-stream token, plus one
+    per reference stop that a higher coordinate stop already accounts for."""
+    dim = int(node.attr("dim"))
+    root = node.attr("root")
+    c, ref, consumer, ends, owner, drop_after = _locate_fibers(node, ins)
+    ck, rk = c.kind, ref.kind
     counts = np.ones(len(ck), I64)
     counts[ends[drop_after]] = 2
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
-    fiber = np.cumsum(ck != DATA) - (ck != DATA)  # fiber of each coordinate token
-    owner = consumer[fiber]
     drop_step = off[ends[drop_after]] + 1
     drop_tok = consumer[drop_after] + 1
     out_kind = ck.copy()
@@ -837,6 +847,239 @@ def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     return Firing(n, peeks, pops, {"ref": off}, {"ref": Stream(out_kind, out_data)})
 
 
+# ----------------------------------------------------------------------------- bitmap levels
+POP16 = sum((np.arange(1 << BITMAP_WORD_BITS, dtype=I64) >> b) & 1
+            for b in range(BITMAP_WORD_BITS))
+"""Set bits of every 16-bit word (a popcount table)."""
+
+_BIT = np.arange(BITMAP_WORD_BITS, dtype=I64)
+
+
+def _bitmap(node: Node, mem: Memory):
+    """(level, mask words, words per fiber) of the bitmap level a unit reads."""
+    lv = mem.level(node.attr("tensor"), node.attr("level"))
+    if lv.fmt != "bitmap":
+        raise _bad(node, f"{node.attr('tensor')} level {node.attr('level')} is {lv.fmt}, "
+                   "not bitmap")
+    return lv, bitmap_masks(lv), lv.words_per_fiber()
+
+
+def fire_scan_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The bitvector scanner (``isa.interp.scan_bv``): per fiber a ref step, W word steps
+    and an end step; a lone stop or D one step."""
+    lv, masks, words = _bitmap(node, mem)
+    root = node.attr("root")
+    src = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
+        else ins["ref"]
+    k, d = src.kind, src.data.astype(I64)
+    n_in = len(k)
+    if n_in == 0 or k[-1] != DONE_K or (k == REP_K).any():
+        raise _bad(node, "ref stream does not end with D, or carries R")
+    fib = (k == DATA) | (k == EMPTY_K)
+    prev_fib = np.zeros(n_in, bool)
+    prev_fib[1:] = fib[:-1]
+    absorbed = (k == STOP) & prev_fib
+    r = d[k == DATA]
+    if len(r) and (r.min() < 0 or r.max() + 1 >= len(lv.seg)):
+        raise _bad(node, f"ref outside {node.attr('tensor')} level {node.attr('level')}")
+    counts = np.where(fib, 2 + words, np.where(absorbed, 0, 1))
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    fi = np.flatnonzero(fib)
+    nxt = fi + 1
+    ended_step = off[fi] + 1 + words
+    # word steps: every fiber's W words; an absent fiber (N) gives zero words, N references
+    wstep = _ranges(off[fi] + 1, np.full(len(fi), words, I64))
+    present = k[fi] == DATA
+    rr = np.where(present, d[fi], 0)
+    elem = _ranges(rr * words, np.full(len(fi), words, I64))
+    wpresent = np.repeat(present, words)
+    bv = np.where(wpresent, masks[elem] if len(masks) else 0, 0)
+    cum = _exclusive_cumsum(POP16[masks]) if len(masks) else np.zeros(0, I64)
+    wref = np.where(wpresent, cum[elem] if len(cum) else 0, 0)
+    lone = np.flatnonzero((k == STOP) & ~absorbed)
+    done = np.flatnonzero(k == DONE_K)
+    nxt_stop = k[nxt] == STOP
+    ctl = [(ended_step, STOP, np.where(nxt_stop, d[nxt] + 1, 0)),
+           (off[lone], STOP, d[lone] + 1), (off[done], DONE_K, 0)]
+    e, s_bv = _sorted_stream([(wstep, DATA, bv), *ctl])
+    _, s_ref = _sorted_stream([(wstep[wpresent], DATA, wref[wpresent]),
+                               (wstep[~wpresent], EMPTY_K, 0), *ctl])
+    acts = {"sram_read_words": _word_changes(r) + _word_changes(
+        _ranges(r * words, np.full(len(r), words, I64)))}
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pops: dict[str, np.ndarray] = {}
+    if not root:
+        pop = off.copy()
+        ab = np.flatnonzero(absorbed)
+        pop[ab] = off[ab - 1] + 1 + words
+        own = np.flatnonzero(~absorbed)
+        ps = np.concatenate([off[own], ended_step])
+        pt = np.concatenate([own, nxt])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pops["ref"] = pop
+    return Firing(n, peeks, pops, {"bv": e, "ref": e}, {"bv": s_bv, "ref": s_ref}, acts)
+
+
+def _fire_bv_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
+    """The word-wide joiner (``isa.interp._bv_join``): a word pair takes one step per set bit
+    of its AND (OR), at least one; a control token one step."""
+    ba, ra, bb, rb = ins["bv_a"], ins["ref_a"], ins["bv_b"], ins["ref_b"]
+    if len(ba) != len(bb) or (ba.kind != bb.kind).any() or len(ra) != len(ba) \
+            or len(rb) != len(bb):
+        raise _bad(node, "fiber structure differs between the two inputs")
+    kind = ba.kind
+    ctl = np.flatnonzero(kind != DATA)
+    if (ba.data[ctl] != bb.data[ctl]).any() or (kind == EMPTY_K).any() or (kind == REP_K).any():
+        raise _bad(node, "fiber structure differs between the two inputs")
+    di = np.flatnonzero(kind == DATA)
+    ma, mb = ba.data[di].astype(I64), bb.data[di].astype(I64)
+    if ((ma != 0) & (ra.kind[di] != DATA)).any() or ((mb != 0) & (rb.kind[di] != DATA)).any():
+        raise _bad(node, "a mask word with set bits has no reference")
+    m = (ma | mb) if union else (ma & mb)
+    nbits = POP16[m]
+    counts = np.ones(len(kind), I64)
+    counts[di] = np.maximum(nbits, 1)
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    last_ctl = np.maximum.accumulate(np.where(kind != DATA, np.arange(len(kind)), -1))
+    word = (di - last_ctl[di] - 1) if len(di) else di
+    # the set bits, word by word in order: (data token, bit)
+    row, bit = np.nonzero((m[:, None] >> _BIT) & 1) if len(di) else (di, di)
+    step = off[di][row] + (np.arange(len(row)) - np.repeat(_exclusive_cumsum(nbits), nbits))
+    low = (np.left_shift(1, bit) - 1).astype(I64)
+    outs_ref = []
+    for mask, ref in ((ma, ra), (mb, rb)):
+        has = (mask[row] >> bit) & 1 == 1
+        data = ref.data[di][row].astype(I64) + POP16[mask[row] & low]
+        pieces = [(step[has], DATA, data[has]), (step[~has], EMPTY_K, 0)]
+        outs_ref.append(pieces)
+    cpieces = [(off[ctl], kind[ctl], ba.data[ctl].astype(I64))]
+    e, s_crd = _sorted_stream([(step, DATA, word[row] * BITMAP_WORD_BITS + bit), *cpieces])
+    _, s_ra = _sorted_stream(outs_ref[0] + cpieces)
+    _, s_rb = _sorted_stream(outs_ref[1] + cpieces)
+    pop = off + counts - 1
+    peeks = {p: (off, np.arange(len(kind), dtype=I64)) for p in ("bv_a", "ref_a", "bv_b", "ref_b")}
+    pops = {p: pop for p in ("bv_a", "ref_a", "bv_b", "ref_b")}
+    emits = {"crd": e, "ref_a": e, "ref_b": e}
+    acts = {"match_count": len(row)} if len(row) else {}
+    return Firing(n, peeks, pops, emits, {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts)
+
+
+def fire_bv_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_bv_join(node, ins, union=False)
+
+
+def fire_bv_union(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    return _fire_bv_join(node, ins, union=True)
+
+
+def fire_write_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The bitmap level writer (``isa.interp.write_bv``): per fiber one step per coordinate
+    and one per mask word (the last with the stop), one step for D."""
+    s = ins["crd"]
+    dim = int(node.attr("dim"))
+    words = -(-dim // BITMAP_WORD_BITS)
+    k = s.kind
+    if len(k) == 0 or k[-1] != DONE_K or (k == DONE_K).sum() != 1 or \
+            ((k != DATA) & (k != STOP) & (k != DONE_K)).any():
+        raise _bad(node, "a crd stream of coordinates and stops ending with D expected")
+    stops = np.flatnonzero(k == STOP)
+    nf = len(stops)
+    fiber = np.cumsum(k != DATA) - (k != DATA)          # the fiber of each token
+    di = np.flatnonzero(k == DATA)
+    c = s.data[di].astype(I64)
+    fd = fiber[di]
+    if len(di) and (fd.max() >= nf or c.min() < 0 or c.max() >= dim):
+        raise _bad(node, f"coordinate out of order or outside dim {dim}")
+    if len(di) > 1 and ((fd[1:] == fd[:-1]) & (c[1:] <= c[:-1])).any():
+        raise _bad(node, f"coordinate out of order or outside dim {dim}")
+    ncoords = np.bincount(fd, minlength=nf).astype(I64) if nf else np.zeros(0, I64)
+    per = ncoords + words
+    foff = _exclusive_cumsum(per)
+    n = int(per.sum()) + 1
+    rank = np.arange(len(di)) - np.repeat(_exclusive_cumsum(ncoords), ncoords)
+    pop = np.empty(len(k), I64)
+    pop[di] = foff[fd] + rank + c // BITMAP_WORD_BITS
+    pop[stops] = foff + per - 1
+    pop[-1] = n - 1
+    steps = np.arange(n, dtype=I64)
+    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out.masks = np.bincount(fd * words + c // BITMAP_WORD_BITS,
+                            weights=np.left_shift(1, c % BITMAP_WORD_BITS).astype(np.float64),
+                            minlength=nf * words).astype(I64)
+    out.seg = np.concatenate([[0], np.cumsum(ncoords)]).astype(I64)
+    nm, ns = nf * words, nf + 1
+    acts = {"sram_write_words": nm // 4 + int(nm % 4 != 0) + ns // 4 + int(ns % 4 != 0)}
+    return Firing(n, {"crd": (steps, _heads(pop, n))}, {"crd": pop}, {}, {}, acts)
+
+
+def fire_locate_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The bitmap locator (``isa.interp.locate_bv``): a coordinate takes one step, or one per
+    64-bit mask word it fetches if more; a control token one step, plus the drop step."""
+    lv, masks, words = _bitmap(node, mem)
+    root = node.attr("root")
+    c, ref, consumer, ends, owner, drop_after = _locate_fibers(node, ins)
+    carry = ins["carry"]
+    ck, rk = c.kind, ref.kind
+    ctl = np.flatnonzero(ck != DATA)
+    if len(carry) != len(ck) or ((carry.kind != DATA) != (ck != DATA)).any() or \
+            (carry.kind[ctl] != ck[ctl]).any() or (carry.data[ctl] != c.data[ctl]).any():
+        raise _bad(node, "carry stream out of step with the coordinates")
+    di = np.flatnonzero(ck == DATA)
+    od = owner[di]
+    if ((rk[od] != DATA) & (rk[od] != EMPTY_K)).any():
+        raise _bad(node, "a coordinate against a stop or D reference")
+    present = rk[od] == DATA
+    pi = di[present]
+    r = ref.data[owner[pi]].astype(I64)
+    cc = c.data[pi].astype(I64)
+    if len(pi) and (r.min() < 0 or r.max() + 1 >= len(lv.seg) or cc.min() < 0
+                    or cc.max() >= lv.size):
+        raise _bad(node, f"coordinate outside {node.attr('tensor')} level {node.attr('level')}")
+    elem = r * words + cc // BITMAP_WORD_BITS
+    target = elem // ELEMENTS_PER_WORD
+    start = (r * words) // ELEMENTS_PER_WORD
+    first = (pi == 0) | (ck[np.maximum(pi - 1, 0)] != DATA)
+    prev = np.concatenate([[-1], target[:-1]]).astype(I64)
+    fetch = np.where(first, target - start + 1 - (prev == start), target - prev)
+    main = np.ones(len(ck), I64)
+    main[pi] = np.maximum(fetch, 1)
+    counts = main.copy()
+    counts[ends[drop_after]] = 2
+    off = _exclusive_cumsum(counts)
+    n = int(counts.sum())
+    last = off + main - 1
+    m = masks[elem] if len(elem) else elem
+    bit = cc % BITMAP_WORD_BITS
+    kept = (m >> bit) & 1 == 1
+    cum = _exclusive_cumsum(POP16[masks]) if len(masks) else masks
+    pos = (cum[elem] if len(elem) else elem) + POP16[m & (np.left_shift(1, bit) - 1)]
+    ki = pi[kept]
+    cpieces = [(off[ctl], ck[ctl], c.data[ctl].astype(I64))]
+    e, s_crd = _sorted_stream([(last[ki], DATA, c.data[ki].astype(I64)), *cpieces])
+    _, s_ref = _sorted_stream([(last[ki], DATA, pos[kept]), *cpieces])
+    _, s_carry = _sorted_stream([(last[ki], carry.kind[ki], carry.data[ki].astype(I64)),
+                                 *cpieces])
+    tok = np.arange(len(ck), dtype=I64)
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {"crd": (off, tok), "carry": (last, tok)}
+    pops: dict[str, np.ndarray] = {"crd": last, "carry": last}
+    if not root:
+        drop_step = off[ends[drop_after]] + 1
+        drop_tok = consumer[drop_after] + 1
+        ps = np.concatenate([off, drop_step])
+        pt = np.concatenate([owner, drop_tok])
+        o = np.argsort(ps, kind="stable")
+        peeks["ref"] = (ps[o], pt[o])
+        pop = np.empty(len(rk), I64)
+        pop[consumer] = off[ends]
+        pop[drop_tok] = drop_step
+        pops["ref"] = pop
+    reads = int(fetch.sum()) + _word_changes(r[first])
+    return Firing(n, peeks, pops, {"crd": e, "ref": e, "carry": e},
+                  {"crd": s_crd, "ref": s_ref, "carry": s_carry},
+                  {"sram_read_words": reads} if reads else {})
 # ----------------------------------------------------------------------------- unrolling
 def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     """The stream filter (``isa.interp.filter_``): one step per token; element p of the
@@ -946,6 +1189,11 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.WRITE_CRD: fire_write_crd,
     Opcode.WRITE_VAL: fire_write_val,
     Opcode.LOCATE: fire_locate,
+    Opcode.SCAN_BV: fire_scan_bv,
+    Opcode.BV_INTERSECT: fire_bv_intersect,
+    Opcode.BV_UNION: fire_bv_union,
+    Opcode.WRITE_BV: fire_write_bv,
+    Opcode.LOCATE_BV: fire_locate_bv,
     Opcode.FILTER: fire_filter,
     Opcode.ARBITER: fire_arbiter,
 }

@@ -85,7 +85,7 @@ def _same_tree(a: FiberTree, b: FiberTree) -> bool:
     if a.formats != b.formats or len(a.levels) != len(b.levels):
         return False
     for la, lb in zip(a.levels, b.levels):
-        if la.fmt == "compressed" and not (np.array_equal(la.seg, lb.seg)
+        if la.fmt in ("compressed", "bitmap") and not (np.array_equal(la.seg, lb.seg)
                                             and np.array_equal(la.crd, lb.crd)):
             return False
     return bool(np.array_equal(a.vals, b.vals))

@@ -576,7 +576,7 @@ def actions_from_stats(stats: Mapping[str, Any], program: Program | None = None
             counts[f"{prefix}_gated"] += gated
             counts["zero_detect"] += gated
             counts["pe_control_step"] += max(busy - eff - ineff - gated, 0.0)
-        elif op in (Opcode.INTERSECT, Opcode.UNION):
+        elif op in (Opcode.INTERSECT, Opcode.UNION, Opcode.BV_INTERSECT, Opcode.BV_UNION):
             counts["joiner_step"] += busy
         elif op in (Opcode.REDUCE, Opcode.VREDUCE):
             adds = c.get("add_count", 0.0)

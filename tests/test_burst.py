@@ -39,7 +39,9 @@ WIDE = FiberTree.from_coo("W", (3, 40), np.array([[0, 1], [0, 3], [0, 35], [2, 1
 def _mem() -> Memory:
     return Memory({"B": FiberTree.from_dense("B", PAPER_MATRIX, ("compressed", "compressed")),
                    "D": FiberTree.from_dense("D", PAPER_MATRIX, ("dense", "dense")),
-                   "W": WIDE})
+                   "W": WIDE,
+                   "V": FiberTree.from_coo("V", (40,), np.array([[1], [17], [35], [39]]),
+                                           np.array([1, 2, 3, 4]), ("bitmap",))})
 
 
 UNIT_CASES = [
@@ -91,6 +93,29 @@ UNIT_CASES = [
     ("locate", Opcode.LOCATE, dict(tensor="D", level=1, dim=4), dict(crd="1 S0 2 S0 D",
                                                                    ref="N 3 D")),
     ("locate", Opcode.LOCATE, dict(tensor="D", level=0, dim=4, root=True), dict(crd="0 3 S0 D")),
+    # bitmap levels: bitvector scanner, word-wide joiners, bitmap locator and writer
+    ("scan_bv", Opcode.SCAN_BV, dict(tensor="W", level=1, dim=40),
+     dict(ref="0 1 S0 2 N S1 S1 D")),
+    ("scan_bv", Opcode.SCAN_BV, dict(tensor="V", level=0, dim=40, root=True), {}),
+    ("bv_intersect", Opcode.BV_INTERSECT, dict(dim=40),
+     dict(bv_a="10 0 3 S0 S0 65535 S1 D", ref_a="0 2 2 S0 S0 5 S1 D",
+          bv_b="6 0 0 S0 S0 257 S1 D", ref_b="0 2 N S0 S0 3 S1 D")),
+    ("bv_union", Opcode.BV_UNION, dict(dim=40),
+     dict(bv_a="10 0 3 S0 S0 65535 S1 D", ref_a="0 2 2 S0 S0 5 S1 D",
+          bv_b="6 0 0 S0 S0 257 S1 D", ref_b="0 2 N S0 S0 3 S1 D")),
+    ("locate_bv", Opcode.LOCATE_BV, dict(tensor="W", level=1, dim=40),
+     dict(crd="1 3 35 S0 S1 2 17 18 S2 D", ref="0 1 S0 2 S1 D",
+          carry="5 6 7 S0 S1 8 9 10 S2 D")),
+    ("locate_bv", Opcode.LOCATE_BV, dict(tensor="W", level=1, dim=40),
+     dict(crd="1 S1 S1 17 39 S0 S1 S2 D", ref="0 S0 S0 2 0 S0 S1 D",
+          carry="5 S1 S1 6 7 S0 S1 S2 D")),
+    ("locate_bv", Opcode.LOCATE_BV, dict(tensor="W", level=1, dim=40),
+     dict(crd="1 S0 17 S0 D", ref="N 2 D", carry="4 S0 5 S0 D")),
+    ("locate_bv", Opcode.LOCATE_BV, dict(tensor="V", level=0, dim=40, root=True),
+     dict(crd="0 1 17 35 39 S0 D", carry="3 4 5 6 7 S0 D")),
+    ("write_bv", Opcode.WRITE_BV, dict(tensor="X", level=1, dim=40),
+     dict(crd="1 S0 0 2 35 S0 S1 17 S2 D")),
+    ("write_bv", Opcode.WRITE_BV, dict(tensor="X", level=0, dim=4), dict(crd="D")),
 ]
 
 
@@ -248,6 +273,9 @@ def test_dense_suite_covers_the_space():
     ("spmv", {"shape": "300,300", "density": 0.05}),
     ("elemadd", {"shape": "200,200", "density": 0.2}),
     ("elemmul", {"shape": "200,200", "density": 0.3, "formats": "B:dd"}),
+    ("elemmul", {"shape": "200,200", "density": 0.3, "formats": "B:bb C:bb X:bb"}),
+    ("spmspm", {"shape": "64,64,64", "density": 0.1, "order": "ikj",
+                "formats": "B:ss C:bb X:sb"}),
 ])
 @pytest.mark.parametrize("depth", [2, 4])
 def test_burst_equals_cycle_larger(onyx_chip, workload, params, depth):

@@ -117,3 +117,14 @@ def test_compare_writes_one_table(tmp_path, capsys):
 def test_report_on_a_non_run_folder_is_one_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["report", "x" * 5000],
+                                  ["run", SMALL, "spmv", "-p", "shape=16,16", "--out", "x" * 5000],
+                                  ["sweep", "x" * 5000 + ".yaml"]])
+def test_a_path_the_os_refuses_is_one_error_line(argv, capsys):
+    # ENAMETOOLONG used to escape as an OSError traceback from pathlib (found by the fuzz suite)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "(5" in err[0]
+    assert "File name too long" in err[0] or "cannot" in err[0]

@@ -154,6 +154,12 @@ def test_safetensors_entry_checks(tmp_path):
 def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(WorkloadError, match="nothere.npz: file not found"):
         load_matrix(tmp_path / "nothere.npz")
+    # a name the OS cannot look up is not a file either (found by the fuzz suite: -p B=<5,000
+    # digits> raised OSError ENAMETOOLONG); the message shortens it
+    with pytest.raises(WorkloadError, match=r"\.\.\. \(5000 chars\): file not found"):
+        load_matrix("1" * 5000)
+    with pytest.raises(WorkloadError, match="file not found"):
+        load_matrix("a\0b.npz")
     (tmp_path / "x.csv").write_text("1,2\n")
     with pytest.raises(WorkloadError, match=r"x.csv: unsupported file type '.csv' \(use "
                                             r"\.npz, \.npy, \.safetensors, \.mtx\)"):

@@ -379,7 +379,8 @@ def test_suites_cover_locators(small_chip):
         located += Opcode.LOCATE in ops
         co_iterated += any(n.op is Opcode.SCAN and n.attr("fmt") == "dense" for n in
                            kernel.nodes) and Opcode.INTERSECT in ops
-        bitmaps += any(n.op is Opcode.SCAN and n.attr("fmt") == "bitmap" for n in kernel.nodes)
+        bitmaps += any(n.op is Opcode.SCAN and n.attr("fmt") == "bitmap"
+                       or n.op is Opcode.SCAN_BV for n in kernel.nodes)
     assert located >= 40 and co_iterated >= 20 and bitmaps >= 20
 
 

@@ -139,6 +139,7 @@ CATALOG = [
     ("ttm", {"shape": "8,6,7,5", "density": 0.2, "order": "ijlk"}),
     ("mttkrp", {"shape": "8,4,6,5", "density": 0.2}),
     ("elemadd3", {"shape": "20,16", "density": 0.2}),
+    ("elemmul", {"shape": "20,40", "density": 0.3, "formats": "B:bb C:bb X:sb"}),
 ]
 
 
@@ -272,9 +273,13 @@ def test_auto_unrolls_large_kernels_and_not_tiny_ones(onyx):
     ("sddmm", {"shape": "12,10,8", "density": 0.3}, 3),
     ("mttkrp", {"shape": "10,4,6,5", "density": 0.2}, 5),
     ("elemadd3", {"shape": "20,16", "density": 0.2}, 3),
+    ("spmspm", {"shape": "20,24,36", "density": 0.2, "order": "ikj", "formats": "B:sb C:bb X:sb"},
+     4),
+    ("elemmul", {"shape": "20,40", "density": 0.3, "formats": "B:bb C:bb X:sb"}, 3),
 ])
 def test_burst_equals_cycle_unrolled_tensor_kernels(onyx, workload, params, copies):
-    # 3-D outputs merge depth-2 streams; located and three-operand kernels deal too
+    # 3-D outputs merge depth-2 streams; located, three-operand and bitmap kernels (word-wide
+    # joins, bitmap locates, a bitmap output level) deal too
     kernel, images = lower_layer(get_workload(workload).make(params), onyx)
     unrolled = place_route_balance(unroll_kernel(kernel, copies), onyx)
     assert copies_of(unrolled) == copies

@@ -196,13 +196,16 @@ def random_sparse(rng: np.random.Generator, shape: tuple[int, int], density: flo
     return sp.csr_matrix((data, (rows, cols)), shape=shape)
 
 
-def parse_format_spec(workload: str, spec: str, defaults: dict[str, str]) -> dict[str, str]:
-    """``"B:ss C:ss:1,0"`` -> {"B": "ss", "C": "ss:1,0"} overlaid on ``defaults``."""
+def parse_format_spec(workload: str, spec: str, defaults: dict[str, str],
+                      output: str | None = None) -> dict[str, str]:
+    """``"B:ss C:ss:1,0"`` -> {"B": "ss", "C": "ss:1,0"} overlaid on ``defaults``; the
+    ``output`` tensor may be given too (``X:sb``: its level formats, compressed by default)."""
     out = dict(defaults)
+    names = list(defaults) + ([output] if output else [])
     for item in spec.split():
         name, sep, fmt = item.partition(":")
-        if not sep or name not in defaults:
+        if not sep or name not in names:
             raise WorkloadError(f"workload {workload}: parameter formats: {item!r} should be "
-                                f"TENSOR:FORMAT with TENSOR in {', '.join(defaults)}")
+                                f"TENSOR:FORMAT with TENSOR in {', '.join(names)}")
         out[name] = fmt
     return out

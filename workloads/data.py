@@ -269,8 +269,13 @@ def _ranges(values: list[int]) -> str:
 # ------------------------------------------------------------------ file formats
 def _existing(path: str | Path) -> Path:
     p = Path(path)
-    if not p.exists():
-        raise WorkloadError(f"{p}: file not found")
+    try:
+        found = p.exists()
+    except (OSError, ValueError):    # a name the OS cannot look up (too long, NUL): not a file
+        found = False
+    if not found:
+        shown = str(p) if len(str(p)) <= 200 else f"{str(p)[:200]}... ({len(str(p))} chars)"
+        raise WorkloadError(f"{shown}: file not found")
     return p
 
 

@@ -57,7 +57,7 @@ def _spmv(p: dict[str, Any]) -> KernelLayer:
         random_sparse(rng, (m, n), p["density"], p["values"], p["empty_rows"])
     c = as_dense(files["c"]) if "c" in files else \
         random_sparse(rng, (1, n), p["density"], p["values"]).toarray().reshape(n)
-    fmts = parse_format_spec("spmv", p["formats"], {"B": "ds", "c": "s"})
+    fmts = parse_format_spec("spmv", p["formats"], {"B": "ds", "c": "s"}, "x")
     return KernelLayer("spmv", "x(i)=B(i,j)*c(j)", {"B": b, "c": c}, fmts, p["order"] or None,
                        (m,), p, lambda: b @ c)
 
@@ -96,7 +96,8 @@ def _spmspm(p: dict[str, Any]) -> KernelLayer:
         raise WorkloadError("workload spmspm: parameter order: use ikj (Gustavson) or ijk "
                             f"(inner product), or leave it empty, got {order!r}")
     default_c = "ss:1,0" if order == "ijk" else "ss"
-    fmts = parse_format_spec("spmspm", p["formats"], {"B": "ss", "C": default_c})
+    fmts = parse_format_spec("spmspm", p["formats"], {"B": "ss", "C": default_c},
+                             "X")
     return KernelLayer("spmspm", "X(i,j)=B(i,k)*C(k,j)", {"B": b, "C": c}, fmts, order or None,
                        (m, n), p, lambda: (b @ c).toarray())
 
@@ -112,7 +113,7 @@ def _elementwise(name: str, op: str, operands: str = "BC"):
                 random_sparse(rng, (m, n), p["density"], p["values"],
                               p["empty_rows"] if k == 0 else 0.0)
                 for k, t in enumerate(operands)}
-        fmts = parse_format_spec(name, p["formats"], {t: "ss" for t in operands})
+        fmts = parse_format_spec(name, p["formats"], {t: "ss" for t in operands}, "X")
 
         def ref() -> np.ndarray:
             out = mats[operands[0]]
@@ -284,7 +285,8 @@ def _tensor_kernel(name: str, expr: str, index: str, shape_of: dict[str, str],
             tensors[t] = as_dense(files[t]) if t in files else \
                 random_tensor(rng, tuple(size[v] for v in idx), dens, p["values"],
                               p["empty_rows"] if k == 0 else 0.0)
-        fmts = parse_format_spec(name, p["formats"], natural_formats(expr, order, levels))
+        fmts = parse_format_spec(name, p["formats"], natural_formats(expr, order, levels),
+                                 expr.split("=", 1)[0].split("(", 1)[0].strip())
         out_idx = reference.split("->")[1]
         ops = [tensors[t] for t in shape_of]
         return KernelLayer(name, expr, dict(tensors), fmts, p["order"] or None,
@@ -317,7 +319,8 @@ def _order_param(default: str, alternatives: str) -> Param:
 
 def _fmt_param(default: str) -> Param:
     return Param("formats", "str", "", f"storage formats, e.g. '{default}' (d dense, s "
-                 "compressed, ':1,0' mode order); empty: the defaults")
+                 "compressed, b bitmap, ':1,0' mode order; the output too, e.g. X:sb); "
+                 "empty: the defaults")
 
 
 _SHAPE_ORDER = Param("shape_order", "str", "mnk", "mnk; or mkn, the old spmspm order M,K,N "
