@@ -322,3 +322,19 @@ def test_summary_and_explain_record_the_choice(capsys):
     assert one["unroll"] == {"copies": 1, "requested": "1", "why": "compiler.unroll=1",
                              "limits": {}}
     assert one["kernel_cycles"] > s["kernel_cycles"]
+
+
+def test_unrolled_program_round_trips_through_asm_and_bitstream(onyx):
+    from isa.asm import parse_program, print_program
+    from isa.bitstream import config_bits, decode, encode
+
+    layer = get_workload("spmspm").make({"shape": "30,20,20", "density": 0.2, "order": "ikj"})
+    program = compile_layer(layer, _with(onyx, unroll=3))
+    kernel = program.kernels[0]
+    assert {Opcode.FILTER, Opcode.ARBITER} <= {n.op for n in kernel.nodes}
+    text = print_program(program)
+    assert "= filter kind=" in text and "= arbiter kind=" in text
+    assert parse_program(text).kernels[0] == kernel
+    assert decode(encode(kernel)) == kernel
+    one = compile_layer(layer, _with(onyx, unroll=1)).kernels[0]
+    assert config_bits(kernel) > 2 * config_bits(one)      # three copies to configure
