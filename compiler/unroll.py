@@ -327,12 +327,21 @@ def output_bound(layer: Any, order: str) -> float:
     return points
 
 
-def estimate_cycles(work: float, tail: float, per_copy: float, copies: int) -> float:
+def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
+                    overlap: float = 1.0) -> float:
     """The planner's cheap bound of a factor's cycles: the one-copy work (unit steps) shared
     by the copies, but never below the output the one tail writes; plus what each copy adds
     before the kernel starts: its configuration or its replicated input loads over the GLB
-    links, whichever is longer (the controller configures while it loads)."""
-    return max(work / copies, tail) + per_copy * copies
+    links, whichever is longer (the controller configures while it loads).
+
+    ``overlap`` (0..1) is the share of a copy's work on one outer item that can run before
+    the arbiters reach that item: ``min(1, buffer / output per item)``, since a copy stalls
+    once its output for the item fills its arbiter input's buffer. With overlap 1 the copies
+    run apart (N times one copy's pace); below 1 the arbiters take the items in turn and each
+    item's remaining (1 - overlap) of its work is serial, so the copies act as at most
+    1 / (1 - overlap) copies, however many there are."""
+    effective = copies if overlap >= 1.0 else min(copies, 1.0 / (1.0 - overlap))
+    return max(work / effective, tail) + per_copy * copies
 
 
 def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
@@ -373,8 +382,14 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     base = compile_fn(kernel)
     load = sum(t.nbytes(2) for t in images.values()) / chip.glb.array_bytes_per_cycle
     per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
-    ranked = sorted(range(1, max(bound, 1) + 1),
-                    key=lambda n: (estimate_cycles(work, tail, per_copy, n), -n))
+    buffer = chip.compiler.max_buffer_entries if chip.compiler.balance_fifos \
+        else chip.pe.fifo_depth
+    overlap = min(1.0, buffer * max(positions, 1) / tail) if tail > 0 else 1.0
+
+    def est(n: int) -> float:
+        return estimate_cycles(work, tail, per_copy, n, overlap)
+
+    ranked = sorted(range(1, max(bound, 1) + 1), key=lambda n: (est(n), -n))
     failed: list[str] = []
     for n in ranked:
         if n == 1:
@@ -385,13 +400,13 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
             failed.append(f"{n}: {str(exc).splitlines()[0]}")
             continue
         why = (f"auto: {n} copies, least estimated cycles "
-               f"({estimate_cycles(work, tail, per_copy, n):,.0f} vs "
-               f"{estimate_cycles(work, tail, per_copy, 1):,.0f} for 1) of the factors the limits "
+               f"({est(n):,.0f} vs "
+               f"{est(1):,.0f} for 1) of the factors the limits "
                f"allow ({_fmt(limits)})")
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
         return placed, UnrollChoice(n, requested, why, limits)
-    why = (f"auto: 1 copy, least estimated cycles ({estimate_cycles(work, tail, per_copy, 1):,.0f})"
+    why = (f"auto: 1 copy, least estimated cycles ({est(1):,.0f})"
            f" (limits: {_fmt(limits)})")
     if failed:
         why += f"; did not place/route: {'; '.join(failed)}"
