@@ -12,75 +12,40 @@ per concern:
   registry (:func:`estimate` of a catalog layer); ``baselines.operands`` counts their operands;
 - ``baselines.layers``: a model layer's products as library calls;
 - ``baselines.calibrate``: ``calibrate_host`` measures this machine and writes a preset.
+
+The names below load their module on first use (PEP 562), so ``sieve list cpus`` reads the
+presets without importing scipy.sparse and the kernel models.
 """
 
 from __future__ import annotations
 
-from baselines import tensor_kernels as _tensor_kernels  # registers the tensor kernels
-from baselines.calibrate import blas_threads, calibrate_host, time_call
-from baselines.kernels import (
-    CPU_KERNELS,
-    LIBRARIES,
-    cpu_kernel,
-    estimate,
-    estimate_gemm,
-    estimate_spmm,
-    gemm_layer_work,
-    gemm_work,
-    spgemm_branch_misses,
-    spmm_shape_work,
-    spmm_work,
-)
-from baselines.layers import layer_estimate, library_calls
-from baselines.presets import (
-    DEFAULT_CPU_ROOT,
-    CpuPreset,
-    DenseCost,
-    MergeCost,
-    SparseCost,
-    SpgemmCost,
-    SpmmCost,
-    SpmvCost,
-    cpu_preset_from_dict,
-    list_cpu_presets,
-    load_cpu_preset,
-    resolve_cpu_preset,
-)
-from baselines.roofline import Bound, CpuEstimate, KernelWork, estimate_work
+import importlib
+from typing import Any
 
-del _tensor_kernels
+_EXPORTS = {
+    "calibrate": ("blas_threads", "calibrate_host", "time_call"),
+    "kernels": ("CPU_KERNELS", "LIBRARIES", "cpu_kernel", "estimate", "estimate_gemm",
+                "estimate_spmm", "gemm_layer_work", "gemm_work", "spgemm_branch_misses",
+                "spmm_shape_work", "spmm_work"),
+    "layers": ("layer_estimate", "library_calls"),
+    "presets": ("DEFAULT_CPU_ROOT", "CpuPreset", "DenseCost", "MergeCost", "SparseCost",
+                "SpgemmCost", "SpmmCost", "SpmvCost", "cpu_preset_from_dict",
+                "list_cpu_presets", "load_cpu_preset", "resolve_cpu_preset"),
+    "roofline": ("Bound", "CpuEstimate", "KernelWork", "estimate_work"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "CPU_KERNELS",
-    "DEFAULT_CPU_ROOT",
-    "LIBRARIES",
-    "Bound",
-    "CpuEstimate",
-    "CpuPreset",
-    "DenseCost",
-    "KernelWork",
-    "MergeCost",
-    "SparseCost",
-    "SpgemmCost",
-    "SpmmCost",
-    "SpmvCost",
-    "blas_threads",
-    "calibrate_host",
-    "cpu_kernel",
-    "cpu_preset_from_dict",
-    "estimate",
-    "estimate_gemm",
-    "estimate_spmm",
-    "estimate_work",
-    "gemm_layer_work",
-    "gemm_work",
-    "layer_estimate",
-    "library_calls",
-    "list_cpu_presets",
-    "load_cpu_preset",
-    "resolve_cpu_preset",
-    "spgemm_branch_misses",
-    "spmm_shape_work",
-    "spmm_work",
-    "time_call",
-]
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'baselines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"baselines.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

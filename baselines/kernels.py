@@ -366,3 +366,8 @@ def _merge_work(layer: LayerLike, preset: CpuPreset, library: str, union: bool
                        overhead_us=cost.call_overhead_us,
                        counts={"rows": m, "nnz_B": b.nnz, "nnz_C": c.nnz, "nnz_union": n_union,
                                "nnz_intersection": n_inter, "nnz_out": out_nnz})
+
+
+# the tensor-algebra kernels register themselves here; imported last, after ``cpu_kernel``,
+# so importing this module (directly or through ``baselines``) always sees the whole registry
+from baselines import tensor_kernels as _tensor_kernels  # noqa: E402,F401

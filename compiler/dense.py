@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from isa.arch import SYSTOLIC_DATAFLOWS, ChipConfig
+from isa.arch import ELEMENT_BYTES, SYSTOLIC_DATAFLOWS, ChipConfig
 from isa.bitstream import config_bits
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree
@@ -35,8 +35,6 @@ from isa.verify import verify_kernel
 from isa.weight_formats import bsr_bytes
 from workloads import KernelLayer, WorkloadError
 from workloads.kernels import GEMM_PATTERNS, gemm_block
-
-ELEMENT_BYTES = 2
 
 DENSE_GEMM_IO_GROUPS = 1
 """MEM-column groups a dense GEMM mapping gives to I/O instead of MACs (module docstring)."""

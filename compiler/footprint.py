@@ -12,16 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from isa.arch import ChipConfig
+from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import CompileError
 from workloads.base import WorkloadError
 from workloads.footprint import Footprint, available_memory_bytes, estimate
 
 __all__ = ["TILE_HOST_BYTES", "check_fits", "chip_host_bytes"]
-
-ELEMENT_BYTES = 2
-"""Bytes of one stored element (segment, coordinate or value): the 16-bit datapath, as
-compiler.pipeline.ELEMENT_BYTES (not imported, to keep this check free of the pipeline)."""
 
 TILE_HOST_BYTES = 2048
 """Host bytes per array tile of the placement and routing structures. Measured: tracemalloc

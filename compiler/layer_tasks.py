@@ -5,9 +5,11 @@ task: a small picklable object whose call ``task(engine)`` builds the job's oper
 workload (token rows, TEAL, a chunk of weights generated on demand), hands every matrix
 product and ALU pass to ``engine`` (the simulator's layer engine, which times and counts
 them and returns the values), computes the next operands from those values (the activation
-of gate x up) and returns its contribution to the layer's output together with the float64
-reference of the same weight chunk. Tasks are pure functions of their fields and the engine,
-so independent jobs may run in any process (the controller's ``mapper``) and fold in order.
+of gate x up) and returns its contribution to the layer's output together with the
+reference of the same weight chunk (in the engine's ``reference_dtype``: float64, or float32
+at analytic fidelity, simulator.layers). Tasks are pure functions of their fields and the
+engine, so independent jobs may run in any process (the controller's ``mapper``) and fold in
+order.
 
 - :class:`FFNTask`: an FFN on some token rows, chunk by chunk along f (512 columns): per
   chunk the gate and up products, the ALU pass h = act(gate) * up, then the down product, on
@@ -58,25 +60,6 @@ def block_of(w: Any) -> tuple[int, int] | None:
     return (pat.bw, pat.bh) if pat.kind == "block" else None
 
 
-class _Float64Copies:
-    """Exact float64 copies of a job's weight chunks for its reference, each kind in one
-    buffer reused from chunk to chunk instead of a fresh 16 MB array per chunk (the
-    reference's inputs, and so its values, are the same as ``astype``)."""
-
-    def __init__(self) -> None:
-        self._bufs: dict[str, np.ndarray] = {}
-
-    def __call__(self, kind: str, a: np.ndarray | None) -> np.ndarray | None:
-        if a is None:
-            return None
-        buf = self._bufs.get(kind)
-        if buf is None or buf.shape[0] < a.shape[0] or buf.shape[1:] != a.shape[1:]:
-            buf = self._bufs[kind] = np.empty(a.shape, dtype=np.float64)
-        out = buf[:a.shape[0]]
-        np.copyto(out, a)
-        return out
-
-
 @dataclass(frozen=True, eq=False)
 class FFNTask:
     """One FFN (``ffn``: the layer's; ``shared``/``expert``: an MoE layer's) over ``chunks``
@@ -107,17 +90,23 @@ class FFNTask:
         return (self.layer.shared if self.which == "shared" else self.layer.experts)[self.index]
 
     def __call__(self, eng: Any) -> Contribution:
-        from workloads.layers import ffn_chunk, intermediate, neuron_thresholds, teal
+        from workloads.layers import (
+            ffn_chunk,
+            intermediate,
+            neuron_thresholds,
+            teal,
+            teal_h_threshold,
+        )
 
         w, sparsity = self.weights(), self.layer.sparsity
-        x = self.layer.x.astype(np.float64)
-        if self.tok is not None:
-            x = x[self.tok]
-        xs = teal(x, sparsity)
+        x = self.layer.x if self.tok is None else self.layer.x[self.tok]
+        xs = teal(x.astype(np.float64), sparsity)
+        dt = eng.reference_dtype
+        xr = xs.astype(dt)          # exact: xs holds x's float32 values or zeros
+        tau_h = teal_h_threshold(w, xs, sparsity)   # h's one TEAL threshold, not per chunk
         y = np.zeros((x.shape[0], w.d))
         ref = np.zeros_like(y)
         expert = self.index if self.which == "expert" else -1
-        f64 = _Float64Copies()
         for c, (f0, f1) in enumerate(self.chunks):
             lane = self.lanes[c % len(self.lanes)]
             g_rows = None if w.gate is None else w.gate.rows(f0, f1)
@@ -131,15 +120,15 @@ class FFNTask:
                 block=block_of(w.gate))
             up = eng.product(xs, u_rows.T, lane=lane, expert=expert, label=f"{tag}.up",
                              nm=nm_of(w.up), block=block_of(w.up))
-            h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity)
+            h = teal(intermediate(w.act, sparsity, gate, up, theta), sparsity, tau_h)
             eng.elementwise_job(h.size * (2 if gate is not None else 1), lane=lane,
                                 expert=expert, label=f"{tag}.act")
             y += eng.product(h, d_cols, lane=lane, expert=expert, label=f"{tag}.down",
                              nm=nm_of(w.down), block=block_of(w.down))
-            # the reference: the layer's float64 forward on the same weight chunk
-            hr = teal(ffn_chunk(w, xs, f0, f1, sparsity, f64("gate", g_rows),
-                                f64("up", u_rows), theta=theta), sparsity)
-            ref += hr @ f64("down", d_cols)
+            # the reference: the layer's forward on the same weight chunk, in ``dt``
+            hr = teal(ffn_chunk(w, xr, f0, f1, sparsity, g_rows, u_rows, theta=theta),
+                      sparsity, tau_h)
+            ref += hr.astype(dt, copy=False) @ d_cols.astype(dt, copy=False)
             eng.progress.advance(1, tag)
         if self.scale is not None:
             y, ref = self.scale[:, None] * y, self.scale[:, None] * ref
@@ -166,4 +155,5 @@ class LinearTask:
                         label=f"linear[{self.r0}:{self.r1}]", nm=nm_of(self.layer.weight),
                         block=block_of(self.layer.weight))
         eng.progress.advance(1, f"rows {self.r0}:{self.r1}")
-        return Contribution(None, self.r0, y, x @ rows.astype(np.float64).T)
+        dt = eng.reference_dtype
+        return Contribution(None, self.r0, y, x.astype(dt) @ rows.astype(dt, copy=False).T)

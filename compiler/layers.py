@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from compiler.dense import mac_block_kernel
 from compiler.pipeline import compile_layer
 from compiler.unroll import lane_limits
-from isa.arch import ChipConfig
+from isa.arch import ChipConfig, cdiv
 from isa.errors import CompileError, SimulationError
 from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
@@ -250,13 +250,6 @@ class LayerLayout:
         one is never worse than either single mode."""
         return min(options, key=lambda name: self.cost(*options[name]))
 
-    def pick_mode(self, sparse_cycles: int, dense_cycles: int) -> str:
-        """The whole layer's mode by cycles alone (``compiler.layer_mode``; auto the faster),
-        kept for callers that time both modes without energy."""
-        if self.mode == "auto":
-            return "dense" if dense_cycles < sparse_cycles else "sparse"
-        return self.mode
-
 
 def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = None
                         ) -> Program:
@@ -330,10 +323,6 @@ def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
     from workloads.layers import ffn_chunks
 
     return tuple(ffn_chunks(f, max(64, min(f_chunk, cdiv(f, lanes)))))
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:

@@ -26,13 +26,11 @@ from compiler.lower import lower_assignment, output_formats
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
 from compiler.route import route_kernel
-from isa.arch import ChipConfig
+from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree, parse_formats
 from isa.program import Command, Kernel, Program, TensorDecl
 from isa.verify import verify_kernel
-
-ELEMENT_BYTES = 2
 
 
 def _verified(kernel: Kernel, after: str, chip: ChipConfig | None = None) -> Kernel:

@@ -333,6 +333,16 @@ MAX_EVENT_CYCLES = 2**24
 when sim.max_cycles < 2**31 - 2**24 and adds one event's cycles to a time below max_cycles, so
 this bound keeps every sum in range (simulator.engine_burst)."""
 
+ELEMENT_BYTES = 2
+"""Bytes of one stored element (segment, coordinate or value) and of one word the GLB, the
+links and DRAM move: the 16-bit datapath. The one definition the compiler and the simulator
+share."""
+
+
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for integers (tiles, chunks, words), exact for any size."""
+    return -(-a // b)
+
 
 def _fields(obj: object, prefix: str = "") -> list[tuple[str, object]]:
     """(dotted path, value) of every leaf field of a config dataclass, nested sections too."""

@@ -113,7 +113,7 @@ def render_compare_folder(folder: str | Path, *, trace: bool = False) -> list[Pa
     the comparison table and picture, and ``compare.html``; returns the written paths."""
     from reports.html import _STYLE, _img
     from reports.render import render_comparison, render_run
-    from reports.tables import comparison_markdown
+    from reports.tables import COMPARISON_HEADER, COMPARISON_NOTE, comparison_cells
 
     out = Path(folder)
     points = _points(out)
@@ -129,7 +129,8 @@ def render_compare_folder(folder: str | Path, *, trace: bool = False) -> list[Pa
              f"<title>Sieve comparison: {escape(out.name)}</title>",
              f"<style>{_STYLE}</style></head>", "<body>",
              f"<h1>Comparison: {len(points)} runs</h1>",
-             _md_table_html(comparison_markdown(runs))]
+             f"<p>{escape(COMPARISON_NOTE)}</p>",
+             _html_table(COMPARISON_HEADER, comparison_cells(runs))]
     if (out / "comparison.png").is_file():
         parts.append(f"<figure>{_img(out / 'comparison.png')}</figure>")
     for p, run in zip(points, runs):
@@ -149,17 +150,10 @@ def render_compare_folder(folder: str | Path, *, trace: bool = False) -> list[Pa
     return [*written, page]
 
 
-def _md_table_html(markdown: str) -> str:
-    """The first Markdown table of ``markdown`` as an HTML table (the text before it as a
-    paragraph)."""
-    rows = [ln for ln in markdown.splitlines() if ln.startswith("|")]
-    prose = " ".join(ln for ln in markdown.splitlines()[1:] if ln and not ln.startswith("|"))
-    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
-    if len(cells) < 2:
-        return f"<p>{escape(prose)}</p>"
-    head, body = cells[0], cells[2:]
-    html = [f"<p>{escape(prose)}</p>", "<table>",
-            "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr>"]
-    html += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in body]
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table of the formatted cells (built from the rows, not re-parsed Markdown: a
+    cell may hold any text)."""
+    html = ["<table>", "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in header) + "</tr>"]
+    html += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
     return "\n".join([*html, "</table>"])
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from reports.labels import BASELINE_LABELS, FIGURE_LABELS
+
 
 def baseline_summary(chip_seconds: float, chip_joules: float, cpu: Any
                      ) -> dict[str, Any]:
@@ -39,37 +41,37 @@ def cpu_roofs(preset: Any) -> dict[str, float]:
             "dram_bytes_per_s": preset.sustained_bandwidth_gb_per_s * 1e9}
 
 
-SUMMARY_ROWS = (
-    ("cycles", "total cycles", "{:,}"),
-    ("kernel_cycles", "kernel cycles", "{:,}"),
-    ("tile_kernel_cycles_sum", "tile kernel cycles (sum over lanes)", "{:,}"),
-    ("compute_cycles", "compute cycles (SCALE-Sim v3)", "{:,}"),
-    ("seconds", "simulated time (s)", "{:.3e}"),
-    ("verified", "output verified", "{}"),
-    ("effectual_ops", "effectual ops", "{:,}"),
-    ("skipped_ops", "skipped ops", "{:,}"),
-    ("gated_ops", "gated ops", "{:,}"),
-    ("ineffectual_ops", "ineffectual ops", "{:,}"),
-    ("sram_read_words", "MEM-tile SRAM reads (words)", "{:,}"),
-    ("sram_write_words", "MEM-tile SRAM writes (words)", "{:,}"),
-    ("hop_count", "interconnect word-hops", "{:,}"),
-    ("dram_bytes", "DRAM traffic (bytes)", "{:,}"),
-    ("energy_j", "energy (J)", "{:.3e}"),
-    ("loop_order", "loop order", "{}"),
-    ("loop_order_by", "loop order chosen by", "{}"),
-    ("unroll", "unroll (graph copies)", "{0[copies]}"),
-    ("mode", "layer mode", "{}"),
-    ("objective", "compiler.objective", "{}"),
-    ("lanes", "lanes (tile-kernel copies)", "{:,}"),
-    ("tiles", "tiles run", "{:,}"),
+SUMMARY_ROWS = (   # (summary key, format, unit suffix): labels from reports.labels
+    ("cycles", "{:,}", ""),
+    ("kernel_cycles", "{:,}", ""),
+    ("tile_kernel_cycles_sum", "{:,}", ""),
+    ("compute_cycles", "{:,}", ""),
+    ("seconds", "{:.3e}", " (s)"),
+    ("verified", "{}", ""),
+    ("effectual_ops", "{:,}", ""),
+    ("skipped_ops", "{:,}", ""),
+    ("gated_ops", "{:,}", ""),
+    ("ineffectual_ops", "{:,}", ""),
+    ("sram_read_words", "{:,}", ""),
+    ("sram_write_words", "{:,}", ""),
+    ("hop_count", "{:,}", ""),
+    ("dram_bytes", "{:,}", ""),
+    ("energy_j", "{:.3e}", " (J)"),
+    ("loop_order", "{}", ""),
+    ("loop_order_by", "{}", ""),
+    ("unroll", "{0[copies]}", ""),
+    ("mode", "{}", ""),
+    ("objective", "{}", ""),
+    ("lanes", "{:,}", ""),
+    ("tiles", "{:,}", ""),
 )
 
 BASELINE_ROWS = (
-    ("seconds", "CPU time (s)", "{:.3e}"),
-    ("energy_j", "CPU energy (J)", "{:.3e}"),
-    ("speedup", "speedup (CPU time / chip time)", "{:.2f}x"),
-    ("energy_ratio", "energy ratio (CPU / chip)", "{:.1f}x"),
-    ("edp_ratio", "EDP ratio (CPU / chip)", "{:.1f}x"),
+    ("seconds", "{:.3e}", " (s)"),
+    ("energy_j", "{:.3e}", " (J)"),
+    ("speedup", "{:.2f}x", ""),
+    ("energy_ratio", "{:.1f}x", ""),
+    ("edp_ratio", "{:.1f}x", ""),
 )
 
 
@@ -92,14 +94,17 @@ def mode_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
-    rows = [(label, fmt.format(summary[key])) for key, label, fmt in SUMMARY_ROWS
-            if key in summary]
+    rows = [(FIGURE_LABELS[key] + unit, fmt.format(summary[key]))
+            for key, fmt, unit in SUMMARY_ROWS if key in summary]
     rows += mode_rows(summary)
     if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
-        rows.append(("DRAM bandwidth (GB/s)", f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
+        rows.append((FIGURE_LABELS["dram_bytes_per_s"] + " (GB/s)",
+                     f"{summary['roofs']['dram_bytes_per_s'] / 1e9:,.1f}"))
     base = summary.get("baseline")
     if base:
-        rows += [(f"{label} [{base['cpu']}, {base.get('library') or '?'}]" if key == "seconds"
-                  else label,
-                  fmt.format(base[key])) for key, label, fmt in BASELINE_ROWS]
+        for key, fmt, unit in BASELINE_ROWS:
+            label = BASELINE_LABELS[key] + unit
+            if key == "seconds":
+                label += f" [{base['cpu']}, {base.get('library') or '?'}]"
+            rows.append((label, fmt.format(base[key])))
     return rows

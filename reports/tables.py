@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reports.fmt import count, energy_scale, ratio, share, si
+from reports.labels import BASELINE_LABELS, FIGURE_LABELS
 from reports.roofline import roofline
 from reports.rundata import RunData
 
@@ -81,34 +82,30 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     s = run.summary
     rows: list[tuple[str, str]] = []
 
-    def add(key: str, label: str, fmt: Any) -> None:
+    def add(key: str, fmt: Any) -> None:
         if s.get(key) is not None:
-            rows.append((label, fmt(s[key])))
+            rows.append((FIGURE_LABELS[key], fmt(s[key])))
 
-    add("cycles", "total cycles (launch, config, DMA, kernel)", count)
-    add("kernel_cycles", "kernel cycles", count)
-    add("compute_cycles", "compute cycles (dense GEMM, SCALE-Sim v3)", count)
+    add("cycles", count)
+    add("kernel_cycles", count)
+    add("compute_cycles", count)
     if s.get("loop_order"):
         by = s.get("loop_order_by")
-        rows.append(("loop order", f"{s['loop_order']} (" + ("forced by -p order" if by ==
-                     "forced" else f"least {by} of the legal orders") + ")"))
+        rows.append((FIGURE_LABELS["loop_order"], f"{s['loop_order']} (" + (
+            "forced by -p order" if by == "forced" else f"least {by} of the legal orders")
+            + ")"))
+    if s.get("unroll"):         # compiler.unroll: copies of the kernel's graph and why
+        rows.append((FIGURE_LABELS["unroll"], f"{s['unroll']['copies']} ({s['unroll']['why']})"))
     rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
-    add("seconds", "chip time (whole run)", lambda v: si(v, "s"))
-    add("verified", "output verified", lambda _v: verification_text(s))
-    add("ops", "useful ops (ALU ops + reducer adds)", count)
-    add("effectual_ops", "effectual ALU ops", count)
-    add("dense_equivalent_ops", "dense-equivalent ops", count)
-    add("skipped_ops", "skipped ops", count)
-    add("gated_ops", "gated ops", count)
-    add("ineffectual_ops", "ineffectual ops", count)
-    add("sram_read_words", "MEM-tile SRAM reads (words)", count)
-    add("sram_write_words", "MEM-tile SRAM writes (words)", count)
-    add("hop_count", "interconnect word-hops", count)
-    add("dram_bytes", "DRAM traffic (bytes)", count)
-    add("glb_bytes", "GLB traffic (bytes)", count)
+    add("seconds", lambda v: si(v, "s"))
+    add("verified", lambda _v: verification_text(s))
+    for key in ("ops", "effectual_ops", "dense_equivalent_ops", "skipped_ops", "gated_ops",
+                "ineffectual_ops", "sram_read_words", "sram_write_words", "hop_count",
+                "dram_bytes", "glb_bytes"):
+        add(key, count)
     dram_bw = (s.get("roofs") or {}).get("dram_bytes_per_s")
     if dram_bw:
-        rows.append(("DRAM bandwidth", si(dram_bw, "B/s")))
+        rows.append((FIGURE_LABELS["dram_bytes_per_s"], si(dram_bw, "B/s")))
     model = roofline(s)
     useful = model.point("useful")
     if useful is not None and useful.placeable:
@@ -121,18 +118,17 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
             rows.append(("share of the attainable roofline",
                          f"{share:.2g}% of {si(att, 'ops/s')}"))
     if s.get("energy_j") is not None:
-        rows.append(("chip energy", si(s["energy_j"], "J")))
+        rows.append((FIGURE_LABELS["energy_j"], si(s["energy_j"], "J")))
         if s.get("ops"):
             rows.append(("chip energy per useful op", si(s["energy_j"] / s["ops"], "J")))
     base = run.baseline
     if base:
         lib = f"{base['library']}, " if base.get("library") else ""
         rows += [("CPU baseline", f"{base.get('cpu', '?')} ({lib}{base.get('bound', '?')}-bound)"),
-                 ("CPU time", si(base.get("seconds", math.nan), "s")),
-                 ("CPU energy", si(base.get("energy_j", math.nan), "J")),
-                 ("speedup (CPU time / chip time)", ratio(base.get("speedup", math.nan))),
-                 ("energy ratio (CPU / chip)", ratio(base.get("energy_ratio", math.nan))),
-                 ("EDP ratio (CPU / chip)", ratio(base.get("edp_ratio", math.nan)))]
+                 (BASELINE_LABELS["seconds"], si(base.get("seconds", math.nan), "s")),
+                 (BASELINE_LABELS["energy_j"], si(base.get("energy_j", math.nan), "J"))]
+        rows += [(BASELINE_LABELS[key], ratio(base.get(key, math.nan)))
+                 for key in ("speedup", "energy_ratio", "edp_ratio")]
     else:
         rows.append(("CPU baseline", "none (sieve run --baseline CPU adds one)"))
     return rows
@@ -201,8 +197,17 @@ def comparison_csv(runs: list[RunData]) -> str:
     return buf.getvalue()
 
 
-def comparison_markdown(runs: list[RunData]) -> str:
-    """A Markdown table with one row per run."""
+COMPARISON_HEADER = ("run", "chip", "workload", "kernel", "cycles", "chip time", "chip energy",
+                     "CPU", "CPU time", "speedup", "energy ratio", "EDP ratio", "verified")
+"""Column titles of the comparison table (one per COMPARISON_COLUMNS entry)."""
+
+COMPARISON_NOTE = ("Ratios are CPU / chip: above 1x the chip is faster, uses less energy, or "
+                   "has the lower energy-delay product.")
+
+
+def comparison_cells(runs: list[RunData]) -> list[list[str]]:
+    """The comparison table's rows as formatted cells (COMPARISON_HEADER's columns), for the
+    Markdown table and compare.html alike."""
     def cell(key: str, v: Any) -> str:
         if v is None:
             return "-"
@@ -218,11 +223,12 @@ def comparison_markdown(runs: list[RunData]) -> str:
             return "yes" if v else "NO"
         return str(v)
 
-    header = ["run", "chip", "workload", "kernel", "cycles", "chip time", "chip energy", "CPU",
-              "CPU time", "speedup", "energy ratio", "EDP ratio", "verified"]
-    rows = [[cell(k, comparison_row(r)[k]) for k in COMPARISON_COLUMNS] for r in runs]
-    lines = [f"# Chip vs CPU across {len(runs)} runs", "",
-             "Ratios are CPU / chip: above 1x the chip is faster, uses less energy, or has the "
-             "lower energy-delay product.", ""]
-    lines += _md_table(header, rows, "llllrrrlrrrrl")
+    rows = [comparison_row(r) for r in runs]
+    return [[cell(k, row[k]) for k in COMPARISON_COLUMNS] for row in rows]
+
+
+def comparison_markdown(runs: list[RunData]) -> str:
+    """A Markdown table with one row per run."""
+    lines = [f"# Chip vs CPU across {len(runs)} runs", "", COMPARISON_NOTE, ""]
+    lines += _md_table(list(COMPARISON_HEADER), comparison_cells(runs), "llllrrrlrrrrl")
     return "\n".join(lines) + "\n"

@@ -189,7 +189,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, path, desc in list_chips():
             print(f"  {name:<14} {path}  {desc}")
     if args.what in ("cpus", "all"):
-        from baselines import list_cpu_presets
+        from baselines.presets import list_cpu_presets
 
         print("CPU baselines (SIEVE_CONFIG_PATH, ./configs/cpus, then the shipped configs):")
         for name, path in list_cpu_presets():

@@ -6,6 +6,7 @@ from typing import Any
 
 from baselines import load_cpu_preset
 from isa.errors import SieveError
+from reports.notebook import flat_summary
 from sieve.api import build_layer, resolve_chip, run
 from sweeps.spec import override_args as _over
 from sweeps.target import Point, Target
@@ -23,7 +24,7 @@ def run_point(point: Point) -> dict[str, Any]:
     s = run(point["chip"], point["workload"], params=point["params"],
             overrides=_over(point["overrides"]), fidelity=point["fidelity"],
             baseline=point["baseline"]).summary
-    flat = {**s, **{f"baseline.{k}": v for k, v in s.get("baseline", {}).items()},
+    flat = {**flat_summary(s),
             "edp_j_s": s["seconds"] * s["energy_j"] if "energy_j" in s else None}
     out = {k: flat.get(k) for k in FIGURES}
     if s["fidelity"] != point["fidelity"] or not s["verified"]:

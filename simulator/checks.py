@@ -10,7 +10,8 @@ A check is True or False, or a string saying why it was not made (never a silent
   interpreter, which is recorded as a string.
 - A model layer's assembled output against the numpy forward pass of the same weights,
   routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
-  hold float32 values, the reference is float64), and against the layer's independent full
+  hold float32 values, the reference is float64; float32 at analytic, where it checks only
+  the lowering: simulator.layers), and against the layer's independent full
   forward pass when it was computed (docs/fidelity.md). At analytic fidelity those values
   are numpy's, so they check only the lowering; the independent check is the tile sample
   (simulator.layers.run_tile_sample: a few tiles re-run on burst, values compared).

@@ -14,8 +14,6 @@ from typing import Any
 from isa.arch import ChipConfig
 from isa.fibertree import FiberTree
 
-ELEMENT_BYTES = 2   # 16-bit datapath: coordinates, segments and values are 16-bit words
-
 
 @dataclass(frozen=True)
 class Transfer:

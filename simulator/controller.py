@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import simpy
 
-from isa.arch import ChipConfig
+from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Program, SystolicKernel
-from simulator.chip import ELEMENT_BYTES, RunResult, Transfer, dram_transfer, link_transfer
+from simulator.chip import RunResult, Transfer, dram_transfer, link_transfer
 from simulator.engine_cycle import CycleKernel, drive, tile_name
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten
@@ -267,9 +267,8 @@ def _simulate_layer(program: Program, chip: ChipConfig, fidelity: str, progress:
         if job.stage == "combine":
             eng.combine(*job.dims)
     io = (layout.tokens, layout.d_in, layout.d_out)
-    modes, schedule, candidates = choose_modes(eng, layout, chip, io)
-    run = finish_layer(eng, out, ref, experts, layout.routing or {}, modes, schedule, io,
-                       candidates)
+    modes, chosen, candidates = choose_modes(eng, layout, chip, io)
+    run = finish_layer(eng, out, ref, experts, layout.routing or {}, modes, chosen, candidates)
     run.token_gini = (layout.routing or {}).get("token_gini")
     run.sample = sample
     return layer_result(run, plan, chip)
@@ -286,8 +285,9 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     (``layout.pick_product``, ``compiler.objective``) picks one per product; the chosen
     jobs are scheduled (sparse ones on the lanes, then dense ones on the MAC block: the two
     share the array), and with ``compiler.layer_mode: auto`` that layer is compared with
-    all-sparse and all-dense (``layout.pick_layer``). Returns (modes, schedule, candidates:
-    name -> cycles, stage_cycles, energy_j, edp_js, dense_products)."""
+    all-sparse and all-dense (``layout.pick_layer``). Returns (modes, the chosen layer
+    priced: simulator.layers.PricedLayer, candidates: name -> cycles, stage_cycles, energy_j,
+    edp_js, dense_products)."""
     from isa.bitstream import config_bits
     from simulator.energy import (
         action_prices,
@@ -295,7 +295,7 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         load_energy_table,
         memory_actions,
     )
-    from simulator.layers import layer_counts, layer_memory
+    from simulator.layers import PricedLayer, layer_counts, layer_memory
 
     table = load_energy_table(chip.energy_table)
     price, leak = action_prices(chip, table)
@@ -320,23 +320,24 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     stages = eng.router_cycles + eng.topk_cycles + eng.combine_cycles
     config = config_bits(plan.kernel) * plan.lanes
 
-    def price_layer(choice: list[str]) -> tuple[Any, dict[str, Any]]:
-        sched = schedule_modes(eng, choice, chip, plan.buffers)
-        cycles = stages + sched[0]
-        counts = layer_counts(eng, choice)
-        for k, v in memory_actions(layer_memory(eng, choice, io)).items():
+    def price_layer(choice: list[str]) -> tuple[PricedLayer, dict[str, Any]]:
+        layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers),
+                            layer_memory(eng, choice, io), layer_counts(eng, choice))
+        cycles = stages + layer.schedule[0]
+        counts = dict(layer.counts)
+        for k, v in memory_actions(layer.memory).items():
             counts[k] = counts.get(k, 0.0) + v
         counts["config_load"] = counts.get("config_load", 0.0) + config
         energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
         seconds = cycles / (chip.clock.freq_mhz * 1e6)
-        return sched, {"cycles": cycles, "stage_cycles": sched[0], "energy_j": energy,
+        return layer, {"cycles": cycles, "stage_cycles": layer.schedule[0], "energy_j": energy,
                        "edp_js": energy * seconds,
                        "dense_products": sum(m == "dense" for m in choice)}
 
     n = len(eng.costs)
     options = {"per product": modes, "sparse": ["sparse"] * n, "dense": ["dense"] * n}
     # a choice equal to another (per product = all dense, say) is scheduled and priced once
-    by_choice: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
+    by_choice: dict[tuple[str, ...], tuple[PricedLayer, dict[str, Any]]] = {}
     for choice in options.values():
         if tuple(choice) not in by_choice:
             by_choice[tuple(choice)] = price_layer(choice)

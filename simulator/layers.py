@@ -28,7 +28,9 @@ for. A tile's cycles come from the engine named by ``fidelity``:
   reference per fiber), the intersecter a_t + b - R_t + 1 (a two-finger merge), and the
   vector reducer takes P_t + R_t + 1 input tokens while it emits the previous row's Y_t sums
   (as SAM's sparse accumulator does), so a row costs its slowest stage. The tile takes the
-  sum over rows + 2 per row + the kernel's fill latency. Against ``burst`` on the random
+  sum over its visited rows + 2 per such row + the kernel's fill latency (a row with no
+  nonzero in the tile, like the padding of the last token block, is absent from the
+  compressed tile and costs nothing, as on burst). Against ``burst`` on the random
   tiles of tests/test_layers.py it is within 1%.
 
 Lanes and time. Experts are mapped to lanes statically, round-robin (e mod lanes), as a
@@ -43,11 +45,17 @@ share of the links). The controller's lane firmware (simulator.controller.run_la
 one SimPy event per job. The layer ends when the slowest lane does: that straggler is what
 load imbalance costs, and ``chip.layer.expert<e>.*`` shows it. Here: the engine (tile timing,
 a job's work records, :meth:`LayerEngine.merge` to fold jobs in order) and the accounting of
-a finished layer (:func:`finish_layer`, :func:`layer_result`, :func:`layer_actions`).
+a finished layer (:func:`layer_memory`, :func:`layer_counts`, :func:`finish_layer`,
+:func:`layer_result`).
 
 Outputs are assembled from the tiles' results and compared with the layer's numpy forward
-pass (float64): exact products in burst/cycle (the kernel's own outputs, float32 values),
-numpy products of the tiles' compressed operands in analytic.
+pass of the same weight chunks (compiler.layer_tasks), computed in ``reference_dtype``: in
+burst/cycle the tiles' values are the kernels' own (float32) and the reference is float64, an
+independent check; in analytic the tiles' values are numpy's float32 products, so the
+chunk-wise reference checks only the lowering (simulator.checks) and is float32 too: a float64
+copy of every weight chunk and float64 products would cost a third of a full-size run and
+check nothing more (float64 precision is checked by the full forward pass, where computed,
+and the tile sample is the independent check).
 """
 
 from __future__ import annotations
@@ -59,19 +67,18 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from isa.arch import ChipConfig
+from isa.arch import ELEMENT_BYTES, ChipConfig, cdiv
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree, Level
 from isa.interp import assemble_output
 from isa.program import Kernel
 from isa.weight_formats import bsr_bytes
-from simulator.analytic import analytic_tiles, cdiv, tile_energy_counts, tile_sizes
+from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
 from simulator.chip import RunResult
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
 FIDELITIES = ("analytic", "burst", "cycle")
-WORD_BYTES = 2
 
 
 # ------------------------------------------------------------------------------ tiles
@@ -258,7 +265,6 @@ class LayerRun:
     memory: dict[str, int]
     mode: str                        # sparse | dense
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
-    dense_counts: dict[str, float] = field(default_factory=dict)  # dense-mode energy actions
     timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
     jobs: list[LaneJob] = field(default_factory=list)                 # the chosen mode's jobs
     stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
@@ -280,27 +286,24 @@ class LayerEngine:
             raise SimulationError(f"layer engine: unknown fidelity {fidelity!r} (use "
                                   f"{', '.join(FIDELITIES)})")
         self.plan, self.chip, self.fidelity = plan, chip, fidelity
+        # the precision of the tasks' chunk-wise reference (module docstring)
+        self.reference_dtype = np.float32 if fidelity == "analytic" else np.float64
         self.progress = progress_of(progress)   # simulator.progress: stage, advance
         self.lanes = plan.lanes
         self.words = plan.level_words
         kernel: Kernel = plan.kernel
         self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
         self.hops = plan.mean_hops
-        self.link_words = chip.glb.array_bytes_per_cycle / WORD_BYTES / self.lanes
+        self.link_words = chip.glb.array_bytes_per_cycle / ELEMENT_BYTES / self.lanes
         self.buffers = plan.buffers
         self.buffer_bytes = max(1, chip.glb.size_bytes // self.lanes // self.buffers)
         self.jobs: list[LaneJob] = []
         self.work = TileWork()
         self.products: list[dict[str, Any]] = []
-        self.memory = {"dram_read_bytes": 0, "dram_write_bytes": 0, "glb_read_bytes": 0,
-                       "glb_write_bytes": 0, "link_bytes": 0}
         self.elementwise = 0
         self.extra_dram_bytes = 0
         self.dense_jobs: list[LaneJob] = []
         self.costs: list[ProductCost] = []      # per product (and ALU pass): both modes
-        self.dense_counts: dict[str, float] = {}
-        self.dense_memory = {"dram_read_bytes": 0, "glb_read_bytes": 0, "glb_write_bytes": 0,
-                             "link_bytes": 0}
         self.router_cycles = self.topk_cycles = self.combine_cycles = self.router_macs = 0
         self.stage_actions: dict[str, float] = {}      # router (MAC block) actions
         self.samples: dict[str, TileSample] = {}       # analytic: first product of each kind
@@ -321,27 +324,26 @@ class LayerEngine:
         (:func:`bsr_bytes`) but still multiplies in full."""
         a32 = np.asarray(a, dtype=np.float32)
         b32 = np.asarray(b, dtype=np.float32)
+        masks = (a32 != 0, b32 != 0)       # computed once: tiling, counts and the products
         if self.fidelity == "analytic":
-            out, work = self._analytic(a32, b32)
+            out, work = self._analytic(a32, b32, masks)
             self._keep_sample(label, a32, b32)
         else:
-            out, work = self._exact(a32, b32)
+            out, work = self._exact(a32, b32, masks)
         self.work.add(work)
         idx = len(self.costs)
         if min(a.shape[0], a.shape[1], b.shape[1]) > 0:
             d_cycles, d_counts, d_memory = self._dense_product(
                 a.shape[0], a.shape[1], b.shape[1], work.products, expert, label, idx, nm,
-                None if block is None else bsr_bytes(b32, block, WORD_BYTES))
+                None if block is None else bsr_bytes(b32, block, ELEMENT_BYTES))
         else:
             d_cycles, d_counts, d_memory = 0, {}, {}
         issued = int(d_counts.get("mac", 0) + d_counts.get("mac_ineffectual", 0))
-        weight_bytes = work.weight_words * WORD_BYTES
+        weight_bytes = work.weight_words * ELEMENT_BYTES
         s_memory = {"dram_read_bytes": weight_bytes,
-                    "glb_write_bytes": weight_bytes + work.out_words * WORD_BYTES,
-                    "glb_read_bytes": work.in_words * WORD_BYTES,
-                    "link_bytes": (work.in_words + work.out_words) * WORD_BYTES}
-        for key, value in s_memory.items():
-            self.memory[key] += value
+                    "glb_write_bytes": weight_bytes + work.out_words * ELEMENT_BYTES,
+                    "glb_read_bytes": work.in_words * ELEMENT_BYTES,
+                    "link_bytes": (work.in_words + work.out_words) * ELEMENT_BYTES}
         # a product whose weights exceed one GLB buffer runs as several jobs (equal shares of
         # its tiles' cycles and bytes), so each fits the lane's half of its GLB share
         n = max(1, cdiv(weight_bytes, self.buffer_bytes))
@@ -356,8 +358,9 @@ class LayerEngine:
                                       work.skipped_tiles, work.kernel_cycles,
                                       equivalent_macs=work.dense_products))
         self.products.append({"label": label, "m": a.shape[0], "k": a.shape[1],
-                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(a32 != 0)),
-                              "w_nnz": int(np.count_nonzero(b32 != 0)), "products": work.products})
+                              "n": b.shape[1], "a_nnz": int(np.count_nonzero(masks[0])),
+                              "w_nnz": int(np.count_nonzero(masks[1])),
+                              "products": work.products})
         return out
 
     def _keep_sample(self, label: str, a: np.ndarray, b: np.ndarray) -> None:
@@ -397,7 +400,7 @@ class LayerEngine:
         sched = fold_schedule(m, n, k, self.dense_array, nm)
         compute = sched.compute_cycles + 1
         kc = sched.k_compressed            # N:M: the kept values and their position bits
-        weight_bytes = kc * n * WORD_BYTES + (0 if nm is None else
+        weight_bytes = kc * n * ELEMENT_BYTES + (0 if nm is None else
                                               cdiv(kc * n * max(1, (nm[1] - 1).bit_length()), 8))
         if stored_bytes is not None:
             weight_bytes = stored_bytes
@@ -411,15 +414,11 @@ class LayerEngine:
 
         counts = systolic_actions(m, n, k, self.dense_array.rows, self.dense_array.cols,
                                   self.chip, effectual=min(effectual, m * n * kc), k_array=kc)
-        for name, v in counts.items():
-            self.dense_counts[name] = self.dense_counts.get(name, 0.0) + v
-        act_bytes = (m * k + m * n) * WORD_BYTES
+        act_bytes = (m * k + m * n) * ELEMENT_BYTES
         memory = {"dram_read_bytes": weight_bytes,
-                  "glb_write_bytes": weight_bytes + m * n * WORD_BYTES,
+                  "glb_write_bytes": weight_bytes + m * n * ELEMENT_BYTES,
                   "glb_read_bytes": weight_bytes + act_bytes,
-                  "link_bytes": weight_bytes + act_bytes + m * n * WORD_BYTES}
-        for key, value in memory.items():
-            self.dense_memory[key] += value
+                  "link_bytes": weight_bytes + act_bytes + m * n * ELEMENT_BYTES}
         return compute, counts, memory
 
     def _sparse_counts(self, work: TileWork) -> dict[str, float]:
@@ -447,13 +446,14 @@ class LayerEngine:
         work.in_words = int(np.where(live, in_w, 0).sum())
         work.out_words = int(np.where(live, out_w, 0).sum())
 
-    def _analytic(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+    def _analytic(self, a: np.ndarray, b: np.ndarray, masks: tuple[np.ndarray, np.ndarray]
+                  ) -> tuple[np.ndarray, TileWork]:
         T, K = a.shape
         N = b.shape[1]
         work = TileWork(dense_products=T * K * N)
         if T == 0 or K == 0 or N == 0:
             return np.zeros((T, N)), work
-        cyc, c, (tb, kc, nb) = analytic_tiles(a, b, self.words, self.fill)
+        cyc, c, (tb, kc, nb) = analytic_tiles(*masks, self.words, self.fill)
         self._last_tiles = (cyc, (tb, kc, nb))        # for the tile sample (_keep_sample)
         live = c["live"]
         in_w = 2 * c["a_nnz"] + c["rows"] + 1 + 2 * c["b_nnz"] + c["b_rows"] + 1
@@ -469,7 +469,8 @@ class LayerEngine:
         out = (a @ b).astype(np.float64)
         return out, work
 
-    def _exact(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, TileWork]:
+    def _exact(self, a: np.ndarray, b: np.ndarray, masks: tuple[np.ndarray, np.ndarray]
+               ) -> tuple[np.ndarray, TileWork]:
         from simulator.engine_burst import run_burst
 
         T, K = a.shape
@@ -478,7 +479,7 @@ class LayerEngine:
         out = np.zeros((T, N))
         if T == 0 or K == 0 or N == 0:
             return out, work
-        tb, kc, nb = tile_sizes(a != 0, b != 0, self.words)
+        tb, kc, nb = tile_sizes(*masks, self.words)
         kernel: Kernel = self.plan.kernel
         region = self.plan.region
         cyc, in_w, out_w, live, prods = [], [], [], [], 0
@@ -524,7 +525,7 @@ class LayerEngine:
         self._finish_work(work, np.array(cyc), np.array(in_w), np.array(out_w),
                           np.array(live, dtype=bool))
         work.products = int(prods)
-        bm = b != 0
+        bm = masks[1]
         work.weight_words = int(2 * bm.sum() + sum(
             np.count_nonzero(bm[k0:k0 + kc].any(axis=1)) + 1
             for k0 in range(0, K, kc)) * cdiv(N, nb))
@@ -549,9 +550,7 @@ class LayerEngine:
         from simulator.systolic import gemm_cycles
 
         self.router_cycles = gemm_cycles(T, E, d, self.dense_array) + 1
-        router_bytes = E * d * WORD_BYTES
-        self.memory["dram_read_bytes"] += router_bytes
-        self.extra_dram_bytes += router_bytes
+        self.extra_dram_bytes += E * d * ELEMENT_BYTES
         self.router_macs = T * E * d
         for name, v in systolic_actions(T, E, d, self.dense_array.rows, self.dense_array.cols,
                                         self.chip).items():
@@ -583,14 +582,21 @@ class LayerEngine:
         self.products += other.products
         self.elementwise += other.elementwise
         self.extra_dram_bytes += other.extra_dram_bytes
-        for mine, theirs in ((self.memory, other.memory), (self.dense_memory, other.dense_memory),
-                             (self.dense_counts, other.dense_counts)):
-            for key, value in theirs.items():
-                mine[key] = mine.get(key, 0) + value
 
 
 Schedule = tuple[int, dict[int, int], list[int], list[dict[str, Any]]]
 """A lane schedule: end cycle, expert -> finish cycle, lane end cycles, job and DMA spans."""
+
+
+@dataclass(frozen=True)
+class PricedLayer:
+    """One whole-layer alternative as the controller priced it (simulator.controller.
+    choose_modes): its schedule, its traffic (:func:`layer_memory`) and its energy actions
+    (:func:`layer_counts`; GLB, DRAM and configuration come from the traffic and counters)."""
+
+    schedule: Schedule
+    memory: dict[str, int]
+    counts: dict[str, float]
 
 
 def mode_of(modes: list[str]) -> str:
@@ -611,9 +617,9 @@ def layer_memory(eng: LayerEngine, modes: list[str], io: tuple[int, int, int]
                            ).items():
             memory[key] += value
     T, d_in, d_out = io
-    memory["dram_read_bytes"] += eng.extra_dram_bytes + T * d_in * WORD_BYTES
-    memory["dram_write_bytes"] += T * d_out * WORD_BYTES
-    memory["glb_write_bytes"] += T * d_in * WORD_BYTES
+    memory["dram_read_bytes"] += eng.extra_dram_bytes + T * d_in * ELEMENT_BYTES
+    memory["dram_write_bytes"] += T * d_out * ELEMENT_BYTES
+    memory["glb_write_bytes"] += T * d_in * ELEMENT_BYTES
     return memory
 
 
@@ -633,20 +639,18 @@ def layer_counts(eng: LayerEngine, modes: list[str]) -> dict[str, float]:
 
 def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
                  experts_in: list[dict[str, int]], routing: dict[str, Any], modes: list[str],
-                 schedule: Schedule, io: tuple[int, int, int],
-                 candidates: dict[str, dict[str, Any]]) -> LayerRun:
+                 chosen: PricedLayer, candidates: dict[str, dict[str, Any]]) -> LayerRun:
     """The layer's time, counters and traffic once its walk ran on ``eng``, each product's
-    mode was chosen (``modes``, one per ``eng.costs``) and the chosen jobs were scheduled
-    (``schedule``): stages add up (router + top-k + the experts/products stage + combine),
-    the chosen modes' jobs and traffic count, and ``io`` = (tokens, d_in, d_out) moves the
-    activations in and the output out. ``candidates``: each whole-layer alternative priced
-    (cycles, stage cycles, energy), for the summary."""
+    mode was chosen (``modes``, one per ``eng.costs``) and the chosen layer was scheduled
+    and priced (``chosen``): stages add up (router + top-k + the experts/products stage +
+    combine), the chosen modes' jobs, traffic and actions count. ``candidates``: each
+    whole-layer alternative priced (cycles, stage cycles, energy), for the summary."""
     ls = LayerStats(lanes=eng.lanes)
     ls.router_cycles, ls.topk_cycles = eng.router_cycles, eng.topk_cycles
     ls.combine_cycles = eng.combine_cycles
     ls.dropped_token_count = routing.get("dropped_pairs", 0)
     ls.routed_pair_count = routing.get("routed_pairs", 0)
-    end, finish, lane_end, spans = schedule
+    end, finish, lane_end, spans = chosen.schedule
     mode = mode_of(modes)
     jobs = ([j for j in eng.jobs if modes[j.product] == "sparse"]
             + [j for j in eng.dense_jobs if modes[j.product] == "dense"])
@@ -674,7 +678,6 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
     ls.effectual_mac_count = eng.work.products
     ls.dense_mac_count = eng.work.dense_products
     ls.elementwise_op_count = eng.elementwise
-    memory = layer_memory(eng, modes, io)
     stats: dict[str, dict[str, Any]] = {}
     flatten("chip.layer", ls, stats)
     for e, st in enumerate(experts):
@@ -684,10 +687,10 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
             "value": c, "unit": "cycle", "desc": "Layer cycle at which the lane's last job "
             "ended (experts stage)."}
     run = LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
-                   eng.work, ls, experts, memory, mode, eng.products, eng.dense_counts,
-                   _timeline(spans, ls.router_cycles + ls.topk_cycles),
-                   jobs, dict(eng.stage_actions), eng.router_macs)
-    run.counts = layer_counts(eng, modes)
+                   eng.work, ls, experts, dict(chosen.memory), mode, eng.products,
+                   timeline=_timeline(spans, ls.router_cycles + ls.topk_cycles),
+                   jobs=jobs, stage_actions=dict(eng.stage_actions),
+                   router_macs=eng.router_macs, counts=dict(chosen.counts))
     run.costs, run.modes, run.candidates = eng.costs, list(modes), candidates
     return run
 

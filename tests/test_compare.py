@@ -59,6 +59,9 @@ def test_compare_with_a_spec_and_a_grid_then_report(tmp_path: Path,
     page = (out / "compare.html").read_text()
     assert page.count("<figure>") >= 1 + 2 * len(folders)
     assert all(f'href="{f}/report.html"' in page for f in folders)
+    # the table is built from the comparison's rows: a header and one row per run, cells
+    # as comparison.md shows them
+    assert page.count("<tr>") == 1 + len(folders) and f"<td>{spec}</td>" in page
     (out / "compare.html").unlink()
     capsys.readouterr()
     assert main(["report", str(out)]) == 0                 # a comparison folder renders

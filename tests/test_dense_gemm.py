@@ -17,9 +17,10 @@ import pytest
 
 import sieve
 from compiler.dense import dense_mapping
+from isa.arch import ELEMENT_BYTES
 from isa.errors import ConfigError
 from sieve.cli import main
-from simulator.chip import ELEMENT_BYTES, dram_transfer, link_transfer, transfer_time
+from simulator.chip import dram_transfer, link_transfer, transfer_time
 from simulator.config import dump_chip, load_chip
 from simulator.systolic import SystolicArray, gemm_cycles
 from workloads import WorkloadError, get_workload
@@ -203,7 +204,7 @@ def test_cli_run_writes_a_report(tmp_path, capsys):
                  "--baseline", "xeon-12c", "--out", str(out), "-q"]) == 0
     text = capsys.readouterr().out
     assert "gemm (gemm_os_128x128_2of4) on systolic-128" in text
-    assert "compute cycles (SCALE-Sim v3)" in text and "True" in text
+    assert "compute cycles (dense GEMM, SCALE-Sim v3)" in text and "True" in text
     doc = json.loads((out / "stats.json").read_text())
     cycles = gemm_cycles(192, 160, 144, SystolicArray(128, 128, "os"), (2, 4))
     assert doc["summary"]["compute_cycles"] == cycles

@@ -78,14 +78,11 @@ def test_available_memory_is_positive_and_bounded_by_the_machine():
 
 def test_the_glb_check_matches_the_emit_pass(onyx_chip):
     """The up-front GLB figure is a lower bound of what compiler.pipeline's emit pass finds."""
-    from compiler.footprint import ELEMENT_BYTES
-    from compiler.pipeline import ELEMENT_BYTES as PIPELINE_BYTES
     from compiler.pipeline import lower_layer
-
-    assert ELEMENT_BYTES == PIPELINE_BYTES
+    from isa.arch import ELEMENT_BYTES  # the one element size, compiler and simulator alike
     params = {"shape": "64,64,64", "density": "0.2"}
     layer = get_workload("spmspm").make(params)
     _kernel, images = lower_layer(layer, onyx_chip)
-    need = sum(t.nbytes(PIPELINE_BYTES) for t in images.values())
+    need = sum(t.nbytes(ELEMENT_BYTES) for t in images.values())
     fp = estimate("spmspm", get_workload("spmspm").resolve(params))
     assert fp.stored_elements * ELEMENT_BYTES <= need

@@ -281,3 +281,23 @@ def test_verification_text_never_calls_a_skipped_check_ok():
     assert text == "yes (interpreter skipped (too large), numpy ok)"
     assert verification_text({"verified": False, "checks": {"numpy": False}}) == \
         "NO (numpy FAILED)"
+
+
+def test_terminal_and_summary_md_name_every_figure_alike(runs):
+    """One source of labels (reports.labels): each figure the terminal table shows carries
+    the label summary.md gives it, plus at most a unit."""
+    from reports.labels import BASELINE_LABELS, FIGURE_LABELS
+    from reports.summary import summary_rows as terminal_rows
+    from reports.tables import summary_rows as markdown_rows
+
+    run = load_run(runs["spmspm"])
+    md = {label for label, _ in markdown_rows(run)}
+    shown = [label for label, _ in terminal_rows(run.summary)]
+    names = set(FIGURE_LABELS.values()) | set(BASELINE_LABELS.values())
+    for label in shown:
+        name = next((n for n in sorted(names, key=len, reverse=True) if label.startswith(n)),
+                    None)
+        if name is None:        # the layer-only mode rows have no summary.md twin
+            continue
+        assert name in md or name in ("loop order chosen by",), label
+    assert "total cycles (launch, config, DMA, kernel)" in shown

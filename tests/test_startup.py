@@ -10,12 +10,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("matplotlib", "scipy.optimize", "scipy.stats", "dask", "pandas")
+LISTING = HEAVY + ("scipy", "baselines.kernels", "simpy", "networkx", "compiler")
+"""What ``sieve list`` needs none of: it reads the catalog and lists config files."""
 
 
-def _loaded(code: str) -> list[str]:
+def _loaded(code: str, modules: tuple[str, ...] = HEAVY) -> list[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport json, sys\n"
-         f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"],
+         f"print(json.dumps([m for m in {list(modules)!r} if m in sys.modules]))"],
         cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -32,3 +34,21 @@ def test_the_simulator_facade_loads_no_plotting_or_fitting_library():
 
 def test_rendering_markdown_alone_loads_no_plotting_library():
     assert _loaded("from reports import render_run") == []
+
+
+def test_listing_loads_neither_scipy_nor_the_simulator():
+    # issue 11: `sieve list` under 0.3 s whole-process; the CPU presets are listed without
+    # the kernel models (baselines loads its modules on first use)
+    code = ("import contextlib, io\nfrom sieve.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    for what in ('all', 'chips', 'cpus', 'dram', 'workloads'):\n"
+            "        main(['list', what])")
+    assert _loaded(code, LISTING) == []
+
+
+def test_baselines_names_load_on_first_use_with_the_whole_registry():
+    code = ("import baselines, sys\nassert 'baselines.kernels' not in sys.modules\n"
+            "from baselines.kernels import CPU_KERNELS\n"
+            "assert 'spmspm' in CPU_KERNELS and 'mttkrp' in CPU_KERNELS, sorted(CPU_KERNELS)\n"
+            "assert baselines.estimate is sys.modules['baselines.kernels'].estimate")
+    assert _loaded(code) == []

@@ -135,7 +135,14 @@ def magnitude_threshold(x: np.ndarray, zero_fraction: float) -> float:
     k = int(round(zf * a.size))
     if k >= a.size:
         return math.inf
-    return float(np.partition(a, k)[k])
+    if k == 0:
+        return 0.0
+    part = np.partition(a, (k - 1, k))
+    lo, hi = float(part[k - 1]), float(part[k])
+    # midway between the largest zeroed and the smallest kept magnitude (the same entries as
+    # t = hi), so a copy of the tensor computed with other rounding (the simulated layer's
+    # products) is cut at the same place: t = hi sits exactly on a kept entry
+    return hi if lo == hi else 0.5 * (lo + hi)
 
 
 def _check_fraction(name: str, value: object) -> float:

@@ -124,7 +124,8 @@ class Weight:
     def _chunk(self, c: int, n: int, width: int, out: np.ndarray | None = None) -> np.ndarray:
         """Chunk ``c`` (``n`` x ``width``), written into ``out`` when given."""
         rng = np.random.default_rng([self.seed, _stable_id(self.name), c])
-        vals = _random_bytes(rng, n * width).view(np.int8).reshape(n, width) | np.int8(1)
+        vals = _random_bytes(rng, n * width).view(np.int8).reshape(n, width)
+        np.bitwise_or(vals, np.int8(1), out=vals)       # odd codes: never zero
         if out is None:
             out = np.empty((n, width), dtype=np.float32)
         step = np.float32(self.scale / 128.0)
@@ -161,13 +162,13 @@ class Weight:
 
 
 def _random_bytes(rng: np.random.Generator, length: int) -> np.ndarray:
-    """``rng.bytes(length)`` as a uint8 array, the same bytes and the same generator state
+    """``rng.bytes(length)`` as a writable uint8 array, the same bytes and the same generator state
     after, about 4x faster: ``bytes`` draws buffered 32-bit halves of the 64-bit outputs
     (low half first, little-endian), so a whole number of 64-bit outputs with no half
     buffered is exactly ``random_raw`` in little-endian order."""
     bitgen = rng.bit_generator
     if length % 8 or not isinstance(bitgen, np.random.PCG64) or bitgen.state["has_uint32"]:
-        return np.frombuffer(rng.bytes(length), dtype=np.uint8)
+        return np.frombuffer(bytearray(rng.bytes(length)), dtype=np.uint8)   # writable
     return bitgen.random_raw(length // 8).astype("<u8", copy=False).view(np.uint8)
 
 
@@ -263,12 +264,12 @@ class ActivationSparsity:
 def ffn_chunk(w: FFNWeights, x: np.ndarray, f0: int, f1: int, sparsity: ActivationSparsity,
               gate_rows: np.ndarray | None, up_rows: np.ndarray, *,
               theta: np.ndarray | None = None) -> np.ndarray:
-    """The FFN intermediate h[:, f0:f1] for inputs ``x`` (float64) from the weight rows, in
-    float64: the reference definition (the simulator builds h from its tiles' outputs with
-    :func:`intermediate`). ``theta``: the neurons' thresholds when the caller has them. The
-    weight rows may come as float32 or already converted to float64 (not copied again)."""
-    up = x @ np.asarray(up_rows, dtype=np.float64).T
-    gate = None if gate_rows is None else x @ np.asarray(gate_rows, dtype=np.float64).T
+    """The FFN intermediate h[:, f0:f1] for inputs ``x`` from the weight rows, in ``x``'s
+    precision (float64 for the reference forward pass; float32 weight rows are then not
+    copied): the reference definition (the simulator builds h from its tiles' outputs with
+    :func:`intermediate`). ``theta``: the neurons' thresholds when the caller has them."""
+    up = x @ np.asarray(up_rows, dtype=x.dtype).T
+    gate = None if gate_rows is None else x @ np.asarray(gate_rows, dtype=x.dtype).T
     if theta is None:
         theta = neuron_thresholds(w, sparsity, f0, f1, gate_rows if gate_rows is not None
                                   else up_rows)
@@ -300,15 +301,35 @@ def intermediate(act: str, sparsity: ActivationSparsity, gate: np.ndarray | None
     return a if gate is None else a * up
 
 
-def teal(x: np.ndarray, sparsity: ActivationSparsity) -> np.ndarray:
+def teal(x: np.ndarray, sparsity: ActivationSparsity, tau: float | None = None) -> np.ndarray:
     """TEAL input sparsification: zero entries below the ``zero_fraction`` magnitude
-    quantile (identity for other kinds)."""
+    quantile of ``x`` (identity for other kinds). ``tau``: the tensor's threshold when ``x``
+    is only part of the tensor (see :func:`teal_h_threshold`)."""
     if sparsity.kind != "threshold" or x.size == 0:
         return x
+    if tau is None:
+        from workloads.activations import magnitude_threshold
+
+        tau = magnitude_threshold(x, sparsity.zero_fraction)
+    return np.where(np.abs(x) >= tau, x, 0.0)
+
+
+def teal_h_threshold(w: FFNWeights, xs: np.ndarray, sparsity: ActivationSparsity,
+                     chunk: int = 1024) -> float | None:
+    """TEAL's one threshold for the FFN intermediate h (TEAL sparsifies per tensor): the
+    ``zero_fraction`` magnitude quantile over all of h for the sparsified float64 inputs
+    ``xs``, computed in ``chunk``-wide pieces of f. It does not depend on how a caller chunks f
+    afterwards, so the simulated layer (512-wide chunks) and :func:`ffn_reference` zero the
+    same entries. None for other kinds or no tokens."""
+    if sparsity.kind != "threshold" or xs.shape[0] == 0:
+        return None
     from workloads.activations import magnitude_threshold
 
-    tau = magnitude_threshold(x, sparsity.zero_fraction)
-    return np.where(np.abs(x) >= tau, x, 0.0)
+    mags = np.empty((xs.shape[0], w.f))
+    for f0, f1 in ffn_chunks(w.f, chunk):
+        g = None if w.gate is None else w.gate.rows(f0, f1)
+        mags[:, f0:f1] = np.abs(ffn_chunk(w, xs, f0, f1, sparsity, g, w.up.rows(f0, f1)))
+    return magnitude_threshold(mags, sparsity.zero_fraction)
 
 
 def ffn_chunks(f: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -323,10 +344,11 @@ def ffn_reference(w: FFNWeights, x: np.ndarray, sparsity: ActivationSparsity,
     y = np.zeros((x.shape[0], w.d))
     if x.shape[0] == 0:
         return y
+    tau_h = teal_h_threshold(w, x, sparsity)
     for f0, f1 in ffn_chunks(w.f, chunk):
         g = None if w.gate is None else w.gate.rows(f0, f1)
         h = ffn_chunk(w, x, f0, f1, sparsity, g, w.up.rows(f0, f1))
-        h = teal(h, sparsity)
+        h = teal(h, sparsity, tau_h)
         y += h @ w.down.cols(f0, f1).astype(np.float64)
     return y
 
