@@ -11,7 +11,11 @@ simulator's case), 512^3 at 8% and 2048^3 at 1%. Every case runs in its own proc
 memory cap (--mem-gb), so peak RSS is the case's own; the figures are CPU seconds of the
 kernel simulation (resource.getrusage: this machine is shared, wall time is noisy), ns of CPU
 per step, the process's peak RSS, and the burst/cycle ratio from the same run. The cycle
-engine runs only where the burst engine's cycle count is at most --cycle-max-cycles.
+engine runs only where the burst engine's cycle count is at most --cycle-max-cycles (the
+default skips the slow ones; 3500000 runs every case but 50%, about five minutes of cycle
+engine). The 200^3 @5% row also prints burst against --sam-seconds, the CPU time of SAM's
+Python simulator on that case (issue 11's figure unless measured anew).
+BLAS threads are pinned to one (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS) unless set.
 
 Wall time covers the kernel simulation only (compile and verification excluded); every figure
 is the median of --repeat runs. Both engines' cycles are printed so agreement is visible.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -33,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")     # before numpy loads; the --sweep children inherit it
 
 from compiler.pipeline import compile_layer  # noqa: E402
 from simulator.config import load_chip  # noqa: E402
@@ -89,7 +96,7 @@ def scaling(chip, repeat: int, sizes: list[int]) -> None:
 
 
 SWEEP = ([(256, d, True) for d in (0.01, 0.02, 0.05, 0.08, 0.1, 0.2, 0.3, 0.5)]
-         + [(256, d, False) for d in (0.02, 0.08, 0.2)]
+         + [(256, d, False) for d in (0.02, 0.05, 0.08, 0.2)]
          + [(200, 0.05, True), (512, 0.08, True), (2048, 0.01, True)])
 
 
@@ -124,7 +131,11 @@ def in_process(args: list[str], mem_gb: float) -> dict | str:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def sweep(cases: list[tuple[int, float, bool]], cycle_max_cycles: int, mem_gb: float) -> None:
+SAM_CASE = (200, 0.05, True)
+
+
+def sweep(cases: list[tuple[int, float, bool]], cycle_max_cycles: int, mem_gb: float,
+          sam_seconds: float) -> None:
     print("SpM*SpM ikj on onyx: burst vs cycle, each case in its own process "
           f"(cap {mem_gb:g} GB); CPU seconds of the kernel simulation")
     print(f"{'n':>5} {'dens':>5} {'bal':>4} {'steps':>10} {'cycles':>10} {'burst s':>8} "
@@ -141,9 +152,11 @@ def sweep(cases: list[tuple[int, float, bool]], cycle_max_cycles: int, mem_gb: f
                 c = f"cycles differ: {c['cycles']}"
         cyc = f"{c['cpu']:>8.2f} {c['cpu'] / max(b['cpu'], 1e-9):>6.0f}x" \
             if isinstance(c, dict) else (c or "(skipped)")
+        sam = f"   SAM {sam_seconds:g} s: {sam_seconds / max(b['cpu'], 1e-9):.0f}x" \
+            if (n, d, bal) == SAM_CASE else ""
         print(f"{n:>5} {d:>5.0%} {'y' if bal else 'n':>4} {b['steps']:>10,} "
               f"{b['cycles']:>10,} {b['cpu']:>8.3f} {b['cpu'] / b['steps'] * 1e9:>8.0f} "
-              f"{b['rss_mb']:>7.0f} {cyc}", flush=True)
+              f"{b['rss_mb']:>7.0f} {cyc}{sam}", flush=True)
 
 
 def main() -> None:
@@ -157,6 +170,8 @@ def main() -> None:
     ap.add_argument("--cycle-max-cycles", type=int, default=400_000,
                     help="--sweep: run the cycle engine only up to this many cycles")
     ap.add_argument("--mem-gb", type=float, default=6.0, help="--sweep: per-case memory cap")
+    ap.add_argument("--sam-seconds", type=float, default=1.6,
+                    help="--sweep: CPU s of SAM's Python simulator on SpM*SpM 200^3 @5%%")
     ap.add_argument("--one", nargs=4, metavar=("N", "DENSITY", "BALANCE", "ENGINE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -165,7 +180,7 @@ def main() -> None:
         print(json.dumps(one_case(int(n), float(d), bool(int(bal)), eng)))
         return
     if args.sweep:
-        sweep(SWEEP, args.cycle_max_cycles, args.mem_gb)
+        sweep(SWEEP, args.cycle_max_cycles, args.mem_gb, args.sam_seconds)
         return
     chip = load_chip(ROOT / "configs/chips/onyx.yaml")
     big = load_chip(ROOT / "configs/chips/onyx.yaml", ["glb.tiles=256"])

@@ -11,13 +11,16 @@ The firing tables it reads are ``simulator.burst_fire``'s.
 The steps are solved in windows, in order (``solve_times``): each window is a downset of the
 step dependency graph whose sources outside it are final, so its sweeps settle in a few rounds
 however many back-pressure stalls the whole run has, the work stays linear in the steps and
-the memory per window is bounded. A run in which no window can take a step is a deadlock,
-checked then (and only then) and reported with the units caught in it.
+the memory per window is bounded. Terms another term implies are dropped before solving
+(``_prune``), nearly dense constraints are read as contiguous runs (``_fill``), and a sweep
+recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
+window whose sweeps do not settle (a tight loop, one sweep per turn) is solved step by step
+(``_sequential_window``). A run in which no window can take a step is a deadlock, checked
+then (and only then) and reported with the units caught in it.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +33,11 @@ from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
-SEQUENTIAL_MIN_WINDOW = 4096   # windows solved step by step shrink no further (probe cost)
+SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
+# costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
+# and one more than twice as large is cut to this size before its walk (memory)
+GROW_SWEEPS = 4       # a window that settled within this many sweeps: the next one doubles
+SHRINK_SWEEPS = 8     # one that needed more: the next one halves
 
 
 @dataclass
@@ -46,15 +53,13 @@ class _Constraint:
 def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
                  ) -> dict[str, list[_Constraint]]:
     """Arrival (emit -> peek, + latency) and room (pop -> emit depth later, + 1) terms per
-    unit. A scanner's crd and ref streams share their steps, so identical terms are merged."""
+    unit. A scanner's crd and ref streams share their steps, so identical terms are merged.
+    A unit peeking one head over several steps (in order) keeps the first peek only: the
+    others are implied (``_prune``), and are dropped before their emit steps are looked up."""
     out: dict[str, list[_Constraint]] = {n.id: [] for n in kernel.nodes}
     seen: set[tuple] = set()
 
-    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int,
-            key: tuple) -> None:
-        if key in seen or len(targets) == 0:
-            return
-        seen.add(key)
+    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int) -> None:
         n = firings[dst].n
         full = len(targets) == n and targets[0] == 0 and targets[-1] == n - 1
         out[dst].append(_Constraint(src, index, None if full else targets, weight))
@@ -63,12 +68,23 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
         depth, latency = channel_shape(e, chip)
         es = firings[e.src].emits[e.src_port]
         ps, pt = firings[e.dst].peeks[e.dst_port]
-        add(e.dst, e.src, es[pt], ps, latency,
-            ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency))
-        if len(es) > depth:
+        key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
+        if key not in seen and len(ps):
+            seen.add(key)
+            if len(pt) > 1:
+                later = pt[1:] > pt[:-1]
+                if not later.all() and not bool((pt[1:] < pt[:-1]).any()) \
+                        and not bool((ps[1:] < ps[:-1]).any()):
+                    keep = np.empty(len(pt), dtype=bool)
+                    keep[0] = True
+                    keep[1:] = later
+                    ps, pt = ps[keep], pt[keep]
+            add(e.dst, e.src, es[pt], ps, latency)
+        key = ("room", e.dst, id(firings[e.dst].pops[e.dst_port]), e.src, id(es), depth)
+        if len(es) > depth and key not in seen:
+            seen.add(key)
             pops = firings[e.dst].pops[e.dst_port]
-            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1,
-                ("room", e.dst, id(pops), e.src, id(es), depth))
+            add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1)
     return out
 
 
@@ -88,34 +104,77 @@ class SolveStats:
 @dataclass
 class _Dep:
     """One constraint in the solver's form: ``t[u][targets] >= t[src][index] + weight`` with
-    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step in
-    order) and ``reach`` the running maximum of ``index`` (how far into ``src`` the first k
-    targets reach), so the steps whose sources are all final is one ``searchsorted``."""
+    ``src`` a unit's position in topological order, ``targets`` sorted (None: every step
+    from ``first`` on, in order) and ``index`` increasing (``_prune``; ``_fill`` repeats
+    some), so the steps whose sources are all final is one ``searchsorted``."""
 
     src: int
     index: np.ndarray
     targets: np.ndarray | None
-    reach: np.ndarray
     weight: int
+    first: int = 0
 
     def limit(self, ready: int) -> int:
         """The first target step that needs a step of ``src`` at or past ``ready``."""
-        k = int(np.searchsorted(self.reach, ready, side="left"))
-        if k == len(self.reach):
+        k = int(np.searchsorted(self.index, ready, side="left"))
+        if k == len(self.index):
             return 1 << 62
-        return k if self.targets is None else int(self.targets[k])
+        return self.first + k if self.targets is None else int(self.targets[k])
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """The positions of this constraint's targets in the step range [lo, hi)."""
         if self.targets is None:
-            return lo, hi
+            return max(lo - self.first, 0), max(hi - self.first, 0)
         return (int(np.searchsorted(self.targets, lo, side="left")),
                 int(np.searchsorted(self.targets, hi, side="left")))
+
+    def steps(self, k0: int, k1: int) -> np.ndarray:
+        """The target steps of the positions [k0, k1)."""
+        if self.targets is None:
+            return np.arange(self.first + k0, self.first + k1, dtype=I64)
+        return self.targets[k0:k1]
+
+
+def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Drop the terms another term of the same constraint implies. With targets sorted, a
+    term (target f, source step g) is implied by an earlier term (f' <= f, g' >= g): every
+    solution has t[f] >= t[f'] + (f - f') and t_src[g'] >= t_src[g] + (g' - g), and both
+    terms carry the same weight. So only the terms whose index exceeds every earlier one are
+    kept: a joiner peeking the same head over many steps, or a repeater reading one
+    reference for a whole fiber, keeps one term per head. What remains has a strictly
+    increasing index."""
+    if len(index) < 2:
+        return index, targets
+    keep = np.empty(len(index), dtype=bool)
+    keep[0] = True
+    np.greater(index[1:], index[:-1], out=keep[1:])
+    if not keep[1:].all() and bool((index[1:] < index[:-1]).any()):
+        # not in order (a unit reading its tokens in order never gets here): running max
+        np.greater(index[1:], np.maximum.accumulate(index)[:-1], out=keep[1:])
+    if keep.all():
+        return index, targets
+    if targets is None:
+        targets = np.arange(n, dtype=I64)
+    return index[keep], targets[keep]
+
+
+def _fill(index: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
+    """A constraint's terms at the sorted positions ``pos`` (of ``n`` steps) as one term per
+    position from ``pos[0]`` on, each step without a term of its own taking the previous
+    one's source step: implied (t[f] >= t[f'] + (f - f') for f' < f), so the solution is
+    the same."""
+    if int(pos[-1]) - int(pos[0]) + 1 == len(pos) == n - int(pos[0]):
+        return index        # a term at every step already
+    counts = np.empty(len(pos), dtype=I64)
+    np.subtract(pos[1:], pos[:-1], out=counts[:-1])
+    counts[-1] = n - pos[-1]
+    return np.repeat(index, counts)
 
 
 def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
           ) -> list[list[_Dep]]:
-    """Every unit's constraints (``_constraints``) with sorted targets and running reaches."""
+    """Every unit's constraints (``_constraints``) with sorted targets, pruned (``_prune``)."""
     pos = {n.id: k for k, n in enumerate(order)}
     out: list[list[_Dep]] = []
     cons = _constraints(kernel, firings, chip)
@@ -129,14 +188,21 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
                 if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
                     o = np.argsort(targets, kind="stable")
                     targets, index = targets[o], index[o]
-            deps.append(_Dep(pos[con.src], index, targets, np.maximum.accumulate(index),
-                             con.weight))
+            n = firings[node.id].n
+            index, targets = _prune(index, targets, n)
+            if targets is not None and 10 * len(targets) >= 9 * (n - int(targets[0])):
+                # nearly every step from the first has a term: one run, filled (_fill)
+                first = int(targets[0])
+                deps.append(_Dep(pos[con.src], _fill(index, targets - first, n - first), None,
+                                 con.weight, first))
+            else:
+                deps.append(_Dep(pos[con.src], index, targets, con.weight))
         out.append(deps)
     return out
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, window: int = 1 << 15
+                chip: ChipConfig, *, window: int = 1 << 17
                 ) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences, solved window by window.
 
@@ -152,8 +218,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     when they do not, keeping the work linear in the steps. A tight loop, whose binding
     constraint alternates between two units every few tokens (an unbalanced reconvergent
     path), needs a sweep per turn however small the window: a window that has not settled in
-    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about a
-    microsecond per step), and the next window gets only ``PROBE_BUDGET`` sweeps.
+    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about
+    0.4 us a step), and the next window gets only ``PROBE_BUDGET`` sweeps.
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
@@ -217,6 +283,13 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                                   + stuck)
         n_sweeps, settled = _solve_window(deps, readers, times, done, hi, active, recomputed,
                                           budget)
+        sweeps += n_sweeps
+        most = max(most, n_sweeps)
+        if not settled and sum(hi[u] - done[u] for u in active) > 2 * SEQUENTIAL_MIN_WINDOW:
+            # the walk holds Python lists (about 200 bytes a step): it takes a smaller
+            # window from the same start (the sweeps' times there are overwritten)
+            want, budget = SEQUENTIAL_MIN_WINDOW, 0
+            continue
         if not settled:
             # a tight back-pressure loop (binding constraints alternate between units every
             # few tokens): one sweep per turn of the loop, so the window is solved in order
@@ -226,17 +299,15 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
             sequential += 1
         budget = SWEEP_BUDGET if settled else PROBE_BUDGET
         windows += 1
-        sweeps += n_sweeps
-        most = max(most, n_sweeps)
         for u in active:
             if int(times[u][hi[u] - 1]) >= limit:
                 raise SimulationError(
                     f"watchdog: {order[u].op.value} {ids[u]} in {kernel.name} would run past "
                     f"sim.max_cycles={limit} (burst engine)")
             done[u] = hi[u]
-        if settled and n_sweeps <= 4:
+        if settled and n_sweeps <= GROW_SWEEPS:
             want *= 2
-        elif (n_sweeps > 8) if settled else (want > SEQUENTIAL_MIN_WINDOW):
+        elif (n_sweeps > SHRINK_SWEEPS) if settled else (want > SEQUENTIAL_MIN_WINDOW):
             want = max(want // 2, 256)
     return ({u: t for u, t in zip(ids, times)},
             SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
@@ -248,7 +319,11 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
     """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
     whose outside sources are final), alternately in and against topological order (room
     terms travel up the pipeline in one backward sweep), until no time changes or
-    ``budget`` sweeps have run; returns (sweeps, settled)."""
+    ``budget`` sweeps have run; returns (sweeps, settled).
+
+    A constraint whose targets are at least a quarter of the steps from its first one on
+    is read as a contiguous run (``_fill``): gathering the few implied terms costs less
+    than scattering the sparse ones."""
     plan = []
     for u in active:
         a, b = lo[u], hi[u]
@@ -259,40 +334,80 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 continue
             idx = d.index[k0:k1]
             if d.targets is None:
-                terms.append((d.src, idx, None, d.weight))
+                terms.append((d.src, idx, None, d.first + k0 - a, d.weight))
+                continue
+            pos = d.targets[k0:k1] - a
+            if 4 * len(pos) >= b - a - int(pos[0]):
+                terms.append((d.src, _fill(idx, pos, b - a), None, int(pos[0]), d.weight))
             else:
-                terms.append((d.src, idx, d.targets[k0:k1] - a, d.weight))
+                terms.append((d.src, idx, pos, 0, d.weight))
         plan.append((u, a, b, terms))
     dtype = times[active[0]].dtype
-    ramps = {}
-    dirty = set(active)
+    ramp = np.arange(max(hi[u] - lo[u] for u in active), dtype=dtype)
     inside = set(active)
+    # dirty: unit -> {source unit: its first step that changed since this unit was
+    # computed} (None: not computed in this window yet, its times are placeholders);
+    # maxima: unit -> the maximum of its terms, kept between its recomputations, which then
+    # gather only the terms that read a changed step
+    dirty: dict[int, dict[int, int] | None] = {u: None for u in active}
+    maxima: dict[int, np.ndarray] = {}
     for sweep in range(1, budget + 1):
         for u, a, b, terms in (plan if sweep % 2 else reversed(plan)):
             if u not in dirty:
                 continue
-            dirty.discard(u)
+            changed = dirty.pop(u)
             recomputed[u] += 1
-            c = np.zeros(b - a, dtype)
-            for src, idx, pos, w in terms:
-                v = times[src][idx]
+            c = maxima.get(u)
+            if c is None:
+                c = maxima[u] = np.zeros(b - a, dtype)
+                if a:
+                    c[0] = int(times[u][a - 1]) + 1
+            for src, idx, pos, off, w in terms:
+                k = 0
+                if changed is not None:
+                    g = changed.get(src)
+                    if g is None:
+                        continue
+                    k = int(np.searchsorted(idx, g))
+                    if k == len(idx):
+                        continue
+                v = times[src][idx[k:]]
                 v += w
                 if pos is None:
-                    np.maximum(c, v, out=c)
+                    part = c[off + k:]
+                    np.maximum(part, v, out=part)
                 else:
-                    c[pos] = np.maximum(c[pos], v)
-            if a:
-                c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
-            ramp = ramps.get(b - a)
-            if ramp is None:
-                ramp = ramps[b - a] = np.arange(b - a, dtype=dtype)
-            c -= ramp
-            np.maximum.accumulate(c, out=c)
-            c += ramp
+                    p = pos[k:]
+                    c[p] = np.maximum(c[p], v)
             seg = times[u][a:b]
-            if not np.array_equal(seg, c):
-                seg[:] = c
-                dirty.update(r for r in readers[u] if r in inside)
+            i = 0
+            if changed is not None:
+                # times only grow towards the fixed point and seg is the chain of the
+                # previous terms: where no new term exceeds it, it stays; the first step
+                # where one does is where the change starts
+                above = c > seg
+                i = int(above.argmax())
+                if not above[i]:
+                    continue
+            r = ramp[:b - a - i]
+            tail = c[i:] - r
+            if i:
+                tail[0] = max(int(tail[0]), int(seg[i - 1]) + 1)
+            np.maximum.accumulate(tail, out=tail)
+            tail += r
+            old = seg[i:]
+            ne = old != tail
+            j = int(ne.argmax())
+            if not ne[j]:
+                continue
+            old[j:] = tail[j:]
+            first = a + i + j       # the first step of u whose time changed
+            for rd in readers[u]:
+                if rd in inside:
+                    got = dirty.get(rd, {})
+                    if got is not None:
+                        got[u] = min(got.get(u, first), first)
+                        dirty[rd] = got
         if not dirty:
             return sweep, True
     return budget, False
@@ -303,8 +418,10 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     """The window's times step by step: the longest paths of its step graph in a
     topological order of its steps. The terms from final steps are gathered with numpy; in
     Python each unit advances through its steps while the window steps they wait for are
-    final, and a unit that meets one that is not waits for that unit to advance. Linear in
-    the window's steps and dependencies. Returns False if no unit can advance (a cycle)."""
+    final, and a unit that meets one that is not waits until that step is solved; the units
+    take turns in topological order (a pass moves tokens down the pipeline and the next one
+    room back up, fewer and cheaper turns than a work queue's). Linear in the window's
+    steps and dependencies. Returns False if no unit can advance (a cycle)."""
     slot = {u: k for k, u in enumerate(active)}
     sizes = [hi[u] - lo[u] for u in active]
     base: list[list[int]] = []
@@ -318,7 +435,7 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
             if k1 <= k0:
                 continue
             idx = d.index[k0:k1]
-            pos = np.arange(n, dtype=I64) if d.targets is None else d.targets[k0:k1] - a
+            pos = d.steps(k0, k1) - a
             inside = idx >= lo[d.src]
             out = ~inside
             if out.any():
@@ -345,50 +462,53 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     # each dependency holds its source's list of solved times: a step is final once listed
     units = [(ptr, src, rel, w, [got[v] for v in src], got[u], base[u], sizes[u])
              for u, (ptr, src, rel, w) in enumerate(plans)]
-    waiting: list[list[int]] = [[] for _ in active]
-    queue = deque(range(len(active)))
-    pop, push = queue.popleft, queue.append
-    queued = [True] * len(active)
-    while queue:
-        u = pop()
-        queued[u] = False
-        ptr, src, rel, w, lst, tu, bu, n = units[u]
-        f = start = len(tu)
-        if f == n:
-            continue
-        prev = tu[-1] if f else bu[0] - 1
-        end = ptr[f]
-        blocked = -1
-        while f < n:
-            c = prev + 1
-            x = bu[f]
-            if x > c:
-                c = x
-            k = end
-            end = ptr[f + 1]
-            while k < end:
-                g = rel[k]
-                t = lst[k]
-                if g >= len(t):
-                    blocked = src[k]
-                    break
-                x = t[g] + w[k]
+    # passes over the units in topological order, each going as far as it can: a pass
+    # carries the tokens down the pipeline, the next one the room back up; a unit waits
+    # (is skipped) until the step it stopped at is solved; a pass in which no unit moves
+    # leaves a unit short of its window only if its steps wait in a cycle
+    todo = [[x, None, 0] for x in units if x[7]]
+    moved = True
+    while todo and moved:
+        moved = False
+        left = []
+        for entry in todo:
+            wait = entry[1]
+            if wait is not None and len(wait) <= entry[2]:
+                left.append(entry)
+                continue
+            ptr, src, rel, w, lst, tu, bu, n = entry[0]
+            f = start = len(tu)
+            prev = tu[-1] if f else bu[0] - 1
+            end = ptr[f]
+            while f < n:
+                c = prev + 1
+                x = bu[f]
                 if x > c:
                     c = x
-                k += 1
-            if blocked >= 0:
-                if u not in waiting[blocked]:
-                    waiting[blocked].append(u)
+                k = end
+                end = ptr[f + 1]
+                while k < end:
+                    g = rel[k]
+                    t = lst[k]
+                    if g >= len(t):
+                        entry[1] = t
+                        entry[2] = g
+                        break
+                    x = t[g] + w[k]
+                    if x > c:
+                        c = x
+                    k += 1
+                else:
+                    tu.append(c)
+                    prev = c
+                    f += 1
+                    continue
                 break
-            tu.append(c)
-            prev = c
-            f += 1
-        if f > start and waiting[u]:
-            for r in waiting[u]:
-                if not queued[r]:
-                    queued[r] = True
-                    push(r)
-            waiting[u] = []
+            if f > start:
+                moved = True
+            if f < n:
+                left.append(entry)
+        todo = left
     if any(len(t) < n for t, n in zip(got, sizes)):
         return False
     for u, t in zip(active, got):

@@ -245,11 +245,11 @@ def make_dense_case(seed: int) -> dict:
                    "order": str(rng.choice(["ikj", "ijk"]))},
         "depth": int(rng.integers(1, 5)), "hop": int(rng.integers(1, 3)),
         "policy": ("skip", "skip"), "balance": bool(seed % 2),
-        "window": int(rng.choice([64, 512, 1 << 15])),
+        "window": int(rng.choice([64, 512, 1 << 15, 1 << 17])),
     }
 
 
-@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("seed", range(24))
 def test_burst_equals_cycle_dense_and_unbalanced(small_chip, seed):
     case = make_dense_case(seed)
     chip = configure(small_chip, case)
@@ -258,11 +258,11 @@ def test_burst_equals_cycle_dense_and_unbalanced(small_chip, seed):
 
 
 def test_dense_suite_covers_the_space():
-    cases = [make_dense_case(s) for s in range(16)]
+    cases = [make_dense_case(s) for s in range(24)]
     assert {c["params"]["density"] for c in cases} == set(DENSE)
     assert {c["balance"] for c in cases} == {True, False}
     assert {c["params"]["order"] for c in cases} == {"ikj", "ijk"}
-    assert {c["window"] for c in cases} == {64, 512, 1 << 15}
+    assert {c["window"] for c in cases} == {64, 512, 1 << 15, 1 << 17}
 
 
 @pytest.mark.slow
