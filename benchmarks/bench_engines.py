@@ -17,6 +17,11 @@ engine). The 200^3 @5% row also prints burst against --sam-seconds, the CPU time
 Python simulator on that case (issue 11's figure unless measured anew).
 BLAS threads are pinned to one (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS) unless set.
 
+Every case is one whole kernel call: the chip's MEM tiles are enlarged (``WHOLE``) so the
+compiler does not tile it. Tiling cuts a kernel into calls of the same engines (docs/
+architecture.md, Tiling), so engine speed is measured on the whole kernel, as SAM's simulator
+runs it; `sieve run` on the same case tiles it and pays the firmware per tile.
+
 Wall time covers the kernel simulation only (compile and verification excluded); every figure
 is the median of --repeat runs. Both engines' cycles are printed so agreement is visible.
 
@@ -48,6 +53,16 @@ from simulator.engine_cycle import run_kernel_cycle  # noqa: E402
 from workloads import get_workload  # noqa: E402
 
 ENGINES = {"burst": run_burst, "cycle": run_kernel_cycle}
+WHOLE = ["mem_tile.size_bytes=1073741824"]   # no kernel here exceeds a MEM tile: one call each
+
+
+def whole_kernel(layer, chip):
+    """The layer's kernel and images as one call (SystemExit if the compiler tiled it)."""
+    program = compile_layer(layer, chip)
+    if program.tiling is not None:
+        raise SystemExit(f"{layer.name}: tiled into {len(program.tiling.tiles)} calls; "
+                         "enlarge mem_tile.size_bytes in WHOLE")
+    return program.kernels[0], program.images
 
 
 def timed(fn, kernel, images, chip, repeat: int) -> tuple[int, float]:
@@ -66,12 +81,11 @@ def spmspm_table(chip, repeat: int, cycle_max: int, sizes: list[tuple[int, float
           f"{'wall s':>9} {'cycles/s':>12} {'speedup':>8}")
     for n, d in sizes:
         layer = get_workload("spmspm").make({"shape": f"{n},{n},{n}", "density": d})
-        program = compile_layer(layer, chip)
-        kernel = program.kernels[0]
-        burst = timed(run_burst, kernel, program.images, chip, repeat)
+        kernel, images = whole_kernel(layer, chip)
+        burst = timed(run_burst, kernel, images, chip, repeat)
         rows = [("burst", *burst)]
         if n <= cycle_max:
-            rows.append(("cycle", *timed(run_kernel_cycle, kernel, program.images, chip,
+            rows.append(("cycle", *timed(run_kernel_cycle, kernel, images, chip,
                                          1 if n >= 1024 else repeat)))
         for eng, cycles, wall in rows:
             speed = f"{rows[1][2] / burst[1]:>7.0f}x" if eng == "burst" and len(rows) > 1 \
@@ -87,10 +101,10 @@ def scaling(chip, repeat: int, sizes: list[int]) -> None:
     for name in ("elemadd", "spmv"):
         for n in sizes:
             layer = get_workload(name).make({"shape": f"{n},{n}", "density": 0.03})
-            program = compile_layer(layer, chip)
+            kernel, images = whole_kernel(layer, chip)
             nnz = sum(getattr(t, "nnz", 0) or int((t != 0).sum())
                       for t in layer.tensors.values())
-            cycles, wall = timed(run_burst, program.kernels[0], program.images, chip, repeat)
+            cycles, wall = timed(run_burst, kernel, images, chip, repeat)
             print(f"{name:>8} {n:>6} {nnz:>9,} {cycles:>11,} {wall:>8.3f} "
                   f"{wall / nnz * 1e6:>7.2f} {cycles / wall:>12,.0f}", flush=True)
 
@@ -103,12 +117,11 @@ SWEEP = ([(256, d, True) for d in (0.01, 0.02, 0.05, 0.08, 0.1, 0.2, 0.3, 0.5)]
 def one_case(n: int, density: float, balance: bool, engine: str) -> dict:
     """Compile and run one SpM*SpM case in this process; the kernel simulation's CPU time."""
     chip = load_chip(ROOT / "configs/chips/onyx.yaml",
-                     [] if balance else ["compiler.balance_fifos=false"])
+                     WHOLE + ([] if balance else ["compiler.balance_fifos=false"]))
     layer = get_workload("spmspm").make({"shape": f"{n},{n},{n}", "density": density})
-    program = compile_layer(layer, chip)
-    kernel = program.kernels[0]
+    kernel, images = whole_kernel(layer, chip)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
-    run = ENGINES[engine](kernel, program.images, chip)
+    run = ENGINES[engine](kernel, images, chip)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     steps = sum(u.busy_cycles for u in run.units.values())
@@ -182,8 +195,8 @@ def main() -> None:
     if args.sweep:
         sweep(SWEEP, args.cycle_max_cycles, args.mem_gb, args.sam_seconds)
         return
-    chip = load_chip(ROOT / "configs/chips/onyx.yaml")
-    big = load_chip(ROOT / "configs/chips/onyx.yaml", ["glb.tiles=256"])
+    chip = load_chip(ROOT / "configs/chips/onyx.yaml", WHOLE)
+    big = load_chip(ROOT / "configs/chips/onyx.yaml", WHOLE + ["glb.tiles=256"])
     if args.quick:
         spmspm_table(chip, 1, 256, [(64, 0.1), (256, 0.02)])
         scaling(big, 1, [256, 512])

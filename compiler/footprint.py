@@ -1,8 +1,8 @@
 """Does a workload fit the chip and this machine? Checked from its parameters, before any
 tensor is built (workloads.footprint estimates the sizes).
 
-- Global buffer: a SAM kernel's inputs are DMA'd into the GLB whole (the emit pass does not
-  tile them, compiler.pipeline.emit_program), and every stored value takes ELEMENT_BYTES, so
+- Global buffer: a SAM kernel's inputs are DMA'd into the GLB whole (tiling cuts only the
+  MEM-tile levels, compiler.pipeline.emit_program), and every stored value takes ELEMENT_BYTES, so
   ``nonzeros x ELEMENT_BYTES`` is a lower bound of what it needs.
 - Host memory: the workload's arrays (workloads.footprint) plus the compiler's and simulator's
   per-tile structures (placement grid, routing graph), TILE_HOST_BYTES per array tile.
@@ -46,8 +46,9 @@ def check_fits(chip: ChipConfig, name: str, params: dict[str, Any],
             raise CompileError(
                 f"emit: workload {name}: its inputs hold {fp.stored_elements:,} nonzeros, at "
                 f"least {need:,} bytes of global buffer, but chip {chip.name} has "
-                f"{chip.glb.size_bytes:,} (glb.tiles x glb.tile_size_bytes; SAM kernels are "
-                "not tiled): use a smaller shape or density")
+                f"{chip.glb.size_bytes:,} (glb.tiles x glb.tile_size_bytes; a SAM kernel's "
+                "inputs sit in the GLB whole, tiles cut only MEM-tile levels): use a smaller "
+                "shape or density")
     have = available_memory_bytes() if available is None else available
     tiles = chip_host_bytes(chip)
     host = tiles + (fp.host_bytes if fp is not None else 0)

@@ -3,6 +3,7 @@
     parse      index notation + formats + loop order           (compiler.notation)
     images     workload tensors -> fibertree memory images     (isa.fibertree)
     lower      Custard's algorithm -> SAM graph                 (compiler.lower)
+    tile       cut levels larger than a MEM tile into tile calls (compiler.tiling)
     unroll     N copies, stream filters and arbiters            (compiler.unroll)
     place      one instruction per PE/MEM tile                  (compiler.place)
     route      every stream over the mesh, PathFinder           (compiler.route)
@@ -16,6 +17,7 @@ entry for any kernel workload: a dense GEMM lowers to a systolic kernel instead
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,12 @@ from compiler.lower import lower_assignment, output_formats
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
 from compiler.route import route_kernel
+from compiler.tiling import plan_tiling
 from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree, parse_formats
 from isa.program import Command, Kernel, Program, TensorDecl
+from isa.tiles import Tiling
 from isa.verify import verify_kernel
 
 
@@ -73,6 +77,15 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
     """parse + images + lower (unplaced kernel), with the verifier after lowering. A layer
     without a loop order gets the first legal one (compiler.order.default_order, formats
     following it; the estimated choice is compiler.order.choose_order)."""
+    kernel, images, _assign, _order = _lower(layer, chip)
+    return kernel, images
+
+
+def _lower(layer: Any, chip: ChipConfig, tile_sizes: dict[str, int] | None = None
+           ) -> tuple[Kernel, dict[str, FiberTree], Any, tuple[str, ...]]:
+    """:func:`lower_layer`, also returning the assignment and loop order; with
+    ``tile_sizes`` (index variable -> tile size) the kernel is lowered for tiles of those
+    sizes (its tensors declared with the tile shapes; the images stay whole)."""
     if getattr(layer, "order", None) in (None, ""):
         from compiler.order import default_order, with_order
 
@@ -93,6 +106,11 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
             if sizes.setdefault(v, n) != n:
                 raise CompileError(f"parse: {layer.expr}: index {v} has size {sizes[v]} and "
                                    f"{n} (shape mismatch at tensor {acc.tensor})")
+    if tile_sizes is not None:
+        sizes = dict(tile_sizes)
+        for acc in assign.operands:
+            decls[acc.tensor] = replace(decls[acc.tensor],
+                                        shape=tuple(sizes[v] for v in acc.indices))
     out = assign.out
     decls[out.tensor] = TensorDecl(out.tensor, tuple(sizes[v] for v in out.indices),
                                    output_formats(layer, out.tensor, len(out.indices)),
@@ -102,24 +120,36 @@ def lower_layer(layer: Any, chip: ChipConfig) -> tuple[Kernel, dict[str, FiberTr
     kernel = lower_assignment(assign, order, decls, zero_policy=policy, explicit_zeros=zeros,
                               name=f"{layer.name}_{''.join(order)}",
                               locate=chip.compiler.locate, bitvector=chip.compiler.bitvector)
-    return _verified(kernel, "lower"), images
+    return _verified(kernel, "lower"), images, assign, order
 
 
 def compile_layer(layer: Any, chip: ChipConfig) -> Program:
-    """Compile a workload layer for ``chip``: the whole pipeline, returning a Program."""
+    """Compile a workload layer for ``chip``: the whole pipeline, returning a Program. A
+    kernel whose levels exceed a MEM tile is tiled (compiler.tiling) and lowered once for
+    the tile shape: every tile call runs the same configured graph, unrolled
+    (compiler.unroll) over copies that each call's outer positions can feed."""
     from dataclasses import replace
 
     from compiler.order import default_order, work_bound
     from compiler.unroll import output_bound, plan_unroll
 
-    kernel, images = lower_layer(layer, chip)
+    kernel, images, assign, order = _lower(layer, chip)
+    check_glb(images, chip)
+    out_formats = next(d.formats for d in kernel.tensors if d.is_output)
+    tiling = plan_tiling(assign, order, images, chip, out_formats)
+    if tiling is not None:
+        # the graph is lowered as for the whole tensors (same zero flags), with the tile
+        # shapes: a dense level's padding in a last, shorter tile holds zeros, which the
+        # kernel computes with like any stored value and the assembly crops away
+        kernel, _, _, _ = _lower(layer, chip, dict(zip(tiling.variables, tiling.sizes)))
     work = tail = 0.0
     if chip.compiler.unroll == "auto":
-        order = getattr(layer, "order", None) or default_order(layer)
-        work, tail = work_bound(layer, order), output_bound(layer, order)
-    kernel, choice = plan_unroll(kernel, images, chip, work, tail,
+        seq = getattr(layer, "order", None) or default_order(layer)
+        work, tail = work_bound(layer, seq), output_bound(layer, seq)
+    calls = [t.images for t in tiling.tiles] if tiling is not None else [images]
+    kernel, choice = plan_unroll(kernel, calls, chip, work, tail,
                                  lambda k: place_route_balance(_verified(k, "unroll"), chip))
-    return replace(emit_program(kernel, images, chip), unroll=choice)
+    return replace(emit_program(kernel, images, chip, tiling), unroll=choice)
 
 
 def place_route_balance(kernel: Kernel, chip: ChipConfig) -> Kernel:
@@ -134,29 +164,43 @@ def check_glb(images: dict[str, FiberTree], chip: ChipConfig) -> None:
     total = sum(t.nbytes(ELEMENT_BYTES) for t in images.values())
     if total > chip.glb.size_bytes:
         raise CompileError(f"emit: inputs need {total} bytes of global buffer but chip "
-                           f"{chip.name} has {chip.glb.size_bytes} (tiling is not implemented "
-                           "for this kernel; use a smaller problem)")
+                           f"{chip.name} has {chip.glb.size_bytes} (a kernel's inputs sit in "
+                           "the global buffer whole; tiles cut only the MEM-tile levels): "
+                           "use a smaller problem")
 
 
-def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig) -> Program:
+def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
+                 tiling: Tiling | None = None) -> Program:
     """The controller schedule: DMA inputs DRAM->GLB, load them into the memory tiles,
-    configure (overlapping the loads), launch, wait, unload and DMA the output back."""
+    configure (overlapping the loads), launch, wait, unload and DMA the output back. A tiled
+    kernel is configured once and its inputs DMAed whole; then per tile call: load the
+    operand tiles that changed, launch, wait and unload the output tile (``tile=N``); the
+    assembled output is DMAed out at the end."""
     from isa.bitstream import config_bits
 
     check_glb(images, chip)
+    outs = [d.name for d in kernel.tensors if d.is_output]
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
     from compiler.unroll import copies_of
 
-    for name in sorted(images):    # every copy of an unrolled graph holds every input
-        sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES)
-                             * copies_of(kernel)))
-    sched += [Command("launch", kernel.name), Command("wait", kernel.name)]
-    for decl in kernel.tensors:
-        if decl.is_output:
-            sched += [Command("unload", decl.name), Command("dma_out", decl.name)]
-    return Program(kernel.name, (kernel,), images, tuple(sched))
+    copies = copies_of(kernel)     # every copy of an unrolled graph holds every input
+    if tiling is None:
+        for name in sorted(images):
+            sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES) * copies))
+        sched += [Command("launch", kernel.name), Command("wait", kernel.name)]
+        for name in outs:
+            sched += [Command("unload", name), Command("dma_out", name)]
+        return Program(kernel.name, (kernel,), images, tuple(sched))
+    for t, tile in enumerate(tiling.tiles):
+        for name in sorted(tile.loads):
+            sched.append(Command("load", name,
+                                 tile.images[name].nbytes(ELEMENT_BYTES) * copies, t))
+        sched += [Command("launch", kernel.name, 0, t), Command("wait", kernel.name, 0, t)]
+        sched += [Command("unload", name, 0, t) for name in outs]
+    sched += [Command("dma_out", name) for name in outs]
+    return Program(kernel.name, (kernel,), images, tuple(sched), tiling=tiling)
 
 
 def compile_kernel(layer: Any, chip: ChipConfig) -> Program:

@@ -344,7 +344,7 @@ def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
     return max(work / effective, tail) + per_copy * copies
 
 
-def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
+def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipConfig,
                 work: float, tail: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
     """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
     routed kernel ``compile_fn`` made of the chosen factor, and the choice.
@@ -352,8 +352,10 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
     work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads at the
-    links' bandwidth), and takes the
-    best that places and routes (falling back to smaller factors, then to 1).
+    links' bandwidth; per kernel call: ``calls`` holds each call's input images, one for an
+    untiled kernel, one per tile for a tiled one), and takes the best that places and routes
+    (falling back to smaller factors, then to 1). N never exceeds the outer positions of the
+    call that has the fewest.
     """
     want = parse_unroll(chip.compiler.unroll)
     requested = "auto" if want is None else str(want)
@@ -366,7 +368,9 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
                                f"be unrolled: {shape.why_not}")
         return compile_fn(kernel), UnrollChoice(1, requested, f"not unrollable: "
                                                               f"{shape.why_not}")
-    positions = outer_positions(kernel, shape, images)
+    # every kernel call (a tiled kernel's tiles) must feed every copy an outer position
+    positions = min(outer_positions(kernel, shape, images) for images in calls)
+    work, tail = work / len(calls), tail / len(calls)      # per call
     limits = max_copies(kernel, shape, chip, positions)
     bound = min(limits.values())
     if want is not None:
@@ -380,7 +384,8 @@ def plan_unroll(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     from isa.bitstream import config_bits
 
     base = compile_fn(kernel)
-    load = sum(t.nbytes(2) for t in images.values()) / chip.glb.array_bytes_per_cycle
+    load = sum(t.nbytes(2) for images in calls for t in images.values()) / len(calls) \
+        / chip.glb.array_bytes_per_cycle
     per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
     buffer = chip.compiler.max_buffer_entries if chip.compiler.balance_fifos \
         else chip.pe.fifo_depth

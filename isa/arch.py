@@ -199,12 +199,18 @@ class ControllerConfig:
     config_bits_per_cycle: int           # configuration network bandwidth
     launch_cycles: int                   # firmware overhead per kernel launch
     dma_setup_cycles: int                # firmware overhead per DMA descriptor
+    # issue 14 item 4: the firmware's energy and tile pipelining (docs/architecture.md)
+    firmware_pj_per_cycle: float = 0.0   # energy of the firmware processor per busy cycle
+    tile_pipelining: bool = False        # level buffers as depth-2 FIFOs of tiles
+    merge_cycles_per_element: int = 0    # firmware cycles per entry of a partial-output merge
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
         if self.config_bits_per_cycle < 1:
             out.append(("config_bits_per_cycle", "must be >= 1"))
-        for key in ("launch_cycles", "dma_setup_cycles"):
+        if not self.firmware_pj_per_cycle >= 0:
+            out.append(("firmware_pj_per_cycle", "must be >= 0"))
+        for key in ("launch_cycles", "dma_setup_cycles", "merge_cycles_per_element"):
             if getattr(self, key) < 0:
                 out.append((key, "must be >= 0"))
         return out

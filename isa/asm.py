@@ -207,6 +207,8 @@ def print_program(program: Program) -> str:
             line = f"{_name(cmd.op)} {_name(cmd.arg)}"
             if cmd.size_bytes:
                 line += f" size_bytes={cmd.size_bytes}"
+            if cmd.tile >= 0:
+                line += f" tile={cmd.tile}"
             lines.append(line)
         lines.append(".end")
     return "\n".join(lines) + "\n"
@@ -641,15 +643,18 @@ def _parse_schedule(lines: list[tuple[int, str]], start: int) -> tuple[list[Comm
         if op not in COMMANDS:
             raise line.error(f"unknown command {op!r} (expected one of {', '.join(COMMANDS)})")
         arg = line.name(f"the argument of {op}")
-        size = 0
-        if line.peek() is not None:
-            key = line.name("size_bytes=")
-            if key != "size_bytes":
-                raise line.error(f"unknown command field {key!r} (expected size_bytes)")
+        fields = {"size_bytes": 0, "tile": -1}
+        seen: set[str] = set()
+        while line.peek() is not None:
+            key = line.name("size_bytes= or tile=")
+            if key not in fields or key in seen:
+                raise line.error(f"unknown or repeated command field {key!r} (expected "
+                                 "size_bytes, then tile)")
+            seen.add(key)
             line.punct("=")
-            size = line.integer("size_bytes")
+            fields[key] = line.integer(key)
         line.end()
-        commands.append(Command(op, arg, size))
+        commands.append(Command(op, arg, fields["size_bytes"], fields["tile"]))
     raise IsaError(f"line {lines[start][0]}: .schedule has no .end")
 
 

@@ -193,11 +193,13 @@ AnyKernel = Kernel | SystolicKernel
 
 @dataclass(frozen=True)
 class Command:
-    """One controller (firmware) step. ``op`` is one of COMMANDS; ``arg`` names its object."""
+    """One controller (firmware) step. ``op`` is one of COMMANDS; ``arg`` names its object;
+    ``tile`` >= 0: the step belongs to that tile call of ``Program.tiling`` (isa.tiles)."""
 
     op: str
     arg: str
     size_bytes: int = 0
+    tile: int = -1
 
 
 COMMANDS = ("dma_in", "load", "configure", "launch", "wait", "unload", "dma_out")
@@ -237,6 +239,7 @@ class Program:
     schedule: tuple[Command, ...] = ()
     jobs: tuple[Job, ...] = ()                 # a model layer's jobs (data, not text)
     layout: Any = None                         # a model layer's lanes and tile bound
+    tiling: Any = None                         # a tiled kernel's tiles (isa.tiles.Tiling)
     unroll: Any = None                         # a kernel's unroll choice (compiler.unroll)
 
     def kernel(self, name: str) -> Kernel | SystolicKernel:

@@ -7,6 +7,10 @@ from __future__ import annotations
 FIGURE_LABELS: dict[str, str] = {
     "cycles": "total cycles (launch, config, DMA, kernel)",
     "kernel_cycles": "kernel cycles",
+    "firmware_cycles": "firmware (M3) busy cycles",
+    "kernel_calls": "kernel calls",
+    "tiling": "tiling (MEM-tile levels)",
+    "firmware_energy_j": "firmware (M3) energy",
     "tile_kernel_cycles_sum": "tile kernel cycles (sum over lanes)",
     "compute_cycles": "compute cycles (dense GEMM, SCALE-Sim v3)",
     "seconds": "chip time (whole run)",

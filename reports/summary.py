@@ -44,6 +44,7 @@ def cpu_roofs(preset: Any) -> dict[str, float]:
 SUMMARY_ROWS = (   # (summary key, format, unit suffix): labels from reports.labels
     ("cycles", "{:,}", ""),
     ("kernel_cycles", "{:,}", ""),
+    ("firmware_cycles", "{:,}", ""),
     ("tile_kernel_cycles_sum", "{:,}", ""),
     ("compute_cycles", "{:,}", ""),
     ("seconds", "{:.3e}", " (s)"),

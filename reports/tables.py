@@ -88,6 +88,11 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
 
     add("cycles", count)
     add("kernel_cycles", count)
+    add("firmware_cycles", count)
+    add("kernel_calls", count)
+    add("tiles", count)
+    add("tiling", str)
+    add("firmware_energy_j", lambda v: si(v, "J"))
     add("compute_cycles", count)
     if s.get("loop_order"):
         by = s.get("loop_order_by")

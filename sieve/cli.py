@@ -151,6 +151,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             from compiler.layers import summarize_jobs
 
             text += summarize_jobs(program)
+        if program.tiling is not None:
+            from compiler.tiling import summarize_schedule
+
+            text = summarize_schedule(text, program.tiling)
     elif args.emit == "dot":
         if not hasattr(kernel, "nodes"):
             raise WorkloadError(f"workload {layer.name}: kernel {kernel.name} is a systolic "

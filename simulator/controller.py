@@ -22,9 +22,12 @@ both modes, sparse (the lanes) and dense (the MAC block as one lane), and the co
 policy in the Program (``layout.pick_product`` / ``pick_layer``: ``compiler.layer_mode``,
 auto by ``compiler.objective``) picks one per product (:func:`choose_modes`).
 
-Firmware semantics: commands run in order and block, except ``configure``, which streams over
-the separate configuration network concurrently with the commands after it; ``launch`` waits
-for its configuration to finish and then pays ``controller.launch_cycles``.
+Firmware semantics (:class:`Firmware`): commands run in order and block, except
+``configure``, which streams over the separate configuration network concurrently with the
+commands after it; ``launch`` waits for its configuration to finish. The firmware processor
+is one resource: each DMA descriptor costs it ``controller.dma_setup_cycles`` and each kernel
+call ``controller.launch_cycles`` (``firmware_cycles``). A tiled kernel's tile calls run one
+at a time or pipelined (``controller.tile_pipelining``), their outputs assembled in the GLB.
 
 Stats: ``chip.memory.*`` and ``chip.controller.*`` for every run; per SAM kernel its units
 (``chip.<tile>.<opcode>.*``) and streams (``chip.noc.*``); per systolic kernel
@@ -34,6 +37,7 @@ do not name energy actions); the one energy function turns both into joules.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterable
@@ -46,11 +50,12 @@ from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
-from isa.program import Program, SystolicKernel
-from simulator.chip import RunResult, Transfer, dram_transfer, link_transfer
+from isa.program import Command, Program, SystolicKernel
+from isa.tiles import Accumulator
+from simulator.chip import RunResult, dram_transfer, link_transfer, transfer_time
 from simulator.engine_cycle import CycleKernel, drive, tile_name
 from simulator.progress import progress_of
-from simulator.stats import ControllerStats, MemoryStats, flatten
+from simulator.stats import ChannelStats, ControllerStats, MemoryStats, UnitStats, flatten
 
 SYSTOLIC = "systolic"
 """The fidelity of a run whose kernels are all systolic: one timing model, whatever asked."""
@@ -93,95 +98,11 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
     progress.stage("simulate", total=sum(c.op == "launch" for c in program.schedule),
                    unit="kernel launches")
     env = simpy.Environment()
-    dram = simpy.Resource(env, capacity=1)
-    links = simpy.Resource(env, capacity=1)
-    mem = MemoryStats()
-    ctl = ControllerStats()
-    runs: dict[str, Any] = {}
-    live: dict[str, CycleKernel] = {}
-    outputs: dict[str, FiberTree] = {}
-
-    def transfer(res: simpy.Resource, cost: Transfer):
-        with res.request() as req:
-            yield req
-            yield env.timeout(cost.cycles)
-        return cost.busy_cycles
-
-    def configure(kernel):
-        from isa.bitstream import config_bits
-
-        bits = config_bits(kernel)
-        cycles = math.ceil(bits / chip.controller.config_bits_per_cycle)
-        ctl.config_bits += bits
-        ctl.config_cycles += cycles
-        yield env.timeout(cycles)
-
-    def output_bytes(name: str) -> int:
-        return outputs[name].nbytes(ELEMENT_BYTES) if name in outputs else 0
-
-    end_cycle = [0]
-    current = ["controller: not started"]      # the schedule step under way, for the watchdog
-
-    def controller():
-        configs: dict[str, simpy.events.Process] = {}
-        c = chip.controller
-        for step, cmd in enumerate(program.schedule):
-            start = env.now
-            current[0] = (f"controller: schedule step {step} ({cmd.op} {cmd.arg}"
-                          f"{'' if not cmd.size_bytes else f', {cmd.size_bytes} bytes'}) "
-                          f"since cycle {start}")
-            if cmd.op in MOVES:
-                over_dram, byte_counters, phase = MOVES[cmd.op]
-                n = cmd.size_bytes if cmd.op in ("dma_in", "load") else output_bytes(cmd.arg)
-                cost = dram_transfer(chip, n) if over_dram else link_transfer(chip, n)
-                busy = yield env.process(transfer(dram if over_dram else links, cost))
-                for counter in byte_counters:
-                    setattr(mem, counter, getattr(mem, counter) + n)
-                busy_counter = "dram_busy_cycles" if over_dram else "link_busy_cycles"
-                setattr(mem, busy_counter, getattr(mem, busy_counter) + busy)
-                setattr(ctl, phase, getattr(ctl, phase) + env.now - start)
-            elif cmd.op == "configure":
-                configs[cmd.arg] = env.process(configure(program.kernel(cmd.arg)))
-            elif cmd.op == "launch":
-                kernel = program.kernel(cmd.arg)
-                if cmd.arg in configs:
-                    yield configs[cmd.arg]
-                yield env.timeout(c.launch_cycles)
-                ctl.launch_count += 1
-                if isinstance(kernel, SystolicKernel):
-                    from simulator.engine_systolic import run_systolic
-
-                    configs[cmd.arg + "#run"] = env.process(_timed(env, run_systolic, kernel,
-                                                                   program, chip))
-                elif fidelity == "cycle":
-                    ck = CycleKernel(env, kernel, program.images, chip)
-                    live[cmd.arg] = ck
-                    configs[cmd.arg + "#run"] = env.process(ck.run())
-                else:
-                    from simulator.engine_burst import run_burst
-
-                    configs[cmd.arg + "#run"] = env.process(_timed(env, run_burst, kernel,
-                                                                   program, chip))
-            elif cmd.op == "wait":
-                run = yield configs[cmd.arg + "#run"]
-                runs[cmd.arg] = run
-                progress.advance(1, cmd.arg)
-                ctl.kernel_cycles += run.cycles
-                kernel = program.kernel(cmd.arg)
-                if isinstance(kernel, SystolicKernel):
-                    outputs.update(run.outputs)
-                    continue
-                for decl in kernel.tensors:
-                    if decl.is_output:
-                        outputs[decl.name] = assemble_output(decl, run.memory)
-            else:
-                raise SimulationError(f"controller: unknown command {cmd.op!r}")
-        end_cycle[0] = int(env.now)
-
-    proc = env.process(controller())
+    fw = Firmware(env, program, chip, fidelity, progress)
+    proc = env.process(fw.run())
     status = drive(env, proc, chip.sim.max_cycles, progress)
     if status != "done":
-        stuck = "\n".join([current[0]] + [k.stuck() for k in live.values()])
+        stuck = "\n".join([fw.current] + [k.stuck() for k in fw.live.values()])
         if status == "watchdog":
             raise SimulationError(f"watchdog: no completion after sim.max_cycles="
                                   f"{chip.sim.max_cycles} cycles; unit states:\n{stuck}")
@@ -190,13 +111,14 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                               f"{chip.pe.fifo_depth})")
     if not proc.ok:
         raise proc.value
-    cycles = end_cycle[0]
+    cycles = fw.end_cycle
+    ctl = fw.ctl
     stats: dict[str, dict[str, Any]] = {}
-    flatten("chip.memory", mem, stats)
+    flatten("chip.memory", fw.mem, stats)
     flatten("chip.controller", ctl, stats)
     actions: dict[str, float] = {}
     ops: int | None = None
-    for kname, run in runs.items():
+    for kname, run in fw.runs.items():
         kernel = program.kernel(kname)
         if isinstance(kernel, SystolicKernel):
             flatten("chip.systolic", run.gemm, stats)
@@ -211,14 +133,322 @@ def simulate(program: Program, chip: ChipConfig, *, fidelity: str | None = None,
                     run.channels[e.name], stats)
     stats = dict(sorted(stats.items()))
     return RunResult(chip.name, program.name, fidelity, cycles,
-                     cycles / (chip.clock.freq_mhz * 1e6), ctl.kernel_cycles, outputs, stats,
-                     runs, actions, ops)
+                     cycles / (chip.clock.freq_mhz * 1e6), ctl.kernel_cycles, fw.outputs, stats,
+                     fw.runs, actions, ops)
 
 
-def _timed(env: simpy.Environment, engine: Any, kernel: Any, program: Program,
+class Firmware:
+    """The controller's firmware running a kernel program's commands as SimPy processes.
+
+    The firmware processor (Onyx: the Cortex-M3) is one SimPy resource: every action of it
+    holds it for its cycles, which ``chip.controller.firmware_cycles`` counts (energy:
+    ``controller.firmware_pj_per_cycle``). Its actions: a DMA descriptor per transfer
+    (``dma_setup_cycles``: DRAM<->GLB, GLB<->MEM tiles, the configuration stream), a kernel
+    call (``launch_cycles``: start pulse, taking and clearing the completion interrupt) per
+    launch, and, for a tiled kernel whose tiles split a contracted index, the merge of each
+    partial output tile into its block's earlier sum in the global buffer (the M3 "performs
+    any operations not supported by the accelerator", MICRO25): ``merge_cycles_per_element``
+    per entry read or written, the adds counted (``merge_add_count``) and the GLB traffic.
+
+    Commands run in order and block, except ``configure``, which streams over the separate
+    configuration network concurrently with the commands after it (``launch`` waits for it).
+    A tiled kernel's tile commands (``tile >= 0``) run as tile calls: one after another
+    (load, launch, wait, unload: the firmware's descriptors and kernel call on the critical
+    path of every tile), or with ``controller.tile_pipelining`` through depth-2 FIFOs of
+    tiles (MICRO25): the firmware loads tile t+1 and prepares its call while tile t computes,
+    and unloads tile t while tile t+1 computes; a tile starts when it is loaded, the array is
+    free and an output buffer is free, so the firmware's time hides behind the tiles'.
+    """
+
+    def __init__(self, env: simpy.Environment, program: Program, chip: ChipConfig,
+                 fidelity: str, progress: Any) -> None:
+        self.env, self.program, self.chip = env, program, chip
+        self.fidelity, self.progress = fidelity, progress
+        self.dram = simpy.Resource(env, capacity=1)
+        self.links = simpy.Resource(env, capacity=1)
+        self.m3 = simpy.Resource(env, capacity=1)
+        self.mem = MemoryStats()
+        self.ctl = ControllerStats()
+        self.runs: dict[str, Any] = {}
+        self.live: dict[str, CycleKernel] = {}
+        self.outputs: dict[str, FiberTree] = {}
+        self.configs: dict[str, simpy.events.Process] = {}
+        self.end_cycle = 0
+        self.current = "controller: not started"     # the step under way, for the watchdog
+        self.tiling = program.tiling
+        self.acc: Accumulator | None = None
+        self.tile_out: dict[int, dict[str, FiberTree]] = {}
+        self.tile_runs: list[tuple[int, Any]] = []
+
+    # ------------------------------------------------------------------ firmware actions
+    def firmware(self, cycles: int):
+        """The firmware processor busy for ``cycles`` (waits for it if it is busy)."""
+        if cycles <= 0:
+            return
+        with self.m3.request() as req:
+            yield req
+            yield self.env.timeout(cycles)
+        self.ctl.firmware_cycles += cycles
+
+    def move(self, op: str, name: str, n: int):
+        """A data move of ``n`` bytes: its DMA descriptor on the firmware, then the transfer
+        over DRAM or the GLB<->array links (counters of MOVES)."""
+        over_dram, byte_counters, phase = MOVES[op]
+        start = self.env.now
+        yield from self.firmware(self.chip.controller.dma_setup_cycles)
+        # the descriptor's setup was the firmware's time just above (dram_transfer's setup)
+        cost = (transfer_time(n, self.chip.dram_bytes_per_cycle, self.chip.dram_latency_cycles)
+                if over_dram else link_transfer(self.chip, n))
+        res = self.dram if over_dram else self.links
+        with res.request() as req:
+            yield req
+            yield self.env.timeout(cost.cycles)
+        for counter in byte_counters:
+            setattr(self.mem, counter, getattr(self.mem, counter) + n)
+        busy_counter = "dram_busy_cycles" if over_dram else "link_busy_cycles"
+        setattr(self.mem, busy_counter, getattr(self.mem, busy_counter) + cost.busy_cycles)
+        setattr(self.ctl, phase, getattr(self.ctl, phase) + self.env.now - start)
+
+    def configure(self, kernel: Any):
+        from isa.bitstream import config_bits
+
+        yield from self.firmware(self.chip.controller.dma_setup_cycles)
+        bits = config_bits(kernel)
+        cycles = math.ceil(bits / self.chip.controller.config_bits_per_cycle)
+        self.ctl.config_bits += bits
+        self.ctl.config_cycles += cycles
+        yield self.env.timeout(cycles)
+
+    def launch(self, name: str, images: dict[str, FiberTree], call: bool = True):
+        """Wait for the kernel's configuration, make the kernel call (``call``: its firmware
+        cost here; a pipelined tile's call was prepared while the tile before computed),
+        start the kernel on ``images``; returns its process (whose value is the engine's
+        run)."""
+        env, chip = self.env, self.chip
+        kernel = self.program.kernel(name)
+        if name in self.configs:
+            yield self.configs[name]
+        if call:
+            yield from self.firmware(chip.controller.launch_cycles)
+        self.ctl.launch_count += 1
+        if isinstance(kernel, SystolicKernel):
+            from simulator.engine_systolic import run_systolic
+
+            return env.process(_timed(env, run_systolic, kernel, images, chip))
+        if self.fidelity == "cycle":
+            ck = CycleKernel(env, kernel, images, chip)
+            self.live[name] = ck
+            return env.process(ck.run())
+        from simulator.engine_burst import run_burst
+
+        return env.process(_timed(env, run_burst, kernel, images, chip))
+
+    # ------------------------------------------------------------------ the command list
+    def run(self):
+        """SimPy process: the program's commands (class docstring)."""
+        sched = self.program.schedule
+        running: dict[str, simpy.events.Process] = {}
+        step = 0
+        while step < len(sched):
+            cmd = sched[step]
+            self.current = (f"controller: schedule step {step} ({cmd.op} {cmd.arg}"
+                            f"{'' if not cmd.size_bytes else f', {cmd.size_bytes} bytes'}) "
+                            f"since cycle {self.env.now}")
+            if cmd.tile >= 0:
+                block = [c for c in sched[step:] if c.tile >= 0]
+                if self.chip.controller.tile_pipelining:
+                    yield from self.pipelined(block)
+                else:
+                    yield from self.sequential(block)
+                step += len(block)
+                continue
+            step += 1
+            if cmd.op in MOVES:
+                n = cmd.size_bytes if cmd.op in ("dma_in", "load") else self.output_bytes(cmd.arg)
+                yield from self.move(cmd.op, cmd.arg, n)
+            elif cmd.op == "configure":
+                self.configs[cmd.arg] = self.env.process(
+                    self.configure(self.program.kernel(cmd.arg)))
+            elif cmd.op == "launch":
+                running[cmd.arg] = yield from self.launch(cmd.arg, self.program.images)
+            elif cmd.op == "wait":
+                run = yield running[cmd.arg]
+                self.finish(cmd.arg, run)
+            else:
+                raise SimulationError(f"controller: unknown command {cmd.op!r}")
+        self.end_cycle = int(self.env.now)
+
+    def output_bytes(self, name: str) -> int:
+        return self.outputs[name].nbytes(ELEMENT_BYTES) if name in self.outputs else 0
+
+    def finish(self, name: str, run: Any) -> None:
+        """A whole (untiled) kernel's run ended: record it and its outputs."""
+        self.runs[name] = run
+        self.progress.advance(1, name)
+        self.ctl.kernel_cycles += run.cycles
+        kernel = self.program.kernel(name)
+        if isinstance(kernel, SystolicKernel):
+            self.outputs.update(run.outputs)
+            return
+        for decl in kernel.tensors:
+            if decl.is_output:
+                self.outputs[decl.name] = assemble_output(decl, run.memory)
+
+    # ------------------------------------------------------------------ tile calls
+    def tile_steps(self, block: list[Command]) -> list[tuple[list[Command], Command,
+                                                             list[Command]]]:
+        """The tile commands grouped per tile: (loads, launch, unloads)."""
+        tiles: dict[int, tuple[list[Command], list[Command], list[Command]]] = {}
+        for c in block:
+            loads, launch, unloads = tiles.setdefault(c.tile, ([], [], []))
+            if c.op == "load":
+                loads.append(c)
+            elif c.op == "launch":
+                launch.append(c)
+            elif c.op == "unload":
+                unloads.append(c)
+            elif c.op != "wait":
+                raise SimulationError(f"controller: command {c.op} {c.arg} cannot belong to "
+                                      f"tile {c.tile}")
+        out = []
+        for t in sorted(tiles):
+            loads, launch, unloads = tiles[t]
+            if len(launch) != 1:
+                raise SimulationError(f"controller: tile {t} has {len(launch)} launches "
+                                      "(one kernel call per tile)")
+            out.append((loads, launch[0], unloads))
+        return out
+
+    def load_tile(self, loads: list[Command]):
+        for c in loads:
+            yield from self.move("load", c.arg, c.size_bytes)
+
+    def compute_tile(self, t: int, launch: Command, call: bool = True):
+        """Launch tile ``t`` and wait for it: returns the run."""
+        images = self.tiling.tiles[t].images
+        proc = yield from self.launch(launch.arg, images, call)
+        start = int(self.env.now)
+        run = yield proc
+        self.tile_runs.append((start, run))
+        self.ctl.kernel_cycles += run.cycles
+        self.progress.advance(1, f"{launch.arg} tile {t}")
+        kernel = self.program.kernel(launch.arg)
+        self.tile_out[t] = {d.name: assemble_output(d, run.memory)
+                            for d in kernel.tensors if d.is_output}
+        if self.fidelity == "cycle":
+            self.live.pop(launch.arg, None)
+        return run
+
+    def unload_tile(self, t: int, unloads: list[Command]):
+        """Move tile ``t``'s output to the GLB; a partial tile is merged into its block's
+        earlier sum by the firmware (class docstring)."""
+        outs = self.tile_out.pop(t)
+        tile = self.tiling.tiles[t]
+        c = self.chip.controller
+        for cmd in unloads:
+            tree = outs[cmd.arg]
+            yield from self.move("unload", cmd.arg, tree.nbytes(ELEMENT_BYTES))
+            if self.acc is None:
+                self.acc = Accumulator(self.tiling, tree.vals.dtype)
+            adds, read, written = self.acc.add(tile, tree)
+            if read:
+                entry = (len(tree.shape) + 1) * ELEMENT_BYTES      # coordinates + value
+                self.mem.glb_read_bytes += read * entry
+                self.mem.glb_write_bytes += written * entry
+                self.ctl.merge_add_count += adds
+                yield from self.firmware((read + written) * c.merge_cycles_per_element)
+
+    def sequential(self, block: list[Command]):
+        """Tile calls one after another: load, launch, wait, unload."""
+        for loads, launch, unloads in self.tile_steps(block):
+            yield from self.load_tile(loads)
+            yield from self.compute_tile(launch.tile, launch)
+            yield from self.unload_tile(launch.tile, unloads)
+        self.finish_tiles()
+
+    def pipelined(self, block: list[Command]):
+        """Tile calls through depth-2 FIFOs of tiles (class docstring)."""
+        env = self.env
+        steps = self.tile_steps(block)
+        depth = 2
+        in_slots = simpy.Resource(env, capacity=depth)
+        out_slots = simpy.Resource(env, capacity=depth)
+        loaded = [env.event() for _ in steps]
+        computed = [env.event() for _ in steps]
+        in_req: list[Any] = [None] * len(steps)
+        out_req: list[Any] = [None] * len(steps)
+
+        def loader():
+            for i, (loads, _launch, _unloads) in enumerate(steps):
+                in_req[i] = in_slots.request()
+                yield in_req[i]
+                yield from self.load_tile(loads)
+                # the tile's kernel call (start, completion) prepared ahead of its turn
+                yield from self.firmware(self.chip.controller.launch_cycles)
+                loaded[i].succeed()
+
+        def worker():
+            for i, (_loads, launch, _unloads) in enumerate(steps):
+                yield loaded[i]
+                out_req[i] = out_slots.request()
+                yield out_req[i]
+                yield from self.compute_tile(launch.tile, launch, call=False)
+                in_slots.release(in_req[i])
+                computed[i].succeed()
+
+        def unloader():
+            for i, (_loads, launch, unloads) in enumerate(steps):
+                yield computed[i]
+                yield from self.unload_tile(launch.tile, unloads)
+                out_slots.release(out_req[i])
+
+        procs = [env.process(loader()), env.process(worker()), env.process(unloader())]
+        yield env.all_of(procs)
+        self.finish_tiles()
+
+    def finish_tiles(self) -> None:
+        """Every tile call ended: the assembled output, and the kernel's counters summed
+        over its tiles (first/last cycle: kernel cycles from the first tile's start)."""
+        from simulator.engine_cycle import KernelRun
+
+        kernel = self.program.kernels[0]
+        decl = next(d for d in kernel.tensors if d.is_output)
+        if self.acc is None:
+            dtype = np.result_type(*[t.vals.dtype for t in self.program.images.values()])
+            self.acc = Accumulator(self.tiling, dtype)
+        self.outputs[decl.name] = self.acc.tree(decl.name, decl.formats, decl.mode_order)
+        t0 = self.tile_runs[0][0] if self.tile_runs else 0
+        units: dict[str, UnitStats] = {n.id: UnitStats() for n in kernel.nodes}
+        channels = {e.name: ChannelStats() for e in kernel.edges}
+        for start, run in self.tile_runs:
+            for uid, st in run.units.items():
+                _add_unit(units[uid], st, start - t0)
+            for name, ch in run.channels.items():
+                channels[name].token_count += ch.token_count
+                channels[name].hop_count += ch.hop_count
+        last = self.tile_runs[-1][1].memory if self.tile_runs else None
+        self.runs[kernel.name] = KernelRun(self.ctl.kernel_cycles, last, units, channels)
+        self.ctl.tile_count = len(self.tile_runs)
+        self.ctl.skipped_tile_count = self.tiling.skipped
+
+
+def _add_unit(total: UnitStats, st: UnitStats, offset: int) -> None:
+    """Add one tile's unit counters to the kernel's (first/last cycle shifted by the tile's
+    start, ``offset`` cycles after the first tile's)."""
+    had = total.busy_cycles > 0
+    for f in dataclasses.fields(UnitStats):
+        if f.name not in ("first_cycle", "last_cycle"):
+            setattr(total, f.name, getattr(total, f.name) + getattr(st, f.name))
+    if st.busy_cycles:
+        first, last = st.first_cycle + offset, st.last_cycle + offset
+        total.first_cycle = min(total.first_cycle, first) if had else first
+        total.last_cycle = max(total.last_cycle, last)
+
+
+def _timed(env: simpy.Environment, engine: Any, kernel: Any, images: dict[str, Any],
            chip: ChipConfig):
     """A kernel timed whole by ``engine`` (burst or systolic): one SimPy event for its run."""
-    run = engine(kernel, program.images, chip)
+    run = engine(kernel, images, chip)
     yield env.timeout(run.cycles)
     return run
 
@@ -295,7 +525,7 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         load_energy_table,
         memory_actions,
     )
-    from simulator.layers import PricedLayer, layer_counts, layer_memory
+    from simulator.layers import PricedLayer, firmware_cycles_of, layer_counts, layer_memory
 
     table = load_energy_table(chip.energy_table)
     price, leak = action_prices(chip, table)
@@ -328,6 +558,11 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         for k, v in memory_actions(layer.memory).items():
             counts[k] = counts.get(k, 0.0) + v
         counts["config_load"] = counts.get("config_load", 0.0) + config
+        jobs = ([j for j in eng.jobs if choice[j.product] == "sparse"]
+                + [j for j in eng.dense_jobs if choice[j.product] == "dense"])
+        counts["firmware"] = firmware_cycles_of(
+            sum(c.tiles for c, m in zip(eng.costs, choice) if m == "sparse"),
+            sum(1 for j in jobs if j.dram_bytes), chip)
         energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
         seconds = cycles / (chip.clock.freq_mhz * 1e6)
         return layer, {"cycles": cycles, "stage_cycles": layer.schedule[0], "energy_j": energy,

@@ -50,6 +50,9 @@ Each line: action: count -> energy per count (table key).
   (bits) -> ``chip.dram.energy_pj_per_bit`` (set by the DRAM preset), or when that is None
   the table's ``dram_pj_per_bit`` of ``chip.dram.kind``
 * ``config_load``: ``chip.controller.config_bits`` -> ``config_load_pj_per_bit``
+* ``firmware``: ``chip.controller.firmware_cycles`` (cycles the firmware processor, Onyx's
+  M3, is busy) -> the chip's ``controller.firmware_pj_per_cycle`` (not the table's: the M3
+  is not part of the array; no overhead or voltage scaling)
 * ``leakage_pe`` / ``leakage_mem`` / ``leakage_glb``: PE tiles / MEM tiles / GLB tiles x
   cycles (every tile of the array leaks, busy or idle) -> ``leakage.*_tile_pj_per_cycle``
 
@@ -65,7 +68,7 @@ catalog's sparse kernels multiply in the ALU and add in a reducer). Energies use
 Components (``EnergyReport.by_component``): ``pe_alu`` (mac*, alu_op*, zero_detect,
 register_access), ``pe_sparse`` (joiner_step, reducer_accumulate, pe_control_step),
 ``mem_sram``, ``mem_ctrl`` (mem_control_step), ``fifo``, ``interconnect``, ``glb``, ``dram``,
-``config``, ``leakage``.
+``config``, ``firmware``, ``leakage``.
 
 Scaling rules
 -------------
@@ -371,6 +374,7 @@ ACTIONS: dict[str, str] = {
     "dram_read": "dram",
     "dram_write": "dram",
     "config_load": "config",
+    "firmware": "firmware",
     "leakage_pe": "leakage",
     "leakage_mem": "leakage",
     "leakage_glb": "leakage",
@@ -473,6 +477,8 @@ def _per_count(table: EnergyTable, chip: ChipConfig, datatype: str, voltage_v: f
     if dram is None:                    # no per-bit energy with the DRAM: the table's
         dram = table.dram_pj_per_bit_of(chip.dram.kind)
     out["dram_read"] = out["dram_write"] = dram
+    # the firmware processor: its own per-cycle energy at its own operating point (chip YAML)
+    out["firmware"] = chip.controller.firmware_pj_per_cycle
     out["leakage_pe"] = leak.pe_tile_pj_per_cycle * leak_scale
     out["leakage_mem"] = leak.mem_tile_pj_per_cycle * leak_scale
     out["leakage_glb"] = leak.glb_tile_pj_per_cycle * leak_scale
@@ -597,6 +603,7 @@ def actions_from_stats(stats: Mapping[str, Any], program: Program | None = None
             counts["mem_sram_write"] += c.get("sram_write_words", 0.0)
     counts.update(memory_actions(memory))
     counts["config_load"] = controller.get("config_bits", 0.0)
+    counts["firmware"] = controller.get("firmware_cycles", 0.0)
     ops = sum(c.get("effectual_op_count", 0.0) + c.get("add_count", 0.0)
               for c in units.values())
     return {k: v for k, v in counts.items() if not k.startswith("leakage")}, int(ops)

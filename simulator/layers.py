@@ -715,6 +715,28 @@ def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
     return run_kernel_cycle(kernel, images, chip)
 
 
+TILE_DESCRIPTORS = 3
+"""DMA descriptors the firmware programs per layer tile: A's and W's tiles in, the output out."""
+
+
+def firmware_cycles_of(tiles: int, dram_jobs: int, chip: ChipConfig) -> int:
+    """Cycles the firmware processor is busy for a layer's ``tiles`` sparse tiles and
+    ``dram_jobs`` jobs that DMA weights from DRAM, charged as for a kernel's tile calls
+    (simulator.controller.Firmware): per tile a kernel call and :data:`TILE_DESCRIPTORS`
+    descriptors, per such job one descriptor. The launch is in each tile's time
+    (``_finish_work``); the descriptors overlap the tile before (the lanes' transfers already
+    overlap compute), so they add energy, not time."""
+    c = chip.controller
+    return (tiles * (c.launch_cycles + TILE_DESCRIPTORS * c.dma_setup_cycles)
+            + dram_jobs * c.dma_setup_cycles)
+
+
+def layer_firmware_cycles(run: LayerRun, chip: ChipConfig) -> int:
+    """:func:`firmware_cycles_of` the layer's chosen tiles and jobs."""
+    return firmware_cycles_of(run.layer_stats.tile_count,
+                              sum(1 for j in run.jobs if j.dram_bytes), chip)
+
+
 def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     """The layer's RunResult: the one result type, with its counters, output and actions."""
     from isa.bitstream import config_bits
@@ -725,6 +747,7 @@ def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     ctl.config_bits = config_bits(plan.kernel) * plan.lanes
     ctl.launch_count = run.layer_stats.tile_count
     ctl.kernel_cycles = run.layer_stats.kernel_cycles
+    ctl.firmware_cycles = layer_firmware_cycles(run, chip)
     stats = dict(run.stats)
     flatten("chip.memory", mem, stats)
     flatten("chip.controller", ctl, stats)

@@ -73,6 +73,12 @@ class ControllerStats:
     kernel_cycles: int = stat("cycles", "Cycles from kernel launch to its last writer's Done.")
     dma_in_cycles: int = stat("cycles", "Cycles spent moving inputs DRAM->GLB->array.")
     dma_out_cycles: int = stat("cycles", "Cycles spent moving outputs array->GLB->DRAM.")
+    firmware_cycles: int = stat("cycles", "Cycles the firmware processor (M3) was busy: DMA "
+                                "descriptors, kernel calls, partial-output merges.")
+    tile_count: int = stat("tiles", "Tile calls of a tiled kernel (0: the kernel ran untiled).")
+    skipped_tile_count: int = stat("tiles", "Tiles not called because an operand was empty.")
+    merge_add_count: int = stat("ops", "Adds of partial output tiles merged in the GLB by the "
+                                "firmware (a contracted index split into tiles).")
 
 
 def counters(obj: Any) -> dict[str, dict[str, Any]]:

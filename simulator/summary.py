@@ -17,7 +17,7 @@ from isa.ops import Opcode
 from isa.program import Program, SystolicKernel
 from simulator.chip import RunResult
 from simulator.energy import EnergyReport
-from simulator.layers import LayerRun
+from simulator.layers import LayerRun, layer_firmware_cycles
 
 NOT_INDEPENDENT = ("lowering", "lowering_full_forward")
 """Checks that compare numpy with numpy (a model layer's at analytic fidelity): they check
@@ -44,9 +44,13 @@ def skipped_ops(program: Program, result: RunResult) -> int:
     nodes = tuple(dataclasses.replace(n, attrs=tuple((k, False if k == "skip_zeros" else v)
                                                      for k, v in n.attrs))
                   if n.op is Opcode.SCAN else n for n in kernel.nodes)
-    firings, _mem, _order = fire_kernel(kernel.with_nodes(nodes), program.images)
     names = ("effectual_op_count", "gated_op_count", "ineffectual_op_count")
-    dense_ops = sum(f.acts.get(k, 0) for f in firings.values() for k in names)
+    tiles = ([t.images for t in program.tiling.tiles] if program.tiling is not None
+             else [program.images])
+    dense_ops = 0
+    for images in tiles:
+        firings, _mem, _order = fire_kernel(kernel.with_nodes(nodes), images)
+        dense_ops += sum(f.acts.get(k, 0) for f in firings.values() for k in names)
     return dense_ops - sum(result.total(k) for k in names)
 
 
@@ -75,17 +79,24 @@ def kernel_summary(result: RunResult, program: Program, chip: ChipConfig, worklo
         "dram_bytes": _value(result, "chip.memory.dram_read_bytes")
         + _value(result, "chip.memory.dram_write_bytes"),
         "config_bits": _value(result, "chip.controller.config_bits"),
+        "firmware_cycles": _value(result, "chip.controller.firmware_cycles"),
+        "kernel_calls": _value(result, "chip.controller.launch_count"),
+        "tiles": _value(result, "chip.controller.tile_count"),
+        "skipped_tiles": _value(result, "chip.controller.skipped_tile_count"),
         "dense_equivalent_ops": dense_equivalent_ops,
         "glb_bytes": _value(result, "chip.memory.glb_read_bytes")
         + _value(result, "chip.memory.glb_write_bytes"),
         "glb_link_bytes": _value(result, "chip.memory.link_bytes"),
         "energy_j": energy.total_pj * 1e-12,
+        "firmware_energy_j": energy.by_component.get("firmware", 0.0) * 1e-12,
         "energy_table": chip.energy_table,
     }
     if isinstance(kernel, SystolicKernel):
         out.update(_systolic_figures(result, kernel))
         return out
     out.update({
+        "tiling": (program.tiling.describe() if program.tiling is not None
+                   else "untiled: every level fits one MEM tile"),
         "effectual_ops": result.total("effectual_op_count"),
         "skipped_ops": skipped_ops(program, result),
         "gated_ops": result.total("gated_op_count"),
@@ -154,6 +165,7 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "fidelity": fidelity,
         "cycles": run.cycles,
         "kernel_cycles": ls.experts_cycles,
+        "firmware_cycles": layer_firmware_cycles(run, chip),
         "tile_kernel_cycles_sum": ls.kernel_cycles,
         "seconds": run.cycles / (chip.clock.freq_mhz * 1e6),
         "verified": verified(checks),

@@ -69,12 +69,18 @@ def test_total_cycles_are_the_dma_around_the_kernel():
     report = gemm(SYSTOLIC, f"{m},{n},{k}")
     chip = report.chip
     a, b, c = (ELEMENT_BYTES * x for x in (m * k, k * n, m * n))
+    # every transfer is one DMA descriptor the firmware programs (dma_setup_cycles: inside
+    # dram_transfer, added to the GLB->array links' transfer time)
+    setup = chip.controller.dma_setup_cycles
     dma_in = sum(t.cycles for t in (dram_transfer(chip, a), link_transfer(chip, a),
-                                    dram_transfer(chip, b), link_transfer(chip, b)))
-    dma_out = link_transfer(chip, c).cycles + dram_transfer(chip, c).cycles
+                                    dram_transfer(chip, b), link_transfer(chip, b))) + 2 * setup
+    dma_out = link_transfer(chip, c).cycles + setup + dram_transfer(chip, c).cycles
     s, stats = report.summary, report.result.stats
     launch = chip.controller.launch_cycles        # the firmware's launch, as for every kernel
     assert s["cycles"] == dma_in + launch + s["compute_cycles"] + 1 + dma_out
+    # the firmware was busy for the five descriptors and the kernel call (the configuration
+    # stream's descriptor too, concurrent with the loads)
+    assert s["firmware_cycles"] == 7 * setup + launch
     assert stats["chip.controller.dma_in_cycles"]["value"] == dma_in
     assert stats["chip.controller.dma_out_cycles"]["value"] == dma_out
     assert stats["chip.memory.dram_read_bytes"]["value"] == a + b

@@ -20,18 +20,23 @@ from simulator.checks import check_outputs
 
 
 def test_every_dram_dma_pays_the_controller_setup(onyx_chip):
-    """Mutant: DRAM DMA without ``controller.dma_setup_cycles``. The controller runs the
-    schedule's DMAs one after another, so raising the setup by D cycles lengthens the run by
-    exactly D per DRAM descriptor (two inputs in, one output out)."""
+    """Mutant: a DMA without ``controller.dma_setup_cycles``. The firmware (one M3) programs
+    every descriptor one after another: the configuration stream's, then the schedule's
+    moves (two inputs DRAM->GLB and GLB->array, the output back both ways), so raising the
+    setup by D cycles lengthens the run by exactly D per descriptor."""
     from simulator.chip import dram_transfer
 
     base = run(onyx_chip, "spmspm", params={"shape": "8,8,8"})
-    dmas = [c for c in base.program.schedule if c.op in ("dma_in", "dma_out")]
-    assert len(dmas) == 3
+    moves = [c for c in base.program.schedule
+             if c.op in ("dma_in", "dma_out", "load", "unload", "configure")]
+    assert len(moves) == 7
     slow = dataclasses.replace(onyx_chip, controller=dataclasses.replace(
         onyx_chip.controller, dma_setup_cycles=onyx_chip.controller.dma_setup_cycles + 1000))
     later = run(slow, "spmspm", params={"shape": "8,8,8"})
-    assert later.result.cycles - base.result.cycles == 1000 * len(dmas)
+    assert later.result.cycles - base.result.cycles == 1000 * len(moves)
+    fw = "chip.controller.firmware_cycles"
+    assert (later.result.stats[fw]["value"] - base.result.stats[fw]["value"]
+            == 1000 * len(moves))
     # one transfer: setup + latency + ceil(bytes / bandwidth)
     t = dram_transfer(slow, 100)
     c = slow.controller.dma_setup_cycles + slow.dram_latency_cycles
