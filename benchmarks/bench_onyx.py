@@ -12,7 +12,10 @@ matrices and tensors at the sizes of the papers' (2000x2000 at 99.5% sparsity, a
 SpMSpM; ~100x200x200 at 98% sparsity, as its MTTKRP). A kernel that fails is listed with its
 error, never dropped.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_onyx.py [--quick] [--markdown]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_onyx.py [--quick] [--only TTV,MTTKRP]
+                                                                 [--no-crossover]
+
+It prints Markdown tables (as in docs/fidelity.md).
 """
 
 from __future__ import annotations

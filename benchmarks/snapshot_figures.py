@@ -9,7 +9,10 @@ from deliberate fixes. Run this before the change and after it, then compare:
 benchmarks/snapshots/ holds the snapshot of the code before issue 9's one road and after it
 (the differences are the deliberate fixes listed in that branch's report: a gemm pays its
 launch and configuration, gemm energy is charged like any kernel's, dense-mode products and
-the MoE router charge the MAC block's actions).
+the MoE router charge the MAC block's actions). before-/after-i14-unroll.json: the kernels and
+two layer cases (no gemm), before and after Onyx's config unrolls (compiler.unroll:
+auto): every unrollable kernel's cycles fall and its energy rises (each copy's loads and
+configuration); spmv, innerprod, elemadd and the layers are unchanged.
 
 Figures kept per case: every numeric entry of the run's summary (cycles, kernel_cycles, op
 and traffic counts, energy_j, the dense/sparse mode cycles) plus the energy per action.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 from isa.arch import ChipConfig
+from isa.ops import Opcode
 from isa.program import Kernel
 
 
@@ -35,8 +36,13 @@ def balance_kernel(kernel: Kernel, chip: ChipConfig) -> Kernel:
     for node in kernel.topo_order():
         ready[node.id] = max((ready[e.src] + 1 + max(e.hops, 1) * hop
                               for e in kernel.in_edges(node.id)), default=0)
+    arbiters = {n.id for n in kernel.nodes if n.op is Opcode.ARBITER}
     edges = []
     for e in kernel.edges:
         slack = ready[e.dst] - (ready[e.src] + 1 + max(e.hops, 1) * hop)
+        if e.dst in arbiters:
+            # an unrolled copy's output waits for its turn at the arbiter (compiler/unroll.py):
+            # the deepest buffer lets the copies run apart instead of in lockstep
+            slack = cfg.max_buffer_entries
         edges.append(dataclasses.replace(e, buffer=min(slack, cfg.max_buffer_entries)))
     return kernel.with_edges(tuple(edges))

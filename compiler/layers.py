@@ -43,6 +43,7 @@ import scipy.sparse as sp
 
 from compiler.dense import mac_block_kernel
 from compiler.pipeline import compile_layer
+from compiler.unroll import lane_limits
 from isa.arch import ChipConfig, cdiv
 from isa.errors import CompileError, SimulationError
 from isa.program import Command, Job, Kernel, Program, SystolicKernel
@@ -99,7 +100,9 @@ def region_chip(chip: ChipConfig, cols: int) -> ChipConfig:
 
 def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
     """The tile kernel compiled on the narrowest column band that places and routes it
-    (bands are whole MEM-column groups), and the number of such bands on ``chip``.
+    (bands are whole MEM-column groups), and its copies on ``chip``: the lanes, as many as
+    the unroll planner's limits allow (compiler.unroll.lane_limits: the bands, the tiles and
+    the GLB links; on Onyx the 8 bands bind).
 
     Raises: CompileError when the kernel fits no band of the array.
     """
@@ -109,13 +112,16 @@ def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
     cols = period
     while cols <= chip.array.cols:
         region = region_chip(chip, cols)
+        # one copy per band: the lanes are the copies (compiler.unroll.lane_limits)
+        region = dataclasses.replace(region, compiler=dataclasses.replace(region.compiler,
+                                                                          unroll=1))
         try:
             program = compile_layer(layer, region)
         except CompileError as exc:
             last = exc
             cols += period
             continue
-        lanes = chip.array.cols // cols
+        lanes = min(lane_limits(program.kernels[0], chip, cols).values())
         words = chip.mem_tile.size_bytes * 8 // 16
         return LayerPlan(program, region, lanes, words, f_chunk, mac_block_kernel(chip))
     raise CompileError(f"layers: the tile kernel {TEMPLATE_EXPR} fits no column band of "

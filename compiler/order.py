@@ -480,6 +480,9 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
 
     compile_fn = compile_fn or compile_layer
     objective = chip.compiler.objective
+    # candidates are probed as one copy of their graph (compiler/unroll.py then unrolls the
+    # chosen order): an unrolled probe costs several times the CPU time of a one-copy one
+    chip = dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler, unroll=1))
     cands = enumerate_orders(layer)
     legal = [c for c in cands if c.rejected is None]
     forced = layer.order not in (None, "")

@@ -3,9 +3,10 @@
     parse      index notation + formats + loop order           (compiler.notation)
     images     workload tensors -> fibertree memory images     (isa.fibertree)
     lower      Custard's algorithm -> SAM graph                 (compiler.lower)
+    tile       cut levels larger than a MEM tile into tile calls (compiler.tiling)
+    unroll     N copies, stream filters and arbiters            (compiler.unroll)
     place      one instruction per PE/MEM tile                  (compiler.place)
     route      every stream over the mesh, PathFinder           (compiler.route)
-    tile       cut levels larger than a MEM tile into tile calls (compiler.tiling)
     balance    FIFO entries for reconvergent paths' slack       (compiler.balance)
     emit       isa.Program with the controller schedule         (compile_layer below)
 
@@ -125,7 +126,13 @@ def _lower(layer: Any, chip: ChipConfig, tile_sizes: dict[str, int] | None = Non
 def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     """Compile a workload layer for ``chip``: the whole pipeline, returning a Program. A
     kernel whose levels exceed a MEM tile is tiled (compiler.tiling) and lowered once for
-    the tile shape: every tile call runs the same configured graph."""
+    the tile shape: every tile call runs the same configured graph, unrolled
+    (compiler.unroll) over copies that each call's outer positions can feed."""
+    from dataclasses import replace
+
+    from compiler.order import default_order, work_bound
+    from compiler.unroll import output_bound, plan_unroll
+
     kernel, images, assign, order = _lower(layer, chip)
     check_glb(images, chip)
     out_formats = next(d.formats for d in kernel.tensors if d.is_output)
@@ -135,10 +142,21 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
         # shapes: a dense level's padding in a last, shorter tile holds zeros, which the
         # kernel computes with like any stored value and the assembly crops away
         kernel, _, _, _ = _lower(layer, chip, dict(zip(tiling.variables, tiling.sizes)))
+    work = tail = 0.0
+    if chip.compiler.unroll == "auto":
+        seq = getattr(layer, "order", None) or default_order(layer)
+        work, tail = work_bound(layer, seq), output_bound(layer, seq)
+    calls = [t.images for t in tiling.tiles] if tiling is not None else [images]
+    kernel, choice = plan_unroll(kernel, calls, chip, work, tail,
+                                 lambda k: place_route_balance(_verified(k, "unroll"), chip))
+    return replace(emit_program(kernel, images, chip, tiling), unroll=choice)
+
+
+def place_route_balance(kernel: Kernel, chip: ChipConfig) -> Kernel:
+    """place, route and balance an unplaced kernel, verified after each."""
     kernel = _verified(place_kernel(kernel, chip), "place", chip)
     kernel = _verified(route_kernel(kernel, chip), "route", chip)
-    kernel = _verified(balance_kernel(kernel, chip), "balance", chip)
-    return emit_program(kernel, images, chip, tiling)
+    return _verified(balance_kernel(kernel, chip), "balance", chip)
 
 
 def check_glb(images: dict[str, FiberTree], chip: ChipConfig) -> None:
@@ -165,16 +183,20 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
+    from compiler.unroll import copies_of
+
+    copies = copies_of(kernel)     # every copy of an unrolled graph holds every input
     if tiling is None:
         for name in sorted(images):
-            sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES)))
+            sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES) * copies))
         sched += [Command("launch", kernel.name), Command("wait", kernel.name)]
         for name in outs:
             sched += [Command("unload", name), Command("dma_out", name)]
         return Program(kernel.name, (kernel,), images, tuple(sched))
     for t, tile in enumerate(tiling.tiles):
         for name in sorted(tile.loads):
-            sched.append(Command("load", name, tile.images[name].nbytes(ELEMENT_BYTES), t))
+            sched.append(Command("load", name,
+                                 tile.images[name].nbytes(ELEMENT_BYTES) * copies, t))
         sched += [Command("launch", kernel.name, 0, t), Command("wait", kernel.name, 0, t)]
         sched += [Command("unload", name, 0, t) for name in outs]
     sched += [Command("dma_out", name) for name in outs]

@@ -233,9 +233,15 @@ class CompilerConfig:
     objective: str = "edp"               # what the compiler's choices minimise: cycles |
     #                                      energy | edp: the dataflow order (compiler/order.py)
     #                                      and a model layer's mode per product
+    unroll: int | str = 1                # copies of a kernel's graph: auto | N >= 1
+    #                                      (compiler/unroll.py)
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        if not (self.unroll == "auto" or (isinstance(self.unroll, int)
+                                          and not isinstance(self.unroll, bool)
+                                          and self.unroll >= 1)):
+            out.append(("unroll", f"must be auto or an integer >= 1 (got {self.unroll!r})"))
         if not 0 <= self.max_buffer_entries <= 255:
             out.append(("max_buffer_entries", "must be in 0..255"))
         if self.layer_mode not in ("auto", "sparse", "dense"):

@@ -974,6 +974,85 @@ def write_bv(node: Node, mem: Memory) -> Behaviour:
             return
         else:
             raise _bad(node, f"{tok!r} on a crd stream")
+# --------------------------------------------------------------------------- unrolling
+def filter_(node: Node, mem: Memory) -> Behaviour:
+    """Stream filter (Onyx's unrolling, IEEE Micro 2025): on a stream of the outermost fiber
+    (depth 0: elements, then ``S0 D``), passes the elements dealt to copy ``copy`` of
+    ``copies``, round-robin by position (element p goes to copy p mod copies), and drops the
+    rest; the closing S0 and D pass. One step per input token."""
+    copy, copies = int(node.attr("copy")), int(node.attr("copies"))
+    p = 0
+    while True:
+        (tok,) = yield Peek(("in",))
+        if isinstance(tok, Done):
+            yield Fire(("in",), {"out": DONE})
+            return
+        if isinstance(tok, Stop):
+            if tok.level != 0:
+                raise _bad(node, f"{tok!r} on an outermost-fiber stream (only S0 closes it)")
+            yield Fire(("in",), {"out": tok})
+            continue
+        keep = p % copies == copy
+        p += 1
+        yield Fire(("in",), {"out": tok} if keep else {})
+
+
+def arbiter(node: Node, mem: Memory) -> Behaviour:
+    """Stream arbiter (Onyx's round-robin stream arbiter, IEEE Micro 2025): merges two streams
+    of the same outermost fiber, each holding some of its items, into one stream holding all
+    of them: rounds of ``take_a`` items from ``a`` then ``take_b`` from ``b``, which undoes a
+    round-robin deal of positions (a tree of arbiters merges N copies' streams).
+
+    An item of a stream of ``depth`` d is one element (d = 0) or the tokens up to its closing
+    stop, a stop of level d-1, or d for the input's last item (d >= 1). Tokens pass through;
+    an item's closing stop is re-emitted as S_(d-1), or S_d when it is the merged stream's
+    last item (the next turn's input has no item left). When the turn's input has no item
+    left, every input must be at its end: for d = 0 one step pops both S0 (emits S0), then
+    both inputs' D are popped in one step (emits D). One step per token otherwise.
+    """
+    depth = int(node.attr("depth"))
+    takes = (int(node.attr("take_a")), int(node.attr("take_b")))
+    ports = ("a", "b")
+    ended = [False, False]     # depth >= 1: the input's last item has closed
+    src, left = 0, takes[0]
+    while True:
+        port = ports[src]
+        if depth >= 1 and ended[src]:
+            ha, hb = yield Peek(ports)
+            if not (ended[1 - src] and isinstance(ha, Done) and isinstance(hb, Done)):
+                raise _bad(node, f"input {port} ended but the other still has items "
+                                 f"(heads {ha!r}, {hb!r})")
+            yield Fire(ports, {"out": DONE})
+            return
+        (tok,) = yield Peek((port,))
+        if depth == 0 and isinstance(tok, Stop):
+            (other,) = yield Peek((ports[1 - src],))
+            if tok.level != 0 or not (isinstance(other, Stop) and other.level == 0):
+                raise _bad(node, f"input {port} ended ({tok!r}) but the other has {other!r}")
+            yield Fire(ports, {"out": tok})
+            ha, hb = yield Peek(ports)
+            if not (isinstance(ha, Done) and isinstance(hb, Done)):
+                raise _bad(node, f"expected D on both inputs, got {ha!r}, {hb!r}")
+            yield Fire(ports, {"out": DONE})
+            return
+        if isinstance(tok, Done):
+            raise _bad(node, f"D on input {port} before its last item closed")
+        closes = depth == 0 or (isinstance(tok, Stop) and tok.level >= depth - 1)
+        if not closes:
+            yield Fire((port,), {"out": tok})
+            continue
+        if isinstance(tok, Stop) and tok.level > depth:
+            raise _bad(node, f"{tok!r} on a stream of depth {depth}")
+        if depth >= 1 and tok.level == depth:
+            ended[src] = True
+        left -= 1
+        if left == 0:
+            src = 1 - src
+            left = takes[src]
+        if depth == 0:
+            yield Fire((port,), {"out": tok})
+        else:
+            yield Fire((port,), {"out": Stop(depth if ended[src] else depth - 1)})
 
 
 BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
@@ -996,6 +1075,8 @@ BEHAVIOURS: dict[Opcode, Callable[[Node, Memory], Behaviour]] = {
     Opcode.BV_UNION: bv_union,
     Opcode.LOCATE_BV: locate_bv,
     Opcode.WRITE_BV: write_bv,
+    Opcode.FILTER: filter_,
+    Opcode.ARBITER: arbiter,
 }
 
 

@@ -39,6 +39,9 @@ class Opcode(enum.Enum):
     BV_UNION = "bv_union"            # word-wide union: OR of masks, set bits expanded
     LOCATE_BV = "locate_bv"          # locator into a bitmap level (filters clear bits)
     WRITE_BV = "write_bv"            # bitmap level writer: masks and per-fiber counts
+    # unrolling (IEEE Micro 2025): deal the outer loop to N copies of a graph, merge outputs
+    FILTER = "filter"        # stream filter: passes the outer positions dealt to one copy
+    ARBITER = "arbiter"      # stream arbiter: merges two inputs' outer items round-robin
 
 
 class TileKind(enum.Enum):
@@ -102,6 +105,10 @@ SIGNATURES: dict[Opcode, Signature] = {
     Opcode.LOCATE_BV: _SIG({"crd": "crd", "ref": "ref", "carry": "ref"},
                            {"crd": "crd", "ref": "ref", "carry": "ref"}, TileKind.MEM),
     Opcode.WRITE_BV: _SIG({"crd": "crd"}, {}, TileKind.MEM),
+    # Onyx's PE tile has a StreamArbiter controller (garnet cgra/util_onyx.py); the stream
+    # filter is a PE-tile mode here too. Their stream kind is an attribute (``kind``).
+    Opcode.FILTER: _SIG({"in": "crd"}, {"out": "crd"}, TileKind.PE),
+    Opcode.ARBITER: _SIG({"a": "crd", "b": "crd"}, {"out": "crd"}, TileKind.PE),
 }
 
 ALU_BINARY = ("add", "sub", "mul", "max")
@@ -158,6 +165,17 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
         "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
     },
     Opcode.WRITE_BV: {"tensor": (str, None), "level": (int, None), "dim": (int, None)},
+    Opcode.FILTER: {
+        "kind": (str, "crd"),        # stream kind filtered (crd, ref, val or repsig)
+        "copy": (int, None),         # this copy's index, 0 <= copy < copies
+        "copies": (int, None),       # copies the outer positions are dealt over
+    },
+    Opcode.ARBITER: {
+        "kind": (str, "crd"),        # stream kind merged
+        "depth": (int, 0),           # levels of the stream below the outermost fiber
+        "take_a": (int, 1),          # items taken from input a per round
+        "take_b": (int, 1),          # then items taken from input b per round
+    },
 }
 
 
@@ -171,4 +189,9 @@ def signature(op: Opcode, attrs: dict[str, object] | None = None) -> Signature:
     if op in (Opcode.SCAN, Opcode.REPEAT, Opcode.LOCATE, Opcode.SCAN_BV,
               Opcode.LOCATE_BV) and attrs.get("root"):
         inputs.pop("ref")
-    return Signature(inputs, dict(sig.outputs), sig.tile)
+    outputs = dict(sig.outputs)
+    if op in (Opcode.FILTER, Opcode.ARBITER):
+        kind = str(attrs.get("kind", "crd"))
+        inputs = dict.fromkeys(inputs, kind)
+        outputs = dict.fromkeys(outputs, kind)
+    return Signature(inputs, outputs, sig.tile)

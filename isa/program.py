@@ -240,6 +240,7 @@ class Program:
     jobs: tuple[Job, ...] = ()                 # a model layer's jobs (data, not text)
     layout: Any = None                         # a model layer's lanes and tile bound
     tiling: Any = None                         # a tiled kernel's tiles (isa.tiles.Tiling)
+    unroll: Any = None                         # a kernel's unroll choice (compiler.unroll)
 
     def kernel(self, name: str) -> Kernel | SystolicKernel:
         for k in self.kernels:

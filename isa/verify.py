@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from isa.arch import SYSTOLIC_DATAFLOWS, ArrayConfig
+from isa.asm import STREAM_KINDS
 from isa.errors import IsaError
 from isa.ops import (
     ALU_BINARY,
@@ -364,8 +365,34 @@ def kernel_problems(kernel: Kernel | SystolicKernel, array: ArrayConfig | None =
     out += _tensor_problems(kernel, nodes)
     out += _locate_problems(kernel, nodes)
     out += _bitmap_problems(kernel, nodes)
+    out += _unroll_problems(kernel)
     if array is not None:
         out += _placement_problems(kernel, nodes, array)
+    return out
+
+
+def _unroll_problems(kernel: Kernel) -> list[str]:
+    """Stream filters and arbiters: a known stream kind; a filter's copy is one of its
+    copies; an arbiter's depth is >= 0 and it takes >= 1 item from each input per round."""
+    out: list[str] = []
+    for node in kernel.nodes:
+        if node.op not in (Opcode.FILTER, Opcode.ARBITER):
+            continue
+        a = node.a
+        if a.get("kind") not in STREAM_KINDS:
+            out.append(f"node {node.id}: kind must be one of {', '.join(STREAM_KINDS)}, "
+                       f"got {a.get('kind')!r}")
+        ints = {k: v for k, v in a.items() if _type_ok(v, int)}
+        if node.op is Opcode.FILTER and {"copy", "copies"} <= set(ints) and not (
+                0 <= ints["copy"] < ints["copies"]):
+            out.append(f"node {node.id}: copy {ints['copy']} is not one of "
+                       f"{ints['copies']} copies (0 <= copy < copies)")
+        if node.op is Opcode.ARBITER:
+            if ints.get("depth", 0) < 0:
+                out.append(f"node {node.id}: depth must be >= 0, got {ints['depth']}")
+            for k in ("take_a", "take_b"):
+                if ints.get(k, 1) < 1:
+                    out.append(f"node {node.id}: {k} must be >= 1, got {ints[k]}")
     return out
 
 

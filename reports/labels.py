@@ -30,6 +30,7 @@ FIGURE_LABELS: dict[str, str] = {
     "loop_order": "loop order",
     "loop_order_by": "loop order chosen by",
     "formats_chosen": "operand formats (chosen with the order)",
+    "unroll": "unroll (graph copies)",
     "mode": "layer mode",
     "objective": "compiler.objective",
     "lanes": "lanes (tile-kernel copies)",

@@ -61,6 +61,7 @@ SUMMARY_ROWS = (   # (summary key, format, unit suffix): labels from reports.lab
     ("loop_order", "{}", ""),
     ("loop_order_by", "{}", ""),
     ("formats_chosen", "{}", ""),
+    ("unroll", "{0[copies]}", ""),
     ("mode", "{}", ""),
     ("objective", "{}", ""),
     ("lanes", "{:,}", ""),

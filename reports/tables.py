@@ -100,6 +100,8 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
             "forced by -p order" if by == "forced" else f"least {by} of the legal orders")
             + ")"))
     add("formats_chosen", str)
+    if s.get("unroll"):         # compiler.unroll: copies of the kernel's graph and why
+        rows.append((FIGURE_LABELS["unroll"], f"{s['unroll']['copies']} ({s['unroll']['why']})"))
     rows.append(("chip clock", f"{run.freq_mhz:g} MHz"))
     add("seconds", lambda v: si(v, "s"))
     add("verified", lambda _v: verification_text(s))

@@ -206,6 +206,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         summary["loop_order"] = choice.order
         summary["loop_order_by"] = "forced" if choice.forced else choice.objective
         summary["formats_chosen"] = " ".join(f"{k}:{v}" for k, v in layer.formats.items())
+    if program.unroll is not None:      # compiler.unroll: copies of the kernel's graph, why
+        summary["unroll"] = program.unroll.as_dict()
     if cpu is not None and preset is not None:
         summary["baseline"] = baseline_summary(result.seconds, summary["energy_j"], cpu)
         summary["baseline"]["roofs"] = cpu_roofs(preset)

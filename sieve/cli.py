@@ -135,12 +135,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
     cfg = resolve_chip(args.chip, args.config)
     layer = build_layer(args.workload, _params(args.param, "parameter"), cfg)
     layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
+    program = compile_workload(layer, cfg)
     if args.explain:
         print("\n".join(choice.lines()) if choice is not None else
               f"{layer.name}: no loop order to choose (a model layer or a dense GEMM)")
+        if program.unroll is not None:
+            print(f"unroll: {program.unroll.copies} (compiler.unroll={program.unroll.requested})"
+                  f": {program.unroll.why}")
         if not args.output:
             return 0
-    program = compile_workload(layer, cfg)
     kernel = program.kernels[0]
     if args.emit == "asm":
         text: str | bytes = print_program(program)

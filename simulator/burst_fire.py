@@ -1080,6 +1080,98 @@ def fire_locate_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     return Firing(n, peeks, pops, {"crd": e, "ref": e, "carry": e},
                   {"crd": s_crd, "ref": s_ref, "carry": s_carry},
                   {"sram_read_words": reads} if reads else {})
+# ----------------------------------------------------------------------------- unrolling
+def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The stream filter (``isa.interp.filter_``): one step per token; element p of the
+    outermost fiber is emitted when p mod copies == copy, its S0 and D always."""
+    s = ins["in"]
+    n = len(s)
+    copy, copies = int(node.attr("copy")), int(node.attr("copies"))
+    elem = s.kind != STOP
+    elem[-1:] = False
+    if n == 0 or s.kind[-1] != DONE_K or (s.kind[:-1] == DONE_K).any() \
+            or (s.data[s.kind == STOP] != 0).any():
+        raise _bad(node, "an outermost-fiber stream holds elements, S0 and one final D")
+    pos = np.cumsum(elem) - elem
+    keep = ~elem | (pos % copies == copy)
+    steps = np.arange(n, dtype=I64)
+    return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": steps[keep]},
+                  {"out": Stream(s.kind[keep], s.data[keep])})
+
+
+def _items(node: Node, s: Stream, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first token, token count) of each item of one arbiter input (``isa.interp.arbiter``):
+    an element for depth 0 (then ``S0 D``); for depth d >= 1 the tokens up to a closing
+    stop of level d-1, the last item's of level d (then D)."""
+    k, lvl = s.kind, s.data
+    if len(k) == 0 or k[-1] != DONE_K or (k[:-1] == DONE_K).any():
+        raise _bad(node, "an arbiter input ends with one D")
+    if depth == 0:
+        if len(k) < 2 or k[-2] != STOP or (k[:-2] == STOP).any() or lvl[-2] != 0:
+            raise _bad(node, "a depth-0 arbiter input holds elements, then S0 D")
+        first = np.arange(len(k) - 2, dtype=I64)
+        return first, np.ones(len(first), I64)
+    stops = k == STOP
+    if (lvl[stops] > depth).any():
+        raise _bad(node, f"a stop above level {depth} on a depth-{depth} stream")
+    ends = np.flatnonzero(stops & (lvl >= depth - 1))
+    if len(ends) == 0 or ends[-1] != len(k) - 2 or lvl[ends[-1]] != depth \
+            or (lvl[ends[:-1]] != depth - 1).any():
+        raise _bad(node, f"items of a depth-{depth} stream close with S{depth - 1}, the "
+                         f"last with S{depth}, then D")
+    first = np.concatenate([[0], ends[:-1] + 1]).astype(I64)
+    return first, ends - first + 1
+
+
+def fire_arbiter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+    """The stream arbiter (``isa.interp.arbiter``): items in rounds of take_a from a then
+    take_b from b, one step per token; the last item's closing stop becomes S_depth; then
+    (depth 0) one step popping both S0 and one popping both D, or (depth >= 1) one step
+    popping both D."""
+    depth = int(node.attr("depth"))
+    ta, tb = int(node.attr("take_a")), int(node.attr("take_b"))
+    a, b = ins["a"], ins["b"]
+    fa, la = _items(node, a, depth)
+    fb, lb = _items(node, b, depth)
+    rnd = ta + tb
+    ia, ib = np.arange(len(fa), dtype=I64), np.arange(len(fb), dtype=I64)
+    key = np.concatenate([(ia // ta) * rnd + ia % ta, (ib // tb) * rnd + ta + ib % tb])
+    order = np.argsort(key, kind="stable")
+    items = len(key)
+    if (key[order] != np.arange(items)).any():
+        raise _bad(node, "the inputs' item counts do not fit the round-robin rounds")
+    src = (order >= len(fa)).astype(np.int8)           # 0: a, 1: b, per item in merged order
+    first = np.concatenate([fa, fb])[order]
+    length = np.concatenate([la, lb])[order]
+    total = int(length.sum())
+    start = _exclusive_cumsum(length)
+    tok = np.repeat(first, length) + (np.arange(total, dtype=I64) - np.repeat(start, length))
+    tsrc = np.repeat(src, length)
+    kind = np.where(tsrc == 0, a.kind[np.minimum(tok, len(a) - 1)],
+                    b.kind[np.minimum(tok, len(b) - 1)]).astype(np.int8)
+    data = np.where(tsrc == 0, a.data[np.minimum(tok, len(a) - 1)],
+                    b.data[np.minimum(tok, len(b) - 1)])
+    if depth >= 1 and items:
+        close = start + length - 1
+        data = data.copy()
+        data[close] = depth - 1
+        data[close[-1]] = depth
+    steps = np.arange(total, dtype=I64)
+    tail = 2 if depth == 0 else 1                      # the finishing steps
+    n = total + tail
+    end_kind = np.array([STOP, DONE_K] if depth == 0 else [DONE_K], np.int8)
+    end_data = np.zeros(tail, dtype=data.dtype if total else I64)
+    fin = np.arange(total, n, dtype=I64)
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pops: dict[str, np.ndarray] = {}
+    for port, s, side in (("a", a, 0), ("b", b, 1)):
+        mine = tsrc == side
+        own_steps = np.concatenate([steps[mine], fin])
+        own_toks = np.concatenate([tok[mine], np.arange(len(s) - tail, len(s), dtype=I64)])
+        peeks[port] = (own_steps, own_toks)
+        pops[port] = own_steps
+    out = Stream(np.concatenate([kind, end_kind]), np.concatenate([data, end_data]))
+    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": out})
 
 
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
@@ -1102,6 +1194,8 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
     Opcode.BV_UNION: fire_bv_union,
     Opcode.WRITE_BV: fire_write_bv,
     Opcode.LOCATE_BV: fire_locate_bv,
+    Opcode.FILTER: fire_filter,
+    Opcode.ARBITER: fire_arbiter,
 }
 
 
