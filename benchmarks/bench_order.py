@@ -1,8 +1,8 @@
 """Dataflow-order choice on the catalog kernels: the compiler's choice against every forced order.
 
 For each kernel: the order the catalog used by default before the compiler chose (``before``),
-the order the compiler now chooses for ``compiler.objective`` (edp), and every legal forced
-order, each simulated in full with the burst engine (total cycles of the schedule, as
+the order (and operand formats) the compiler now chooses for ``compiler.objective`` (edp),
+and every legal forced order with the given formats, each simulated in full with the burst engine (total cycles of the schedule, as
 ``sieve run`` reports them); then the probe's estimate of each candidate against that full run
 (exact when the probe ran on the whole data, a strided sample otherwise: ``--probe-steps``
 lowers the sampling threshold to show how far sampled estimates are from the full run).
@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compiler.order as order_mod  # noqa: E402
-from compiler.order import choose_order, enumerate_orders, with_order  # noqa: E402
+from compiler.order import (  # noqa: E402
+    choose_order,
+    enumerate_orders,
+    with_formats,
+    with_order,
+)
 from compiler.pipeline import compile_layer  # noqa: E402
 from simulator.config import load_chip  # noqa: E402
 from simulator.probe import probe  # noqa: E402
@@ -79,12 +84,15 @@ def main() -> int:
         before = BEFORE.get(name)
         text = " ".join(f"{k}={v}" for k, v in params.items())
         b = f"{full[before]:,.0f} {before}" if before in full else "-"
-        print(f"{name:<10} {text:<30} {b:>14} {full[choice.order]:>10,.0f} {choice.order:<4}"
-              f"{full[best]:>13,.0f} {best:<4} {full[choice.order] / full[best]:>10.3f} "
+        after = probe(compile_layer(choice.apply(layer), chip), chip)[0]   # order + formats
+        print(f"{name:<10} {text:<30} {b:>14} {after:>10,.0f} {choice.order:<4}"
+              f"{full[best]:>13,.0f} {best:<4} {after / full[best]:>10.3f} "
               f"{spent:>11.2f}")
         for c in choice.candidates:
             if c.estimate is not None:
-                agreement.append((name, c.order, choice.sample, c.estimate.cycles, full[c.order]))
+                got = probe(compile_layer(with_formats(layer, c.order, c.formats), chip),
+                            chip)[0]
+                agreement.append((name, c.order, choice.sample, c.estimate.cycles, got))
     print("\nprobe estimate vs full run (cycles)")
     print(f"{'kernel':<10} {'order':<6} {'sample':<18} {'estimate':>12} {'full':>12} {'ratio':>7}")
     for name, o, sample, est, got in agreement:
