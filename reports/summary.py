@@ -97,7 +97,8 @@ def mode_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
     rows = [(FIGURE_LABELS[key] + unit, fmt.format(summary[key]))
-            for key, fmt, unit in SUMMARY_ROWS if key in summary]
+            for key, fmt, unit in SUMMARY_ROWS
+            if key in summary and not (key == "tiles" and not summary[key])]  # 0: untiled
     rows += mode_rows(summary)
     if "dram_bytes_per_s" in summary.get("roofs", {}):      # the chip's DRAM, in its own GB/s
         rows.append((FIGURE_LABELS["dram_bytes_per_s"] + " (GB/s)",

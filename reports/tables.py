@@ -90,7 +90,8 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     add("kernel_cycles", count)
     add("firmware_cycles", count)
     add("kernel_calls", count)
-    add("tiles", count)
+    if s.get("tiles"):                  # 0: an untiled kernel, one call
+        add("tiles", count)
     add("tiling", str)
     add("firmware_energy_j", lambda v: si(v, "J"))
     add("compute_cycles", count)

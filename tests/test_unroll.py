@@ -357,3 +357,20 @@ def test_a_tiled_kernel_runs_its_tile_calls_unrolled():
     tiles = many.program.tiling.tiles
     assert [c.size_bytes for c in loads] == [
         3 * tiles[c.tile].images[c.arg].nbytes(2) for c in loads]
+
+
+def test_auto_unroll_that_deadlocks_falls_back_to_fewer_copies():
+    # SpM*SpM 512^3 @0.5% (seed 0): 16 copies deadlock at the fixed-order arbiter merge (the
+    # vector reducer's rows fill the bounded arbiter FIFOs of one copy while the merge waits for
+    # another); `auto` retries with half the copies and says so, a forced 16 is the user's error
+    from isa.errors import SimulationError
+    from sieve.api import run as sieve_run
+
+    params = {"shape": "512,512,512", "density": "0.005", "seed": "0", "order": "ikj"}
+    with pytest.raises(SimulationError, match="deadlock"):
+        sieve_run("onyx", "spmspm", params=params, overrides=["compiler.unroll=16"])
+    rep = sieve_run("onyx", "spmspm", params=params)
+    u = rep.summary["unroll"]
+    assert rep.summary["verified"] is True
+    assert u["requested"] == "auto" and 1 <= u["copies"] < 16
+    assert u["why"].startswith("auto: 16 copies deadlocked")
