@@ -2,8 +2,9 @@
 
 For each kernel: the order the catalog used by default before the compiler chose (``before``),
 the order (and operand formats) the compiler now chooses for ``compiler.objective`` (edp),
-and every legal forced order with the given formats, each simulated in full with the burst engine (total cycles of the schedule, as
-``sieve run`` reports them); then the probe's estimate of each candidate against that full run
+and every legal forced order with the given formats, each simulated in full with the burst
+engine (total cycles of the schedule, as ``sieve run`` reports them); then the probe's
+estimate of each candidate against that full run
 (exact when the probe ran on the whole data, a strided sample otherwise: ``--probe-steps``
 lowers the sampling threshold to show how far sampled estimates are from the full run).
 
