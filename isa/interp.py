@@ -655,6 +655,41 @@ def write_val(node: Node, mem: Memory) -> Behaviour:
             raise _bad(node, f"{tok!r} on a val stream")
 
 
+def _absorb_ref_stop(node: Node, root_feed: list[Any] | None) -> Behaviour:
+    """A locator's step that pops the reference stream's own stop after a fiber's closing
+    stop accounted for it (from the root feed ``0 D`` of a root locator: no pop)."""
+    if root_feed is not None:
+        tok = root_feed.pop(0)
+        consume: tuple[str, ...] = ()
+    else:
+        (tok,) = yield Peek(("ref",))
+        consume = ("ref",)
+    if not isinstance(tok, Stop):
+        raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
+    yield Fire(consume)
+
+
+def _outer_ref(root_feed: list[Any] | None) -> Generator[Any, Any, tuple[Any, tuple[str, ...]]]:
+    """A locator's outer reference for the coordinate at hand, and the ports its step pops."""
+    if root_feed is not None:
+        return root_feed[0], ()
+    (o,) = yield Peek(("ref",))
+    return o, ("ref",)
+
+
+def _stop_meets_ref(node: Node, c: Stop, o: Any, root_feed: list[Any] | None) -> bool:
+    """Check a locator's coordinate stop against its outer reference; True when the
+    reference stream's own stop follows and must be absorbed in a step of its own."""
+    drop = False
+    if is_data(o) or isinstance(o, Empty):
+        drop = c.level >= 1
+    elif not (isinstance(o, Stop) and c.level == o.level + 1):
+        raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
+    if root_feed is not None:
+        root_feed.pop(0)
+    return drop
+
+
 def locate(node: Node, mem: Memory) -> Behaviour:
     """Locator (SAM's iterate-and-locate; Onyx's PE-tile Locator): random access into a dense
     level by coordinate. For each coordinate c of the iterating side's stream, emit the
@@ -675,22 +710,10 @@ def locate(node: Node, mem: Memory) -> Behaviour:
     while True:
         if drop:
             drop = False
-            if root_feed is not None:
-                tok = root_feed.pop(0)
-                consume: tuple[str, ...] = ()
-            else:
-                (tok,) = yield Peek(("ref",))
-                consume = ("ref",)
-            if not isinstance(tok, Stop):
-                raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
-            yield Fire(consume)
+            yield from _absorb_ref_stop(node, root_feed)
             continue
         (c,) = yield Peek(("crd",))
-        if root_feed is not None:
-            o, pop = root_feed[0], ()
-        else:
-            (o,) = yield Peek(("ref",))
-            pop = ("ref",)
+        o, pop = yield from _outer_ref(root_feed)
         if is_data(c):
             if is_data(o):
                 yield Fire(("crd",), {"ref": int(o) * dim + int(c)})
@@ -699,12 +722,7 @@ def locate(node: Node, mem: Memory) -> Behaviour:
             else:
                 raise _bad(node, f"coordinate {c!r} against reference {o!r}")
         elif isinstance(c, Stop):
-            if is_data(o) or isinstance(o, Empty):
-                drop = c.level >= 1
-            elif not (isinstance(o, Stop) and c.level == o.level + 1):
-                raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
-            if root_feed is not None:
-                root_feed.pop(0)
+            drop = _stop_meets_ref(node, c, o, root_feed)
             yield Fire(("crd",) + pop, {"ref": c})
         elif isinstance(c, Done) and isinstance(o, Done):
             yield Fire(("crd",) + pop, {"ref": DONE})
@@ -857,22 +875,10 @@ def locate_bv(node: Node, mem: Memory) -> Behaviour:
     while True:
         if drop:
             drop = False
-            if root_feed is not None:
-                tok = root_feed.pop(0)
-                consume: tuple[str, ...] = ()
-            else:
-                (tok,) = yield Peek(("ref",))
-                consume = ("ref",)
-            if not isinstance(tok, Stop):
-                raise _bad(node, f"expected a stop on ref after a fiber's stop, got {tok!r}")
-            yield Fire(consume)
+            yield from _absorb_ref_stop(node, root_feed)
             continue
         (c,) = yield Peek(("crd",))
-        if root_feed is not None:
-            o, pop = root_feed[0], ()
-        else:
-            (o,) = yield Peek(("ref",))
-            pop = ("ref",)
+        o, pop = yield from _outer_ref(root_feed)
         if is_data(c):
             if isinstance(o, Empty):
                 yield Peek(("carry",))
@@ -910,12 +916,7 @@ def locate_bv(node: Node, mem: Memory) -> Behaviour:
             (k,) = yield Peek(("carry",))
             yield Fire(("crd", "carry"), {"crd": cc, "ref": pos, "carry": k}, tuple(act))
         elif isinstance(c, Stop):
-            if is_data(o) or isinstance(o, Empty):
-                drop = c.level >= 1
-            elif not (isinstance(o, Stop) and c.level == o.level + 1):
-                raise _bad(node, f"coordinate stop {c!r} against reference {o!r}")
-            if root_feed is not None:
-                root_feed.pop(0)
+            drop = _stop_meets_ref(node, c, o, root_feed)
             walked = -1
             yield Peek(("carry",))
             yield Fire(("crd", "carry") + pop, {"crd": c, "ref": c, "carry": c})
