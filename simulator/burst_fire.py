@@ -811,6 +811,22 @@ def _locate_fibers(node: Node, ins: dict[str, Stream]):
     return c, ref, consumer, ends, consumer[fiber], drop_after
 
 
+def _ref_stream_steps(off: np.ndarray, owner: np.ndarray, consumer: np.ndarray,
+                      ends: np.ndarray, drop_step: np.ndarray, drop_tok: np.ndarray, n_ref: int
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """A locator's peeks and pops of its outer reference stream: every coordinate step
+    ``off`` peeks its fiber's reference ``owner``, the absorbing steps ``drop_step`` peek the
+    reference stream's own stops ``drop_tok``; a reference is popped by its fiber's closing
+    step (``consumer`` -> ``off[ends]``), an absorbed stop by its own step."""
+    ps = np.concatenate([off, drop_step])
+    pt = np.concatenate([owner, drop_tok])
+    o = np.argsort(ps, kind="stable")
+    pop = np.empty(n_ref, I64)
+    pop[consumer] = off[ends]
+    pop[drop_tok] = drop_step
+    return (ps[o], pt[o]), pop
+
+
 def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     """The locator (``isa.interp.locate``): one step per coordinate-stream token, plus one
     per reference stop that a higher coordinate stop already accounts for."""
@@ -836,14 +852,8 @@ def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         "crd": (off, np.arange(len(ck), dtype=I64))}
     pops: dict[str, np.ndarray] = {"crd": off}
     if not root:
-        ps = np.concatenate([off, drop_step])
-        pt = np.concatenate([owner, drop_tok])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
-        pop = np.empty(len(rk), I64)
-        pop[consumer] = off[ends]
-        pop[drop_tok] = drop_step
-        pops["ref"] = pop
+        peeks["ref"], pops["ref"] = _ref_stream_steps(off, owner, consumer, ends, drop_step,
+                                                      drop_tok, len(rk))
     return Firing(n, peeks, pops, {"ref": off}, {"ref": Stream(out_kind, out_data)})
 
 
@@ -1066,16 +1076,9 @@ def fire_locate_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {"crd": (off, tok), "carry": (last, tok)}
     pops: dict[str, np.ndarray] = {"crd": last, "carry": last}
     if not root:
-        drop_step = off[ends[drop_after]] + 1
-        drop_tok = consumer[drop_after] + 1
-        ps = np.concatenate([off, drop_step])
-        pt = np.concatenate([owner, drop_tok])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
-        pop = np.empty(len(rk), I64)
-        pop[consumer] = off[ends]
-        pop[drop_tok] = drop_step
-        pops["ref"] = pop
+        peeks["ref"], pops["ref"] = _ref_stream_steps(
+            off, owner, consumer, ends, off[ends[drop_after]] + 1, consumer[drop_after] + 1,
+            len(rk))
     reads = int(fetch.sum()) + _word_changes(r[first])
     return Firing(n, peeks, pops, {"crd": e, "ref": e, "carry": e},
                   {"crd": s_crd, "ref": s_ref, "carry": s_carry},
