@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numbers
 from collections import defaultdict
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -209,18 +210,27 @@ def _tensor_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
 def _locate_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
     """A locator computes positions of a dense level: the level must be dense and ``dim`` its
     size (the declared shape of the mode stored there)."""
+    return _level_unit_problems(
+        kernel, nodes, (Opcode.LOCATE,), "dense",
+        lambda node, name, level, fmt: f"node {node.id}: locates into {name} level {level}, "
+        f"which is {fmt}; a locator needs a dense level")
+
+
+def _level_unit_problems(kernel: Kernel, nodes: dict[str, Node], ops: Any, fmt: str,
+                         wrong: Callable[[Node, str, int, str], str]) -> list[str]:
+    """Units ``ops`` that address one level of a tensor (attributes ``tensor``, ``level``,
+    ``dim``): the level must have format ``fmt`` (else ``wrong(...)``) and size ``dim``."""
     out: list[str] = []
     declared = {t.name: t for t in kernel.tensors}
     for node in nodes.values():
-        if node.op is not Opcode.LOCATE:
+        if node.op not in ops:
             continue
         t = declared.get(node.a.get("tensor"))
         level, dim = node.a.get("level"), node.a.get("dim")
         if t is None or not _type_ok(level, int) or not 0 <= level < len(t.formats):
             continue                       # reported by _tensor_problems
-        if t.formats[level] != "dense":
-            out.append(f"node {node.id}: locates into {t.name} level {level}, which is "
-                       f"{t.formats[level]}; a locator needs a dense level")
+        if t.formats[level] != fmt:
+            out.append(wrong(node, t.name, level, t.formats[level]))
         size = t.shape[t.mode_order[level]]
         if _type_ok(dim, int) and dim != size:
             out.append(f"node {node.id}: dim {dim} but {t.name} level {level} has size {size}")
@@ -230,21 +240,10 @@ def _locate_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
 def _bitmap_problems(kernel: Kernel, nodes: dict[str, Node]) -> list[str]:
     """A bitvector scanner, bitmap locator or bitmap writer works on a bitmap level whose size
     is its ``dim``; the two bitvector streams of a word-wide joiner have that size too."""
-    out: list[str] = []
-    declared = {t.name: t for t in kernel.tensors}
-    for node in nodes.values():
-        if node.op not in BITMAP_UNITS:
-            continue
-        t = declared.get(node.a.get("tensor"))
-        level, dim = node.a.get("level"), node.a.get("dim")
-        if t is None or not _type_ok(level, int) or not 0 <= level < len(t.formats):
-            continue                       # reported by _tensor_problems
-        if t.formats[level] != "bitmap":
-            out.append(f"node {node.id}: {node.op.value} on {t.name} level {level}, which is "
-                       f"{t.formats[level]}; it needs a bitmap level")
-        size = t.shape[t.mode_order[level]]
-        if _type_ok(dim, int) and dim != size:
-            out.append(f"node {node.id}: dim {dim} but {t.name} level {level} has size {size}")
+    out = _level_unit_problems(
+        kernel, nodes, BITMAP_UNITS, "bitmap",
+        lambda node, name, level, fmt: f"node {node.id}: {node.op.value} on {name} level "
+        f"{level}, which is {fmt}; it needs a bitmap level")
     for node in nodes.values():
         if node.op not in (Opcode.BV_INTERSECT, Opcode.BV_UNION):
             continue
