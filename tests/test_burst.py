@@ -122,11 +122,15 @@ UNIT_CASES = [
 @pytest.mark.parametrize("name,op,attrs,streams", UNIT_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(UNIT_CASES)])
 def test_firing_table_matches_the_behaviour(name, op, attrs, streams):
-    node = Node.make("u", op, **attrs)
+    assert_firing_matches(Node.make("u", op, **attrs), streams, _mem)
+
+
+def assert_firing_matches(node, streams, mem=lambda: None):
+    """A unit's numpy firing table equals its ISA behaviour run step by step: step count,
+    outputs, emit steps, peeks in order, pops and actions (``mem`` makes each side's memory)."""
     toks = {p: tokens(s) for p, s in streams.items()}
-    steps, outs, acts = trace_unit(node, toks, _mem())
-    mem = _mem()
-    f = FIRE[op](node, {p: Stream.encode(t) for p, t in toks.items()}, mem)
+    steps, outs, acts = trace_unit(node, toks, mem())
+    f = FIRE[node.op](node, {p: Stream.encode(t) for p, t in toks.items()}, mem())
     assert f.n == len(steps)
     for port, stream in outs.items():
         assert f.outs[port].decode() == stream

@@ -28,14 +28,14 @@ from compiler.unroll import (
     unroll_kernel,
 )
 from isa.errors import CompileError, ConfigError, IsaError, SimulationError
-from isa.interp import assemble_output, run_kernel, run_unit, trace_unit
+from isa.interp import assemble_output, run_kernel, run_unit
 from isa.ops import Opcode
 from isa.program import Node
 from isa.tokens import tokens
 from isa.verify import verify_kernel
 from simulator.config import load_chip
 from simulator.engine_burst import FIRE, Stream
-from tests.test_burst import assert_same, configure, make_case
+from tests.test_burst import assert_firing_matches, assert_same, configure, make_case
 from workloads import get_workload
 
 
@@ -109,18 +109,7 @@ FIRING_CASES = [
 @pytest.mark.parametrize("node,streams", FIRING_CASES,
                          ids=[f"{n.op.value}-{i}" for i, (n, _) in enumerate(FIRING_CASES)])
 def test_firing_table_matches_the_behaviour(node, streams):
-    toks = {p: tokens(s) for p, s in streams.items()}
-    steps, outs, _acts = trace_unit(node, toks)
-    f = FIRE[node.op](node, {p: Stream.encode(t) for p, t in toks.items()}, None)
-    assert f.n == len(steps)
-    for port, stream in outs.items():
-        assert f.outs[port].decode() == stream
-        assert f.emits[port].tolist() == [i for i, s in enumerate(steps) if port in s.emits]
-    for port in toks:
-        ps, pt = f.peeks[port]
-        assert sorted(zip(ps.tolist(), pt.tolist())) == [
-            (i, s.peeks[port]) for i, s in enumerate(steps) if port in s.peeks]
-        assert f.pops[port].tolist() == [i for i, s in enumerate(steps) if port in s.pops]
+    assert_firing_matches(node, streams)
 
 
 # ------------------------------------------------------------------ 2. unrolled kernels
