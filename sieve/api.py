@@ -211,7 +211,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     fid, why = choose_fidelity(layer, cfg, fidelity)
     (progress := progress_of(progress)).stage("compile")
     layer, choice = choose_layer_order(layer, cfg)
-    program = compile_workload(layer, cfg)
+    program = (choice.program if choice else None) or compile_workload(layer, cfg)
     program, result = simulate_unrolled(layer, cfg, program, fidelity=fid, progress=progress,
                                         mapper=mapper)
     progress.stage("check outputs")

@@ -134,7 +134,9 @@ def test_sampled_probe_extrapolates_two_samples(monkeypatch):
         return 50.0 + 100.0 * slices, 10.0 * slices, 1e-6 * slices
 
     choice = choose_order(layer, load_chip(SMALL), fake)
-    assert choice.sample == ("i", 3, 10) and sorted(set(calls)) == [2, 4]
+    # the screen probes the samples (2 and 4 slices); the finalists run whole (untiled)
+    assert choice.sample == ("i", 3, 10) and sorted(set(calls)) == [2, 4, 10]
+    assert calls.count(10) == order_mod.FINALISTS
     est = [c.estimate for c in choice.candidates if c.estimate is not None]
     assert len(est) >= 2        # both orders, and their format variants
     for e in est:
@@ -280,3 +282,84 @@ def test_pinned_formats_are_kept():
     rep = run(chip, "spmspm", params={"shape": "64,64,64", "density": 0.05,
                                       "formats": "B:ss C:ss"})
     assert rep.summary["formats_chosen"].startswith("B:ss C:ss")
+
+
+# ------------------------------------------------------------------ the whole-run stage
+def _auto(chip):
+    return dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler, unroll="auto"))
+
+
+def test_finalists_are_estimated_on_the_run_as_compiled():
+    # SpM*SpM 64^3 @5% unrolls under compiler.unroll=auto: the screen probes one copy, the
+    # finalists are compiled as the run is (unrolled) and run whole; the run reuses the
+    # chosen program, so its cycles are the chosen finalist's estimate
+    chip = _auto(load_chip(SMALL))
+    params = {"shape": "64,64,64", "density": 0.05}
+    layer = get_workload("spmspm").make(params)
+    choice = choose_order(layer, chip, probe)
+    finals = [c for c in choice.candidates if c.how]
+    assert len(finals) == order_mod.FINALISTS
+    for c in finals:
+        program = compile_layer(with_formats(layer, c.order, c.formats), chip)
+        assert c.how.startswith("whole run")
+        assert c.estimate.cycles == probe(program, chip)[0], c
+        assert c.screen is not None
+    screened = [c for c in choice.candidates if c.estimate is not None and not c.how]
+    worst_final = max(c.screen.value("edp") for c in finals)
+    assert all(c.estimate.value("edp") >= worst_final for c in screened)   # the best screened
+    chosen = min(finals, key=lambda c: c.estimate.value("edp"))
+    assert (choice.order, choice.formats) == (chosen.order, chosen.formats)
+    assert choice.program is not None and choice.program.unroll.copies > 1
+    rep = run(chip, "spmspm", params=params)
+    assert rep.summary["verified"] and rep.summary["cycles"] == chosen.estimate.cycles
+    assert rep.summary["unroll"]["copies"] == choice.program.unroll.copies
+
+
+def test_whole_run_ranks_where_the_screen_misleads():
+    # an estimator whose one-copy screen favours ikj and whose whole run (the chip's
+    # compiler.unroll) favours ijk: the choice follows the whole run
+    chip = load_chip(SMALL, ["compiler.unroll=2"])
+    layer = get_workload("ttv").make({"shape": "8,8,8"})
+
+    def skewed(program, chip):
+        ikj = program.kernels[0].name.endswith("ikj")
+        screen = chip.compiler.unroll == 1
+        cycles = 100.0 if ikj == screen else 200.0
+        return cycles, cycles, cycles * 1e-9
+
+    choice = choose_order(layer, chip, skewed)
+    assert choice.order == "ijk"
+    by = {(c.order, c.how != "") for c in choice.candidates if c.estimate is not None}
+    assert ("ikj", True) in by and ("ijk", True) in by
+    assert "whole run" in "\n".join(choice.lines())
+
+
+def test_whole_run_samples_tile_calls_and_extrapolates(small_chip, monkeypatch):
+    # a tiled program's estimate from every s-th and 2s-th tile call: an estimator linear in
+    # the calls (50 + 100 per call) is recovered exactly; each sampled call keeps its loads
+    from compiler.order import tile_sample, whole_run
+    from tests.test_tiling import tiny_mem
+
+    chip = tiny_mem(small_chip)
+    layer = get_workload("spmspm").make({"shape": "16,16,16", "density": 0.3})
+    program = compile_layer(layer, chip)
+    n = len(program.tiling.tiles)
+    assert n >= 8
+    part = tile_sample(program, chip, 3)
+    assert [t.index for t in part.tiling.tiles] == [t.index for t in program.tiling.tiles[::3]]
+    assert [t.loads for t in part.tiling.tiles] == [t.loads for t in program.tiling.tiles[::3]]
+    assert sum(c.op == "launch" for c in part.schedule) == len(range(0, n, 3))
+    monkeypatch.setattr(order_mod, "PROBE_STEPS", 10)
+    seen = []
+
+    def linear(program, chip):
+        calls = len(program.tiling.tiles)
+        seen.append(calls)
+        return 50.0 + 100.0 * calls, 7.0 * calls, 1e-9 * calls
+
+    got, how = whole_run(program, chip, linear, work=10 * 3 * n)
+    assert got[0] == pytest.approx(50.0 + 100.0 * n) and got[1] == pytest.approx(7.0 * n)
+    assert max(seen) < n and "tile calls" in how and "extrapolated" in how
+    # within the budget: the whole program, as the run is
+    got, how = whole_run(program, chip, linear, work=5)
+    assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run")
