@@ -53,6 +53,7 @@ import scipy.sparse as sp
 
 from compiler.lower import lower_assignment, output_formats
 from compiler.notation import Assignment, parse_expr, parse_order
+from compiler.tiling import distinct
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError, SimulationError
 from isa.fibertree import BITMAP_WORD_BITS, parse_formats
@@ -351,7 +352,7 @@ def _prefix_counts(data: Any, mode: tuple[int, ...]) -> list[float]:
     key = np.zeros(len(pts), dtype=np.int64)
     for lvl in range(len(mode)):
         key = key * shape[mode[lvl]] + pts[:, lvl]      # the prefix as one integer
-        counts.append(float(len(pts)) if lvl == len(mode) - 1 else float(len(np.unique(key))))
+        counts.append(float(len(pts)) if lvl == len(mode) - 1 else float(len(distinct(key))))
     return counts
 
 
