@@ -64,6 +64,11 @@ PROBE_STEPS = 150_000
 probe runs on a strided sample of the first index. A compiler knob, not a chip constant: it
 keeps one probe near a few tenths of a CPU second in the burst engine."""
 
+SCREEN_STEPS = PROBE_STEPS
+"""Largest work bound screened on the whole data; above it the screen runs on strided samples
+of the first index. A compiler knob bounding compile time (the screen only ranks: the
+finalists are estimated on the whole run, within ``PROBE_STEPS``)."""
+
 FINALISTS = 3
 """Screened candidates estimated on the whole run (compiled in full, then run whole or on a
 sample of its tile calls): a compiler knob bounding compile time (each is a full compile, with
@@ -343,9 +348,32 @@ def _coords(data: Any, mode: tuple[int, ...]) -> np.ndarray:
     return pts[:, list(mode)] if pts.size else pts.reshape(0, len(mode))
 
 
+_PREFIXES: dict[tuple[int, tuple[int, ...]], tuple[Any, list[float]]] = {}
+"""Recent :func:`_prefix_counts` by (id of the data, mode), with the data itself (so the id
+stays its own while cached): the choice's work bounds ask for the same tensors' counts
+hundreds of times (every format variant of every order). Workload tensors are never changed
+in place once built."""
+
+PREFIX_CACHE = 64
+"""Entries :data:`_PREFIXES` keeps (the oldest go first)."""
+
+
 def _prefix_counts(data: Any, mode: tuple[int, ...]) -> list[float]:
     """Distinct nonzero coordinate prefixes of ``data`` stored in ``mode`` order, of length
     1, 2, ... (the coordinates a compressed level at that depth stores), outermost first."""
+    key = (id(data), tuple(mode))
+    hit = _PREFIXES.get(key)
+    if hit is not None and hit[0] is data:
+        return list(hit[1])
+    counts = _count_prefixes(data, mode)
+    _PREFIXES[key] = (data, counts)
+    while len(_PREFIXES) > PREFIX_CACHE:
+        del _PREFIXES[next(iter(_PREFIXES))]
+    return list(counts)
+
+
+def _count_prefixes(data: Any, mode: tuple[int, ...]) -> list[float]:
+    """:func:`_prefix_counts` computed."""
     pts = _coords(data, mode)
     shape = _shape(data)
     counts = []
@@ -451,9 +479,9 @@ def _stride_of(layer: Any, assign: Assignment, legal: list[Candidate]
     v = assign.operands[0].indices[0]
     n = _shape(layer.tensors[assign.operands[0].tensor])[0]
     worst = max(work_bound(layer, c.order, c.formats) for c in legal)
-    if worst <= PROBE_STEPS or n <= 1:
+    if worst <= SCREEN_STEPS or n <= 1:
         return None
-    return v, min(n, math.ceil(worst / PROBE_STEPS)), n
+    return v, min(n, math.ceil(worst / SCREEN_STEPS)), n
 
 
 def sample_layer(layer: Any, index: str, stride: int) -> Any:
