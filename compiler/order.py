@@ -172,7 +172,8 @@ class OrderChoice:
                 e = c.estimate
                 how = c.how or "screen"
                 if c.how and c.screen is not None:
-                    how += f" (screen {c.screen.cycles:,.0f} cycles)"
+                    how += (f" (screen: {c.screen.cycles:,.0f} cycles, "
+                            f"{self.objective} {c.screen.value(self.objective):.4g})")
                 out.append(f"  {c.order:<8} {fmts:<28} {e.cycles:>14,.0f} "
                            f"{e.energy_pj * 1e-6:>12.4g} {e.value('edp'):>11.3e}  {how}{mark}")
             elif c.rejected is not None:
