@@ -161,7 +161,7 @@ class OrderChoice:
         finals = [c for c in self.candidates if c.screen is not None and c.how]
         if finals:
             head += (f"; the {len(finals)} best screened compiled as the run is (tiled, "
-                     "unrolled) and estimated on it: 'whole run' column")
+                     "unrolled) and estimated on that, 'whole run': the choice is among them")
         out = [head + ")", f"  {'order':<8} {'formats':<28} {'cycles':>14} {'energy (uJ)':>12} "
                f"{'EDP (J s)':>11}  estimated on"]
         for c in self.candidates:
