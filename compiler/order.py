@@ -29,10 +29,10 @@ estimator: the compiler may not import the simulator).
 2. *Whole run*: the ``FINALISTS`` best screened candidates are compiled as the run compiles
    them (the whole data: tiling, ``compiler.unroll``) and that program is estimated: run whole
    when it is untiled (each of its levels fits one MEM tile, which bounds the run) or its work
-   bound is within ``PROBE_STEPS``; else on every s-th and every 2s-th of its tile calls (each
-   with its own loads, unrolled kernel and firmware cost, as in the whole schedule), extrapolated
-   along the line through the two to all of them (configuration, the input DMA and the output
-   DMA do not grow with the calls; the calls' kernel work, launches, loads and merges do).
+   bound is within ``PROBE_STEPS``; else on m of its n tile calls spread over the schedule
+   (each with its own loads, unrolled kernel, launch and merge, as in the whole schedule) and on
+   the program without calls (configuration and the inputs' DMA, which do not grow with the
+   calls), the calls' part scaled by n / m.
 
 The finalist with the least ``compiler.objective`` (cycles, energy or edp) wins; ties go to the
 earlier candidate in enumeration order, so the choice is deterministic. Its compiled program is
@@ -73,6 +73,11 @@ FINALISTS = 3
 """Screened candidates estimated on the whole run (compiled in full, then run whole or on a
 sample of its tile calls): a compiler knob bounding compile time (each is a full compile, with
 tiling and unrolling, and a burst run of up to ``PROBE_STEPS`` work)."""
+
+PROBE_CALLS = 16
+"""Most tile calls run to estimate a finalist's tiled run (:func:`whole_run`): a compiler knob
+bounding compile time (each tile call is a burst run of its own, with its own set-up,
+whatever its work)."""
 
 FORMAT_VARIANTS = 8
 """Most level-format variants (beyond each legal order with the given formats) probed per
@@ -522,13 +527,30 @@ def _extrapolate(figures: Callable[[int], np.ndarray], stride: int, n: int) -> n
     return np.maximum(a + (a - b) * (1.0 - f1) / (f1 - f2), a)
 
 
-def tile_sample(program: Program, chip: ChipConfig, stride: int) -> Program:
-    """Tiled ``program`` with every ``stride``-th of its tile calls only (from the first), each
-    with the loads, images and partial output it has in the whole schedule; configuration and
-    the DMAs of the whole inputs as in the whole program."""
+def spread_calls(n: int, m: int) -> list[int]:
+    """``m`` of ``n`` tile calls (positions in schedule order) spread by the golden-ratio
+    sequence (k * 0.618... mod 1, scaled to ``n``): evenly over the schedule, and, unlike every
+    s-th call, never in step with the tile grid's period (every s-th call of a grid whose
+    inner count s divides would see one column of tiles only)."""
+    if m >= n:
+        return list(range(n))
+    step = (math.sqrt(5.0) - 1.0) / 2.0
+    picked: set[int] = set()
+    k = 0
+    while len(picked) < m:
+        picked.add(int((k * step) % 1.0 * n))
+        k += 1
+    return sorted(picked)
+
+
+def tile_sample(program: Program, chip: ChipConfig, calls: list[int]) -> Program:
+    """Tiled ``program`` with the tile ``calls`` only (positions in its schedule), each with
+    the loads, images and partial output it has in the whole schedule; configuration and the
+    DMAs of the whole inputs as in the whole program (no calls: those alone)."""
     from compiler.pipeline import emit_program
 
-    tiling = dataclasses.replace(program.tiling, tiles=program.tiling.tiles[::stride])
+    tiles = tuple(program.tiling.tiles[i] for i in calls)
+    tiling = dataclasses.replace(program.tiling, tiles=tiles)
     return dataclasses.replace(emit_program(program.kernels[0], program.images, chip, tiling),
                                unroll=program.unroll)
 
@@ -537,25 +559,22 @@ def whole_run(program: Program, chip: ChipConfig, estimate: Estimator, work: flo
               ) -> tuple[np.ndarray, str]:
     """(cycles, energy, seconds) of ``program`` compiled as the run is (tiled, unrolled), and
     how they were estimated: the whole program run when it is untiled or ``work`` (its work
-    bound) is within ``PROBE_STEPS``; else every s-th and 2s-th of its tile calls
-    (:func:`tile_sample`), s = ceil(work / PROBE_STEPS) (at most half the calls), extrapolated
-    along the line through the two to all the calls (:func:`_extrapolate`)."""
+    bound) is within ``PROBE_STEPS``; else m of its n tile calls (:func:`spread_calls`;
+    m = the share ``PROBE_STEPS`` / work of the calls, at most ``PROBE_CALLS``) and the
+    program without calls (configuration and the inputs' DMA), the calls' part scaled by n / m:
+    each call is charged as in the whole schedule (its loads, launch, unrolled kernel, merge)."""
     tiling = program.tiling
     copies = program.unroll.copies if program.unroll is not None else 1
     unit = f"{copies} cop{'y' if copies == 1 else 'ies'}"
     n = len(tiling.tiles) if tiling is not None else 0
-    if n < 2 or work <= PROBE_STEPS:
+    m = min(PROBE_CALLS, math.ceil(n * PROBE_STEPS / work)) if work > 0 else n
+    if n < 2 or work <= PROBE_STEPS or m >= n:
         where = f"{n} tile calls" if tiling is not None else "untiled"
         return np.array(estimate(program, chip), float), f"whole run ({where}, {unit})"
-    stride = max(1, min(n // 2, math.ceil(work / PROBE_STEPS)))
-    if stride == 1:
-        return np.array(estimate(program, chip), float), f"whole run ({n} tile calls, {unit})"
-
-    def figures(s: int) -> np.ndarray:
-        return np.array(estimate(tile_sample(program, chip, s), chip), float)
-
-    return (_extrapolate(figures, stride, n),
-            f"every {stride}-th and {2 * stride}-th of {n} tile calls ({unit}), extrapolated")
+    fixed = np.array(estimate(tile_sample(program, chip, []), chip), float)
+    part = np.array(estimate(tile_sample(program, chip, spread_calls(n, m)), chip), float)
+    return (fixed + np.maximum(part - fixed, 0.0) * n / m,
+            f"{m} of {n} tile calls ({unit}), scaled to all")
 
 
 def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,

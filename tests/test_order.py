@@ -335,10 +335,11 @@ def test_whole_run_ranks_where_the_screen_misleads():
     assert "whole run" in "\n".join(choice.lines())
 
 
-def test_whole_run_samples_tile_calls_and_extrapolates(small_chip, monkeypatch):
-    # a tiled program's estimate from every s-th and 2s-th tile call: an estimator linear in
-    # the calls (50 + 100 per call) is recovered exactly; each sampled call keeps its loads
-    from compiler.order import tile_sample, whole_run
+def test_whole_run_samples_tile_calls_and_scales(small_chip, monkeypatch):
+    # a tiled program's estimate from m spread tile calls and the program without calls: an
+    # estimator linear in the calls (50 + 100 per call) is recovered exactly; each sampled
+    # call keeps its loads and images
+    from compiler.order import spread_calls, tile_sample, whole_run
     from tests.test_tiling import tiny_mem
 
     chip = tiny_mem(small_chip)
@@ -346,21 +347,29 @@ def test_whole_run_samples_tile_calls_and_extrapolates(small_chip, monkeypatch):
     program = compile_layer(layer, chip)
     n = len(program.tiling.tiles)
     assert n >= 8
-    part = tile_sample(program, chip, 3)
-    assert [t.index for t in part.tiling.tiles] == [t.index for t in program.tiling.tiles[::3]]
-    assert [t.loads for t in part.tiling.tiles] == [t.loads for t in program.tiling.tiles[::3]]
-    assert sum(c.op == "launch" for c in part.schedule) == len(range(0, n, 3))
+    calls = spread_calls(n, 5)
+    assert len(calls) == 5 == len(set(calls)) and calls == sorted(calls) and max(calls) < n
+    assert spread_calls(n, 5) == calls and spread_calls(4, 9) == [0, 1, 2, 3]
+    # spread over the schedule: not all in its first or last half
+    assert min(calls) < n // 2 <= max(calls)
+    part = tile_sample(program, chip, calls)
+    whole = program.tiling.tiles
+    assert [t.index for t in part.tiling.tiles] == [whole[i].index for i in calls]
+    assert [t.loads for t in part.tiling.tiles] == [whole[i].loads for i in calls]
+    assert sum(c.op == "launch" for c in part.schedule) == 5
+    assert not any(c.tile >= 0 for c in tile_sample(program, chip, []).schedule)
     monkeypatch.setattr(order_mod, "PROBE_STEPS", 10)
+    monkeypatch.setattr(order_mod, "PROBE_CALLS", 4)
     seen = []
 
     def linear(program, chip):
-        calls = len(program.tiling.tiles)
-        seen.append(calls)
-        return 50.0 + 100.0 * calls, 7.0 * calls, 1e-9 * calls
+        k = len(program.tiling.tiles)
+        seen.append(k)
+        return 50.0 + 100.0 * k, 7.0 * k, 1e-9 * k
 
-    got, how = whole_run(program, chip, linear, work=10 * 3 * n)
+    got, how = whole_run(program, chip, linear, work=2.0 * n)     # 5 calls: 4 at most
     assert got[0] == pytest.approx(50.0 + 100.0 * n) and got[1] == pytest.approx(7.0 * n)
-    assert max(seen) < n and "tile calls" in how and "extrapolated" in how
+    assert sorted(seen) == [0, 4] and how == f"4 of {n} tile calls (1 copy), scaled to all"
     # within the budget: the whole program, as the run is
     got, how = whole_run(program, chip, linear, work=5)
     assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run")
