@@ -20,7 +20,7 @@ Each legal candidate is estimated in two stages by burst probes (the caller pass
 estimator: the compiler may not import the simulator).
 
 1. *Screen*: every candidate is compiled as one copy of its graph and simulated on the data, or
-   on strided samples of it when the work bound below exceeds ``PROBE_STEPS``: every s-th and
+   on strided samples of it when the work bound below exceeds ``SCREEN_STEPS``: every s-th and
    every 2s-th slice of the first operand's first index (in every tensor that has it), with
    cycles, energy and time extrapolated along the straight line through the two samples to the
    whole extent (the work below that index grows with the slices; configuration, launch and
