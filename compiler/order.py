@@ -648,31 +648,34 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
         done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
     if not any(c.estimate is not None for c in done):
         raise failed[0]
-    programs = _finalists(layer, done, real, estimate, compile_fn, sample is None)
-    formats, program = None, None
+    best, program = _finalists(layer, done, real, estimate, compile_fn, sample is None)
+    formats = None
     if not forced:
-        finals = [i for i in programs] or [i for i, c in enumerate(done)
-                                           if c.estimate is not None]
-        best = min(finals, key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
+        if best is None:        # no finalist compiled and ran: the best screened
+            best = min((i for i, c in enumerate(done) if c.estimate is not None),
+                       key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
         order, formats = done[best].order, done[best].formats
-        program = programs.get(best)
-    return OrderChoice(objective, tuple(done), order, forced, sample, formats, program)
+    return OrderChoice(objective, tuple(done), order, forced, sample, formats,
+                       None if forced else program)
 
 
 def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Estimator,
                compile_fn: Callable[[Any, ChipConfig], Program], whole: bool
-               ) -> dict[int, Program]:
+               ) -> tuple[int | None, Program | None]:
     """Estimate the ``FINALISTS`` best screened candidates of ``done`` (in place) on their
-    whole run (:func:`whole_run`), compiled for ``chip`` as the run is; returns their programs
-    by position in ``done``. A finalist compiled as one copy whose screen ran the whole data
-    keeps the screen's figures (the same program). One whose compile or run fails is rejected
-    and the next screened candidate takes its place."""
+    whole run (:func:`whole_run`), compiled for ``chip`` as the run is; returns the best
+    finalist (position in ``done``; ties: the earlier) and its program (only that one is kept:
+    a program holds every tile's images). A finalist compiled as one copy whose screen ran the
+    whole data keeps the screen's figures (the same program). One whose compile or run fails
+    is rejected and the next screened candidate takes its place."""
     objective = chip.compiler.objective
     ranked = sorted((i for i, c in enumerate(done) if c.estimate is not None),
                     key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
-    programs: dict[int, Program] = {}
+    best: tuple[float, int] | None = None
+    kept: Program | None = None
+    count = 0
     for i in ranked:
-        if len(programs) >= FINALISTS:
+        if count >= FINALISTS:
             break
         c = done[i]
         try:
@@ -692,5 +695,7 @@ def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Es
             continue
         est = c.estimate if got is None else Estimate(*map(float, got))
         done[i] = dataclasses.replace(c, estimate=est, screen=c.estimate, how=how)
-        programs[i] = program
-    return programs
+        count += 1
+        if best is None or (est.value(objective), i) < best:
+            best, kept = (est.value(objective), i), program
+    return (best[1] if best is not None else None), kept
