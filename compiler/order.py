@@ -648,7 +648,10 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
         done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
     if not any(c.estimate is not None for c in done):
         raise failed[0]
-    best, program = _finalists(layer, done, real, estimate, compile_fn, sample is None)
+    best, program = _finalists(layer, done, real, estimate, compile_fn, sample is None,
+                               failed)
+    if not any(c.estimate is not None for c in done):
+        raise failed[0]         # no candidate compiles and runs as the run would: its error
     formats = None
     if not forced:
         if best is None:        # no finalist compiled and ran: the best screened
@@ -660,20 +663,22 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
 
 
 def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Estimator,
-               compile_fn: Callable[[Any, ChipConfig], Program], whole: bool
-               ) -> tuple[int | None, Program | None]:
+               compile_fn: Callable[[Any, ChipConfig], Program], whole: bool,
+               failed: list[Exception]) -> tuple[int | None, Program | None]:
     """Estimate the ``FINALISTS`` best screened candidates of ``done`` (in place) on their
     whole run (:func:`whole_run`), compiled for ``chip`` as the run is; returns the best
     finalist (position in ``done``; ties: the earlier) and its program (only that one is kept:
     a program holds every tile's images). A finalist compiled as one copy whose screen ran the
     whole data keeps the screen's figures (the same program). One whose compile or run fails
-    is rejected and the next screened candidate takes its place."""
+    is rejected (its error appended to ``failed``) and the next screened candidate takes its
+    place."""
     objective = chip.compiler.objective
     ranked = sorted((i for i, c in enumerate(done) if c.estimate is not None),
                     key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
     best: tuple[float, int] | None = None
     kept: Program | None = None
     count = 0
+    errors: list[Exception] = []
     for i in ranked:
         if count >= FINALISTS:
             break
@@ -692,10 +697,12 @@ def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Es
         except (CompileError, SimulationError) as exc:   # does not place, route or run
             done[i] = dataclasses.replace(c, estimate=None, screen=c.estimate,
                                           rejected=f"probe: whole run: {exc}")
+            errors.append(exc)
             continue
         est = c.estimate if got is None else Estimate(*map(float, got))
         done[i] = dataclasses.replace(c, estimate=est, screen=c.estimate, how=how)
         count += 1
         if best is None or (est.value(objective), i) < best:
             best, kept = (est.value(objective), i), program
+    failed[:0] = errors         # the run's own errors first
     return (best[1] if best is not None else None), kept

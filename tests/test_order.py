@@ -373,3 +373,16 @@ def test_whole_run_samples_tile_calls_and_scales(small_chip, monkeypatch):
     # within the budget: the whole program, as the run is
     got, how = whole_run(program, chip, linear, work=5)
     assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run")
+
+
+def test_when_no_finalist_compiles_as_the_run_would_its_error_is_raised():
+    # a forced unroll factor the kernel cannot take: the one-copy screen runs, every whole-run
+    # compile fails, and the choice raises the run's own error (the CLI: exit 2, one message)
+    from isa.errors import CompileError
+
+    chip = load_chip(SMALL, ["compiler.unroll=64"])
+    layer = get_workload("spmspm").make({"shape": "4,4,4", "density": 0.5})
+    with pytest.raises(CompileError, match="compiler.unroll=64"):
+        choose_order(layer, chip, probe)
+    assert main(["run", SMALL, "spmspm", "-p", "shape=4,4,4", "-p", "density=0.5", "-q",
+                 "-c", "compiler.unroll=64"]) == 2
