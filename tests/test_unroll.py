@@ -37,7 +37,7 @@ from compiler.unroll import (
 from isa.copies import union_of_copies
 from isa.errors import CompileError, ConfigError, IsaError, SimulationError
 from isa.fibertree import FiberTree
-from isa.interp import assemble_output, run_kernel, run_unit
+from isa.interp import WrittenLevel, assemble_output, run_kernel, run_unit
 from isa.ops import Opcode
 from isa.program import Edge, Kernel, Node, TensorDecl
 from isa.tokens import tokens
@@ -521,7 +521,27 @@ def test_summary_and_explain_record_the_choice(capsys):
     assert one["unroll"] == {"copies": 1, "requested": "1", "why": "compiler.unroll=1",
                              "limits": {}, "binds": "compiler.unroll"}
     assert s["unroll"]["binds"] in set(s["unroll"]["limits"]) | {"estimate", "place_route"}
+    assert s["checks"]["output_copies"] is True and "output_copies" not in one["checks"]
     assert one["kernel_cycles"] > s["kernel_cycles"]
+
+
+def test_output_copies_check_sees_a_wrong_part(onyx):
+    # simulator.checks: each copy's part against numpy on its own outer coordinates
+    from simulator.checks import _copies_match
+
+    layer = get_workload("spmspm").make({"shape": "24,20,28", "density": 0.2, "order": "ikj"})
+    kernel, images = lower_layer(layer, onyx)
+    mem = run_kernel(unroll_kernel(kernel, 3), images).memory
+    decl = kernel.tensor("X")
+    ref = images["B"].to_dense() @ images["C"].to_dense()
+    assert _copies_match(decl, mem, ref)
+    vals = mem.written[("X", -1, 1)].vals
+    vals[0] += 1                                   # copy 1 wrote one wrong value
+    assert not _copies_match(decl, mem, ref)
+    vals[0] -= 1
+    for lvl in (0, 1, -1):                         # copy 2 wrote nothing
+        mem.written[("X", lvl, 2)] = WrittenLevel(seg=[0, 0] if lvl == 0 else [0])
+    assert not _copies_match(decl, mem, ref)
 
 
 def test_unrolled_program_round_trips_through_asm_and_bitstream(onyx):
