@@ -563,16 +563,21 @@ def test_unrolled_program_round_trips_through_asm_and_bitstream(onyx):
 
 def test_a_tiled_kernel_runs_its_tile_calls_unrolled():
     # compiler.tiling cuts levels larger than a MEM tile (256 bytes here) into tile calls of
-    # one configured graph; that graph is unrolled and every call runs the copies
+    # one configured graph; that graph is unrolled and every call runs the copies. A tile
+    # call's output is the union of its copies' parts; then the firmware's tile merge as
+    # before (with check="full" the interpreter re-runs every tile and assembles it so too)
     from sieve.api import run
 
     params = {"shape": "48,40,48", "density": 0.1, "order": "ikj"}
     small = ["mem_tile.size_bytes=256"]
     one = run("onyx", "spmspm", params=params, overrides=small + ["compiler.unroll=1"])
-    many = run("onyx", "spmspm", params=params, overrides=small + ["compiler.unroll=3"])
+    many = run("onyx", "spmspm", params=params, overrides=small + ["compiler.unroll=3"],
+               check="full")
     assert many.program.tiling is not None and len(many.program.tiling.tiles) > 1
     assert copies_of(many.program.kernels[0]) == 3
     assert one.summary["verified"] and many.summary["verified"]
+    assert many.summary["checks"]["interpreter"] is True
+    assert many.summary["checks"]["numpy"] is True
     assert many.summary["kernel_cycles"] < one.summary["kernel_cycles"]
     loads = [c for c in many.program.schedule if c.op == "load"]
     tiles = many.program.tiling.tiles
