@@ -105,8 +105,6 @@ def stream_depths(kernel: Kernel) -> dict[Port, int]:
     return depth
 
 
-
-
 def _region(kernel: Kernel, depth: dict[Port, int]) -> set[str]:
     """Nodes other than writers fed only by region nodes (or by nothing), all of whose
     outputs are streams of the outermost fiber."""
@@ -238,8 +236,6 @@ def copies_of(kernel: Kernel) -> int:
                default=1)
 
 
-
-
 def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
                ) -> dict[str, int]:
     """The largest factor each static limit allows: the PE and MEM tiles (a whole graph and
@@ -314,8 +310,6 @@ def output_bound(layer: Any, order: str) -> float:
         walks = [length[(a.tensor, v)] for a in assign.operands if v in a.indices]
         points *= (min(walks) if assign.op == "*" else sum(walks)) if walks else 1.0
     return points
-
-
 
 
 def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,

@@ -292,6 +292,7 @@ CATALOG = [
     ("mttkrp", {"shape": "8,4,6,5", "density": 0.2}),
     ("elemadd3", {"shape": "20,16", "density": 0.2}),
     ("elemmul", {"shape": "20,40", "density": 0.3, "formats": "B:bb C:bb X:sb"}),
+    ("elemmul", {"shape": "40,20", "density": 0.3, "formats": "B:bb C:bb X:bb"}),
 ]
 
 
@@ -475,10 +476,12 @@ def test_auto_unrolls_large_kernels_and_not_tiny_ones(onyx):
     ("spmspm", {"shape": "20,24,36", "density": 0.2, "order": "ikj", "formats": "B:sb C:bb X:sb"},
      4),
     ("elemmul", {"shape": "20,40", "density": 0.3, "formats": "B:bb C:bb X:sb"}, 3),
+    ("elemmul", {"shape": "40,20", "density": 0.3, "formats": "B:bb C:bb X:bb"}, 4),
+    ("spmv", {"shape": "30,20", "density": 0.2, "order": "ij", "empty_rows": 0.4}, 3),
 ])
 def test_burst_equals_cycle_unrolled_tensor_kernels(onyx, workload, params, copies):
-    # 3-D outputs merge depth-2 streams; located, three-operand and bitmap kernels (word-wide
-    # joins, bitmap locates, a bitmap output level) deal too
+    # 3-D outputs; located, three-operand and bitmap kernels (word-wide joins, bitmap
+    # locates, bitmap output levels, the outer one too) and a 1-D output dropping rows
     kernel, images = lower_layer(get_workload(workload).make(params), onyx)
     unrolled = place_route_balance(unroll_kernel(kernel, copies), onyx)
     assert copies_of(unrolled) == copies
