@@ -45,6 +45,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from isa.arch import ChipConfig
 from isa.errors import CompileError
 from isa.fibertree import FiberTree
@@ -325,6 +327,26 @@ def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
     return max(work, tail) * share + per_copy * copies
 
 
+def loaded_bytes(calls: list[dict[str, FiberTree]]) -> list[int]:
+    """Bytes each kernel call loads into one copy's MEM tiles: every operand for the first
+    call, then the operands whose image changed from the previous call's (a tiled kernel's
+    schedule loads only those; compiler.tiling)."""
+    out: list[int] = []
+    prev: dict[str, FiberTree] = {}
+    for images in calls:
+        out.append(sum(t.nbytes(2) for name, t in images.items()
+                       if name not in prev or not _same_image(prev[name], t)))
+        prev = images
+    return out
+
+
+def _same_image(a: FiberTree, b: FiberTree) -> bool:
+    return len(a.levels) == len(b.levels) and np.array_equal(a.vals, b.vals) and all(
+        la.fmt == lb.fmt and la.size == lb.size and (la.seg is None or (
+            np.array_equal(la.seg, lb.seg) and np.array_equal(la.crd, lb.crd)))
+        for la, lb in zip(a.levels, b.levels))
+
+
 def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipConfig,
                 work: float, tail: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
     """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
@@ -332,8 +354,9 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipCon
 
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
-    work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads at the
-    links' bandwidth; per kernel call: ``calls`` holds each call's input images, one for an
+    work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads that
+    change between calls (:func:`loaded_bytes`) at the links' bandwidth, the configuration
+    once; per kernel call: ``calls`` holds each call's input images, one for an
     untiled kernel, one per tile for a tiled one), and takes the best that places and routes
     (falling back to smaller factors, then to 1). N never exceeds the outer positions of the
     call that has the fewest. The choice's ``binds`` names what stopped N growing.
@@ -367,9 +390,11 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipCon
     from isa.bitstream import config_bits
 
     base = compile_fn(kernel)
-    load = sum(t.nbytes(2) for images in calls for t in images.values()) / len(calls) \
-        / chip.glb.array_bytes_per_cycle
-    per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
+    loads = [b / chip.glb.array_bytes_per_cycle for b in loaded_bytes(calls)]
+    config = config_bits(base) / chip.controller.config_bits_per_cycle
+    # per call, what a copy adds: the kernel is configured once, while the first call's
+    # operands load; every later call loads the operands that changed
+    per_copy = (max(config, loads[0]) + sum(loads[1:])) / len(calls)
 
     def est(n: int) -> float:
         return estimate_cycles(work, tail, per_copy, n, positions)

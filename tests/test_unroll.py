@@ -498,6 +498,17 @@ def test_layer_lanes_come_from_the_unroll_planner(onyx):
     assert copies_of(plan.program.kernels[0]) == 1      # a lane is one copy of the template
 
 
+def test_planner_counts_only_the_loads_that_change_between_calls():
+    # a tiled kernel's schedule reloads only the operand tiles that changed (compiler.tiling):
+    # the planner's per-copy cost counts those, not every operand of every call
+    from compiler.unroll import loaded_bytes
+
+    a, b = _tree("B", [[1, 0], [0, 2]]), _tree("C", [[0, 3], [4, 0]])
+    b2 = _tree("C", [[5, 0], [0, 0]])
+    calls = [{"B": a, "C": b}, {"B": _tree("B", [[1, 0], [0, 2]]), "C": b2}, {"B": a, "C": b2}]
+    assert loaded_bytes(calls) == [a.nbytes(2) + b.nbytes(2), b2.nbytes(2), 0]
+
+
 def test_output_bound_is_the_output_for_elementwise_kernels():
     from compiler.unroll import output_bound
 
