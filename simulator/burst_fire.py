@@ -528,48 +528,69 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         raise _bad(node, "crd and val streams out of step")
     k = c.kind
     flush = (k == STOP) & (c.data >= 1)
-    grp = np.cumsum(flush) - flush
     di = np.flatnonzero(k == DATA)
     vals = np.where(v.kind[di] == EMPTY_K, 0, v.data[di])
-    g, cc = grp[di].astype(I64), c.data[di].astype(I64)
-    o = np.lexsort((cc, g))
-    g, cc, vals = g[o], cc[o], vals[o]
-    new = np.ones(len(o), bool)
-    if len(o) > 1:
-        new[1:] = (g[1:] != g[:-1]) | (cc[1:] != cc[:-1])
-    starts = np.flatnonzero(new)
-    sums = np.add.reduceat(vals, starts) if len(o) else vals
-    ug, uc = g[starts], cc[starts]
+    g = np.cumsum(flush)[di]                      # the fiber of each coordinate
+    cc = c.data[di].astype(I64)
+    ug, uc, sums = _sums_by_key(g, cc, vals)
     fi = np.flatnonzero(flush)
     done = np.flatnonzero(k == DONE_K)
     if len(done) != 1 or done[0] != len(k) - 1:
         raise _bad(node, "the input does not end with one D")
-    if len(ug) and ug.max() >= len(fi):
+    if len(ug) and ug[-1] >= len(fi):
         raise _bad(node, "coordinates after the last fiber's stop")
     m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
     # output order: each fiber's entries then its lowered stop, then D; slot of each
-    per = m + 1
-    first = _exclusive_cumsum(per)
-    n_out = int(per.sum()) + 1
-    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
-    entry_slot = first[ug] + rank if len(ug) else ug
-    stop_slot = first + m
+    n_out = len(ug) + len(fi) + 1
+    entry_slot = np.arange(len(ug), dtype=I64) + ug
+    stop_slot = np.cumsum(m) + np.arange(len(fi), dtype=I64)
     queued = np.empty(n_out, I64)
-    queued[entry_slot] = fi[ug] if len(ug) else ug
+    queued[entry_slot] = fi[ug]
     queued[stop_slot] = fi
     queued[-1] = done[0]
     idx = np.arange(n_out, dtype=I64)
-    emit = idx + np.maximum.accumulate(queued - idx)
+    emit = idx + np.maximum.accumulate(queued - idx)   # increasing: the slots are in step order
     n = int(emit[-1]) + 1
     lvl = c.data[fi].astype(I64) - 1
-    e, out_c = _sorted_stream([(emit[entry_slot], DATA, uc), (emit[stop_slot], STOP, lvl),
-                               (emit[-1:], DONE_K, 0)])
-    _, out_v = _sorted_stream([(emit[entry_slot], DATA, sums), (emit[stop_slot], STOP, lvl),
-                               (emit[-1:], DONE_K, 0)])
+    kind = np.full(n_out, STOP, np.int8)
+    kind[entry_slot] = DATA
+    kind[-1] = DONE_K
+    out = []
+    for data in (uc, sums):
+        col = np.empty(n_out, np.result_type(data.dtype, I64))
+        col[entry_slot] = data
+        col[stop_slot] = lvl
+        col[-1] = 0
+        out.append(Stream(kind.copy(), col))
     tok = np.arange(len(k), dtype=I64)
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
-    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": e, "val": e},
-                  {"crd": out_c, "val": out_v}, {"add_count": len(di)})
+    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
+                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)})
+
+
+def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (g, cc) pairs in sorted order (``g`` nondecreasing) and the sum of the
+    values of each, added in input order from 0 as ``isa.interp.vreduce`` adds them. Over a
+    dense table of the pairs when it is not much larger than the input, else sorted."""
+    if len(g) == 0:
+        return g.astype(I64), cc, vals
+    lo = int(cc.min())
+    span = int(cc.max()) - lo + 1
+    key = g * span + (cc - lo)
+    size = (int(g[-1]) + 1) * span
+    if size <= 4 * len(key) + 4096:
+        present = np.zeros(size, bool)
+        present[key] = True
+        uk = np.flatnonzero(present)
+        acc = np.zeros(size, vals.dtype)
+        np.add.at(acc, key, vals)
+        sums = acc[uk]
+    else:
+        uk, inv = np.unique(key, return_inverse=True)
+        sums = np.zeros(len(uk), vals.dtype)
+        np.add.at(sums, inv, vals)
+    return uk // span, uk % span + lo, sums
 
 
 def _inner_fibers(node: Node, outer: Stream, inner: Stream):
@@ -1205,18 +1226,37 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
 # ----------------------------------------------------------------------------- driving
 def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
                 ) -> tuple[dict[str, Firing], Memory, list[Node]]:
-    """The functional pass over a whole kernel, in topological order."""
+    """The functional pass over a whole kernel, in topological order.
+
+    Units of the same opcode and attributes reading the very same input streams (an unrolled
+    kernel's copies of its outer scanners and repeaters) have the same firing table: it is
+    computed once and shared (the tables are read-only). Writers are always fired."""
     mem = Memory(images)
     streams: dict[tuple[str, str], Stream] = {}
     firings: dict[str, Firing] = {}
     order = kernel.topo_order()
+    in_edges: dict[str, list] = {node.id: [] for node in order}
+    for e in kernel.edges:
+        in_edges[e.dst].append(e)
+    fired: dict[tuple, Firing] = {}
     for node in order:
-        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
-        f = FIRE[node.op](node, ins, mem)
+        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
+        key = None
+        if node.op not in _WRITERS:
+            key = (node.op, node.attrs, tuple(sorted((p, id(s)) for p, s in ins.items())))
+        f = fired.get(key) if key is not None else None
+        if f is None:
+            f = FIRE[node.op](node, ins, mem)
+            if key is not None:
+                fired[key] = f
         for port, s in f.outs.items():
             streams[(node.id, port)] = s
         firings[node.id] = f
     return firings, mem, order
+
+
+_WRITERS = frozenset({Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV})
+"""Units with an effect besides their firing table (they fill the memory's output levels)."""
 
 
 __all__ = ["FIRE", "Firing", "Stream", "fire_kernel"]
