@@ -184,16 +184,16 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     counts = np.where(fib, 2 + span, np.where(absorbed, 0, 1))
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
+    last = off + counts - 1                        # each token's last step (a fiber's: its end)
     nxt = fi + 1                                   # the token the ended step peeks
-    ended_step = off[fi] + 1 + span[fi]
     nxt_stop = k[nxt] == STOP
     # coordinate steps
     coord_step = _ranges(off[fi] + 1, lens) + extra
     acts: dict[str, int] = {}
-    keep = np.ones(len(pos), bool)
+    keep = None
     if a["skip_zeros"]:
         vals = mem.vals(a["tensor"])
-        keep = vals[pos] != 0 if len(pos) else keep
+        keep = vals[pos] != 0
         acts["skipped_zero_count"] = int(np.count_nonzero(~keep))
         val_reads = _word_changes(pos)
     else:
@@ -209,28 +209,52 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         acts["sram_read_words"] = seg_reads + _word_changes(pos) + val_reads
     elif val_reads:
         acts["sram_read_words"] = val_reads
-    lone = np.flatnonzero((k == STOP) & ~absorbed)
-    done = np.flatnonzero(k == DONE_K)
-    stop_lvl = np.where(nxt_stop, d[nxt] + 1, 0)
-    ctl = [(ended_step, STOP, stop_lvl), (off[lone], STOP, d[lone] + 1),
-           (off[done], DONE_K, 0)]
-    ks = coord_step[keep] if not a["skip_zeros"] else coord_step[keep]
-    e_crd, s_crd = _sorted_stream([(ks, DATA, crd[keep] if a["skip_zeros"] else crd), *ctl])
-    ref_data = np.zeros(n, I64)
-    ref_data[ks] = pos[keep] if a["skip_zeros"] else pos
-    ref_data[e_crd[s_crd.kind != DATA]] = s_crd.data[s_crd.kind != DATA]
-    s_ref = Stream(s_crd.kind, ref_data[e_crd])
+    # the outputs, in step order = token order: each fiber's kept coordinates then its stop
+    # (S_(l+1) if a stop S_l follows, else S0); a lone stop S_l gives S_(l+1), D gives D
+    own = ~absorbed
+    kept = lens
+    if keep is not None:
+        ck = np.concatenate([[0], np.cumsum(keep)])
+        firsts = _exclusive_cumsum(lens)
+        kept = ck[firsts + lens] - ck[firsts]
+        coord_step, crd, pos = coord_step[keep], crd[keep], pos[keep]
+    out_counts = own.astype(I64)
+    out_counts[fi] += kept
+    ctl_pos = (np.cumsum(out_counts) - 1)[own]
+    total = len(coord_step) + len(ctl_pos)
+    ctl_data = np.where(k == STOP, d + 1, 0)
+    ctl_data[fi] = np.where(nxt_stop, d[nxt] + 1, 0)
+    is_crd = np.ones(total, bool)
+    is_crd[ctl_pos] = False
+    e_crd = np.empty(total, I64)
+    e_crd[ctl_pos] = last[own]
+    e_crd[is_crd] = coord_step
+    kind = np.zeros(total, np.int8)
+    kind[ctl_pos] = np.where(k[own] == DONE_K, DONE_K, STOP)
+    crd_data = np.empty(total, I64)
+    crd_data[ctl_pos] = ctl_data[own]
+    ref_data = crd_data.copy()
+    crd_data[is_crd] = crd
+    ref_data[is_crd] = pos
+    s_crd, s_ref = Stream(kind, crd_data), Stream(kind, ref_data)
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
     if not root:
+        # every token is peeked at its first step, the one after a fiber at the fiber's end
         pop = off.copy()
         ab = np.flatnonzero(absorbed)
-        pop[ab] = off[ab - 1] + 1 + span[ab - 1]
-        own = np.flatnonzero(~absorbed)
-        ps = np.concatenate([off[own], ended_step])
-        pt = np.concatenate([own, nxt])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
+        pop[ab] = last[ab - 1]
+        npk = own.astype(I64) + fib             # peeks: 1 per token, 2 per fiber
+        pk_end = np.cumsum(npk)
+        ps = np.empty(int(pk_end[-1]), I64)
+        pt = np.empty(len(ps), I64)
+        tok = np.flatnonzero(own)
+        first_pk = pk_end[tok] - npk[tok]
+        ps[first_pk] = off[tok]
+        pt[first_pk] = tok
+        ps[pk_end[fi] - 1] = last[fi]
+        pt[pk_end[fi] - 1] = nxt
+        peeks["ref"] = (ps, pt)
         pops["ref"] = pop
     return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd}, {"crd": s_crd, "ref": s_ref},
                   acts)
@@ -1244,6 +1268,10 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
         key = None
         if node.op not in _WRITERS:
             key = (node.op, node.attrs, tuple(sorted((p, id(s)) for p, s in ins.items())))
+            try:
+                hash(key)
+            except TypeError:       # an unhashable attribute value: fire it on its own
+                key = None
         f = fired.get(key) if key is not None else None
         if f is None:
             f = FIRE[node.op](node, ins, mem)
