@@ -265,7 +265,9 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     kind = np.where(s.kind == DATA, REP_K, s.kind).astype(np.int8)
-    data = np.where(s.kind == DATA, 0, s.data).astype(I64)
+    data = np.zeros(n, I64)                        # R carries 0, a stop its level
+    ctl = np.flatnonzero(s.kind != DATA)
+    data[ctl] = s.data[ctl]
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
                   {"repsig": Stream(kind, data)})
 
@@ -293,24 +295,20 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     counts[consumer] = gsize
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
-    # each repsig token is handled by one step, in order, skipping drop steps
-    g_of_sig = np.repeat(np.arange(len(consumer)), gsize)
-    sig_step = off[consumer][g_of_sig] + (np.arange(len(sk)) - np.repeat(ends - gsize + 1, gsize))
-    head_ref = consumer[g_of_sig]
-    out_kind = np.where(sk == REP_K, rk[head_ref], sk).astype(np.int8)
-    out_data = np.where(sk == REP_K, ref.data[head_ref], sig.data)
-    drop_idx = np.flatnonzero(dropped)
+    # each repsig token is handled by one step, in order, skipping drop steps; a consumed
+    # reference is peeked by its group's steps, a dropped one by its own: every step peeks
+    # the reference whose steps it is among
+    sig_step = np.repeat(off[consumer] - (ends - gsize + 1), gsize) + np.arange(len(sk))
+    out_kind = np.repeat(ck, gsize)
+    out_kind[ends] = sk[ends]
+    out_data = np.repeat(ref.data[consumer], gsize).astype(
+        np.result_type(ref.data.dtype, sig.data.dtype), copy=False)
+    out_data[ends] = sig.data[ends]
     peeks = {"repsig": (sig_step, np.arange(len(sk), dtype=I64))}
     pops = {"repsig": sig_step}
     if not root:
-        ps = np.concatenate([sig_step, off[drop_idx]])
-        pt = np.concatenate([head_ref, drop_idx])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
-        pop = np.empty(len(rk), I64)
-        pop[consumer] = off[consumer] + gsize - 1
-        pop[drop_idx] = off[drop_idx]
-        pops["ref"] = pop
+        peeks["ref"] = (np.arange(n, dtype=I64), np.repeat(np.arange(len(rk), dtype=I64), counts))
+        pops["ref"] = off + counts - 1
     return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
 
 
@@ -441,12 +439,17 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     is_data = s.kind == DATA
+    other = np.flatnonzero(~is_data)
     r = s.data[is_data].astype(I64)
     if len(r) and (r.min() < 0 or r.max() >= len(vals)):
         raise _bad(node, f"ref outside {node.attr('tensor')} values")
-    out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
-    out[is_data] = vals[r]
-    out[~is_data] = s.data[~is_data]
+    if len(r):          # every token's value read, then the other tokens' data put back
+        at = s.data.astype(I64)
+        at[other] = 0
+        out = vals[at]
+    else:
+        out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
+    out[other] = s.data[other]
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
                   {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
 
@@ -475,13 +478,15 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                       {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
     y = ins["b"]
     yv = (y.kind == DATA) | (y.kind == EMPTY_K)
-    if len(y) != n or (xv != yv).any() or (x.kind[~xv] != y.kind[~yv]).any() or \
-            (x.data[~xv] != y.data[~yv]).any():
+    ctl = np.flatnonzero(~xv)
+    if len(y) != n or (xv != yv).any() or (x.kind[ctl] != y.kind[ctl]).any() or \
+            (x.data[ctl] != y.data[ctl]).any():
         raise _bad(node, "operands out of step")
     vx = np.where(x.kind == EMPTY_K, 0, x.data)
     vy = np.where(y.kind == EMPTY_K, 0, y.data)
     dtype = np.result_type(vx.dtype, vy.dtype)
-    out = np.where(xv, _NP_OPS[op](vx.astype(dtype), vy.astype(dtype)), x.data.astype(dtype))
+    out = _NP_OPS[op](vx.astype(dtype, copy=False), vy.astype(dtype, copy=False))
+    out[ctl] = x.data[ctl]                  # a control token passes its own data
     acts: dict[str, int] = {}
     if op == "mul":
         za = xv & (vx == 0)
