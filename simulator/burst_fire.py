@@ -314,9 +314,13 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 
 def _heads(pop: np.ndarray, n: int) -> np.ndarray:
     """Head token index at each of n steps, given each token's popping step (in order)."""
-    popped = np.zeros(n + 1, I64)
-    popped[pop + 1] = 1           # a port pops at most one token per step
-    return np.cumsum(popped)[:n]
+    if len(pop) == 0:
+        return np.zeros(n, I64)
+    held = np.empty(len(pop) + 1, I64)            # steps each token is the head for
+    held[0] = pop[0] + 1
+    np.subtract(pop[1:], pop[:-1], out=held[1:-1])
+    held[-1] = n - 1 - pop[-1]
+    return np.repeat(np.arange(len(held), dtype=I64), held)
 
 
 def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
@@ -410,14 +414,25 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         e = steps
         s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
-        ms = step_a[ia_match]
-        mc = crd_a[ia_match]
+        # in step order: each segment's matches, then its control token
         ia, ib = da_i[ia_match], db_i[ib_match]
-        e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
-        _, s_ra = _sorted_stream([(ms, ra.kind[ia], ra.data[ia]),
-                                  (ctl_step, ctl_kind, ctl_data)])
-        _, s_rb = _sorted_stream([(ms, rb.kind[ib], rb.data[ib]),
-                                  (ctl_step, ctl_kind, ctl_data)])
+        seg_m = seg_of_a[ia_match]
+        at_m = np.arange(len(ia_match), dtype=I64) + seg_m
+        at_c = np.cumsum(np.bincount(seg_m, minlength=n_seg)) + np.arange(n_seg, dtype=I64)
+        e = np.empty(len(at_m) + n_seg, I64)
+        e[at_m] = step_a[ia_match]
+        e[at_c] = ctl_step
+        streams = []
+        for kind_m, data_m in ((DATA, crd_a[ia_match]), (ra.kind[ia], ra.data[ia]),
+                               (rb.kind[ib], rb.data[ib])):
+            kind = np.empty(len(e), np.int8)
+            kind[at_m] = kind_m
+            kind[at_c] = ctl_kind
+            data = np.empty(len(e), np.result_type(data_m.dtype, I64))
+            data[at_m] = data_m
+            data[at_c] = ctl_data
+            streams.append(Stream(kind, data))
+        s_crd, s_ra, s_rb = streams
     peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
              "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
@@ -1189,42 +1204,39 @@ def fire_arbiter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     rnd = ta + tb
     ia, ib = np.arange(len(fa), dtype=I64), np.arange(len(fb), dtype=I64)
     key = np.concatenate([(ia // ta) * rnd + ia % ta, (ib // tb) * rnd + ta + ib % tb])
-    order = np.argsort(key, kind="stable")
-    items = len(key)
-    if (key[order] != np.arange(items)).any():
+    items = len(key)                                   # key: each item's place in the output
+    placed = np.bincount(key, minlength=items) if items else key
+    if len(placed) != items or (placed != 1).any():
         raise _bad(node, "the inputs' item counts do not fit the round-robin rounds")
-    src = (order >= len(fa)).astype(np.int8)           # 0: a, 1: b, per item in merged order
-    first = np.concatenate([fa, fb])[order]
-    length = np.concatenate([la, lb])[order]
+    length = np.empty(items, I64)
+    length[key] = np.concatenate([la, lb])
     total = int(length.sum())
     start = _exclusive_cumsum(length)
-    tok = np.repeat(first, length) + (np.arange(total, dtype=I64) - np.repeat(start, length))
-    tsrc = np.repeat(src, length)
-    kind = np.where(tsrc == 0, a.kind[np.minimum(tok, len(a) - 1)],
-                    b.kind[np.minimum(tok, len(b) - 1)]).astype(np.int8)
-    data = np.where(tsrc == 0, a.data[np.minimum(tok, len(a) - 1)],
-                    b.data[np.minimum(tok, len(b) - 1)])
-    if depth >= 1 and items:
-        close = start + length - 1
-        data = data.copy()
-        data[close] = depth - 1
-        data[close[-1]] = depth
-    steps = np.arange(total, dtype=I64)
     tail = 2 if depth == 0 else 1                      # the finishing steps
     n = total + tail
-    end_kind = np.array([STOP, DONE_K] if depth == 0 else [DONE_K], np.int8)
-    end_data = np.zeros(tail, dtype=data.dtype if total else I64)
+    # each input's tokens keep their order in the output: its items' runs of output steps
+    at_a = _ranges(start[key[:len(fa)]], la)
+    at_b = _ranges(start[key[len(fa):]], lb)
+    dtype = np.result_type(a.data.dtype, b.data.dtype)
+    kind = np.empty(n, np.int8)
+    data = np.empty(n, dtype if total else np.result_type(dtype, I64))
+    for at, s in ((at_a, a), (at_b, b)):
+        kind[at] = s.kind[:len(at)]
+        data[at] = s.data[:len(at)]
+    kind[total:] = [STOP, DONE_K] if depth == 0 else [DONE_K]
+    data[total:] = 0
+    if depth >= 1 and items:
+        close = start + length - 1
+        data[close] = depth - 1
+        data[close[-1]] = depth
     fin = np.arange(total, n, dtype=I64)
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
-    for port, s, side in (("a", a, 0), ("b", b, 1)):
-        mine = tsrc == side
-        own_steps = np.concatenate([steps[mine], fin])
-        own_toks = np.concatenate([tok[mine], np.arange(len(s) - tail, len(s), dtype=I64)])
-        peeks[port] = (own_steps, own_toks)
+    for port, at, s in (("a", at_a, a), ("b", at_b, b)):
+        own_steps = np.concatenate([at, fin])
+        peeks[port] = (own_steps, np.arange(len(s), dtype=I64))
         pops[port] = own_steps
-    out = Stream(np.concatenate([kind, end_kind]), np.concatenate([data, end_data]))
-    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": out})
+    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": Stream(kind, data)})
 
 
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
