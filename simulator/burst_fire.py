@@ -454,17 +454,12 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     is_data = s.kind == DATA
-    other = np.flatnonzero(~is_data)
     r = s.data[is_data].astype(I64)
     if len(r) and (r.min() < 0 or r.max() >= len(vals)):
         raise _bad(node, f"ref outside {node.attr('tensor')} values")
-    if len(r):          # every token's value read, then the other tokens' data put back
-        at = s.data.astype(I64)
-        at[other] = 0
-        out = vals[at]
-    else:
-        out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
-    out[other] = s.data[other]
+    out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
+    out[is_data] = vals[r]
+    out[~is_data] = s.data[~is_data]
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
                   {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
 
