@@ -344,26 +344,20 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     kb = seg_b[db_i] * span + crd_b
     if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
-    # merge the two sorted runs (a stable sort of the concatenation is a linear merge); an
-    # a-coordinate equal to a b-coordinate comes first, and the pair is one step
+    # merge the two sorted runs: a key's rank among the distinct keys of both is the keys
+    # before it on its own side, plus those on the other side, less the pairs among them (an
+    # a-coordinate equal to a b-coordinate is one step)
     na, nb = len(ka), len(kb)
-    o = np.argsort(np.concatenate([ka, kb]), kind="stable")
-    merged = np.concatenate([ka, kb])[o]
-    dup = np.zeros(na + nb, bool)
-    dup[1:] = merged[1:] == merged[:-1]
-    rank = np.cumsum(~dup) - 1
-    a_rank = np.empty(na, I64)
-    b_rank = np.empty(nb, I64)
-    from_a = o < na
-    a_rank[o[from_a]] = rank[from_a]
-    b_rank[o[~from_a] - na] = rank[~from_a]
-    pair = np.flatnonzero(dup)
-    ia_match = o[pair - 1]
-    ib_match = o[pair] - na
-    hit_a = np.zeros(na, bool)
-    hit_a[ia_match] = True
+    lb = np.searchsorted(kb, ka)                  # b keys below each a key
+    hit_a = lb < nb
+    hit_a[hit_a] = kb[lb[hit_a]] == ka[hit_a]
+    ia_match = np.flatnonzero(hit_a)
+    ib_match = lb[ia_match]
     b_is_match = np.zeros(nb, bool)
     b_is_match[ib_match] = True
+    a_rank = np.arange(na, dtype=I64) + lb - (np.cumsum(hit_a) - hit_a)
+    a_upto = np.cumsum(np.bincount(lb, minlength=nb + 1)[:nb])    # a keys at or below each b key
+    b_rank = np.arange(nb, dtype=I64) + a_upto - np.cumsum(b_is_match)
     seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
     step_a = a_rank + seg_of_a                 # one control step per earlier segment
     step_b = b_rank + seg_of_b
