@@ -167,7 +167,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     pos = _ranges(start[fi], lens)                 # positions in the level
     crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
     span = length.copy()                           # steps of each fiber's walk
-    extra = np.zeros(len(pos), I64)                # bitmap: empty mask words before a crd
+    extra = None                                   # bitmap: empty mask words before a crd
     if bitmap:
         words = lv.words_per_fiber()
         fid = np.repeat(np.arange(len(fi)), lens)
@@ -187,8 +187,10 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     last = off + counts - 1                        # each token's last step (a fiber's: its end)
     nxt = fi + 1                                   # the token the ended step peeks
     nxt_stop = k[nxt] == STOP
-    # coordinate steps
-    coord_step = _ranges(off[fi] + 1, lens) + extra
+    # coordinate steps: a fiber's walk starts the step after its reference's
+    coord_step = pos + np.repeat(off[fi] + 1 - start[fi], lens)
+    if extra is not None:
+        coord_step += extra
     acts: dict[str, int] = {}
     keep = None
     if a["skip_zeros"]:
