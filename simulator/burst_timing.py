@@ -14,13 +14,16 @@ however many back-pressure stalls the whole run has, the work stays linear in th
 the memory per window is bounded. Terms another term implies are dropped before solving
 (``_prune``), nearly dense constraints are read as contiguous runs (``_fill``), and a sweep
 recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
-window whose sweeps do not settle (a tight loop, one sweep per turn) is solved step by step
-(``_sequential_window``). A run in which no window can take a step is a deadlock, checked
-then (and only then) and reported with the units caught in it.
+window whose sweeps do not settle keeps the steps whose equations already hold (a downset of
+them is exact: ``_holding``, ``_downset``); if that is less than half of it (a tight loop,
+one sweep per turn), the rest is solved step by step (``_sequential_window``). A run in
+which no window can take a step is a deadlock, checked then (and only then) and reported
+with the units caught in it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +34,13 @@ from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
 from simulator.engine_cycle import channel_shape
 
-SWEEP_BUDGET = 16    # sweeps a window may take before it is solved step by step
+SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
 # costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
 # and one more than twice as large is cut to this size before its walk (memory)
-GROW_SWEEPS = 4       # a window that settled within this many sweeps: the next one doubles
+GROW_SWEEPS = 8       # a window that settled within this many sweeps: the next one doubles
+MAX_WINDOW = 1 << 20  # ... up to this many steps (the memory a window's sweeps hold)
 SHRINK_SWEEPS = 8     # one that needed more: the next one halves
 
 
@@ -91,14 +95,16 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
 @dataclass
 class SolveStats:
     """How the timing solver converged: the windows it solved in order, the Gauss-Seidel
-    sweeps over them (in total and at most in one window), unit recomputations, and the
-    windows solved step by step (``_sequential_window``)."""
+    sweeps over them (in total and at most in one window), unit recomputations, the
+    windows solved step by step (``_sequential_window``) and the unsettled windows whose
+    steps that hold were kept (``partial``)."""
 
     windows: int
     sweeps: int
     max_sweeps: int
     recomputed: dict[str, int]
     sequential: int = 0
+    partial: int = 0
 
 
 @dataclass
@@ -116,7 +122,7 @@ class _Dep:
 
     def limit(self, ready: int) -> int:
         """The first target step that needs a step of ``src`` at or past ``ready``."""
-        k = int(np.searchsorted(self.index, ready, side="left"))
+        k = int(self.index.searchsorted(ready))
         if k == len(self.index):
             return 1 << 62
         return self.first + k if self.targets is None else int(self.targets[k])
@@ -215,11 +221,16 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     with fixed inputs has exactly one fixed point, so the result is exact. A back-pressure
     loop that stalls the whole pipeline once per fiber costs one sweep per stall, so a window
     holds only a few of them: the window grows while its sweeps settle quickly and shrinks
-    when they do not, keeping the work linear in the steps. A tight loop, whose binding
-    constraint alternates between two units every few tokens (an unbalanced reconvergent
-    path), needs a sweep per turn however small the window: a window that has not settled in
-    ``SWEEP_BUDGET`` sweeps is solved step by step instead (``_sequential_window``, about
-    0.4 us a step), and the next window gets only ``PROBE_BUDGET`` sweeps.
+    when they do not, keeping the work linear in the steps. A window that has not settled
+    in ``SWEEP_BUDGET`` sweeps keeps its steps whose equations t[f] = max(t[f-1] + 1, terms)
+    already hold, cut to a downset (``_downset``): with every step it reads final or in it,
+    a DAG has one solution there, so those times are exact. A slow stretch at the end of a
+    window (back-pressure from the output arbiters, a few turns) thus costs only its own
+    steps again. A tight loop, whose binding constraint alternates between two units every
+    few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
+    window: where less than half of the window holds, its rest is solved step by step
+    (``_sequential_window``, about 0.4 us a step), and the next window gets only
+    ``PROBE_BUDGET`` sweeps.
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
@@ -245,7 +256,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     windows = sweeps = most = 0
     want = max(int(window), 1)
     budget = SWEEP_BUDGET
-    sequential = 0
+    sequential = partial = 0
     checked = []
 
     def check() -> None:
@@ -264,16 +275,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         hi = list(done)
         for u in open_units:
             hi[u] = min(sizes[u], done[u] + 1 + (sizes[u] * want) // total)
-        shrunk = True
-        while shrunk:
-            shrunk = False
-            for u in open_units:
-                cut = hi[u]
-                for d in deps[u]:
-                    cut = min(cut, d.limit(hi[d.src]))
-                if cut < hi[u]:
-                    hi[u] = max(cut, done[u])
-                    shrunk = True
+        _downset(deps, readers, hi, done, open_units)
         active = [u for u in open_units if hi[u] > done[u]]
         if not active:
             check()
@@ -281,45 +283,96 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                                f"{done[u]} of {sizes[u]}" for u in open_units)
             raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress:\n"
                                   + stuck)
-        n_sweeps, settled = _solve_window(deps, readers, times, done, hi, active, recomputed,
-                                          budget)
+        n_sweeps, settled, holds = _solve_window(deps, readers, times, done, hi, active,
+                                                 recomputed, budget)
         sweeps += n_sweeps
         most = max(most, n_sweeps)
-        if not settled and sum(hi[u] - done[u] for u in active) > 2 * SEQUENTIAL_MIN_WINDOW:
-            # the walk holds Python lists (about 200 bytes a step): it takes a smaller
-            # window from the same start (the sweeps' times there are overwritten)
-            want, budget = SEQUENTIAL_MIN_WINDOW, 0
-            continue
+        size = sum(hi[u] - done[u] for u in active)
         if not settled:
-            # a tight back-pressure loop (binding constraints alternate between units every
-            # few tokens): one sweep per turn of the loop, so the window is solved in order
-            if not _sequential_window(deps, times, done, hi, active):
-                check()
-                raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress")
-            sequential += 1
+            # the downset of steps whose equations hold (and all they read) is exact: a DAG
+            # with exact inputs has one solution; it is kept, whatever happens to the rest
+            held = list(done)
+            for u in active:
+                held[u] = holds[u]
+            _downset(deps, readers, held, done, active)
+            kept = sum(held[u] - done[u] for u in active)
+            partial += int(kept > 0)
+            if 2 * kept >= size:
+                # most of the window settled (a few slow turns at its end): keep that part
+                hi, settled, n_sweeps = held, True, budget
+            elif size > 2 * SEQUENTIAL_MIN_WINDOW:
+                # the walk holds Python lists (about 200 bytes a step): it takes a smaller
+                # window from where the held steps end (the sweeps' times there are lower
+                # bounds, overwritten)
+                _accept(kernel, order, times, done, held, active, limit)
+                want, budget = SEQUENTIAL_MIN_WINDOW, 0
+                continue
+            else:
+                # a tight back-pressure loop (binding constraints alternate between units
+                # every few tokens): one sweep per turn of the loop, so the rest of the
+                # window is solved in order
+                walk = [u for u in active if hi[u] > held[u]]
+                if not _sequential_window(deps, times, held, hi, walk):
+                    check()
+                    raise SimulationError(f"deadlock in {kernel.name}: no unit can make "
+                                          "progress")
+                sequential += 1
         budget = SWEEP_BUDGET if settled else PROBE_BUDGET
         windows += 1
-        for u in active:
-            if int(times[u][hi[u] - 1]) >= limit:
-                raise SimulationError(
-                    f"watchdog: {order[u].op.value} {ids[u]} in {kernel.name} would run past "
-                    f"sim.max_cycles={limit} (burst engine)")
-            done[u] = hi[u]
+        _accept(kernel, order, times, done, hi, active, limit)
         if settled and n_sweeps <= GROW_SWEEPS:
-            want *= 2
+            want = min(2 * want, max(MAX_WINDOW, want))
         elif (n_sweeps > SHRINK_SWEEPS) if settled else (want > SEQUENTIAL_MIN_WINDOW):
             want = max(want // 2, 256)
     return ({u: t for u, t in zip(ids, times)},
-            SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential))
+            SolveStats(windows, sweeps, most, dict(zip(ids, recomputed)), sequential,
+                       partial))
+
+
+def _downset(deps: list[list[_Dep]], readers: list[list[int]], hi: list[int],
+             done: list[int], units: list[int]) -> None:
+    """Shrink ``hi`` (per unit, at least ``done``) to the largest downset of the step graph
+    below it: every step below ``hi[u]`` reads only steps below its sources' ``hi``. A
+    worklist: a unit is looked at again only when a unit it reads was cut (the result is
+    the same whatever the order)."""
+    queue = deque(units)
+    queued = [False] * len(hi)
+    for u in units:
+        queued[u] = True
+    while queue:
+        u = queue.popleft()
+        queued[u] = False
+        cut = hi[u]
+        for d in deps[u]:
+            cut = min(cut, d.limit(hi[d.src]))
+        if cut < hi[u]:
+            hi[u] = max(cut, done[u])
+            for r in readers[u]:
+                if not queued[r] and hi[r] > done[r]:
+                    queued[r] = True
+                    queue.append(r)
+
+
+def _accept(kernel: Kernel, order: list[Node], times: list[np.ndarray], done: list[int],
+            hi: list[int], units: list[int], limit: int) -> None:
+    """Make the steps below ``hi`` final (``done``), checking the watchdog."""
+    for u in units:
+        if hi[u] > done[u]:
+            if int(times[u][hi[u] - 1]) >= limit:
+                raise SimulationError(
+                    f"watchdog: {order[u].op.value} {order[u].id} in {kernel.name} would run "
+                    f"past sim.max_cycles={limit} (burst engine)")
+            done[u] = hi[u]
 
 
 def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[np.ndarray],
                   lo: list[int], hi: list[int], active: list[int], recomputed: list[int],
-                  budget: int) -> tuple[int, bool]:
+                  budget: int) -> tuple[int, bool, list[int]]:
     """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
     whose outside sources are final), alternately in and against topological order (room
     terms travel up the pipeline in one backward sweep), until no time changes or
-    ``budget`` sweeps have run; returns (sweeps, settled).
+    ``budget`` sweeps have run; returns (sweeps, settled, per unit the first step whose
+    equation may not hold: ``hi`` if settled, else ``_holding``).
 
     A constraint whose targets are at least a quarter of the steps from its first one on
     is read as a contiguous run (``_fill``): gathering the few implied terms costs less
@@ -409,8 +462,31 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                         got[u] = min(got.get(u, first), first)
                         dirty[rd] = got
         if not dirty:
-            return sweep, True
-    return budget, False
+            return sweep, True, hi
+    return budget, False, _holding(plan, dirty)
+
+
+def _holding(plan: list, dirty: dict[int, dict[int, int] | None]) -> list[int]:
+    """Per unit (indexed like ``times``; units outside the plan are left at 0), the first
+    step of the window whose equation t[f] = max(t[f-1] + 1, terms) may not hold after the
+    sweeps: a unit's times are the chain of its terms as last computed, so it holds up to
+    the first step with a term reading a source step that changed since (``dirty``)."""
+    first = [0] * (max(u for u, *_ in plan) + 1)
+    for u, a, b, terms in plan:
+        m = b
+        changed = dirty.get(u, {})
+        if changed is None:
+            m = a
+        elif changed:
+            for src, idx, pos, off, _w in terms:
+                g = changed.get(src)
+                if g is None:
+                    continue
+                k = int(idx.searchsorted(g))
+                if k < len(idx):
+                    m = min(m, a + (int(pos[k]) if pos is not None else off + k))
+        first[u] = m
+    return first
 
 
 def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],
@@ -458,27 +534,29 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
                           np.concatenate(rel)[o].tolist(), np.concatenate(wt)[o].tolist()))
         else:
             plans.append(([0] * (n + 1), [], [], []))
-    got: list[list[int]] = [[] for _ in active]
-    # each dependency holds its source's list of solved times: a step is final once listed
-    units = [(ptr, src, rel, w, [got[v] for v in src], got[u], base[u], sizes[u])
+    # each unit's solved times, None where not solved yet; each dependency holds its
+    # source's list (a step is final once it is not None: no length check per term)
+    got: list[list[int | None]] = [[None] * n for n in sizes]
+    units = [(ptr, rel, w, list(map(got.__getitem__, src)), got[u], base[u], sizes[u])
              for u, (ptr, src, rel, w) in enumerate(plans)]
     # passes over the units in topological order, each going as far as it can: a pass
     # carries the tokens down the pipeline, the next one the room back up; a unit waits
     # (is skipped) until the step it stopped at is solved; a pass in which no unit moves
-    # leaves a unit short of its window only if its steps wait in a cycle
-    todo = [[x, None, 0] for x in units if x[7]]
+    # leaves a unit short of its window only if its steps wait in a cycle.
+    # An entry: [unit, the list it waits on (None: none), the step it waits for, its next step]
+    todo = [[x, None, 0, 0] for x in units if x[6]]
     moved = True
     while todo and moved:
         moved = False
         left = []
         for entry in todo:
             wait = entry[1]
-            if wait is not None and len(wait) <= entry[2]:
+            if wait is not None and wait[entry[2]] is None:
                 left.append(entry)
                 continue
-            ptr, src, rel, w, lst, tu, bu, n = entry[0]
-            f = start = len(tu)
-            prev = tu[-1] if f else bu[0] - 1
+            ptr, rel, w, lst, tu, bu, n = entry[0]
+            f = start = entry[3]
+            prev = tu[f - 1] if f else bu[0] - 1
             end = ptr[f]
             while f < n:
                 c = prev + 1
@@ -488,28 +566,28 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
                 k = end
                 end = ptr[f + 1]
                 while k < end:
-                    g = rel[k]
-                    t = lst[k]
-                    if g >= len(t):
-                        entry[1] = t
-                        entry[2] = g
+                    x = lst[k][rel[k]]
+                    if x is None:
+                        entry[1] = lst[k]
+                        entry[2] = rel[k]
                         break
-                    x = t[g] + w[k]
+                    x += w[k]
                     if x > c:
                         c = x
                     k += 1
                 else:
-                    tu.append(c)
+                    tu[f] = c
                     prev = c
                     f += 1
                     continue
                 break
+            entry[3] = f
             if f > start:
                 moved = True
             if f < n:
                 left.append(entry)
         todo = left
-    if any(len(t) < n for t, n in zip(got, sizes)):
+    if todo:
         return False
     for u, t in zip(active, got):
         times[u][lo[u]:hi[u]] = t

@@ -149,3 +149,96 @@ def test_pruned_constraints_have_increasing_indices(small_chip):
                 assert bool((np.diff(d.targets) >= 0).all())
             else:                           # every step from d.first: filled, in order
                 assert bool((np.diff(d.index) >= 0).all())
+
+
+def _compiled(small_chip, case):
+    shape, density, balanced, order_, depth, hop = case
+    chip = configure(small_chip, {"depth": depth, "hop": hop, "policy": ("skip", "skip"),
+                                  "balance": balanced})
+    program = compile_layer(get_workload("spmspm").make(
+        {"shape": shape, "density": density, "seed": 3, "order": order_}), chip)
+    kernel = program.kernels[0]
+    firings, _mem, order = fire_kernel(kernel, program.images)
+    return chip, kernel, firings, order
+
+
+@pytest.mark.parametrize("budget", [1, 2, 3])
+@pytest.mark.parametrize("case", CASES[:4] + CASES[5:],
+                         ids=[f"{c[0]}@{c[1]}-d{c[4]}" for c in CASES[:4] + CASES[5:]])
+def test_unsettled_windows_keep_exactly_the_steps_that_hold(small_chip, monkeypatch, case,
+                                                            budget):
+    """With a sweep budget of one to three, almost no window settles: each keeps the
+    downset of its steps whose equations hold (``_holding``, ``_downset``) and walks or
+    re-windows the rest. The times stay those of the time rules at every window size."""
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", budget)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", budget)
+    chip, kernel, firings, order = _compiled(small_chip, case)
+    want = reference_times(kernel, firings, order, chip)
+    kept = 0
+    for window in (8, 64, 512, 10**9):
+        got, stats = solve_times(kernel, firings, order, chip, window=window)
+        kept += stats.partial
+        for u in want:
+            assert got[u].tolist() == want[u], (window, u)
+    assert kept > 0        # the path under test ran
+
+
+def test_downset_is_the_largest_closed_cut_below_the_proposal(small_chip):
+    """``_downset`` against the fixed point of whole passes over every unit (the solver's
+    earlier cut): the same cut for random proposals, every step below it reading only steps
+    below it, and no cut of it left to make."""
+    from simulator.burst_timing import _downset
+
+    chip, kernel, firings, order = _compiled(small_chip, CASES[0])
+    deps = _deps(kernel, firings, order, chip)
+    readers: list[list[int]] = [[] for _ in order]
+    for u, lst in enumerate(deps):
+        for d in lst:
+            if u not in readers[d.src]:
+                readers[d.src].append(u)
+    sizes = [firings[n.id].n for n in order]
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        done = [int(rng.integers(0, n // 3 + 1)) for n in sizes]
+        # start from a downset: shrink the random floor itself first
+        floor = [0] * len(sizes)
+        _downset(deps, readers, done, floor, list(range(len(sizes))))
+        proposal = [min(n, d + int(rng.integers(0, n + 1))) for n, d in zip(sizes, done)]
+        fast = list(proposal)
+        _downset(deps, readers, fast, done, list(range(len(sizes))))
+        slow = list(proposal)
+        shrunk = True
+        while shrunk:
+            shrunk = False
+            for u, lst in enumerate(deps):
+                cut = min([slow[u]] + [d.limit(slow[d.src]) for d in lst])
+                if cut < slow[u]:
+                    slow[u] = max(cut, done[u])
+                    shrunk = True
+        assert fast == slow
+        for u, lst in enumerate(deps):
+            assert done[u] <= fast[u] <= proposal[u]
+            if fast[u] > done[u]:
+                assert all(d.limit(fast[d.src]) >= fast[u] for d in lst)
+
+
+UNBALANCED = [(density, depth) for density in (0.05, 0.2, 0.4) for depth in (2, 3, 4)]
+
+
+@pytest.mark.parametrize("density,depth", UNBALANCED,
+                         ids=[f"{d}-depth{k}" for d, k in UNBALANCED])
+def test_unbalanced_graphs_match_the_cycle_engine(small_chip, density, depth):
+    """Unbalanced SpM*SpM (tight reconvergent loops) at several densities and FIFO depths:
+    the burst engine equals the cycle engine in every counter, with the default window
+    and with small ones (many windows, walked and kept in part)."""
+    from tests.test_burst import assert_same
+
+    chip = configure(small_chip, {"depth": depth, "hop": 1 + depth % 2,
+                                  "policy": ("skip", "skip"), "balance": False})
+    program = compile_layer(get_workload("spmspm").make(
+        {"shape": "20,18,20", "density": density, "seed": depth}), chip)
+    kernel = program.kernels[0]
+    for window in (None, 32, 256):
+        assert isinstance(assert_same(kernel, program.images, chip, window=window), int)
