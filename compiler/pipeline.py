@@ -4,7 +4,7 @@
     images     workload tensors -> fibertree memory images     (isa.fibertree)
     lower      Custard's algorithm -> SAM graph                 (compiler.lower)
     tile       cut levels larger than a MEM tile into tile calls (compiler.tiling)
-    unroll     N copies, stream filters and arbiters            (compiler.unroll)
+    unroll     N copies, stream filters, per-copy writers       (compiler.unroll)
     place      one instruction per PE/MEM tile                  (compiler.place)
     route      every stream over the mesh, PathFinder           (compiler.route)
     balance    FIFO entries for reconvergent paths' slack       (compiler.balance)

@@ -6,32 +6,37 @@ by load imbalance and the 16 GLB links each way). Here:
 
 - The *region* is the units of the outermost loop level: the nodes every output of which is
   a stream of the outermost fiber (depth 0: root scanners, the joiners and repeaters of the
-  first index variable). The *tail* is the output side: the level writers and the
-  coordinate droppers that feed a writer's inner stream (they remove output fibers, so they
-  must see the whole output). Every other node is the *body*.
-- Each copy c of N gets its own region and body (its own MEM tiles: every input is loaded
-  into every copy, and the load commands count the replicated bytes). Every depth-0 stream
-  from the region into the body passes a ``filter`` (copy c of N): element p of the outer
-  fiber goes to copy p mod N, round-robin by position. Round-robin deals neighbouring outer
-  fibers to different copies, so a copy's share follows the data's average rather than one
-  dense block of rows; and it needs no data-dependent bounds in the configuration.
-- Every stream from a body into the tail is merged by a balanced tree of two-input
-  ``arbiter`` units (rounds of take_a items from the copies on one side, then take_b from the
-  other), which undoes the round-robin deal exactly, so the tail (droppers and writers, one
-  set) writes the same output as one copy would: the output address generator's job (placing
-  each copy's results in the one output) is done by the merge order. A region stream into
-  the tail comes straight from copy 0's region (it is the whole outer fiber).
+  first index variable). Every other node is the *body*; the level writers (and the
+  coordinate droppers feeding them) are its output side.
+- Each copy c of N is a whole copy of the graph: its own region, body and writers (its own
+  MEM tiles: every input is loaded into every copy, and the load commands count the
+  replicated bytes). Every depth-0 stream from the region to any other unit passes a
+  ``filter`` (copy c of N): element p of the outer fiber goes to copy p mod N, round-robin
+  by position. Round-robin deals neighbouring outer fibers to different copies, so a copy's
+  share follows the data's average rather than one dense block of rows; and it needs no
+  data-dependent bounds in the configuration.
+- Copy c's writers carry ``copy=c copies=N``: the output address generator (isa.copies).
+  They write the output fibers of the outer positions dealt to copy c, and the output is
+  the union of the copies' parts, by outer coordinate. No copy waits on another at the
+  output, so the copies cannot deadlock there and each writes at its own pace (the one
+  shared tail of an arbiter merge wrote about one output coordinate per cycle for all).
+  The ``arbiter`` primitive (a fixed-order merge of two copies' streams) stays in the ISA
+  with its tests, but the unroller no longer emits it: the output links (one per copy,
+  below) never run out before the input links do.
 
-Legality: every stream merged at depth 0 must come from a filter (one element per dealt
-position), else the merge could not restore the order (the outer index is contracted, or a
-1-D output's coordinates were dropped in the copies): such kernels are not unrolled. A
-deeper stream has one item (fiber) per dealt position whatever the body drops inside it.
-An arbiter tells a copy's empty stream (``S_d D``: no item) from one empty item only when
-every copy has at least one item, so N never exceeds the outer fiber's positions.
+Legality: the output's outer level must be the dealt loop's index, so that the copies'
+outer coordinates are disjoint: the level-0 writer's coordinates come (through droppers'
+outer ports) from the region. A kernel whose outer index is contracted (the copies' outputs
+would overlap and need adding) or whose output is a scalar is not unrolled.
 
 ``compiler.unroll: auto`` picks N as the estimated best of the feasible factors (see
-:func:`plan_unroll`): the tiles, the GLB links (one per copy, MICRO25's 16 each way bound
-Onyx's factor), the outer positions, and placing and routing it (tracks).
+:func:`plan_unroll`): the tiles, the GLB links, the outer positions, and placing and routing
+it (tracks). GLB links (MICRO25: at most 16 each way) are counted per copy: one inbound (its
+loads arrive on one ID-tagged stream, which its filters select from) and one outbound (its
+writers' arrays leave through the output address generator, which tags each word with its
+address). # ASSUMPTION: one link per copy each way. MICRO25 unrolls SpM*SpM 7 times within
+its 16 links while each copy writes three arrays and reads six, so the streams of one copy
+must share a link; the paper does not give the exact mapping.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from isa.arch import ChipConfig
 from isa.errors import CompileError
@@ -52,20 +59,34 @@ _DEPTH_STEP = {Opcode.SCAN: 1, Opcode.SCAN_BV: 1, Opcode.REDUCE: -1, Opcode.VRED
 """Output stream depth relative to the input's: a scanner opens a level, a reducer closes
 one; every other unit keeps its inputs' depth (a dropper and a hold port by port)."""
 
+WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)
+
+GLB_LINKS_IN_PER_COPY = 1
+"""GLB->array links a copy takes: its loads arrive on one ID-tagged stream (module
+docstring). # ASSUMPTION: MICRO25 unrolls SpM*SpM 7x within 16 links, so a copy's six input
+arrays share one link; the exact mapping is not published."""
+
+GLB_LINKS_OUT_PER_COPY = 1
+"""Array->GLB links a copy takes: its writers' arrays leave through the output address
+generator on one stream (module docstring). # ASSUMPTION: as GLB_LINKS_IN_PER_COPY (three
+output arrays per SpM*SpM copy, 7 copies within 16 links in MICRO25)."""
+
 
 @dataclass(frozen=True)
 class UnrollChoice:
-    """The unroll factor a kernel got and why (``summary.unroll``)."""
+    """The unroll factor a kernel got, why, and which limit binds (``summary.unroll``)."""
 
     copies: int
     requested: str                       # "auto" or the forced factor
     why: str
     limits: dict[str, int] = field(default_factory=dict)   # the bound each limit sets
+    binds: str = ""      # what stopped N growing: a limit's name, "estimate", "place_route",
+                         # "compiler.unroll" (forced or 1) or "kernel" (cannot be unrolled)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the summary."""
         return {"copies": self.copies, "requested": self.requested, "why": self.why,
-                "limits": dict(self.limits)}
+                "limits": dict(self.limits), "binds": self.binds}
 
 
 def stream_depths(kernel: Kernel) -> dict[Port, int]:
@@ -86,26 +107,13 @@ def stream_depths(kernel: Kernel) -> dict[Port, int]:
     return depth
 
 
-def _tail(kernel: Kernel) -> set[str]:
-    """Level writers and the droppers whose inner stream a writer writes, plus droppers
-    feeding those (the output side, kept whole)."""
-    writers = {n.id for n in kernel.nodes
-               if n.op in (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)}
-    tail = set(writers)
-    for e in kernel.edges:
-        if e.dst in writers and e.src_port == "inner" \
-                and kernel.node(e.src).op is Opcode.CRDDROP:
-            tail.add(e.src)
-    return tail
-
-
-def _region(kernel: Kernel, depth: dict[Port, int], tail: set[str]) -> set[str]:
-    """Non-tail nodes fed only by region nodes (or by nothing), all of whose outputs are
-    streams of the outermost fiber."""
+def _region(kernel: Kernel, depth: dict[Port, int]) -> set[str]:
+    """Nodes other than writers fed only by region nodes (or by nothing), all of whose
+    outputs are streams of the outermost fiber."""
     region: set[str] = set()
     for n in kernel.topo_order():
         outs = signature(n.op, n.a).outputs
-        if n.id not in tail and outs and all(depth[(n.id, p)] == 0 for p in outs) \
+        if n.op not in WRITERS and outs and all(depth[(n.id, p)] == 0 for p in outs) \
                 and all(e.src in region for e in kernel.in_edges(n.id)):
             region.add(n.id)
     return region
@@ -113,52 +121,59 @@ def _region(kernel: Kernel, depth: dict[Port, int], tail: set[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class Shape:
-    """A kernel's parts for unrolling: region, body and tail node ids and the merged
-    streams (body ports feeding the tail, with their depths)."""
+    """A kernel's parts for unrolling: its region's node ids (the outer loop level, dealt
+    by filters) and why it cannot be unrolled (None when it can)."""
 
     region: frozenset[str]
-    tail: frozenset[str]
-    merged: tuple[tuple[Port, int], ...]
     why_not: str | None = None
+
+
+def _outer_source(kernel: Kernel, writer: Node) -> Port:
+    """The port whose coordinates ``writer`` (a level-0 writer) writes, traced back through
+    droppers' and holds' outer ports (they pass a subset of those coordinates)."""
+    e = kernel.in_edges(writer.id)[0]
+    while kernel.node(e.src).op in (Opcode.CRDDROP, Opcode.CRDHOLD) and e.src_port == "outer":
+        e = next(x for x in kernel.in_edges(e.src) if x.dst_port == "outer")
+    return e.src, e.src_port
 
 
 def kernel_shape(kernel: Kernel) -> Shape:
     """Split ``kernel`` for unrolling; ``why_not`` says why it cannot be unrolled."""
     depth = stream_depths(kernel)
-    tail = _tail(kernel)
-    region = _region(kernel, depth, tail)
-    merged: dict[Port, int] = {}
-    why = None
-    for e in kernel.edges:
-        if e.src in tail and e.dst not in tail:
-            raise CompileError(f"unroll: kernel {kernel.name}: output-side unit {e.src} "
-                               f"feeds {e.dst}")
-        if e.dst in tail and e.src not in tail and e.src not in region:
-            merged[(e.src, e.src_port)] = depth[(e.src, e.src_port)]
-    body_ops = {kernel.node(n).op for n in {x.id for x in kernel.nodes} - tail - region}
-    if not region or not body_ops:
-        why = "no outer loop level to deal (the whole graph is one level)"
-    for (src, port), d in merged.items():
-        if d < 0:
-            why = "its output is a scalar (every index is contracted): copies' partial " \
-                  "results would need adding, not merging"
-        elif d == 0:
-            why = (f"the outer index is not dealt position by position to the output "
-                   f"({src}.{port} reaches the output at the outer level after a reduction "
-                   "or a drop in the copies)")
-    if why is None and any(kernel.node(n).op in (Opcode.FILTER, Opcode.ARBITER)
-                           for n in region | tail):
-        why = "it is already unrolled"
-    return Shape(frozenset(region), frozenset(tail), tuple(sorted(merged.items())), why)
+    region = _region(kernel, depth)
+    if any(n.op in (Opcode.FILTER, Opcode.ARBITER) or (n.op in WRITERS and "copies" in n.a)
+           for n in kernel.nodes):
+        return Shape(frozenset(region), "it is already unrolled")
+    if not region or all(n.id in region or n.op in WRITERS for n in kernel.nodes):
+        return Shape(frozenset(region), "no outer loop level to deal (the whole graph is "
+                                        "one level)")
+    for decl in kernel.tensors:
+        if not decl.is_output:
+            continue
+        first = [n for n in kernel.nodes if n.op in (Opcode.WRITE_CRD, Opcode.WRITE_BV)
+                 and n.a.get("tensor") == decl.name and n.a.get("level") == 0]
+        if not decl.formats or not first:
+            return Shape(frozenset(region), f"its output {decl.name} is a scalar (every "
+                         "index is contracted): copies' partial results would need adding, "
+                         "not placing")
+        src, port = _outer_source(kernel, first[0])
+        if src not in region:
+            return Shape(frozenset(region), (
+                f"its output {decl.name}'s outer level is not the dealt loop ({src}.{port} "
+                f"writes it from inside the loop: the outer index is contracted, so the "
+                "copies' outputs would overlap and need adding)"))
+    return Shape(frozenset(region))
 
 
 def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Kernel:
-    """N copies of ``kernel``'s region and body, dealt by filters and merged by arbiters.
+    """N whole copies of ``kernel``, the outer loop dealt to them by filters, each copy's
+    writers writing its part of the output (``copy=c copies=N``: the output address
+    generator, isa.copies).
 
     Pre:  ``kernel`` is unplaced and ``kernel_shape(kernel).why_not`` is None; copies >= 1.
-    Post: a kernel computing the same output (same tensors and writers); copy c's nodes are
-          the original ids suffixed ``_u<c>``; unplaced and unrouted. copies == 1 returns
-          ``kernel`` unchanged.
+    Post: a kernel computing the same output (same tensors; the union of the copies' parts
+          is the one-copy output); copy c's nodes are the original ids suffixed ``_u<c>``;
+          unplaced and unrouted. copies == 1 returns ``kernel`` unchanged.
     Raises: CompileError if the kernel cannot be unrolled.
     """
     if copies == 1:
@@ -166,7 +181,7 @@ def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Ke
     shape = shape or kernel_shape(kernel)
     if shape.why_not is not None:
         raise CompileError(f"unroll: kernel {kernel.name} cannot be unrolled: {shape.why_not}")
-    region, tail = shape.region, shape.tail
+    region = shape.region
     nodes: list[Node] = []
     edges: list[Edge] = []
 
@@ -174,16 +189,13 @@ def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Ke
         return f"{nid}_u{c}"
 
     for c in range(copies):
-        nodes += [Node(cid(n.id, c), n.op, n.attrs) for n in kernel.nodes if n.id not in tail]
-    nodes += [n for n in kernel.nodes if n.id in tail]
+        for n in kernel.nodes:
+            attrs = dict(n.attrs)
+            if n.op in WRITERS:
+                attrs.update(copy=c, copies=copies)
+            nodes.append(Node(cid(n.id, c), n.op, tuple(sorted(attrs.items()))))
     filtered: set[tuple[str, str, int]] = set()
     for e in kernel.edges:
-        if e.src in tail or (e.dst in tail and e.src in region):
-            src = e.src if e.src in tail else cid(e.src, 0)
-            edges.append(Edge(src, e.src_port, e.dst, e.dst_port, e.kind))
-            continue
-        if e.dst in tail:
-            continue                                     # merged below
         for c in range(copies):
             src, port = cid(e.src, c), e.src_port
             if e.src in region and e.dst not in region:
@@ -195,30 +207,7 @@ def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Ke
                     edges.append(Edge(src, port, fid, "in", e.kind))
                 src, port = fid, "out"
             edges.append(Edge(src, port, cid(e.dst, c), e.dst_port, e.kind))
-    for (src, port), d in shape.merged:
-        kind = signature(kernel.node(src).op, kernel.node(src).a).outputs[port]
-        root = _arbiter_tree(nodes, edges, src, port, kind, d, 0, copies, cid)
-        for e in kernel.edges:
-            if e.src == src and e.src_port == port and e.dst in tail:
-                edges.append(Edge(root[0], root[1], e.dst, e.dst_port, e.kind))
     return Kernel(kernel.name, tuple(nodes), tuple(edges), kernel.tensors, kernel.expr)
-
-
-def _arbiter_tree(nodes: list[Node], edges: list[Edge], src: str, port: str, kind: str,
-                  depth: int, lo: int, hi: int, cid: Any) -> Port:
-    """The port that emits copies lo..hi-1's ``src.port`` streams merged in position order:
-    an arbiter taking (mid - lo) items from the lower half, then (hi - mid) from the upper."""
-    if hi - lo == 1:
-        return cid(src, lo), port
-    mid = (lo + hi) // 2
-    a = _arbiter_tree(nodes, edges, src, port, kind, depth, lo, mid, cid)
-    b = _arbiter_tree(nodes, edges, src, port, kind, depth, mid, hi, cid)
-    aid = f"arb_{src}_{port}_{lo}_{hi}"
-    nodes.append(Node.make(aid, Opcode.ARBITER, kind=kind, depth=depth, take_a=mid - lo,
-                           take_b=hi - mid))
-    edges.append(Edge(a[0], a[1], aid, "a", kind))
-    edges.append(Edge(b[0], b[1], aid, "b", kind))
-    return aid, "out"
 
 
 def outer_positions(kernel: Kernel, shape: Shape, images: dict[str, FiberTree]) -> int:
@@ -251,23 +240,19 @@ def copies_of(kernel: Kernel) -> int:
 
 def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
                ) -> dict[str, int]:
-    """The largest factor each static limit allows: the PE and MEM tiles, the GLB links
-    (one per copy each way) and the outer fiber's positions."""
-    tail = [n for n in kernel.nodes if n.id in shape.tail]
-    body = [n for n in kernel.nodes if n.id not in shape.tail]
-    per = Counter(SIGNATURES[n.op].tile for n in body)
-    fixed = Counter(SIGNATURES[n.op].tile for n in tail)
+    """The largest factor each static limit allows: the PE and MEM tiles (a whole graph and
+    its filters per copy), the GLB links each way (GLB_LINKS_IN_PER_COPY and
+    GLB_LINKS_OUT_PER_COPY per copy) and the outer fiber's positions."""
+    per = tile_counts(kernel)
     filters = len({(e.src, e.src_port) for e in kernel.edges
-                   if e.src in shape.region and e.dst not in shape.region
-                   and e.dst not in shape.tail})
-    merged = len(shape.merged)
+                   if e.src in shape.region and e.dst not in shape.region})
     have = {k: len(chip.array.tiles(k)) for k in TileKind}
-    # PE: per copy its body units and filters, plus (N - 1) arbiters per merged stream
-    pe = (have[TileKind.PE] - fixed[TileKind.PE] + merged) // \
-        max(per[TileKind.PE] + filters + merged, 1)
-    mem = (have[TileKind.MEM] - fixed[TileKind.MEM]) // max(per[TileKind.MEM], 1)
-    return {"pe_tiles": max(pe, 0), "mem_tiles": max(mem, 0),
-            "glb_links": chip.glb.array_links_per_direction, "outer_positions": positions}
+    links = chip.glb.array_links_per_direction
+    return {"pe_tiles": have[TileKind.PE] // max(per[TileKind.PE] + filters, 1),
+            "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
+            "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
+            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY,
+            "outer_positions": positions}
 
 
 def lane_limits(kernel: Kernel, chip: ChipConfig, band_cols: int) -> dict[str, int]:
@@ -275,13 +260,15 @@ def lane_limits(kernel: Kernel, chip: ChipConfig, band_cols: int) -> dict[str, i
     ``band_cols`` columns: a model layer's lanes, the case of unrolling whose copies take
     whole jobs (dealt by the controller) rather than a stream's positions (dealt by
     filters). The limits are unrolling's: the bands (tiles and tracks: the kernel places and
-    routes on one band), the PE and MEM tiles and the GLB links."""
+    routes on one band), the PE and MEM tiles and the GLB links each way."""
     per = tile_counts(kernel)
     have = {k: len(chip.array.tiles(k)) for k in TileKind}
+    links = chip.glb.array_links_per_direction
     return {"bands": chip.array.cols // band_cols,
             "pe_tiles": have[TileKind.PE] // max(per[TileKind.PE], 1),
             "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
-            "glb_links": chip.glb.array_links_per_direction}
+            "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
+            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY}
 
 
 def parse_unroll(value: Any) -> int | None:
@@ -299,8 +286,8 @@ def parse_unroll(value: Any) -> int | None:
 
 
 def output_bound(layer: Any, order: str) -> float:
-    """A rough count of the output's coordinates (the tokens the one tail of an unrolled
-    graph writes, one per cycle, however many copies there are): per output index in loop
+    """A rough count of the output's coordinates (the tokens the writers write, one per
+    cycle; an unrolled graph's copies write their parts at once): per output index in loop
     order, the points reaching it times its fibers' average length (the shortest operand's
     for ``*``, the sum for ``+``), contracted indices not multiplying."""
     from compiler.notation import parse_expr, parse_order
@@ -328,20 +315,36 @@ def output_bound(layer: Any, order: str) -> float:
 
 
 def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
-                    overlap: float = 1.0) -> float:
-    """The planner's cheap bound of a factor's cycles: the one-copy work (unit steps) shared
-    by the copies, but never below the output the one tail writes; plus what each copy adds
+                    positions: int = 0) -> float:
+    """The planner's cheap bound of a factor's cycles: the larger of the one-copy work (unit
+    steps) and the output its writers write, shared by the copies, each copy's share being
+    its ``ceil(positions / copies)`` of the outer fiber's ``positions`` (the load imbalance
+    of dealing whole positions, each taken as the average work); plus what each copy adds
     before the kernel starts: its configuration or its replicated input loads over the GLB
-    links, whichever is longer (the controller configures while it loads).
+    links, whichever is longer (the controller configures while it loads). Every copy has
+    its own writers (the output address generator), so the output is shared too."""
+    share = -(-positions // copies) / positions if positions > 0 else 1.0 / copies
+    return max(work, tail) * share + per_copy * copies
 
-    ``overlap`` (0..1) is the share of a copy's work on one outer item that can run before
-    the arbiters reach that item: ``min(1, buffer / output per item)``, since a copy stalls
-    once its output for the item fills its arbiter input's buffer. With overlap 1 the copies
-    run apart (N times one copy's pace); below 1 the arbiters take the items in turn and each
-    item's remaining (1 - overlap) of its work is serial, so the copies act as at most
-    1 / (1 - overlap) copies, however many there are."""
-    effective = copies if overlap >= 1.0 else min(copies, 1.0 / (1.0 - overlap))
-    return max(work / effective, tail) + per_copy * copies
+
+def loaded_bytes(calls: list[dict[str, FiberTree]]) -> list[int]:
+    """Bytes each kernel call loads into one copy's MEM tiles: every operand for the first
+    call, then the operands whose image changed from the previous call's (a tiled kernel's
+    schedule loads only those; compiler.tiling)."""
+    out: list[int] = []
+    prev: dict[str, FiberTree] = {}
+    for images in calls:
+        out.append(sum(t.nbytes(2) for name, t in images.items()
+                       if name not in prev or not _same_image(prev[name], t)))
+        prev = images
+    return out
+
+
+def _same_image(a: FiberTree, b: FiberTree) -> bool:
+    return len(a.levels) == len(b.levels) and np.array_equal(a.vals, b.vals) and all(
+        la.fmt == lb.fmt and la.size == lb.size and (la.seg is None or (
+            np.array_equal(la.seg, lb.seg) and np.array_equal(la.crd, lb.crd)))
+        for la, lb in zip(a.levels, b.levels))
 
 
 def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipConfig,
@@ -351,50 +354,53 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipCon
 
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
-    work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads at the
-    links' bandwidth; per kernel call: ``calls`` holds each call's input images, one for an
+    work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads that
+    change between calls (:func:`loaded_bytes`) at the links' bandwidth, the configuration
+    once; per kernel call: ``calls`` holds each call's input images, one for an
     untiled kernel, one per tile for a tiled one), and takes the best that places and routes
     (falling back to smaller factors, then to 1). N never exceeds the outer positions of the
-    call that has the fewest.
+    call that has the fewest. The choice's ``binds`` names what stopped N growing.
     """
     want = parse_unroll(chip.compiler.unroll)
     requested = "auto" if want is None else str(want)
     shape = kernel_shape(kernel)
     if want == 1:
-        return compile_fn(kernel), UnrollChoice(1, requested, "compiler.unroll=1")
+        return compile_fn(kernel), UnrollChoice(1, requested, "compiler.unroll=1",
+                                                binds="compiler.unroll")
     if shape.why_not is not None:
         if want is not None:
             raise CompileError(f"unroll: compiler.unroll={want}: kernel {kernel.name} cannot "
                                f"be unrolled: {shape.why_not}")
         return compile_fn(kernel), UnrollChoice(1, requested, f"not unrollable: "
-                                                              f"{shape.why_not}")
+                                                              f"{shape.why_not}", binds="kernel")
     # every kernel call (a tiled kernel's tiles) must feed every copy an outer position
     positions = min(outer_positions(kernel, shape, images) for images in calls)
     work, tail = work / len(calls), tail / len(calls)      # per call
     limits = max_copies(kernel, shape, chip, positions)
     bound = min(limits.values())
+    binding = min(limits, key=lambda k: limits[k])
     if want is not None:
         if want > bound:
-            name = min(limits, key=lambda k: limits[k])
             raise CompileError(f"unroll: compiler.unroll={want} exceeds what kernel "
-                               f"{kernel.name} allows on chip {chip.name}: {name} allow "
-                               f"{limits[name]} (limits: {_fmt(limits)})")
+                               f"{kernel.name} allows on chip {chip.name}: {binding} allow "
+                               f"{limits[binding]} (limits: {_fmt(limits)})")
         return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
-            want, requested, f"forced (limits: {_fmt(limits)})", limits)
+            want, requested, f"forced (limits: {_fmt(limits)})", limits,
+            binding if want == bound else "compiler.unroll")
     from isa.bitstream import config_bits
 
     base = compile_fn(kernel)
-    load = sum(t.nbytes(2) for images in calls for t in images.values()) / len(calls) \
-        / chip.glb.array_bytes_per_cycle
-    per_copy = max(load, config_bits(base) / chip.controller.config_bits_per_cycle)
-    buffer = chip.compiler.max_buffer_entries if chip.compiler.balance_fifos \
-        else chip.pe.fifo_depth
-    overlap = min(1.0, buffer * max(positions, 1) / tail) if tail > 0 else 1.0
+    loads = [b / chip.glb.array_bytes_per_cycle for b in loaded_bytes(calls)]
+    config = config_bits(base) / chip.controller.config_bits_per_cycle
+    # per call, what a copy adds: the kernel is configured once, while the first call's
+    # operands load; every later call loads the operands that changed
+    per_copy = (max(config, loads[0]) + sum(loads[1:])) / len(calls)
 
     def est(n: int) -> float:
-        return estimate_cycles(work, tail, per_copy, n, overlap)
+        return estimate_cycles(work, tail, per_copy, n, positions)
 
     ranked = sorted(range(1, max(bound, 1) + 1), key=lambda n: (est(n), -n))
+    best = ranked[0]
     failed: list[str] = []
     for n in ranked:
         if n == 1:
@@ -404,23 +410,26 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipCon
         except CompileError as exc:        # does not place or route
             failed.append(f"{n}: {str(exc).splitlines()[0]}")
             continue
+        binds = binding if n == bound else "estimate" if n == best else "place_route"
         why = (f"auto: {n} copies, least estimated cycles "
                f"({est(n):,.0f} vs "
                f"{est(1):,.0f} for 1) of the factors the limits "
-               f"allow ({_fmt(limits)})")
+               f"allow ({_fmt(limits)}); bound by {binds}")
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
-        return placed, UnrollChoice(n, requested, why, limits)
+        return placed, UnrollChoice(n, requested, why, limits, binds)
+    binds = binding if bound <= 1 else "estimate" if best == 1 else "place_route"
     why = (f"auto: 1 copy, least estimated cycles ({est(1):,.0f})"
-           f" (limits: {_fmt(limits)})")
+           f" (limits: {_fmt(limits)}); bound by {binds}")
     if failed:
         why += f"; did not place/route: {'; '.join(failed)}"
-    return base, UnrollChoice(1, requested, why, limits)
+    return base, UnrollChoice(1, requested, why, limits, binds)
 
 
 def _fmt(limits: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in limits.items())
 
 
-__all__ = ["UnrollChoice", "copies_of", "kernel_shape", "lane_limits", "parse_unroll",
-           "plan_unroll", "stream_depths", "unroll_kernel"]
+__all__ = ["GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice", "copies_of",
+           "kernel_shape", "lane_limits", "parse_unroll", "plan_unroll", "stream_depths",
+           "unroll_kernel"]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from isa.copies import union_of_copies
 from isa.errors import IsaError
 from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level, bitmap_level, bitmap_masks
 from isa.ops import ALU_UNARY, Opcode
@@ -79,7 +80,9 @@ class Memory:
 
     def __init__(self, images: dict[str, FiberTree]):
         self.images = images
-        self.written: dict[tuple[str, int], WrittenLevel] = {}
+        # (tensor, level), or (tensor, level, copy) for a copy's writers (isa.copies)
+        self.written: dict[tuple[Any, ...], WrittenLevel] = {}
+        self.copies: dict[str, int] = {}     # tensor -> copies its writers were dealt over
 
     def level(self, tensor: str, level: int) -> Level:
         try:
@@ -95,6 +98,18 @@ class Memory:
 
     def writer(self, tensor: str, level: int) -> WrittenLevel:
         return self.written.setdefault((tensor, level), WrittenLevel())
+
+    def writer_of(self, node: Node, level: int) -> WrittenLevel:
+        """What level writer ``node`` writes: its tensor's ``level``, or, when it carries the
+        output address generator's ``copy``/``copies`` (isa.copies), its copy's part."""
+        a = node.a
+        if "copies" not in a:
+            return self.writer(a["tensor"], level)
+        tensor, copies = a["tensor"], int(a["copies"])
+        if self.copies.setdefault(tensor, copies) != copies:
+            raise IsaError(f"{node.op.value} {node.id}: copies={copies} but other writers of "
+                           f"{tensor} have copies={self.copies[tensor]}")
+        return self.written.setdefault((tensor, level, int(a["copy"])), WrittenLevel())
 
 
 class _WordCache:
@@ -621,7 +636,7 @@ def write_crd(node: Node, mem: Memory) -> Behaviour:
     Writes are combined in a one-word buffer per array: an SRAM word write per 4 elements,
     plus the partial last words when D arrives.
     """
-    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out = mem.writer_of(node, node.attr("level"))
     while True:
         (tok,) = yield Peek(("crd",))
         if is_data(tok):
@@ -640,7 +655,7 @@ def write_crd(node: Node, mem: Memory) -> Behaviour:
 
 def write_val(node: Node, mem: Memory) -> Behaviour:
     """Value writer: appends values; stops carry no information for the value array."""
-    out = mem.writer(node.attr("tensor"), -1)
+    out = mem.writer_of(node, -1)
     while True:
         (tok,) = yield Peek(("val",))
         if is_data(tok) or isinstance(tok, Empty):
@@ -936,7 +951,7 @@ def write_bv(node: Node, mem: Memory) -> Behaviour:
     Steps: one per coordinate, one per mask word of every fiber (the last one together with
     the stop), one for D. Writes are combined in a one-word buffer per array, as the
     compressed writer's."""
-    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out = mem.writer_of(node, node.attr("level"))
     words = -(-int(node.attr("dim")) // BITMAP_WORD_BITS)
     w = m = n = 0
     prev = -1            # the fiber's last coordinate
@@ -1149,12 +1164,22 @@ def run_kernel(kernel: Kernel, images: dict[str, FiberTree]) -> InterpResult:
     return InterpResult(streams, mem, actions, steps)
 
 
-def assemble_output(decl, mem: Memory) -> FiberTree:
+def assemble_output(decl, mem: Memory, copy: int | None = None) -> FiberTree:
     """Build the output tensor ``decl`` (a TensorDecl) from what its level writers wrote.
 
     A level has as many fibers as its parent level has positions; writers may have closed
     extra trailing empty fibers (an empty outer fiber's bare stop), which are dropped.
+    Writers dealt over copies (the output address generator) write one part each: the
+    output is the union of the copies' parts (isa.copies); ``copy`` builds one part.
     """
+    copies = mem.copies.get(decl.name)
+    if copy is None and copies is not None:
+        return union_of_copies(decl, [assemble_output(decl, mem, c) for c in range(copies)])
+    name = decl.name if copy is None else f"{decl.name} (copy {copy})"
+
+    def key(lvl: int) -> tuple[Any, ...]:
+        return (decl.name, lvl) if copy is None else (decl.name, lvl, copy)
+
     levels = []
     n_parent = 1
     for lvl, (fmt, mode) in enumerate(zip(decl.formats, decl.mode_order)):
@@ -1163,31 +1188,31 @@ def assemble_output(decl, mem: Memory) -> FiberTree:
             levels.append(Level("dense", dim))
             n_parent *= dim
             continue
-        w = mem.written.get((decl.name, lvl))
+        w = mem.written.get(key(lvl))
         if w is None:
-            raise IsaError(f"output {decl.name} level {lvl} was never written")
+            raise IsaError(f"output {name} level {lvl} was never written")
         seg = np.asarray(w.seg, dtype=np.int64)
         if fmt == "bitmap":     # the image is masks + counts: read the level back from it
             if len(seg) < n_parent + 1 or (seg[n_parent + 1:] != seg[n_parent]).any():
-                raise IsaError(f"output {decl.name} level {lvl}: {len(seg) - 1} fibers "
+                raise IsaError(f"output {name} level {lvl}: {len(seg) - 1} fibers "
                                f"written for {n_parent} parent positions")
             words = -(-dim // BITMAP_WORD_BITS)
             masks = np.asarray(w.masks, dtype=np.int64)[: n_parent * words]
             try:
                 lv = bitmap_level(dim, seg[: n_parent + 1], masks)
             except IsaError as exc:
-                raise IsaError(f"output {decl.name} level {lvl}: {exc}") from None
+                raise IsaError(f"output {name} level {lvl}: {exc}") from None
             levels.append(lv)
             n_parent = len(lv.crd)
             continue
         if len(seg) < n_parent + 1 or (len(seg) > n_parent + 1 and
                                        (seg[n_parent + 1:] != seg[n_parent]).any()):
-            raise IsaError(f"output {decl.name} level {lvl}: {len(seg) - 1} fibers written "
+            raise IsaError(f"output {name} level {lvl}: {len(seg) - 1} fibers written "
                            f"for {n_parent} parent positions")
         levels.append(Level("compressed", dim, seg[: n_parent + 1],
                             np.asarray(w.crd, dtype=np.int64)))
         n_parent = len(w.crd)
-    wv = mem.written.get((decl.name, -1))
+    wv = mem.written.get(key(-1))
     raw = np.asarray([] if wv is None else wv.vals)
     vals = raw if len(raw) else np.zeros(0, dtype=np.int64)
     tree = FiberTree(decl.name, tuple(decl.shape), tuple(decl.mode_order), tuple(levels), vals)

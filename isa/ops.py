@@ -42,6 +42,7 @@ class Opcode(enum.Enum):
     # unrolling (IEEE Micro 2025): deal the outer loop to N copies of a graph, merge outputs
     FILTER = "filter"        # stream filter: passes the outer positions dealt to one copy
     ARBITER = "arbiter"      # stream arbiter: merges two inputs' outer items round-robin
+    # (the output address generator is the writers' ``copy``/``copies`` attributes)
 
 
 class TileKind(enum.Enum):
@@ -115,7 +116,25 @@ ALU_BINARY = ("add", "sub", "mul", "max")
 ALU_UNARY = ("relu", "silu", "gelu")
 ZERO_POLICIES = ("skip", "gate", "none")
 
-# Attribute schema: name -> (type, default). A default of None means required.
+
+class _Optional:
+    """The default of an optional attribute: absent from a node unless given."""
+
+    def __repr__(self) -> str:
+        return "OPTIONAL"
+
+
+OPTIONAL: object = _Optional()
+
+# The output address generator (IEEE Micro 2025): the writers of copy ``copy`` of an
+# unrolled graph's ``copies`` write that copy's output fibers (the outer positions dealt to
+# it); the output is assembled from all copies' writers of the tensor, by outer coordinate
+# (isa.copies). Absent on the writers of a graph that is not unrolled.
+_COPY_ATTRS: dict[str, tuple[type, object]] = {"copy": (int, OPTIONAL),
+                                               "copies": (int, OPTIONAL)}
+
+# Attribute schema: name -> (type, default). A default of None means required, OPTIONAL
+# means absent unless given.
 ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
     Opcode.SCAN: {
         "tensor": (str, None),
@@ -142,8 +161,8 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
                                      # with no kept coordinate (their stops merge; see interp)
     },
     Opcode.CRDHOLD: {},
-    Opcode.WRITE_CRD: {"tensor": (str, None), "level": (int, None)},
-    Opcode.WRITE_VAL: {"tensor": (str, None)},
+    Opcode.WRITE_CRD: {"tensor": (str, None), "level": (int, None), **_COPY_ATTRS},
+    Opcode.WRITE_VAL: {"tensor": (str, None), **_COPY_ATTRS},
     Opcode.LOCATE: {
         "tensor": (str, None),       # the located tensor
         "level": (int, None),        # its located level (dense)
@@ -164,7 +183,8 @@ ATTRS: dict[Opcode, dict[str, tuple[type, object]]] = {
         "dim": (int, None),          # size of that level
         "root": (bool, False),       # the outer reference is "0 D", fed by the tile itself
     },
-    Opcode.WRITE_BV: {"tensor": (str, None), "level": (int, None), "dim": (int, None)},
+    Opcode.WRITE_BV: {"tensor": (str, None), "level": (int, None), "dim": (int, None),
+                      **_COPY_ATTRS},
     Opcode.FILTER: {
         "kind": (str, "crd"),        # stream kind filtered (crd, ref, val or repsig)
         "copy": (int, None),         # this copy's index, 0 <= copy < copies

@@ -19,7 +19,7 @@ import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from isa.ops import ATTRS, Opcode, signature
+from isa.ops import ATTRS, OPTIONAL, Opcode, signature
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,13 @@ class Node:
     @staticmethod
     def make(id: str, opcode: Opcode, /, *, tile: tuple[int, int] | None = None,
              **attrs: Any) -> Node:
-        """Build a node, filling attribute defaults from the opcode's schema."""
+        """Build a node, filling attribute defaults from the opcode's schema (an OPTIONAL
+        attribute stays absent)."""
         full: dict[str, Any] = {}
         for name, (_typ, default) in ATTRS[opcode].items():
             if name in attrs:
                 full[name] = attrs.pop(name)
-            elif default is not None:
+            elif default is not None and default is not OPTIONAL:
                 full[name] = default
         full.update(attrs)  # unknown names are kept so the verifier can report them
         return Node(id, opcode, tuple(sorted(full.items())), tile)

@@ -10,7 +10,10 @@
 - the graph is a DAG, and every level writer is reachable from a scan;
 - tensors named by scan, array, locator and writer nodes are declared (once each), writers
   write output tensors and scans/arrays/locators read input tensors, and scanned/written/
-  located levels exist; a locator's level is dense and its ``dim`` is that level's size.
+  located levels exist; a locator's level is dense and its ``dim`` is that level's size;
+- stream filters and arbiters have a known kind and consistent counts; an output's writers
+  write each level once, or, dealt over copies (the output address generator, isa.copies),
+  agree on the copies and write each level once per copy.
 
 A systolic (dense-mode) kernel has its own rules: rows and cols are ints >= 1, the dataflow
 is one of SCALE-Sim's (os, ws, is), an N:M pattern has 0 < N <= M, and, when it declares
@@ -365,6 +368,7 @@ def kernel_problems(kernel: Kernel | SystolicKernel, array: ArrayConfig | None =
     out += _locate_problems(kernel, nodes)
     out += _bitmap_problems(kernel, nodes)
     out += _unroll_problems(kernel)
+    out += _writer_copies_problems(kernel)
     if array is not None:
         out += _placement_problems(kernel, nodes, array)
     return out
@@ -392,6 +396,63 @@ def _unroll_problems(kernel: Kernel) -> list[str]:
             for k in ("take_a", "take_b"):
                 if ints.get(k, 1) < 1:
                     out.append(f"node {node.id}: {k} must be >= 1, got {ints[k]}")
+    return out
+
+
+def _writer_copies_problems(kernel: Kernel) -> list[str]:
+    """The output address generator (isa.copies): a writer's ``copy`` and ``copies`` come
+    together with 0 <= copy < copies; the writers of one tensor are all plain (each level
+    written once) or all dealt over the same N copies, each copy writing every level the
+    others write, once; and a tensor written by copies stores its outer level (not dense)."""
+    out: list[str] = []
+    by_tensor: dict[str, list[Node]] = defaultdict(list)
+    for node in kernel.nodes:
+        if node.op in WRITERS and isinstance(node.a.get("tensor"), str):
+            by_tensor[node.a["tensor"]].append(node)
+    declared = {t.name: t for t in kernel.tensors}
+    for name, writers in by_tensor.items():
+        dealt = [w for w in writers if "copy" in w.a or "copies" in w.a]
+        ok = True
+        for w in dealt:
+            c, n = w.a.get("copy"), w.a.get("copies")
+            if not (_type_ok(c, int) and _type_ok(n, int)):
+                out.append(f"node {w.id}: copy and copies must be given together")
+                ok = False
+            elif not 0 <= c < n:
+                out.append(f"node {w.id}: copy {c} is not one of {n} copies "
+                           "(0 <= copy < copies)")
+                ok = False
+        if dealt and len(dealt) != len(writers):
+            out.append(f"tensor {name}: some writers carry copy/copies and some do not "
+                       f"({', '.join(w.id for w in writers if w not in dealt)})")
+            continue
+        if not ok:
+            continue
+        counts = {w.a.get("copies") for w in dealt}
+        if len(counts) > 1:
+            out.append(f"tensor {name}: its writers disagree on copies "
+                       f"({', '.join(map(str, sorted(counts)))})")
+            continue
+        copies = counts.pop() if counts else 1
+        seen: dict[tuple[Any, int], str] = {}
+        for w in writers:
+            key = (w.a.get("level", -1) if w.op is not Opcode.WRITE_VAL else -1,
+                   w.a.get("copy", 0))
+            if key in seen:
+                what = "values" if key[0] == -1 else f"level {key[0]}"
+                out.append(f"tensor {name}: {what}" + (f" of copy {key[1]}" if dealt else "")
+                           + f" written by both {seen[key]} and {w.id}")
+            seen.setdefault(key, w.id)
+        levels = {lvl for lvl, _ in seen}
+        for c in range(copies if dealt else 0):
+            missing = sorted(lvl for lvl in levels if (lvl, c) not in seen)
+            if missing:
+                out.append(f"tensor {name}: copy {c} of {copies} has no writer of "
+                           f"{', '.join('values' if m == -1 else f'level {m}' for m in missing)}")
+        t = declared.get(name)
+        if dealt and t is not None and (not t.formats or t.formats[0] == "dense"):
+            out.append(f"tensor {name}: written by copies but its outer level is not stored "
+                       "(compressed or bitmap): the copies' fibers have no outer coordinate")
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from compiler.order import OrderChoice, choose_order
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
 from isa.arch import ChipConfig
 from isa.asm import print_program
-from isa.errors import SimulationError
 from isa.program import Program
 from reports.rundir import prepare_run_dir, strict_json
 from reports.summary import baseline_summary, chip_roofs, cpu_roofs
@@ -166,31 +165,6 @@ def choose_layer_order(layer: Any, cfg: ChipConfig, *, explain: bool = False
     return choice.apply(layer), choice
 
 
-def simulate_unrolled(layer: Any, cfg: ChipConfig, program: Program, **kw: Any
-                      ) -> tuple[Program, RunResult]:
-    """simulate(program). An ``auto`` unroll whose copies deadlock on this data is retried with
-    half the copies, down to one, and its ``why`` says so: the arbiters merge the copies in a
-    fixed order through bounded FIFOs, which Onyx's ready-first arbiter does not
-    (docs/architecture.md, Unrolling), so the deadlock is the model's, not the kernel's."""
-    tried: list[int] = []
-    while True:
-        try:
-            return program, simulate(program, cfg, **kw)
-        except SimulationError as exc:
-            u = program.unroll
-            if u is None or u.requested != "auto" or u.copies <= 1 or "deadlock" not in str(exc):
-                raise
-            tried.append(u.copies)
-            half = replace(cfg, compiler=replace(cfg.compiler, unroll=u.copies // 2))
-            program = compile_workload(layer, half)
-            n = program.unroll.copies if program.unroll is not None else 1
-            why = (f"auto: {', '.join(map(str, tried))} copies deadlocked at the fixed-order "
-                   f"arbiter merge on this data; {n} copies")
-            if program.unroll is not None:
-                program = replace(program, unroll=replace(program.unroll, requested="auto",
-                                                          why=why))
-
-
 @with_blas_threads
 def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         params: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -212,8 +186,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     (progress := progress_of(progress)).stage("compile")
     layer, choice = choose_layer_order(layer, cfg)
     program = compile_workload(layer, cfg)
-    program, result = simulate_unrolled(layer, cfg, program, fidelity=fid, progress=progress,
-                                        mapper=mapper)
+    result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
     progress.stage("check outputs")
     checks = check_outputs(result, program, full_forward(layer), check)
     progress.stage("energy")

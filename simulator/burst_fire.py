@@ -807,7 +807,7 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     crd = s.data[is_d].astype(I64)
     stops = s.kind == STOP
     seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64)
-    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out = mem.writer_of(node, node.attr("level"))
     out.crd, out.seg = crd, seg
     nc, ns = len(crd), len(seg)
     words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
@@ -821,7 +821,7 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     steps = np.arange(n, dtype=I64)
     val = (s.kind == DATA) | (s.kind == EMPTY_K)
     v = np.where(s.kind == DATA, s.data, 0)[val]
-    out = mem.writer(node.attr("tensor"), -1)
+    out = mem.writer_of(node, -1)
     out.vals = v
     nv = len(v)
     return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
@@ -1071,7 +1071,7 @@ def fire_write_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     pop[stops] = foff + per - 1
     pop[-1] = n - 1
     steps = np.arange(n, dtype=I64)
-    out = mem.writer(node.attr("tensor"), node.attr("level"))
+    out = mem.writer_of(node, node.attr("level"))
     out.masks = np.bincount(fd * words + c // BITMAP_WORD_BITS,
                             weights=np.left_shift(1, c % BITMAP_WORD_BITS).astype(np.float64),
                             minlength=nf * words).astype(I64)

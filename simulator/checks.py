@@ -8,6 +8,11 @@ A check is True or False, or a string saying why it was not made (never a silent
   on the burst streams, simulator.unit_check), whole with ``check="full"`` up to
   :data:`INTERPRETER_MAX_TOKENS` tokens; a systolic kernel has no SAM graph for the
   interpreter, which is recorded as a string.
+- An unrolled kernel's output (its copies' writers each write a part: the output address
+  generator, isa.copies): each copy's part on its own against numpy's rows at the part's
+  outer coordinates, the parts' outer coordinates disjoint, and every nonzero outer fiber of
+  the reference in some part (``output_copies``), so a wrong union cannot hide behind the
+  interpreter check, which assembles with the same union.
 - A model layer's assembled output against the numpy forward pass of the same weights,
   routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
   hold float32 values, the reference is float64; float32 at analytic, where it checks only
@@ -76,6 +81,9 @@ def check_program_outputs(result: RunResult, program: Program, reference: Any,
             continue
         sim = result.outputs[decl.name]
         checks["numpy"] = same_values(sim.to_dense(), ref)
+        run = result.kernel_runs.get(kernel.name)
+        if run is not None and decl.name in run.memory.copies:
+            checks["output_copies"] = _copies_match(decl, run.memory, ref)
         if interp is not None:
             checks["interpreter"] = _same_tree(sim, assemble_output(decl, interp.memory))
         elif check == "full":
@@ -113,6 +121,21 @@ def _check_tiled(result: RunResult, program: Program, kernel: Any, ref: np.ndarr
     else:
         checks["interpreter"] = "skipped: every tile was skipped (an operand empty)"
     return checks
+
+
+def _copies_match(decl: Any, memory: Any, ref: np.ndarray) -> bool:
+    """Each copy's part of output ``decl`` (module docstring) against numpy's ``ref``."""
+    parts = [assemble_output(decl, memory, c) for c in range(memory.copies[decl.name])]
+    axis = decl.mode_order[0]
+    outer = [p.levels[0].crd for p in parts]
+    seen = np.concatenate(outer)
+    if len(np.unique(seen)) != len(seen):
+        return False
+    for p, crd in zip(parts, outer):
+        if not same_values(np.take(p.to_dense(), crd, axis), np.take(ref, crd, axis)):
+            return False
+    rest = np.delete(ref, seen, axis)
+    return bool(not rest.any())
 
 
 def _same_tree(a: FiberTree, b: FiberTree) -> bool:
