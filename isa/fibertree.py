@@ -225,12 +225,11 @@ class FiberTree:
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenate arange(s, s+c) for each (s, c), vectorized."""
     counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
     if total == 0:
         return np.zeros(0, dtype=np.int64)
-    nz = counts > 0
-    starts, counts = np.asarray(starts, dtype=np.int64)[nz], counts[nz]
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - counts), counts)
     return np.arange(total, dtype=np.int64) + offsets
 
 

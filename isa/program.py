@@ -15,6 +15,7 @@ the assembly prints kernels and commands.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -125,22 +126,23 @@ class Kernel:
         for e in self.edges:
             indeg[e.dst] += 1
             succ[e.src].append(e.dst)
-        ready = sorted((i for i, d in indeg.items() if d == 0), key=index.__getitem__)
+        ready = [index[i] for i, d in indeg.items() if d == 0]    # a heap of positions
+        heapq.heapify(ready)
         order: list[str] = []
         while ready:
-            nid = ready.pop(0)
+            nid = self.nodes[heapq.heappop(ready)].id
             order.append(nid)
             for s in succ[nid]:
                 indeg[s] -= 1
                 if indeg[s] == 0:
-                    ready.append(s)
-                    ready.sort(key=index.__getitem__)
+                    heapq.heappush(ready, index[s])
         if len(order) != len(self.nodes):
             from isa.errors import IsaError
 
             stuck = sorted(set(indeg) - set(order))
             raise IsaError(f"kernel {self.name}: graph has a cycle through {stuck}")
-        return [self.node(i) for i in order]
+        by_id = {n.id: n for n in self.nodes}
+        return [by_id[i] for i in order]
 
     def ports_of(self, node: Node) -> tuple[dict[str, str], dict[str, str]]:
         sig = signature(node.op, node.a)

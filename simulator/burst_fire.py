@@ -167,7 +167,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     pos = _ranges(start[fi], lens)                 # positions in the level
     crd = pos - np.repeat(start[fi], lens) if dense else lv.crd[pos].astype(I64)
     span = length.copy()                           # steps of each fiber's walk
-    extra = np.zeros(len(pos), I64)                # bitmap: empty mask words before a crd
+    extra = None                                   # bitmap: empty mask words before a crd
     if bitmap:
         words = lv.words_per_fiber()
         fid = np.repeat(np.arange(len(fi)), lens)
@@ -184,16 +184,18 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     counts = np.where(fib, 2 + span, np.where(absorbed, 0, 1))
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
+    last = off + counts - 1                        # each token's last step (a fiber's: its end)
     nxt = fi + 1                                   # the token the ended step peeks
-    ended_step = off[fi] + 1 + span[fi]
     nxt_stop = k[nxt] == STOP
-    # coordinate steps
-    coord_step = _ranges(off[fi] + 1, lens) + extra
+    # coordinate steps: a fiber's walk starts the step after its reference's
+    coord_step = pos + np.repeat(off[fi] + 1 - start[fi], lens)
+    if extra is not None:
+        coord_step += extra
     acts: dict[str, int] = {}
-    keep = np.ones(len(pos), bool)
+    keep = None
     if a["skip_zeros"]:
         vals = mem.vals(a["tensor"])
-        keep = vals[pos] != 0 if len(pos) else keep
+        keep = vals[pos] != 0
         acts["skipped_zero_count"] = int(np.count_nonzero(~keep))
         val_reads = _word_changes(pos)
     else:
@@ -209,28 +211,52 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         acts["sram_read_words"] = seg_reads + _word_changes(pos) + val_reads
     elif val_reads:
         acts["sram_read_words"] = val_reads
-    lone = np.flatnonzero((k == STOP) & ~absorbed)
-    done = np.flatnonzero(k == DONE_K)
-    stop_lvl = np.where(nxt_stop, d[nxt] + 1, 0)
-    ctl = [(ended_step, STOP, stop_lvl), (off[lone], STOP, d[lone] + 1),
-           (off[done], DONE_K, 0)]
-    ks = coord_step[keep] if not a["skip_zeros"] else coord_step[keep]
-    e_crd, s_crd = _sorted_stream([(ks, DATA, crd[keep] if a["skip_zeros"] else crd), *ctl])
-    ref_data = np.zeros(n, I64)
-    ref_data[ks] = pos[keep] if a["skip_zeros"] else pos
-    ref_data[e_crd[s_crd.kind != DATA]] = s_crd.data[s_crd.kind != DATA]
-    s_ref = Stream(s_crd.kind, ref_data[e_crd])
+    # the outputs, in step order = token order: each fiber's kept coordinates then its stop
+    # (S_(l+1) if a stop S_l follows, else S0); a lone stop S_l gives S_(l+1), D gives D
+    own = ~absorbed
+    kept = lens
+    if keep is not None:
+        ck = np.concatenate([[0], np.cumsum(keep)])
+        firsts = _exclusive_cumsum(lens)
+        kept = ck[firsts + lens] - ck[firsts]
+        coord_step, crd, pos = coord_step[keep], crd[keep], pos[keep]
+    out_counts = own.astype(I64)
+    out_counts[fi] += kept
+    ctl_pos = (np.cumsum(out_counts) - 1)[own]
+    total = len(coord_step) + len(ctl_pos)
+    ctl_data = np.where(k == STOP, d + 1, 0)
+    ctl_data[fi] = np.where(nxt_stop, d[nxt] + 1, 0)
+    is_crd = np.ones(total, bool)
+    is_crd[ctl_pos] = False
+    e_crd = np.empty(total, I64)
+    e_crd[ctl_pos] = last[own]
+    e_crd[is_crd] = coord_step
+    kind = np.zeros(total, np.int8)
+    kind[ctl_pos] = np.where(k[own] == DONE_K, DONE_K, STOP)
+    crd_data = np.empty(total, I64)
+    crd_data[ctl_pos] = ctl_data[own]
+    ref_data = crd_data.copy()
+    crd_data[is_crd] = crd
+    ref_data[is_crd] = pos
+    s_crd, s_ref = Stream(kind, crd_data), Stream(kind, ref_data)
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
     if not root:
+        # every token is peeked at its first step, the one after a fiber at the fiber's end
         pop = off.copy()
         ab = np.flatnonzero(absorbed)
-        pop[ab] = off[ab - 1] + 1 + span[ab - 1]
-        own = np.flatnonzero(~absorbed)
-        ps = np.concatenate([off[own], ended_step])
-        pt = np.concatenate([own, nxt])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
+        pop[ab] = last[ab - 1]
+        npk = own.astype(I64) + fib             # peeks: 1 per token, 2 per fiber
+        pk_end = np.cumsum(npk)
+        ps = np.empty(int(pk_end[-1]), I64)
+        pt = np.empty(len(ps), I64)
+        tok = np.flatnonzero(own)
+        first_pk = pk_end[tok] - npk[tok]
+        ps[first_pk] = off[tok]
+        pt[first_pk] = tok
+        ps[pk_end[fi] - 1] = last[fi]
+        pt[pk_end[fi] - 1] = nxt
+        peeks["ref"] = (ps, pt)
         pops["ref"] = pop
     return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd}, {"crd": s_crd, "ref": s_ref},
                   acts)
@@ -241,7 +267,9 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     kind = np.where(s.kind == DATA, REP_K, s.kind).astype(np.int8)
-    data = np.where(s.kind == DATA, 0, s.data).astype(I64)
+    data = np.zeros(n, I64)                        # R carries 0, a stop its level
+    ctl = np.flatnonzero(s.kind != DATA)
+    data[ctl] = s.data[ctl]
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
                   {"repsig": Stream(kind, data)})
 
@@ -269,32 +297,32 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     counts[consumer] = gsize
     off = _exclusive_cumsum(counts)
     n = int(counts.sum())
-    # each repsig token is handled by one step, in order, skipping drop steps
-    g_of_sig = np.repeat(np.arange(len(consumer)), gsize)
-    sig_step = off[consumer][g_of_sig] + (np.arange(len(sk)) - np.repeat(ends - gsize + 1, gsize))
-    head_ref = consumer[g_of_sig]
-    out_kind = np.where(sk == REP_K, rk[head_ref], sk).astype(np.int8)
-    out_data = np.where(sk == REP_K, ref.data[head_ref], sig.data)
-    drop_idx = np.flatnonzero(dropped)
+    # each repsig token is handled by one step, in order, skipping drop steps; a consumed
+    # reference is peeked by its group's steps, a dropped one by its own: every step peeks
+    # the reference whose steps it is among
+    sig_step = np.repeat(off[consumer] - (ends - gsize + 1), gsize) + np.arange(len(sk))
+    out_kind = np.repeat(ck, gsize)
+    out_kind[ends] = sk[ends]
+    out_data = np.repeat(ref.data[consumer], gsize).astype(
+        np.result_type(ref.data.dtype, sig.data.dtype), copy=False)
+    out_data[ends] = sig.data[ends]
     peeks = {"repsig": (sig_step, np.arange(len(sk), dtype=I64))}
     pops = {"repsig": sig_step}
     if not root:
-        ps = np.concatenate([sig_step, off[drop_idx]])
-        pt = np.concatenate([head_ref, drop_idx])
-        o = np.argsort(ps, kind="stable")
-        peeks["ref"] = (ps[o], pt[o])
-        pop = np.empty(len(rk), I64)
-        pop[consumer] = off[consumer] + gsize - 1
-        pop[drop_idx] = off[drop_idx]
-        pops["ref"] = pop
+        peeks["ref"] = (np.arange(n, dtype=I64), np.repeat(np.arange(len(rk), dtype=I64), counts))
+        pops["ref"] = off + counts - 1
     return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
 
 
 def _heads(pop: np.ndarray, n: int) -> np.ndarray:
     """Head token index at each of n steps, given each token's popping step (in order)."""
-    popped = np.zeros(n + 1, I64)
-    popped[pop + 1] = 1           # a port pops at most one token per step
-    return np.cumsum(popped)[:n]
+    if len(pop) == 0:
+        return np.zeros(n, I64)
+    held = np.empty(len(pop) + 1, I64)            # steps each token is the head for
+    held[0] = pop[0] + 1
+    np.subtract(pop[1:], pop[:-1], out=held[1:-1])
+    held[-1] = n - 1 - pop[-1]
+    return np.repeat(np.arange(len(held), dtype=I64), held)
 
 
 def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
@@ -318,26 +346,20 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     kb = seg_b[db_i] * span + crd_b
     if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
-    # merge the two sorted runs (a stable sort of the concatenation is a linear merge); an
-    # a-coordinate equal to a b-coordinate comes first, and the pair is one step
+    # merge the two sorted runs: a key's rank among the distinct keys of both is the keys
+    # before it on its own side, plus those on the other side, less the pairs among them (an
+    # a-coordinate equal to a b-coordinate is one step)
     na, nb = len(ka), len(kb)
-    o = np.argsort(np.concatenate([ka, kb]), kind="stable")
-    merged = np.concatenate([ka, kb])[o]
-    dup = np.zeros(na + nb, bool)
-    dup[1:] = merged[1:] == merged[:-1]
-    rank = np.cumsum(~dup) - 1
-    a_rank = np.empty(na, I64)
-    b_rank = np.empty(nb, I64)
-    from_a = o < na
-    a_rank[o[from_a]] = rank[from_a]
-    b_rank[o[~from_a] - na] = rank[~from_a]
-    pair = np.flatnonzero(dup)
-    ia_match = o[pair - 1]
-    ib_match = o[pair] - na
-    hit_a = np.zeros(na, bool)
-    hit_a[ia_match] = True
+    lb = np.searchsorted(kb, ka)                  # b keys below each a key
+    hit_a = lb < nb
+    hit_a[hit_a] = kb[lb[hit_a]] == ka[hit_a]
+    ia_match = np.flatnonzero(hit_a)
+    ib_match = lb[ia_match]
     b_is_match = np.zeros(nb, bool)
     b_is_match[ib_match] = True
+    a_rank = np.arange(na, dtype=I64) + lb - (np.cumsum(hit_a) - hit_a)
+    a_upto = np.cumsum(np.bincount(lb, minlength=nb + 1)[:nb])    # a keys at or below each b key
+    b_rank = np.arange(nb, dtype=I64) + a_upto - np.cumsum(b_is_match)
     seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
     step_a = a_rank + seg_of_a                 # one control step per earlier segment
     step_b = b_rank + seg_of_b
@@ -388,14 +410,25 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         e = steps
         s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
-        ms = step_a[ia_match]
-        mc = crd_a[ia_match]
+        # in step order: each segment's matches, then its control token
         ia, ib = da_i[ia_match], db_i[ib_match]
-        e, s_crd = _sorted_stream([(ms, DATA, mc), (ctl_step, ctl_kind, ctl_data)])
-        _, s_ra = _sorted_stream([(ms, ra.kind[ia], ra.data[ia]),
-                                  (ctl_step, ctl_kind, ctl_data)])
-        _, s_rb = _sorted_stream([(ms, rb.kind[ib], rb.data[ib]),
-                                  (ctl_step, ctl_kind, ctl_data)])
+        seg_m = seg_of_a[ia_match]
+        at_m = np.arange(len(ia_match), dtype=I64) + seg_m
+        at_c = np.cumsum(np.bincount(seg_m, minlength=n_seg)) + np.arange(n_seg, dtype=I64)
+        e = np.empty(len(at_m) + n_seg, I64)
+        e[at_m] = step_a[ia_match]
+        e[at_c] = ctl_step
+        streams = []
+        for kind_m, data_m in ((DATA, crd_a[ia_match]), (ra.kind[ia], ra.data[ia]),
+                               (rb.kind[ib], rb.data[ib])):
+            kind = np.empty(len(e), np.int8)
+            kind[at_m] = kind_m
+            kind[at_c] = ctl_kind
+            data = np.empty(len(e), np.result_type(data_m.dtype, I64))
+            data[at_m] = data_m
+            data[at_c] = ctl_data
+            streams.append(Stream(kind, data))
+        s_crd, s_ra, s_rb = streams
     peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
              "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
@@ -451,13 +484,15 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                       {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
     y = ins["b"]
     yv = (y.kind == DATA) | (y.kind == EMPTY_K)
-    if len(y) != n or (xv != yv).any() or (x.kind[~xv] != y.kind[~yv]).any() or \
-            (x.data[~xv] != y.data[~yv]).any():
+    ctl = np.flatnonzero(~xv)
+    if len(y) != n or (xv != yv).any() or (x.kind[ctl] != y.kind[ctl]).any() or \
+            (x.data[ctl] != y.data[ctl]).any():
         raise _bad(node, "operands out of step")
     vx = np.where(x.kind == EMPTY_K, 0, x.data)
     vy = np.where(y.kind == EMPTY_K, 0, y.data)
     dtype = np.result_type(vx.dtype, vy.dtype)
-    out = np.where(xv, _NP_OPS[op](vx.astype(dtype), vy.astype(dtype)), x.data.astype(dtype))
+    out = _NP_OPS[op](vx.astype(dtype, copy=False), vy.astype(dtype, copy=False))
+    out[ctl] = x.data[ctl]                  # a control token passes its own data
     acts: dict[str, int] = {}
     if op == "mul":
         za = xv & (vx == 0)
@@ -528,48 +563,69 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         raise _bad(node, "crd and val streams out of step")
     k = c.kind
     flush = (k == STOP) & (c.data >= 1)
-    grp = np.cumsum(flush) - flush
     di = np.flatnonzero(k == DATA)
     vals = np.where(v.kind[di] == EMPTY_K, 0, v.data[di])
-    g, cc = grp[di].astype(I64), c.data[di].astype(I64)
-    o = np.lexsort((cc, g))
-    g, cc, vals = g[o], cc[o], vals[o]
-    new = np.ones(len(o), bool)
-    if len(o) > 1:
-        new[1:] = (g[1:] != g[:-1]) | (cc[1:] != cc[:-1])
-    starts = np.flatnonzero(new)
-    sums = np.add.reduceat(vals, starts) if len(o) else vals
-    ug, uc = g[starts], cc[starts]
+    g = np.cumsum(flush)[di]                      # the fiber of each coordinate
+    cc = c.data[di].astype(I64)
+    ug, uc, sums = _sums_by_key(g, cc, vals)
     fi = np.flatnonzero(flush)
     done = np.flatnonzero(k == DONE_K)
     if len(done) != 1 or done[0] != len(k) - 1:
         raise _bad(node, "the input does not end with one D")
-    if len(ug) and ug.max() >= len(fi):
+    if len(ug) and ug[-1] >= len(fi):
         raise _bad(node, "coordinates after the last fiber's stop")
     m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
     # output order: each fiber's entries then its lowered stop, then D; slot of each
-    per = m + 1
-    first = _exclusive_cumsum(per)
-    n_out = int(per.sum()) + 1
-    rank = np.arange(len(ug)) - np.repeat(np.cumsum(m) - m, m) if len(ug) else ug
-    entry_slot = first[ug] + rank if len(ug) else ug
-    stop_slot = first + m
+    n_out = len(ug) + len(fi) + 1
+    entry_slot = np.arange(len(ug), dtype=I64) + ug
+    stop_slot = np.cumsum(m) + np.arange(len(fi), dtype=I64)
     queued = np.empty(n_out, I64)
-    queued[entry_slot] = fi[ug] if len(ug) else ug
+    queued[entry_slot] = fi[ug]
     queued[stop_slot] = fi
     queued[-1] = done[0]
     idx = np.arange(n_out, dtype=I64)
-    emit = idx + np.maximum.accumulate(queued - idx)
+    emit = idx + np.maximum.accumulate(queued - idx)   # increasing: the slots are in step order
     n = int(emit[-1]) + 1
     lvl = c.data[fi].astype(I64) - 1
-    e, out_c = _sorted_stream([(emit[entry_slot], DATA, uc), (emit[stop_slot], STOP, lvl),
-                               (emit[-1:], DONE_K, 0)])
-    _, out_v = _sorted_stream([(emit[entry_slot], DATA, sums), (emit[stop_slot], STOP, lvl),
-                               (emit[-1:], DONE_K, 0)])
+    kind = np.full(n_out, STOP, np.int8)
+    kind[entry_slot] = DATA
+    kind[-1] = DONE_K
+    out = []
+    for data in (uc, sums):
+        col = np.empty(n_out, np.result_type(data.dtype, I64))
+        col[entry_slot] = data
+        col[stop_slot] = lvl
+        col[-1] = 0
+        out.append(Stream(kind.copy(), col))
     tok = np.arange(len(k), dtype=I64)
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
-    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": e, "val": e},
-                  {"crd": out_c, "val": out_v}, {"add_count": len(di)})
+    return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
+                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)})
+
+
+def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (g, cc) pairs in sorted order (``g`` nondecreasing) and the sum of the
+    values of each, added in input order from 0 as ``isa.interp.vreduce`` adds them. Over a
+    dense table of the pairs when it is not much larger than the input, else sorted."""
+    if len(g) == 0:
+        return g.astype(I64), cc, vals
+    lo = int(cc.min())
+    span = int(cc.max()) - lo + 1
+    key = g * span + (cc - lo)
+    size = (int(g[-1]) + 1) * span
+    if size <= 4 * len(key) + 4096:
+        present = np.zeros(size, bool)
+        present[key] = True
+        uk = np.flatnonzero(present)
+        acc = np.zeros(size, vals.dtype)
+        np.add.at(acc, key, vals)
+        sums = acc[uk]
+    else:
+        uk, inv = np.unique(key, return_inverse=True)
+        sums = np.zeros(len(uk), vals.dtype)
+        np.add.at(sums, inv, vals)
+    return uk // span, uk % span + lo, sums
 
 
 def _inner_fibers(node: Node, outer: Stream, inner: Stream):
@@ -1139,42 +1195,39 @@ def fire_arbiter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     rnd = ta + tb
     ia, ib = np.arange(len(fa), dtype=I64), np.arange(len(fb), dtype=I64)
     key = np.concatenate([(ia // ta) * rnd + ia % ta, (ib // tb) * rnd + ta + ib % tb])
-    order = np.argsort(key, kind="stable")
-    items = len(key)
-    if (key[order] != np.arange(items)).any():
+    items = len(key)                                   # key: each item's place in the output
+    placed = np.bincount(key, minlength=items) if items else key
+    if len(placed) != items or (placed != 1).any():
         raise _bad(node, "the inputs' item counts do not fit the round-robin rounds")
-    src = (order >= len(fa)).astype(np.int8)           # 0: a, 1: b, per item in merged order
-    first = np.concatenate([fa, fb])[order]
-    length = np.concatenate([la, lb])[order]
+    length = np.empty(items, I64)
+    length[key] = np.concatenate([la, lb])
     total = int(length.sum())
     start = _exclusive_cumsum(length)
-    tok = np.repeat(first, length) + (np.arange(total, dtype=I64) - np.repeat(start, length))
-    tsrc = np.repeat(src, length)
-    kind = np.where(tsrc == 0, a.kind[np.minimum(tok, len(a) - 1)],
-                    b.kind[np.minimum(tok, len(b) - 1)]).astype(np.int8)
-    data = np.where(tsrc == 0, a.data[np.minimum(tok, len(a) - 1)],
-                    b.data[np.minimum(tok, len(b) - 1)])
-    if depth >= 1 and items:
-        close = start + length - 1
-        data = data.copy()
-        data[close] = depth - 1
-        data[close[-1]] = depth
-    steps = np.arange(total, dtype=I64)
     tail = 2 if depth == 0 else 1                      # the finishing steps
     n = total + tail
-    end_kind = np.array([STOP, DONE_K] if depth == 0 else [DONE_K], np.int8)
-    end_data = np.zeros(tail, dtype=data.dtype if total else I64)
+    # each input's tokens keep their order in the output: its items' runs of output steps
+    at_a = _ranges(start[key[:len(fa)]], la)
+    at_b = _ranges(start[key[len(fa):]], lb)
+    dtype = np.result_type(a.data.dtype, b.data.dtype)
+    kind = np.empty(n, np.int8)
+    data = np.empty(n, dtype if total else np.result_type(dtype, I64))
+    for at, s in ((at_a, a), (at_b, b)):
+        kind[at] = s.kind[:len(at)]
+        data[at] = s.data[:len(at)]
+    kind[total:] = [STOP, DONE_K] if depth == 0 else [DONE_K]
+    data[total:] = 0
+    if depth >= 1 and items:
+        close = start + length - 1
+        data[close] = depth - 1
+        data[close[-1]] = depth
     fin = np.arange(total, n, dtype=I64)
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
-    for port, s, side in (("a", a, 0), ("b", b, 1)):
-        mine = tsrc == side
-        own_steps = np.concatenate([steps[mine], fin])
-        own_toks = np.concatenate([tok[mine], np.arange(len(s) - tail, len(s), dtype=I64)])
-        peeks[port] = (own_steps, own_toks)
+    for port, at, s in (("a", at_a, a), ("b", at_b, b)):
+        own_steps = np.concatenate([at, fin])
+        peeks[port] = (own_steps, np.arange(len(s), dtype=I64))
         pops[port] = own_steps
-    out = Stream(np.concatenate([kind, end_kind]), np.concatenate([data, end_data]))
-    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": out})
+    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": Stream(kind, data)})
 
 
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
@@ -1205,18 +1258,41 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
 # ----------------------------------------------------------------------------- driving
 def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
                 ) -> tuple[dict[str, Firing], Memory, list[Node]]:
-    """The functional pass over a whole kernel, in topological order."""
+    """The functional pass over a whole kernel, in topological order.
+
+    Units of the same opcode and attributes reading the very same input streams (an unrolled
+    kernel's copies of its outer scanners and repeaters) have the same firing table: it is
+    computed once and shared (the tables are read-only). Writers are always fired."""
     mem = Memory(images)
     streams: dict[tuple[str, str], Stream] = {}
     firings: dict[str, Firing] = {}
     order = kernel.topo_order()
+    in_edges: dict[str, list] = {node.id: [] for node in order}
+    for e in kernel.edges:
+        in_edges[e.dst].append(e)
+    fired: dict[tuple, Firing] = {}
     for node in order:
-        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in kernel.in_edges(node.id)}
-        f = FIRE[node.op](node, ins, mem)
+        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
+        key = None
+        if node.op not in _WRITERS:
+            key = (node.op, node.attrs, tuple(sorted((p, id(s)) for p, s in ins.items())))
+            try:
+                hash(key)
+            except TypeError:       # an unhashable attribute value: fire it on its own
+                key = None
+        f = fired.get(key) if key is not None else None
+        if f is None:
+            f = FIRE[node.op](node, ins, mem)
+            if key is not None:
+                fired[key] = f
         for port, s in f.outs.items():
             streams[(node.id, port)] = s
         firings[node.id] = f
     return firings, mem, order
+
+
+_WRITERS = frozenset({Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV})
+"""Units with an effect besides their firing table (they fill the memory's output levels)."""
 
 
 __all__ = ["FIRE", "Firing", "Stream", "fire_kernel"]
