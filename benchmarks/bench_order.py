@@ -3,10 +3,11 @@
 For each kernel: the order the catalog used by default before the compiler chose (``before``),
 the order (and operand formats) the compiler now chooses for ``compiler.objective`` (edp),
 and every legal forced order with the given formats, each simulated in full with the burst
-engine (total cycles of the schedule, as ``sieve run`` reports them); then the probe's
-estimate of each candidate against that full run
-(exact when the probe ran on the whole data, a strided sample otherwise: ``--probe-steps``
-lowers the sampling threshold to show how far sampled estimates are from the full run).
+engine (total cycles of the schedule, as ``sieve run`` reports them); then each probed
+candidate's estimate against that full run: the screen's (one copy of the graph, on the whole
+data or a strided sample) or, for the finalists, the whole run's as compiled (tiled, unrolled:
+exact when run whole, else on a sample of its tile calls). ``--probe-steps`` lowers both
+sampling thresholds to show how far sampled estimates are from the full run.
 
     .venv/bin/python benchmarks/bench_order.py [--set small|issue] [--probe-steps N]
 """
@@ -59,10 +60,11 @@ def main() -> int:
     ap.add_argument("--set", choices=tuple(SETS), default="issue")
     ap.add_argument("--chip", default="onyx")
     ap.add_argument("--probe-steps", type=int, default=None,
-                    help="override compiler.order.PROBE_STEPS (the sampling threshold)")
+                    help="override compiler.order.PROBE_STEPS and SCREEN_STEPS (the "
+                    "sampling thresholds)")
     args = ap.parse_args()
     if args.probe_steps is not None:
-        order_mod.PROBE_STEPS = args.probe_steps
+        order_mod.PROBE_STEPS = order_mod.SCREEN_STEPS = args.probe_steps
     chip = load_chip(args.chip)
     print(f"objective: {chip.compiler.objective}; cycles are whole-schedule burst cycles\n")
     print(f"{'kernel':<10} {'params':<30} {'before':>14} {'after':>14} {'best forced':>18} "
@@ -93,12 +95,15 @@ def main() -> int:
             if c.estimate is not None:
                 got = probe(compile_layer(with_formats(layer, c.order, c.formats), chip),
                             chip)[0]
-                agreement.append((name, c.order, choice.sample, c.estimate.cycles, got))
+                s = c.how or (f"screen, {choice.sample[0]} stride {choice.sample[1]}"
+                              if choice.sample else "screen, whole data")
+                fm = " ".join(f"{k}:{v}" for k, v in c.formats.items())
+                agreement.append((name, c.order, fm, s, c.estimate.cycles, got))
     print("\nprobe estimate vs full run (cycles)")
-    print(f"{'kernel':<10} {'order':<6} {'sample':<18} {'estimate':>12} {'full':>12} {'ratio':>7}")
-    for name, o, sample, est, got in agreement:
-        s = f"{sample[0]} stride {sample[1]}" if sample else "whole data"
-        print(f"{name:<10} {o:<6} {s:<18} {est:>12,.0f} {got:>12,.0f} {est / got:>7.3f}")
+    print(f"{'kernel':<10} {'order':<6} {'formats':<28} {'estimate':>12} {'full':>12} "
+          f"{'ratio':>7}  estimated on")
+    for name, o, fm, s, est, got in agreement:
+        print(f"{name:<10} {o:<6} {fm:<28} {est:>12,.0f} {got:>12,.0f} {est / got:>7.3f}  {s}")
     return 0
 
 

@@ -16,15 +16,27 @@ keeps its letters (and mode order, if given). A candidate is legal when the lowe
 contracted indices a reducer cannot reduce, ...), so the enumeration follows whatever the
 lowering supports.
 
-Each legal candidate is estimated by a short burst probe (the caller passes the estimator: the
-compiler may not import the simulator): the candidate is compiled and simulated on the data, or
-on strided samples of it when the work bound below exceeds ``PROBE_STEPS``: every s-th and
-every 2s-th slice of the first operand's first index (in every tensor that has it), with
-cycles, energy and time extrapolated along the straight line through the two samples to the
-whole extent (the work below that index grows with the slices; configuration, launch and
-latencies do not). The candidate with the least ``compiler.objective``
-(cycles, energy or edp) wins; ties go to the earlier candidate in enumeration order, so the
-choice is deterministic.
+Each legal candidate is estimated in two stages by burst probes (the caller passes the
+estimator: the compiler may not import the simulator).
+
+1. *Screen*: every candidate is compiled as one copy of its graph and simulated on the data, or
+   on strided samples of it when the work bound below exceeds ``SCREEN_STEPS``: every s-th and
+   every 2s-th slice of the first operand's first index (in every tensor that has it), with
+   cycles, energy and time extrapolated along the straight line through the two samples to the
+   whole extent (the work below that index grows with the slices; configuration, launch and
+   latencies do not). A sample is cut into tiles of its own, and unrolled (or not) its own way,
+   unlike the whole run, so the screen only ranks.
+2. *Whole run*: the ``FINALISTS`` best screened candidates are compiled as the run compiles
+   them (the whole data: tiling, ``compiler.unroll``) and that program is estimated: run whole
+   when it is untiled (each of its levels fits one MEM tile, which bounds the run) or its work
+   bound is within ``PROBE_STEPS``; else on m of its n tile calls spread over the schedule
+   (each with its own loads, unrolled kernel, launch and merge, as in the whole schedule) and on
+   the program without calls (configuration and the inputs' DMA, which do not grow with the
+   calls), the calls' part scaled by n / m.
+
+The finalist with the least ``compiler.objective`` (cycles, energy or edp) wins; ties go to the
+earlier candidate in enumeration order, so the choice is deterministic. Its compiled program is
+kept (:attr:`OrderChoice.program`) so the run does not compile it again.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ import scipy.sparse as sp
 
 from compiler.lower import lower_assignment, output_formats
 from compiler.notation import Assignment, parse_expr, parse_order
+from compiler.tiling import distinct
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError, SimulationError
 from isa.fibertree import BITMAP_WORD_BITS, parse_formats
@@ -50,6 +63,21 @@ PROBE_STEPS = 150_000
 """Largest work bound (unit steps, :func:`work_bound`) probed on the whole data; above it the
 probe runs on a strided sample of the first index. A compiler knob, not a chip constant: it
 keeps one probe near a few tenths of a CPU second in the burst engine."""
+
+SCREEN_STEPS = PROBE_STEPS
+"""Largest work bound screened on the whole data; above it the screen runs on strided samples
+of the first index. A compiler knob bounding compile time (the screen only ranks: the
+finalists are estimated on the whole run, within ``PROBE_STEPS``)."""
+
+FINALISTS = 3
+"""Screened candidates estimated on the whole run (compiled in full, then run whole or on a
+sample of its tile calls): a compiler knob bounding compile time (each is a full compile, with
+tiling and unrolling, and a burst run of up to ``PROBE_STEPS`` work)."""
+
+PROBE_CALLS = 16
+"""Most tile calls run to estimate a finalist's tiled run (:func:`whole_run`): a compiler knob
+bounding compile time (each tile call is a burst run of its own, with its own set-up,
+whatever its work)."""
 
 FORMAT_VARIANTS = 8
 """Most level-format variants (beyond each legal order with the given formats) probed per
@@ -93,12 +121,16 @@ Estimator = Callable[[Program, ChipConfig], tuple[float, float, float]]
 
 @dataclass(frozen=True)
 class Candidate:
-    """One loop order with the formats that follow it: its estimate, or why it is illegal."""
+    """One loop order with the formats that follow it: its estimate, or why it is illegal.
+    ``estimate`` is the whole run's for a finalist (``how`` says how it was made) and the
+    screen's otherwise; ``screen`` is the screen's (None when it was not screened)."""
 
     order: str
     formats: dict[str, str]
     estimate: Estimate | None = None
     rejected: str | None = None
+    screen: Estimate | None = None
+    how: str = ""
 
 
 @dataclass(frozen=True)
@@ -109,8 +141,10 @@ class OrderChoice:
     candidates: tuple[Candidate, ...]
     order: str
     forced: bool
-    sample: tuple[str, int, int] | None   # (index, stride, extent) when the probe sampled
+    sample: tuple[str, int, int] | None   # (index, stride, extent) when the screen sampled
     formats: dict[str, str] | None = None  # the chosen candidate's operand formats
+    program: Program | None = dataclasses.field(default=None, compare=False)
+    """The chosen candidate's program as the whole-run stage compiled it (None: compile it)."""
 
     def apply(self, layer: Any) -> Any:
         """``layer`` with the chosen loop order and operand formats (a forced order: as is)."""
@@ -125,18 +159,28 @@ class OrderChoice:
         head = f"dataflow orders and formats of this kernel (objective: {self.objective}"
         if self.sample is not None:
             v, stride, n = self.sample
-            head += (f"; probed on every {stride}-th and {2 * stride}-th {v} of {n}, "
-                     "extrapolated to the whole")
+            head += (f"; screened as one copy on every {stride}-th and {2 * stride}-th {v} of "
+                     f"{n}, extrapolated to the whole")
+        else:
+            head += "; screened as one copy on the whole data"
+        finals = [c for c in self.candidates if c.screen is not None and c.how]
+        if finals:
+            head += (f"; the {len(finals)} best screened compiled as the run is (tiled, "
+                     "unrolled) and estimated on that, 'whole run': the choice is among them")
         out = [head + ")", f"  {'order':<8} {'formats':<28} {'cycles':>14} {'energy (uJ)':>12} "
-               f"{'EDP (J s)':>11}"]
+               f"{'EDP (J s)':>11}  estimated on"]
         for c in self.candidates:
             fmts = " ".join(f"{k}:{v}" for k, v in c.formats.items())
             mark = " <- chosen" if c.order == self.order and (
                 self.formats is None or c.formats == self.formats) else ""
             if c.estimate is not None:
                 e = c.estimate
+                how = c.how or "screen"
+                if c.how and c.screen is not None:
+                    how += (f" (screen: {c.screen.cycles:,.0f} cycles, "
+                            f"{self.objective} {c.screen.value(self.objective):.4g})")
                 out.append(f"  {c.order:<8} {fmts:<28} {e.cycles:>14,.0f} "
-                           f"{e.energy_pj * 1e-6:>12.4g} {e.value('edp'):>11.3e}{mark}")
+                           f"{e.energy_pj * 1e-6:>12.4g} {e.value('edp'):>11.3e}  {how}{mark}")
             elif c.rejected is not None:
                 kind = "not run" if c.rejected.startswith("probe: ") else "illegal"
                 out.append(f"  {c.order:<8} {fmts:<28} {kind}: {c.rejected}")
@@ -310,16 +354,39 @@ def _coords(data: Any, mode: tuple[int, ...]) -> np.ndarray:
     return pts[:, list(mode)] if pts.size else pts.reshape(0, len(mode))
 
 
+_PREFIXES: dict[tuple[int, tuple[int, ...]], tuple[Any, list[float]]] = {}
+"""Recent :func:`_prefix_counts` by (id of the data, mode), with the data itself (so the id
+stays its own while cached): the choice's work bounds ask for the same tensors' counts
+hundreds of times (every format variant of every order). Workload tensors are never changed
+in place once built."""
+
+PREFIX_CACHE = 64
+"""Entries :data:`_PREFIXES` keeps (the oldest go first)."""
+
+
 def _prefix_counts(data: Any, mode: tuple[int, ...]) -> list[float]:
     """Distinct nonzero coordinate prefixes of ``data`` stored in ``mode`` order, of length
     1, 2, ... (the coordinates a compressed level at that depth stores), outermost first."""
+    key = (id(data), tuple(mode))
+    hit = _PREFIXES.get(key)
+    if hit is not None and hit[0] is data:
+        return list(hit[1])
+    counts = _count_prefixes(data, mode)
+    _PREFIXES[key] = (data, counts)
+    while len(_PREFIXES) > PREFIX_CACHE:
+        del _PREFIXES[next(iter(_PREFIXES))]
+    return list(counts)
+
+
+def _count_prefixes(data: Any, mode: tuple[int, ...]) -> list[float]:
+    """:func:`_prefix_counts` computed."""
     pts = _coords(data, mode)
     shape = _shape(data)
     counts = []
     key = np.zeros(len(pts), dtype=np.int64)
     for lvl in range(len(mode)):
         key = key * shape[mode[lvl]] + pts[:, lvl]      # the prefix as one integer
-        counts.append(float(len(pts)) if lvl == len(mode) - 1 else float(len(np.unique(key))))
+        counts.append(float(len(pts)) if lvl == len(mode) - 1 else float(len(distinct(key))))
     return counts
 
 
@@ -418,9 +485,9 @@ def _stride_of(layer: Any, assign: Assignment, legal: list[Candidate]
     v = assign.operands[0].indices[0]
     n = _shape(layer.tensors[assign.operands[0].tensor])[0]
     worst = max(work_bound(layer, c.order, c.formats) for c in legal)
-    if worst <= PROBE_STEPS or n <= 1:
+    if worst <= SCREEN_STEPS or n <= 1:
         return None
-    return v, min(n, math.ceil(worst / PROBE_STEPS)), n
+    return v, min(n, math.ceil(worst / SCREEN_STEPS)), n
 
 
 def sample_layer(layer: Any, index: str, stride: int) -> Any:
@@ -460,19 +527,71 @@ def _extrapolate(figures: Callable[[int], np.ndarray], stride: int, n: int) -> n
     return np.maximum(a + (a - b) * (1.0 - f1) / (f1 - f2), a)
 
 
+def spread_calls(n: int, m: int) -> list[int]:
+    """``m`` of ``n`` tile calls (positions in schedule order) spread by the golden-ratio
+    sequence (k * 0.618... mod 1, scaled to ``n``): evenly over the schedule, and, unlike every
+    s-th call, never in step with the tile grid's period (every s-th call of a grid whose
+    inner count s divides would see one column of tiles only)."""
+    if m >= n:
+        return list(range(n))
+    step = (math.sqrt(5.0) - 1.0) / 2.0
+    picked: set[int] = set()
+    k = 0
+    while len(picked) < m:
+        picked.add(int((k * step) % 1.0 * n))
+        k += 1
+    return sorted(picked)
+
+
+def tile_sample(program: Program, chip: ChipConfig, calls: list[int]) -> Program:
+    """Tiled ``program`` with the tile ``calls`` only (positions in its schedule), each with
+    the loads, images and partial output it has in the whole schedule; configuration and the
+    DMAs of the whole inputs as in the whole program (no calls: those alone)."""
+    from compiler.pipeline import emit_program
+
+    tiles = tuple(program.tiling.tiles[i] for i in calls)
+    tiling = dataclasses.replace(program.tiling, tiles=tiles)
+    return dataclasses.replace(emit_program(program.kernels[0], program.images, chip, tiling),
+                               unroll=program.unroll)
+
+
+def whole_run(program: Program, chip: ChipConfig, estimate: Estimator, work: float
+              ) -> tuple[np.ndarray, str]:
+    """(cycles, energy, seconds) of ``program`` compiled as the run is (tiled, unrolled), and
+    how they were estimated: the whole program run when it is untiled or ``work`` (its work
+    bound) is within ``PROBE_STEPS``; else m of its n tile calls (:func:`spread_calls`;
+    m = the share ``PROBE_STEPS`` / work of the calls, at most ``PROBE_CALLS``) and the
+    program without calls (configuration and the inputs' DMA), the calls' part scaled by n / m:
+    each call is charged as in the whole schedule (its loads, launch, unrolled kernel, merge)."""
+    tiling = program.tiling
+    copies = program.unroll.copies if program.unroll is not None else 1
+    unit = f"{copies} cop{'y' if copies == 1 else 'ies'}"
+    n = len(tiling.tiles) if tiling is not None else 0
+    m = min(PROBE_CALLS, math.ceil(n * PROBE_STEPS / work)) if work > 0 else n
+    if n < 2 or work <= PROBE_STEPS or m >= n:
+        where = f"{n} tile calls" if tiling is not None else "untiled"
+        return np.array(estimate(program, chip), float), f"whole run ({where}, {unit})"
+    fixed = np.array(estimate(tile_sample(program, chip, []), chip), float)
+    part = np.array(estimate(tile_sample(program, chip, spread_calls(n, m)), chip), float)
+    return (fixed + np.maximum(part - fixed, 0.0) * n / m,
+            f"{m} of {n} tile calls ({unit}), scaled to all")
+
+
 def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
                  compile_fn: Callable[[Any, ChipConfig], Program] | None = None,
                  *, probe_forced: bool = False) -> OrderChoice:
     """Enumerate ``layer``'s loop orders and operand level formats (:func:`format_variants`),
-    estimate the legal candidates with ``estimate`` and pick the least
-    ``chip.compiler.objective`` (its order and formats: :meth:`OrderChoice.apply`).
+    screen the legal candidates with ``estimate``, estimate the ``FINALISTS`` best on the
+    whole run (:func:`whole_run`) and pick the least ``chip.compiler.objective`` of those (its
+    order and formats: :meth:`OrderChoice.apply`; its program: ``OrderChoice.program``).
 
     A layer with a loop order (``-p order=``) keeps it and its given formats (``forced``);
     its candidates are probed only with ``probe_forced`` (``sieve compile --explain``).
     Without an estimator, or with one legal candidate, the first legal order is chosen
     unprobed with the given formats. A candidate whose
     probe does not place, route or run (CompileError, SimulationError: e.g. a deadlock) is
-    listed as rejected by the probe.
+    listed as rejected by the probe (a finalist's whole run too: the next screened one is
+    estimated in its place).
     Raises: CompileError when no order lowers (the first candidate's reason) or the inputs
     exceed the global buffer; the first probe's error when no candidate could be probed.
     """
@@ -480,8 +599,9 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
 
     compile_fn = compile_fn or compile_layer
     objective = chip.compiler.objective
-    # candidates are probed as one copy of their graph (compiler/unroll.py then unrolls the
-    # chosen order): an unrolled probe costs several times the CPU time of a one-copy one
+    real = chip
+    # the screen probes one copy of each graph: an unrolled probe costs several times the CPU
+    # time of a one-copy one (the finalists are compiled and estimated as the run is)
     chip = dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler, unroll=1))
     cands = enumerate_orders(layer)
     legal = [c for c in cands if c.rejected is None]
@@ -497,6 +617,7 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     variants = format_variants(layer, legal, chip.compiler.locate) if probe else []
     if not probe or len(legal) + len(variants) <= 1:
         return OrderChoice(objective, tuple(cands), order, forced, None)
+    assert estimate is not None
     # the whole problem must fit before its samples are probed (the same error as compiling it)
     check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
     assign = parse_expr(layer.expr)
@@ -525,11 +646,63 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
             failed.append(exc)
             continue
         done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
-    probed = [c for c in done if c.estimate is not None]
-    if not probed:
+    if not any(c.estimate is not None for c in done):
         raise failed[0]
+    best, program = _finalists(layer, done, real, estimate, compile_fn, sample is None,
+                               failed)
+    if not any(c.estimate is not None for c in done):
+        raise failed[0]         # no candidate compiles and runs as the run would: its error
     formats = None
     if not forced:
-        best = min(probed, key=lambda c: c.estimate.value(objective))  # type: ignore[union-attr]
-        order, formats = best.order, best.formats
-    return OrderChoice(objective, tuple(done), order, forced, sample, formats)
+        if best is None:        # no finalist compiled and ran: the best screened
+            best = min((i for i, c in enumerate(done) if c.estimate is not None),
+                       key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
+        order, formats = done[best].order, done[best].formats
+    return OrderChoice(objective, tuple(done), order, forced, sample, formats,
+                       None if forced else program)
+
+
+def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Estimator,
+               compile_fn: Callable[[Any, ChipConfig], Program], whole: bool,
+               failed: list[Exception]) -> tuple[int | None, Program | None]:
+    """Estimate the ``FINALISTS`` best screened candidates of ``done`` (in place) on their
+    whole run (:func:`whole_run`), compiled for ``chip`` as the run is; returns the best
+    finalist (position in ``done``; ties: the earlier) and its program (only that one is kept:
+    a program holds every tile's images). A finalist compiled as one copy whose screen ran the
+    whole data keeps the screen's figures (the same program). One whose compile or run fails
+    is rejected (its error appended to ``failed``) and the next screened candidate takes its
+    place."""
+    objective = chip.compiler.objective
+    ranked = sorted((i for i, c in enumerate(done) if c.estimate is not None),
+                    key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
+    best: tuple[float, int] | None = None
+    kept: Program | None = None
+    count = 0
+    errors: list[Exception] = []
+    for i in ranked:
+        if count >= FINALISTS:
+            break
+        c = done[i]
+        try:
+            program = compile_fn(with_formats(layer, c.order, c.formats), chip)
+            copies = program.unroll.copies if program.unroll is not None else 1
+            if whole and copies == 1:
+                n = len(program.tiling.tiles) if program.tiling is not None else 0
+                where = f"{n} tile calls" if n else "untiled"
+                got, how = None, f"whole run ({where}, 1 copy: the screen's run)"
+            else:
+                got, how = whole_run(program, chip, estimate,
+                                     work_bound(layer, c.order, c.formats,
+                                                chip.compiler.locate))
+        except (CompileError, SimulationError) as exc:   # does not place, route or run
+            done[i] = dataclasses.replace(c, estimate=None, screen=c.estimate,
+                                          rejected=f"probe: whole run: {exc}")
+            errors.append(exc)
+            continue
+        est = c.estimate if got is None else Estimate(*map(float, got))
+        done[i] = dataclasses.replace(c, estimate=est, screen=c.estimate, how=how)
+        count += 1
+        if best is None or (est.value(objective), i) < best:
+            best, kept = (est.value(objective), i), program
+    failed[:0] = errors         # the run's own errors first
+    return (best[1] if best is not None else None), kept

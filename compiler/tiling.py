@@ -62,6 +62,8 @@ class _Tensor:
         self.coords = coords.reshape(len(coords), len(vars_)).astype(np.int64)
         self.vals = vals
         self.nonzero = None if vals is None else (vals != 0)
+        self._measured: dict[tuple[tuple[int, int], ...], tuple[int, np.ndarray, np.ndarray,
+                                                                list[np.ndarray]]] = {}
 
     def measure(self, sizes: dict[str, int], counts: dict[str, int],
                 levels: list[np.ndarray] | None = None
@@ -70,33 +72,51 @@ class _Tensor:
         elements in all, whether each tile holds a nonzero): grids over the tensor's own
         variables' tile counts. ``levels``, when given, receives per storage level the grid
         of each tile's positions at that level (dense: parent positions x the tile's
-        extent; compressed and bitmap: its coordinates)."""
+        extent; compressed and bitmap: its coordinates). Measured once per cut of the
+        tensor's own variables (the cut's search asks again for the same ones; the results
+        are read, never changed)."""
+        key = tuple((sizes[v], counts[v]) for v in self.vars)
+        if key not in self._measured:
+            self._measured[key] = self._measure(sizes, counts)
+        worst, totals, has, grids = self._measured[key]
+        if levels is not None:
+            levels.extend(grids)
+        return worst, totals, has
+
+    def _measure(self, sizes: dict[str, int], counts: dict[str, int]
+                 ) -> tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """:meth:`measure` computed (with the level grids)."""
         grid = tuple(counts[v] for v in self.vars)
         totals = np.zeros(grid, dtype=np.int64)
         has = np.zeros(grid, dtype=bool)
+        levels: list[np.ndarray] = []
         if not self.vars:
-            return 1, totals + 1, has | bool(self.nonzero is None or self.nonzero.any())
+            return 1, totals + 1, has | bool(self.nonzero is None or self.nonzero.any()), levels
         svars = [self.vars[m] for m in self.order]
         sz = np.array([sizes[v] for v in svars], dtype=np.int64)
         keys = self.coords[:, list(self.order)]
         if not len(keys):
-            return 0, totals, has
+            return 0, totals, has, levels
         local = keys % sz
         tile = np.ravel_multi_index(tuple((self.coords // np.array(
             [sizes[v] for v in self.vars], dtype=np.int64)).T), grid)
-        tiles = np.unique(tile)
         nz = np.ones(len(keys), dtype=bool) if self.nonzero is None else self.nonzero
         has.reshape(-1)[tile[nz]] = True
+        # every level's coordinate prefix (tile first); sorted once by the deepest, which
+        # sorts every shorter prefix too (each is the deepest divided by a constant radix)
+        prefixes = [tile]
+        for lvl in range(len(self.formats)):
+            prefixes.append(prefixes[-1] * int(sz[lvl]) + local[:, lvl])
+        by = np.argsort(prefixes[-1])
+        tiles = _runs(tile[by])
         parent = np.ones(len(tiles), dtype=np.int64)      # positions of the level above
         total = np.zeros(len(tiles), dtype=np.int64)
-        prefix = tile.copy()
         worst = 0
         for lvl, fmt in enumerate(self.formats):
-            prefix = prefix * int(sz[lvl]) + local[:, lvl]
             if fmt == "dense":
                 n = parent * int(sz[lvl])
             else:
-                uniq = np.unique(prefix)
+                uniq = _runs(prefixes[lvl + 1][by])
                 owner = np.searchsorted(tiles, uniq // _radix(sz, lvl))
                 n = np.bincount(owner, minlength=len(tiles)).astype(np.int64)
                 if fmt == "bitmap":
@@ -106,13 +126,23 @@ class _Tensor:
                 worst = max(worst, int(elems.max(initial=0)))
                 total += elems
             parent = n
-            if levels is not None:
-                g = np.zeros(grid, dtype=np.int64)
-                g.reshape(-1)[tiles] = n
-                levels.append(g)
+            g = np.zeros(grid, dtype=np.int64)
+            g.reshape(-1)[tiles] = n
+            levels.append(g)
         total += parent
         totals.reshape(-1)[tiles] = total
-        return max(worst, int(parent.max(initial=0))), totals, has
+        return max(worst, int(parent.max(initial=0))), totals, has, levels
+
+
+def _runs(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted 1-D array."""
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
+def distinct(keys: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a 1-D integer array (``np.unique``'s result; by sorting,
+    which is many times faster than numpy 2's hashing ``np.unique`` on int64 keys)."""
+    return _runs(np.sort(keys))
 
 
 def _radix(sz: np.ndarray, lvl: int) -> int:

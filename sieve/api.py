@@ -185,7 +185,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     fid, why = choose_fidelity(layer, cfg, fidelity)
     (progress := progress_of(progress)).stage("compile")
     layer, choice = choose_layer_order(layer, cfg)
-    program = compile_workload(layer, cfg)
+    program = (choice.program if choice else None) or compile_workload(layer, cfg)
     result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
     progress.stage("check outputs")
     checks = check_outputs(result, program, full_forward(layer), check)

@@ -135,7 +135,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     cfg = resolve_chip(args.chip, args.config)
     layer = build_layer(args.workload, _params(args.param, "parameter"), cfg)
     layer, choice = choose_layer_order(layer, cfg, explain=args.explain)
-    program = compile_workload(layer, cfg)
+    program = (choice.program if choice else None) or compile_workload(layer, cfg)
     if args.explain:
         print("\n".join(choice.lines()) if choice is not None else
               f"{layer.name}: no loop order to choose (a model layer or a dense GEMM)")

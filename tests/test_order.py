@@ -124,7 +124,7 @@ def test_sampled_probe_extrapolates_two_samples(monkeypatch):
     assert sampled.tensors["B"].shape == (4, 6, 6) and sampled.out_shape == (4, 6, 6)
     assert (sampled.tensors["B"] == layer.tensors["B"][::3]).all()
     bound = max(work_bound(layer, o) for o in _legal(layer))
-    monkeypatch.setattr(order_mod, "PROBE_STEPS", int(bound / 3) + 1)
+    monkeypatch.setattr(order_mod, "SCREEN_STEPS", int(bound / 3) + 1)
     calls = []
 
     def fake(program, chip):
@@ -134,7 +134,9 @@ def test_sampled_probe_extrapolates_two_samples(monkeypatch):
         return 50.0 + 100.0 * slices, 10.0 * slices, 1e-6 * slices
 
     choice = choose_order(layer, load_chip(SMALL), fake)
-    assert choice.sample == ("i", 3, 10) and sorted(set(calls)) == [2, 4]
+    # the screen probes the samples (2 and 4 slices); the finalists run whole (untiled)
+    assert choice.sample == ("i", 3, 10) and sorted(set(calls)) == [2, 4, 10]
+    assert calls.count(10) == order_mod.FINALISTS
     est = [c.estimate for c in choice.candidates if c.estimate is not None]
     assert len(est) >= 2        # both orders, and their format variants
     for e in est:
@@ -149,13 +151,14 @@ def test_sampled_probe_ranks_like_the_full_run(monkeypatch):
     full = choose_order(layer, chip, probe)
     assert full.sample is None
     bound = max(work_bound(layer, o) for o in _legal(layer))
-    monkeypatch.setattr(order_mod, "PROBE_STEPS", int(bound / 4) + 1)
+    monkeypatch.setattr(order_mod, "SCREEN_STEPS", int(bound / 4) + 1)
     sampled = choose_order(layer, chip, probe)
     assert sampled.sample is not None and sampled.sample[1] == 4
     assert sampled.order == full.order
     for a, b in zip(full.candidates, sampled.candidates):
-        if a.estimate is not None:
-            assert abs(b.estimate.cycles / a.estimate.cycles - 1) < 0.15, a.order
+        if a.estimate is not None:       # the screens (a finalist's estimate is its run's)
+            sa, sb = a.screen or a.estimate, b.screen or b.estimate
+            assert abs(sb.cycles / sa.cycles - 1) < 0.15, a.order
 
 
 @pytest.mark.parametrize("name,params", CATALOG_SMALL, ids=[n for n, _ in CATALOG_SMALL])
@@ -280,3 +283,106 @@ def test_pinned_formats_are_kept():
     rep = run(chip, "spmspm", params={"shape": "64,64,64", "density": 0.05,
                                       "formats": "B:ss C:ss"})
     assert rep.summary["formats_chosen"].startswith("B:ss C:ss")
+
+
+# ------------------------------------------------------------------ the whole-run stage
+def _auto(chip):
+    return dataclasses.replace(chip, compiler=dataclasses.replace(chip.compiler, unroll="auto"))
+
+
+def test_finalists_are_estimated_on_the_run_as_compiled():
+    # SpM*SpM 64^3 @5% unrolls under compiler.unroll=auto: the screen probes one copy, the
+    # finalists are compiled as the run is (unrolled) and run whole; the run reuses the
+    # chosen program, so its cycles are the chosen finalist's estimate
+    chip = _auto(load_chip(SMALL))
+    params = {"shape": "64,64,64", "density": 0.05}
+    layer = get_workload("spmspm").make(params)
+    choice = choose_order(layer, chip, probe)
+    finals = [c for c in choice.candidates if c.how]
+    assert len(finals) == order_mod.FINALISTS
+    for c in finals:
+        program = compile_layer(with_formats(layer, c.order, c.formats), chip)
+        assert c.how.startswith("whole run")
+        assert c.estimate.cycles == probe(program, chip)[0], c
+        assert c.screen is not None
+    screened = [c for c in choice.candidates if c.estimate is not None and not c.how]
+    worst_final = max(c.screen.value("edp") for c in finals)
+    assert all(c.estimate.value("edp") >= worst_final for c in screened)   # the best screened
+    chosen = min(finals, key=lambda c: c.estimate.value("edp"))
+    assert (choice.order, choice.formats) == (chosen.order, chosen.formats)
+    assert choice.program is not None and choice.program.unroll.copies > 1
+    rep = run(chip, "spmspm", params=params)
+    assert rep.summary["verified"] and rep.summary["cycles"] == chosen.estimate.cycles
+    assert rep.summary["unroll"]["copies"] == choice.program.unroll.copies
+
+
+def test_whole_run_ranks_where_the_screen_misleads():
+    # an estimator whose one-copy screen favours ikj and whose whole run (the chip's
+    # compiler.unroll) favours ijk: the choice follows the whole run
+    chip = load_chip(SMALL, ["compiler.unroll=2"])
+    layer = get_workload("ttv").make({"shape": "8,8,8"})
+
+    def skewed(program, chip):
+        ikj = program.kernels[0].name.endswith("ikj")
+        screen = chip.compiler.unroll == 1
+        cycles = 100.0 if ikj == screen else 200.0
+        return cycles, cycles, cycles * 1e-9
+
+    choice = choose_order(layer, chip, skewed)
+    assert choice.order == "ijk"
+    by = {(c.order, c.how != "") for c in choice.candidates if c.estimate is not None}
+    assert ("ikj", True) in by and ("ijk", True) in by
+    assert "whole run" in "\n".join(choice.lines())
+
+
+def test_whole_run_samples_tile_calls_and_scales(small_chip, monkeypatch):
+    # a tiled program's estimate from m spread tile calls and the program without calls: an
+    # estimator linear in the calls (50 + 100 per call) is recovered exactly; each sampled
+    # call keeps its loads and images
+    from compiler.order import spread_calls, tile_sample, whole_run
+    from tests.test_tiling import tiny_mem
+
+    chip = tiny_mem(small_chip)
+    layer = get_workload("spmspm").make({"shape": "16,16,16", "density": 0.3})
+    program = compile_layer(layer, chip)
+    n = len(program.tiling.tiles)
+    assert n >= 8
+    calls = spread_calls(n, 5)
+    assert len(calls) == 5 == len(set(calls)) and calls == sorted(calls) and max(calls) < n
+    assert spread_calls(n, 5) == calls and spread_calls(4, 9) == [0, 1, 2, 3]
+    # spread over the schedule: not all in its first or last half
+    assert min(calls) < n // 2 <= max(calls)
+    part = tile_sample(program, chip, calls)
+    whole = program.tiling.tiles
+    assert [t.index for t in part.tiling.tiles] == [whole[i].index for i in calls]
+    assert [t.loads for t in part.tiling.tiles] == [whole[i].loads for i in calls]
+    assert sum(c.op == "launch" for c in part.schedule) == 5
+    assert not any(c.tile >= 0 for c in tile_sample(program, chip, []).schedule)
+    monkeypatch.setattr(order_mod, "PROBE_STEPS", 10)
+    monkeypatch.setattr(order_mod, "PROBE_CALLS", 4)
+    seen = []
+
+    def linear(program, chip):
+        k = len(program.tiling.tiles)
+        seen.append(k)
+        return 50.0 + 100.0 * k, 7.0 * k, 1e-9 * k
+
+    got, how = whole_run(program, chip, linear, work=2.0 * n)     # 5 calls: 4 at most
+    assert got[0] == pytest.approx(50.0 + 100.0 * n) and got[1] == pytest.approx(7.0 * n)
+    assert sorted(seen) == [0, 4] and how == f"4 of {n} tile calls (1 copy), scaled to all"
+    # within the budget: the whole program, as the run is
+    got, how = whole_run(program, chip, linear, work=5)
+    assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run")
+
+
+def test_when_no_finalist_compiles_as_the_run_would_its_error_is_raised():
+    # a forced unroll factor the kernel cannot take: the one-copy screen runs, every whole-run
+    # compile fails, and the choice raises the run's own error (the CLI: exit 2, one message)
+    from isa.errors import CompileError
+
+    chip = load_chip(SMALL, ["compiler.unroll=64"])
+    layer = get_workload("spmspm").make({"shape": "4,4,4", "density": 0.5})
+    with pytest.raises(CompileError, match="compiler.unroll=64"):
+        choose_order(layer, chip, probe)
+    assert main(["run", SMALL, "spmspm", "-p", "shape=4,4,4", "-p", "density=0.5", "-q",
+                 "-c", "compiler.unroll=64"]) == 2
