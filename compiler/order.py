@@ -652,11 +652,9 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
                                failed)
     if not any(c.estimate is not None for c in done):
         raise failed[0]         # no candidate compiles and runs as the run would: its error
+    assert best is not None     # a finalist that ran kept its estimate (checked above)
     formats = None
     if not forced:
-        if best is None:        # no finalist compiled and ran: the best screened
-            best = min((i for i, c in enumerate(done) if c.estimate is not None),
-                       key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
         order, formats = done[best].order, done[best].formats
     return OrderChoice(objective, tuple(done), order, forced, sample, formats,
                        None if forced else program)
