@@ -147,7 +147,8 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
         seq = getattr(layer, "order", None) or default_order(layer)
         work, tail = work_bound(layer, seq), output_bound(layer, seq)
     calls = [t.images for t in tiling.tiles] if tiling is not None else [images]
-    kernel, choice = plan_unroll(kernel, calls, chip, work, tail,
+    loads = [t.loads for t in tiling.tiles] if tiling is not None else [tuple(images)]
+    kernel, choice = plan_unroll(kernel, calls, loads, chip, work, tail,
                                  lambda k: place_route_balance(_verified(k, "unroll"), chip))
     return replace(emit_program(kernel, images, chip, tiling), unroll=choice)
 

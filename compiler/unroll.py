@@ -327,37 +327,26 @@ def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
     return max(work, tail) * share + per_copy * copies
 
 
-def loaded_bytes(calls: list[dict[str, FiberTree]]) -> list[int]:
-    """Bytes each kernel call loads into one copy's MEM tiles: every operand for the first
-    call, then the operands whose image changed from the previous call's (a tiled kernel's
-    schedule loads only those; compiler.tiling)."""
-    out: list[int] = []
-    prev: dict[str, FiberTree] = {}
-    for images in calls:
-        out.append(sum(t.nbytes(2) for name, t in images.items()
-                       if name not in prev or not _same_image(prev[name], t)))
-        prev = images
-    return out
+def loaded_bytes(calls: list[dict[str, FiberTree]], loads: list[tuple[str, ...]]) -> list[int]:
+    """Bytes each kernel call loads into one copy's MEM tiles: the operands the schedule
+    loads for it (``loads``: a tiled kernel's ``Tile.loads``, the operand tiles that changed,
+    compiler.tiling; an untiled kernel's one call loads every operand)."""
+    return [sum(images[name].nbytes(2) for name in names)
+            for images, names in zip(calls, loads)]
 
 
-def _same_image(a: FiberTree, b: FiberTree) -> bool:
-    return len(a.levels) == len(b.levels) and np.array_equal(a.vals, b.vals) and all(
-        la.fmt == lb.fmt and la.size == lb.size and (la.seg is None or (
-            np.array_equal(la.seg, lb.seg) and np.array_equal(la.crd, lb.crd)))
-        for la, lb in zip(a.levels, b.levels))
-
-
-def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipConfig,
-                work: float, tail: float, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
+def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
+                loads: list[tuple[str, ...]], chip: ChipConfig, work: float, tail: float,
+                compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
     """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
     routed kernel ``compile_fn`` made of the chosen factor, and the choice.
 
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
     work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads that
-    change between calls (:func:`loaded_bytes`) at the links' bandwidth, the configuration
-    once; per kernel call: ``calls`` holds each call's input images, one for an
-    untiled kernel, one per tile for a tiled one), and takes the best that places and routes
+    change between calls (:func:`loaded_bytes`; ``loads``: the operands each call loads) at
+    the links' bandwidth, the configuration once; per kernel call: ``calls`` holds each
+    call's input images, one for an untiled kernel, one per tile for a tiled one), and takes the best that places and routes
     (falling back to smaller factors, then to 1). N never exceeds the outer positions of the
     call that has the fewest. The choice's ``binds`` names what stopped N growing.
     """
@@ -390,7 +379,7 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]], chip: ChipCon
     from isa.bitstream import config_bits
 
     base = compile_fn(kernel)
-    loads = [b / chip.glb.array_bytes_per_cycle for b in loaded_bytes(calls)]
+    loads = [b / chip.glb.array_bytes_per_cycle for b in loaded_bytes(calls, loads)]
     config = config_bits(base) / chip.controller.config_bits_per_cycle
     # per call, what a copy adds: the kernel is configured once, while the first call's
     # operands load; every later call loads the operands that changed

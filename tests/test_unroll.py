@@ -499,14 +499,30 @@ def test_layer_lanes_come_from_the_unroll_planner(onyx):
 
 
 def test_planner_counts_only_the_loads_that_change_between_calls():
-    # a tiled kernel's schedule reloads only the operand tiles that changed (compiler.tiling):
-    # the planner's per-copy cost counts those, not every operand of every call
+    # a tiled kernel's schedule reloads only the operand tiles that changed (compiler.tiling,
+    # Tile.loads): the planner's per-copy cost counts those, not every operand of every call
     from compiler.unroll import loaded_bytes
 
     a, b = _tree("B", [[1, 0], [0, 2]]), _tree("C", [[0, 3], [4, 0]])
     b2 = _tree("C", [[5, 0], [0, 0]])
     calls = [{"B": a, "C": b}, {"B": _tree("B", [[1, 0], [0, 2]]), "C": b2}, {"B": a, "C": b2}]
-    assert loaded_bytes(calls) == [a.nbytes(2) + b.nbytes(2), b2.nbytes(2), 0]
+    loads = [("B", "C"), ("C",), ()]
+    assert loaded_bytes(calls, loads) == [a.nbytes(2) + b.nbytes(2), b2.nbytes(2), 0]
+
+
+def test_planner_loads_are_the_tiled_schedules(onyx):
+    # the planner charges exactly the load commands the tiled program issues per call
+    from compiler.unroll import loaded_bytes
+
+    layer = get_workload("spmspm").make({"shape": "256,256,256", "density": "0.05"})
+    prog = compile_layer(layer, onyx)
+    assert prog.tiling is not None and len(prog.tiling.tiles) > 1
+    copies = prog.unroll.copies if prog.unroll is not None else 1
+    tiles = prog.tiling.tiles
+    got = loaded_bytes([t.images for t in tiles], [t.loads for t in tiles])
+    per_call = [sum(c.size_bytes for c in prog.schedule if c.op == "load" and c.tile == i)
+                // copies for i in range(len(tiles))]
+    assert got == per_call and 0 < sum(got[1:]) < sum(got[0] for _ in got[1:])
 
 
 def test_output_bound_is_the_output_for_elementwise_kernels():
