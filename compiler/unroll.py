@@ -45,8 +45,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from isa.arch import ChipConfig
 from isa.errors import CompileError
 from isa.fibertree import FiberTree
