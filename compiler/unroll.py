@@ -344,9 +344,10 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads that
     change between calls (:func:`loaded_bytes`; ``loads``: the operands each call loads) at
     the links' bandwidth, the configuration once; per kernel call: ``calls`` holds each
-    call's input images, one for an untiled kernel, one per tile for a tiled one), and takes the best that places and routes
-    (falling back to smaller factors, then to 1). N never exceeds the outer positions of the
-    call that has the fewest. The choice's ``binds`` names what stopped N growing.
+    call's input images, one for an untiled kernel, one per tile for a tiled one), and takes
+    the best that places and routes (falling back to smaller factors, then to 1). N never
+    exceeds the outer positions of the call that has the fewest. The choice's ``binds``
+    names what stopped N growing.
     """
     want = parse_unroll(chip.compiler.unroll)
     requested = "auto" if want is None else str(want)
