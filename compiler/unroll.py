@@ -48,7 +48,7 @@ from typing import Any
 from isa.arch import ChipConfig
 from isa.errors import CompileError
 from isa.fibertree import FiberTree
-from isa.ops import SIGNATURES, Opcode, TileKind, signature
+from isa.ops import SIGNATURES, WRITERS, Opcode, TileKind, signature
 from isa.program import Edge, Kernel, Node
 
 Port = tuple[str, str]
@@ -57,7 +57,6 @@ _DEPTH_STEP = {Opcode.SCAN: 1, Opcode.SCAN_BV: 1, Opcode.REDUCE: -1, Opcode.VRED
 """Output stream depth relative to the input's: a scanner opens a level, a reducer closes
 one; every other unit keeps its inputs' depth (a dropper and a hold port by port)."""
 
-WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)
 
 GLB_LINKS_IN_PER_COPY = 1
 """GLB->array links a copy takes: its loads arrive on one ID-tagged stream (module

@@ -45,6 +45,11 @@ class Opcode(enum.Enum):
     # (the output address generator is the writers' ``copy``/``copies`` attributes)
 
 
+WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)
+"""The level writers: units that fill the output's memory levels (an effect besides their
+streams)."""
+
+
 class TileKind(enum.Enum):
     """Which kind of tile an opcode is configured into."""
 

@@ -45,6 +45,7 @@ from isa.ops import (
     ALU_UNARY,
     ATTRS,
     SIGNATURES,
+    WRITERS,
     ZERO_POLICIES,
     Opcode,
     signature,
@@ -53,7 +54,6 @@ from isa.program import Kernel, Node, SystolicKernel
 
 SCAN_FORMATS = ("compressed", "dense", "bitmap")
 READERS = (Opcode.SCAN, Opcode.ARRAY, Opcode.LOCATE, Opcode.SCAN_BV, Opcode.LOCATE_BV)
-WRITERS = (Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV)
 BITMAP_UNITS = (Opcode.SCAN_BV, Opcode.LOCATE_BV, Opcode.WRITE_BV)   # need a bitmap level
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from isa.errors import SimulationError
 from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges, bitmap_masks
 from isa.interp import ELEMENTS_PER_WORD, Memory
-from isa.ops import ALU_UNARY, Opcode
+from isa.ops import ALU_UNARY, WRITERS, Opcode
 from isa.program import Kernel, Node
 from isa.tokens import DONE, EMPTY, REP, Done, Empty, Rep, Stop
 
@@ -1274,7 +1274,7 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
     for node in order:
         ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
         key = None
-        if node.op not in _WRITERS:
+        if node.op not in WRITERS:   # they fill the memory's output levels
             key = (node.op, node.attrs, tuple(sorted((p, id(s)) for p, s in ins.items())))
             try:
                 hash(key)
@@ -1289,10 +1289,6 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
             streams[(node.id, port)] = s
         firings[node.id] = f
     return firings, mem, order
-
-
-_WRITERS = frozenset({Opcode.WRITE_CRD, Opcode.WRITE_VAL, Opcode.WRITE_BV})
-"""Units with an effect besides their firing table (they fill the memory's output levels)."""
 
 
 __all__ = ["FIRE", "Firing", "Stream", "fire_kernel"]

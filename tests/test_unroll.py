@@ -38,10 +38,10 @@ from isa.copies import union_of_copies
 from isa.errors import CompileError, ConfigError, IsaError, SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import WrittenLevel, assemble_output, run_kernel, run_unit
-from isa.ops import Opcode
+from isa.ops import WRITERS, Opcode
 from isa.program import Edge, Kernel, Node, TensorDecl
 from isa.tokens import tokens
-from isa.verify import WRITERS, verify_kernel
+from isa.verify import verify_kernel
 from simulator.config import load_chip
 from simulator.engine_burst import FIRE, Stream
 from simulator.engine_cycle import run_streams
