@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from reports.roofline import Roofline, roofline
+from reports.rundata import ReportError, RunData, load_run
+
 _WHERE = {"render_comparison": "reports.render", "render_run": "reports.render",
-          "Roofline": "reports.roofline", "roofline": "reports.roofline",
-          "ReportError": "reports.rundata", "RunData": "reports.rundata",
-          "load_run": "reports.rundata", "trace_events": "reports.trace"}
+          "trace_events": "reports.trace"}
 
 __all__ = ["ReportError", "Roofline", "RunData", "load_run", "render_comparison", "render_run",
            "roofline", "trace_events"]
