@@ -42,14 +42,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from compiler.dense import mac_block_kernel
-from compiler.pipeline import compile_layer
-from compiler.unroll import lane_limits
+from compiler.pipeline import emit_program, lower_layer, place_route_balance
+from compiler.unroll import UnrollChoice, copy_kernel, plan_lanes
 from isa.arch import ChipConfig, cdiv
+from isa.copies import dealt_copy
 from isa.errors import CompileError, SimulationError
 from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
-TEMPLATE_EXPR = "X(i,j)=B(i,k)*C(k,j)"
-"""The tile kernel: B = token activations A (T x K), C = W^T (K x N), order ikj."""
+TEMPLATE_EXPR = "X(b,i,j)=B(b,i,k)*C(b,k,j)"
+"""The batched tile kernel: the layer's sequence of jobs is its outer loop ``b``; per job b,
+B(b) = a tile of token activations A (T x K) and C(b) = a tile of W^T (K x N), order bikj
+(Gustavson SpM*SpM under b). B's b level is dense (located: every job is a position, with
+or without token rows), C's compressed; the lanes are copies of this graph unrolled over
+b (compiler.unroll), whose filters deal the jobs."""
+
+TEMPLATE_FORMATS = {"B": "dss", "C": "sss"}
+TEMPLATE_ORDER = "bikj"
 
 
 @dataclass(frozen=True)
@@ -59,74 +67,76 @@ class _TemplateLayer:
     tensors: dict
     formats: dict
     order: str
-    out_shape: tuple[int, int]
+    out_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What the compiler decides for a layer: the tile kernel and the array's regions."""
+    """What the compiler decides for a layer: the lanes, copies of the batched tile kernel
+    unrolled over its job loop, placed and routed on the array."""
 
-    program: Program           # the template kernel placed on one region (with tiny images)
-    region: ChipConfig         # the region as a chip (array columns narrowed)
-    lanes: int                 # regions on the array = kernel copies running in parallel
+    program: Program           # the N-copy batched tile kernel, placed (with tiny images)
+    region: ChipConfig         # the array the copies are placed on (the whole chip)
+    lanes: int                 # copies of the batched tile kernel = lanes running jobs
     level_words: int           # coordinates one MEM tile holds (one fibertree level)
     f_chunk: int               # FFN columns produced and consumed per step (fusion)
     mac_block: SystolicKernel  # the dense MAC block (dense mode, the router GEMM)
+    lane_kernel: Kernel        # copy 0 of the placed N-copy kernel: what one lane runs a
+                               # tile on (its filter, units and streams as placed)
     buffers: int = 2           # GLB buffers per lane: the next job's weights DMA into one
                                # while the current job computes (double buffering)
+    unroll: UnrollChoice | None = None    # how the lanes were chosen (compiler.unroll)
 
     @property
     def kernel(self) -> Kernel:
+        """The N-copy kernel: its bitstream is what configuration loads."""
         return self.program.kernels[0]
 
     @property
     def mean_hops(self) -> float:
-        """Mean links crossed per stream of the placed kernel (interconnect energy)."""
-        edges = self.kernel.edges
+        """Mean links crossed per stream of a lane's copy (interconnect energy)."""
+        edges = self.lane_kernel.edges
         return float(np.mean([max(e.hops, 1) for e in edges]))
 
 
 def _tiny_layer() -> _TemplateLayer:
-    a = sp.csr_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.int64))
-    w = sp.csr_matrix(np.array([[1, 0], [0, 2], [3, 4]], dtype=np.int64))
+    a = np.zeros((2, 2, 3), dtype=np.int64)
+    a[0] = [[1, 0, 2], [0, 3, 0]]
+    a[1] = [[0, 1, 0], [4, 0, 0]]
+    w = np.zeros((2, 3, 2), dtype=np.int64)
+    w[0] = [[1, 0], [0, 2], [3, 4]]
+    w[1] = [[1, 1], [0, 2], [3, 0]]
     return _TemplateLayer("layer_tile", TEMPLATE_EXPR, {"B": a, "C": w},
-                          {"B": "ss", "C": "ss"}, "ikj", (2, 2))
-
-
-def region_chip(chip: ChipConfig, cols: int) -> ChipConfig:
-    """``chip`` narrowed to its first ``cols`` array columns (one region)."""
-    return dataclasses.replace(chip, array=dataclasses.replace(chip.array, cols=cols))
+                          dict(TEMPLATE_FORMATS), TEMPLATE_ORDER, (2, 2, 2))
 
 
 def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
-    """The tile kernel compiled on the narrowest column band that places and routes it
-    (bands are whole MEM-column groups), and its copies on ``chip``: the lanes, as many as
-    the unroll planner's limits allow (compiler.unroll.lane_limits: the bands, the tiles and
-    the GLB links; on Onyx the 8 bands bind).
+    """The lanes of ``chip``: the batched tile kernel (:data:`TEMPLATE_EXPR`) lowered once,
+    unrolled over its job loop into as many copies as the unroll planner allows
+    (compiler.unroll.plan_lanes: the tiles and GLB links of the real N-copy graph, which must
+    place and route on the array; ``compiler.unroll`` forces a factor), each copy a lane.
 
-    Raises: CompileError when the kernel fits no band of the array.
+    Raises: CompileError when not even one copy places and routes.
     """
-    period = chip.array.mem_column_period
     layer = _tiny_layer()
-    last: Exception | None = None
-    cols = period
-    while cols <= chip.array.cols:
-        region = region_chip(chip, cols)
-        # one copy per band: the lanes are the copies (compiler.unroll.lane_limits)
-        region = dataclasses.replace(region, compiler=dataclasses.replace(region.compiler,
-                                                                          unroll=1))
-        try:
-            program = compile_layer(layer, region)
-        except CompileError as exc:
-            last = exc
-            cols += period
-            continue
-        lanes = min(lane_limits(program.kernels[0], chip, cols).values())
-        words = chip.mem_tile.size_bytes * 8 // 16
-        return LayerPlan(program, region, lanes, words, f_chunk, mac_block_kernel(chip))
-    raise CompileError(f"layers: the tile kernel {TEMPLATE_EXPR} fits no column band of "
-                       f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): {last}")
+    kernel, images = lower_layer(layer, chip)
+    try:
+        placed, choice = plan_lanes(kernel, chip, lambda k: place_route_balance(k, chip))
+    except CompileError as exc:
+        raise CompileError(f"layers: the batched tile kernel {TEMPLATE_EXPR} does not fit "
+                           f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): "
+                           f"{exc}") from None
+    program = dataclasses.replace(emit_program(placed, images, chip), unroll=choice)
+    words = chip.mem_tile.size_bytes * 8 // 16
+    return LayerPlan(program, chip, choice.copies, words, f_chunk, mac_block_kernel(chip),
+                     copy_kernel(placed, 0), unroll=choice)
 
+
+def deal(positions: int, lanes: int) -> list[int]:
+    """The lane of each of ``positions`` jobs dealt in order: the stream filter's rule
+    (isa.copies.dealt_copy), since the jobs are the positions of the batched tile kernel's
+    outer loop and the lanes its copies."""
+    return [int(dealt_copy(p, lanes)) for p in range(positions)]
 
 
 # ------------------------------------------------------------------------------ choices
@@ -298,18 +308,20 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
         jobs.append(Job("combine", "combine", deps=products, dims=(pairs, d)))
         d_out = d
     elif layer.kind == "ffn":
-        for c, (f0, f1) in enumerate(_chunks(layer.ffn.f, plan.f_chunk, lanes)):
-            lane = (c % lanes,)
+        chunks = _chunks(layer.ffn.f, plan.f_chunk, lanes)
+        for (f0, f1), ln in zip(chunks, deal(len(chunks), lanes)):
+            lane = (ln,)
             jobs.append(Job(f"ffn[{f0}:{f1}]", "FFN", tile, lane,
                             task=FFNTask(layer, "ffn", -1, lane, ((f0, f1),), "ffn")))
         d_out = layer.ffn.d
     else:
         out_dim = layer.weight.shape[0]
         chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
-        for c, r0 in enumerate(range(0, out_dim, chunk)):
+        starts = range(0, out_dim, chunk)
+        for r0, ln in zip(starts, deal(len(starts), lanes)):
             r1 = min(out_dim, r0 + chunk)
-            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (c % lanes,),
-                            task=LinearTask(layer, r0, r1, c % lanes)))
+            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (ln,),
+                            task=LinearTask(layer, r0, r1, ln)))
         d_out = out_dim
     layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing,
                          chip.compiler.objective)
@@ -326,11 +338,13 @@ def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
-    """Static expert -> lanes map: round-robin when E >= lanes, else lanes // E each."""
-    if E >= lanes:
-        return [[e % lanes] for e in range(E)]
-    per = lanes // E
-    return [list(range(e * per, (e + 1) * per)) for e in range(E)]
+    """Static expert -> lanes map, as the batched tile kernel's filters deal its job loop
+    (:func:`deal`): the positions are the experts (E >= lanes: expert e is position e), or
+    with fewer experts than lanes ``lanes // E`` slots per expert (expert e's slot s is
+    position e * (lanes // E) + s; its chunks go to its slots as :func:`deal` deals them)."""
+    per = max(1, lanes // E)
+    dealt = deal(E * per, lanes)
+    return [dealt[e * per:(e + 1) * per] for e in range(E)]
 
 
 # ------------------------------------------------------------------------------ printing
