@@ -5,9 +5,11 @@ activations (dense, or sparse after ReLU/TEAL) and W a (pruned) weight, is the G
 SpM*SpM kernel ``X(i,j) = B(i,k) * C(k,j)`` (order ikj) with B = A and C = W^T stored
 compressed: zeros of A (activation sparsity), zeros of W (pruning) and, in an MoE layer, the
 zeros of the gating tensor G(t, e) (a token is simply absent from an expert's A) are never
-visited. The compiler builds that kernel once, placed and routed on one *region* of the array
-(a band of columns); the array holds ``lanes`` copies, one per region, which run tiles in
-parallel (experts in parallel, or row blocks of one matrix in parallel).
+visited. The layer's jobs are the outer loop b of its batched form, ``X(b,i,j) = B(b,i,k) *
+C(b,k,j)`` (:data:`TEMPLATE_EXPR`), and the lanes are that kernel unrolled over b
+(compiler.unroll.plan_lanes): ``lanes`` copies placed and routed on the array, which run jobs
+in parallel (experts in parallel, or row blocks of one matrix in parallel), each job going to
+the copy the stream filter's rule deals its position to (:func:`deal`).
 
 Tiles. Each fibertree level of a tile lives in one memory tile, so a tile holds at most
 ``level_words`` coordinates (a MEM tile's SRAM in 16-bit words): the tiling of each product
@@ -25,11 +27,12 @@ stage order. An MoE layer is router (on the MAC block), top-k, then one job per 
 tokens (its tokens: the nonzeros of G(:, e), from the layer's own routing, decided here) on
 the expert's lanes (e mod lanes; with fewer experts than lanes, lanes // E each), shared
 experts over all lanes, then the weighted combine; an FFN is one job per chunk of f and a
-linear layer one per block of output rows, round-robin over the lanes. Each job's work is a
-lazy task (compiler.layer_tasks): the simulator's layer engine runs it, product by product,
-and the task computes the next operands from the values the engine returns (the activation
-of gate x up), so the values a run checks are the simulated ones. Also here: the choice of
-fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward pass it is checked against.
+linear layer one per block of output rows, dealt round-robin over the lanes (:func:`deal`).
+Each job's work is a lazy task (compiler.layer_tasks): the simulator's layer engine runs it,
+product by product, and the task computes the next operands from the values the engine
+returns (the activation of gate x up), so the values a run checks are the simulated ones.
+Also here: the choice of fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward
+pass it is checked against.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from compiler.dense import mac_block_kernel
 from compiler.pipeline import emit_program, lower_layer, place_route_balance
@@ -327,7 +329,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
                          chip.compiler.objective)
     sched = (Command("configure", tile), Command("configure", plan.mac_block.name))
     return Program(layer.name.replace(".", "_"), (plan.kernel, plan.mac_block), {}, sched,
-                   tuple(jobs), layout)
+                   tuple(jobs), layout, unroll=plan.unroll)
 
 
 def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
@@ -359,9 +361,10 @@ def summarize_jobs(program: Program) -> str:
         lanes.setdefault(j.stage, set()).update(j.lanes)
     plan = program.layout.plan
     lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order); "
-             f"{plan.lanes} lanes of {plan.region.array.rows}x{plan.region.array.cols} tiles, "
-             f"{plan.buffers} GLB buffers each, tiles of <= {plan.level_words} coordinates "
-             "per fibertree level"]
+             f"{plan.lanes} lanes: copies of the tile kernel {TEMPLATE_EXPR} unrolled over "
+             f"the job loop b (its filters deal the jobs, position p to lane p mod "
+             f"{plan.lanes}), {plan.buffers} GLB buffers each, tiles of <= "
+             f"{plan.level_words} coordinates per fibertree level"]
     for stage in dict.fromkeys(j.stage for j in program.jobs):
         first = next(j for j in program.jobs if j.stage == stage)
         kernel = first.kernel or "ALU pass on the lanes"

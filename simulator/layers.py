@@ -175,7 +175,6 @@ def run_tile_sample(eng: LayerEngine) -> list[dict[str, Any]]:
     Raises: SimulationError when a sampled tile deadlocks (or hits the watchdog) on burst,
     as a burst or cycle run of the layer would.
     """
-    from simulator.engine_burst import run_burst
 
     chosen = list(eng.samples.values())
     if eng.worst is not None and all(eng.worst is not s for s in chosen):
