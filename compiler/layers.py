@@ -38,6 +38,7 @@ pass it is checked against.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,11 +113,15 @@ def _tiny_layer() -> _TemplateLayer:
                           dict(TEMPLATE_FORMATS), TEMPLATE_ORDER, (2, 2, 2))
 
 
+@functools.lru_cache(maxsize=8)
 def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
     """The lanes of ``chip``: the batched tile kernel (:data:`TEMPLATE_EXPR`) lowered once,
     unrolled over its job loop into as many copies as the unroll planner allows
     (compiler.unroll.plan_lanes: the tiles and GLB links of the real N-copy graph, which must
     place and route on the array; ``compiler.unroll`` forces a factor), each copy a lane.
+
+    Placing and routing the N-copy graph takes most of a second (Onyx: 264 units), so plans
+    are kept per chip (ChipConfig and LayerPlan are frozen).
 
     Raises: CompileError when not even one copy places and routes.
     """
