@@ -102,7 +102,9 @@ class LayerPlan:
         return float(np.mean([max(e.hops, 1) for e in edges]))
 
 
-def _tiny_layer() -> _TemplateLayer:
+def template_layer() -> _TemplateLayer:
+    """The batched tile kernel's workload as the compiler lowers it: two tiny jobs (the
+    data only fixes the graph; the layer engine runs every tile on its own images)."""
     a = np.zeros((2, 2, 3), dtype=np.int64)
     a[0] = [[1, 0, 2], [0, 3, 0]]
     a[1] = [[0, 1, 0], [4, 0, 0]]
@@ -125,7 +127,7 @@ def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
 
     Raises: CompileError when not even one copy places and routes.
     """
-    layer = _tiny_layer()
+    layer = template_layer()
     kernel, images = lower_layer(layer, chip)
     try:
         placed, choice = plan_lanes(kernel, chip, lambda k: place_route_balance(k, chip))

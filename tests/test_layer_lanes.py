@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from compiler.layers import TEMPLATE_EXPR, compile_model_layer, deal, plan_layer
+from compiler.layers import (
+    TEMPLATE_EXPR,
+    compile_model_layer,
+    deal,
+    plan_layer,
+    template_layer,
+)
 from compiler.pipeline import lower_layer
 from compiler.unroll import copies_of, copy_kernel, kernel_shape, max_copies
 from isa.bitstream import config_bits
@@ -56,7 +62,7 @@ def test_lanes_are_the_copies_of_the_unrolled_batched_kernel(onyx, plan):
     # MEM-tile units (the scanners of C's b level, B's i and k levels and C's k and j
     # levels, the arrays of B and C, the writers of X's three levels and its values), so
     # Onyx's 128 MEM tiles bind: 128 // 11 = 11 lanes (the GLB links allow 16)
-    layer = plan_layer.__globals__["_tiny_layer"]()
+    layer = template_layer()
     one, _ = lower_layer(layer, onyx)
     limits = max_copies(one, kernel_shape(one), onyx, 0)
     assert limits["mem_tiles"] == 128 // 11 == 11
@@ -164,3 +170,25 @@ def test_batched_graph_runs_the_jobs_the_lanes_schedule(onyx, plan3, seed):
         rows = sum(np.count_nonzero(want[p].any(axis=1)) for p in range(5)
                    if dealt_copy(p, 3) == c)
         assert len(parts[c].levels[1].crd) == rows
+
+
+def test_lanes_drop_when_the_copies_do_not_place(onyx):
+    # as for kernels: auto tries the largest factor the limits allow, then smaller ones, and
+    # keeps the first that places and routes (here a placer refusing more than 5 copies)
+    from compiler.pipeline import place_route_balance
+    from compiler.unroll import plan_lanes
+
+    layer = template_layer()
+    one, _ = lower_layer(layer, onyx)
+    tried = []
+
+    def compile_fn(kernel):
+        tried.append(copies_of(kernel))
+        if copies_of(kernel) > 5:
+            raise CompileError(f"route: {copies_of(kernel)} copies do not route")
+        return place_route_balance(kernel, onyx)
+
+    placed, choice = plan_lanes(one, onyx, compile_fn)
+    assert tried == [11, 10, 9, 8, 7, 6, 5]
+    assert copies_of(placed) == choice.copies == 5 and choice.binds == "place_route"
+    assert "11: route: 11 copies do not route" in choice.why
