@@ -32,7 +32,7 @@ from simulator.chip import RunResult
 from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
-from simulator.probe import probe, probed_run
+from simulator.probe import probe
 from simulator.progress import progress_of
 from simulator.summary import summarize
 from workloads import KernelLayer, get_workload
@@ -191,10 +191,7 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     (progress := progress_of(progress)).stage("compile")
     layer, choice = choose_layer_order(layer, cfg)
     program = (choice.program if choice else None) or compile_workload(layer, cfg)
-    # the choice's burst probe of this very program is its burst run (simulator.probe)
-    result = probed_run(program, cfg) if (fid or cfg.sim.fidelity) == "burst" else None
-    if result is None:
-        result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
+    result = simulate(program, cfg, fidelity=fid, progress=progress, mapper=mapper)
     progress.stage("check outputs")
     checks = check_outputs(result, program, full_forward(layer), check)
     progress.stage("energy")
