@@ -44,7 +44,7 @@ Tile = tuple[int, int]
 
 _IMPROVE_PASSES = 6   # upper bound on improvement passes; each is O(n^2 + n * window)
 
-_MEMO_SIZE = 512
+_MEMO_SIZE = 64
 """Placements kept per process (the order choice places the same graph for its screen and its
 finalists): an entry is a node count of tiles, keyed by the graph's structure."""
 

@@ -44,7 +44,7 @@ _PRESENT_GROWTH = 1.5     # multiplier of the present factor per iteration
 _PRESENT_MAX = 1e6        # cap, so long runs stay finite
 _HISTORY_FACTOR = 1.0     # history cost added per track of overuse per iteration
 
-_MEMO_SIZE = 512
+_MEMO_SIZE = 64
 """Routed kernels kept per process (the order choice routes the same graph for its screen and
 its finalists), keyed by the nets, the mesh and the tracks."""
 
