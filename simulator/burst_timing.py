@@ -208,7 +208,7 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, window: int = 1 << 17
+                chip: ChipConfig, *, window: int = 1 << 19
                 ) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences, solved window by window.
 
@@ -415,15 +415,17 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 c = maxima[u] = np.zeros(b - a, dtype)
                 if a:
                     c[0] = int(times[u][a - 1]) + 1
+            gathered = False
             for src, idx, pos, off, w in terms:
                 k = 0
                 if changed is not None:
                     g = changed.get(src)
                     if g is None:
                         continue
-                    k = int(np.searchsorted(idx, g))
+                    k = int(idx.searchsorted(g))
                     if k == len(idx):
                         continue
+                gathered = True
                 v = times[src][idx[k:]]
                 v += w
                 if pos is None:
@@ -432,6 +434,8 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 else:
                     p = pos[k:]
                     c[p] = np.maximum(c[p], v)
+            if not gathered and changed is not None:
+                continue            # no term read a changed step: its times stand
             seg = times[u][a:b]
             i = 0
             if changed is not None:
