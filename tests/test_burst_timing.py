@@ -267,3 +267,25 @@ def test_unrolled_kernels_meet_the_time_rules(onyx_chip, balanced):
             assert got[u].tolist() == want[u], (window, u)
         if window is None and balanced:
             assert stats.windows == 1
+
+
+def test_walked_windows_in_a_row_skip_their_probe_sweeps(small_chip, monkeypatch):
+    """After a window walked step by step, the next one is probed with PROBE_BUDGET sweeps
+    only every PROBE_EVERY windows (the others are walked at once): the times stay the
+    time rules' whatever PROBE_EVERY, and skipping probes runs fewer sweeps."""
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 64)
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 2)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 2)
+    chip, kernel, firings, order = _compiled(small_chip, CASES[0])
+    want = reference_times(kernel, firings, order, chip)
+    sweeps = {}
+    for every in (1, 3):
+        monkeypatch.setattr(bt, "PROBE_EVERY", every)
+        got, stats = solve_times(kernel, firings, order, chip, window=64)
+        for u in want:
+            assert got[u].tolist() == want[u], (every, u)
+        assert stats.sequential >= 4
+        sweeps[every] = stats.sweeps
+    assert sweeps[3] < sweeps[1]
