@@ -231,7 +231,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
     window: where less than half of the window holds, its rest is solved step by step
     (``_sequential_window``, about 0.4 us a step), and the next window gets only
-    ``PROBE_BUDGET`` sweeps.
+    ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every ``PROBE_EVERY``-th
+    is probed (the others are walked at once: a loop that stays tight).
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
