@@ -36,6 +36,7 @@ from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
+PROBE_EVERY = 4      # after walked windows in a row, only every this many is probed
 SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
 # costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
 # and one more than twice as large is cut to this size before its walk (memory)
@@ -208,7 +209,7 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, window: int = 1 << 17
+                chip: ChipConfig, *, window: int = 1 << 19
                 ) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences, solved window by window.
 
@@ -230,7 +231,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
     window: where less than half of the window holds, its rest is solved step by step
     (``_sequential_window``, about 0.4 us a step), and the next window gets only
-    ``PROBE_BUDGET`` sweeps.
+    ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every ``PROBE_EVERY``-th
+    is probed (the others are walked at once: a loop that stays tight).
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
@@ -256,7 +258,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     windows = sweeps = most = 0
     want = max(int(window), 1)
     budget = SWEEP_BUDGET
-    sequential = partial = 0
+    sequential = partial = walked = 0
     checked = []
 
     def check() -> None:
@@ -283,8 +285,11 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                                f"{done[u]} of {sizes[u]}" for u in open_units)
             raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress:\n"
                                   + stuck)
-        n_sweeps, settled, holds = _solve_window(deps, readers, times, done, hi, active,
-                                                 recomputed, budget)
+        if budget:
+            n_sweeps, settled, holds = _solve_window(deps, readers, times, done, hi, active,
+                                                     recomputed, budget)
+        else:       # a tight loop goes on: no sweeps, the window is walked
+            n_sweeps, settled, holds = 0, False, list(done)
         sweeps += n_sweeps
         most = max(most, n_sweeps)
         size = sum(hi[u] - done[u] for u in active)
@@ -317,7 +322,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                     raise SimulationError(f"deadlock in {kernel.name}: no unit can make "
                                           "progress")
                 sequential += 1
-        budget = SWEEP_BUDGET if settled else PROBE_BUDGET
+        walked = 0 if settled else walked + 1
+        budget = SWEEP_BUDGET if settled else PROBE_BUDGET if walked % PROBE_EVERY == 0 else 0
         windows += 1
         _accept(kernel, order, times, done, hi, active, limit)
         if settled and n_sweeps <= GROW_SWEEPS:
@@ -415,15 +421,17 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 c = maxima[u] = np.zeros(b - a, dtype)
                 if a:
                     c[0] = int(times[u][a - 1]) + 1
+            gathered = False
             for src, idx, pos, off, w in terms:
                 k = 0
                 if changed is not None:
                     g = changed.get(src)
                     if g is None:
                         continue
-                    k = int(np.searchsorted(idx, g))
+                    k = int(idx.searchsorted(g))
                     if k == len(idx):
                         continue
+                gathered = True
                 v = times[src][idx[k:]]
                 v += w
                 if pos is None:
@@ -432,6 +440,8 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 else:
                     p = pos[k:]
                     c[p] = np.maximum(c[p], v)
+            if not gathered and changed is not None:
+                continue            # no term read a changed step: its times stand
             seg = times[u][a:b]
             i = 0
             if changed is not None:
@@ -500,45 +510,61 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     steps and dependencies. Returns False if no unit can advance (a cycle)."""
     slot = {u: k for k, u in enumerate(active)}
     sizes = [hi[u] - lo[u] for u in active]
-    base: list[list[int]] = []
-    plans = []
-    for u, n in zip(active, sizes):
+    # the window's steps numbered unit after unit (unit x's from woff[x]); the terms of
+    # every unit gathered into one set of arrays, sorted by target once (a dependency's
+    # indices never decrease, so the terms reading final steps are a prefix of its slice)
+    woff = [0]
+    for n in sizes:
+        woff.append(woff[-1] + n)
+    base = np.zeros(woff[-1], I64)
+    out_pos: list[np.ndarray] = []
+    out_val: list[np.ndarray] = []
+    in_pos: list[np.ndarray] = []
+    in_rel: list[np.ndarray] = []
+    in_src: list[int] = []
+    in_w: list[int] = []
+    in_len: list[int] = []
+    for x, u in enumerate(active):
         a = lo[u]
-        c = np.zeros(n, I64)
-        tg, src, rel, wt = [], [], [], []
+        shift = woff[x] - a
         for d in deps[u]:
             k0, k1 = d.span(a, hi[u])
             if k1 <= k0:
                 continue
             idx = d.index[k0:k1]
-            pos = d.steps(k0, k1) - a
-            inside = idx >= lo[d.src]
-            out = ~inside
-            if out.any():
-                np.maximum.at(c, pos[out], times[d.src][idx[out]].astype(I64) + d.weight)
-            if inside.any():
-                tg.append(pos[inside])
-                src.append(np.full(int(inside.sum()), slot[d.src], dtype=I64))
-                rel.append(idx[inside] - lo[d.src])
-                wt.append(np.full(int(inside.sum()), d.weight, dtype=I64))
+            ls = lo[d.src]
+            kin = int(idx.searchsorted(ls))
+            steps = d.steps(k0, k1)
+            if kin:
+                out_pos.append(steps[:kin] + shift)
+                out_val.append(times[d.src][idx[:kin]].astype(I64) + d.weight)
+            if kin < len(idx):
+                in_pos.append(steps[kin:] + shift)
+                in_rel.append(idx[kin:] - ls)
+                in_src.append(slot[d.src])
+                in_w.append(d.weight)
+                in_len.append(len(idx) - kin)
         if a:
-            c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
-        else:
-            c[0] = max(int(c[0]), 0)
-        base.append(c.tolist())
-        if tg:
-            t_all = np.concatenate(tg)
-            o = np.argsort(t_all, kind="stable")
-            ptr = np.searchsorted(t_all[o], np.arange(n + 1))
-            plans.append((ptr.tolist(), np.concatenate(src)[o].tolist(),
-                          np.concatenate(rel)[o].tolist(), np.concatenate(wt)[o].tolist()))
-        else:
-            plans.append(([0] * (n + 1), [], [], []))
-    # each unit's solved times, None where not solved yet; each dependency holds its
-    # source's list (a step is final once it is not None: no length check per term)
+            base[woff[x]] = int(times[u][a - 1]) + 1
+    if out_pos:
+        np.maximum.at(base, np.concatenate(out_pos), np.concatenate(out_val))
+    if in_len:
+        tg = np.concatenate(in_pos)
+        o = np.argsort(tg, kind="stable")
+        ptr_all = np.searchsorted(tg[o], np.arange(woff[-1] + 1)).tolist()
+        lens = np.asarray(in_len, dtype=I64)
+        src_all = np.repeat(np.asarray(in_src, dtype=I64), lens)[o].tolist()
+        rel_all = np.concatenate(in_rel)[o].tolist()
+        w_all = np.repeat(np.asarray(in_w, dtype=I64), lens)[o].tolist()
+    else:
+        ptr_all, src_all, rel_all, w_all = [0] * (woff[-1] + 1), [], [], []
+    base_all = base.tolist()
+    # each unit's solved times, None where not solved yet; each term holds its source's
+    # list (a step is final once it is not None: no length check per term)
     got: list[list[int | None]] = [[None] * n for n in sizes]
-    units = [(ptr, rel, w, list(map(got.__getitem__, src)), got[u], base[u], sizes[u])
-             for u, (ptr, src, rel, w) in enumerate(plans)]
+    lst_all = list(map(got.__getitem__, src_all))
+    units = [(ptr_all[woff[x]:woff[x + 1] + 1], rel_all, w_all, lst_all, got[x],
+              base_all[woff[x]:woff[x + 1]], sizes[x]) for x in range(len(active))]
     # passes over the units in topological order, each going as far as it can: a pass
     # carries the tokens down the pipeline, the next one the room back up; a unit waits
     # (is skipped) until the step it stopped at is solved; a pass in which no unit moves

@@ -25,7 +25,7 @@ from simulator.stats import ChannelStats, UnitStats
 
 
 def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig, *,
-              window: int = 1 << 17) -> KernelRun:
+              window: int = 1 << 19) -> KernelRun:
     """Run one kernel with the burst engine from cycle 0; same result as the cycle engine.
     ``window``: about how many steps the timing solver starts its windows with
     (``solve_times``; any value gives the same result)."""

@@ -242,3 +242,50 @@ def test_unbalanced_graphs_match_the_cycle_engine(small_chip, density, depth):
     kernel = program.kernels[0]
     for window in (None, 32, 256):
         assert isinstance(assert_same(kernel, program.images, chip, window=window), int)
+
+
+@pytest.mark.parametrize("balanced", [True, False], ids=["bal", "unbal"])
+def test_unrolled_kernels_meet_the_time_rules(onyx_chip, balanced):
+    """Onyx's default compile unrolls SpM*SpM into copies (a filter per copy, its own
+    writers): the solver's times equal the time rules' on every copy, with the default
+    first window (the whole kernel in one window: ``stats.windows == 1`` when balanced) and
+    with small windows."""
+    import dataclasses
+
+    chip = onyx_chip if balanced else dataclasses.replace(
+        onyx_chip, compiler=dataclasses.replace(onyx_chip.compiler, balance_fifos=False))
+    program = compile_layer(get_workload("spmspm").make(
+        {"shape": "24,20,24", "density": 0.15, "seed": 2}), chip)
+    kernel = program.kernels[0]
+    assert any(n.op is Opcode.FILTER for n in kernel.nodes)       # unrolled
+    firings, _mem, order = fire_kernel(kernel, program.images)
+    want = reference_times(kernel, firings, order, chip)
+    for window in (None, 64):
+        got, stats = (solve_times(kernel, firings, order, chip) if window is None else
+                      solve_times(kernel, firings, order, chip, window=window))
+        for u in want:
+            assert got[u].tolist() == want[u], (window, u)
+        if window is None and balanced:
+            assert stats.windows == 1
+
+
+def test_walked_windows_in_a_row_skip_their_probe_sweeps(small_chip, monkeypatch):
+    """After a window walked step by step, the next one is probed with PROBE_BUDGET sweeps
+    only every PROBE_EVERY windows (the others are walked at once): the times stay the
+    time rules' whatever PROBE_EVERY, and skipping probes runs fewer sweeps."""
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 64)
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 2)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 2)
+    chip, kernel, firings, order = _compiled(small_chip, CASES[0])
+    want = reference_times(kernel, firings, order, chip)
+    sweeps = {}
+    for every in (1, 3):
+        monkeypatch.setattr(bt, "PROBE_EVERY", every)
+        got, stats = solve_times(kernel, firings, order, chip, window=64)
+        for u in want:
+            assert got[u].tolist() == want[u], (every, u)
+        assert stats.sequential >= 4
+        sweeps[every] = stats.sweeps
+    assert sweeps[3] < sweeps[1]
