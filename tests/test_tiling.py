@@ -249,19 +249,74 @@ def test_firmware_cycles_are_the_schedule_s_descriptors_calls_and_merges(small_c
                   + entries * c.merge_cycles_per_element)
 
 
-def test_pipelining_hides_the_firmware_without_changing_the_work(small_chip):
-    """The same tiled Program run one tile at a time and through the depth-2 tile FIFOs:
-    the same kernel cycles, firmware cycles and traffic; fewer total cycles pipelined."""
-    program = compile_layer(get_workload("spmspm").make({"shape": "20,24,20",
-                                                         "density": 0.15, "seed": 2}),
-                            tiny_mem(small_chip, pipelined=True))
-    seq = simulate(program, tiny_mem(small_chip, pipelined=False))
-    pipe = simulate(program, tiny_mem(small_chip, pipelined=True))
-    for key in ("kernel_cycles", "firmware_cycles", "launch_count"):
-        name = f"chip.controller.{key}"
-        assert pipe.stats[name] == seq.stats[name]
+def _firmware_per_schedule(program, chip, pipelined: bool, merges: int) -> tuple[int, int]:
+    """(firmware cycles, kernel calls) the schedule implies: one at a time, a descriptor per
+    move and a kernel call per tile; pipelined, per run of ``pipelined_tiles_per_call`` tiles
+    one kernel call, one chained load descriptor per input the run loads and one store
+    descriptor per output; either way a descriptor for the configuration, each input's DMA
+    into the GLB and the output's out, and ``merge_cycles_per_element`` per merged entry."""
+    c = chip.controller
+    sched = program.schedule
+    whole = sum(cmd.op in ("configure", "dma_in", "dma_out") for cmd in sched)
+    fw = whole * c.dma_setup_cycles + merges * c.merge_cycles_per_element
+    tiles = len(program.tiling.tiles)
+    if not pipelined:
+        moves = sum(cmd.op in ("load", "unload") for cmd in sched)
+        return fw + moves * c.dma_setup_cycles + tiles * c.launch_cycles, tiles
+    per = c.pipelined_tiles_per_call
+    runs = [range(r, min(r + per, tiles)) for r in range(0, tiles, per)]
+    for run in runs:
+        inputs = {cmd.arg for cmd in sched if cmd.op == "load" and cmd.tile in run}
+        outputs = {cmd.arg for cmd in sched if cmd.op == "unload" and cmd.tile in run}
+        fw += c.launch_cycles + (len(inputs) + len(outputs)) * c.dma_setup_cycles
+    return fw, len(runs)
+
+
+@pytest.mark.parametrize("per_call", [32, 3])
+def test_pipelining_streams_runs_of_tiles_through_one_call(small_chip, per_call):
+    """The same tiled Program run one tile at a time and pipelined: the same kernel cycles
+    and traffic; the firmware's work is the schedule's (derived above): a kernel call and
+    descriptors per tile one at a time, per run of tiles pipelined; fewer total cycles."""
+    layer = get_workload("spmspm").make({"shape": "20,24,20", "density": 0.15, "seed": 2})
+    pipe_chip = tiny_mem(small_chip, pipelined=True)
+    pipe_chip = dataclasses.replace(pipe_chip, controller=dataclasses.replace(
+        pipe_chip.controller, pipelined_tiles_per_call=per_call))
+    program = compile_layer(layer, pipe_chip)
+    tiles = len(program.tiling.tiles)
+    assert tiles > 3 and not any(t.partial for t in program.tiling.tiles)
+    seq_chip = tiny_mem(small_chip, pipelined=False)
+    seq = simulate(program, seq_chip)
+    pipe = simulate(program, pipe_chip)
+    assert pipe.stats["chip.controller.kernel_cycles"] == seq.stats["chip.controller.kernel_cycles"]
     assert pipe.stats["chip.memory.link_bytes"] == seq.stats["chip.memory.link_bytes"]
+    for chip, run, pipelined in ((seq_chip, seq, False), (pipe_chip, pipe, True)):
+        fw, calls = _firmware_per_schedule(program, chip, pipelined, 0)
+        assert run.stats["chip.controller.firmware_cycles"]["value"] == fw
+        assert run.stats["chip.controller.launch_count"]["value"] == calls
+    assert pipe.stats["chip.controller.launch_count"]["value"] == -(-tiles // per_call)
     assert pipe.cycles < seq.cycles
+    assert check_outputs(pipe, program, layer.reference())["numpy"] is True
+
+
+def test_pipelined_firmware_keeps_the_merges(small_chip):
+    """A contracted split's partial tiles are still merged by the firmware per entry when
+    the tiles stream: only the calls and descriptors become per run."""
+    chip = tiny_mem(small_chip, pipelined=True)
+    layer = get_workload("spmv").make({"shape": "6,200", "density": 0.3, "seed": 1,
+                                       "formats": "B:ds c:d", "order": "ij"})
+    program = compile_layer(layer, chip)
+    assert any(t.partial for t in program.tiling.tiles)
+    seq = simulate(program, tiny_mem(small_chip, pipelined=False))
+    pipe = simulate(program, chip)
+    adds = "chip.controller.merge_add_count"
+    assert pipe.stats[adds] == seq.stats[adds] and pipe.stats[adds]["value"] > 0
+    c = chip.controller
+    fw_seq = seq.stats["chip.controller.firmware_cycles"]["value"]
+    merged = fw_seq - _firmware_per_schedule(program, chip, False, 0)[0]
+    assert merged > 0 and merged % c.merge_cycles_per_element == 0
+    fw, _ = _firmware_per_schedule(program, chip, True, merged // c.merge_cycles_per_element)
+    assert pipe.stats["chip.controller.firmware_cycles"]["value"] == fw
+    assert check_outputs(pipe, program, layer.reference())["numpy"] is True
 
 
 def test_firmware_energy_is_its_cycles_at_the_chip_s_price(onyx_chip):
