@@ -48,6 +48,7 @@ import numpy as np
 import simpy
 
 from isa.arch import ELEMENT_BYTES, ChipConfig
+from isa.copies import union_of_copies
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
@@ -185,6 +186,7 @@ class Firmware:
         self.acc: Accumulator | None = None
         self.tile_out: dict[int, dict[str, FiberTree]] = {}
         self.tile_runs: list[tuple[int, Any]] = []
+        self.tile_parts: dict[int, dict[str, list[FiberTree]]] = {}   # unrolled: per tile
 
     # ------------------------------------------------------------------ firmware actions
     def firmware(self, cycles: int):
@@ -341,8 +343,20 @@ class Firmware:
         self.ctl.kernel_cycles += run.cycles
         self.progress.advance(1, f"{launch.arg} tile {t}")
         kernel = self.program.kernel(launch.arg)
-        self.tile_out[t] = {d.name: assemble_output(d, run.memory)
-                            for d in kernel.tensors if d.is_output}
+        outs: dict[str, FiberTree] = {}
+        for d in kernel.tensors:
+            if not d.is_output:
+                continue
+            if d.name in run.memory.copies:
+                # an unrolled graph: the copies' parts (kept for simulator.checks), and the
+                # tile's output their union (the output address generator, isa.copies)
+                parts = [assemble_output(d, run.memory, c)
+                         for c in range(run.memory.copies[d.name])]
+                self.tile_parts.setdefault(t, {})[d.name] = parts
+                outs[d.name] = union_of_copies(d, parts)
+            else:
+                outs[d.name] = assemble_output(d, run.memory)
+        self.tile_out[t] = outs
         if self.fidelity == "cycle":
             self.live.pop(launch.arg, None)
         return run
@@ -456,7 +470,10 @@ class Firmware:
                 channels[name].token_count += ch.token_count
                 channels[name].hop_count += ch.hop_count
         last = self.tile_runs[-1][1].memory if self.tile_runs else None
-        self.runs[kernel.name] = KernelRun(self.ctl.kernel_cycles, last, units, channels)
+        parts = ([self.tile_parts.get(t, {}) for t in range(len(self.tiling.tiles))]
+                 if self.tile_parts else None)
+        self.runs[kernel.name] = KernelRun(self.ctl.kernel_cycles, last, units, channels,
+                                           tile_parts=parts)
         self.ctl.tile_count = len(self.tile_runs)
         self.ctl.skipped_tile_count = self.tiling.skipped
 

@@ -641,6 +641,49 @@ def test_a_tiled_kernel_runs_its_tile_calls_unrolled():
         3 * tiles[c.tile].images[c.arg].nbytes(2) for c in loads]
 
 
+@pytest.mark.parametrize("workload,params,mem", [
+    ("spmspm", {"shape": "48,40,48", "density": 0.1, "order": "ikj"}, 256),
+    # j is contracted and split: a row block's calls are partial sums
+    ("spmv", {"shape": "12,200", "density": 0.3, "seed": 1, "formats": "B:ds c:d",
+              "order": "ij"}, 64)])
+def test_output_copies_check_covers_every_tile_call(onyx, workload, params, mem):
+    # simulator.checks: each tile call's copy parts against numpy's rows of its output
+    # block (partial calls: their parts summed at their own rows against the block); a
+    # wrong value in any call's part, or a row lost from a part, fails it
+    from simulator.checks import _tile_copies_match, check_outputs
+    from simulator.controller import simulate
+
+    chip = dataclasses.replace(onyx, mem_tile=dataclasses.replace(onyx.mem_tile,
+                                                                  size_bytes=mem))
+    layer = get_workload(workload).make(params)
+    program = compile_layer(layer, _with(chip, unroll=2))
+    result = simulate(program, chip)
+    ref = np.asarray(layer.reference())
+    checks = check_outputs(result, program, ref)
+    assert checks["output_copies"] is True and checks["numpy"] is True
+    parts = result.kernel_runs[program.kernels[0].name].tile_parts
+    assert len(parts) == len(program.tiling.tiles) > 1
+    assert any(t.partial for t in program.tiling.tiles) == (workload == "spmv")
+    name = program.tiling.output
+    decl = program.kernels[0].tensor(name)
+    last = max(t for t, p in enumerate(parts) if all(len(part.vals) for part in p[name]))
+    vals = parts[last][name][1].vals
+    vals[-1] += 1                                  # copy 1 of the call wrote a wrong value
+    assert not _tile_copies_match(decl, program.tiling, parts, ref)
+    vals[-1] -= 1
+    assert _tile_copies_match(decl, program.tiling, parts, ref)
+    parts[last][name][0] = _drop_first_row(parts[last][name][0])     # copy 0 lost a row
+    assert not _tile_copies_match(decl, program.tiling, parts, ref)
+
+
+def _drop_first_row(part: FiberTree) -> FiberTree:
+    """``part`` without its first outer coordinate (and that row's subtree)."""
+    coords, vals = part.coo()
+    keep = coords[:, part.mode_order[0]] != part.levels[0].crd[0]
+    return FiberTree.from_coo(part.name, part.shape, coords[keep], vals[keep], part.formats,
+                              tuple(part.mode_order))
+
+
 def test_the_old_arbiter_deadlock_case_runs():
     # SpM*SpM 512^3 @0.5% (seed 0) at 16 copies deadlocked when an arbiter tree merged the
     # copies into one tail in a fixed order (the vector reducer's rows filled one copy's
