@@ -12,7 +12,8 @@ Capacity. Onyx stores one fibertree level per MEM tile (VLSI24: one 512 x 64-bit
 of tiles (MICRO25: "the level buffer becomes a depth-2 FIFO of levels"), so the next tile's
 level is loaded while the current one is read: each tile's level gets half the SRAM
 (ASSUMPTION: an even split, the simplest way for a FIFO of two entries to share one SRAM;
-MICRO25 does not say how the capacity is divided).
+lake's buffet_like.py gives each of its two buffer IDs half the SRAM, but MICRO25 does not
+say how a level's two tiles divide it).
 
 The cut (greedy, from the data): start untiled; while some tensor has a level over capacity
 in some tile, double the tile count of one of that tensor's variables (equal tile sizes,

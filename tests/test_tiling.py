@@ -56,15 +56,21 @@ def tile_outputs_fit(program, cap: int) -> None:
 
 
 # ------------------------------------------------------------------ the cut
-def test_spmspm_512_at_1_percent_is_tiled_on_onyx(onyx_chip):
-    """The issue's case: B and C hold 2,621 nonzeros (5.2 KB levels) in 4 KB MEM tiles."""
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_spmspm_512_at_1_percent_is_tiled_on_onyx(onyx_chip, pipelined):
+    """The issue's case: B and C hold 2,621 nonzeros (5.2 KB levels) in 4 KB MEM tiles, a
+    level in all of one (one tile at a time) or in half of one (pipelined: the onyx
+    default)."""
+    onyx_chip = dataclasses.replace(onyx_chip, controller=dataclasses.replace(
+        onyx_chip.controller, tile_pipelining=pipelined))
     layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
                                          "order": "ikj"})
     program = compile_layer(layer, onyx_chip)
     tiling = program.tiling
     assert tiling is not None and len(tiling.tiles) > 1
-    assert level_capacity(onyx_chip) == onyx_chip.mem_tile.size_bytes // ELEMENT_BYTES == 2048
-    levels_fit(program, 2048)
+    cap = onyx_chip.mem_tile.size_bytes // ELEMENT_BYTES // (2 if pipelined else 1)
+    assert level_capacity(onyx_chip) == cap == (1024 if pipelined else 2048)
+    levels_fit(program, cap)
     # the contracted k is not split (the output variables sufficed): no partial tiles
     assert tiling.sizes[tiling.variables.index("k")] == 512
     assert not any(t.partial for t in tiling.tiles)
@@ -371,17 +377,22 @@ def test_cut_cost_sees_the_rewalk_of_co_iterated_levels(onyx_chip):
     assert 0.8 * rewalk < cost_j - cost_i < 1.2 * rewalk, (cost_j - cost_i, rewalk)
 
 
-def test_no_split_of_the_cut_is_needless(onyx_chip):
+@pytest.mark.parametrize("pipelined,cut", [(False, {"i": 4, "k": 1, "j": 2}),
+                                            (True, {"i": 4, "k": 1, "j": 8})])
+def test_no_split_of_the_cut_is_needless(onyx_chip, pipelined, cut):
     """After the greedy, halving any variable's tile count either overflows a level or costs
-    more (the coarsening pass): SpM*SpM 512^3 @1% ikj keeps 8 tiles (i in 4, j in 2), where
-    the greedy alone, splitting the output's rows before C forces a j cut, made 16."""
+    more (the coarsening pass): SpM*SpM 512^3 @1% ikj keeps 8 tiles (i in 4, j in 2) one at a
+    time, where the greedy alone, splitting the output's rows before C forces a j cut, made
+    16; pipelined (half a MEM tile a level) C's 1,024-element levels force j into 8."""
+    onyx_chip = dataclasses.replace(onyx_chip, controller=dataclasses.replace(
+        onyx_chip.controller, tile_pipelining=pipelined))
     layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
                                          "order": "ikj"})
     tl, assign, order, images, tensors, extents = _cut_inputs(layer, onyx_chip)
     tiling = tl.plan_tiling(assign, order, images, onyx_chip)
     sizes = dict(zip(tiling.variables, tiling.sizes))
     counts = {v: -(-extents[v] // sizes[v]) for v in order}
-    assert counts == {"i": 4, "k": 1, "j": 2}
+    assert counts == cut
     cap = tl.level_capacity(onyx_chip)
     best = tl._cost(assign, order, tensors, 1, sizes, counts, onyx_chip)
     for v in order:
@@ -391,3 +402,23 @@ def test_no_split_of_the_cut_is_needless(onyx_chip):
         sz = {**sizes, v: -(-extents[v] // c[v])}
         fits = all(t.measure(sz, c)[0] <= cap for t in tensors)
         assert not fits or tl._cost(assign, order, tensors, 1, sz, c, onyx_chip) > best, v
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_tiled_unrolled_runs_equal_on_both_engines(onyx_chip, pipelined):
+    """A tiled kernel whose tile calls run an unrolled graph (3 copies), one tile at a time
+    and streamed: the whole schedule's cycles and every counter agree on both engines."""
+    chip = dataclasses.replace(
+        onyx_chip, mem_tile=dataclasses.replace(onyx_chip.mem_tile, size_bytes=256),
+        controller=dataclasses.replace(onyx_chip.controller, tile_pipelining=pipelined),
+        compiler=dataclasses.replace(onyx_chip.compiler, unroll=3))
+    layer = get_workload("spmspm").make({"shape": "32,24,32", "density": 0.12, "seed": 4,
+                                         "order": "ikj"})
+    program = compile_layer(layer, chip)
+    assert program.tiling is not None and len(program.tiling.tiles) > 2
+    assert program.unroll.copies == 3
+    cyc = simulate(program, chip, fidelity="cycle")
+    burst = simulate(program, chip, fidelity="burst")
+    assert burst.cycles == cyc.cycles
+    assert burst.stats == cyc.stats
+    assert check_outputs(burst, program, layer.reference())["output_copies"] is True

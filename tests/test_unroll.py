@@ -645,7 +645,7 @@ def test_a_tiled_kernel_runs_its_tile_calls_unrolled():
     ("spmspm", {"shape": "48,40,48", "density": 0.1, "order": "ikj"}, 256),
     # j is contracted and split: a row block's calls are partial sums
     ("spmv", {"shape": "12,200", "density": 0.3, "seed": 1, "formats": "B:ds c:d",
-              "order": "ij"}, 64)])
+              "order": "ij"}, 128)])
 def test_output_copies_check_covers_every_tile_call(onyx, workload, params, mem):
     # simulator.checks: each tile call's copy parts against numpy's rows of its output
     # block (partial calls: their parts summed at their own rows against the block); a
@@ -653,8 +653,9 @@ def test_output_copies_check_covers_every_tile_call(onyx, workload, params, mem)
     from simulator.checks import _tile_copies_match, check_outputs
     from simulator.controller import simulate
 
-    chip = dataclasses.replace(onyx, mem_tile=dataclasses.replace(onyx.mem_tile,
-                                                                  size_bytes=mem))
+    chip = dataclasses.replace(
+        onyx, mem_tile=dataclasses.replace(onyx.mem_tile, size_bytes=mem),
+        controller=dataclasses.replace(onyx.controller, tile_pipelining=True))
     layer = get_workload(workload).make(params)
     program = compile_layer(layer, _with(chip, unroll=2))
     result = simulate(program, chip)
