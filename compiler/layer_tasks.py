@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from isa.copies import dealt_copy
+
 
 @dataclass(frozen=True)
 class Contribution:
@@ -63,8 +65,8 @@ def block_of(w: Any) -> tuple[int, int] | None:
 @dataclass(frozen=True, eq=False)
 class FFNTask:
     """One FFN (``ffn``: the layer's; ``shared``/``expert``: an MoE layer's) over ``chunks``
-    of f, chunk c on ``lanes[c % len(lanes)]``; ``tok`` and ``scale``: an expert's token rows
-    and gating weights (None: every token, unscaled)."""
+    of f, chunk c on ``lanes[dealt_copy(c, len(lanes))]``; ``tok`` and ``scale``: an
+    expert's token rows and gating weights (None: every token, unscaled)."""
 
     layer: Any
     which: str
@@ -108,7 +110,7 @@ class FFNTask:
         ref = np.zeros_like(y)
         expert = self.index if self.which == "expert" else -1
         for c, (f0, f1) in enumerate(self.chunks):
-            lane = self.lanes[c % len(self.lanes)]
+            lane = self.lanes[dealt_copy(c, len(self.lanes))]
             g_rows = None if w.gate is None else w.gate.rows(f0, f1)
             u_rows = w.up.rows(f0, f1)
             d_cols = w.down.cols(f0, f1)               # [fc x d] = W_down[:, f0:f1]^T

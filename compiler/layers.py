@@ -5,9 +5,11 @@ activations (dense, or sparse after ReLU/TEAL) and W a (pruned) weight, is the G
 SpM*SpM kernel ``X(i,j) = B(i,k) * C(k,j)`` (order ikj) with B = A and C = W^T stored
 compressed: zeros of A (activation sparsity), zeros of W (pruning) and, in an MoE layer, the
 zeros of the gating tensor G(t, e) (a token is simply absent from an expert's A) are never
-visited. The compiler builds that kernel once, placed and routed on one *region* of the array
-(a band of columns); the array holds ``lanes`` copies, one per region, which run tiles in
-parallel (experts in parallel, or row blocks of one matrix in parallel).
+visited. The layer's jobs are the outer loop b of its batched form, ``X(b,i,j) = B(b,i,k) *
+C(b,k,j)`` (:data:`TEMPLATE_EXPR`), and the lanes are that kernel unrolled over b
+(compiler.unroll.plan_lanes): ``lanes`` copies placed and routed on the array, which run jobs
+in parallel (experts in parallel, or row blocks of one matrix in parallel), each job going to
+the copy the stream filter's rule deals its position to (:func:`deal`).
 
 Tiles. Each fibertree level of a tile lives in one memory tile, so a tile holds at most
 ``level_words`` coordinates (a MEM tile's SRAM in 16-bit words): the tiling of each product
@@ -25,31 +27,40 @@ stage order. An MoE layer is router (on the MAC block), top-k, then one job per 
 tokens (its tokens: the nonzeros of G(:, e), from the layer's own routing, decided here) on
 the expert's lanes (e mod lanes; with fewer experts than lanes, lanes // E each), shared
 experts over all lanes, then the weighted combine; an FFN is one job per chunk of f and a
-linear layer one per block of output rows, round-robin over the lanes. Each job's work is a
-lazy task (compiler.layer_tasks): the simulator's layer engine runs it, product by product,
-and the task computes the next operands from the values the engine returns (the activation
-of gate x up), so the values a run checks are the simulated ones. Also here: the choice of
-fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward pass it is checked against.
+linear layer one per block of output rows, dealt round-robin over the lanes (:func:`deal`).
+Each job's work is a lazy task (compiler.layer_tasks): the simulator's layer engine runs it,
+product by product, and the task computes the next operands from the values the engine
+returns (the activation of gate x up), so the values a run checks are the simulated ones.
+Also here: the choice of fidelity for a layer (:data:`BURST_MAX_MACS`) and the full forward
+pass it is checked against.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from compiler.dense import mac_block_kernel
-from compiler.pipeline import compile_layer
-from compiler.unroll import lane_limits
+from compiler.pipeline import emit_program, lower_layer, place_route_balance
+from compiler.unroll import UnrollChoice, copy_kernel, plan_lanes
 from isa.arch import ChipConfig, cdiv
+from isa.copies import dealt_copy
 from isa.errors import CompileError, SimulationError
 from isa.program import Command, Job, Kernel, Program, SystolicKernel
 
-TEMPLATE_EXPR = "X(i,j)=B(i,k)*C(k,j)"
-"""The tile kernel: B = token activations A (T x K), C = W^T (K x N), order ikj."""
+TEMPLATE_EXPR = "X(b,i,j)=B(b,i,k)*C(b,k,j)"
+"""The batched tile kernel: the layer's sequence of jobs is its outer loop ``b``; per job b,
+B(b) = a tile of token activations A (T x K) and C(b) = a tile of W^T (K x N), order bikj
+(Gustavson SpM*SpM under b). B's b level is dense (located: every job is a position, with
+or without token rows), C's compressed; the lanes are copies of this graph unrolled over
+b (compiler.unroll), whose filters deal the jobs."""
+
+TEMPLATE_FORMATS = {"B": "dss", "C": "sss"}
+TEMPLATE_ORDER = "bikj"
 
 
 @dataclass(frozen=True)
@@ -59,74 +70,82 @@ class _TemplateLayer:
     tensors: dict
     formats: dict
     order: str
-    out_shape: tuple[int, int]
+    out_shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What the compiler decides for a layer: the tile kernel and the array's regions."""
+    """What the compiler decides for a layer: the lanes, copies of the batched tile kernel
+    unrolled over its job loop, placed and routed on the array."""
 
-    program: Program           # the template kernel placed on one region (with tiny images)
-    region: ChipConfig         # the region as a chip (array columns narrowed)
-    lanes: int                 # regions on the array = kernel copies running in parallel
+    program: Program           # the N-copy batched tile kernel, placed (with tiny images)
+    region: ChipConfig         # the array the copies are placed on (the whole chip)
+    lanes: int                 # copies of the batched tile kernel = lanes running jobs
     level_words: int           # coordinates one MEM tile holds (one fibertree level)
     f_chunk: int               # FFN columns produced and consumed per step (fusion)
     mac_block: SystolicKernel  # the dense MAC block (dense mode, the router GEMM)
+    lane_kernel: Kernel        # copy 0 of the placed N-copy kernel: what one lane runs a
+                               # tile on (its filter, units and streams as placed)
     buffers: int = 2           # GLB buffers per lane: the next job's weights DMA into one
                                # while the current job computes (double buffering)
+    unroll: UnrollChoice | None = None    # how the lanes were chosen (compiler.unroll)
 
     @property
     def kernel(self) -> Kernel:
+        """The N-copy kernel: its bitstream is what configuration loads."""
         return self.program.kernels[0]
 
     @property
     def mean_hops(self) -> float:
-        """Mean links crossed per stream of the placed kernel (interconnect energy)."""
-        edges = self.kernel.edges
+        """Mean links crossed per stream of a lane's copy (interconnect energy)."""
+        edges = self.lane_kernel.edges
         return float(np.mean([max(e.hops, 1) for e in edges]))
 
 
-def _tiny_layer() -> _TemplateLayer:
-    a = sp.csr_matrix(np.array([[1, 0, 2], [0, 3, 0]], dtype=np.int64))
-    w = sp.csr_matrix(np.array([[1, 0], [0, 2], [3, 4]], dtype=np.int64))
+def template_layer() -> _TemplateLayer:
+    """The batched tile kernel's workload as the compiler lowers it: two tiny jobs (the
+    data only fixes the graph; the layer engine runs every tile on its own images)."""
+    a = np.zeros((2, 2, 3), dtype=np.int64)
+    a[0] = [[1, 0, 2], [0, 3, 0]]
+    a[1] = [[0, 1, 0], [4, 0, 0]]
+    w = np.zeros((2, 3, 2), dtype=np.int64)
+    w[0] = [[1, 0], [0, 2], [3, 4]]
+    w[1] = [[1, 1], [0, 2], [3, 0]]
     return _TemplateLayer("layer_tile", TEMPLATE_EXPR, {"B": a, "C": w},
-                          {"B": "ss", "C": "ss"}, "ikj", (2, 2))
+                          dict(TEMPLATE_FORMATS), TEMPLATE_ORDER, (2, 2, 2))
 
 
-def region_chip(chip: ChipConfig, cols: int) -> ChipConfig:
-    """``chip`` narrowed to its first ``cols`` array columns (one region)."""
-    return dataclasses.replace(chip, array=dataclasses.replace(chip.array, cols=cols))
-
-
+@functools.lru_cache(maxsize=8)
 def plan_layer(chip: ChipConfig, *, f_chunk: int = 512) -> LayerPlan:
-    """The tile kernel compiled on the narrowest column band that places and routes it
-    (bands are whole MEM-column groups), and its copies on ``chip``: the lanes, as many as
-    the unroll planner's limits allow (compiler.unroll.lane_limits: the bands, the tiles and
-    the GLB links; on Onyx the 8 bands bind).
+    """The lanes of ``chip``: the batched tile kernel (:data:`TEMPLATE_EXPR`) lowered once,
+    unrolled over its job loop into as many copies as the unroll planner allows
+    (compiler.unroll.plan_lanes: the tiles and GLB links of the real N-copy graph, which must
+    place and route on the array; ``compiler.unroll`` forces a factor), each copy a lane.
 
-    Raises: CompileError when the kernel fits no band of the array.
+    Placing and routing the N-copy graph takes most of a second (Onyx: 264 units), so plans
+    are kept per chip (ChipConfig and LayerPlan are frozen).
+
+    Raises: CompileError when not even one copy places and routes.
     """
-    period = chip.array.mem_column_period
-    layer = _tiny_layer()
-    last: Exception | None = None
-    cols = period
-    while cols <= chip.array.cols:
-        region = region_chip(chip, cols)
-        # one copy per band: the lanes are the copies (compiler.unroll.lane_limits)
-        region = dataclasses.replace(region, compiler=dataclasses.replace(region.compiler,
-                                                                          unroll=1))
-        try:
-            program = compile_layer(layer, region)
-        except CompileError as exc:
-            last = exc
-            cols += period
-            continue
-        lanes = min(lane_limits(program.kernels[0], chip, cols).values())
-        words = chip.mem_tile.size_bytes * 8 // 16
-        return LayerPlan(program, region, lanes, words, f_chunk, mac_block_kernel(chip))
-    raise CompileError(f"layers: the tile kernel {TEMPLATE_EXPR} fits no column band of "
-                       f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): {last}")
+    layer = template_layer()
+    kernel, images = lower_layer(layer, chip)
+    try:
+        placed, choice = plan_lanes(kernel, chip, lambda k: place_route_balance(k, chip))
+    except CompileError as exc:
+        raise CompileError(f"layers: the batched tile kernel {TEMPLATE_EXPR} does not fit "
+                           f"chip {chip.name} ({chip.array.rows}x{chip.array.cols}): "
+                           f"{exc}") from None
+    program = dataclasses.replace(emit_program(placed, images, chip), unroll=choice)
+    words = chip.mem_tile.size_bytes * 8 // 16
+    return LayerPlan(program, chip, choice.copies, words, f_chunk, mac_block_kernel(chip),
+                     copy_kernel(placed, 0), unroll=choice)
 
+
+def deal(positions: int, lanes: int) -> list[int]:
+    """The lane of each of ``positions`` jobs dealt in order: the stream filter's rule
+    (isa.copies.dealt_copy), since the jobs are the positions of the batched tile kernel's
+    outer loop and the lanes its copies."""
+    return [int(dealt_copy(p, lanes)) for p in range(positions)]
 
 
 # ------------------------------------------------------------------------------ choices
@@ -298,24 +317,26 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
         jobs.append(Job("combine", "combine", deps=products, dims=(pairs, d)))
         d_out = d
     elif layer.kind == "ffn":
-        for c, (f0, f1) in enumerate(_chunks(layer.ffn.f, plan.f_chunk, lanes)):
-            lane = (c % lanes,)
+        chunks = _chunks(layer.ffn.f, plan.f_chunk, lanes)
+        for (f0, f1), ln in zip(chunks, deal(len(chunks), lanes)):
+            lane = (ln,)
             jobs.append(Job(f"ffn[{f0}:{f1}]", "FFN", tile, lane,
                             task=FFNTask(layer, "ffn", -1, lane, ((f0, f1),), "ffn")))
         d_out = layer.ffn.d
     else:
         out_dim = layer.weight.shape[0]
         chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
-        for c, r0 in enumerate(range(0, out_dim, chunk)):
+        starts = range(0, out_dim, chunk)
+        for r0, ln in zip(starts, deal(len(starts), lanes)):
             r1 = min(out_dim, r0 + chunk)
-            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (c % lanes,),
-                            task=LinearTask(layer, r0, r1, c % lanes)))
+            jobs.append(Job(f"linear[{r0}:{r1}]", "linear", tile, (ln,),
+                            task=LinearTask(layer, r0, r1, ln)))
         d_out = out_dim
     layout = LayerLayout(plan, T, d, d_out, chip.compiler.layer_mode, experts, routing,
                          chip.compiler.objective)
     sched = (Command("configure", tile), Command("configure", plan.mac_block.name))
     return Program(layer.name.replace(".", "_"), (plan.kernel, plan.mac_block), {}, sched,
-                   tuple(jobs), layout)
+                   tuple(jobs), layout, unroll=plan.unroll)
 
 
 def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
@@ -326,11 +347,13 @@ def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:
-    """Static expert -> lanes map: round-robin when E >= lanes, else lanes // E each."""
-    if E >= lanes:
-        return [[e % lanes] for e in range(E)]
-    per = lanes // E
-    return [list(range(e * per, (e + 1) * per)) for e in range(E)]
+    """Static expert -> lanes map, as the batched tile kernel's filters deal its job loop
+    (:func:`deal`): the positions are the experts (E >= lanes: expert e is position e), or
+    with fewer experts than lanes ``lanes // E`` slots per expert (expert e's slot s is
+    position e * (lanes // E) + s; its chunks go to its slots as :func:`deal` deals them)."""
+    per = max(1, lanes // E)
+    dealt = deal(E * per, lanes)
+    return [dealt[e * per:(e + 1) * per] for e in range(E)]
 
 
 # ------------------------------------------------------------------------------ printing
@@ -345,9 +368,10 @@ def summarize_jobs(program: Program) -> str:
         lanes.setdefault(j.stage, set()).update(j.lanes)
     plan = program.layout.plan
     lines = [f"; jobs of {program.name}: {len(program.jobs)}, by stage (in order); "
-             f"{plan.lanes} lanes of {plan.region.array.rows}x{plan.region.array.cols} tiles, "
-             f"{plan.buffers} GLB buffers each, tiles of <= {plan.level_words} coordinates "
-             "per fibertree level"]
+             f"{plan.lanes} lanes: copies of the tile kernel {TEMPLATE_EXPR} unrolled over "
+             f"the job loop b (its filters deal the jobs, position p to lane p mod "
+             f"{plan.lanes}), {plan.buffers} GLB buffers each, tiles of <= "
+             f"{plan.level_words} coordinates per fibertree level"]
     for stage in dict.fromkeys(j.stage for j in program.jobs):
         first = next(j for j in program.jobs if j.stage == stage)
         kernel = first.kernel or "ALU pass on the lanes"

@@ -252,22 +252,6 @@ def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
             "outer_positions": positions}
 
 
-def lane_limits(kernel: Kernel, chip: ChipConfig, band_cols: int) -> dict[str, int]:
-    """The copies of a placed kernel that fit ``chip`` when each copy has its own band of
-    ``band_cols`` columns: a model layer's lanes, the case of unrolling whose copies take
-    whole jobs (dealt by the controller) rather than a stream's positions (dealt by
-    filters). The limits are unrolling's: the bands (tiles and tracks: the kernel places and
-    routes on one band), the PE and MEM tiles and the GLB links each way."""
-    per = tile_counts(kernel)
-    have = {k: len(chip.array.tiles(k)) for k in TileKind}
-    links = chip.glb.array_links_per_direction
-    return {"bands": chip.array.cols // band_cols,
-            "pe_tiles": have[TileKind.PE] // max(per[TileKind.PE], 1),
-            "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
-            "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
-            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY}
-
-
 def parse_unroll(value: Any) -> int | None:
     """``compiler.unroll`` as a factor, or None for ``auto``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -449,6 +433,79 @@ def _fmt(limits: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in limits.items())
 
 
+# ------------------------------------------------------------------------------ layer lanes
+def plan_lanes(kernel: Kernel, chip: ChipConfig, compile_fn: Any
+               ) -> tuple[Kernel, UnrollChoice]:
+    """A model layer's lanes: N copies of its *batched* tile kernel (unplaced; compiler.layers:
+    the outer loop ``b`` runs over the layer's jobs, each job one position), unrolled by
+    :func:`unroll_kernel` like any kernel and placed and routed on the whole array by
+    ``compile_fn``; returns the placed N-copy kernel and the choice.
+
+    One planner: the limits are :func:`max_copies`' (PE and MEM tiles of a whole copy and its
+    filters, GLB links each way), except ``outer_positions``: the jobs are not known when a
+    chip's layer plan is made (one plan serves every layer), and a copy dealt no job idles.
+    A forced ``compiler.unroll`` is honoured or refused naming the limit (as for kernels);
+    ``auto`` takes the largest factor the limits allow that places and routes, falling back
+    to smaller ones (``binds``: the limit, or ``place_route``). A lane's jobs are whole tile
+    sequences, so a factor's estimate would be the layer's schedule, which needs the layer:
+    more copies are more lanes in parallel, at smaller shares of the GLB and its links.
+
+    Raises: CompileError when the kernel cannot be unrolled, a forced factor exceeds the
+    limits or does not place, or not even one copy places.
+    """
+    want = parse_unroll(chip.compiler.unroll)
+    requested = "auto" if want is None else str(want)
+    shape = kernel_shape(kernel)
+    if shape.why_not is not None:
+        raise CompileError(f"unroll: layer tile kernel {kernel.name} cannot be unrolled "
+                           f"into lanes: {shape.why_not}")
+    limits = {k: v for k, v in max_copies(kernel, shape, chip, 0).items()
+              if k != "outer_positions"}
+    bound = min(limits.values())
+    binding = min(limits, key=lambda k: limits[k])
+    if want is not None:
+        if want > bound:
+            raise CompileError(f"unroll: compiler.unroll={want} exceeds the lanes layer tile "
+                               f"kernel {kernel.name} allows on chip {chip.name}: {binding} "
+                               f"allow {limits[binding]} (limits: {_fmt(limits)})")
+        return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
+            want, requested, f"forced (limits: {_fmt(limits)})", limits,
+            binding if want == bound else "compiler.unroll")
+    failed: list[str] = []
+    for n in range(max(bound, 1), 0, -1):
+        try:
+            placed = compile_fn(unroll_kernel(kernel, n, shape))
+        except CompileError as exc:        # does not place or route
+            if n == 1:
+                raise
+            failed.append(f"{n}: {str(exc).splitlines()[0]}")
+            continue
+        binds = binding if n == bound else "place_route"
+        why = (f"auto: {n} lanes, the most copies of the batched tile kernel the limits "
+               f"allow ({_fmt(limits)}) that place and route; bound by {binds}")
+        if failed:
+            why += f"; did not place/route: {'; '.join(failed)}"
+        return placed, UnrollChoice(n, requested, why, limits, binds)
+    raise CompileError(f"unroll: no factor of {kernel.name} to try")   # bound >= 1 above
+
+
+def copy_kernel(kernel: Kernel, copy: int) -> Kernel:
+    """Copy ``copy`` of an unrolled kernel on its own, as placed and routed: its units (ids
+    ``*_u<copy>``, its filters included) and the streams between them (copies share none).
+    A kernel that is not unrolled is its own copy 0."""
+    if copies_of(kernel) == 1 and not any("copies" in n.a for n in kernel.nodes):
+        if copy != 0:
+            raise CompileError(f"unroll: kernel {kernel.name} has one copy, not {copy + 1}")
+        return kernel
+    tail = f"_u{copy}"
+    ids = {n.id for n in kernel.nodes if n.id.endswith(tail)}
+    if not ids:
+        raise CompileError(f"unroll: kernel {kernel.name} has no copy {copy}")
+    return Kernel(kernel.name, tuple(n for n in kernel.nodes if n.id in ids),
+                  tuple(e for e in kernel.edges if e.src in ids and e.dst in ids),
+                  kernel.tensors, kernel.expr)
+
+
 __all__ = ["GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice", "copies_of",
-           "kernel_shape", "lane_limits", "parse_unroll", "plan_unroll", "stream_depths",
-           "unroll_kernel"]
+           "copy_kernel", "kernel_shape", "parse_unroll", "plan_lanes", "plan_unroll",
+           "stream_depths", "unroll_kernel"]

@@ -29,6 +29,16 @@ from isa.errors import IsaError
 from isa.fibertree import FiberTree, Level, _ranges
 
 
+def dealt_copy(position, copies: int):
+    """The copy that outer position ``position`` is dealt to among ``copies``: round-robin,
+    ``position mod copies`` (an int, or a numpy array of them elementwise). The one rule of
+    unrolling's dealing: the stream filter (``isa.interp.filter_``, the burst engine's
+    ``fire_filter``) passes element p to copy ``dealt_copy(p, copies)``, and a model layer's
+    jobs, positions of the batched tile kernel's outer loop, go to the lanes by it
+    (compiler.layers)."""
+    return position % copies
+
+
 def union_of_copies(decl, parts: list[FiberTree]) -> FiberTree:
     """The output ``decl`` (a TensorDecl) from its copies' ``parts`` (part c: copy c's).
 
@@ -73,4 +83,4 @@ def union_of_copies(decl, parts: list[FiberTree]) -> FiberTree:
     return tree
 
 
-__all__ = ["union_of_copies"]
+__all__ = ["dealt_copy", "union_of_copies"]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from isa.copies import union_of_copies
+from isa.copies import dealt_copy, union_of_copies
 from isa.errors import IsaError
 from isa.fibertree import BITMAP_WORD_BITS, FiberTree, Level, bitmap_level, bitmap_masks
 from isa.ops import ALU_UNARY, Opcode
@@ -1008,7 +1008,7 @@ def filter_(node: Node, mem: Memory) -> Behaviour:
                 raise _bad(node, f"{tok!r} on an outermost-fiber stream (only S0 closes it)")
             yield Fire(("in",), {"out": tok})
             continue
-        keep = p % copies == copy
+        keep = dealt_copy(p, copies) == copy
         p += 1
         yield Fire(("in",), {"out": tok} if keep else {})
 

@@ -33,7 +33,7 @@ FIGURE_LABELS: dict[str, str] = {
     "unroll": "unroll (graph copies)",
     "mode": "layer mode",
     "objective": "compiler.objective",
-    "lanes": "lanes (tile-kernel copies)",
+    "lanes": "lanes (copies of the unrolled tile kernel)",
     "tiles": "tiles run",
     "dram_bytes_per_s": "DRAM bandwidth",
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from isa.copies import dealt_copy
 from isa.errors import SimulationError
 from isa.fibertree import BITMAP_WORD_BITS, FiberTree, _ranges, bitmap_masks
 from isa.interp import ELEMENTS_PER_WORD, Memory
@@ -1152,7 +1153,7 @@ def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
             or (s.data[s.kind == STOP] != 0).any():
         raise _bad(node, "an outermost-fiber stream holds elements, S0 and one final D")
     pos = np.cumsum(elem) - elem
-    keep = ~elem | (pos % copies == copy)
+    keep = ~elem | (dealt_copy(pos, copies) == copy)
     steps = np.arange(n, dtype=I64)
     return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": steps[keep]},
                   {"out": Stream(s.kind[keep], s.data[keep])})

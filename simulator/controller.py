@@ -594,7 +594,7 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         c.priced = {"sparse": (ts, es * 1e-12), "dense": (td, ed * 1e-12)}
         modes.append(layout.pick_product((ts, es), (td, ed)))
     stages = eng.router_cycles + eng.topk_cycles + eng.combine_cycles
-    config = config_bits(plan.kernel) * plan.lanes
+    config = config_bits(plan.kernel)     # the lanes' N-copy batched tile kernel
 
     def price_layer(choice: list[str]) -> tuple[PricedLayer, dict[str, Any]]:
         layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers),

@@ -175,7 +175,6 @@ def run_tile_sample(eng: LayerEngine) -> list[dict[str, Any]]:
     Raises: SimulationError when a sampled tile deadlocks (or hits the watchdog) on burst,
     as a burst or cycle run of the layer would.
     """
-    from simulator.engine_burst import run_burst
 
     chosen = list(eng.samples.values())
     if eng.worst is not None and all(eng.worst is not s for s in chosen):
@@ -183,19 +182,15 @@ def run_tile_sample(eng: LayerEngine) -> list[dict[str, Any]]:
     out = []
     for s in chosen:
         at, bt = sp.csr_matrix(s.a), sp.csr_matrix(s.b)
-        images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
-                  "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
-        k = _with_shapes(eng.plan.kernel, at.shape, bt.shape)
         try:
-            run = run_burst(k, images, eng.plan.region)
+            run, values = run_lane_tiles(eng.plan, [(at, bt)], "burst")
         except SimulationError as exc:
             raise SimulationError(
                 f"layer tile sample: tile {s.tile} (token block, K chunk, N block) of "
                 f"{s.label} ({at.shape[0]}x{at.shape[1]} by {bt.shape[0]}x{bt.shape[1]}) on "
                 f"burst: {exc}\n(the analytic tile model assumes every tile completes; this "
                 "configuration does not)") from exc
-        x_decl = next(d for d in k.tensors if d.is_output)
-        values = assemble_output(x_decl, run.memory).to_dense()
+        values = values[0]
         out.append({"kind": s.kind, "product": s.label, "tile": list(s.tile),
                     "worst": s is eng.worst, "shape": [at.shape[0], at.shape[1], bt.shape[1]],
                     "analytic_cycles": s.analytic_cycles, "burst_cycles": int(run.cycles),
@@ -291,8 +286,8 @@ class LayerEngine:
         self.progress = progress_of(progress)   # simulator.progress: stage, advance
         self.lanes = plan.lanes
         self.words = plan.level_words
-        kernel: Kernel = plan.kernel
-        self.fill = len(kernel.nodes) + sum(max(e.hops, 1) for e in kernel.edges) // 2
+        kernel: Kernel = plan.lane_kernel          # one lane: a copy of the batched kernel
+        self.fill = fill_latency(kernel)
         self.hops = plan.mean_hops
         self.link_words = chip.glb.array_bytes_per_cycle / ELEMENT_BYTES / self.lanes
         self.buffers = plan.buffers
@@ -471,8 +466,6 @@ class LayerEngine:
 
     def _exact(self, a: np.ndarray, b: np.ndarray, masks: tuple[np.ndarray, np.ndarray]
                ) -> tuple[np.ndarray, TileWork]:
-        from simulator.engine_burst import run_burst
-
         T, K = a.shape
         N = b.shape[1]
         work = TileWork(dense_products=T * K * N)
@@ -480,8 +473,6 @@ class LayerEngine:
         if T == 0 or K == 0 or N == 0:
             return out, work
         tb, kc, nb = tile_sizes(*masks, self.words)
-        kernel: Kernel = self.plan.kernel
-        region = self.plan.region
         cyc, in_w, out_w, live, prods = [], [], [], [], 0
         summed: dict[str, float] = {}
         for t0 in range(0, T, tb):
@@ -495,15 +486,9 @@ class LayerEngine:
                         out_w.append(0)
                         live.append(False)
                         continue
-                    images = {"B": FiberTree.from_scipy("B", at, ("compressed",) * 2, (0, 1)),
-                              "C": FiberTree.from_scipy("C", bt, ("compressed",) * 2, (0, 1))}
-                    k = _with_shapes(kernel, at.shape, bt.shape)
-                    if self.fidelity == "burst":
-                        run = run_burst(k, images, region)
-                    else:
-                        run = _run_cycle(k, images, region)
-                    x_decl = next(d for d in k.tensors if d.is_output)
-                    res = assemble_output(x_decl, run.memory).to_dense()
+                    run, res = run_lane_tiles(self.plan, [(at, bt)], self.fidelity)
+                    res = res[0]
+                    k = self.plan.lane_kernel
                     out[t0:t0 + tb, n0:n0 + nb] += res
                     cyc.append(run.cycles)
                     rows_b = np.count_nonzero(np.diff(bt.indptr))
@@ -701,12 +686,87 @@ def _timeline(spans: list[dict[str, Any]], offset: int) -> list[dict[str, Any]]:
     return [{**sp, "start": sp["start"] + offset, "end": sp["end"] + offset} for sp in spans]
 
 
-def _with_shapes(kernel: Kernel, b_shape: tuple[int, int], c_shape: tuple[int, int]) -> Kernel:
+def fill_latency(kernel: Kernel) -> int:
+    """The analytic tile model's fill: the kernel's critical path, a cycle per unit and per
+    link hop (a stream's latency is its hops, at least 1) along its longest chain of streams.
+    (On the one-copy 2-D tile kernel this equals the earlier units + half the hops, 40 on
+    Onyx; on a lane of the batched kernel it counts the job loop's locator, filter and outer
+    writer only where they lengthen the chain.)"""
+    latency: dict[str, int] = {}
+    for node in kernel.topo_order():
+        ins = [latency[e.src] + max(e.hops, 1) for e in kernel.in_edges(node.id)]
+        latency[node.id] = 1 + max(ins, default=0)
+    return max(latency.values(), default=0)
+
+
+def _with_shapes(kernel: Kernel, jobs: int, b_shape: tuple[int, int],
+                 c_shape: tuple[int, int]) -> Kernel:
+    """The batched tile kernel declared for ``jobs`` positions of tiles B (T x K), C (K x N)."""
     decls = []
     for d in kernel.tensors:
         shape = {"B": b_shape, "C": c_shape}.get(d.name, (b_shape[0], c_shape[1]))
-        decls.append(dataclasses.replace(d, shape=tuple(shape)))
+        decls.append(dataclasses.replace(d, shape=(jobs, *shape)))
     return dataclasses.replace(kernel, tensors=tuple(decls))
+
+
+def batch_images(kernel: Kernel, tiles: list[tuple[sp.csr_matrix, sp.csr_matrix]]
+                 ) -> dict[str, FiberTree]:
+    """The memory images of a batch of jobs' tiles for the batched tile kernel
+    (compiler.layers.TEMPLATE_EXPR): position b of the outer loop holds B(b) = ``tiles[b][0]``
+    and C(b) = ``tiles[b][1]`` (all of one shape), in the kernel's declared formats. A
+    compressed outer level holds the positions whose tile has a nonzero; a dense one every
+    position. The levels below are each tile's compressed levels, fiber after fiber."""
+    out: dict[str, FiberTree] = {}
+    for which, name in enumerate(("B", "C")):
+        decl = next(d for d in kernel.tensors if d.name == name)
+        mats = [sp.csr_matrix(t[which]) for t in tiles]
+        outer = decl.formats[0]
+        keep = [b for b, m in enumerate(mats) if outer == "dense" or m.nnz]
+        trees = [FiberTree.from_scipy(name, mats[b], tuple(decl.formats[1:]), (0, 1))
+                 for b in keep]
+        levels = [Level("dense", len(mats)) if outer == "dense" else
+                  Level(outer, len(mats), np.array([0, len(keep)], np.int64),
+                        np.array(keep, np.int64))]
+        for lvl in range(len(decl.formats) - 1):
+            parts = [t.levels[lvl] for t in trees]
+            offsets = np.cumsum([0] + [len(lv.crd) for lv in parts])
+            seg = np.concatenate([lv.seg[:-1] + o for lv, o in zip(parts, offsets)]
+                                 + [offsets[-1:]]).astype(np.int64)
+            levels.append(Level(decl.formats[lvl + 1], parts[0].size if parts else
+                                mats[0].shape[lvl], seg,
+                                np.concatenate([lv.crd for lv in parts]).astype(np.int64)
+                                if parts else np.zeros(0, np.int64)))
+        vals = (np.concatenate([t.vals for t in trees]) if trees
+                else np.zeros(0, np.float32))
+        shape = (len(mats), *mats[0].shape)
+        tree = FiberTree(name, shape, (0, 1, 2), tuple(levels), vals)
+        tree.check()
+        out[name] = tree
+    return out
+
+
+def run_lane_tiles(plan: Any, tiles: list[tuple[sp.csr_matrix, sp.csr_matrix]],
+                   fidelity: str, kernel: Kernel | None = None) -> tuple[Any, np.ndarray]:
+    """``tiles`` (one per job position) run as one call of ``kernel`` (default: one lane's
+    copy of the batched tile kernel, ``plan.lane_kernel``) on ``plan.region`` at ``fidelity``
+    (burst or cycle): the engine's run and the output, position by position (jobs x T x N;
+    an unrolled kernel's output is the union of its copies' parts, a lane copy's its own)."""
+    from simulator.engine_burst import run_burst
+
+    kernel = plan.lane_kernel if kernel is None else kernel
+    at, bt = tiles[0]
+    k = _with_shapes(kernel, len(tiles), at.shape, bt.shape)
+    images = batch_images(k, tiles)
+    run = (run_burst if fidelity == "burst" else _run_cycle)(k, images, plan.region)
+    x_decl = next(d for d in k.tensors if d.is_output)
+    copies = {int(n.a["copy"]) for n in k.nodes if "copy" in n.a and "tensor" in n.a
+              and n.a["tensor"] == x_decl.name}
+    if len(copies) == 1 and x_decl.name in run.memory.copies \
+            and run.memory.copies[x_decl.name] > 1:
+        tree = assemble_output(x_decl, run.memory, copies.pop())
+    else:
+        tree = assemble_output(x_decl, run.memory)
+    return run, tree.to_dense()
 
 
 def _run_cycle(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig):
@@ -744,7 +804,7 @@ def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     mem, ctl = MemoryStats(), ControllerStats()
     for key, value in run.memory.items():
         setattr(mem, key, int(value))
-    ctl.config_bits = config_bits(plan.kernel) * plan.lanes
+    ctl.config_bits = config_bits(plan.kernel)      # the N-copy batched tile kernel
     ctl.launch_count = run.layer_stats.tile_count
     ctl.kernel_cycles = run.layer_stats.kernel_cycles
     ctl.firmware_cycles = layer_firmware_cycles(run, chip)

@@ -199,7 +199,9 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
                   "last (lanes in parallel, then the MAC block), within total cycles",
                   "tile_kernel_cycles_sum": "a sum: tile kernel cycles over every "
                   "sparse-mode tile of every lane (lanes overlap, so it may exceed cycles)",
-                  "lanes": "copies of the tile kernel (sparse mode); 1: the MAC block only",
+                  "lanes": "copies of the tile kernel unrolled over the layer's jobs "
+                  "(compiler.unroll; its filters deal the jobs), sparse mode; 1: the MAC "
+                  "block only",
                   "mode": "per product, compiler.layer_mode (auto: the cheaper of sparse and "
                   "dense by compiler.objective, then the scheduled layer against all-sparse "
                   "and all-dense); sparse, dense or mixed. Cycles, energy and traffic are "

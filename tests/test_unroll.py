@@ -488,16 +488,6 @@ def test_burst_equals_cycle_unrolled_tensor_kernels(onyx, workload, params, copi
     assert assert_same(unrolled, images, onyx) != "deadlock"
 
 
-def test_layer_lanes_come_from_the_unroll_planner(onyx):
-    from compiler.layers import plan_layer
-    from compiler.unroll import lane_limits
-
-    plan = plan_layer(onyx)
-    limits = lane_limits(plan.program.kernels[0], onyx, plan.region.array.cols)
-    assert plan.lanes == min(limits.values()) == limits["bands"] == 8
-    assert copies_of(plan.program.kernels[0]) == 1      # a lane is one copy of the template
-
-
 def test_planner_counts_only_the_loads_that_change_between_calls():
     # a tiled kernel's schedule reloads only the operand tiles that changed (compiler.tiling,
     # Tile.loads): the planner's per-copy cost counts those, not every operand of every call
