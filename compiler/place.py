@@ -31,7 +31,9 @@ neighbours.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 from isa.arch import ArrayConfig, ChipConfig
 from isa.errors import CompileError
@@ -41,6 +43,14 @@ from isa.program import Kernel, Node
 Tile = tuple[int, int]
 
 _IMPROVE_PASSES = 6   # upper bound on improvement passes; each is O(n^2 + n * window)
+
+_MEMO_SIZE = 64
+"""Placements kept per process (the order choice places the same graph for its screen and its
+finalists): an entry is a node count of tiles, keyed by the graph's structure."""
+
+_Key = tuple[tuple[tuple[str, str, Tile | None], ...], tuple[tuple[str, str], ...],
+             ArrayConfig, int]
+_memo: dict[_Key, tuple[Tile, ...]] = {}
 
 
 def place_kernel(kernel: Kernel, chip: ChipConfig) -> Kernel:
@@ -54,7 +64,27 @@ def place_kernel(kernel: Kernel, chip: ChipConfig) -> Kernel:
           still empty unless they were set). Same input, same output.
     Raises: CompileError if a pin is invalid, the array lacks PE or MEM tiles, or a node has
           more streams than any (free) tile's links can carry.
+
+    The placement depends only on the nodes (ids, opcodes, pins, order), the edges' ends (in
+    order), the array and the tracks: it is computed once per process for each such graph
+    (the tiles are kept, not the kernel, so a graph lowered for other tile shapes shares it).
     """
+    key: _Key = (tuple((n.id, n.op.value, n.tile) for n in kernel.nodes),
+                 tuple((e.src, e.dst) for e in kernel.edges), chip.array,
+                 chip.interconnect.tracks_per_direction)
+    tiles = _memo.get(key)
+    if tiles is None:
+        tiles = _place(kernel, chip)
+        if len(_memo) >= _MEMO_SIZE:
+            del _memo[next(iter(_memo))]
+        _memo[key] = tiles
+    placed = tuple(n if n.tile is not None else Node(n.id, n.op, n.attrs, t)
+                   for n, t in zip(kernel.nodes, tiles, strict=True))
+    return kernel.with_nodes(placed)
+
+
+def _place(kernel: Kernel, chip: ChipConfig) -> tuple[Tile, ...]:
+    """The tile of every node of ``kernel`` (in node order): :func:`place_kernel`'s work."""
     array = chip.array
     kinds = {n.id: SIGNATURES[n.op].tile for n in kernel.nodes}
     pos: dict[str, Tile] = {}
@@ -87,47 +117,190 @@ def place_kernel(kernel: Kernel, chip: ChipConfig) -> Kernel:
                 "interconnect.tracks_per_direction or split the fan-out"
             )
 
-    # Undirected incidence with multiplicity: every edge is a separate net.
-    ends: list[tuple[str, str]] = [(e.src, e.dst) for e in kernel.edges if e.src != e.dst]
-    incident: dict[str, list[int]] = {n.id: [] for n in kernel.nodes}
-    for i, (a, b) in enumerate(ends):
-        incident[a].append(i)
-        incident[b].append(i)
+    lay = Layout(kernel, array, pos)
+    order = [lay.index[n.id] for n in kernel.topo_order()]
+    movable = [u for u in order if not lay.placed[u]]
+    need = np.array([links_needed[nid] for nid in lay.ids], dtype=np.int64)
 
-    order = [n.id for n in kernel.topo_order()]
-    movable = [nid for nid in order if nid not in pos]
+    # 1. Constructive placement, growing from already-placed nodes: the unplaced node with
+    # the most edges to placed ones (ties: the earliest), on the free tile of its kind with
+    # enough links minimising (wire length to its placed neighbours, distance to the anchor,
+    # row, col).
     anchor: Tile = ((array.rows - 1) // 2, (array.cols - 1) // 2)
-    free: dict[TileKind, list[Tile]] = {
-        kind: [t for t in array.tiles(kind) if t not in occupied] for kind in TileKind
-    }
-
-    # 1. Constructive placement, growing from already-placed nodes.
+    anchor_dist = (np.abs(lay.grid_r - anchor[0]) + np.abs(lay.grid_c - anchor[1]))
+    tie = (anchor_dist * array.rows + lay.grid_r) * array.cols + lay.grid_c
+    tie_span = int(tie.max()) + 1
+    degree = lay.adj[:, lay.placed].sum(axis=1)      # edges to placed nodes
     unplaced = list(movable)
     while unplaced:
-        k = max(range(len(unplaced)),
-                key=lambda j: (_placed_degree(unplaced[j], ends, incident, pos), -j))
-        nid = unplaced.pop(k)
-        others = [_other(ends[i], nid) for i in incident[nid]]
-        targets = [pos[o] for o in others if o in pos]
-        fits = [t for t in free[kinds[nid]] if _mesh_degree(t, array) >= links_needed[nid]]
-        if not fits:
+        k = int(np.argmax(degree[unplaced]))         # first of the most connected
+        u = unplaced.pop(k)
+        ok = ((lay.kind_grid == lay.kind[u]) & ~lay.occupied & (lay.mesh >= need[u]))
+        if not ok.any():
+            nid = lay.ids[u]
             raise CompileError(
                 f"place: kernel {kernel.name}: no free {kinds[nid].name} tile on chip "
                 f"{chip.name} has the {links_needed[nid]} mesh links node {nid!r} needs for "
                 f"its {max(fan[nid])} streams; use a chip with more "
                 "interconnect.tracks_per_direction or a larger array"
             )
-        tile = min(fits, key=lambda t: (_dist_sum(t, targets), _dist(t, anchor), t))
-        free[kinds[nid]].remove(tile)
-        pos[nid] = tile
-        occupied[tile] = nid
+        score = lay.wire_to_placed(u, lay.grid_r, lay.grid_c) * tie_span + tie
+        flat = int(np.argmin(np.where(ok, score, np.iinfo(np.int64).max)))
+        lay.put(u, (flat // array.cols, flat % array.cols))
+        degree += lay.adj[:, u]
 
     # 2. Greedy move / swap improvement of total wire length.
-    _improve(movable, pos, occupied, kinds, links_needed, ends, incident, array)
+    _improve(lay, movable, need, array)
+    return tuple((int(r), int(c)) for r, c in lay.pos)
 
-    placed = tuple(n if n.tile is not None else Node(n.id, n.op, n.attrs, pos[n.id])
-                   for n in kernel.nodes)
-    return kernel.with_nodes(placed)
+
+class Layout:
+    """A placement in progress as arrays: node positions, the edges between nodes (with
+    multiplicity: every edge is a separate net), the pairwise Manhattan distances of the
+    placed nodes, each node's wire length and the tiles occupied. The wire-length change of a
+    move or a swap is computed from the moved nodes' edges alone (:meth:`move_deltas`,
+    :meth:`swap_deltas`) in integer arithmetic, so it equals the difference of the two full
+    sums (:meth:`total`) exactly."""
+
+    def __init__(self, kernel: Kernel, array: ArrayConfig, pinned: dict[str, Tile]) -> None:
+        self.ids = [n.id for n in kernel.nodes]
+        self.index = {nid: i for i, nid in enumerate(self.ids)}
+        n = len(self.ids)
+        self.adj = np.zeros((n, n), dtype=np.int64)
+        for e in kernel.edges:
+            if e.src != e.dst:
+                a, b = self.index[e.src], self.index[e.dst]
+                self.adj[a, b] += 1
+                self.adj[b, a] += 1
+        self.nbrs = [np.flatnonzero(row) for row in self.adj]    # neighbours of each node
+        self.wts = [self.adj[u, nb] for u, nb in enumerate(self.nbrs)]  # edges to each
+        self.arc_from, self.arc_to = np.nonzero(self.adj)        # both directions
+        self.arc_mult = self.adj[self.arc_from, self.arc_to].astype(np.float64)
+        kinds = list(TileKind)
+        self.kind = np.array([kinds.index(SIGNATURES[x.op].tile) for x in kernel.nodes],
+                             dtype=np.int64)
+        self.pos = np.zeros((n, 2), dtype=np.int64)
+        self.placed = np.zeros(n, dtype=bool)
+        self.dist = np.zeros((n, n), dtype=np.int64)
+        self.cost = np.zeros(n, dtype=np.int64)       # wire length at each node (placed ends)
+        rows, cols = array.rows, array.cols
+        self.grid_r, self.grid_c = np.divmod(np.arange(rows * cols, dtype=np.int64), cols)
+        self.kind_grid = np.array([kinds.index(array.kind(int(r), int(c)))
+                                   for r, c in zip(self.grid_r, self.grid_c)], dtype=np.int64)
+        self.mesh = ((self.grid_r > 0).astype(np.int64) + (self.grid_r < rows - 1)
+                     + (self.grid_c > 0) + (self.grid_c < cols - 1))
+        self.occupied = np.zeros(rows * cols, dtype=bool)
+        self.cols = cols
+        for nid, t in pinned.items():
+            self.put(self.index[nid], t)
+
+    def flat(self, u: int) -> int:
+        """The flat index (row * cols + col) of node ``u``'s tile."""
+        return int(self.pos[u, 0]) * self.cols + int(self.pos[u, 1])
+
+    def put(self, u: int, tile: Tile) -> None:
+        """Place (or move) node ``u`` on ``tile``."""
+        if self.placed[u]:
+            self.occupied[self.flat(u)] = False
+        self.pos[u] = tile
+        self.placed[u] = True
+        self.occupied[tile[0] * self.cols + tile[1]] = True
+        self._moved(u)
+
+    def swap(self, u: int, v: int) -> None:
+        """Exchange the tiles of placed nodes ``u`` and ``v``."""
+        self.pos[[u, v]] = self.pos[[v, u]]
+        self._moved(u)
+        self._moved(v)
+
+    def _moved(self, u: int) -> None:
+        """Update the distances and wire lengths after node ``u`` changed tiles."""
+        d = np.abs(self.pos - self.pos[u]).sum(axis=1)
+        d[~self.placed] = 0
+        nb = self.nbrs[u]
+        self.cost[nb] += self.wts[u] * (d[nb] - self.dist[u, nb])
+        self.dist[u] = d
+        self.dist[:, u] = d
+        self.cost[u] = self.wts[u] @ d[nb]
+
+    def wire_to_placed(self, u: int, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Wire length of ``u``'s edges to placed nodes were ``u`` on each tile (r, c)."""
+        nb = self.nbrs[u]
+        nb, w = nb[self.placed[nb]], self.wts[u][self.placed[nb]]
+        if nb.size == 0:
+            return np.zeros(r.shape, dtype=np.int64)
+        return ((np.abs(r[:, None] - self.pos[nb, 0]) + np.abs(c[:, None] - self.pos[nb, 1]))
+                @ w)
+
+    def move_deltas(self, u: int, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Change of total wire length if ``u`` moved to each tile (r, c) (all placed)."""
+        return self.wire_to_placed(u, r, c) - self.cost[u]
+
+    def swap_deltas(self, u: int, vs: np.ndarray) -> np.ndarray:
+        """Change of total wire length if ``u`` swapped tiles with each node of ``vs`` (all
+        placed, none is ``u``): u's edges now leave v's tile and v's leave u's; an edge
+        between the two keeps its length (it is counted moved in both terms: added back)."""
+        nb, dist = self.nbrs[u], self.dist
+        from_v = (self.wts[u] @ dist[nb])[vs] if nb.size else np.zeros(vs.size, np.int64)
+        to_u = np.bincount(self.arc_from, weights=self.arc_mult * dist[u, self.arc_to],
+                           minlength=len(self.ids)).astype(np.int64)[vs]
+        return (from_v - self.cost[u]) + (to_u - self.cost[vs]) + 2 * self.adj[u, vs] * dist[u, vs]
+
+    def total(self) -> int:
+        """Total wire length (all nodes placed)."""
+        return int(self.cost.sum()) // 2
+
+
+def _improve(lay: Layout, movable: Sequence[int], need: np.ndarray, array: ArrayConfig) -> None:
+    """Greedy moves to free tiles and pairwise swaps, in place, while total wire length drops.
+
+    Each movable node in turn takes the best strict improvement: a move to the first tile (row
+    major) of least wire length in the window around its neighbours, or a swap with the first
+    movable node of its kind (in ``movable``'s order) of least wire length, the swap only when
+    strictly better than the move. A node only moves to (or swaps onto) a tile with at least
+    ``need`` mesh neighbours.
+    """
+    margin = array.mem_column_period   # a window this wide always holds a MEM column
+    moving = np.array(movable, dtype=np.int64)
+    for _ in range(_IMPROVE_PASSES):
+        improved = False
+        for u in movable:
+            here = lay.flat(u)
+            best_delta = 0
+            best_tile = -1                    # move u to this free tile (flat index), or
+            best_swap = -1                    # swap u with this node
+            nb = lay.nbrs[u]
+            if nb.size:
+                r0 = max(int(lay.pos[nb, 0].min()) - margin, 0)
+                r1 = min(int(lay.pos[nb, 0].max()) + margin, array.rows - 1)
+                c0 = max(int(lay.pos[nb, 1].min()) - margin, 0)
+                c1 = min(int(lay.pos[nb, 1].max()) + margin, array.cols - 1)
+                flat = (np.arange(r0, r1 + 1)[:, None] * array.cols
+                        + np.arange(c0, c1 + 1)[None, :]).ravel()
+                flat = flat[(lay.kind_grid[flat] == lay.kind[u]) & ~lay.occupied[flat]
+                            & (lay.mesh[flat] >= need[u])]
+                if flat.size:
+                    deltas = lay.move_deltas(u, lay.grid_r[flat], lay.grid_c[flat])
+                    k = int(np.argmin(deltas))
+                    if deltas[k] < best_delta:
+                        best_delta, best_tile = int(deltas[k]), int(flat[k])
+            vs = moving[(moving != u) & (lay.kind[moving] == lay.kind[u])]
+            if vs.size:
+                v_flat = lay.pos[vs, 0] * array.cols + lay.pos[vs, 1]
+                vs = vs[(lay.mesh[v_flat] >= need[u]) & (lay.mesh[here] >= need[vs])]
+            if vs.size:
+                deltas = lay.swap_deltas(u, vs)
+                k = int(np.argmin(deltas))
+                if deltas[k] < best_delta:
+                    best_delta, best_tile, best_swap = int(deltas[k]), -1, int(vs[k])
+            if best_swap >= 0:
+                lay.swap(u, best_swap)
+                improved = True
+            elif best_tile >= 0:
+                lay.put(u, (best_tile // array.cols, best_tile % array.cols))
+                improved = True
+        if not improved:
+            return
 
 
 def wire_length(kernel: Kernel) -> int:
@@ -177,93 +350,9 @@ def _check_capacity(kernel: Kernel, chip: ChipConfig, kinds: dict[str, TileKind]
     )
 
 
-def _improve(movable: Sequence[str], pos: dict[str, Tile], occupied: dict[Tile, str],
-             kinds: dict[str, TileKind], links_needed: dict[str, int],
-             ends: Sequence[tuple[str, str]], incident: dict[str, list[int]],
-             array: ArrayConfig) -> None:
-    """Greedy moves to free tiles and pairwise swaps, in place, while total wire length drops.
-
-    A node only moves to (or swaps onto) a tile with at least ``links_needed`` mesh neighbours.
-    """
-    margin = array.mem_column_period   # a window this wide always holds a MEM column
-
-    def cost(edge_ids: Iterable[int]) -> int:
-        return sum(_dist(pos[ends[i][0]], pos[ends[i][1]]) for i in edge_ids)
-
-    for _ in range(_IMPROVE_PASSES):
-        improved = False
-        for u in movable:
-            kind = kinds[u]
-            here = pos[u]
-            base = cost(incident[u])
-            best_delta = 0
-            best_tile: Tile | None = None    # move u to this free tile, or
-            best_swap: str | None = None     # swap u with this node
-            targets = [pos[_other(ends[i], u)] for i in incident[u]]
-            if targets:
-                r0 = max(min(t[0] for t in targets) - margin, 0)
-                r1 = min(max(t[0] for t in targets) + margin, array.rows - 1)
-                c0 = max(min(t[1] for t in targets) - margin, 0)
-                c1 = min(max(t[1] for t in targets) + margin, array.cols - 1)
-                for r in range(r0, r1 + 1):
-                    for c in range(c0, c1 + 1):
-                        t = (r, c)
-                        if (t in occupied or array.kind(r, c) is not kind
-                                or _mesh_degree(t, array) < links_needed[u]):
-                            continue
-                        delta = _dist_sum(t, targets) - base
-                        if delta < best_delta:
-                            best_delta, best_tile = delta, t
-            for v in movable:
-                if (v == u or kinds[v] is not kind
-                        or _mesh_degree(pos[v], array) < links_needed[u]
-                        or _mesh_degree(here, array) < links_needed[v]):
-                    continue
-                edge_ids = set(incident[u]) | set(incident[v])
-                before = cost(edge_ids)
-                pos[u], pos[v] = pos[v], here
-                delta = cost(edge_ids) - before
-                pos[v], pos[u] = pos[u], here
-                if delta < best_delta:
-                    best_delta, best_tile, best_swap = delta, None, v
-            if best_swap is not None:
-                pos[u], pos[best_swap] = pos[best_swap], here
-                occupied[pos[u]], occupied[here] = u, best_swap
-                improved = True
-            elif best_tile is not None:
-                del occupied[here]
-                occupied[best_tile] = u
-                pos[u] = best_tile
-                improved = True
-        if not improved:
-            return
-
-
-def _placed_degree(nid: str, ends: Sequence[tuple[str, str]], incident: dict[str, list[int]],
-                   pos: dict[str, Tile]) -> int:
-    """Edges between ``nid`` and already-placed nodes."""
-    return sum(1 for i in incident[nid] if _other(ends[i], nid) in pos)
-
-
-def _mesh_degree(t: Tile, array: ArrayConfig) -> int:
-    """Number of mesh neighbours of a tile: 4 inside, 3 on a border, 2 in a corner."""
-    r, c = t
-    return (r > 0) + (r < array.rows - 1) + (c > 0) + (c < array.cols - 1)
-
-
-def _other(end: tuple[str, str], nid: str) -> str:
-    """The end of an edge that is not ``nid``."""
-    return end[1] if end[0] == nid else end[0]
-
-
 def _dist(a: Tile, b: Tile) -> int:
     """Manhattan distance between two tiles."""
     return abs(a[0] - b[0]) + abs(a[1] - b[1])
-
-
-def _dist_sum(t: Tile, targets: Iterable[Tile]) -> int:
-    """Sum of Manhattan distances from ``t`` to each target."""
-    return sum(abs(t[0] - r) + abs(t[1] - c) for r, c in targets)
 
 
 def _fmt(t: Tile) -> str:

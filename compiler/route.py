@@ -14,15 +14,22 @@ admissible because every link costs at least ``_BASE_COST``) under the link cost
 where ``occupancy`` counts the other nets on the link. After an iteration every overused link
 gets ``history += _HISTORY_FACTOR * overuse`` and ``present_factor`` grows by
 ``_PRESENT_GROWTH``. Routing stops at the first iteration with no link over capacity.
+
+A* is networkx's ``astar_path`` (its queue order and tie-breaks: priority, then insertion
+order; neighbours in ``grid_2d_graph`` order: up, down, left, right) written out over a
+precomputed mesh, so the compiler need not import networkx to route and each search avoids
+its per-call overhead; ``tests/test_route_astar.py`` checks the two agree path for path. The
+paths of a kernel depend only on its nets (the end tiles of its edges, in order), the mesh
+and the tracks: they are computed once per process for each such set.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import replace
-from itertools import pairwise
-
-import networkx as nx
+from functools import lru_cache
+from itertools import count, pairwise
 
 from isa.arch import ChipConfig
 from isa.errors import CompileError
@@ -36,6 +43,12 @@ _PRESENT_FIRST = 0.5      # present-congestion factor in the first iteration
 _PRESENT_GROWTH = 1.5     # multiplier of the present factor per iteration
 _PRESENT_MAX = 1e6        # cap, so long runs stay finite
 _HISTORY_FACTOR = 1.0     # history cost added per track of overuse per iteration
+
+_MEMO_SIZE = 64
+"""Routed kernels kept per process (the order choice routes the same graph for its screen and
+its finalists), keyed by the nets, the mesh and the tracks."""
+
+_memo: dict[tuple[tuple[tuple[Tile, Tile], ...], int, int, int, int], list[list[Tile]]] = {}
 
 
 def route_kernel(kernel: Kernel, chip: ChipConfig, *, max_iterations: int = 30) -> Kernel:
@@ -74,9 +87,16 @@ def route_kernel(kernel: Kernel, chip: ChipConfig, *, max_iterations: int = 30) 
     if not nets:
         return kernel
 
-    router = _PathFinder(nx.grid_2d_graph(rows, cols).to_directed(),
-                         chip.interconnect.tracks_per_direction)
-    paths = router.run(nets, max_iterations)
+    tracks = chip.interconnect.tracks_per_direction
+    key = (tuple(nets), rows, cols, tracks, max_iterations)
+    paths = _memo.get(key)
+    if paths is None:
+        router = _PathFinder(_mesh(rows, cols), tracks)
+        paths = router.run(nets, max_iterations)
+        if paths is not None:
+            if len(_memo) >= _MEMO_SIZE:
+                del _memo[next(iter(_memo))]
+            _memo[key] = paths
     if paths is None:
         link, demand = router.worst_link()
         raise CompileError(
@@ -98,14 +118,29 @@ def link_usage(kernel: Kernel) -> dict[Link, int]:
     return dict(usage)
 
 
+@lru_cache(maxsize=8)
+def _mesh(rows: int, cols: int) -> dict[Tile, tuple[tuple[Tile, Link], ...]]:
+    """Each tile's mesh neighbours with the directed link to each, in networkx's
+    ``grid_2d_graph(rows, cols).to_directed()`` order: tiles row-major; neighbours up, down,
+    left, right."""
+    out: dict[Tile, tuple[tuple[Tile, Link], ...]] = {}
+    for r in range(rows):
+        for c in range(cols):
+            near = [(r - 1, c)] * (r > 0) + [(r + 1, c)] * (r < rows - 1) \
+                + [(r, c - 1)] * (c > 0) + [(r, c + 1)] * (c < cols - 1)
+            out[(r, c)] = tuple((t, ((r, c), t)) for t in near)
+    return out
+
+
 class _PathFinder:
     """Negotiated-congestion router state over one mesh (see the module docstring)."""
 
-    def __init__(self, graph: nx.DiGraph, tracks: int) -> None:
-        self.graph = graph
+    def __init__(self, mesh: dict[Tile, tuple[tuple[Tile, Link], ...]], tracks: int) -> None:
+        self.mesh = mesh
         self.tracks = tracks
-        self.occupancy: dict[Link, int] = dict.fromkeys(graph.edges, 0)
-        self.history: dict[Link, float] = dict.fromkeys(graph.edges, 0.0)
+        links = [link for near in mesh.values() for _, link in near]
+        self.occupancy: dict[Link, int] = dict.fromkeys(links, 0)
+        self.history: dict[Link, float] = dict.fromkeys(links, 0.0)
         self.present = _PRESENT_FIRST
 
     def run(self, nets: list[tuple[Tile, Tile]], max_iterations: int) -> list[list[Tile]] | None:
@@ -114,8 +149,7 @@ class _PathFinder:
         for _ in range(max_iterations):
             for i, (src, dst) in enumerate(nets):
                 self._add(paths[i], -1)
-                paths[i] = nx.astar_path(self.graph, src, dst, heuristic=_manhattan,
-                                         weight=self._cost)
+                paths[i] = self._astar(src, dst)
                 self._add(paths[i], +1)
             overused = self.overused()
             if not overused:
@@ -134,12 +168,46 @@ class _PathFinder:
         link = min(self.occupancy, key=lambda k: (-self.occupancy[k], k))
         return link, self.occupancy[link]
 
-    def _cost(self, u: Tile, v: Tile, _attrs: dict[str, object]) -> float:
-        """PathFinder cost of adding one more net to link u->v."""
-        link = (u, v)
-        over = self.occupancy[link] + 1 - self.tracks
-        penalty = 1.0 + self.present * over if over > 0 else 1.0
-        return (_BASE_COST + self.history[link]) * penalty
+    def _astar(self, src: Tile, dst: Tile) -> list[Tile]:
+        """networkx's ``astar_path(mesh, src, dst, heuristic=_manhattan, weight=cost)`` with
+        the PathFinder cost of adding one more net to a link (the same queue entries, order
+        and tie-breaks, hence the same path)."""
+        occupancy, history, tracks, present = (self.occupancy, self.history, self.tracks,
+                                               self.present)
+        mesh = self.mesh
+        tie = count()
+        queue: list[tuple[float, int, Tile, float, Tile | None]] = [(0, next(tie), src, 0, None)]
+        enqueued: dict[Tile, tuple[float, float]] = {}
+        explored: dict[Tile, Tile | None] = {}
+        while queue:
+            _, _, cur, dist, parent = heapq.heappop(queue)
+            if cur == dst:
+                path = [cur]
+                node = parent
+                while node is not None:
+                    path.append(node)
+                    node = explored[node]
+                path.reverse()
+                return path
+            if cur in explored:
+                if explored[cur] is None:        # the source: keep it the root
+                    continue
+                if enqueued[cur][0] < dist:      # a better path was found meanwhile
+                    continue
+            explored[cur] = parent
+            for near, link in mesh[cur]:
+                over = occupancy[link] + 1 - tracks
+                penalty = 1.0 + present * over if over > 0 else 1.0
+                ncost = dist + (_BASE_COST + history[link]) * penalty
+                if near in enqueued:
+                    qcost, h = enqueued[near]
+                    if qcost <= ncost:
+                        continue
+                else:
+                    h = _manhattan(near, dst)
+                enqueued[near] = ncost, h
+                heapq.heappush(queue, (ncost + h, next(tie), near, ncost, cur))
+        raise CompileError(f"route: no path from {_fmt(src)} to {_fmt(dst)} on the mesh")
 
     def _add(self, path: list[Tile], delta: int) -> None:
         for link in pairwise(path):

@@ -4,8 +4,11 @@ several runs. They read run folders only; they never run a simulation."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from reports.html import report_html
 from reports.rundata import ReportError, RunData, load_run
@@ -44,14 +47,18 @@ def _render_run(run: RunData, trace: bool, kind: str) -> list[Path]:
     from reports.plots import plot_chip_vs_cpu, plot_energy, plot_experts, plot_utilization
     from reports.roofline import plot_roofline  # matplotlib loads only to draw
 
-    images = [plot_roofline(run.summary, out / "roofline.png"),
-              plot_energy(run, out / "energy.png"),
-              plot_chip_vs_cpu(run, out / "comparison.png")]
+    # the slowest pictures first, so that a pool of two ends them together
+    pictures: list[tuple[Callable[..., Path], tuple[Any, ...]]] = [
+        (plot_roofline, (run.summary, out / "roofline.png"))]
     # per-tile counters exist for single-kernel runs; a model layer shows its experts instead
     if run.tile_units():
-        images.append(plot_utilization(run, out / "pe_utilization.png"))
+        pictures.append((plot_utilization, (run, out / "pe_utilization.png")))
     if run.summary.get("experts"):
-        images.append(plot_experts(run, out / "experts.png"))
+        pictures.append((plot_experts, (run, out / "experts.png")))
+    pictures += [(plot_energy, (run, out / "energy.png")),
+                 (plot_chip_vs_cpu, (run, out / "comparison.png"))]
+    drawn = dict(zip([a[1].name for _, a in pictures], draw_pictures(pictures)))
+    images = [drawn[name] for name in IMAGES if name in drawn]
     written = list(images)
     trace_path = None
     if trace:
@@ -65,6 +72,43 @@ def _render_run(run: RunData, trace: bool, kind: str) -> list[Path]:
     if trace_path is not None:
         written.append(trace_path)
     return written
+
+
+_pictures: list[tuple[Callable[..., Path], tuple[Any, ...]]] = []
+"""The pictures a pool is drawing (set before it forks: its workers inherit them)."""
+
+
+def draw_pictures(pictures: list[tuple[Callable[..., Path], tuple[Any, ...]]],
+                  workers: int | None = None) -> list[Path]:
+    """Call each ``(function, args)`` drawing a picture and return their paths, in order.
+
+    With more than one picture and more than one idle CPU (``workers``: at most that many
+    processes; default: this process's CPUs not busy by the load average, counting this one
+    as idle since it waits), they are drawn in parallel by processes forked from this one,
+    which has matplotlib loaded already, so each picture costs only its drawing; the files are
+    the same as drawn one after another. Without ``fork``, or on a busy machine (where a
+    pool only adds its set-up), they are drawn here, one after another.
+    """
+    global _pictures
+    if workers is None:
+        cpus = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        workers = round(cpus - load + 1)
+    workers = min(len(pictures), workers)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [draw(*args) for draw, args in pictures]
+    _pictures = pictures
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_draw, range(len(pictures)), chunksize=1)
+    finally:
+        _pictures = []
+
+
+def _draw(i: int) -> Path:
+    draw, args = _pictures[i]
+    return draw(*args)
 
 
 def render_comparison(run_dirs: Iterable[str | Path], out_dir: str | Path) -> list[Path]:

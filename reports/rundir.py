@@ -66,13 +66,18 @@ def prepare_run_dir(out: str | Path) -> Path:
 
 def strict_json(doc: Any, *, where: str, **dumps_args: Any) -> str:
     """``json.dumps(doc, allow_nan=False, ...)``, raising RunFolderError naming the key path of
-    the first non-finite number (``where`` names the file)."""
-    bad = _non_finite(doc, "")
-    if bad is not None:
+    the first non-finite number (``where`` names the file; the document is walked for it only
+    when ``json`` refuses one)."""
+    try:
+        return json.dumps(doc, allow_nan=False, **dumps_args)
+    except ValueError:
+        bad = _non_finite(doc, "")
+        if bad is None:
+            raise
         path, value = bad
         raise RunFolderError(f"{where}: {path or '(top level)'} is {value}, which strict JSON "
-                             "cannot hold (a model input or result that is not finite)")
-    return json.dumps(doc, allow_nan=False, **dumps_args)
+                             "cannot hold (a model input or result that is not finite)"
+                             ) from None
 
 
 def _non_finite(value: Any, path: str) -> tuple[str, float] | None:

@@ -13,9 +13,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from baselines import CpuEstimate, CpuPreset, estimate, layer_estimate, load_cpu_preset
 from compiler.dense import program_peak_gops
 from compiler.footprint import check_fits
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
@@ -33,11 +32,14 @@ from simulator.chip import RunResult
 from simulator.config import dump_chip, load_chip
 from simulator.controller import simulate
 from simulator.energy import EnergyReport, energy_breakdown, load_energy_table
-from simulator.layers import LayerRun
 from simulator.probe import probe
 from simulator.progress import progress_of
 from simulator.summary import summarize
 from workloads import KernelLayer, get_workload
+
+if TYPE_CHECKING:   # the CPU model and the layer engine load when a run needs them
+    from baselines import CpuEstimate, CpuPreset
+    from simulator.layers import LayerRun
 
 
 @dataclass
@@ -139,6 +141,7 @@ def run_layer(layer: Any, plan: Any, chip: ChipConfig, *, fidelity: str = "analy
 def _layer_cpu(layer: Any, lrun: LayerRun, preset: CpuPreset | None) -> CpuEstimate | None:
     if preset is None:
         return None
+    from baselines import layer_estimate
     pairs = lrun.layer_stats.routed_pair_count if layer.kind == "moe" else 0
     return layer_estimate(lrun.products, preset, layer=layer.name, moe_pairs=pairs,
                           d_model=layer.x.shape[1],
@@ -180,6 +183,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
     t0 = time.perf_counter()
     cfg = resolve_chip(chip, overrides)
     layer = build_layer(workload, params, cfg)
+    if baseline is not None:
+        from baselines import estimate, load_cpu_preset
     preset = load_cpu_preset(baseline) if baseline is not None else None
     table = load_energy_table(cfg.energy_table)
     fid, why = choose_fidelity(layer, cfg, fidelity)

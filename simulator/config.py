@@ -32,7 +32,7 @@ from isa.schema import (
     to_dict,
 )
 from simulator.compose import expand_dram_preset, resolve_base
-from simulator.yaml_input import UnreadableText, load_yaml_text, read_text_file
+from simulator.yaml_input import UnreadableText, load_yaml_file, load_yaml_text
 
 __all__ = [
     "DEFAULT_CHIP_ROOT",
@@ -67,11 +67,9 @@ def read_yaml(path: str | Path, *, where: str | None = None) -> dict[str, Any]:
     """
     name = str(path) if where is None else where
     try:
-        text = read_text_file(path)
+        data = load_yaml_file(path)     # parsed once per version of the file; our own copy
     except UnreadableText as exc:
         raise ConfigError(format_problems(name, [(TOP_LEVEL, str(exc))])) from None
-    try:
-        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
         raise ConfigError(format_problems(name, [_yaml_problem(exc)])) from None
     if data is None:

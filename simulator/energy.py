@@ -133,6 +133,7 @@ from isa.schema import (
     resolve_named_file,
 )
 from simulator.config import read_yaml
+from simulator.yaml_input import FileVersion, file_version
 
 __all__ = [
     "ACTIONS",
@@ -315,15 +316,31 @@ def load_energy_table(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     """Load an energy table from a bare name or a YAML path, with ``key.path=value`` overrides.
 
     Raises one ConfigError naming the file for a missing file, bad YAML, unknown keys (with
-    suggestions), wrong types, missing keys and impossible values, all together.
+    suggestions), wrong types, missing keys and impossible values, all together. A table is
+    loaded once per process and version of its file (the same frozen object is returned).
     """
     file = resolve_energy_table(name_or_path)
+    key = (file_version(file), tuple(overrides))
+    if key[0] is not None and key in _tables:
+        return _tables[key]            # frozen all the way down: safe to share
     where = str(file)
     data = read_yaml(file, where=where)
     if overrides:
         where = f"{where} (with overrides {' '.join(overrides)})"
         data = apply_overrides(data, list(overrides), where=where, parse=_parse_override_value)
-    return load_dataclass(EnergyTable, data, where=where)
+    table = load_dataclass(EnergyTable, data, where=where)
+    if key[0] is not None:
+        if len(_tables) >= _CACHE_TABLES:
+            del _tables[next(iter(_tables))]
+        _tables[key] = table
+    return table
+
+
+_CACHE_TABLES = 16
+"""Most loaded energy tables kept per process (each probe of the order choice prices its run
+with the chip's table: loaded and validated once, not once per probe)."""
+
+_tables: dict[tuple[FileVersion | None, tuple[str, ...]], EnergyTable] = {}
 
 
 def list_energy_tables(root: str | Path = DEFAULT_ENERGY_ROOT) -> list[tuple[str, Path, str]]:

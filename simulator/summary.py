@@ -8,7 +8,7 @@ wherever they make sense; ``notes`` says why a key is 0 on a path that has no su
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,7 +17,9 @@ from isa.ops import Opcode
 from isa.program import Program, SystolicKernel
 from simulator.chip import RunResult
 from simulator.energy import EnergyReport
-from simulator.layers import LayerRun, layer_firmware_cycles
+
+if TYPE_CHECKING:   # the layer engine loads for model layers only
+    from simulator.layers import LayerRun
 
 NOT_INDEPENDENT = ("lowering", "lowering_full_forward")
 """Checks that compare numpy with numpy (a model layer's at analytic fidelity): they check
@@ -147,6 +149,7 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
                   checks: dict[str, Any], energy: EnergyReport, why: str,
                   token_gini: float | None = None) -> dict[str, Any]:
     """The ``summary`` of stats.json for a model layer (a MAC is 2 ops)."""
+    from simulator.layers import layer_firmware_cycles
     ls = run.layer_stats
     router_macs = run.router_macs
     fidelity = run.fidelity

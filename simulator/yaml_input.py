@@ -12,10 +12,15 @@ Two guards that ``yaml.safe_load`` alone lacks:
 Every refusal is a :class:`yaml.YAMLError` with a line and column where one applies, or an
 :class:`UnreadableText` naming the problem with the file; callers turn both into their own
 error type (ConfigError, WorkloadError) with the file's name.
+
+A file is parsed once per process and version (:func:`load_yaml_file`: keyed by its resolved
+path, inode, size and modification time, so an edited file is read again); every caller gets
+its own copy of the document, so none can change what the next one reads.
 """
 
 from __future__ import annotations
 
+import copy
 import stat
 from pathlib import Path
 from typing import Any
@@ -25,8 +30,8 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_YAML_BYTES", "UnreadableText", "load_yaml_text",
-           "read_text_file"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_YAML_BYTES", "UnreadableText", "file_version",
+           "load_yaml_file", "load_yaml_text", "read_text_file"]
 
 MAX_YAML_BYTES = 1 << 20
 """Largest YAML file read (the chip configs are about 5 KB)."""
@@ -137,3 +142,55 @@ def read_text_file(path: str | Path, max_bytes: int = MAX_YAML_BYTES) -> str:
     except UnicodeDecodeError as exc:
         raise UnreadableText(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                              f"{exc.start})") from None
+
+
+_CACHE_FILES = 64
+"""Most parsed files kept (the oldest is dropped first): a run reads a handful."""
+
+FileVersion = tuple[str, int, int, int, int]
+"""(resolved path, device, inode, size, modification time in ns) of a file."""
+_parsed: dict[FileVersion, Any] = {}
+
+
+def file_version(path: Path) -> FileVersion | None:
+    """The :data:`FileVersion` of a regular file; None for anything else or an error (the
+    reader then reports the problem)."""
+    try:
+        info = path.stat()
+        name = str(path.resolve())
+    except (OSError, RuntimeError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return (name, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _copy(doc: Any) -> Any:
+    """A copy of a parsed document that shares no mutable object with ``doc`` (mappings and
+    lists copied level by level; scalars are immutable; anything else deep-copied)."""
+    if isinstance(doc, dict):
+        return {k: _copy(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_copy(v) for v in doc]
+    if doc is None or isinstance(doc, (str, int, float, bool)):
+        return doc
+    return copy.deepcopy(doc)
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """:func:`load_yaml_text` of :func:`read_text_file` ``(path)``, parsed once per process and
+    version of the file (the key is its resolved path, inode, size and modification time, so
+    a changed file is parsed again); each call returns its own copy of the document.
+
+    Raises: UnreadableText or yaml.YAMLError as the two functions do (failures are not kept).
+    """
+    p = Path(path)
+    key = file_version(p)
+    if key is not None and key in _parsed:
+        return _copy(_parsed[key])
+    doc = load_yaml_text(read_text_file(p))
+    if key is not None and file_version(p) == key:      # unchanged while it was read
+        if len(_parsed) >= _CACHE_FILES:
+            del _parsed[next(iter(_parsed))]
+        _parsed[key] = _copy(doc)
+    return doc

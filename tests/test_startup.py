@@ -52,3 +52,17 @@ def test_baselines_names_load_on_first_use_with_the_whole_registry():
             "assert 'spmspm' in CPU_KERNELS and 'mttkrp' in CPU_KERNELS, sorted(CPU_KERNELS)\n"
             "assert baselines.estimate is sys.modules['baselines.kernels'].estimate")
     assert _loaded(code) == []
+
+
+# --- issue 11 item 3: what a kernel run loads ---------------------------------------------------
+
+def test_a_kernel_run_loads_no_router_library_cpu_model_or_layer_engine(tmp_path):
+    # the router's A* is Sieve's own (compiler/route.py), the CPU model loads with --baseline,
+    # the layer engine with a model layer, the renderers with --report md|html
+    code = ("import contextlib, io\nfrom sieve.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['run', 'onyx-small', 'spmv', '-q', '--out', {str(tmp_path)!r}, "
+            "'--report', 'none']) == 0")
+    unwanted = HEAVY + ("networkx", "baselines.kernels", "baselines.presets", "simulator.layers",
+                        "simulator.analytic", "reports.render", "reports.html")
+    assert _loaded(code, unwanted) == []
