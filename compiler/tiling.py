@@ -12,12 +12,14 @@ Capacity. Onyx stores one fibertree level per MEM tile (VLSI24: one 512 x 64-bit
 of tiles (MICRO25: "the level buffer becomes a depth-2 FIFO of levels"), so the next tile's
 level is loaded while the current one is read: each tile's level gets half the SRAM
 (ASSUMPTION: an even split, the simplest way for a FIFO of two entries to share one SRAM;
-MICRO25 does not say how the capacity is divided).
+lake's buffet_like.py gives each of its two buffer IDs half the SRAM, but MICRO25 does not
+say how a level's two tiles divide it).
 
 The cut (greedy, from the data): start untiled; while some tensor has a level over capacity
 in some tile, double the tile count of one of that tensor's variables (equal tile sizes,
 ceil(extent / count)): the one whose cut has the least rough cost (:func:`_cost`: every live
-tile walks its operand tiles and pays the firmware's call and descriptors; a contracted
+tile walks its operand tiles and pays the firmware's call and descriptors, or pipelined
+every run of tiles does; a contracted
 variable's split makes partial outputs, each merged into its block in the global buffer by
 the firmware), ties going to output variables.
 The output's structure is computed from the operands' nonzero patterns (a product of masks,
@@ -167,8 +169,9 @@ def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_
     kernel work (:func:`_tile_work`: iteration points times the fibers its scanners walk,
     so a co-iterated level walked again for every coordinate of an outer variable its tensor
     lacks costs that again in every tile that holds it), the firmware's call and
-    descriptors per live tile, and each partial output tile after the first of its block a
-    merge of the block's entries (read and written, ``merge_cycles_per_element`` each)."""
+    descriptors per live tile (pipelined: per run of ``pipelined_tiles_per_call`` tiles), and
+    each partial output tile after the first of its block a merge of the block's entries
+    (read and written, ``merge_cycles_per_element`` each)."""
     c = chip.controller
     shape = tuple(counts[v] for v in order)
     live = np.ones(shape, dtype=bool) if assign.op == "*" else np.zeros(shape, dtype=bool)
@@ -190,7 +193,9 @@ def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_
     n_live = int(live.sum())
     work = _tile_work(assign, order, lengths, shape, chip.compiler.locate)
     cost = float((work * live).sum())
-    cost += n_live * (c.launch_cycles + (len(lengths) + 1) * c.dma_setup_cycles)
+    # one kernel call per tile; pipelined, per run of tiles (one chained descriptor a tensor)
+    calls = -(-n_live // c.pipelined_tiles_per_call) if c.tile_pipelining else n_live
+    cost += calls * (c.launch_cycles + (len(lengths) + 1) * c.dma_setup_cycles)
     if n_out:
         out = tensors[-1]
         _, totals, _ = out.measure(sizes, counts)

@@ -295,17 +295,44 @@ def output_bound(layer: Any, order: str) -> float:
     return points
 
 
-def estimate_cycles(work: float, tail: float, per_copy: float, copies: int,
-                    positions: int = 0) -> float:
-    """The planner's cheap bound of a factor's cycles: the larger of the one-copy work (unit
-    steps) and the output its writers write, shared by the copies, each copy's share being
-    its ``ceil(positions / copies)`` of the outer fiber's ``positions`` (the load imbalance
-    of dealing whole positions, each taken as the average work); plus what each copy adds
-    before the kernel starts: its configuration or its replicated input loads over the GLB
-    links, whichever is longer (the controller configures while it loads). Every copy has
-    its own writers (the output address generator), so the output is shared too."""
-    share = -(-positions // copies) / positions if positions > 0 else 1.0 / copies
-    return max(work, tail) * share + per_copy * copies
+def estimate_cycles(work: float, tail: float, first: float, later: list[float], copies: int,
+                    positions: list[int] | tuple[int, ...] = (), pipelined: bool = False,
+                    fill: float = 0.0) -> float:
+    """The planner's cheap bound of a factor's cycles per kernel call.
+
+    The kernel: ``fill`` (the graph's pipeline depth, :func:`fill_cycles`: the first token's
+    way through it, which copies do not shorten) plus the larger of the one-copy work (unit
+    steps) and the output its writers write, shared by the copies: each copy's share of a
+    call is its ``ceil(p / copies)`` of the call's ``p`` outer positions (``positions``, one
+    per call: the load imbalance of dealing whole positions, each taken as the average
+    work), averaged over the calls; every copy has its own writers (the output address
+    generator), so the output is shared too. What each copy adds over the GLB links:
+    ``first``, before the first call (its configuration or its replicated input loads,
+    whichever is longer: the controller configures while it loads), and ``later``, each
+    later call's loads (the operand tiles that changed). One tile at a time, every load
+    waits for the call before it to end and adds to the kernel; ``pipelined``
+    (``controller.tile_pipelining``: the level buffer a depth-2 FIFO of tiles) a later
+    call's loads stream in while the call before it computes, so each later call costs the
+    slower of the two. Averaged over the ``len(later) + 1`` calls."""
+    shares = [-(-p // copies) / p for p in positions if p > 0]
+    share = sum(shares) / len(shares) if shares else 1.0 / copies
+    kernel = fill + max(work, tail) * share
+    calls = len(later) + 1
+    if not pipelined:
+        return kernel + copies * (first + sum(later)) / calls
+    return (copies * first + kernel + sum(max(kernel, copies * t) for t in later)) / calls
+
+
+def fill_cycles(kernel: Kernel, chip: ChipConfig) -> int:
+    """A placed kernel's pipeline depth: the cycle its deepest unit sees its first token in
+    an as-soon-as-possible schedule (one cycle per unit, each stream's hops; as
+    compiler.balance), plus its own cycle."""
+    hop = chip.interconnect.hop_latency_cycles
+    ready: dict[str, int] = {}
+    for node in kernel.topo_order():
+        ready[node.id] = max((ready[e.src] + 1 + max(e.hops, 1) * hop
+                              for e in kernel.in_edges(node.id)), default=0)
+    return max(ready.values(), default=0) + 1
 
 
 def loaded_bytes(calls: list[dict[str, FiberTree]], loads: list[tuple[str, ...]]) -> list[int]:
@@ -326,8 +353,9 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
     work bound, compiler.order.work_bound; ``tail``: :func:`output_bound`; the loads that
     change between calls (:func:`loaded_bytes`; ``loads``: the operands each call loads) at
-    the links' bandwidth, the configuration once; per kernel call: ``calls`` holds each
-    call's input images, one for an untiled kernel, one per tile for a tiled one), and takes
+    the links' bandwidth, the configuration once, overlapping the call before when tiles are
+    pipelined; per kernel call: ``calls`` holds each call's input images, one for an
+    untiled kernel, one per tile for a tiled one, cut for the chip's mode), and takes
     the best that places and routes (falling back to smaller factors, then to 1). N never
     exceeds the outer positions of the call that has the fewest. The choice's ``binds``
     names what stopped N growing.
@@ -345,7 +373,8 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
         return compile_fn(kernel), UnrollChoice(1, requested, f"not unrollable: "
                                                               f"{shape.why_not}", binds="kernel")
     # every kernel call (a tiled kernel's tiles) must feed every copy an outer position
-    positions = min(outer_positions(kernel, shape, images) for images in calls)
+    per_call = [outer_positions(kernel, shape, images) for images in calls]
+    positions = min(per_call)
     work, tail = work / len(calls), tail / len(calls)      # per call
     limits = max_copies(kernel, shape, chip, positions)
     bound = min(limits.values())
@@ -363,12 +392,15 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     base = compile_fn(kernel)
     loads = [b / chip.glb.array_bytes_per_cycle for b in loaded_bytes(calls, loads)]
     config = config_bits(base) / chip.controller.config_bits_per_cycle
-    # per call, what a copy adds: the kernel is configured once, while the first call's
-    # operands load; every later call loads the operands that changed
-    per_copy = (max(config, loads[0]) + sum(loads[1:])) / len(calls)
+    # what a copy adds: the kernel is configured once, while the first call's operands load;
+    # every later call loads the operands that changed (streamed behind the call before it
+    # when tiles are pipelined)
+    pipelined = chip.controller.tile_pipelining
+    fill = fill_cycles(base, chip)
 
     def est(n: int) -> float:
-        return estimate_cycles(work, tail, per_copy, n, positions)
+        return estimate_cycles(work, tail, max(config, loads[0]), loads[1:], n, per_call,
+                               pipelined, fill)
 
     ranked = sorted(range(1, max(bound, 1) + 1), key=lambda n: (est(n), -n))
     best = ranked[0]

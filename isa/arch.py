@@ -203,11 +203,15 @@ class ControllerConfig:
     firmware_pj_per_cycle: float = 0.0   # energy of the firmware processor per busy cycle
     tile_pipelining: bool = False        # level buffers as depth-2 FIFOs of tiles
     merge_cycles_per_element: int = 0    # firmware cycles per entry of a partial-output merge
+    # issue 14 (i14-pipe): with tile_pipelining, the tiles that stream through one kernel call
+    pipelined_tiles_per_call: int = 32
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
         if self.config_bits_per_cycle < 1:
             out.append(("config_bits_per_cycle", "must be >= 1"))
+        if self.pipelined_tiles_per_call < 1:
+            out.append(("pipelined_tiles_per_call", "must be >= 1"))
         if not self.firmware_pj_per_cycle >= 0:
             out.append(("firmware_pj_per_cycle", "must be >= 0"))
         for key in ("launch_cycles", "dma_setup_cycles", "merge_cycles_per_element"):

@@ -12,7 +12,9 @@ A check is True or False, or a string saying why it was not made (never a silent
   generator, isa.copies): each copy's part on its own against numpy's rows at the part's
   outer coordinates, the parts' outer coordinates disjoint, and every nonzero outer fiber of
   the reference in some part (``output_copies``), so a wrong union cannot hide behind the
-  interpreter check, which assembles with the same union.
+  interpreter check, which assembles with the same union. A tiled unrolled kernel: the same
+  per tile call, against numpy's rows of the call's output block (partial calls of one
+  block: their parts summed at their own coordinates against the block).
 - A model layer's assembled output against the numpy forward pass of the same weights,
   routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
   hold float32 values, the reference is float64; float32 at analytic, where it checks only
@@ -104,6 +106,10 @@ def _check_tiled(result: RunResult, program: Program, kernel: Any, ref: np.ndarr
     decl = next(d for d in kernel.tensors if d.is_output)
     sim = result.outputs[decl.name]
     checks: dict[str, Any] = {"numpy": same_values(sim.to_dense(), ref)}
+    run = result.kernel_runs.get(kernel.name)
+    parts = getattr(run, "tile_parts", None)
+    if parts is not None:
+        checks["output_copies"] = _tile_copies_match(decl, tiling, parts, ref)
     tokens = result.total("token_count")
     if check == "full" and tokens <= INTERPRETER_MAX_TOKENS:
         acc = Accumulator(tiling, sim.vals.dtype)
@@ -136,6 +142,67 @@ def _copies_match(decl: Any, memory: Any, ref: np.ndarray) -> bool:
             return False
     rest = np.delete(ref, seen, axis)
     return bool(not rest.any())
+
+
+def _tile_copies_match(decl: Any, tiling: Any, tile_parts: list[dict[str, list[FiberTree]]],
+                       ref: np.ndarray) -> bool:
+    """Each tile call's copy parts of an unrolled tiled kernel against numpy: in every call
+    the parts' outer coordinates are disjoint; a call alone in its output block (no
+    contracted index split) has each part equal, on its own rows only, to numpy's rows of
+    the block, and numpy's other rows of the block empty; the partial calls of a block have
+    their parts' rows, each placed at its own outer coordinates and summed over the block's
+    calls, equal to numpy's block (the parts are never merged by the union under test)."""
+    axis = decl.mode_order[0]
+    blocks: dict[tuple[int, ...], list[tuple[Any, list[FiberTree]]]] = {}
+    for tile, named in zip(tiling.tiles, tile_parts):
+        parts = named.get(decl.name, [])
+        crd = [p.levels[0].crd for p in parts]
+        seen = np.concatenate(crd) if crd else np.zeros(0, dtype=np.int64)
+        if len(np.unique(seen)) != len(seen):
+            return False
+        blocks.setdefault(tiling.origin(tile), []).append((tile, parts))
+    for origin, calls in blocks.items():
+        parts = [p for _, ps in calls for p in ps]
+        if not parts:
+            continue
+        shape = parts[0].shape
+        if len(calls) == 1:
+            seen = []
+            for p in parts:
+                crd = p.levels[0].crd
+                seen.append(crd)
+                if not same_values(_rows_of(p, crd, axis),
+                                   _box_rows(ref, origin, shape, axis, crd)):
+                    return False
+            rest = np.setdiff1d(np.arange(shape[axis]), np.concatenate(seen))
+            if _box_rows(ref, origin, shape, axis, rest).any():
+                return False
+            continue
+        acc = np.zeros(shape, dtype=np.result_type(ref.dtype, *[p.vals.dtype for p in parts]))
+        for p in parts:
+            crd = p.levels[0].crd
+            acc[tuple(crd if a == axis else slice(None) for a in range(len(shape)))] += \
+                _rows_of(p, crd, axis)
+        if not same_values(acc, _box_rows(ref, origin, shape, axis, np.arange(shape[axis]))):
+            return False
+    return True
+
+
+def _box_rows(ref: np.ndarray, origin: tuple[int, ...], shape: tuple[int, ...], axis: int,
+              crd: np.ndarray) -> np.ndarray:
+    """numpy's output in the tile box at ``origin`` of ``shape`` (tile-local coordinates;
+    zeros where a last, shorter tile's box passes the output's edge), at the local rows
+    ``crd`` along ``axis`` only."""
+    out = np.zeros(tuple(len(crd) if a == axis else n for a, n in enumerate(shape)),
+                   dtype=ref.dtype)
+    rows = origin[axis] + np.asarray(crd, dtype=np.int64)
+    keep = np.flatnonzero(rows < ref.shape[axis])
+    ends = [min(o + n, ref.shape[a]) for a, (o, n) in enumerate(zip(origin, shape))]
+    src = np.take(ref[tuple(slice(None) if a == axis else slice(o, e)
+                            for a, (o, e) in enumerate(zip(origin, ends)))], rows[keep], axis)
+    out[tuple(keep if a == axis else slice(0, e - o)
+              for a, (o, e) in enumerate(zip(origin, ends)))] = src
+    return out
 
 
 def _rows_of(part: FiberTree, crd: np.ndarray, axis: int) -> np.ndarray:

@@ -27,7 +27,8 @@ Firmware semantics (:class:`Firmware`): commands run in order and block, except
 commands after it; ``launch`` waits for its configuration to finish. The firmware processor
 is one resource: each DMA descriptor costs it ``controller.dma_setup_cycles`` and each kernel
 call ``controller.launch_cycles`` (``firmware_cycles``). A tiled kernel's tile calls run one
-at a time or pipelined (``controller.tile_pipelining``), their outputs assembled in the GLB.
+at a time, or pipelined (``controller.tile_pipelining``: the tiles of a run stream through
+one kernel call), their outputs assembled in the GLB.
 
 Stats: ``chip.memory.*`` and ``chip.controller.*`` for every run; per SAM kernel its units
 (``chip.<tile>.<opcode>.*``) and streams (``chip.noc.*``); per systolic kernel
@@ -47,6 +48,7 @@ import numpy as np
 import simpy
 
 from isa.arch import ELEMENT_BYTES, ChipConfig
+from isa.copies import union_of_copies
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
@@ -154,10 +156,12 @@ class Firmware:
     configuration network concurrently with the commands after it (``launch`` waits for it).
     A tiled kernel's tile commands (``tile >= 0``) run as tile calls: one after another
     (load, launch, wait, unload: the firmware's descriptors and kernel call on the critical
-    path of every tile), or with ``controller.tile_pipelining`` through depth-2 FIFOs of
-    tiles (MICRO25): the firmware loads tile t+1 and prepares its call while tile t computes,
-    and unloads tile t while tile t+1 computes; a tile starts when it is loaded, the array is
-    free and an output buffer is free, so the firmware's time hides behind the tiles'.
+    path of every tile: Onyx silicon), or with ``controller.tile_pipelining`` streamed
+    through depth-2 FIFOs of tiles (MICRO25): one kernel call and one chained descriptor per
+    tensor for a run of up to ``pipelined_tiles_per_call`` tiles, the hardware advancing
+    from tile to tile by itself (:meth:`pipelined`), so the firmware's per-tile work is gone
+    but for partial-output merges; tile t+1 loads while tile t computes, and tile t unloads
+    while tile t+1 computes.
     """
 
     def __init__(self, env: simpy.Environment, program: Program, chip: ChipConfig,
@@ -166,6 +170,9 @@ class Firmware:
         self.fidelity, self.progress = fidelity, progress
         self.dram = simpy.Resource(env, capacity=1)
         self.links = simpy.Resource(env, capacity=1)
+        # the GLB->array links (loads) and the array->GLB links (unloads) are separate wires,
+        # array_links_per_direction each way (MICRO25: "16 links each way")
+        self.links_out = simpy.Resource(env, capacity=1)
         self.m3 = simpy.Resource(env, capacity=1)
         self.mem = MemoryStats()
         self.ctl = ControllerStats()
@@ -179,6 +186,7 @@ class Firmware:
         self.acc: Accumulator | None = None
         self.tile_out: dict[int, dict[str, FiberTree]] = {}
         self.tile_runs: list[tuple[int, Any]] = []
+        self.tile_parts: dict[int, dict[str, list[FiberTree]]] = {}   # unrolled: per tile
 
     # ------------------------------------------------------------------ firmware actions
     def firmware(self, cycles: int):
@@ -190,16 +198,18 @@ class Firmware:
             yield self.env.timeout(cycles)
         self.ctl.firmware_cycles += cycles
 
-    def move(self, op: str, name: str, n: int):
-        """A data move of ``n`` bytes: its DMA descriptor on the firmware, then the transfer
-        over DRAM or the GLB<->array links (counters of MOVES)."""
+    def move(self, op: str, name: str, n: int, descriptor: bool = True):
+        """A data move of ``n`` bytes: its DMA descriptor on the firmware (``descriptor``;
+        a pipelined tile's move is part of its run's chained descriptor, programmed once),
+        then the transfer over DRAM or the GLB<->array links, one way (counters of MOVES)."""
         over_dram, byte_counters, phase = MOVES[op]
         start = self.env.now
-        yield from self.firmware(self.chip.controller.dma_setup_cycles)
+        if descriptor:
+            yield from self.firmware(self.chip.controller.dma_setup_cycles)
         # the descriptor's setup was the firmware's time just above (dram_transfer's setup)
         cost = (transfer_time(n, self.chip.dram_bytes_per_cycle, self.chip.dram_latency_cycles)
                 if over_dram else link_transfer(self.chip, n))
-        res = self.dram if over_dram else self.links
+        res = self.dram if over_dram else self.links_out if op == "unload" else self.links
         with res.request() as req:
             yield req
             yield self.env.timeout(cost.cycles)
@@ -230,7 +240,7 @@ class Firmware:
             yield self.configs[name]
         if call:
             yield from self.firmware(chip.controller.launch_cycles)
-        self.ctl.launch_count += 1
+            self.ctl.launch_count += 1
         if isinstance(kernel, SystolicKernel):
             from simulator.engine_systolic import run_systolic
 
@@ -319,9 +329,9 @@ class Firmware:
             out.append((loads, launch[0], unloads))
         return out
 
-    def load_tile(self, loads: list[Command]):
+    def load_tile(self, loads: list[Command], descriptor: bool = True):
         for c in loads:
-            yield from self.move("load", c.arg, c.size_bytes)
+            yield from self.move("load", c.arg, c.size_bytes, descriptor)
 
     def compute_tile(self, t: int, launch: Command, call: bool = True):
         """Launch tile ``t`` and wait for it: returns the run."""
@@ -333,13 +343,25 @@ class Firmware:
         self.ctl.kernel_cycles += run.cycles
         self.progress.advance(1, f"{launch.arg} tile {t}")
         kernel = self.program.kernel(launch.arg)
-        self.tile_out[t] = {d.name: assemble_output(d, run.memory)
-                            for d in kernel.tensors if d.is_output}
+        outs: dict[str, FiberTree] = {}
+        for d in kernel.tensors:
+            if not d.is_output:
+                continue
+            if d.name in run.memory.copies:
+                # an unrolled graph: the copies' parts (kept for simulator.checks), and the
+                # tile's output their union (the output address generator, isa.copies)
+                parts = [assemble_output(d, run.memory, c)
+                         for c in range(run.memory.copies[d.name])]
+                self.tile_parts.setdefault(t, {})[d.name] = parts
+                outs[d.name] = union_of_copies(d, parts)
+            else:
+                outs[d.name] = assemble_output(d, run.memory)
+        self.tile_out[t] = outs
         if self.fidelity == "cycle":
             self.live.pop(launch.arg, None)
         return run
 
-    def unload_tile(self, t: int, unloads: list[Command]):
+    def unload_tile(self, t: int, unloads: list[Command], descriptor: bool = True):
         """Move tile ``t``'s output to the GLB; a partial tile is merged into its block's
         earlier sum by the firmware (class docstring)."""
         outs = self.tile_out.pop(t)
@@ -347,7 +369,7 @@ class Firmware:
         c = self.chip.controller
         for cmd in unloads:
             tree = outs[cmd.arg]
-            yield from self.move("unload", cmd.arg, tree.nbytes(ELEMENT_BYTES))
+            yield from self.move("unload", cmd.arg, tree.nbytes(ELEMENT_BYTES), descriptor)
             if self.acc is None:
                 self.acc = Accumulator(self.tiling, tree.vals.dtype)
             adds, read, written = self.acc.add(tile, tree)
@@ -367,9 +389,23 @@ class Firmware:
         self.finish_tiles()
 
     def pipelined(self, block: list[Command]):
-        """Tile calls through depth-2 FIFOs of tiles (class docstring)."""
-        env = self.env
+        """Tile calls streamed through depth-2 FIFOs of tiles, in runs of
+        ``controller.pipelined_tiles_per_call`` tiles per kernel call (class docstring).
+
+        Per run the firmware makes one kernel call (``launch_cycles``: the start pulse, and
+        the completion interrupt taken once for the run) and programs one chained load
+        descriptor per input the run loads and one store descriptor per output (the GLB's
+        DMAs walk the run's tiles of a tensor, concatenated: garnet concat_tiles.py; the
+        store DMA counts the run's output blocks: glb_store_dma.py ``num_blocks``); no
+        per-tile firmware work remains but the merges of partial output tiles. The
+        hardware advances by itself: tile t+1's levels stream into the second FIFO entry
+        while tile t computes; a tile starts when its levels are in, the array is free and
+        an output entry is free; its output streams out while the next tile computes.
+        A run's store descriptor is programmed when the previous run's store DMA is done
+        (one header per DMA: garnet global_buffer_parameter.py ``queue_depth = 1``)."""
+        env, c = self.env, self.chip.controller
         steps = self.tile_steps(block)
+        per_call = c.pipelined_tiles_per_call
         depth = 2
         in_slots = simpy.Resource(env, capacity=depth)
         out_slots = simpy.Resource(env, capacity=depth)
@@ -380,11 +416,14 @@ class Firmware:
 
         def loader():
             for i, (loads, _launch, _unloads) in enumerate(steps):
+                if i % per_call == 0:
+                    # the run's kernel call and its chained load descriptors, one per input
+                    inputs = {cmd.arg for ld, _, _ in steps[i:i + per_call] for cmd in ld}
+                    yield from self.firmware(c.launch_cycles + len(inputs) * c.dma_setup_cycles)
+                    self.ctl.launch_count += 1
                 in_req[i] = in_slots.request()
                 yield in_req[i]
-                yield from self.load_tile(loads)
-                # the tile's kernel call (start, completion) prepared ahead of its turn
-                yield from self.firmware(self.chip.controller.launch_cycles)
+                yield from self.load_tile(loads, descriptor=False)
                 loaded[i].succeed()
 
         def worker():
@@ -398,8 +437,12 @@ class Firmware:
 
         def unloader():
             for i, (_loads, launch, unloads) in enumerate(steps):
+                if i % per_call == 0:
+                    # the run's store descriptors, one per output (the previous run's done)
+                    outputs = {cmd.arg for _, _, ul in steps[i:i + per_call] for cmd in ul}
+                    yield from self.firmware(len(outputs) * c.dma_setup_cycles)
                 yield computed[i]
-                yield from self.unload_tile(launch.tile, unloads)
+                yield from self.unload_tile(launch.tile, unloads, descriptor=False)
                 out_slots.release(out_req[i])
 
         procs = [env.process(loader()), env.process(worker()), env.process(unloader())]
@@ -427,7 +470,10 @@ class Firmware:
                 channels[name].token_count += ch.token_count
                 channels[name].hop_count += ch.hop_count
         last = self.tile_runs[-1][1].memory if self.tile_runs else None
-        self.runs[kernel.name] = KernelRun(self.ctl.kernel_cycles, last, units, channels)
+        parts = ([self.tile_parts.get(t, {}) for t in range(len(self.tiling.tiles))]
+                 if self.tile_parts else None)
+        self.runs[kernel.name] = KernelRun(self.ctl.kernel_cycles, last, units, channels,
+                                           tile_parts=parts)
         self.ctl.tile_count = len(self.tile_runs)
         self.ctl.skipped_tile_count = self.tiling.skipped
 

@@ -92,6 +92,8 @@ class KernelRun:
     channels: dict[str, ChannelStats]    # edge name -> counters
     fired: Any = None                    # burst: (firings, order) of its functional pass, for
     #                                      the sampled interpreter check (not fired again)
+    tile_parts: Any = None               # an unrolled tiled kernel: per tile call, output
+    #                                      name -> its copies' parts (simulator.checks)
 
 
 def _unit(env: simpy.Environment, u: UnitState, gen: Generator, t0: int):

@@ -56,15 +56,21 @@ def tile_outputs_fit(program, cap: int) -> None:
 
 
 # ------------------------------------------------------------------ the cut
-def test_spmspm_512_at_1_percent_is_tiled_on_onyx(onyx_chip):
-    """The issue's case: B and C hold 2,621 nonzeros (5.2 KB levels) in 4 KB MEM tiles."""
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_spmspm_512_at_1_percent_is_tiled_on_onyx(onyx_chip, pipelined):
+    """The issue's case: B and C hold 2,621 nonzeros (5.2 KB levels) in 4 KB MEM tiles, a
+    level in all of one (one tile at a time) or in half of one (pipelined: the onyx
+    default)."""
+    onyx_chip = dataclasses.replace(onyx_chip, controller=dataclasses.replace(
+        onyx_chip.controller, tile_pipelining=pipelined))
     layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
                                          "order": "ikj"})
     program = compile_layer(layer, onyx_chip)
     tiling = program.tiling
     assert tiling is not None and len(tiling.tiles) > 1
-    assert level_capacity(onyx_chip) == onyx_chip.mem_tile.size_bytes // ELEMENT_BYTES == 2048
-    levels_fit(program, 2048)
+    cap = onyx_chip.mem_tile.size_bytes // ELEMENT_BYTES // (2 if pipelined else 1)
+    assert level_capacity(onyx_chip) == cap == (1024 if pipelined else 2048)
+    levels_fit(program, cap)
     # the contracted k is not split (the output variables sufficed): no partial tiles
     assert tiling.sizes[tiling.variables.index("k")] == 512
     assert not any(t.partial for t in tiling.tiles)
@@ -249,19 +255,74 @@ def test_firmware_cycles_are_the_schedule_s_descriptors_calls_and_merges(small_c
                   + entries * c.merge_cycles_per_element)
 
 
-def test_pipelining_hides_the_firmware_without_changing_the_work(small_chip):
-    """The same tiled Program run one tile at a time and through the depth-2 tile FIFOs:
-    the same kernel cycles, firmware cycles and traffic; fewer total cycles pipelined."""
-    program = compile_layer(get_workload("spmspm").make({"shape": "20,24,20",
-                                                         "density": 0.15, "seed": 2}),
-                            tiny_mem(small_chip, pipelined=True))
-    seq = simulate(program, tiny_mem(small_chip, pipelined=False))
-    pipe = simulate(program, tiny_mem(small_chip, pipelined=True))
-    for key in ("kernel_cycles", "firmware_cycles", "launch_count"):
-        name = f"chip.controller.{key}"
-        assert pipe.stats[name] == seq.stats[name]
+def _firmware_per_schedule(program, chip, pipelined: bool, merges: int) -> tuple[int, int]:
+    """(firmware cycles, kernel calls) the schedule implies: one at a time, a descriptor per
+    move and a kernel call per tile; pipelined, per run of ``pipelined_tiles_per_call`` tiles
+    one kernel call, one chained load descriptor per input the run loads and one store
+    descriptor per output; either way a descriptor for the configuration, each input's DMA
+    into the GLB and the output's out, and ``merge_cycles_per_element`` per merged entry."""
+    c = chip.controller
+    sched = program.schedule
+    whole = sum(cmd.op in ("configure", "dma_in", "dma_out") for cmd in sched)
+    fw = whole * c.dma_setup_cycles + merges * c.merge_cycles_per_element
+    tiles = len(program.tiling.tiles)
+    if not pipelined:
+        moves = sum(cmd.op in ("load", "unload") for cmd in sched)
+        return fw + moves * c.dma_setup_cycles + tiles * c.launch_cycles, tiles
+    per = c.pipelined_tiles_per_call
+    runs = [range(r, min(r + per, tiles)) for r in range(0, tiles, per)]
+    for run in runs:
+        inputs = {cmd.arg for cmd in sched if cmd.op == "load" and cmd.tile in run}
+        outputs = {cmd.arg for cmd in sched if cmd.op == "unload" and cmd.tile in run}
+        fw += c.launch_cycles + (len(inputs) + len(outputs)) * c.dma_setup_cycles
+    return fw, len(runs)
+
+
+@pytest.mark.parametrize("per_call", [32, 3])
+def test_pipelining_streams_runs_of_tiles_through_one_call(small_chip, per_call):
+    """The same tiled Program run one tile at a time and pipelined: the same kernel cycles
+    and traffic; the firmware's work is the schedule's (derived above): a kernel call and
+    descriptors per tile one at a time, per run of tiles pipelined; fewer total cycles."""
+    layer = get_workload("spmspm").make({"shape": "20,24,20", "density": 0.15, "seed": 2})
+    pipe_chip = tiny_mem(small_chip, pipelined=True)
+    pipe_chip = dataclasses.replace(pipe_chip, controller=dataclasses.replace(
+        pipe_chip.controller, pipelined_tiles_per_call=per_call))
+    program = compile_layer(layer, pipe_chip)
+    tiles = len(program.tiling.tiles)
+    assert tiles > 3 and not any(t.partial for t in program.tiling.tiles)
+    seq_chip = tiny_mem(small_chip, pipelined=False)
+    seq = simulate(program, seq_chip)
+    pipe = simulate(program, pipe_chip)
+    assert pipe.stats["chip.controller.kernel_cycles"] == seq.stats["chip.controller.kernel_cycles"]
     assert pipe.stats["chip.memory.link_bytes"] == seq.stats["chip.memory.link_bytes"]
+    for chip, run, pipelined in ((seq_chip, seq, False), (pipe_chip, pipe, True)):
+        fw, calls = _firmware_per_schedule(program, chip, pipelined, 0)
+        assert run.stats["chip.controller.firmware_cycles"]["value"] == fw
+        assert run.stats["chip.controller.launch_count"]["value"] == calls
+    assert pipe.stats["chip.controller.launch_count"]["value"] == -(-tiles // per_call)
     assert pipe.cycles < seq.cycles
+    assert check_outputs(pipe, program, layer.reference())["numpy"] is True
+
+
+def test_pipelined_firmware_keeps_the_merges(small_chip):
+    """A contracted split's partial tiles are still merged by the firmware per entry when
+    the tiles stream: only the calls and descriptors become per run."""
+    chip = tiny_mem(small_chip, pipelined=True)
+    layer = get_workload("spmv").make({"shape": "6,200", "density": 0.3, "seed": 1,
+                                       "formats": "B:ds c:d", "order": "ij"})
+    program = compile_layer(layer, chip)
+    assert any(t.partial for t in program.tiling.tiles)
+    seq = simulate(program, tiny_mem(small_chip, pipelined=False))
+    pipe = simulate(program, chip)
+    adds = "chip.controller.merge_add_count"
+    assert pipe.stats[adds] == seq.stats[adds] and pipe.stats[adds]["value"] > 0
+    c = chip.controller
+    fw_seq = seq.stats["chip.controller.firmware_cycles"]["value"]
+    merged = fw_seq - _firmware_per_schedule(program, chip, False, 0)[0]
+    assert merged > 0 and merged % c.merge_cycles_per_element == 0
+    fw, _ = _firmware_per_schedule(program, chip, True, merged // c.merge_cycles_per_element)
+    assert pipe.stats["chip.controller.firmware_cycles"]["value"] == fw
+    assert check_outputs(pipe, program, layer.reference())["numpy"] is True
 
 
 def test_firmware_energy_is_its_cycles_at_the_chip_s_price(onyx_chip):
@@ -316,17 +377,22 @@ def test_cut_cost_sees_the_rewalk_of_co_iterated_levels(onyx_chip):
     assert 0.8 * rewalk < cost_j - cost_i < 1.2 * rewalk, (cost_j - cost_i, rewalk)
 
 
-def test_no_split_of_the_cut_is_needless(onyx_chip):
+@pytest.mark.parametrize("pipelined,cut", [(False, {"i": 4, "k": 1, "j": 2}),
+                                            (True, {"i": 4, "k": 1, "j": 8})])
+def test_no_split_of_the_cut_is_needless(onyx_chip, pipelined, cut):
     """After the greedy, halving any variable's tile count either overflows a level or costs
-    more (the coarsening pass): SpM*SpM 512^3 @1% ikj keeps 8 tiles (i in 4, j in 2), where
-    the greedy alone, splitting the output's rows before C forces a j cut, made 16."""
+    more (the coarsening pass): SpM*SpM 512^3 @1% ikj keeps 8 tiles (i in 4, j in 2) one at a
+    time, where the greedy alone, splitting the output's rows before C forces a j cut, made
+    16; pipelined (half a MEM tile a level) C's 1,024-element levels force j into 8."""
+    onyx_chip = dataclasses.replace(onyx_chip, controller=dataclasses.replace(
+        onyx_chip.controller, tile_pipelining=pipelined))
     layer = get_workload("spmspm").make({"shape": "512,512,512", "density": 0.01,
                                          "order": "ikj"})
     tl, assign, order, images, tensors, extents = _cut_inputs(layer, onyx_chip)
     tiling = tl.plan_tiling(assign, order, images, onyx_chip)
     sizes = dict(zip(tiling.variables, tiling.sizes))
     counts = {v: -(-extents[v] // sizes[v]) for v in order}
-    assert counts == {"i": 4, "k": 1, "j": 2}
+    assert counts == cut
     cap = tl.level_capacity(onyx_chip)
     best = tl._cost(assign, order, tensors, 1, sizes, counts, onyx_chip)
     for v in order:
@@ -336,3 +402,23 @@ def test_no_split_of_the_cut_is_needless(onyx_chip):
         sz = {**sizes, v: -(-extents[v] // c[v])}
         fits = all(t.measure(sz, c)[0] <= cap for t in tensors)
         assert not fits or tl._cost(assign, order, tensors, 1, sz, c, onyx_chip) > best, v
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_tiled_unrolled_runs_equal_on_both_engines(onyx_chip, pipelined):
+    """A tiled kernel whose tile calls run an unrolled graph (3 copies), one tile at a time
+    and streamed: the whole schedule's cycles and every counter agree on both engines."""
+    chip = dataclasses.replace(
+        onyx_chip, mem_tile=dataclasses.replace(onyx_chip.mem_tile, size_bytes=256),
+        controller=dataclasses.replace(onyx_chip.controller, tile_pipelining=pipelined),
+        compiler=dataclasses.replace(onyx_chip.compiler, unroll=3))
+    layer = get_workload("spmspm").make({"shape": "32,24,32", "density": 0.12, "seed": 4,
+                                         "order": "ikj"})
+    program = compile_layer(layer, chip)
+    assert program.tiling is not None and len(program.tiling.tiles) > 2
+    assert program.unroll.copies == 3
+    cyc = simulate(program, chip, fidelity="cycle")
+    burst = simulate(program, chip, fidelity="burst")
+    assert burst.cycles == cyc.cycles
+    assert burst.stats == cyc.stats
+    assert check_outputs(burst, program, layer.reference())["output_copies"] is True
