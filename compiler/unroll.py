@@ -377,16 +377,11 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     positions = min(per_call)
     work, tail = work / len(calls), tail / len(calls)      # per call
     limits = max_copies(kernel, shape, chip, positions)
-    bound = min(limits.values())
     binding = min(limits, key=lambda k: limits[k])
+    bound = limits[binding]
     if want is not None:
-        if want > bound:
-            raise CompileError(f"unroll: compiler.unroll={want} exceeds what kernel "
-                               f"{kernel.name} allows on chip {chip.name}: {binding} allow "
-                               f"{limits[binding]} (limits: {_fmt(limits)})")
-        return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
-            want, requested, f"forced (limits: {_fmt(limits)})", limits,
-            binding if want == bound else "compiler.unroll")
+        return _forced(kernel, shape, want, limits, f"what kernel {kernel.name}", chip,
+                       compile_fn)
     from isa.bitstream import config_bits
 
     base = compile_fn(kernel)
@@ -429,6 +424,20 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     return base, UnrollChoice(1, requested, why, limits, binds)
 
 
+def _forced(kernel: Kernel, shape: Shape, want: int, limits: dict[str, int], what: str,
+            chip: ChipConfig, compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
+    """A forced ``compiler.unroll=want``: ``want`` copies compiled by ``compile_fn``, or a
+    CompileError naming the limit that binds (``what``: what the limits are of)."""
+    binding = min(limits, key=lambda k: limits[k])
+    if want > limits[binding]:
+        raise CompileError(f"unroll: compiler.unroll={want} exceeds {what} allows on chip "
+                           f"{chip.name}: {binding} allow {limits[binding]} "
+                           f"(limits: {_fmt(limits)})")
+    return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
+        want, str(want), f"forced (limits: {_fmt(limits)})", limits,
+        binding if want == limits[binding] else "compiler.unroll")
+
+
 def _fmt(limits: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in limits.items())
 
@@ -461,16 +470,11 @@ def plan_lanes(kernel: Kernel, chip: ChipConfig, compile_fn: Any
                            f"into lanes: {shape.why_not}")
     limits = {k: v for k, v in max_copies(kernel, shape, chip, 0).items()
               if k != "outer_positions"}
-    bound = min(limits.values())
     binding = min(limits, key=lambda k: limits[k])
+    bound = limits[binding]
     if want is not None:
-        if want > bound:
-            raise CompileError(f"unroll: compiler.unroll={want} exceeds the lanes layer tile "
-                               f"kernel {kernel.name} allows on chip {chip.name}: {binding} "
-                               f"allow {limits[binding]} (limits: {_fmt(limits)})")
-        return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
-            want, requested, f"forced (limits: {_fmt(limits)})", limits,
-            binding if want == bound else "compiler.unroll")
+        return _forced(kernel, shape, want, limits,
+                       f"the lanes layer tile kernel {kernel.name}", chip, compile_fn)
     failed: list[str] = []
     for n in range(max(bound, 1), 0, -1):
         try:

@@ -23,6 +23,21 @@ def onyx_chip():
     return load_chip(ROOT / "configs/chips/onyx.yaml")
 
 
+@pytest.fixture(scope="session")
+def onyx(onyx_chip):
+    """onyx_chip under the short name the unroll and layer tests use."""
+    return onyx_chip
+
+
+@pytest.fixture(scope="session")
+def plan(onyx_chip):
+    """The onyx chip's model-layer plan (compiler.layers.plan_layer: the lanes, copies of the
+    unrolled batched tile kernel), placed once for the session."""
+    from compiler.layers import plan_layer
+
+    return plan_layer(onyx_chip)
+
+
 def with_fifo(chip, depth: int, hop_latency: int = 1):
     """A copy of ``chip`` with another FIFO depth and hop latency."""
     return dataclasses.replace(

@@ -25,22 +25,9 @@ from isa.copies import dealt_copy
 from isa.errors import CompileError
 from isa.interp import assemble_output
 from isa.verify import verify_kernel
-from simulator.config import load_chip
 from simulator.controller import simulate
 from simulator.layers import LayerEngine, run_lane_tiles
 from workloads import get_workload
-
-ONYX = "configs/chips/onyx.yaml"
-
-
-@pytest.fixture(scope="module")
-def onyx():
-    return load_chip(ONYX)
-
-
-@pytest.fixture(scope="module")
-def plan(onyx):
-    return plan_layer(onyx)
 
 
 def _forced(chip, n):

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from compiler.layers import estimate_macs, plan_layer
+from compiler.layers import estimate_macs
 from sieve.api import run, run_layer
 from sieve.cli import main
 from simulator.config import load_chip
@@ -21,16 +21,6 @@ from workloads.pruning import row_nnz_cv
 
 ONYX = "configs/chips/onyx.yaml"
 LAYER_NAMES = [n for n, w in CATALOG.items() if "." in n and n != "linear.custom"]
-
-
-@pytest.fixture(scope="module")
-def onyx():
-    return load_chip(ONYX)
-
-
-@pytest.fixture(scope="module")
-def plan(onyx):
-    return plan_layer(onyx)
 
 
 # ------------------------------------------------------------------ weights

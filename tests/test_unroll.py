@@ -275,11 +275,6 @@ def test_dealt_writers_round_trip_and_configure_their_copy():
 
 
 # ------------------------------------------------------------------ 2. unrolled kernels
-@pytest.fixture(scope="module")
-def onyx():
-    return load_chip("onyx")
-
-
 CATALOG = [
     ("spmspm", {"shape": "24,20,28", "density": 0.2, "order": "ikj"}),
     ("spmv", {"shape": "20,20", "density": 0.2, "order": "ij"}),   # a 1-D output dropping rows
