@@ -133,15 +133,21 @@ def _copies_match(decl: Any, memory: Any, ref: np.ndarray) -> bool:
     """Each copy's part of output ``decl`` (module docstring) against numpy's ``ref``."""
     parts = [assemble_output(decl, memory, c) for c in range(memory.copies[decl.name])]
     axis = decl.mode_order[0]
+    return _parts_match(parts, axis, ref.shape[axis], lambda crd: np.take(ref, crd, axis))
+
+
+def _parts_match(parts: list[FiberTree], axis: int, rows: int, want: Any) -> bool:
+    """Copy parts of one output block against numpy: their outer coordinates disjoint, each
+    part equal, on its own rows only, to ``want(crd)`` (numpy's block at local rows ``crd``
+    along ``axis``), and numpy's other rows of the block (of ``rows``) empty."""
     outer = [p.levels[0].crd for p in parts]
-    seen = np.concatenate(outer)
+    seen = np.concatenate(outer) if outer else np.zeros(0, dtype=np.int64)
     if len(np.unique(seen)) != len(seen):
         return False
     for p, crd in zip(parts, outer):
-        if not same_values(_rows_of(p, crd, axis), np.take(ref, crd, axis)):
+        if not same_values(_rows_of(p, crd, axis), want(crd)):
             return False
-    rest = np.delete(ref, seen, axis)
-    return bool(not rest.any())
+    return bool(not want(np.setdiff1d(np.arange(rows), seen)).any())
 
 
 def _tile_copies_match(decl: Any, tiling: Any, tile_parts: list[dict[str, list[FiberTree]]],
@@ -167,15 +173,8 @@ def _tile_copies_match(decl: Any, tiling: Any, tile_parts: list[dict[str, list[F
             continue
         shape = parts[0].shape
         if len(calls) == 1:
-            seen = []
-            for p in parts:
-                crd = p.levels[0].crd
-                seen.append(crd)
-                if not same_values(_rows_of(p, crd, axis),
-                                   _box_rows(ref, origin, shape, axis, crd)):
-                    return False
-            rest = np.setdiff1d(np.arange(shape[axis]), np.concatenate(seen))
-            if _box_rows(ref, origin, shape, axis, rest).any():
+            if not _parts_match(parts, axis, shape[axis],
+                                lambda crd, o=origin, s=shape: _box_rows(ref, o, s, axis, crd)):
                 return False
             continue
         acc = np.zeros(shape, dtype=np.result_type(ref.dtype, *[p.vals.dtype for p in parts]))
