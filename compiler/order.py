@@ -45,8 +45,9 @@ each finalist that is tiled is compiled and estimated in both modes (one tile at
 full MEM tiles, pipelined in half ones: :func:`compiler.tiling.modes`) and keeps the better
 by the objective; a kernel that fits untiled in full MEM tiles is one call and has no mode.
 A forced order (``-p order=``) is not screened, but with ``auto`` its two modes are estimated
-the same way. The screen compiles each candidate with the tiler's static pick of the mode
-(its rough cost), so a finalist's whole run in that mode may reuse the screen's.
+the same way. The screen too estimates a tiled candidate in both modes and ranks it by the
+better (a candidate good only pipelined, or only one tile at a time, must reach the
+finalists); a finalist's whole run in that mode may reuse the screen's.
 """
 
 from __future__ import annotations
@@ -766,19 +767,8 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
             done.append(c)
             continue
 
-        def figures(stride: int, order: str = c.order, fm: dict[str, str] = c.formats,
-                    at: int = len(done)) -> np.ndarray:
-            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
-            program = compile_fn(with_formats(part, order, fm), chip)
-            # a sample too is cut into tiles: at most PROBE_CALLS of its calls are run
-            got, how = whole_run(program, chip, estimate, 0.0)
-            if stride == 1:         # the mode the tiler picked (a finalist may reuse the run)
-                screen_modes[at] = (program.tiling.pipelined if program.tiling is not None
-                                    else None, how)
-            return got
-
         try:
-            got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+            got = _screen(layer, c, chip, estimate, compile_fn, sample, screen_modes, len(done))
         except (CompileError, SimulationError) as exc:   # does not place, route or run
             done.append(dataclasses.replace(c, rejected=f"probe: {exc}"))
             failed.append(exc)
@@ -802,6 +792,43 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     c = done[best]
     return OrderChoice(objective, tuple(done), c.order, forced, sample, c.formats, program,
                        _mode_figures_of(c))
+
+
+def _screen(layer: Any, c: Candidate, chip: ChipConfig, estimate: Estimator,
+            compile_fn: Callable[[Any, ChipConfig], Program], sample: tuple[str, int, int] | None,
+            screen_modes: dict[int, tuple[bool | None, str]], at: int) -> np.ndarray:
+    """The screen's figures of candidate ``c`` (one copy, on the data or extrapolated from
+    ``sample``), in each tile-pipelining mode ``chip`` allows, the better by the objective
+    (a candidate good in one mode only must reach the finalists); a sample too is cut into
+    tiles, of which at most ``PROBE_CALLS`` are run. Records in ``screen_modes[at]``, when the
+    screen ran the whole data, the chosen mode's and how it was estimated."""
+    objective = chip.compiler.objective
+    best: tuple[float, np.ndarray, tuple[bool | None, str] | None] | None = None
+    for mode in modes(chip):
+        at_chip = with_pipelining(chip, mode)
+        seen: dict[str, Any] = {"tiled": False, "whole": None}
+
+        def figures(stride: int, at_chip: ChipConfig = at_chip,
+                    seen: dict[str, Any] = seen) -> np.ndarray:
+            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)  # type: ignore
+            program = compile_fn(with_formats(part, c.order, c.formats), at_chip)
+            seen["tiled"] = seen["tiled"] or program.tiling is not None
+            got, how = whole_run(program, at_chip, estimate, 0.0)
+            if stride == 1:
+                seen["whole"] = (program.tiling.pipelined if program.tiling is not None
+                                 else None, how)
+            return got
+
+        got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+        value = Estimate(*map(float, got)).value(objective)
+        if best is None or value < best[0]:
+            best = (value, got, seen["whole"])
+        if not seen["tiled"]:
+            break               # untiled in full MEM tiles: no mode to choose
+    assert best is not None
+    if best[2] is not None:
+        screen_modes[at] = best[2]
+    return best[1]
 
 
 def _mode_figures(run: ModeRun, other: Estimate | None) -> tuple[tuple[bool, Estimate], ...]:
