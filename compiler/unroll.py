@@ -504,14 +504,15 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
         return compile_fn(kernel), UnrollChoice(1, requested, "compiler.unroll=1",
                                                 binds="compiler.unroll")
     shape = kernel_shape(kernel)
-    pipelined = chip.controller.tile_pipelining
+    pipelined = chip.controller.tile_pipelining       # the tiles' mode (compiler.tiling)
     why_tiles = (tiles_why_not(kernel) if tiling is not None and pipelined and len(calls) > 1
                  else "its tiles are not pipelined (controller.tile_pipelining)"
                  if tiling is not None and not pipelined
                  else "it is not tiled" if tiling is None else "it runs one tile call")
     why_pos = shape.why_not
     if deal == "positions" or (deal == "auto" and why_tiles is not None):
-        return _plan_positions(kernel, shape, calls, loads, chip, work, tail, compile_fn)
+        return _plan_positions(kernel, shape, calls, loads, chip, work, tail, compile_fn,
+                               pipelined)
     if deal == "tiles" and why_tiles is not None:
         if want is not None:
             raise CompileError(f"unroll: compiler.unroll={want} with compiler.unroll_deal="
@@ -610,8 +611,9 @@ def _best(mode: str, est: Any, limits: dict[str, int]) -> str:
 
 def _plan_positions(kernel: Kernel, shape: Shape, calls: list[dict[str, FiberTree]],
                     loads: list[tuple[str, ...]], chip: ChipConfig, work: float, tail: float,
-                    compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
-    """:func:`plan_unroll` dealing outer positions only (stream filters)."""
+                    compile_fn: Any, pipelined: bool) -> tuple[Kernel, UnrollChoice]:
+    """:func:`plan_unroll` dealing outer positions only (stream filters; ``pipelined``:
+    whether the tiles are)."""
     want = parse_unroll(chip.compiler.unroll)
     requested = "auto" if want is None else str(want)
     if shape.why_not is not None:
@@ -638,7 +640,6 @@ def _plan_positions(kernel: Kernel, shape: Shape, calls: list[dict[str, FiberTre
     # what a copy adds: the kernel is configured once, while the first call's operands load;
     # every later call loads the operands that changed (streamed behind the call before it
     # when tiles are pipelined)
-    pipelined = chip.controller.tile_pipelining
     fill = fill_cycles(base, chip)
 
     def est(n: int) -> float:
