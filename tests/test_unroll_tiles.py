@@ -79,6 +79,13 @@ def test_the_tile_dealt_graph_is_n_whole_copies_without_filters(onyx):
     assert tiles_why_not(dealt) == "it is already unrolled"
     with pytest.raises(CompileError, match="cannot deal tiles"):
         deal_tiles(dealt, 2)
+    from isa.asm import parse_program, print_program
+
+    program = compile_layer(layer, _chip(onyx, unroll=3, unroll_deal="tiles"))
+    text = print_program(program)
+    assert "write_X0_u2 = write_crd tensor=X level=0 copy=2 copies=3" in text
+    assert "= filter" not in text
+    assert parse_program(text).kernels[0] == program.kernels[0]
 
 
 def test_a_scalar_output_cannot_take_whole_tiles(onyx):
