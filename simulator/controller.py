@@ -48,7 +48,7 @@ import numpy as np
 import simpy
 
 from isa.arch import ELEMENT_BYTES, ChipConfig
-from isa.copies import union_of_copies
+from isa.copies import copy_alone, tile_copies, tile_copy, union_of_copies
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
@@ -161,7 +161,10 @@ class Firmware:
     tensor for a run of up to ``pipelined_tiles_per_call`` tiles, the hardware advancing
     from tile to tile by itself (:meth:`pipelined`), so the firmware's per-tile work is gone
     but for partial-output merges; tile t+1 loads while tile t computes, and tile t unloads
-    while tile t+1 computes.
+    while tile t+1 computes. An unrolled kernel whose copies take whole tiles (isa.copies:
+    garnet's unrolling under tile pipelining) runs each tile on its copy alone, the copies'
+    pipelines at once (:meth:`pipelined`); ``kernel_cycles`` is then the time some tile
+    computes (one copy: the sum of its tiles' cycles).
     """
 
     def __init__(self, env: simpy.Environment, program: Program, chip: ChipConfig,
@@ -187,6 +190,8 @@ class Firmware:
         self.tile_out: dict[int, dict[str, FiberTree]] = {}
         self.tile_runs: list[tuple[int, Any]] = []
         self.tile_parts: dict[int, dict[str, list[FiberTree]]] = {}   # unrolled: per tile
+        self.solo: dict[int, Any] = {}     # copies that take whole tiles: copy -> its graph
+        self._dealt: int | None = None     # how many copies take whole tiles (1: none)
 
     # ------------------------------------------------------------------ firmware actions
     def firmware(self, cycles: int):
@@ -229,13 +234,14 @@ class Firmware:
         self.ctl.config_cycles += cycles
         yield self.env.timeout(cycles)
 
-    def launch(self, name: str, images: dict[str, FiberTree], call: bool = True):
+    def launch(self, name: str, images: dict[str, FiberTree], call: bool = True,
+               copy: int | None = None):
         """Wait for the kernel's configuration, make the kernel call (``call``: its firmware
         cost here; a pipelined tile's call was prepared while the tile before computed),
-        start the kernel on ``images``; returns its process (whose value is the engine's
-        run)."""
+        start the kernel on ``images`` (``copy``: on that copy alone, of a kernel whose
+        copies take whole tiles); returns its process (whose value is the engine's run)."""
         env, chip = self.env, self.chip
-        kernel = self.program.kernel(name)
+        kernel = self.program.kernel(name) if copy is None else self.solo_copy(name, copy)
         if name in self.configs:
             yield self.configs[name]
         if call:
@@ -247,7 +253,7 @@ class Firmware:
             return env.process(_timed(env, run_systolic, kernel, images, chip))
         if self.fidelity == "cycle":
             ck = CycleKernel(env, kernel, images, chip)
-            self.live[name] = ck
+            self.live[name if copy is None else f"{name} copy {copy}"] = ck
             return env.process(ck.run())
         from simulator.engine_burst import run_burst
 
@@ -333,14 +339,30 @@ class Firmware:
         for c in loads:
             yield from self.move("load", c.arg, c.size_bytes, descriptor)
 
+    def dealt_copies(self) -> int:
+        """Copies that take whole tiles of the tiled kernel (isa.copies), else 1."""
+        if self._dealt is None:
+            kernel = self.program.kernels[0]
+            self._dealt = 1 if isinstance(kernel, SystolicKernel) else tile_copies(kernel)
+        return self._dealt
+
+    def solo_copy(self, name: str, copy: int) -> Any:
+        """Copy ``copy`` of kernel ``name`` alone (isa.copies.copy_alone), made once."""
+        if copy not in self.solo:
+            self.solo[copy] = copy_alone(self.program.kernel(name), copy)
+        return self.solo[copy]
+
     def compute_tile(self, t: int, launch: Command, call: bool = True):
-        """Launch tile ``t`` and wait for it: returns the run."""
+        """Launch tile ``t`` and wait for it: returns the run. Copies that take whole tiles:
+        on the copy the tile is dealt to, alone (its output the whole tile's)."""
         images = self.tiling.tiles[t].images
-        proc = yield from self.launch(launch.arg, images, call)
+        copies = self.dealt_copies()
+        copy = (tile_copy(t, copies, self.chip.controller.pipelined_tiles_per_call)
+                if copies > 1 else None)
+        proc = yield from self.launch(launch.arg, images, call, copy)
         start = int(self.env.now)
         run = yield proc
         self.tile_runs.append((start, run))
-        self.ctl.kernel_cycles += run.cycles
         self.progress.advance(1, f"{launch.arg} tile {t}")
         kernel = self.program.kernel(launch.arg)
         outs: dict[str, FiberTree] = {}
@@ -356,9 +378,11 @@ class Firmware:
                 outs[d.name] = union_of_copies(d, parts)
             else:
                 outs[d.name] = assemble_output(d, run.memory)
+                if copy is not None:        # its one part: checked against numpy per tile
+                    self.tile_parts.setdefault(t, {})[d.name] = [outs[d.name]]
         self.tile_out[t] = outs
         if self.fidelity == "cycle":
-            self.live.pop(launch.arg, None)
+            self.live.pop(launch.arg if copy is None else f"{launch.arg} copy {copy}", None)
         return run
 
     def unload_tile(self, t: int, unloads: list[Command], descriptor: bool = True):
@@ -402,15 +426,26 @@ class Firmware:
         while tile t computes; a tile starts when its levels are in, the array is free and
         an output entry is free; its output streams out while the next tile computes.
         A run's store descriptor is programmed when the previous run's store DMA is done
-        (one header per DMA: garnet global_buffer_parameter.py ``queue_depth = 1``)."""
+        (one header per DMA: garnet global_buffer_parameter.py ``queue_depth = 1``).
+
+        Copies that take whole tiles (isa.copies.tile_copy): each copy is a pipeline of its
+        own (its own depth-2 input and output FIFOs, a worker computing its tiles on its
+        one-copy graph, an unloader), sharing the firmware, the GLB links and DRAM. The
+        run's concatenated, ID-tagged stream per input feeds the copies' FIFOs in tile order
+        (ready-valid: a copy whose FIFO is full holds the stream); the run's call and
+        descriptors are the same as one copy's (one stream per input and per output)."""
         env, c = self.env, self.chip.controller
         steps = self.tile_steps(block)
         per_call = c.pipelined_tiles_per_call
+        copies = self.dealt_copies()
+        owner = [tile_copy(launch.tile, copies, per_call) for _, launch, _ in steps]
         depth = 2
-        in_slots = simpy.Resource(env, capacity=depth)
-        out_slots = simpy.Resource(env, capacity=depth)
+        in_slots = [simpy.Resource(env, capacity=depth) for _ in range(copies)]
+        out_slots = [simpy.Resource(env, capacity=depth) for _ in range(copies)]
         loaded = [env.event() for _ in steps]
         computed = [env.event() for _ in steps]
+        unloaded = [env.event() for _ in steps]
+        stored = {r: env.event() for r in range(0, len(steps), per_call)}
         in_req: list[Any] = [None] * len(steps)
         out_req: list[Any] = [None] * len(steps)
 
@@ -421,31 +456,47 @@ class Firmware:
                     inputs = {cmd.arg for ld, _, _ in steps[i:i + per_call] for cmd in ld}
                     yield from self.firmware(c.launch_cycles + len(inputs) * c.dma_setup_cycles)
                     self.ctl.launch_count += 1
-                in_req[i] = in_slots.request()
+                in_req[i] = in_slots[owner[i]].request()
                 yield in_req[i]
                 yield from self.load_tile(loads, descriptor=False)
                 loaded[i].succeed()
 
-        def worker():
+        def worker(k: int):
             for i, (_loads, launch, _unloads) in enumerate(steps):
+                if owner[i] != k:
+                    continue
                 yield loaded[i]
-                out_req[i] = out_slots.request()
+                out_req[i] = out_slots[k].request()
                 yield out_req[i]
                 yield from self.compute_tile(launch.tile, launch, call=False)
-                in_slots.release(in_req[i])
+                in_slots[k].release(in_req[i])
                 computed[i].succeed()
 
-        def unloader():
+        def unloader(k: int):
             for i, (_loads, launch, unloads) in enumerate(steps):
-                if i % per_call == 0:
-                    # the run's store descriptors, one per output (the previous run's done)
+                run = i - i % per_call
+                if owner[i] != k:
+                    continue
+                if i == run:
+                    # the run's store descriptors, one per output, programmed by the copy
+                    # taking the run's first tile once the previous run's store is done
+                    pending = [e for e in unloaded[max(run - per_call, 0):run]
+                               if not e.processed]
+                    if pending:
+                        yield env.all_of(pending)
                     outputs = {cmd.arg for _, _, ul in steps[i:i + per_call] for cmd in ul}
                     yield from self.firmware(len(outputs) * c.dma_setup_cycles)
+                    stored[run].succeed()
+                if not stored[run].triggered:
+                    yield stored[run]
                 yield computed[i]
                 yield from self.unload_tile(launch.tile, unloads, descriptor=False)
-                out_slots.release(out_req[i])
+                out_slots[k].release(out_req[i])
+                unloaded[i].succeed()
 
-        procs = [env.process(loader()), env.process(worker()), env.process(unloader())]
+        procs = [env.process(loader())]
+        procs += [env.process(worker(k)) for k in range(copies)]
+        procs += [env.process(unloader(k)) for k in range(copies)]
         yield env.all_of(procs)
         self.finish_tiles()
 
@@ -460,7 +511,13 @@ class Firmware:
             dtype = np.result_type(*[t.vals.dtype for t in self.program.images.values()])
             self.acc = Accumulator(self.tiling, dtype)
         self.outputs[decl.name] = self.acc.tree(decl.name, decl.formats, decl.mode_order)
-        t0 = self.tile_runs[0][0] if self.tile_runs else 0
+        # kernel cycles: the time some tile computes (copies that take whole tiles compute
+        # at once; one copy's tiles one after another: the sum of their cycles)
+        end = 0
+        for start, run in sorted((s, r.cycles) for s, r in self.tile_runs):
+            self.ctl.kernel_cycles += max(0, start + run - max(start, end))
+            end = max(end, start + run)
+        t0 = min((s for s, _ in self.tile_runs), default=0)
         units: dict[str, UnitStats] = {n.id: UnitStats() for n in kernel.nodes}
         channels = {e.name: ChannelStats() for e in kernel.edges}
         for start, run in self.tile_runs:
