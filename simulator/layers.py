@@ -77,7 +77,7 @@ from isa.interp import assemble_output
 from isa.program import Kernel
 from isa.weight_formats import bsr_bytes
 from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
-from simulator.chip import RunResult
+from simulator.chip import RunResult, config_stream_cycles
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
@@ -619,12 +619,11 @@ def config_loads(plan: Any, chip: ChipConfig, modes: list[str], router: bool
             "dense": (plan.mac_block.name, config_bits(plan.mac_block))}
     users = (["router"] if router else []) + [m for m in ("sparse", "dense") if m in modes]
     loads, held = [], ""
-    per_cycle = chip.controller.config_bits_per_cycle
     for user in users:
         need = "dense" if user == "router" else user
         if need != held:
             name, n = bits[need]
-            loads.append(ConfigLoad(name, user, n, cdiv(n, per_cycle),
+            loads.append(ConfigLoad(name, user, n, config_stream_cycles(chip, n),
                                     chip.controller.dma_setup_cycles))
             held = need
     return tuple(loads)

@@ -154,3 +154,18 @@ def test_the_whole_layer_choice_sees_the_configuration(onyx, plan):
         assert run.candidates["sparse"]["config_cycles"] == -(-82_656 // per_cycle)
         assert run.candidates["dense"]["config_cycles"] == -(-128 // per_cycle)
     assert slow.candidates["sparse"]["cycles"] - fast.candidates["sparse"]["cycles"] > 70_000
+
+
+def test_a_layer_loads_as_a_kernel_configures(small_chip):
+    # one rule for both: a kernel program's configure (simulator.controller.Firmware) and a
+    # layer's loads stream ceil(bits / config_bits_per_cycle) cycles
+    from compiler.pipeline import compile_kernel
+    from simulator.chip import config_stream_cycles
+
+    for name, params in (("spmspm", {"shape": "8,8,8"}), ("gemm", {"shape": "8,8,8"})):
+        program = compile_kernel(get_workload(name).make(params), small_chip)
+        res = simulate(program, small_chip, fidelity="burst")
+        bits = config_bits(program.kernels[0])
+        assert _stat(res, "config_bits") == bits
+        assert _stat(res, "config_cycles") == config_stream_cycles(small_chip, bits) \
+            == -(-bits // small_chip.controller.config_bits_per_cycle)
