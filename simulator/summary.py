@@ -201,7 +201,8 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "notes": {"fidelity": why,
                   "ops": "a MAC is 2 ops; ops adds the ALU passes (activations, combine)",
                   "kernel_cycles": "the experts/products stage: from its first job to its "
-                  "last (lanes in parallel, then the MAC block), within total cycles",
+                  "last (lanes in parallel, then the MAC block; each phase's configuration "
+                  "where its weight DMAs do not hide it), within total cycles",
                   "tile_kernel_cycles_sum": "a sum: tile kernel cycles over every "
                   "sparse-mode tile of every lane (lanes overlap, so it may exceed cycles)",
                   "lanes": "copies of the tile kernel unrolled over the layer's jobs "
