@@ -276,7 +276,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
     block, and the jobs in stage order with their lanes and lazy tasks. An MoE layer is
     routed here (the layer's own routing, workloads.routing), since which tokens reach which
     expert decides the jobs."""
-    from compiler.layer_tasks import FFNTask, LinearTask
+    from compiler.layer_tasks import FFNTask, LinearTask, block_of
 
     plan = plan or plan_layer(chip)
     lanes = plan.lanes
@@ -326,6 +326,10 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
     else:
         out_dim = layer.weight.shape[0]
         chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
+        # a block-pruned weight's row blocks hold whole pruning blocks: a block cut by a row
+        # block's edge would be stored (BSR, dense mode) in both row blocks
+        block = block_of(layer.weight)
+        chunk = cdiv(chunk, block[1]) * block[1] if block else chunk
         starts = range(0, out_dim, chunk)
         for r0, ln in zip(starts, deal(len(starts), lanes)):
             r1 = min(out_dim, r0 + chunk)
