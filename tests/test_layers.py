@@ -595,3 +595,20 @@ def test_block_pruned_row_blocks_hold_whole_blocks(onyx, plan):
     pointers = (-(-2752 // 16) + 1) * 2                        # ceil(K / 16) + 1 words
     weight = sum(c.dense_memory["dram_read_bytes"] for c in run_.costs)
     assert weight == bsr_bytes(w_t, (16, 16)) + (len(starts) - 1) * pointers
+
+
+def test_block_pruned_ffn_chunks_hold_whole_blocks(onyx, plan):
+    # ffn.bert-base at scale 4 (f = 768) on 11 lanes: ceil(768 / 11) = 70 columns a chunk,
+    # rounded up to whole 32-wide pruning blocks along f (block32x32): 96, so no block of
+    # up (along its N) or down (along its K) is cut by a chunk's edge
+    from compiler.layers import compile_model_layer
+
+    layer = get_workload("ffn.bert-base").make(
+        {"scale": "4", "tokens": "4", "weight_sparsity": "0.5", "pattern": "block32x32"})
+    assert layer.ffn.f == 768
+    program = compile_model_layer(layer, onyx, plan)
+    chunks = [c for j in program.jobs for c in j.task.chunks]
+    assert chunks[:2] == [(0, 96), (96, 192)] and all(f0 % 32 == 0 for f0, _ in chunks)
+    plain = get_workload("ffn.bert-base").make({"scale": "4", "tokens": "4"})
+    assert [c for j in compile_model_layer(plain, onyx, plan).jobs
+            for c in j.task.chunks][:2] == [(0, 70), (70, 140)]
