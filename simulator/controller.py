@@ -668,6 +668,11 @@ def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int,
     spans = sparse[3] + [{**sp, "start": sp["start"] + off, "end": sp["end"] + off,
                           "track": "mac block" if sp["track"] == "lane" else sp["track"]}
                          for sp in dense[3]]
+    for ld in loads:                  # the phases' configuration loads, from their start
+        if ld.user in ("sparse", "dense"):
+            start = 0 if ld.user == "sparse" else off
+            spans.append({"track": "config", "name": f"configure {ld.kernel}",
+                          "start": start, "end": start + ld.wait, "bits": ld.bits})
     return off + dense[0], finish, lane_end, spans
 
 

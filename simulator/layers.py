@@ -264,7 +264,7 @@ class LayerRun:
     memory: dict[str, int]
     mode: str                        # sparse | dense
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
-    timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # job, DMA, config spans
     jobs: list[LaneJob] = field(default_factory=list)                 # the chosen mode's jobs
     stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
     router_macs: int = 0
@@ -735,7 +735,10 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
     run = LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
                    eng.work, ls, experts, dict(chosen.memory), mode, eng.products,
                    timeline=_timeline(spans, chosen.setup + ls.router_cycles
-                                      + ls.topk_cycles),
+                                      + ls.topk_cycles)
+                   + [{"track": "config", "name": f"configure {ld.kernel}", "start": 0,
+                       "end": ld.wait, "bits": ld.bits}
+                      for ld in chosen.config if ld.user == "router"],
                    jobs=jobs, stage_actions=dict(eng.stage_actions),
                    router_macs=eng.router_macs, counts=dict(chosen.counts),
                    config=chosen.config)

@@ -134,6 +134,12 @@ def test_an_moe_layer_configures_before_its_router(onyx, plan):
     assert res.cycles == (chip.controller.dma_setup_cycles + 4 + ls.router_cycles
                           + ls.topk_cycles + ls.experts_cycles + ls.combine_cycles)
     assert ls.experts_cycles >= chip.controller.dma_setup_cycles + 2_583
+    # the timeline (timeline.json, the Perfetto trace) shows both loads in layer cycles
+    begin = 204 + ls.router_cycles + ls.topk_cycles          # the experts stage starts
+    assert sorted((sp["start"], sp["end"], sp["bits"]) for sp in run.timeline
+                  if sp["track"] == "config") == [(0, 204, 128),
+                                                  (begin, begin + 2_783, 82_656)]
+    assert min(sp["start"] for sp in run.timeline if sp["track"] == "lane") >= begin + 2_783
     # all dense: the router's MAC block stays loaded for the experts
     dres, drun = _run(_with(onyx, mode="dense"), plan, "moe.olmoe", {"scale": 16, "tokens": 8})
     assert [ld.user for ld in drun.config] == ["router"]
@@ -169,3 +175,19 @@ def test_a_layer_loads_as_a_kernel_configures(small_chip):
         assert _stat(res, "config_bits") == bits
         assert _stat(res, "config_cycles") == config_stream_cycles(small_chip, bits) \
             == -(-bits // small_chip.controller.config_bits_per_cycle)
+
+
+def test_the_trace_shows_the_configuration_network(tmp_path):
+    # the run folder's timeline.json carries the loads; the Perfetto trace gives them a track
+    from reports import load_run, trace_events
+    from reports.trace import LANES_PID
+    from sieve.api import run
+
+    run("configs/chips/onyx.yaml", "moe.olmoe", params={"scale": "16", "tokens": "8"},
+        overrides=["compiler.layer_mode=sparse"], fidelity="analytic", out=tmp_path / "r")
+    events = trace_events(load_run(tmp_path / "r"))["traceEvents"]
+    tid = next(e["tid"] for e in events if e["name"] == "thread_name"
+               and e["args"]["name"] == "configuration network")
+    loads = sorted((e["ts"], e["args"]["bits"]) for e in events
+                   if e["ph"] == "X" and e["pid"] == LANES_PID and e["tid"] == tid)
+    assert [bits for _, bits in loads] == [128, 82_656] and loads[0][0] == 0
