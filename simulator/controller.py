@@ -649,7 +649,7 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
 
 
 def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int,
-                   loads: Iterable[Any] = ()
+                   loads: tuple[Any, ...] = ()
                    ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The chosen jobs as the lanes' firmware runs them: sparse-mode jobs on the lanes,
     then dense-mode jobs on the MAC block (one lane; the MAC block and the lanes share the
