@@ -620,15 +620,26 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     share the array), and with ``compiler.layer_mode: auto`` that layer is compared with
     all-sparse and all-dense (``layout.pick_layer``). Returns (modes, the chosen layer
     priced: simulator.layers.PricedLayer, candidates: name -> cycles, stage_cycles, energy_j,
-    edp_js, dense_products)."""
-    from isa.bitstream import config_bits
+    edp_js, dense_products, config_cycles).
+
+    Each alternative loads the configurations its modes need (simulator.layers.
+    config_loads): their time is in its cycles (the router's before the router, the
+    products' in their schedule, overlapping the phase's first weight DMAs) and their bits
+    and descriptors in its energy, so the whole-layer choice sees them; a product's own
+    price does not (a load is shared by every product of its phase)."""
     from simulator.energy import (
         action_prices,
         energy_from_counts,
         load_energy_table,
         memory_actions,
     )
-    from simulator.layers import PricedLayer, firmware_cycles_of, layer_counts, layer_memory
+    from simulator.layers import (
+        PricedLayer,
+        config_loads,
+        firmware_cycles_of,
+        layer_counts,
+        layer_memory,
+    )
 
     table = load_energy_table(chip.energy_table)
     price, leak = action_prices(chip, table)
@@ -651,26 +662,30 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         c.priced = {"sparse": (ts, es * 1e-12), "dense": (td, ed * 1e-12)}
         modes.append(layout.pick_product((ts, es), (td, ed)))
     stages = eng.router_cycles + eng.topk_cycles + eng.combine_cycles
-    config = config_bits(plan.kernel)     # the lanes' N-copy batched tile kernel
+    router = eng.router_cycles > 0        # an MoE layer: its router runs on the MAC block
 
     def price_layer(choice: list[str]) -> tuple[PricedLayer, dict[str, Any]]:
-        layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers),
-                            layer_memory(eng, choice, io), layer_counts(eng, choice))
-        cycles = stages + layer.schedule[0]
+        loads = config_loads(plan, chip, choice, router)
+        setup = sum(ld.wait for ld in loads if ld.user == "router")
+        layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers, loads),
+                            layer_memory(eng, choice, io), layer_counts(eng, choice),
+                            loads, setup)
+        cycles = setup + stages + layer.schedule[0]
         counts = dict(layer.counts)
         for k, v in memory_actions(layer.memory).items():
             counts[k] = counts.get(k, 0.0) + v
-        counts["config_load"] = counts.get("config_load", 0.0) + config
+        counts["config_load"] = counts.get("config_load", 0.0) + sum(ld.bits for ld in loads)
         jobs = ([j for j in eng.jobs if choice[j.product] == "sparse"]
                 + [j for j in eng.dense_jobs if choice[j.product] == "dense"])
         counts["firmware"] = firmware_cycles_of(
             sum(c.tiles for c, m in zip(eng.costs, choice) if m == "sparse"),
-            sum(1 for j in jobs if j.dram_bytes), chip)
+            sum(1 for j in jobs if j.dram_bytes), chip, len(loads))
         energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
         seconds = cycles / (chip.clock.freq_mhz * 1e6)
         return layer, {"cycles": cycles, "stage_cycles": layer.schedule[0], "energy_j": energy,
                        "edp_js": energy * seconds,
-                       "dense_products": sum(m == "dense" for m in choice)}
+                       "dense_products": sum(m == "dense" for m in choice),
+                       "config_cycles": sum(ld.cycles for ld in loads)}
 
     n = len(eng.costs)
     options = {"per product": modes, "sparse": ["sparse"] * n, "dense": ["dense"] * n}
@@ -690,15 +705,19 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     return options[pick], priced[pick][0], candidates
 
 
-def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int
+def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int,
+                   loads: tuple[Any, ...] = ()
                    ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The chosen jobs as the lanes' firmware runs them: sparse-mode jobs on the lanes,
     then dense-mode jobs on the MAC block (one lane; the MAC block and the lanes share the
-    array, so the two phases do not overlap). Same shape as :func:`run_lanes`."""
+    array, so the two phases do not overlap). ``loads`` (simulator.layers.ConfigLoad): a
+    phase whose configuration is loaded starts with it (:func:`run_lanes`'s ``config``).
+    Same shape as :func:`run_lanes`."""
+    wait = {ld.user: ld.wait for ld in loads}
     sparse = run_lanes([j for j in eng.jobs if modes[j.product] == "sparse"], eng.lanes,
-                       chip, buffers)
+                       chip, buffers, wait.get("sparse", 0))
     dense = run_lanes([j for j in eng.dense_jobs if modes[j.product] == "dense"], 1, chip,
-                      buffers)
+                      buffers, wait.get("dense", 0))
     off = sparse[0]
     finish = dict(sparse[1])
     finish.update({e: off + c for e, c in dense[1].items()})
@@ -706,6 +725,11 @@ def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int
     spans = sparse[3] + [{**sp, "start": sp["start"] + off, "end": sp["end"] + off,
                           "track": "mac block" if sp["track"] == "lane" else sp["track"]}
                          for sp in dense[3]]
+    for ld in loads:                  # the phases' configuration loads, from their start
+        if ld.user in ("sparse", "dense"):
+            start = 0 if ld.user == "sparse" else off
+            spans.append({"track": "config", "name": f"configure {ld.kernel}",
+                          "start": start, "end": start + ld.wait, "bits": ld.bits})
     return off + dense[0], finish, lane_end, spans
 
 
@@ -735,12 +759,16 @@ def run_job(args: tuple[Any, ChipConfig, str, Any], progress: Any = None
     return job.task(eng), eng
 
 
-def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
-              ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
+def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2,
+              config: int = 0) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The firmware of the lanes as SimPy events: (end cycle, expert -> finish cycle, lane
     end cycles, job and DMA spans). Per lane, a loader DMAs each job's weights over the one
     shared DRAM channel into a free GLB buffer while the worker computes an earlier job (a
-    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers)."""
+    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers).
+    ``config``: cycles the array's configuration takes from the start (its descriptor and
+    stream, simulator.layers.ConfigLoad.wait); as :meth:`Firmware.launch` waits for
+    :meth:`Firmware.configure`, no lane computes before it ends, while the weight DMAs
+    (over DRAM, not the configuration network) run from the start."""
     if buffers < 2:
         raise SimulationError(f"controller: {buffers} GLB buffer(s) per lane; the lane "
                               "firmware needs 2 or more (one computing, one loading)")
@@ -765,7 +793,11 @@ def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
                                   "bytes": job.dram_bytes})
             yield store.put(job)
 
+    configured = env.timeout(config) if config else None
+
     def worker(lane: int, mine: list[Any], store: simpy.Store):
+        if mine and configured is not None:
+            yield configured
         for _ in mine:
             job = yield store.get()
             start = int(env.now)
