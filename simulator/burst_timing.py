@@ -417,11 +417,8 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
             changed = dirty.pop(u)
             recomputed[u] += 1
             c = maxima.get(u)
-            if c is None:
-                c = maxima[u] = np.zeros(b - a, dtype)
-                if a:
-                    c[0] = int(times[u][a - 1]) + 1
-            gathered = False
+            fresh = c is None
+            touched = b - a         # the first window position a gathered term reached
             for src, idx, pos, off, w in terms:
                 k = 0
                 if changed is not None:
@@ -431,40 +428,61 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                     k = int(idx.searchsorted(g))
                     if k == len(idx):
                         continue
-                gathered = True
                 v = times[src][idx[k:]]
                 v += w
                 if pos is None:
+                    if c is None:
+                        if off or k or len(v) != b - a:
+                            c = np.zeros(b - a, dtype)
+                        else:       # a term at every step: its values start the maximum
+                            c = v
+                            touched = 0
+                            continue
                     part = c[off + k:]
                     np.maximum(part, v, out=part)
+                    touched = min(touched, off + k)
                 else:
+                    if c is None:
+                        c = np.zeros(b - a, dtype)
                     p = pos[k:]
                     c[p] = np.maximum(c[p], v)
-            if not gathered and changed is not None:
+                    touched = min(touched, int(p[0]))
+            if fresh:
+                if c is None:
+                    c = np.zeros(b - a, dtype)
+                if a:
+                    c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+                maxima[u] = c
+            elif touched == b - a:
                 continue            # no term read a changed step: its times stand
             seg = times[u][a:b]
-            i = 0
-            if changed is not None:
+            if not fresh:
                 # times only grow towards the fixed point and seg is the chain of the
                 # previous terms: where no new term exceeds it, it stays; the first step
-                # where one does is where the change starts
-                above = c > seg
-                i = int(above.argmax())
-                if not above[i]:
+                # where one does is where the change starts, and there the new chain
+                # exceeds the old one (it is at least the term): it is rewritten in place
+                above = c[touched:] > seg[touched:]
+                i = touched + int(above.argmax())
+                if not above[i - touched]:
                     continue
-            r = ramp[:b - a - i]
-            tail = c[i:] - r
-            if i:
-                tail[0] = max(int(tail[0]), int(seg[i - 1]) + 1)
-            np.maximum.accumulate(tail, out=tail)
-            tail += r
-            old = seg[i:]
-            ne = old != tail
-            j = int(ne.argmax())
-            if not ne[j]:
-                continue
-            old[j:] = tail[j:]
-            first = a + i + j       # the first step of u whose time changed
+                old = seg[i:]
+                np.subtract(c[i:], ramp[:b - a - i], out=old)
+                if i:
+                    old[0] = max(int(old[0]), int(seg[i - 1]) + 1)
+                np.maximum.accumulate(old, out=old)
+                old += ramp[:b - a - i]
+                first = a + i
+            else:
+                r = ramp[:b - a]
+                tail = c - r
+                np.maximum.accumulate(tail, out=tail)
+                tail += r
+                ne = seg != tail
+                j = int(ne.argmax())
+                if not ne[j]:
+                    continue
+                seg[j:] = tail[j:]
+                first = a + j
             for rd in readers[u]:
                 if rd in inside:
                     got = dirty.get(rd, {})
