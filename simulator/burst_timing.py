@@ -421,14 +421,22 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
             touched = b - a         # the first window position a gathered term reached
             for src, idx, pos, off, w in terms:
                 k = 0
+                end = len(idx)
                 if changed is not None:
                     g = changed.get(src)
                     if g is None:
                         continue
                     k = int(idx.searchsorted(g))
-                    if k == len(idx):
+                    if k == end:
                         continue
-                v = times[src][idx[k:]]
+                elif src in dirty and dirty[src] is None:
+                    # its window steps are placeholders: only the terms reading its final
+                    # steps now, the rest once it is computed (its readers are then
+                    # told that its steps changed from its window's first)
+                    end = int(idx.searchsorted(lo[src]))
+                    if not end:
+                        continue
+                v = times[src][idx[k:end]]
                 v += w
                 if pos is None:
                     if c is None:
@@ -438,13 +446,13 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                             c = v
                             touched = 0
                             continue
-                    part = c[off + k:]
+                    part = c[off + k:off + end]
                     np.maximum(part, v, out=part)
                     touched = min(touched, off + k)
                 else:
                     if c is None:
                         c = np.zeros(b - a, dtype)
-                    p = pos[k:]
+                    p = pos[k:end]
                     c[p] = np.maximum(c[p], v)
                     touched = min(touched, int(p[0]))
             if fresh:
@@ -477,12 +485,10 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                 tail = c - r
                 np.maximum.accumulate(tail, out=tail)
                 tail += r
-                ne = seg != tail
-                j = int(ne.argmax())
-                if not ne[j]:
-                    continue
-                seg[j:] = tail[j:]
-                first = a + j
+                seg[:] = tail
+                # its readers read it from its first step: those computed before it skipped
+                # its placeholder times
+                first = a
             for rd in readers[u]:
                 if rd in inside:
                     got = dirty.get(rd, {})
