@@ -80,6 +80,9 @@ class Firing:
     emits: dict[str, np.ndarray]                      # port -> step emitting each token
     outs: dict[str, Stream]
     acts: dict[str, int] = field(default_factory=dict)
+    # ports whose head token is peeked at every step: peeks[port] is (range(n), the head at
+    # each step from pops[port]), so the timing reads each token's first peek from its pops
+    dense: frozenset[str] = frozenset()
 
 
 def _bad(node: Node, what: str) -> SimulationError:
@@ -272,7 +275,7 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     ctl = np.flatnonzero(s.kind != DATA)
     data[ctl] = s.data[ctl]
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
-                  {"repsig": Stream(kind, data)})
+                  {"repsig": Stream(kind, data)}, dense=frozenset({"crd"}))
 
 
 def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -312,7 +315,8 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if not root:
         peeks["ref"] = (np.arange(n, dtype=I64), np.repeat(np.arange(len(rk), dtype=I64), counts))
         pops["ref"] = off + counts - 1
-    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
+    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)},
+                  dense=frozenset(peeks) - {"repsig"})
 
 
 def _heads(pop: np.ndarray, n: int) -> np.ndarray:
@@ -434,7 +438,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
              "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
     return Firing(n, peeks, pops, {"crd": e, "ref_a": e, "ref_b": e},
-                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts)
+                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts, frozenset(peeks))
 
 
 def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -458,7 +462,8 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     out[is_data] = vals[r]
     out[~is_data] = s.data[~is_data]
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
-                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
+                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)},
+                  frozenset({"ref"}))
 
 
 _NP_OPS: dict[str, Callable[..., np.ndarray]] = {
@@ -482,7 +487,8 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         out[xv] = _NP_OPS[op](vx)
         kind = np.where(xv, DATA, x.kind).astype(np.int8)
         return Firing(n, {"a": (steps, steps)}, {"a": steps}, {"val": steps},
-                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
+                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())},
+                      frozenset({"a"}))
     y = ins["b"]
     yv = (y.kind == DATA) | (y.kind == EMPTY_K)
     ctl = np.flatnonzero(~xv)
@@ -509,7 +515,7 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     kind = np.where(xv, DATA, x.kind).astype(np.int8)
     return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
                   {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
-                                                               if v})
+                                                               if v}, frozenset({"a", "b"}))
 
 
 def _fiber_sums(kind: np.ndarray, data: np.ndarray, boundary: np.ndarray
@@ -813,7 +819,7 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     nc, ns = len(crd), len(seg)
     words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {}, {},
-                  {"sram_write_words": words})
+                  {"sram_write_words": words}, frozenset({"crd"}))
 
 
 def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -826,7 +832,7 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     out.vals = v
     nv = len(v)
     return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
-                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
+                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)}, frozenset({"val"}))
 
 
 def _locate_fibers(node: Node, ins: dict[str, Stream]):

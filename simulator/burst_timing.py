@@ -72,8 +72,22 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
     for e in kernel.edges:
         depth, latency = channel_shape(e, chip)
         es = firings[e.src].emits[e.src_port]
-        ps, pt = firings[e.dst].peeks[e.dst_port]
-        key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
+        fd = firings[e.dst]
+        if e.dst_port in fd.dense:
+            # every step peeks the head: token k is first peeked the step after token k-1
+            # is popped (the first one at step 0), which implies the other peeks
+            pops = fd.pops[e.dst_port]
+            key = ("arrive", e.src, id(es), e.dst, id(pops), latency)
+            if key not in seen and len(pops):
+                seen.add(key)
+                first = np.empty(len(pops), I64)
+                first[0] = 0
+                np.add(pops[:-1], 1, out=first[1:])
+                add(e.dst, e.src, es[:len(pops)], first, latency)
+            ps = pops[:0]       # the arrival terms are done
+        else:
+            ps, pt = fd.peeks[e.dst_port]
+            key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
         if key not in seen and len(ps):
             seen.add(key)
             if len(pt) > 1:
