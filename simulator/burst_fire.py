@@ -339,22 +339,24 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         raise _bad(node, "fiber structure differs between the two inputs")
     if len(ca) != len(ra) or len(cb) != len(rb):
         raise _bad(node, "crd and ref streams differ in length")
-    seg_a = np.cumsum(ca.kind != DATA) - (ca.kind != DATA)     # segment of each token
-    seg_b = np.cumsum(cb.kind != DATA) - (cb.kind != DATA)
     da_i = np.flatnonzero(ca.kind == DATA)
     db_i = np.flatnonzero(cb.kind == DATA)
+    na, nb = len(da_i), len(db_i)
+    # the segment of each coordinate: the control tokens before it
+    seg_of_a = da_i - np.arange(na, dtype=I64)
+    seg_of_b = db_i - np.arange(nb, dtype=I64)
     # one sortable key per coordinate: (segment, coordinate); each side is already sorted
     crd_a = np.asarray(ca.data[da_i], dtype=I64)
     crd_b = np.asarray(cb.data[db_i], dtype=I64)
     span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
-    ka = seg_a[da_i] * span + crd_a
-    kb = seg_b[db_i] * span + crd_b
-    if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
+    ka = seg_of_a * span + crd_a
+    kb = seg_of_b * span + crd_b
+    if (na > 1 and bool((ka[1:] <= ka[:-1]).any())) or \
+            (nb > 1 and bool((kb[1:] <= kb[:-1]).any())):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
-    # merge the two sorted runs: a key's rank among the distinct keys of both is the keys
-    # before it on its own side, plus those on the other side, less the pairs among them (an
-    # a-coordinate equal to a b-coordinate is one step)
-    na, nb = len(ka), len(kb)
+    # merge the two sorted runs: the steps before a coordinate are the tokens before it on
+    # its own side (each a step: a coordinate's or a control token's) and the coordinates of
+    # the other side below it that match none of its own (a matched pair is one step)
     lb = np.searchsorted(kb, ka)                  # b keys below each a key
     hit_a = lb < nb
     hit_a[hit_a] = kb[lb[hit_a]] == ka[hit_a]
@@ -362,17 +364,15 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ib_match = lb[ia_match]
     b_is_match = np.zeros(nb, bool)
     b_is_match[ib_match] = True
-    a_rank = np.arange(na, dtype=I64) + lb - (np.cumsum(hit_a) - hit_a)
-    a_upto = np.cumsum(np.bincount(lb, minlength=nb + 1)[:nb])    # a keys at or below each b key
-    b_rank = np.arange(nb, dtype=I64) + a_upto - np.cumsum(b_is_match)
-    seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
-    step_a = a_rank + seg_of_a                 # one control step per earlier segment
-    step_b = b_rank + seg_of_b
+    step_a = da_i + lb - (np.cumsum(hit_a) - hit_a)
+    step_b = db_i + np.cumsum(np.bincount(lb[~hit_a], minlength=nb + 1)[:nb])
     n_seg = len(ctl_a)
-    distinct = len(ka) + len(kb) - len(ia_match)
-    merges = (np.bincount(seg_of_a, minlength=n_seg) + np.bincount(seg_of_b, minlength=n_seg)
-              - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg else \
-        np.zeros(0, I64)
+    # each segment's merge steps: its coordinates on both sides less its matched pairs
+    per_a = np.diff(ctl_a, prepend=-1) - 1
+    per_b = np.diff(ctl_b, prepend=-1) - 1
+    distinct = na + nb - len(ia_match)
+    merges = (per_a + per_b - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg \
+        else np.zeros(0, I64)
     ctl_step = np.cumsum(merges) + np.arange(n_seg)
     n = int(distinct + n_seg)
     pop_a = np.empty(len(ca), I64)
