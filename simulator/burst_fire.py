@@ -80,8 +80,9 @@ class Firing:
     emits: dict[str, np.ndarray]                      # port -> step emitting each token
     outs: dict[str, Stream]
     acts: dict[str, int] = field(default_factory=dict)
-    # ports whose head token is peeked at every step: peeks[port] is (range(n), the head at
-    # each step from pops[port]), so the timing reads each token's first peek from its pops
+    # ports whose every token is first peeked the step after the previous one is popped
+    # (the first token at step 0), as a unit peeking its head at every step does: the
+    # timing reads those first peeks from pops[port] instead of deduplicating the peeks
     dense: frozenset[str] = frozenset()
 
 
@@ -607,7 +608,7 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     tok = np.arange(len(k), dtype=I64)
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
     return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
-                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)})
+                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)}, frozenset(peeks))
 
 
 def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
@@ -1162,7 +1163,7 @@ def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     keep = ~elem | (dealt_copy(pos, copies) == copy)
     steps = np.arange(n, dtype=I64)
     return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": steps[keep]},
-                  {"out": Stream(s.kind[keep], s.data[keep])})
+                  {"out": Stream(s.kind[keep], s.data[keep])}, dense=frozenset({"in"}))
 
 
 def _items(node: Node, s: Stream, depth: int) -> tuple[np.ndarray, np.ndarray]:
