@@ -12,7 +12,7 @@ are ``simulator.burst_timing``'s concern.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ class Firing:
     """A unit's firing table and outputs (see the module docstring)."""
 
     n: int
-    peeks: dict[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
+    peeks: Mapping[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
     pops: dict[str, np.ndarray]                       # port -> step popping each token
     emits: dict[str, np.ndarray]                      # port -> step emitting each token
     outs: dict[str, Stream]
@@ -331,6 +331,30 @@ def _heads(pop: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(np.arange(len(held), dtype=I64), held)
 
 
+class HeadPeeks(Mapping[str, tuple[np.ndarray, np.ndarray]]):
+    """The peeks of a unit that peeks the head of every input port at every step (a
+    joiner): (range(n), the head at each step), computed from the pops when first read (the
+    timing reads the pops: ``Firing.dense``)."""
+
+    def __init__(self, pops: dict[str, np.ndarray], n: int) -> None:
+        self._pops = pops
+        self._n = n
+        self._made: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getitem__(self, port: str) -> tuple[np.ndarray, np.ndarray]:
+        got = self._made.get(port)
+        if got is None:
+            got = self._made[port] = (np.arange(self._n, dtype=I64),
+                                      _heads(self._pops[port], self._n))
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pops)
+
+    def __len__(self) -> int:
+        return len(self._pops)
+
+
 def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
     ctl_a = np.flatnonzero(ca.kind != DATA)
@@ -382,9 +406,6 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     pop_b[db_i] = step_b
     pop_a[ctl_a] = ctl_step
     pop_b[ctl_b] = ctl_step
-    steps = np.arange(n, dtype=I64)
-    head_a = _heads(pop_a, n)
-    head_b = _heads(pop_b, n)
     acts = {"match_count": len(ia_match)}
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
@@ -413,7 +434,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         bd[step_b] = rb.data[db_i]
         bk[step_a[a_only]] = EMPTY_K
         bd[step_a[a_only]] = 0
-        e = steps
+        e = np.arange(n, dtype=I64)
         s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
         # in step order: each segment's matches, then its control token
@@ -435,11 +456,10 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
             data[at_c] = ctl_data
             streams.append(Stream(kind, data))
         s_crd, s_ra, s_rb = streams
-    peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
-             "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
-    return Firing(n, peeks, pops, {"crd": e, "ref_a": e, "ref_b": e},
-                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts, frozenset(peeks))
+    # both heads are peeked at every step: the peeks follow from the pops, computed if read
+    return Firing(n, HeadPeeks(pops, n), pops, {"crd": e, "ref_a": e, "ref_b": e},
+                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts, frozenset(pops))
 
 
 def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
