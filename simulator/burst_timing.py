@@ -174,11 +174,11 @@ def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
     keep = np.empty(len(index), dtype=bool)
     keep[0] = True
     np.greater(index[1:], index[:-1], out=keep[1:])
-    if not keep[1:].all() and bool((index[1:] < index[:-1]).any()):
+    if keep[1:].all():
+        return index, targets
+    if bool((index[1:] < index[:-1]).any()):
         # not in order (a unit reading its tokens in order never gets here): running max
         np.greater(index[1:], np.maximum.accumulate(index)[:-1], out=keep[1:])
-    if keep.all():
-        return index, targets
     if targets is None:
         targets = np.arange(n, dtype=I64)
     return index[keep], targets[keep]
