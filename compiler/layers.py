@@ -276,7 +276,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
     block, and the jobs in stage order with their lanes and lazy tasks. An MoE layer is
     routed here (the layer's own routing, workloads.routing), since which tokens reach which
     expert decides the jobs."""
-    from compiler.layer_tasks import FFNTask, LinearTask
+    from compiler.layer_tasks import FFNTask, LinearTask, block_of
 
     plan = plan or plan_layer(chip)
     lanes = plan.lanes
@@ -296,14 +296,14 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
         for s_, w in enumerate(layer.shared):
             jobs.append(Job(f"shared{s_}", "experts", tile, every, -1, ("topk",),
                             task=FFNTask(layer, "shared", s_, every,
-                                         _chunks(w.f, plan.f_chunk, lanes), f"shared{s_}")))
+                                         _chunks(w, plan.f_chunk, lanes), f"shared{s_}")))
         tokens = []
         for e, w in enumerate(layer.experts):
             tok = np.flatnonzero(G[:, e])
             tokens.append((len(tok), groups[e][0]))
             if len(tok):
                 task = FFNTask(layer, "expert", e, tuple(groups[e]),
-                               _chunks(w.f, plan.f_chunk, len(groups[e])), f"expert{e}",
+                               _chunks(w, plan.f_chunk, len(groups[e])), f"expert{e}",
                                tok, G[tok, e])
                 jobs.append(Job(f"expert{e}", "experts", tile, tuple(groups[e]), e,
                                 ("topk",), task=task))
@@ -317,7 +317,7 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
         jobs.append(Job("combine", "combine", deps=products, dims=(pairs, d)))
         d_out = d
     elif layer.kind == "ffn":
-        chunks = _chunks(layer.ffn.f, plan.f_chunk, lanes)
+        chunks = _chunks(layer.ffn, plan.f_chunk, lanes)
         for (f0, f1), ln in zip(chunks, deal(len(chunks), lanes)):
             lane = (ln,)
             jobs.append(Job(f"ffn[{f0}:{f1}]", "FFN", tile, lane,
@@ -326,6 +326,10 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
     else:
         out_dim = layer.weight.shape[0]
         chunk = max(64, min(plan.f_chunk, cdiv(out_dim, lanes)))
+        # a block-pruned weight's row blocks hold whole pruning blocks: a block cut by a row
+        # block's edge would be stored (BSR, dense mode) in both row blocks
+        block = block_of(layer.weight)
+        chunk = cdiv(chunk, block[1]) * block[1] if block else chunk
         starts = range(0, out_dim, chunk)
         for r0, ln in zip(starts, deal(len(starts), lanes)):
             r1 = min(out_dim, r0 + chunk)
@@ -339,11 +343,21 @@ def compile_model_layer(layer: Any, chip: ChipConfig, plan: LayerPlan | None = N
                    tuple(jobs), layout, unroll=plan.unroll)
 
 
-def _chunks(f: int, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
-    """FFN chunks along f: ``f_chunk`` columns, fewer when that leaves lanes idle (>= 64)."""
+def _chunks(w: Any, f_chunk: int, lanes: int) -> tuple[tuple[int, int], ...]:
+    """FFN chunks along f of the FFN weights ``w``: ``f_chunk`` columns, fewer when that
+    leaves lanes idle (>= 64); with block-pruned weights, whole pruning blocks along f (a
+    block cut by a chunk's edge would be stored, BSR in dense mode, in both chunks)."""
+    import math
+
+    from compiler.layer_tasks import block_of
     from workloads.layers import ffn_chunks
 
-    return tuple(ffn_chunks(f, max(64, min(f_chunk, cdiv(f, lanes)))))
+    chunk = max(64, min(f_chunk, cdiv(w.f, lanes)))
+    # f is gate's and up's output dimension (a block's extent along N), down's input (K)
+    extents = [b[axis] for m, axis in ((w.gate, 1), (w.up, 1), (w.down, 0))
+               if m is not None and (b := block_of(m)) is not None]
+    align = math.lcm(*extents) if extents else 1
+    return tuple(ffn_chunks(w.f, cdiv(chunk, align) * align))
 
 
 def _expert_lanes(E: int, lanes: int) -> list[list[int]]:

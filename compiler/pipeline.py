@@ -149,7 +149,8 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     calls = [t.images for t in tiling.tiles] if tiling is not None else [images]
     loads = [t.loads for t in tiling.tiles] if tiling is not None else [tuple(images)]
     kernel, choice = plan_unroll(kernel, calls, loads, chip, work, tail,
-                                 lambda k: place_route_balance(_verified(k, "unroll"), chip))
+                                 lambda k: place_route_balance(_verified(k, "unroll"), chip),
+                                 tiling)
     return replace(emit_program(kernel, images, chip, tiling), unroll=choice)
 
 
@@ -176,7 +177,9 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     configure (overlapping the loads), launch, wait, unload and DMA the output back. A tiled
     kernel is configured once and its inputs DMAed whole; then per tile call: load the
     operand tiles that changed, launch, wait and unload the output tile (``tile=N``); the
-    assembled output is DMAed out at the end."""
+    assembled output is DMAed out at the end. Copies that take whole tiles (isa.copies) load
+    each tile into its own copy only: the operand tiles that differ from that copy's previous
+    tile's (compiler.unroll.dealt_loads)."""
     from isa.bitstream import config_bits
 
     check_glb(images, chip)
@@ -184,9 +187,11 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
     sched = [Command("configure", kernel.name, (config_bits(kernel) + 7) // 8)]
     for name in sorted(images):
         sched.append(Command("dma_in", name, images[name].nbytes(ELEMENT_BYTES)))
-    from compiler.unroll import copies_of
+    from compiler.unroll import copies_of, dealt_loads, operand_variables
+    from isa.copies import tile_copies
 
-    copies = copies_of(kernel)     # every copy of an unrolled graph holds every input
+    dealt = tile_copies(kernel)    # copies that take whole tiles: each loads its own
+    copies = 1 if dealt > 1 else copies_of(kernel)   # else every copy holds every input
     if tiling is None:
         for name in sorted(images):
             sched.append(Command("load", name, images[name].nbytes(ELEMENT_BYTES) * copies))
@@ -194,8 +199,11 @@ def emit_program(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig,
         for name in outs:
             sched += [Command("unload", name), Command("dma_out", name)]
         return Program(kernel.name, (kernel,), images, tuple(sched))
-    for t, tile in enumerate(tiling.tiles):
-        for name in sorted(tile.loads):
+    loads = (dealt_loads(tiling, operand_variables(kernel), dealt,
+                         chip.controller.pipelined_tiles_per_call)
+             if dealt > 1 else [tile.loads for tile in tiling.tiles])
+    for t, (tile, tile_loads) in enumerate(zip(tiling.tiles, loads)):
+        for name in sorted(tile_loads):
             sched.append(Command("load", name,
                                  tile.images[name].nbytes(ELEMENT_BYTES) * copies, t))
         sched += [Command("launch", kernel.name, 0, t), Command("wait", kernel.name, 0, t)]

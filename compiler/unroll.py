@@ -37,10 +37,25 @@ writers' arrays leave through the output address generator, which tags each word
 address). # ASSUMPTION: one link per copy each way. MICRO25 unrolls SpM*SpM 7 times within
 its 16 links while each copy writes three arrays and reads six, so the streams of one copy
 must share a link; the paper does not give the exact mapping.
+
+Tile dealing (garnet's unrolling under tile pipelining). A tiled kernel whose tiles stream
+through kernel calls in runs (``controller.tile_pipelining``) may instead deal whole tiles:
+garnet concat_tiles.py concatenates a run's tiles into one stream per input, each tile tagged
+with a stream ID (its place in the run mod the unroll factor), so that copy c takes the
+tiles whose ID is c (isa.copies.tile_copy). :func:`deal_tiles` builds that graph: N whole
+copies with no stream filter, each copy's writers ``copy=c copies=N`` (each writes its own
+tiles' outputs). Every copy has its own MEM tiles and so its own depth-2 level FIFOs; a copy
+loads only its own tiles (an operand tile is reloaded when it differs from the copy's
+previous tile's: :func:`dealt_loads`), and the copies load, compute and unload at once. Any
+kernel with a stored output level can take whole tiles (a contracted outer index too: tiles
+of one output block on different copies are partial outputs merged by the firmware, as on
+one copy). ``compiler.unroll_deal: auto | positions | tiles`` picks the mode; ``auto`` ranks
+both modes' factors by the estimate (:func:`estimate_tile_deal` for tiles).
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,11 +94,16 @@ class UnrollChoice:
     limits: dict[str, int] = field(default_factory=dict)   # the bound each limit sets
     binds: str = ""      # what stopped N growing: a limit's name, "estimate", "place_route",
                          # "compiler.unroll" (forced or 1) or "kernel" (cannot be unrolled)
+    deal: str = ""       # what the copies take: "positions" (stream filters deal each call's
+                         # outer positions), "tiles" (whole tiles), "" (one copy)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the summary."""
-        return {"copies": self.copies, "requested": self.requested, "why": self.why,
-                "limits": dict(self.limits), "binds": self.binds}
+        out = {"copies": self.copies, "requested": self.requested, "why": self.why,
+               "limits": dict(self.limits), "binds": self.binds}
+        if self.deal:
+            out["deal"] = self.deal
+        return out
 
 
 def stream_depths(kernel: Kernel) -> dict[Port, int]:
@@ -207,6 +227,79 @@ def unroll_kernel(kernel: Kernel, copies: int, shape: Shape | None = None) -> Ke
     return Kernel(kernel.name, tuple(nodes), tuple(edges), kernel.tensors, kernel.expr)
 
 
+def tiles_why_not(kernel: Kernel) -> str | None:
+    """Why ``kernel``'s copies cannot take whole tiles (None when they can): it is already
+    unrolled, or its output is a scalar (the output address generator places a copy's fibers
+    by a stored outer level, isa.verify)."""
+    if any(n.op in (Opcode.FILTER, Opcode.ARBITER) or (n.op in WRITERS and "copies" in n.a)
+           for n in kernel.nodes):
+        return "it is already unrolled"
+    for decl in kernel.tensors:
+        if decl.is_output and (not decl.formats or decl.formats[0] == "dense"):
+            return (f"its output {decl.name} has no stored outer level (a scalar): the "
+                    "copies' writers have no outer coordinate to place their tiles' fibers by")
+    return None
+
+
+def deal_tiles(kernel: Kernel, copies: int) -> Kernel:
+    """N whole copies of ``kernel`` that take whole tiles (module docstring): no stream
+    filter; copy c's nodes are the original ids suffixed ``_u<c>`` and its writers carry
+    ``copy=c copies=N``.
+
+    Pre:  ``kernel`` is unplaced and ``tiles_why_not(kernel)`` is None; copies >= 2.
+    Post: ``isa.copies.tile_copies`` of the result is ``copies``; ``isa.copies.copy_alone(
+          result, c)`` is ``kernel`` with renamed ids; unplaced and unrouted.
+    Raises: CompileError if the kernel cannot take whole tiles.
+    """
+    why = tiles_why_not(kernel)
+    if why is not None:
+        raise CompileError(f"unroll: kernel {kernel.name} cannot deal tiles: {why}")
+    nodes: list[Node] = []
+    edges: list[Edge] = []
+    for c in range(copies):
+        for n in kernel.nodes:
+            attrs = dict(n.attrs)
+            if n.op in WRITERS:
+                attrs.update(copy=c, copies=copies)
+            nodes.append(Node(f"{n.id}_u{c}", n.op, tuple(sorted(attrs.items()))))
+        edges += [Edge(f"{e.src}_u{c}", e.src_port, f"{e.dst}_u{c}", e.dst_port, e.kind)
+                  for e in kernel.edges]
+    return Kernel(kernel.name, tuple(nodes), tuple(edges), kernel.tensors, kernel.expr)
+
+
+def dealt_loads(tiling: Any, operands: dict[str, tuple[str, ...]], copies: int,
+                per_call: int) -> list[tuple[str, ...]]:
+    """The operands each tile loads when ``copies`` copies take whole tiles: a copy's MEM
+    tiles keep its previous tile's operand tiles, so an operand is loaded when its tile (its
+    block of the operand's index variables, ``operands``: tensor -> variables) differs from
+    the one the copy's previous tile used (isa.copies.tile_copy deals the tiles; one copy:
+    the tiling's own ``Tile.loads``)."""
+    from isa.copies import tile_copy
+
+    if copies == 1:
+        return [t.loads for t in tiling.tiles]
+    where = {v: i for i, v in enumerate(tiling.variables)}
+    held: list[dict[str, tuple[int, ...]]] = [{} for _ in range(copies)]
+    out: list[tuple[str, ...]] = []
+    for i, tile in enumerate(tiling.tiles):
+        mine = held[tile_copy(i, copies, per_call)]
+        loads = []
+        for name in tile.images:
+            key = tuple(tile.index[where[v]] for v in operands[name])
+            if mine.get(name) != key:
+                loads.append(name)
+                mine[name] = key
+        out.append(tuple(loads))
+    return out
+
+
+def operand_variables(kernel: Kernel) -> dict[str, tuple[str, ...]]:
+    """Each operand's index variables, from the kernel's index notation."""
+    from compiler.notation import parse_expr
+
+    return {acc.tensor: tuple(acc.indices) for acc in parse_expr(kernel.expr).operands}
+
+
 def outer_positions(kernel: Kernel, shape: Shape, images: dict[str, FiberTree]) -> int:
     """Elements of the outermost fiber (what the filters deal), from the region's streams run
     by the interpreter on the data (the region reads level 0 of its operands only)."""
@@ -230,9 +323,12 @@ def tile_counts(kernel: Kernel) -> Counter[TileKind]:
 
 
 def copies_of(kernel: Kernel) -> int:
-    """The unroll factor of a (possibly) unrolled kernel: its filters' ``copies``, or 1."""
-    return max((int(n.attr("copies")) for n in kernel.nodes if n.op is Opcode.FILTER),
-               default=1)
+    """The unroll factor of a (possibly) unrolled kernel: its filters' ``copies``, or its
+    writers' when its copies take whole tiles, or 1."""
+    from isa.copies import tile_copies
+
+    return max(max((int(n.attr("copies")) for n in kernel.nodes if n.op is Opcode.FILTER),
+                   default=1), tile_copies(kernel))
 
 
 def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
@@ -250,6 +346,24 @@ def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
             "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
             "glb_links_out": links // GLB_LINKS_OUT_PER_COPY,
             "outer_positions": positions}
+
+
+def max_tile_copies(kernel: Kernel, chip: ChipConfig, tiles: int) -> dict[str, int]:
+    """The largest factor each static limit allows copies that take whole tiles: the PE and
+    MEM tiles (a whole graph per copy, no filters), the GLB links each way (as
+    :func:`max_copies`) and the tiles (a copy dealt no tile would idle)."""
+    per = tile_counts(kernel)
+    have = {k: len(chip.array.tiles(k)) for k in TileKind}
+    links = chip.glb.array_links_per_direction
+    return {"pe_tiles": have[TileKind.PE] // max(per[TileKind.PE], 1),
+            "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
+            "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
+            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY,
+            "tiles": tiles}
+
+
+DEALS = ("auto", "positions", "tiles")
+"""``compiler.unroll_deal``: what unrolled copies take (module docstring)."""
 
 
 def parse_unroll(value: Any) -> int | None:
@@ -323,6 +437,24 @@ def estimate_cycles(work: float, tail: float, first: float, later: list[float], 
     return (copies * first + kernel + sum(max(kernel, copies * t) for t in later)) / calls
 
 
+def estimate_tile_deal(work: float, tail: float, first: float, loads: list[float],
+                       copies: int, fill: float = 0.0) -> float:
+    """The planner's cheap bound of the cycles per tile call when ``copies`` copies take
+    whole tiles (pipelined tiles), in the terms of :func:`estimate_cycles`: each tile runs
+    whole on one copy (``fill`` plus the larger of the one-copy work and output, per call);
+    the copies compute ``copies`` consecutive tiles (a *wave*) at once while the loads, each
+    tile's own (``loads[t]``, no replication; each copy reloads what differs from its
+    previous tile, :func:`dealt_loads`), share the GLB links in tile order. The first wave's
+    loads and the configuration of every copy (``first``: one copy's) overlap and come
+    first; each later wave costs the slower of a tile's kernel and that wave's loads.
+    Averaged over the calls. One copy gives :func:`estimate_cycles`' pipelined figure."""
+    kernel = fill + max(work, tail)
+    calls = len(loads)
+    waves = [sum(loads[w:w + copies]) for w in range(0, calls, copies)]
+    head = max(copies * first, waves[0] if waves else 0.0)
+    return (head + kernel + sum(max(kernel, w) for w in waves[1:])) / max(calls, 1)
+
+
 def fill_cycles(kernel: Kernel, chip: ChipConfig) -> int:
     """A placed kernel's pipeline depth: the cycle its deepest unit sees its first token in
     an as-soon-as-possible schedule (one cycle per unit, each stream's hops; as
@@ -345,9 +477,9 @@ def loaded_bytes(calls: list[dict[str, FiberTree]], loads: list[tuple[str, ...]]
 
 def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
                 loads: list[tuple[str, ...]], chip: ChipConfig, work: float, tail: float,
-                compile_fn: Any) -> tuple[Kernel, UnrollChoice]:
-    """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` asks; returns the placed,
-    routed kernel ``compile_fn`` made of the chosen factor, and the choice.
+                compile_fn: Any, tiling: Any = None) -> tuple[Kernel, UnrollChoice]:
+    """Unroll ``kernel`` (unplaced) as ``chip.compiler.unroll`` and ``unroll_deal`` ask;
+    returns the placed, routed kernel ``compile_fn`` made of the chosen factor, and the choice.
 
     A forced N is honoured or refused with a CompileError naming the limit. ``auto`` ranks
     the factors the static limits allow by :func:`estimate_cycles` (``work``: the one-copy
@@ -359,13 +491,131 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     the best that places and routes (falling back to smaller factors, then to 1). N never
     exceeds the outer positions of the call that has the fewest. The choice's ``binds``
     names what stopped N growing.
+
+    Tile dealing (module docstring): when the kernel is tiled (``tiling``) and its tiles are
+    pipelined, the copies may take whole tiles instead (``unroll_deal``: ``auto`` ranks
+    both modes' factors together, :func:`estimate_tile_deal` for tiles; a forced N takes
+    the mode estimated better at N). ``tiles`` never exceeds the tile calls.
     """
     want = parse_unroll(chip.compiler.unroll)
     requested = "auto" if want is None else str(want)
-    shape = kernel_shape(kernel)
+    deal = chip.compiler.unroll_deal
     if want == 1:
         return compile_fn(kernel), UnrollChoice(1, requested, "compiler.unroll=1",
                                                 binds="compiler.unroll")
+    shape = kernel_shape(kernel)
+    pipelined = chip.controller.tile_pipelining       # the tiles' mode (compiler.tiling)
+    why_tiles = (tiles_why_not(kernel) if tiling is not None and pipelined and len(calls) > 1
+                 else "its tiles are not pipelined (controller.tile_pipelining)"
+                 if tiling is not None and not pipelined
+                 else "it is not tiled" if tiling is None else "it runs one tile call")
+    why_pos = shape.why_not
+    if deal == "positions" or (deal == "auto" and why_tiles is not None):
+        return _plan_positions(kernel, shape, calls, loads, chip, work, tail, compile_fn,
+                               pipelined)
+    if deal == "tiles" and why_tiles is not None:
+        if want is not None:
+            raise CompileError(f"unroll: compiler.unroll={want} with compiler.unroll_deal="
+                               f"tiles: kernel {kernel.name} cannot deal tiles: {why_tiles}")
+        return compile_fn(kernel), UnrollChoice(1, requested, f"tiles cannot be dealt: "
+                                                              f"{why_tiles}", binds="kernel")
+    # the tiles can be dealt (and, with unroll_deal auto, maybe the positions too)
+    from isa.bitstream import config_bits
+
+    per_call = chip.controller.pipelined_tiles_per_call
+    operands = operand_variables(kernel)
+    rate = chip.glb.array_bytes_per_cycle
+    t_limits = max_tile_copies(kernel, chip, len(calls))
+    t_bind = min(t_limits, key=lambda k: t_limits[k])
+    per_call_pos = ([outer_positions(kernel, shape, images) for images in calls]
+                    if deal == "auto" and why_pos is None else [])
+    p_limits = (max_copies(kernel, shape, chip, min(per_call_pos)) if per_call_pos else {})
+    p_bind = min(p_limits, key=lambda k: p_limits[k]) if p_limits else ""
+    base = compile_fn(kernel)
+    one_loads = [b / rate for b in loaded_bytes(calls, loads)]
+    config = config_bits(base) / chip.controller.config_bits_per_cycle
+    fill = fill_cycles(base, chip)
+    w, t = work / len(calls), tail / len(calls)       # per call
+
+    @functools.cache
+    def est(mode: str, n: int) -> float:
+        if mode == "positions" or n == 1:
+            return estimate_cycles(w, t, max(config, one_loads[0]), one_loads[1:], n,
+                                   per_call_pos, pipelined, fill)
+        got = dealt_loads(tiling, operands, n, per_call)
+        return estimate_tile_deal(w, t, config, [b / rate for b in loaded_bytes(calls, got)],
+                                  n, fill)
+
+    def build(mode: str, n: int) -> Kernel:
+        return compile_fn(deal_tiles(kernel, n) if mode == "tiles"
+                          else unroll_kernel(kernel, n, shape))
+
+    def limits_of(mode: str) -> tuple[dict[str, int], str]:
+        return (t_limits, t_bind) if mode == "tiles" else (p_limits, p_bind)
+
+    modes = ["tiles"] + (["positions"] if p_limits else [])
+    if want is not None:
+        fits = [m for m in modes if want <= limits_of(m)[0][limits_of(m)[1]]]
+        if not fits:
+            raise CompileError(f"unroll: compiler.unroll={want} exceeds what kernel "
+                               f"{kernel.name} allows on chip {chip.name}: " + "; ".join(
+                                   f"{m} dealt, {limits_of(m)[1]} allow "
+                                   f"{limits_of(m)[0][limits_of(m)[1]]} (limits: "
+                                   f"{_fmt(limits_of(m)[0])})" for m in modes))
+        mode = min(fits, key=lambda m: (est(m, want), modes.index(m)))
+        lim, bind = limits_of(mode)
+        return build(mode, want), UnrollChoice(
+            want, str(want), f"forced, {mode} dealt (limits: {_fmt(lim)})", lim,
+            bind if want == lim[bind] else "compiler.unroll", mode)
+    cands = [(m, n) for m in modes for n in range(2, limits_of(m)[0][limits_of(m)[1]] + 1)]
+    cands.append(("", 1))
+    ranked = sorted(cands, key=lambda c: (est(c[0], c[1]), -c[1], c[0] != "tiles"))
+    best = ranked[0]
+    failed: list[str] = []
+    one = est("", 1)
+    for mode, n in ranked:
+        if n == 1:
+            break
+        try:
+            placed = build(mode, n)
+        except CompileError as exc:        # does not place or route
+            failed.append(f"{n} ({mode}): {str(exc).splitlines()[0]}")
+            continue
+        lim, bind = limits_of(mode)
+        binds = bind if n == lim[bind] else "estimate" if (mode, n) == best else "place_route"
+        other = [m for m in modes if m != mode]
+        why = (f"auto: {n} copies, {mode} dealt, least estimated cycles ({est(mode, n):,.0f}"
+               f" vs {one:,.0f} for 1"
+               + "".join(f"; best {m} dealt: {_best(m, est, limits_of(m)[0])}" for m in other)
+               + f") of the factors the limits allow ({_fmt(lim)}); bound by {binds}")
+        if failed:
+            why += f"; did not place/route: {'; '.join(failed)}"
+        return placed, UnrollChoice(n, requested, why, lim, binds, mode)
+    lim, bind = limits_of("tiles")
+    binds = bind if lim[bind] <= 1 else "estimate" if best[1] == 1 else "place_route"
+    why = (f"auto: 1 copy, least estimated cycles ({one:,.0f}) (limits, tiles dealt: "
+           f"{_fmt(lim)}); bound by {binds}")
+    if failed:
+        why += f"; did not place/route: {'; '.join(failed)}"
+    return base, UnrollChoice(1, requested, why, lim, binds)
+
+
+def _best(mode: str, est: Any, limits: dict[str, int]) -> str:
+    """The best factor of ``mode`` by ``est`` within ``limits``, for the choice's why."""
+    bound = min(limits.values())
+    if bound < 2:
+        return f"none ({_fmt(limits)})"
+    n = min(range(2, bound + 1), key=lambda k: (est(mode, k), -k))
+    return f"{n} copies, {est(mode, n):,.0f}"
+
+
+def _plan_positions(kernel: Kernel, shape: Shape, calls: list[dict[str, FiberTree]],
+                    loads: list[tuple[str, ...]], chip: ChipConfig, work: float, tail: float,
+                    compile_fn: Any, pipelined: bool) -> tuple[Kernel, UnrollChoice]:
+    """:func:`plan_unroll` dealing outer positions only (stream filters; ``pipelined``:
+    whether the tiles are)."""
+    want = parse_unroll(chip.compiler.unroll)
+    requested = "auto" if want is None else str(want)
     if shape.why_not is not None:
         if want is not None:
             raise CompileError(f"unroll: compiler.unroll={want}: kernel {kernel.name} cannot "
@@ -390,7 +640,6 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
     # what a copy adds: the kernel is configured once, while the first call's operands load;
     # every later call loads the operands that changed (streamed behind the call before it
     # when tiles are pipelined)
-    pipelined = chip.controller.tile_pipelining
     fill = fill_cycles(base, chip)
 
     def est(n: int) -> float:
@@ -409,13 +658,13 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
             failed.append(f"{n}: {str(exc).splitlines()[0]}")
             continue
         binds = binding if n == bound else "estimate" if n == best else "place_route"
-        why = (f"auto: {n} copies, least estimated cycles "
+        why = (f"auto: {n} copies, positions dealt, least estimated cycles "
                f"({est(n):,.0f} vs "
                f"{est(1):,.0f} for 1) of the factors the limits "
                f"allow ({_fmt(limits)}); bound by {binds}")
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
-        return placed, UnrollChoice(n, requested, why, limits, binds)
+        return placed, UnrollChoice(n, requested, why, limits, binds, "positions")
     binds = binding if bound <= 1 else "estimate" if best == 1 else "place_route"
     why = (f"auto: 1 copy, least estimated cycles ({est(1):,.0f})"
            f" (limits: {_fmt(limits)}); bound by {binds}")
@@ -435,7 +684,7 @@ def _forced(kernel: Kernel, shape: Shape, want: int, limits: dict[str, int], wha
                            f"(limits: {_fmt(limits)})")
     return compile_fn(unroll_kernel(kernel, want, shape)), UnrollChoice(
         want, str(want), f"forced (limits: {_fmt(limits)})", limits,
-        binding if want == limits[binding] else "compiler.unroll")
+        binding if want == limits[binding] else "compiler.unroll", "positions")
 
 
 def _fmt(limits: dict[str, int]) -> str:
@@ -510,6 +759,7 @@ def copy_kernel(kernel: Kernel, copy: int) -> Kernel:
                   kernel.tensors, kernel.expr)
 
 
-__all__ = ["GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice", "copies_of",
-           "copy_kernel", "kernel_shape", "parse_unroll", "plan_lanes", "plan_unroll",
-           "stream_depths", "unroll_kernel"]
+__all__ = ["DEALS", "GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice",
+           "copies_of", "copy_kernel", "deal_tiles", "dealt_loads", "estimate_tile_deal",
+           "kernel_shape", "max_tile_copies", "parse_unroll", "plan_lanes", "plan_unroll",
+           "stream_depths", "tiles_why_not", "unroll_kernel"]

@@ -239,6 +239,9 @@ class CompilerConfig:
     #                                      and a model layer's mode per product
     unroll: int | str = 1                # copies of a kernel's graph: auto | N >= 1
     #                                      (compiler/unroll.py)
+    # issue 14 (i14-tiledeal): what unrolled copies take: auto | positions (stream filters
+    # deal each call's outer positions) | tiles (whole tiles of a pipelined tiled kernel)
+    unroll_deal: str = "auto"
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -246,6 +249,9 @@ class CompilerConfig:
                                           and not isinstance(self.unroll, bool)
                                           and self.unroll >= 1)):
             out.append(("unroll", f"must be auto or an integer >= 1 (got {self.unroll!r})"))
+        if self.unroll_deal not in ("auto", "positions", "tiles"):
+            out.append(("unroll_deal", "must be auto, positions or tiles (got "
+                        f"{self.unroll_deal!r})"))
         if not 0 <= self.max_buffer_entries <= 255:
             out.append(("max_buffer_entries", "must be in 0..255"))
         if self.layer_mode not in ("auto", "sparse", "dense"):

@@ -19,6 +19,13 @@ Placing each subtree at its outer coordinate is the generator's address arithmet
 part's segment entries are offset by the positions the other parts hold before them. On the
 unrolled graph of a kernel whose output's outer index is the dealt loop (compiler.unroll),
 the union equals the output the one-copy graph writes.
+
+Copies that take whole tiles (tile dealing, garnet's unrolling under tile pipelining): a tiled
+kernel whose tiles stream through kernel calls in runs (``controller.tile_pipelining``) may be
+unrolled by dealing whole tiles instead of outer positions. Its graph is N whole copies with
+no stream filter, each copy's writers carrying ``copy=c copies=N`` (each copy writes the
+outputs of its own tiles); :func:`tile_copy` says which copy takes which tile, and
+:func:`copy_alone` is the one-copy graph a tile runs on (its output is the whole tile's).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import numpy as np
 
 from isa.errors import IsaError
 from isa.fibertree import FiberTree, Level, _ranges
+from isa.ops import WRITERS, Opcode
+from isa.program import Kernel, Node
 
 
 def dealt_copy(position, copies: int):
@@ -83,4 +92,41 @@ def union_of_copies(decl, parts: list[FiberTree]) -> FiberTree:
     return tree
 
 
-__all__ = ["dealt_copy", "union_of_copies"]
+def tile_copy(position, copies: int, per_call: int):
+    """The copy that takes the tile at ``position`` (its place in the schedule's tile calls)
+    when copies take whole tiles: garnet concat_tiles.py concatenates a run's tiles (the
+    ``per_call`` tiles of one kernel call, ``controller.pipelined_tiles_per_call``) into one
+    stream per input and tags each tile with the stream ID (its place in the run) mod the
+    unroll factor, restarting at 0 with every run; the copy whose ID it is takes it. Equal to
+    ``position mod copies`` when ``copies`` divides ``per_call``."""
+    return dealt_copy(position % per_call, copies)
+
+
+def tile_copies(kernel: Kernel) -> int:
+    """N when ``kernel``'s copies take whole tiles (its writers dealt over N > 1 copies and no
+    stream filter deals positions), else 1."""
+    if any(n.op is Opcode.FILTER for n in kernel.nodes):
+        return 1
+    return max((int(n.a["copies"]) for n in kernel.nodes
+                if n.op in WRITERS and "copies" in n.a), default=1)
+
+
+def copy_alone(kernel: Kernel, copy: int) -> Kernel:
+    """Copy ``copy`` of a kernel whose copies take whole tiles, as a kernel of its own: its
+    units (ids ``*_u<copy>``, as placed and routed) and the streams between them, its writers
+    plain (it writes the whole output of the tile it runs). Copies share no unit or stream.
+
+    Raises IsaError when the kernel has no such copy."""
+    tail = f"_u{copy}"
+    mine = {n.id for n in kernel.nodes if n.id.endswith(tail)}
+    if not mine:
+        raise IsaError(f"kernel {kernel.name}: no copy {copy}")
+    nodes = tuple(Node(n.id, n.op, tuple((k, v) for k, v in n.attrs
+                                         if n.op not in WRITERS or k not in ("copy", "copies")),
+                       n.tile) for n in kernel.nodes if n.id in mine)
+    return Kernel(kernel.name, nodes, tuple(e for e in kernel.edges
+                                            if e.src in mine and e.dst in mine),
+                  kernel.tensors, kernel.expr)
+
+
+__all__ = ["copy_alone", "dealt_copy", "tile_copies", "tile_copy", "union_of_copies"]

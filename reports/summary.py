@@ -94,9 +94,16 @@ def mode_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _unroll(unroll: dict[str, Any]) -> str:
+    """The unroll line: the copies and what they take (``deal``: positions or tiles)."""
+    deal = unroll.get("deal")
+    return f"{unroll['copies']}" + (f" ({deal} dealt)" if deal else "")
+
+
 def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, value) rows of the terminal table, chip first, then the CPU baseline."""
-    rows = [(FIGURE_LABELS[key] + unit, fmt.format(summary[key]))
+    rows = [(FIGURE_LABELS[key] + unit, _unroll(summary[key]) if key == "unroll"
+             else fmt.format(summary[key]))
             for key, fmt, unit in SUMMARY_ROWS
             if key in summary and not (key == "tiles" and not summary[key])]  # 0: untiled
     rows += mode_rows(summary)

@@ -2,8 +2,8 @@
 chrome://tracing).
 
 A model-layer run (timeline.json) has a process with one track per lane and one for the
-DRAM channel, one event per job or weight DMA, and no tiles process (it has no per-tile
-counters).
+DRAM channel, one event per job or weight DMA (and tracks for the MAC block's jobs and the
+configuration network's loads), and no tiles process (it has no per-tile counters).
 
 One track (thread) per used tile, named by tile, opcode and program node; per unit one
 complete event ("ph": "X") from its first to its last active cycle with its counters in
@@ -101,8 +101,12 @@ def _layer_events(run: RunData, freq: float) -> list[dict[str, Any]]:
     mac_tid = max(lanes, default=-1) + 2            # dense-mode products: the MAC block
     if any(sp["track"] == "mac block" for sp in run.timeline):
         events.append(_meta("thread_name", LANES_PID, mac_tid, {"name": "MAC block"}))
+    if any(sp["track"] == "config" for sp in run.timeline):       # configuration loads
+        events.append(_meta("thread_name", LANES_PID, mac_tid + 1,
+                            {"name": "configuration network"}))
     for sp in run.timeline:
-        tid = {"dram": 0, "mac block": mac_tid}.get(sp["track"], sp["lane"] + 1)
+        tracks = {"dram": 0, "mac block": mac_tid, "config": mac_tid + 1}
+        tid = tracks[sp["track"]] if sp["track"] in tracks else sp["lane"] + 1
         args = {k: v for k, v in sp.items() if k not in ("track", "name")}
         events.append({"ph": "X", "name": sp["name"], "cat": sp["track"], "pid": LANES_PID,
                        "tid": tid, "ts": sp["start"] / freq,

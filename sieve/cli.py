@@ -140,8 +140,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         print("\n".join(choice.lines()) if choice is not None else
               f"{layer.name}: no loop order to choose (a model layer or a dense GEMM)")
         if program.unroll is not None:
-            print(f"unroll: {program.unroll.copies} (compiler.unroll={program.unroll.requested})"
-                  f": {program.unroll.why}")
+            deal = f", {program.unroll.deal} dealt" if program.unroll.deal else ""
+            print(f"unroll: {program.unroll.copies}{deal} (compiler.unroll="
+                  f"{program.unroll.requested}): {program.unroll.why}")
         if not args.output:
             return 0
     kernel = program.kernels[0]

@@ -14,7 +14,9 @@ A check is True or False, or a string saying why it was not made (never a silent
   the reference in some part (``output_copies``), so a wrong union cannot hide behind the
   interpreter check, which assembles with the same union. A tiled unrolled kernel: the same
   per tile call, against numpy's rows of the call's output block (partial calls of one
-  block: their parts summed at their own coordinates against the block).
+  block: their parts summed at their own coordinates against the block). Copies that take
+  whole tiles (isa.copies): each tile's output, written by its one copy, is its call's one
+  part, checked the same way.
 - A model layer's assembled output against the numpy forward pass of the same weights,
   routing and activations within :data:`LAYER_RTOL` of the output's largest magnitude (tiles
   hold float32 values, the reference is float64; float32 at analytic, where it checks only
@@ -99,11 +101,16 @@ def _check_tiled(result: RunResult, program: Program, kernel: Any, ref: np.ndarr
     """A tiled kernel: the assembled output against numpy; the interpreter re-runs the first
     tile's units (sampled) or, with ``check="full"``, every tile, whose outputs are assembled
     the same way (isa.tiles.Accumulator) and compared with the simulated assembly."""
+    from isa.copies import copy_alone, tile_copies
     from isa.tiles import Accumulator
     from simulator.unit_check import sampled_check
 
     tiling = program.tiling
     decl = next(d for d in kernel.tensors if d.is_output)
+    if tile_copies(kernel) > 1:
+        # copies that take whole tiles: a tile's output is its copy's alone, and the copies
+        # are one graph placed N times (the interpreter ignores placement): copy 0 re-runs
+        kernel = copy_alone(kernel, 0)
     sim = result.outputs[decl.name]
     checks: dict[str, Any] = {"numpy": same_values(sim.to_dense(), ref)}
     run = result.kernel_runs.get(kernel.name)

@@ -45,6 +45,14 @@ def link_transfer(chip: ChipConfig, nbytes: int) -> Transfer:
     return transfer_time(nbytes, chip.glb.array_bytes_per_cycle, chip.glb.latency_cycles)
 
 
+def config_stream_cycles(chip: ChipConfig, bits: int) -> int:
+    """Cycles the configuration network takes to load ``bits`` into the array:
+    ceil(bits / ``controller.config_bits_per_cycle``) (after its DMA descriptor, which the
+    firmware programs): a model layer's loads (simulator.layers.config_loads), the same rule
+    as a kernel's configure (simulator.controller.Firmware.configure)."""
+    return -(-bits // chip.controller.config_bits_per_cycle)
+
+
 @dataclass
 class RunResult:
     """Everything a simulation produced, whatever the Program: cycles, outputs, the counters

@@ -48,7 +48,7 @@ import numpy as np
 import simpy
 
 from isa.arch import ELEMENT_BYTES, ChipConfig
-from isa.copies import union_of_copies
+from isa.copies import copy_alone, tile_copies, tile_copy, union_of_copies
 from isa.errors import SimulationError
 from isa.fibertree import FiberTree
 from isa.interp import assemble_output
@@ -161,7 +161,10 @@ class Firmware:
     tensor for a run of up to ``pipelined_tiles_per_call`` tiles, the hardware advancing
     from tile to tile by itself (:meth:`pipelined`), so the firmware's per-tile work is gone
     but for partial-output merges; tile t+1 loads while tile t computes, and tile t unloads
-    while tile t+1 computes.
+    while tile t+1 computes. An unrolled kernel whose copies take whole tiles (isa.copies:
+    garnet's unrolling under tile pipelining) runs each tile on its copy alone, the copies'
+    pipelines at once (:meth:`pipelined`); ``kernel_cycles`` is then the time some tile
+    computes (one copy: the sum of its tiles' cycles).
     """
 
     def __init__(self, env: simpy.Environment, program: Program, chip: ChipConfig,
@@ -187,6 +190,8 @@ class Firmware:
         self.tile_out: dict[int, dict[str, FiberTree]] = {}
         self.tile_runs: list[tuple[int, Any]] = []
         self.tile_parts: dict[int, dict[str, list[FiberTree]]] = {}   # unrolled: per tile
+        self.solo: dict[int, Any] = {}     # copies that take whole tiles: copy -> its graph
+        self._dealt: int | None = None     # how many copies take whole tiles (1: none)
 
     # ------------------------------------------------------------------ firmware actions
     def firmware(self, cycles: int):
@@ -229,13 +234,14 @@ class Firmware:
         self.ctl.config_cycles += cycles
         yield self.env.timeout(cycles)
 
-    def launch(self, name: str, images: dict[str, FiberTree], call: bool = True):
+    def launch(self, name: str, images: dict[str, FiberTree], call: bool = True,
+               copy: int | None = None):
         """Wait for the kernel's configuration, make the kernel call (``call``: its firmware
         cost here; a pipelined tile's call was prepared while the tile before computed),
-        start the kernel on ``images``; returns its process (whose value is the engine's
-        run)."""
+        start the kernel on ``images`` (``copy``: on that copy alone, of a kernel whose
+        copies take whole tiles); returns its process (whose value is the engine's run)."""
         env, chip = self.env, self.chip
-        kernel = self.program.kernel(name)
+        kernel = self.program.kernel(name) if copy is None else self.solo_copy(name, copy)
         if name in self.configs:
             yield self.configs[name]
         if call:
@@ -247,7 +253,7 @@ class Firmware:
             return env.process(_timed(env, run_systolic, kernel, images, chip))
         if self.fidelity == "cycle":
             ck = CycleKernel(env, kernel, images, chip)
-            self.live[name] = ck
+            self.live[name if copy is None else f"{name} copy {copy}"] = ck
             return env.process(ck.run())
         from simulator.engine_burst import run_burst
 
@@ -333,14 +339,30 @@ class Firmware:
         for c in loads:
             yield from self.move("load", c.arg, c.size_bytes, descriptor)
 
+    def dealt_copies(self) -> int:
+        """Copies that take whole tiles of the tiled kernel (isa.copies), else 1."""
+        if self._dealt is None:
+            kernel = self.program.kernels[0]
+            self._dealt = 1 if isinstance(kernel, SystolicKernel) else tile_copies(kernel)
+        return self._dealt
+
+    def solo_copy(self, name: str, copy: int) -> Any:
+        """Copy ``copy`` of kernel ``name`` alone (isa.copies.copy_alone), made once."""
+        if copy not in self.solo:
+            self.solo[copy] = copy_alone(self.program.kernel(name), copy)
+        return self.solo[copy]
+
     def compute_tile(self, t: int, launch: Command, call: bool = True):
-        """Launch tile ``t`` and wait for it: returns the run."""
+        """Launch tile ``t`` and wait for it: returns the run. Copies that take whole tiles:
+        on the copy the tile is dealt to, alone (its output the whole tile's)."""
         images = self.tiling.tiles[t].images
-        proc = yield from self.launch(launch.arg, images, call)
+        copies = self.dealt_copies()
+        copy = (tile_copy(t, copies, self.chip.controller.pipelined_tiles_per_call)
+                if copies > 1 else None)
+        proc = yield from self.launch(launch.arg, images, call, copy)
         start = int(self.env.now)
         run = yield proc
         self.tile_runs.append((start, run))
-        self.ctl.kernel_cycles += run.cycles
         self.progress.advance(1, f"{launch.arg} tile {t}")
         kernel = self.program.kernel(launch.arg)
         outs: dict[str, FiberTree] = {}
@@ -356,9 +378,11 @@ class Firmware:
                 outs[d.name] = union_of_copies(d, parts)
             else:
                 outs[d.name] = assemble_output(d, run.memory)
+                if copy is not None:        # its one part: checked against numpy per tile
+                    self.tile_parts.setdefault(t, {})[d.name] = [outs[d.name]]
         self.tile_out[t] = outs
         if self.fidelity == "cycle":
-            self.live.pop(launch.arg, None)
+            self.live.pop(launch.arg if copy is None else f"{launch.arg} copy {copy}", None)
         return run
 
     def unload_tile(self, t: int, unloads: list[Command], descriptor: bool = True):
@@ -402,15 +426,26 @@ class Firmware:
         while tile t computes; a tile starts when its levels are in, the array is free and
         an output entry is free; its output streams out while the next tile computes.
         A run's store descriptor is programmed when the previous run's store DMA is done
-        (one header per DMA: garnet global_buffer_parameter.py ``queue_depth = 1``)."""
+        (one header per DMA: garnet global_buffer_parameter.py ``queue_depth = 1``).
+
+        Copies that take whole tiles (isa.copies.tile_copy): each copy is a pipeline of its
+        own (its own depth-2 input and output FIFOs, a worker computing its tiles on its
+        one-copy graph, an unloader), sharing the firmware, the GLB links and DRAM. The
+        run's concatenated, ID-tagged stream per input feeds the copies' FIFOs in tile order
+        (ready-valid: a copy whose FIFO is full holds the stream); the run's call and
+        descriptors are the same as one copy's (one stream per input and per output)."""
         env, c = self.env, self.chip.controller
         steps = self.tile_steps(block)
         per_call = c.pipelined_tiles_per_call
+        copies = self.dealt_copies()
+        owner = [tile_copy(launch.tile, copies, per_call) for _, launch, _ in steps]
         depth = 2
-        in_slots = simpy.Resource(env, capacity=depth)
-        out_slots = simpy.Resource(env, capacity=depth)
+        in_slots = [simpy.Resource(env, capacity=depth) for _ in range(copies)]
+        out_slots = [simpy.Resource(env, capacity=depth) for _ in range(copies)]
         loaded = [env.event() for _ in steps]
         computed = [env.event() for _ in steps]
+        unloaded = [env.event() for _ in steps]
+        stored = {r: env.event() for r in range(0, len(steps), per_call)}
         in_req: list[Any] = [None] * len(steps)
         out_req: list[Any] = [None] * len(steps)
 
@@ -421,31 +456,47 @@ class Firmware:
                     inputs = {cmd.arg for ld, _, _ in steps[i:i + per_call] for cmd in ld}
                     yield from self.firmware(c.launch_cycles + len(inputs) * c.dma_setup_cycles)
                     self.ctl.launch_count += 1
-                in_req[i] = in_slots.request()
+                in_req[i] = in_slots[owner[i]].request()
                 yield in_req[i]
                 yield from self.load_tile(loads, descriptor=False)
                 loaded[i].succeed()
 
-        def worker():
+        def worker(k: int):
             for i, (_loads, launch, _unloads) in enumerate(steps):
+                if owner[i] != k:
+                    continue
                 yield loaded[i]
-                out_req[i] = out_slots.request()
+                out_req[i] = out_slots[k].request()
                 yield out_req[i]
                 yield from self.compute_tile(launch.tile, launch, call=False)
-                in_slots.release(in_req[i])
+                in_slots[k].release(in_req[i])
                 computed[i].succeed()
 
-        def unloader():
+        def unloader(k: int):
             for i, (_loads, launch, unloads) in enumerate(steps):
-                if i % per_call == 0:
-                    # the run's store descriptors, one per output (the previous run's done)
+                run = i - i % per_call
+                if owner[i] != k:
+                    continue
+                if i == run:
+                    # the run's store descriptors, one per output, programmed by the copy
+                    # taking the run's first tile once the previous run's store is done
+                    pending = [e for e in unloaded[max(run - per_call, 0):run]
+                               if not e.processed]
+                    if pending:
+                        yield env.all_of(pending)
                     outputs = {cmd.arg for _, _, ul in steps[i:i + per_call] for cmd in ul}
                     yield from self.firmware(len(outputs) * c.dma_setup_cycles)
+                    stored[run].succeed()
+                if not stored[run].triggered:
+                    yield stored[run]
                 yield computed[i]
                 yield from self.unload_tile(launch.tile, unloads, descriptor=False)
-                out_slots.release(out_req[i])
+                out_slots[k].release(out_req[i])
+                unloaded[i].succeed()
 
-        procs = [env.process(loader()), env.process(worker()), env.process(unloader())]
+        procs = [env.process(loader())]
+        procs += [env.process(worker(k)) for k in range(copies)]
+        procs += [env.process(unloader(k)) for k in range(copies)]
         yield env.all_of(procs)
         self.finish_tiles()
 
@@ -460,7 +511,13 @@ class Firmware:
             dtype = np.result_type(*[t.vals.dtype for t in self.program.images.values()])
             self.acc = Accumulator(self.tiling, dtype)
         self.outputs[decl.name] = self.acc.tree(decl.name, decl.formats, decl.mode_order)
-        t0 = self.tile_runs[0][0] if self.tile_runs else 0
+        # kernel cycles: the time some tile computes (copies that take whole tiles compute
+        # at once; one copy's tiles one after another: the sum of their cycles)
+        end = 0
+        for start, run in sorted((s, r.cycles) for s, r in self.tile_runs):
+            self.ctl.kernel_cycles += max(0, start + run - max(start, end))
+            end = max(end, start + run)
+        t0 = min((s for s, _ in self.tile_runs), default=0)
         units: dict[str, UnitStats] = {n.id: UnitStats() for n in kernel.nodes}
         channels = {e.name: ChannelStats() for e in kernel.edges}
         for start, run in self.tile_runs:
@@ -563,15 +620,26 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     share the array), and with ``compiler.layer_mode: auto`` that layer is compared with
     all-sparse and all-dense (``layout.pick_layer``). Returns (modes, the chosen layer
     priced: simulator.layers.PricedLayer, candidates: name -> cycles, stage_cycles, energy_j,
-    edp_js, dense_products)."""
-    from isa.bitstream import config_bits
+    edp_js, dense_products, config_cycles).
+
+    Each alternative loads the configurations its modes need (simulator.layers.
+    config_loads): their time is in its cycles (the router's before the router, the
+    products' in their schedule, overlapping the phase's first weight DMAs) and their bits
+    and descriptors in its energy, so the whole-layer choice sees them; a product's own
+    price does not (a load is shared by every product of its phase)."""
     from simulator.energy import (
         action_prices,
         energy_from_counts,
         load_energy_table,
         memory_actions,
     )
-    from simulator.layers import PricedLayer, firmware_cycles_of, layer_counts, layer_memory
+    from simulator.layers import (
+        PricedLayer,
+        config_loads,
+        firmware_cycles_of,
+        layer_counts,
+        layer_memory,
+    )
 
     table = load_energy_table(chip.energy_table)
     price, leak = action_prices(chip, table)
@@ -594,26 +662,30 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
         c.priced = {"sparse": (ts, es * 1e-12), "dense": (td, ed * 1e-12)}
         modes.append(layout.pick_product((ts, es), (td, ed)))
     stages = eng.router_cycles + eng.topk_cycles + eng.combine_cycles
-    config = config_bits(plan.kernel)     # the lanes' N-copy batched tile kernel
+    router = eng.router_cycles > 0        # an MoE layer: its router runs on the MAC block
 
     def price_layer(choice: list[str]) -> tuple[PricedLayer, dict[str, Any]]:
-        layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers),
-                            layer_memory(eng, choice, io), layer_counts(eng, choice))
-        cycles = stages + layer.schedule[0]
+        loads = config_loads(plan, chip, choice, router)
+        setup = sum(ld.wait for ld in loads if ld.user == "router")
+        layer = PricedLayer(schedule_modes(eng, choice, chip, plan.buffers, loads),
+                            layer_memory(eng, choice, io), layer_counts(eng, choice),
+                            loads, setup)
+        cycles = setup + stages + layer.schedule[0]
         counts = dict(layer.counts)
         for k, v in memory_actions(layer.memory).items():
             counts[k] = counts.get(k, 0.0) + v
-        counts["config_load"] = counts.get("config_load", 0.0) + config
+        counts["config_load"] = counts.get("config_load", 0.0) + sum(ld.bits for ld in loads)
         jobs = ([j for j in eng.jobs if choice[j.product] == "sparse"]
                 + [j for j in eng.dense_jobs if choice[j.product] == "dense"])
         counts["firmware"] = firmware_cycles_of(
             sum(c.tiles for c, m in zip(eng.costs, choice) if m == "sparse"),
-            sum(1 for j in jobs if j.dram_bytes), chip)
+            sum(1 for j in jobs if j.dram_bytes), chip, len(loads))
         energy = energy_from_counts(counts, cycles, chip, table, ops=0).total_pj * 1e-12
         seconds = cycles / (chip.clock.freq_mhz * 1e6)
         return layer, {"cycles": cycles, "stage_cycles": layer.schedule[0], "energy_j": energy,
                        "edp_js": energy * seconds,
-                       "dense_products": sum(m == "dense" for m in choice)}
+                       "dense_products": sum(m == "dense" for m in choice),
+                       "config_cycles": sum(ld.cycles for ld in loads)}
 
     n = len(eng.costs)
     options = {"per product": modes, "sparse": ["sparse"] * n, "dense": ["dense"] * n}
@@ -633,15 +705,19 @@ def choose_modes(eng: Any, layout: Any, chip: ChipConfig, io: tuple[int, int, in
     return options[pick], priced[pick][0], candidates
 
 
-def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int
+def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int,
+                   loads: tuple[Any, ...] = ()
                    ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The chosen jobs as the lanes' firmware runs them: sparse-mode jobs on the lanes,
     then dense-mode jobs on the MAC block (one lane; the MAC block and the lanes share the
-    array, so the two phases do not overlap). Same shape as :func:`run_lanes`."""
+    array, so the two phases do not overlap). ``loads`` (simulator.layers.ConfigLoad): a
+    phase whose configuration is loaded starts with it (:func:`run_lanes`'s ``config``).
+    Same shape as :func:`run_lanes`."""
+    wait = {ld.user: ld.wait for ld in loads}
     sparse = run_lanes([j for j in eng.jobs if modes[j.product] == "sparse"], eng.lanes,
-                       chip, buffers)
+                       chip, buffers, wait.get("sparse", 0))
     dense = run_lanes([j for j in eng.dense_jobs if modes[j.product] == "dense"], 1, chip,
-                      buffers)
+                      buffers, wait.get("dense", 0))
     off = sparse[0]
     finish = dict(sparse[1])
     finish.update({e: off + c for e, c in dense[1].items()})
@@ -649,6 +725,11 @@ def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int
     spans = sparse[3] + [{**sp, "start": sp["start"] + off, "end": sp["end"] + off,
                           "track": "mac block" if sp["track"] == "lane" else sp["track"]}
                          for sp in dense[3]]
+    for ld in loads:                  # the phases' configuration loads, from their start
+        if ld.user in ("sparse", "dense"):
+            start = 0 if ld.user == "sparse" else off
+            spans.append({"track": "config", "name": f"configure {ld.kernel}",
+                          "start": start, "end": start + ld.wait, "bits": ld.bits})
     return off + dense[0], finish, lane_end, spans
 
 
@@ -678,12 +759,16 @@ def run_job(args: tuple[Any, ChipConfig, str, Any], progress: Any = None
     return job.task(eng), eng
 
 
-def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
-              ) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
+def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2,
+              config: int = 0) -> tuple[int, dict[int, int], list[int], list[dict[str, Any]]]:
     """The firmware of the lanes as SimPy events: (end cycle, expert -> finish cycle, lane
     end cycles, job and DMA spans). Per lane, a loader DMAs each job's weights over the one
     shared DRAM channel into a free GLB buffer while the worker computes an earlier job (a
-    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers)."""
+    store of ``buffers - 1`` loaded jobs + the job computing: ``buffers`` buffers).
+    ``config``: cycles the array's configuration takes from the start (its descriptor and
+    stream, simulator.layers.ConfigLoad.wait); as :meth:`Firmware.launch` waits for
+    :meth:`Firmware.configure`, no lane computes before it ends, while the weight DMAs
+    (over DRAM, not the configuration network) run from the start."""
     if buffers < 2:
         raise SimulationError(f"controller: {buffers} GLB buffer(s) per lane; the lane "
                               "firmware needs 2 or more (one computing, one loading)")
@@ -708,7 +793,11 @@ def run_lanes(jobs: list[Any], lanes: int, chip: ChipConfig, buffers: int = 2
                                   "bytes": job.dram_bytes})
             yield store.put(job)
 
+    configured = env.timeout(config) if config else None
+
     def worker(lane: int, mine: list[Any], store: simpy.Store):
+        if mine and configured is not None:
+            yield configured
         for _ in mine:
             job = yield store.get()
             start = int(env.now)

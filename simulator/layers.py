@@ -43,7 +43,10 @@ the previous job computes (double buffering); a job computes for the sum over it
 launch + max(kernel cycles, GLB<->MEM-tile transfer of the tile in and out over the lane's
 share of the links). The controller's lane firmware (simulator.controller.run_lanes) carries
 one SimPy event per job. The layer ends when the slowest lane does: that straggler is what
-load imbalance costs, and ``chip.layer.expert<e>.*`` shows it. Here: the engine (tile timing,
+load imbalance costs, and ``chip.layer.expert<e>.*`` shows it. Configuration: the lanes'
+N-copy kernel is loaded before the sparse-mode jobs and the MAC block before the router and
+the dense-mode jobs, once per switch (:func:`config_loads`); a phase's lanes start computing
+when its load ends, its weight DMAs run meanwhile. Here: the engine (tile timing,
 a job's work records, :meth:`LayerEngine.merge` to fold jobs in order) and the accounting of
 a finished layer (:func:`layer_memory`, :func:`layer_counts`, :func:`finish_layer`,
 :func:`layer_result`).
@@ -74,7 +77,7 @@ from isa.interp import assemble_output
 from isa.program import Kernel
 from isa.weight_formats import bsr_bytes
 from simulator.analytic import analytic_tiles, tile_energy_counts, tile_sizes
-from simulator.chip import RunResult
+from simulator.chip import RunResult, config_stream_cycles
 from simulator.progress import progress_of
 from simulator.stats import ControllerStats, MemoryStats, flatten, stat
 
@@ -207,7 +210,8 @@ class LayerStats:
     topk_cycles: int = stat("cycles", "Top-k selection on the lanes' PEs.")
     combine_cycles: int = stat("cycles", "Weighted combine of expert outputs on the lanes.")
     experts_cycles: int = stat("cycles", "From the first expert job to the slowest lane's "
-                               "end (double-buffered DMA and compute).")
+                               "end (double-buffered DMA and compute, and the configuration "
+                               "of each mode's phase where its DMAs do not hide it).")
     lanes: int = stat("lanes", "Copies of the tile kernel on the array (regions).")
     tile_count: int = stat("tiles", "Tiles run (a tile with an empty operand is skipped).")
     skipped_tile_count: int = stat("tiles", "Tiles skipped: no nonzero in A or in W.")
@@ -260,7 +264,7 @@ class LayerRun:
     memory: dict[str, int]
     mode: str                        # sparse | dense
     products: list[dict[str, Any]]   # per product: shapes and nonzeros (CPU baseline)
-    timeline: list[dict[str, Any]] = field(default_factory=list)  # job and DMA spans (cycles)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # job, DMA, config spans
     jobs: list[LaneJob] = field(default_factory=list)                 # the chosen mode's jobs
     stage_actions: dict[str, float] = field(default_factory=dict)  # router on the MAC block
     router_macs: int = 0
@@ -270,6 +274,7 @@ class LayerRun:
     modes: list[str] = field(default_factory=list)           # per product: the mode run
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # whole-layer options
     sample: list[dict[str, Any]] = field(default_factory=list)  # analytic: tiles on burst
+    config: tuple[ConfigLoad, ...] = ()      # the configurations the chosen layer loaded
 
 
 class LayerEngine:
@@ -574,14 +579,69 @@ Schedule = tuple[int, dict[int, int], list[int], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
+class ConfigLoad:
+    """One configuration of the array during a layer run: ``kernel`` (the lanes' N-copy
+    batched tile kernel, or the MAC block) streamed over the configuration network before
+    ``user`` (``router``, ``sparse``: the lanes' phase, ``dense``: the MAC block's phase)
+    runs, as :meth:`simulator.controller.Firmware.configure` loads a kernel: one DMA
+    descriptor on the firmware processor, then ``cycles`` = ceil(``bits`` /
+    ``controller.config_bits_per_cycle``)."""
+
+    kernel: str
+    user: str
+    bits: int
+    cycles: int
+    setup_cycles: int
+
+    @property
+    def wait(self) -> int:
+        """Cycles from the start of the load until its user may launch: the descriptor,
+        then the stream."""
+        return self.setup_cycles + self.cycles
+
+
+def config_loads(plan: Any, chip: ChipConfig, modes: list[str], router: bool
+                 ) -> tuple[ConfigLoad, ...]:
+    """The configurations a layer run loads, in order, with each product in its mode
+    (``modes``): the MAC block before the router (an MoE layer, ``router``), the lanes'
+    kernel before the sparse-mode phase, the MAC block before the dense-mode phase
+    (simulator.controller.schedule_modes runs the phases in that order), each only when the
+    array does not hold it already. The MAC block is a mapping of the same PEs the lanes
+    use (compiler.dense), as on Onyx dense and sparse kernels run "on the same fabric with
+    different configurations" (VLSI24), so a switch of mode reloads the array.
+    ASSUMPTION: the tiles hold one configuration at a time (no second context to switch
+    to; none is described for Onyx). The ALU passes (top-k, activation, combine) are not
+    compiled graphs (docs/architecture.md, "not modelled yet"): they run under whichever
+    configuration is loaded, with no load of their own."""
+    from isa.bitstream import config_bits
+
+    bits = {"sparse": (plan.kernel.name, config_bits(plan.kernel)),
+            "dense": (plan.mac_block.name, config_bits(plan.mac_block))}
+    users = (["router"] if router else []) + [m for m in ("sparse", "dense") if m in modes]
+    loads, held = [], ""
+    for user in users:
+        need = "dense" if user == "router" else user
+        if need != held:
+            name, n = bits[need]
+            loads.append(ConfigLoad(name, user, n, config_stream_cycles(chip, n),
+                                    chip.controller.dma_setup_cycles))
+            held = need
+    return tuple(loads)
+
+
+@dataclass(frozen=True)
 class PricedLayer:
     """One whole-layer alternative as the controller priced it (simulator.controller.
     choose_modes): its schedule, its traffic (:func:`layer_memory`) and its energy actions
-    (:func:`layer_counts`; GLB, DRAM and configuration come from the traffic and counters)."""
+    (:func:`layer_counts`; GLB, DRAM and configuration come from the traffic and counters),
+    the configurations it loads (:func:`config_loads`) and the cycles the layer waits for
+    the router's before it starts (``setup``; the products' loads are in ``schedule``)."""
 
     schedule: Schedule
     memory: dict[str, int]
     counts: dict[str, float]
+    config: tuple[ConfigLoad, ...] = ()
+    setup: int = 0
 
 
 def mode_of(modes: list[str]) -> str:
@@ -654,7 +714,8 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
         st.dram_bytes = sum(j.dram_bytes for j in mine)
         if mine and all(modes[j.product] == "dense" for j in mine):
             st.lane = 0
-    total = ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
+    # the router's configuration (chosen.setup) first; the products' loads are in ``end``
+    total = chosen.setup + ls.router_cycles + ls.topk_cycles + end + ls.combine_cycles
     sparse_costs = [c for c, m in zip(eng.costs, modes) if m == "sparse"]
     ls.tile_count = sum(c.tiles for c in sparse_costs)
     ls.skipped_tile_count = sum(c.skipped_tiles for c in sparse_costs)
@@ -673,9 +734,14 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
             "ended (experts stage)."}
     run = LayerRun(total, eng.fidelity, output, reference, dict(sorted(stats.items())),
                    eng.work, ls, experts, dict(chosen.memory), mode, eng.products,
-                   timeline=_timeline(spans, ls.router_cycles + ls.topk_cycles),
+                   timeline=_timeline(spans, chosen.setup + ls.router_cycles
+                                      + ls.topk_cycles)
+                   + [{"track": "config", "name": f"configure {ld.kernel}", "start": 0,
+                       "end": ld.wait, "bits": ld.bits}
+                      for ld in chosen.config if ld.user == "router"],
                    jobs=jobs, stage_actions=dict(eng.stage_actions),
-                   router_macs=eng.router_macs, counts=dict(chosen.counts))
+                   router_macs=eng.router_macs, counts=dict(chosen.counts),
+                   config=chosen.config)
     run.costs, run.modes, run.candidates = eng.costs, list(modes), candidates
     return run
 
@@ -779,32 +845,36 @@ TILE_DESCRIPTORS = 3
 """DMA descriptors the firmware programs per layer tile: A's and W's tiles in, the output out."""
 
 
-def firmware_cycles_of(tiles: int, dram_jobs: int, chip: ChipConfig) -> int:
-    """Cycles the firmware processor is busy for a layer's ``tiles`` sparse tiles and
-    ``dram_jobs`` jobs that DMA weights from DRAM, charged as for a kernel's tile calls
-    (simulator.controller.Firmware): per tile a kernel call and :data:`TILE_DESCRIPTORS`
-    descriptors, per such job one descriptor. The launch is in each tile's time
-    (``_finish_work``); the descriptors overlap the tile before (the lanes' transfers already
-    overlap compute), so they add energy, not time."""
+def firmware_cycles_of(tiles: int, dram_jobs: int, chip: ChipConfig, configs: int = 0
+                       ) -> int:
+    """Cycles the firmware processor is busy for a layer's ``tiles`` sparse tiles,
+    ``dram_jobs`` jobs that DMA weights from DRAM and ``configs`` configuration loads,
+    charged as for a kernel's tile calls (simulator.controller.Firmware): per tile a kernel
+    call and :data:`TILE_DESCRIPTORS` descriptors, per such job and per configuration load
+    one descriptor. The launch is in each tile's time (``_finish_work``); the tiles'
+    descriptors overlap the tile before (the lanes' transfers already overlap compute), so
+    they add energy, not time; a job's descriptor is in its weight DMA's time
+    (simulator.chip.dram_transfer's setup) and a configuration's in its load's
+    (:attr:`ConfigLoad.wait`)."""
     c = chip.controller
     return (tiles * (c.launch_cycles + TILE_DESCRIPTORS * c.dma_setup_cycles)
-            + dram_jobs * c.dma_setup_cycles)
+            + (dram_jobs + configs) * c.dma_setup_cycles)
 
 
 def layer_firmware_cycles(run: LayerRun, chip: ChipConfig) -> int:
-    """:func:`firmware_cycles_of` the layer's chosen tiles and jobs."""
+    """:func:`firmware_cycles_of` the layer's chosen tiles, jobs and configuration loads."""
     return firmware_cycles_of(run.layer_stats.tile_count,
-                              sum(1 for j in run.jobs if j.dram_bytes), chip)
+                              sum(1 for j in run.jobs if j.dram_bytes), chip, len(run.config))
 
 
 def layer_result(run: LayerRun, plan: Any, chip: ChipConfig) -> RunResult:
     """The layer's RunResult: the one result type, with its counters, output and actions."""
-    from isa.bitstream import config_bits
-
     mem, ctl = MemoryStats(), ControllerStats()
     for key, value in run.memory.items():
         setattr(mem, key, int(value))
-    ctl.config_bits = config_bits(plan.kernel)      # the N-copy batched tile kernel
+    # the lanes' N-copy batched tile kernel and the MAC block, as the modes loaded them
+    ctl.config_bits = sum(ld.bits for ld in run.config)
+    ctl.config_cycles = sum(ld.cycles for ld in run.config)
     ctl.launch_count = run.layer_stats.tile_count
     ctl.kernel_cycles = run.layer_stats.kernel_cycles
     ctl.firmware_cycles = layer_firmware_cycles(run, chip)

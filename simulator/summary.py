@@ -169,6 +169,8 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "cycles": run.cycles,
         "kernel_cycles": ls.experts_cycles,
         "firmware_cycles": layer_firmware_cycles(run, chip),
+        "config_bits": sum(ld.bits for ld in run.config),
+        "config_cycles": sum(ld.cycles for ld in run.config),
         "tile_kernel_cycles_sum": ls.kernel_cycles,
         "seconds": run.cycles / (chip.clock.freq_mhz * 1e6),
         "verified": verified(checks),
@@ -199,7 +201,8 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
         "notes": {"fidelity": why,
                   "ops": "a MAC is 2 ops; ops adds the ALU passes (activations, combine)",
                   "kernel_cycles": "the experts/products stage: from its first job to its "
-                  "last (lanes in parallel, then the MAC block), within total cycles",
+                  "last (lanes in parallel, then the MAC block; each phase's configuration "
+                  "where its weight DMAs do not hide it), within total cycles",
                   "tile_kernel_cycles_sum": "a sum: tile kernel cycles over every "
                   "sparse-mode tile of every lane (lanes overlap, so it may exceed cycles)",
                   "lanes": "copies of the tile kernel unrolled over the layer's jobs "
@@ -210,7 +213,11 @@ def layer_summary(run: LayerRun, workload: str, tokens: int, plan: Any, chip: Ch
                   "and all-dense); sparse, dense or mixed. Cycles, energy and traffic are "
                   "the chosen modes'",
                   "modes": "the whole layer scheduled and priced three ways: each product "
-                  "as chosen, all sparse, all dense (cycles, energy, EDP)",
+                  "as chosen, all sparse, all dense (cycles, energy, EDP; each with the "
+                  "configuration loads its modes need, config_cycles)",
+                  "config_cycles": "configuration streamed (the lanes' N-copy kernel before "
+                  "sparse-mode jobs, the MAC block before the router and dense-mode jobs, "
+                  "once per switch); in cycles where the weight DMAs do not hide it",
                   "products": "per product kind (expert and projection, chunks summed): "
                   "cycles alone and energy in each mode, and how many chunks ran each way",
                   "sparse_mode_cycles": "experts/products stage, every product sparse",

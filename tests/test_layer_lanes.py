@@ -73,9 +73,12 @@ def test_forced_lanes_follow_compiler_unroll(onyx, plan3):
 
 
 def test_configuration_is_the_real_n_copy_bitstream(onyx, plan):
-    # no `x lanes` arithmetic: the run's configuration bits are the N-copy kernel's own
+    # no `x lanes` arithmetic: the configuration bits of a sparse-mode run are the N-copy
+    # kernel's own (a dense-mode run loads the MAC block instead: tests/test_layer_config.py)
+    sparse = dataclasses.replace(onyx, compiler=dataclasses.replace(onyx.compiler,
+                                                                  layer_mode="sparse"))
     layer = get_workload("linear.bert-base.output").make({"scale": "16", "tokens": "2"})
-    res = simulate(compile_model_layer(layer, onyx, plan), onyx, fidelity="analytic")
+    res = simulate(compile_model_layer(layer, sparse, plan), sparse, fidelity="analytic")
     bits = res.stats["chip.controller.config_bits"]["value"]
     assert bits == config_bits(plan.kernel)
     assert bits != config_bits(plan.lane_kernel) * plan.lanes or plan.lanes == 1

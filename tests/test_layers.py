@@ -573,3 +573,42 @@ def test_teal_on_h_is_one_threshold_per_tensor(fidelity):
     got = rep.result.outputs["Y"].to_dense()
     ref = layer.reference()
     assert np.allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_block_pruned_row_blocks_hold_whole_blocks(onyx, plan):
+    # linear.llama2-7b.down at scale 4 (W 1024 x 2752) on 11 lanes: ceil(1024 / 11) = 94
+    # rows a row block, rounded up to whole 16-row pruning blocks: 96. A row block cut
+    # mid-block would store (BSR) the cut blocks in both of its neighbours; aligned, every
+    # kept block is stored once: the dense-mode weight bytes are the whole weight's BSR
+    # values and indices, plus one set of block-row pointers per row block
+    from compiler.layers import compile_model_layer
+    from isa.weight_formats import bsr_bytes
+    from simulator.controller import simulate
+
+    layer = get_workload("linear.llama2-7b.down").make(
+        {"scale": "4", "tokens": "4", "weight_sparsity": "0.5", "pattern": "block16x16"})
+    program = compile_model_layer(layer, onyx, plan)
+    starts = [j.task.r0 for j in program.jobs]
+    assert starts[:3] == [0, 96, 192] and all(r % 16 == 0 for r in starts)
+    run_ = simulate(program, onyx, fidelity="analytic").kernel_runs["layer"]
+    w_t = layer.weight.rows(0, 1024).T                       # K x N = 2752 x 1024
+    pointers = (-(-2752 // 16) + 1) * 2                        # ceil(K / 16) + 1 words
+    weight = sum(c.dense_memory["dram_read_bytes"] for c in run_.costs)
+    assert weight == bsr_bytes(w_t, (16, 16)) + (len(starts) - 1) * pointers
+
+
+def test_block_pruned_ffn_chunks_hold_whole_blocks(onyx, plan):
+    # ffn.bert-base at scale 4 (f = 768) on 11 lanes: ceil(768 / 11) = 70 columns a chunk,
+    # rounded up to whole 32-wide pruning blocks along f (block32x32): 96, so no block of
+    # up (along its N) or down (along its K) is cut by a chunk's edge
+    from compiler.layers import compile_model_layer
+
+    layer = get_workload("ffn.bert-base").make(
+        {"scale": "4", "tokens": "4", "weight_sparsity": "0.5", "pattern": "block32x32"})
+    assert layer.ffn.f == 768
+    program = compile_model_layer(layer, onyx, plan)
+    chunks = [c for j in program.jobs for c in j.task.chunks]
+    assert chunks[:2] == [(0, 96), (96, 192)] and all(f0 % 32 == 0 for f0, _ in chunks)
+    plain = get_workload("ffn.bert-base").make({"scale": "4", "tokens": "4"})
+    assert [c for j in compile_model_layer(plain, onyx, plan).jobs
+            for c in j.task.chunks][:2] == [(0, 70), (70, 140)]

@@ -497,10 +497,12 @@ def test_planner_counts_only_the_loads_that_change_between_calls():
 
 def test_planner_loads_are_the_tiled_schedules(onyx):
     # the planner charges exactly the load commands the tiled program issues per call
+    # (positions dealt: every copy loads every call's operands; tiles dealt:
+    # tests/test_unroll_tiles.py)
     from compiler.unroll import loaded_bytes
 
     layer = get_workload("spmspm").make({"shape": "256,256,256", "density": "0.05"})
-    prog = compile_layer(layer, onyx)
+    prog = compile_layer(layer, _with(onyx, unroll_deal="positions"))
     assert prog.tiling is not None and len(prog.tiling.tiles) > 1
     copies = prog.unroll.copies if prog.unroll is not None else 1
     tiles = prog.tiling.tiles
@@ -525,15 +527,24 @@ def test_auto_is_never_worse_than_the_best_forced_factor(onyx, pipelined):
     chip = dataclasses.replace(
         onyx, mem_tile=dataclasses.replace(onyx.mem_tile, size_bytes=256),
         controller=dataclasses.replace(onyx.controller, tile_pipelining=pipelined))
+    # With pipelined tiles the copies may also take whole tiles (compiler.unroll_deal):
+    # auto's choice is no worse than every factor of either mode, forced (tiles dealt, 8
+    # copies: 4,296 cycles; the best positions dealt, 6 copies: 7,225).
     auto = compile_layer(layer, _with(chip, unroll="auto"))
     assert len(auto.tiling.tiles) == (64 if pipelined else 16)
-    limit = min(auto.unroll.limits.values())
-    forced = {n: simulate(compile_layer(layer, _with(chip, unroll=n)), chip).cycles
-              for n in range(1, limit + 1)}
+    deals = ["positions", "tiles"] if pipelined else ["positions"]
+    forced = {}
+    for deal in deals:
+        one = _with(chip, unroll="auto", unroll_deal=deal)
+        limit = min(compile_layer(layer, one).unroll.limits.values())
+        forced.update({(deal, n): simulate(compile_layer(
+            layer, _with(chip, unroll=n, unroll_deal=deal)), chip).cycles
+            for n in range(1, limit + 1)})
     got = simulate(auto, chip).cycles
-    assert got == forced[auto.unroll.copies] <= min(forced.values()), (auto.unroll.copies,
-                                                                       forced)
+    mode = (auto.unroll.deal or "positions", auto.unroll.copies)
+    assert got == forced[mode] <= min(forced.values()), (mode, forced)
     assert auto.unroll.copies > 1
+    assert auto.unroll.deal == ("tiles" if pipelined else "positions")
 
 
 def test_output_bound_is_the_output_for_elementwise_kernels():
@@ -610,7 +621,7 @@ def test_a_tiled_kernel_runs_its_tile_calls_unrolled():
     from sieve.api import run
 
     params = {"shape": "48,40,48", "density": 0.1, "order": "ikj"}
-    small = ["mem_tile.size_bytes=256"]
+    small = ["mem_tile.size_bytes=256", "compiler.unroll_deal=positions"]
     one = run("onyx", "spmspm", params=params, overrides=small + ["compiler.unroll=1"])
     many = run("onyx", "spmspm", params=params, overrides=small + ["compiler.unroll=3"],
                check="full")
@@ -642,7 +653,7 @@ def test_output_copies_check_covers_every_tile_call(onyx, workload, params, mem)
         onyx, mem_tile=dataclasses.replace(onyx.mem_tile, size_bytes=mem),
         controller=dataclasses.replace(onyx.controller, tile_pipelining=True))
     layer = get_workload(workload).make(params)
-    program = compile_layer(layer, _with(chip, unroll=2))
+    program = compile_layer(layer, _with(chip, unroll=2, unroll_deal="positions"))
     result = simulate(program, chip)
     ref = np.asarray(layer.reference())
     checks = check_outputs(result, program, ref)
