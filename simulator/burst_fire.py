@@ -12,7 +12,7 @@ are ``simulator.burst_timing``'s concern.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,11 +75,15 @@ class Firing:
     """A unit's firing table and outputs (see the module docstring)."""
 
     n: int
-    peeks: dict[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
+    peeks: Mapping[str, tuple[np.ndarray, np.ndarray]]   # port -> (steps, token indices)
     pops: dict[str, np.ndarray]                       # port -> step popping each token
     emits: dict[str, np.ndarray]                      # port -> step emitting each token
     outs: dict[str, Stream]
     acts: dict[str, int] = field(default_factory=dict)
+    # ports whose every token is first peeked the step after the previous one is popped
+    # (the first token at step 0), as a unit peeking its head at every step does: the
+    # timing reads those first peeks from pops[port] instead of deduplicating the peeks
+    dense: frozenset[str] = frozenset()
 
 
 def _bad(node: Node, what: str) -> SimulationError:
@@ -272,7 +276,7 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     ctl = np.flatnonzero(s.kind != DATA)
     data[ctl] = s.data[ctl]
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {"repsig": steps},
-                  {"repsig": Stream(kind, data)})
+                  {"repsig": Stream(kind, data)}, dense=frozenset({"crd"}))
 
 
 def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -312,7 +316,8 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if not root:
         peeks["ref"] = (np.arange(n, dtype=I64), np.repeat(np.arange(len(rk), dtype=I64), counts))
         pops["ref"] = off + counts - 1
-    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)})
+    return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)},
+                  dense=frozenset(peeks) - {"repsig"})
 
 
 def _heads(pop: np.ndarray, n: int) -> np.ndarray:
@@ -326,6 +331,30 @@ def _heads(pop: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(np.arange(len(held), dtype=I64), held)
 
 
+class HeadPeeks(Mapping[str, tuple[np.ndarray, np.ndarray]]):
+    """The peeks of a unit that peeks the head of every input port at every step (a
+    joiner): (range(n), the head at each step), computed from the pops when first read (the
+    timing reads the pops: ``Firing.dense``)."""
+
+    def __init__(self, pops: dict[str, np.ndarray], n: int) -> None:
+        self._pops = pops
+        self._n = n
+        self._made: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __getitem__(self, port: str) -> tuple[np.ndarray, np.ndarray]:
+        got = self._made.get(port)
+        if got is None:
+            got = self._made[port] = (np.arange(self._n, dtype=I64),
+                                      _heads(self._pops[port], self._n))
+        return got
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pops)
+
+    def __len__(self) -> int:
+        return len(self._pops)
+
+
 def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
     ctl_a = np.flatnonzero(ca.kind != DATA)
@@ -335,22 +364,24 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         raise _bad(node, "fiber structure differs between the two inputs")
     if len(ca) != len(ra) or len(cb) != len(rb):
         raise _bad(node, "crd and ref streams differ in length")
-    seg_a = np.cumsum(ca.kind != DATA) - (ca.kind != DATA)     # segment of each token
-    seg_b = np.cumsum(cb.kind != DATA) - (cb.kind != DATA)
     da_i = np.flatnonzero(ca.kind == DATA)
     db_i = np.flatnonzero(cb.kind == DATA)
+    na, nb = len(da_i), len(db_i)
+    # the segment of each coordinate: the control tokens before it
+    seg_of_a = da_i - np.arange(na, dtype=I64)
+    seg_of_b = db_i - np.arange(nb, dtype=I64)
     # one sortable key per coordinate: (segment, coordinate); each side is already sorted
     crd_a = np.asarray(ca.data[da_i], dtype=I64)
     crd_b = np.asarray(cb.data[db_i], dtype=I64)
     span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
-    ka = seg_a[da_i] * span + crd_a
-    kb = seg_b[db_i] * span + crd_b
-    if (len(ka) > 1 and (np.diff(ka) <= 0).any()) or (len(kb) > 1 and (np.diff(kb) <= 0).any()):
+    ka = seg_of_a * span + crd_a
+    kb = seg_of_b * span + crd_b
+    if (na > 1 and bool((ka[1:] <= ka[:-1]).any())) or \
+            (nb > 1 and bool((kb[1:] <= kb[:-1]).any())):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
-    # merge the two sorted runs: a key's rank among the distinct keys of both is the keys
-    # before it on its own side, plus those on the other side, less the pairs among them (an
-    # a-coordinate equal to a b-coordinate is one step)
-    na, nb = len(ka), len(kb)
+    # merge the two sorted runs: the steps before a coordinate are the tokens before it on
+    # its own side (each a step: a coordinate's or a control token's) and the coordinates of
+    # the other side below it that match none of its own (a matched pair is one step)
     lb = np.searchsorted(kb, ka)                  # b keys below each a key
     hit_a = lb < nb
     hit_a[hit_a] = kb[lb[hit_a]] == ka[hit_a]
@@ -358,17 +389,15 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     ib_match = lb[ia_match]
     b_is_match = np.zeros(nb, bool)
     b_is_match[ib_match] = True
-    a_rank = np.arange(na, dtype=I64) + lb - (np.cumsum(hit_a) - hit_a)
-    a_upto = np.cumsum(np.bincount(lb, minlength=nb + 1)[:nb])    # a keys at or below each b key
-    b_rank = np.arange(nb, dtype=I64) + a_upto - np.cumsum(b_is_match)
-    seg_of_a, seg_of_b = seg_a[da_i], seg_b[db_i]
-    step_a = a_rank + seg_of_a                 # one control step per earlier segment
-    step_b = b_rank + seg_of_b
+    step_a = da_i + lb - (np.cumsum(hit_a) - hit_a)
+    step_b = db_i + np.cumsum(np.bincount(lb[~hit_a], minlength=nb + 1)[:nb])
     n_seg = len(ctl_a)
-    distinct = len(ka) + len(kb) - len(ia_match)
-    merges = (np.bincount(seg_of_a, minlength=n_seg) + np.bincount(seg_of_b, minlength=n_seg)
-              - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg else \
-        np.zeros(0, I64)
+    # each segment's merge steps: its coordinates on both sides less its matched pairs
+    per_a = np.diff(ctl_a, prepend=-1) - 1
+    per_b = np.diff(ctl_b, prepend=-1) - 1
+    distinct = na + nb - len(ia_match)
+    merges = (per_a + per_b - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg \
+        else np.zeros(0, I64)
     ctl_step = np.cumsum(merges) + np.arange(n_seg)
     n = int(distinct + n_seg)
     pop_a = np.empty(len(ca), I64)
@@ -377,9 +406,6 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     pop_b[db_i] = step_b
     pop_a[ctl_a] = ctl_step
     pop_b[ctl_b] = ctl_step
-    steps = np.arange(n, dtype=I64)
-    head_a = _heads(pop_a, n)
-    head_b = _heads(pop_b, n)
     acts = {"match_count": len(ia_match)}
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
@@ -408,7 +434,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
         bd[step_b] = rb.data[db_i]
         bk[step_a[a_only]] = EMPTY_K
         bd[step_a[a_only]] = 0
-        e = steps
+        e = np.arange(n, dtype=I64)
         s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
         # in step order: each segment's matches, then its control token
@@ -430,11 +456,10 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
             data[at_c] = ctl_data
             streams.append(Stream(kind, data))
         s_crd, s_ra, s_rb = streams
-    peeks = {"crd_a": (steps, head_a), "ref_a": (steps, head_a),
-             "crd_b": (steps, head_b), "ref_b": (steps, head_b)}
     pops = {"crd_a": pop_a, "ref_a": pop_a, "crd_b": pop_b, "ref_b": pop_b}
-    return Firing(n, peeks, pops, {"crd": e, "ref_a": e, "ref_b": e},
-                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts)
+    # both heads are peeked at every step: the peeks follow from the pops, computed if read
+    return Firing(n, HeadPeeks(pops, n), pops, {"crd": e, "ref_a": e, "ref_b": e},
+                  {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts, frozenset(pops))
 
 
 def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -458,7 +483,8 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     out[is_data] = vals[r]
     out[~is_data] = s.data[~is_data]
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
-                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)})
+                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)},
+                  frozenset({"ref"}))
 
 
 _NP_OPS: dict[str, Callable[..., np.ndarray]] = {
@@ -482,7 +508,8 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         out[xv] = _NP_OPS[op](vx)
         kind = np.where(xv, DATA, x.kind).astype(np.int8)
         return Firing(n, {"a": (steps, steps)}, {"a": steps}, {"val": steps},
-                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())})
+                      {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())},
+                      frozenset({"a"}))
     y = ins["b"]
     yv = (y.kind == DATA) | (y.kind == EMPTY_K)
     ctl = np.flatnonzero(~xv)
@@ -509,7 +536,7 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     kind = np.where(xv, DATA, x.kind).astype(np.int8)
     return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
                   {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
-                                                               if v})
+                                                               if v}, frozenset({"a", "b"}))
 
 
 def _fiber_sums(kind: np.ndarray, data: np.ndarray, boundary: np.ndarray
@@ -601,7 +628,7 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     tok = np.arange(len(k), dtype=I64)
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
     return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
-                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)})
+                  {"crd": out[0], "val": out[1]}, {"add_count": len(di)}, frozenset(peeks))
 
 
 def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
@@ -813,7 +840,7 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     nc, ns = len(crd), len(seg)
     words = nc // 4 + (ns // 4) + int(nc % 4 != 0) + int(ns % 4 != 0)
     return Firing(n, {"crd": (steps, steps)}, {"crd": steps}, {}, {},
-                  {"sram_write_words": words})
+                  {"sram_write_words": words}, frozenset({"crd"}))
 
 
 def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -826,7 +853,7 @@ def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     out.vals = v
     nv = len(v)
     return Firing(n, {"val": (steps, steps)}, {"val": steps}, {}, {},
-                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)})
+                  {"sram_write_words": nv // 4 + int(nv % 4 != 0)}, frozenset({"val"}))
 
 
 def _locate_fibers(node: Node, ins: dict[str, Stream]):
@@ -1156,7 +1183,7 @@ def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     keep = ~elem | (dealt_copy(pos, copies) == copy)
     steps = np.arange(n, dtype=I64)
     return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": steps[keep]},
-                  {"out": Stream(s.kind[keep], s.data[keep])})
+                  {"out": Stream(s.kind[keep], s.data[keep])}, dense=frozenset({"in"}))
 
 
 def _items(node: Node, s: Stream, depth: int) -> tuple[np.ndarray, np.ndarray]:

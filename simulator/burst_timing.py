@@ -53,6 +53,7 @@ class _Constraint:
     index: np.ndarray
     targets: np.ndarray | None      # None: every step of the destination, in order
     weight: int
+    increasing: bool = False        # index strictly increasing already (no ``_prune``)
 
 
 def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
@@ -64,27 +65,44 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
     out: dict[str, list[_Constraint]] = {n.id: [] for n in kernel.nodes}
     seen: set[tuple] = set()
 
-    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int) -> None:
+    def add(dst: str, src: str, index: np.ndarray, targets: np.ndarray, weight: int,
+            increasing: bool = False) -> None:
         n = firings[dst].n
         full = len(targets) == n and targets[0] == 0 and targets[-1] == n - 1
-        out[dst].append(_Constraint(src, index, None if full else targets, weight))
+        out[dst].append(_Constraint(src, index, None if full else targets, weight, increasing))
 
     for e in kernel.edges:
         depth, latency = channel_shape(e, chip)
         es = firings[e.src].emits[e.src_port]
-        ps, pt = firings[e.dst].peeks[e.dst_port]
-        key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
+        fd = firings[e.dst]
+        if e.dst_port in fd.dense:
+            # every step peeks the head: token k is first peeked the step after token k-1
+            # is popped (the first one at step 0), which implies the other peeks
+            pops = fd.pops[e.dst_port]
+            key = ("arrive", e.src, id(es), e.dst, id(pops), latency)
+            if key not in seen and len(pops):
+                seen.add(key)
+                first = np.empty(len(pops), I64)
+                first[0] = 0
+                np.add(pops[:-1], 1, out=first[1:])
+                add(e.dst, e.src, es[:len(pops)], first, latency, True)
+            ps = pops[:0]       # the arrival terms are done
+        else:
+            ps, pt = fd.peeks[e.dst_port]
+            key = ("arrive", e.src, id(es), e.dst, id(ps), id(pt), latency)
         if key not in seen and len(ps):
             seen.add(key)
+            # the peeks are in step order and a head never moves back (a firing table's
+            # invariants, checked against every opcode's behaviour in tests/test_burst.py):
+            # the first peek of each token is where the token index grows
             if len(pt) > 1:
                 later = pt[1:] > pt[:-1]
-                if not later.all() and not bool((pt[1:] < pt[:-1]).any()) \
-                        and not bool((ps[1:] < ps[:-1]).any()):
+                if not later.all():
                     keep = np.empty(len(pt), dtype=bool)
                     keep[0] = True
                     keep[1:] = later
                     ps, pt = ps[keep], pt[keep]
-            add(e.dst, e.src, es[pt], ps, latency)
+            add(e.dst, e.src, es[pt], ps, latency, True)
         key = ("room", e.dst, id(firings[e.dst].pops[e.dst_port]), e.src, id(es), depth)
         if len(es) > depth and key not in seen:
             seen.add(key)
@@ -156,11 +174,11 @@ def _prune(index: np.ndarray, targets: np.ndarray | None, n: int
     keep = np.empty(len(index), dtype=bool)
     keep[0] = True
     np.greater(index[1:], index[:-1], out=keep[1:])
-    if not keep[1:].all() and bool((index[1:] < index[:-1]).any()):
+    if keep[1:].all():
+        return index, targets
+    if bool((index[1:] < index[:-1]).any()):
         # not in order (a unit reading its tokens in order never gets here): running max
         np.greater(index[1:], np.maximum.accumulate(index)[:-1], out=keep[1:])
-    if keep.all():
-        return index, targets
     if targets is None:
         targets = np.arange(n, dtype=I64)
     return index[keep], targets[keep]
@@ -188,15 +206,12 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
     for node in order:
         deps = []
         for con in cons[node.id]:
+            # targets are steps that peek or emit, in step order (firing table invariants)
             index = np.asarray(con.index, dtype=I64)
-            targets = con.targets
-            if targets is not None:
-                targets = np.asarray(targets, dtype=I64)
-                if len(targets) > 1 and bool((targets[1:] < targets[:-1]).any()):
-                    o = np.argsort(targets, kind="stable")
-                    targets, index = targets[o], index[o]
+            targets = None if con.targets is None else np.asarray(con.targets, dtype=I64)
             n = firings[node.id].n
-            index, targets = _prune(index, targets, n)
+            if not con.increasing:
+                index, targets = _prune(index, targets, n)
             if targets is not None and 10 * len(targets) >= 9 * (n - int(targets[0])):
                 # nearly every step from the first has a term: one run, filled (_fill)
                 first = int(targets[0])
@@ -417,54 +432,78 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
             changed = dirty.pop(u)
             recomputed[u] += 1
             c = maxima.get(u)
-            if c is None:
-                c = maxima[u] = np.zeros(b - a, dtype)
-                if a:
-                    c[0] = int(times[u][a - 1]) + 1
-            gathered = False
+            fresh = c is None
+            touched = b - a         # the first window position a gathered term reached
             for src, idx, pos, off, w in terms:
                 k = 0
+                end = len(idx)
                 if changed is not None:
                     g = changed.get(src)
                     if g is None:
                         continue
                     k = int(idx.searchsorted(g))
-                    if k == len(idx):
+                    if k == end:
                         continue
-                gathered = True
-                v = times[src][idx[k:]]
+                elif src in dirty and dirty[src] is None:
+                    # its window steps are placeholders: only the terms reading its final
+                    # steps now, the rest once it is computed (its readers are then
+                    # told that its steps changed from its window's first)
+                    end = int(idx.searchsorted(lo[src]))
+                    if not end:
+                        continue
+                v = times[src][idx[k:end]]
                 v += w
                 if pos is None:
-                    part = c[off + k:]
+                    if c is None:
+                        if off or k or len(v) != b - a:
+                            c = np.zeros(b - a, dtype)
+                        else:       # a term at every step: its values start the maximum
+                            c = v
+                            touched = 0
+                            continue
+                    part = c[off + k:off + end]
                     np.maximum(part, v, out=part)
+                    touched = min(touched, off + k)
                 else:
-                    p = pos[k:]
+                    if c is None:
+                        c = np.zeros(b - a, dtype)
+                    p = pos[k:end]
                     c[p] = np.maximum(c[p], v)
-            if not gathered and changed is not None:
+                    touched = min(touched, int(p[0]))
+            if fresh:
+                if c is None:
+                    c = np.zeros(b - a, dtype)
+                if a:
+                    c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
+                maxima[u] = c
+            elif touched == b - a:
                 continue            # no term read a changed step: its times stand
             seg = times[u][a:b]
-            i = 0
-            if changed is not None:
+            if not fresh:
                 # times only grow towards the fixed point and seg is the chain of the
                 # previous terms: where no new term exceeds it, it stays; the first step
-                # where one does is where the change starts
-                above = c > seg
-                i = int(above.argmax())
-                if not above[i]:
+                # where one does is where the change starts, and there the new chain
+                # exceeds the old one (it is at least the term): it is rewritten in place
+                above = c[touched:] > seg[touched:]
+                i = touched + int(above.argmax())
+                if not above[i - touched]:
                     continue
-            r = ramp[:b - a - i]
-            tail = c[i:] - r
-            if i:
-                tail[0] = max(int(tail[0]), int(seg[i - 1]) + 1)
-            np.maximum.accumulate(tail, out=tail)
-            tail += r
-            old = seg[i:]
-            ne = old != tail
-            j = int(ne.argmax())
-            if not ne[j]:
-                continue
-            old[j:] = tail[j:]
-            first = a + i + j       # the first step of u whose time changed
+                old = seg[i:]
+                np.subtract(c[i:], ramp[:b - a - i], out=old)
+                if i:
+                    old[0] = max(int(old[0]), int(seg[i - 1]) + 1)
+                np.maximum.accumulate(old, out=old)
+                old += ramp[:b - a - i]
+                first = a + i
+            else:
+                r = ramp[:b - a]
+                tail = c - r
+                np.maximum.accumulate(tail, out=tail)
+                tail += r
+                seg[:] = tail
+                # its readers read it from its first step: those computed before it skipped
+                # its placeholder times
+                first = a
             for rd in readers[u]:
                 if rd in inside:
                     got = dirty.get(rd, {})

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -54,7 +53,13 @@ from isa.fibertree import FiberTree
 from isa.interp import assemble_output
 from isa.program import Command, Program, SystolicKernel
 from isa.tiles import Accumulator
-from simulator.chip import RunResult, dram_transfer, link_transfer, transfer_time
+from simulator.chip import (
+    RunResult,
+    config_stream_cycles,
+    dram_transfer,
+    link_transfer,
+    transfer_time,
+)
 from simulator.engine_cycle import CycleKernel, drive, tile_name
 from simulator.progress import progress_of
 from simulator.stats import ChannelStats, ControllerStats, MemoryStats, UnitStats, flatten
@@ -229,7 +234,7 @@ class Firmware:
 
         yield from self.firmware(self.chip.controller.dma_setup_cycles)
         bits = config_bits(kernel)
-        cycles = math.ceil(bits / self.chip.controller.config_bits_per_cycle)
+        cycles = config_stream_cycles(self.chip, bits)
         self.ctl.config_bits += bits
         self.ctl.config_cycles += cycles
         yield self.env.timeout(cycles)

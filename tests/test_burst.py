@@ -141,6 +141,13 @@ def assert_firing_matches(node, streams, mem=lambda: None):
             (i, s.peeks[port]) for i, s in enumerate(steps) if port in s.peeks]
         assert f.pops[port].tolist() == [i for i, s in enumerate(steps) for _ in
                                          range(s.pops.count(port))]
+        if port in f.dense:     # the timing reads the first peeks from the pops
+            pops = f.pops[port].tolist()
+            first = {}
+            for step, tok in zip(ps.tolist(), pt.tolist()):
+                first.setdefault(tok, step)
+            assert first == {k: pops[k - 1] + 1 if k else 0 for k in range(len(pops))}
+    assert f.dense <= set(toks)
     assert {k: v for k, v in f.acts.items() if v} == {k: v for k, v in acts.items() if v}
 
 
