@@ -25,11 +25,13 @@ estimator: the compiler may not import the simulator).
    cycles, energy and time extrapolated along the straight line through the two samples to the
    whole extent (the work below that index grows with the slices; configuration, launch and
    latencies do not). A sample is cut into tiles of its own, and unrolled (or not) its own way,
-   unlike the whole run, so the screen only ranks.
+   unlike the whole run, so the screen only ranks; a tiled one runs at most ``PROBE_CALLS``
+   of its tile calls, scaled as below (SpM*SpM 2000^3 @0.5%: the screen's 20 probes ran
+   24,802 tile calls before, 90% of the choice's time).
 2. *Whole run*: the ``FINALISTS`` best screened candidates are compiled as the run compiles
    them (the whole data: tiling, ``compiler.unroll``) and that program is estimated: run whole
-   when it is untiled (each of its levels fits one MEM tile, which bounds the run) or its work
-   bound is within ``PROBE_STEPS``; else on m of its n tile calls spread over the schedule
+   when it is untiled (each of its levels fits one MEM tile, which bounds the run) or has few
+   tile calls; else on m of its n tile calls (whole output blocks) spread over the schedule
    (each with its own loads, unrolled kernel, launch and merge, as in the whole schedule) and on
    the program without calls (configuration and the inputs' DMA, which do not grow with the
    calls), the calls' part scaled by n / m.
@@ -37,6 +39,15 @@ estimator: the compiler may not import the simulator).
 The finalist with the least ``compiler.objective`` (cycles, energy or edp) wins; ties go to the
 earlier candidate in enumeration order, so the choice is deterministic. Its compiled program is
 kept (:attr:`OrderChoice.program`) so the run does not compile it again.
+
+Tile pipelining (``controller.tile_pipelining: auto``, the firmware's choice per kernel call):
+each finalist that is tiled is compiled and estimated in both modes (one tile at a time in
+full MEM tiles, pipelined in half ones: :func:`compiler.tiling.modes`) and keeps the better
+by the objective; a kernel that fits untiled in full MEM tiles is one call and has no mode.
+A forced order (``-p order=``) is not screened, but with ``auto`` its two modes are estimated
+the same way. The screen too estimates a tiled candidate in both modes and ranks it by the
+better (a candidate good only pipelined, or only one tile at a time, must reach the
+finalists); a finalist's whole run in that mode may reuse the screen's.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ import scipy.sparse as sp
 
 from compiler.lower import lower_assignment, output_formats
 from compiler.notation import Assignment, parse_expr, parse_order
-from compiler.tiling import distinct
+from compiler.tiling import distinct, modes, with_pipelining
 from isa.arch import ChipConfig
 from isa.errors import CompileError, IsaError, SimulationError
 from isa.fibertree import BITMAP_WORD_BITS, parse_formats
@@ -131,6 +142,11 @@ class Candidate:
     rejected: str | None = None
     screen: Estimate | None = None
     how: str = ""
+    pipelined: bool | None = None
+    """A tiled finalist's tile-pipelining mode (the estimate's); None: untiled or screened."""
+    other: Estimate | None = None
+    """With ``controller.tile_pipelining: auto``, a tiled finalist's estimate in the mode it
+    did not take (None: one mode only)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,9 @@ class OrderChoice:
     formats: dict[str, str] | None = None  # the chosen candidate's operand formats
     program: Program | None = dataclasses.field(default=None, compare=False)
     """The chosen candidate's program as the whole-run stage compiled it (None: compile it)."""
+    modes: tuple[tuple[bool, Estimate], ...] = ()
+    """A tiled program's tile-pipelining mode and its estimate, then (``auto``) the other
+    mode's: the mode choice (() untiled, or not estimated)."""
 
     def apply(self, layer: Any) -> Any:
         """``layer`` with the chosen loop order and operand formats (a forced order: as is)."""
@@ -176,6 +195,11 @@ class OrderChoice:
             if c.estimate is not None:
                 e = c.estimate
                 how = c.how or "screen"
+                if c.pipelined is not None:
+                    how += f", {mode_name(c.pipelined)}"
+                if c.other is not None:
+                    how += (f" ({mode_name(not c.pipelined)}: {c.other.cycles:,.0f} cycles, "
+                            f"{self.objective} {c.other.value(self.objective):.4g})")
                 if c.how and c.screen is not None:
                     how += (f" (screen: {c.screen.cycles:,.0f} cycles, "
                             f"{self.objective} {c.screen.value(self.objective):.4g})")
@@ -193,6 +217,19 @@ class OrderChoice:
         if self.formats is not None:
             chosen += " " + " ".join(f"{k}:{v}" for k, v in self.formats.items())
         out.append(f"chosen: {chosen} ({how})")
+        if self.modes:
+            mode, est = self.modes[0]
+            text = f"tile pipelining: {mode_name(mode)}"
+            if len(self.modes) > 1:
+                alt, other = self.modes[1]
+                text += (f" (least {self.objective} of both modes, estimated as the run is: "
+                         f"{est.cycles:,.0f} cycles, {self.objective} "
+                         f"{est.value(self.objective):.4g}; {mode_name(alt)}: "
+                         f"{other.cycles:,.0f} cycles, {self.objective} "
+                         f"{other.value(self.objective):.4g})")
+            else:
+                text += " (forced by controller.tile_pipelining)"
+            out.append(text)
         return out
 
 
@@ -534,13 +571,39 @@ def spread_calls(n: int, m: int) -> list[int]:
     inner count s divides would see one column of tiles only)."""
     if m >= n:
         return list(range(n))
-    step = (math.sqrt(5.0) - 1.0) / 2.0
-    picked: set[int] = set()
-    k = 0
-    while len(picked) < m:
-        picked.add(int((k * step) % 1.0 * n))
-        k += 1
+    return sorted(_golden(n)[:m])
+
+
+def block_calls(tiling: Any, m: int) -> list[int]:
+    """About ``m`` tile calls (positions in schedule order) made of whole output blocks: the
+    blocks (tiles sharing an output block, partial sums of one another) picked in
+    :func:`spread_calls` order until the next would exceed ``m`` calls (at least one block).
+    A partial tile's merge reads its block's earlier sum: sampled without the tiles before
+    it in its block it would merge nothing (spmv 3000^2 with j outer: 3 of every 4 tiles
+    merge, a spread sample of single tiles almost none)."""
+    blocks: dict[tuple[int, ...], list[int]] = {}
+    for i, tile in enumerate(tiling.tiles):
+        blocks.setdefault(tiling.origin(tile), []).append(i)
+    groups = list(blocks.values())
+    picked: list[int] = []
+    for g in _golden(len(groups)):
+        if len(picked) + len(groups[g]) > m:
+            break
+        picked += groups[g]
+    if not picked:      # one block holds more than m calls (a scalar output: all of them)
+        return spread_calls(len(tiling.tiles), m)
     return sorted(picked)
+
+
+def _golden(n: int) -> list[int]:
+    """0..n-1 in golden-ratio sequence order (first appearance), :func:`spread_calls`'s."""
+    step = (math.sqrt(5.0) - 1.0) / 2.0
+    seen: dict[int, None] = {}
+    k = 0
+    while len(seen) < n:
+        seen.setdefault(int((k * step) % 1.0 * n), None)
+        k += 1
+    return list(seen)
 
 
 def tile_sample(program: Program, chip: ChipConfig, calls: list[int]) -> Program:
@@ -558,23 +621,85 @@ def tile_sample(program: Program, chip: ChipConfig, calls: list[int]) -> Program
 def whole_run(program: Program, chip: ChipConfig, estimate: Estimator, work: float
               ) -> tuple[np.ndarray, str]:
     """(cycles, energy, seconds) of ``program`` compiled as the run is (tiled, unrolled), and
-    how they were estimated: the whole program run when it is untiled or ``work`` (its work
-    bound) is within ``PROBE_STEPS``; else m of its n tile calls (:func:`spread_calls`;
-    m = the share ``PROBE_STEPS`` / work of the calls, at most ``PROBE_CALLS``) and the
-    program without calls (configuration and the inputs' DMA), the calls' part scaled by n / m:
-    each call is charged as in the whole schedule (its loads, launch, unrolled kernel, merge)."""
+    how they were estimated: the whole program run when it is untiled or has at most m tile
+    calls; else about m of its n tile calls, whole output blocks (:func:`block_calls`; m =
+    the share ``PROBE_STEPS`` / work of the calls (``work``: its work bound), at most
+    ``PROBE_CALLS``, or a run of ``pipelined_tiles_per_call`` when pipelined: each tile call
+    is a burst run with its own set-up, whatever its work)
+    and the program without calls (configuration and the inputs' DMA), the calls' part
+    scaled by n / (calls sampled): each call is charged as in the whole schedule (its loads,
+    launch, unrolled kernel, and merge into its block's sum of the calls before it)."""
     tiling = program.tiling
     copies = program.unroll.copies if program.unroll is not None else 1
     unit = f"{copies} cop{'y' if copies == 1 else 'ies'}"
     n = len(tiling.tiles) if tiling is not None else 0
-    m = min(PROBE_CALLS, math.ceil(n * PROBE_STEPS / work)) if work > 0 else n
-    if n < 2 or work <= PROBE_STEPS or m >= n:
+    # pipelined: a run's worth of calls at least (a sample pays one run's kernel call and
+    # pipeline fill: fewer calls would charge them more often than the whole run does)
+    most = max(PROBE_CALLS, chip.controller.pipelined_tiles_per_call) \
+        if tiling is not None and tiling.pipelined else PROBE_CALLS
+    m = min(most, math.ceil(n * PROBE_STEPS / work)) if work > 0 else most
+    if n < 2 or m >= n:
         where = f"{n} tile calls" if tiling is not None else "untiled"
         return np.array(estimate(program, chip), float), f"whole run ({where}, {unit})"
+    calls = block_calls(tiling, m)
+    if len(calls) >= n:
+        return np.array(estimate(program, chip), float), f"whole run ({n} tile calls, {unit})"
     fixed = np.array(estimate(tile_sample(program, chip, []), chip), float)
-    part = np.array(estimate(tile_sample(program, chip, spread_calls(n, m)), chip), float)
-    return (fixed + np.maximum(part - fixed, 0.0) * n / m,
-            f"{m} of {n} tile calls ({unit}), scaled to all")
+    part = np.array(estimate(tile_sample(program, chip, calls), chip), float)
+    return (fixed + np.maximum(part - fixed, 0.0) * n / len(calls),
+            f"{len(calls)} of {n} tile calls ({unit}), scaled to all")
+
+
+def mode_name(pipelined: bool | None) -> str:
+    """A tile-pipelining mode as text."""
+    return "untiled" if pipelined is None else "pipelined" if pipelined else "one at a time"
+
+
+@dataclass(frozen=True)
+class ModeRun:
+    """A candidate compiled as the run is in one tile-pipelining mode, and its estimate."""
+
+    program: Program
+    estimate: Estimate
+    how: str
+
+    @property
+    def pipelined(self) -> bool | None:
+        """The mode (None: untiled, one kernel call)."""
+        return self.program.tiling.pipelined if self.program.tiling is not None else None
+
+
+def in_modes(layer: Any, chip: ChipConfig, estimate: Estimator,
+             compile_fn: Callable[[Any, ChipConfig], Program], work: float,
+             screen: tuple[Estimate, bool | None, str] | None = None) -> list[ModeRun]:
+    """``layer`` (its order and formats set) compiled for ``chip`` as the run is, in each
+    tile-pipelining mode ``controller.tile_pipelining`` allows (:func:`compiler.tiling.modes`;
+    a kernel untiled in full MEM tiles is one call: one program), each estimated on its whole
+    run (:func:`whole_run`; ``work``: the one-copy work bound). ``screen``: the screen's
+    estimate of the whole data as one copy, the mode it compiled (the tiler's static pick) and
+    how it ran, reused for the program that is the same (one copy, that mode)."""
+    out: list[ModeRun] = []
+    for mode in modes(chip):
+        at = with_pipelining(chip, mode)
+        program = compile_fn(layer, at)
+        copies = program.unroll.copies if program.unroll is not None else 1
+        pipelined = program.tiling.pipelined if program.tiling is not None else None
+        if screen is not None and copies == 1 and pipelined == screen[1]:
+            out.append(ModeRun(program, screen[0], f"{screen[2]}: the screen's run"))
+        else:
+            got, how = whole_run(program, at, estimate, work)
+            out.append(ModeRun(program, Estimate(*map(float, got)), how))
+        if pipelined is None:
+            break               # fits untiled: no mode to choose
+    return out
+
+
+def best_mode(runs: list[ModeRun], objective: str) -> tuple[ModeRun, Estimate | None]:
+    """The run of least ``objective`` (ties: the earlier, one tile at a time) and the other
+    mode's estimate (None: one mode)."""
+    best = min(runs, key=lambda r: r.estimate.value(objective))
+    others = [r.estimate for r in runs if r is not best]
+    return best, (others[0] if others else None)
 
 
 def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
@@ -616,7 +741,15 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     probe = estimate is not None and (probe_forced or not forced)
     variants = format_variants(layer, legal, chip.compiler.locate) if probe else []
     if not probe or len(legal) + len(variants) <= 1:
-        return OrderChoice(objective, tuple(cands), order, forced, None)
+        choice = OrderChoice(objective, tuple(cands), order, forced, None)
+        if estimate is None or len(modes(real)) < 2:
+            return choice
+        # controller.tile_pipelining auto: the one order's mode, estimated in both
+        run, other = best_mode(in_modes(choice.apply(layer), real, estimate, compile_fn,
+                                        work_bound(layer, order, None, real.compiler.locate)),
+                               objective)
+        return dataclasses.replace(choice, program=run.program,
+                                   modes=_mode_figures(run, other))
     assert estimate is not None
     # the whole problem must fit before its samples are probed (the same error as compiling it)
     check_glb(build_images(with_order(layer, legal[0].order))[0], chip)
@@ -624,6 +757,7 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
     sample = _stride_of(layer, assign, legal + variants)
     done: list[Candidate] = []
     failed: list[Exception] = []
+    screen_modes: dict[int, tuple[bool | None, str]] = {}
     by_order: dict[str, list[Candidate]] = {}
     for v in variants:
         by_order.setdefault(v.order, []).append(v)
@@ -633,14 +767,8 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
             done.append(c)
             continue
 
-        def figures(stride: int, order: str = c.order,
-                    fm: dict[str, str] = c.formats) -> np.ndarray:
-            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)
-            return np.array(estimate(compile_fn(with_formats(part, order, fm), chip), chip),
-                            float)
-
         try:
-            got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+            got = _screen(layer, c, chip, estimate, compile_fn, sample, screen_modes, len(done))
         except (CompileError, SimulationError) as exc:   # does not place, route or run
             done.append(dataclasses.replace(c, rejected=f"probe: {exc}"))
             failed.append(exc)
@@ -648,28 +776,91 @@ def choose_order(layer: Any, chip: ChipConfig, estimate: Estimator | None,
         done.append(dataclasses.replace(c, estimate=Estimate(*map(float, got))))
     if not any(c.estimate is not None for c in done):
         raise failed[0]
-    best, program = _finalists(layer, done, real, estimate, compile_fn, sample is None,
-                               failed)
+    best, program = _finalists(layer, done, real, estimate, compile_fn,
+                               screen_modes if sample is None else None, failed)
     if not any(c.estimate is not None for c in done):
         raise failed[0]         # no candidate compiles and runs as the run would: its error
     assert best is not None     # a finalist that ran kept its estimate (checked above)
-    formats = None
-    if not forced:
-        order, formats = done[best].order, done[best].formats
-    return OrderChoice(objective, tuple(done), order, forced, sample, formats,
-                       None if forced else program)
+    if forced:
+        choice = OrderChoice(objective, tuple(done), order, forced, sample)
+        if len(modes(real)) < 2:
+            return choice
+        run, other = best_mode(in_modes(layer, real, estimate, compile_fn,
+                                        work_bound(layer, order, None, real.compiler.locate)),
+                               objective)
+        return dataclasses.replace(choice, program=run.program, modes=_mode_figures(run, other))
+    c = done[best]
+    return OrderChoice(objective, tuple(done), c.order, forced, sample, c.formats, program,
+                       _mode_figures_of(c))
+
+
+def _screen(layer: Any, c: Candidate, chip: ChipConfig, estimate: Estimator,
+            compile_fn: Callable[[Any, ChipConfig], Program], sample: tuple[str, int, int] | None,
+            screen_modes: dict[int, tuple[bool | None, str]], at: int) -> np.ndarray:
+    """The screen's figures of candidate ``c`` (one copy, on the data or extrapolated from
+    ``sample``), in each tile-pipelining mode ``chip`` allows, the better by the objective
+    (a candidate good in one mode only must reach the finalists); a sample too is cut into
+    tiles, of which at most ``PROBE_CALLS`` are run. Records in ``screen_modes[at]``, when the
+    screen ran the whole data, the chosen mode's and how it was estimated."""
+    objective = chip.compiler.objective
+    best: tuple[float, np.ndarray, tuple[bool | None, str] | None] | None = None
+    for mode in modes(chip):
+        at_chip = with_pipelining(chip, mode)
+        seen: dict[str, Any] = {"tiled": False, "whole": None}
+
+        def figures(stride: int, at_chip: ChipConfig = at_chip,
+                    seen: dict[str, Any] = seen) -> np.ndarray:
+            part = layer if stride == 1 else sample_layer(layer, sample[0], stride)  # type: ignore
+            program = compile_fn(with_formats(part, c.order, c.formats), at_chip)
+            seen["tiled"] = seen["tiled"] or program.tiling is not None
+            got, how = whole_run(program, at_chip, estimate, 0.0)
+            if stride == 1:
+                seen["whole"] = (program.tiling.pipelined if program.tiling is not None
+                                 else None, how)
+            return got
+
+        got = figures(1) if sample is None else _extrapolate(figures, sample[1], sample[2])
+        value = Estimate(*map(float, got)).value(objective)
+        if best is None or value < best[0]:
+            best = (value, got, seen["whole"])
+        if not seen["tiled"]:
+            break               # untiled in full MEM tiles: no mode to choose
+    assert best is not None
+    if best[2] is not None:
+        screen_modes[at] = best[2]
+    return best[1]
+
+
+def _mode_figures(run: ModeRun, other: Estimate | None) -> tuple[tuple[bool, Estimate], ...]:
+    """The chosen program's mode and estimate first, then the other mode's (auto; a tiled
+    kernel); () for an untiled one."""
+    if run.pipelined is None:
+        return ()
+    return ((run.pipelined, run.estimate),) + (
+        ((not run.pipelined, other),) if other is not None else ())
+
+
+def _mode_figures_of(c: Candidate) -> tuple[tuple[bool, Estimate], ...]:
+    """:func:`_mode_figures` of a finalist."""
+    if c.pipelined is None or c.estimate is None:
+        return ()
+    return ((c.pipelined, c.estimate),) + (
+        ((not c.pipelined, c.other),) if c.other is not None else ())
 
 
 def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Estimator,
-               compile_fn: Callable[[Any, ChipConfig], Program], whole: bool,
+               compile_fn: Callable[[Any, ChipConfig], Program],
+               screen_modes: dict[int, tuple[bool | None, str]] | None,
                failed: list[Exception]) -> tuple[int | None, Program | None]:
     """Estimate the ``FINALISTS`` best screened candidates of ``done`` (in place) on their
-    whole run (:func:`whole_run`), compiled for ``chip`` as the run is; returns the best
-    finalist (position in ``done``; ties: the earlier) and its program (only that one is kept:
-    a program holds every tile's images). A finalist compiled as one copy whose screen ran the
-    whole data keeps the screen's figures (the same program). One whose compile or run fails
-    is rejected (its error appended to ``failed``) and the next screened candidate takes its
-    place."""
+    whole run (:func:`whole_run`), compiled for ``chip`` as the run is, in each
+    tile-pipelining mode the chip allows (:func:`in_modes`: both with ``auto``, the better
+    kept); returns the best finalist (position in ``done``; ties: the earlier) and its
+    program (only that one is kept: a program holds every tile's images). ``screen_modes``:
+    when the screen ran the whole data, the mode of each candidate's screen program and how
+    it was estimated (a finalist compiled the same, one copy in that mode, keeps the screen's
+    figures). One whose compile or run fails is rejected (its error appended to ``failed``)
+    and the next screened candidate takes its place."""
     objective = chip.compiler.objective
     ranked = sorted((i for i, c in enumerate(done) if c.estimate is not None),
                     key=lambda i: (done[i].estimate.value(objective), i))  # type: ignore
@@ -681,26 +872,23 @@ def _finalists(layer: Any, done: list[Candidate], chip: ChipConfig, estimate: Es
         if count >= FINALISTS:
             break
         c = done[i]
+        assert c.estimate is not None
+        screen = ((c.estimate, *screen_modes[i]) if screen_modes is not None
+                  and i in screen_modes else None)
         try:
-            program = compile_fn(with_formats(layer, c.order, c.formats), chip)
-            copies = program.unroll.copies if program.unroll is not None else 1
-            if whole and copies == 1:
-                n = len(program.tiling.tiles) if program.tiling is not None else 0
-                where = f"{n} tile calls" if n else "untiled"
-                got, how = None, f"whole run ({where}, 1 copy: the screen's run)"
-            else:
-                got, how = whole_run(program, chip, estimate,
-                                     work_bound(layer, c.order, c.formats,
-                                                chip.compiler.locate))
+            runs = in_modes(with_formats(layer, c.order, c.formats), chip, estimate,
+                            compile_fn, work_bound(layer, c.order, c.formats,
+                                                   chip.compiler.locate), screen)
         except (CompileError, SimulationError) as exc:   # does not place, route or run
             done[i] = dataclasses.replace(c, estimate=None, screen=c.estimate,
                                           rejected=f"probe: whole run: {exc}")
             errors.append(exc)
             continue
-        est = c.estimate if got is None else Estimate(*map(float, got))
-        done[i] = dataclasses.replace(c, estimate=est, screen=c.estimate, how=how)
+        run, other = best_mode(runs, objective)
+        done[i] = dataclasses.replace(c, estimate=run.estimate, screen=c.estimate, how=run.how,
+                                      pipelined=run.pipelined, other=other)
         count += 1
-        if best is None or (est.value(objective), i) < best:
-            best, kept = (est.value(objective), i), program
+        if best is None or (run.estimate.value(objective), i) < best:
+            best, kept = (run.estimate.value(objective), i), run.program
     failed[:0] = errors         # the run's own errors first
     return (best[1] if best is not None else None), kept

@@ -28,7 +28,7 @@ from compiler.lower import lower_assignment, output_formats
 from compiler.notation import parse_expr, parse_order
 from compiler.place import place_kernel
 from compiler.route import route_kernel
-from compiler.tiling import plan_tiling
+from compiler.tiling import plan_tiling, with_pipelining
 from isa.arch import ELEMENT_BYTES, ChipConfig
 from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree, parse_formats
@@ -137,6 +137,9 @@ def compile_layer(layer: Any, chip: ChipConfig) -> Program:
     check_glb(images, chip)
     out_formats = next(d.formats for d in kernel.tensors if d.is_output)
     tiling = plan_tiling(assign, order, images, chip, out_formats)
+    # the mode the tiling was cut for (controller.tile_pipelining auto: chosen there; an
+    # untiled kernel is one call, nothing to pipeline)
+    chip = with_pipelining(chip, tiling is not None and tiling.pipelined)
     if tiling is not None:
         # the graph is lowered as for the whole tensors (same zero flags), with the tile
         # shapes: a dense level's padding in a last, shorter tile holds zeros, which the

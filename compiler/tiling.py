@@ -15,6 +15,13 @@ level is loaded while the current one is read: each tile's level gets half the S
 lake's buffet_like.py gives each of its two buffer IDs half the SRAM, but MICRO25 does not
 say how a level's two tiles divide it).
 
+Mode. ``controller.tile_pipelining: true|false`` forces the mode; ``auto`` leaves it to the
+compiler per kernel: compiler.order estimates its finalists in both modes (:func:`modes`,
+:func:`with_pipelining`) and compiles the winner with the mode fixed. A kernel compiled with
+``auto`` without that choice (``compile_layer`` called directly) is cut both ways here and
+takes the cut of the lesser rough cost (:func:`_cost`); one that fits untiled in full MEM
+tiles is one kernel call and has no mode.
+
 The cut (greedy, from the data): start untiled; while some tensor has a level over capacity
 in some tile, double the tile count of one of that tensor's variables (equal tile sizes,
 ceil(extent / count)): the one whose cut has the least rough cost (:func:`_cost`: every live
@@ -31,6 +38,7 @@ sum) is skipped. Model layers cut their SpM*SpM products the same way by their o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -50,9 +58,37 @@ at any size); beyond it the output's levels are not sized (only the operands')."
 
 def level_capacity(chip: ChipConfig) -> int:
     """16-bit elements one tile's level may hold: a MEM tile's SRAM, halved when tiles are
-    pipelined (module docstring)."""
+    pipelined (module docstring; ``auto``: the whole SRAM, the capacity of an untiled
+    kernel)."""
     words = chip.mem_tile.size_bytes // ELEMENT_BYTES
-    return words // 2 if chip.controller.tile_pipelining else words
+    return words // 2 if chip.controller.tile_pipelining is True else words
+
+
+def modes(chip: ChipConfig) -> tuple[bool, ...]:
+    """The tile-pipelining modes the compiler may run a tiled kernel in: the one
+    ``controller.tile_pipelining`` forces, or both for ``auto`` (one at a time first)."""
+    mode = chip.controller.tile_pipelining
+    return (False, True) if mode == "auto" else (bool(mode),)
+
+
+def mode_text(tiling: Tiling | None, chip: ChipConfig) -> str | None:
+    """The summary's ``tile_pipelining``: the mode a tiled kernel ran in and who chose it
+    (None: untiled, one kernel call)."""
+    if tiling is None:
+        return None
+    mode = "pipelined" if tiling.pipelined else "one tile at a time"
+    given = chip.controller.tile_pipelining
+    if given == "auto":
+        return f"{mode} (compiler's choice: least {chip.compiler.objective} of both modes)"
+    return f"{mode} (forced: controller.tile_pipelining={str(given).lower()})"
+
+
+def with_pipelining(chip: ChipConfig, pipelined: bool) -> ChipConfig:
+    """``chip`` with the tile-pipelining mode fixed (the compiler's choice for one kernel)."""
+    if chip.controller.tile_pipelining is pipelined:
+        return chip
+    return dataclasses.replace(chip, controller=dataclasses.replace(
+        chip.controller, tile_pipelining=pipelined))
 
 
 class _Tensor:
@@ -64,8 +100,7 @@ class _Tensor:
         self.coords = coords.reshape(len(coords), len(vars_)).astype(np.int64)
         self.vals = vals
         self.nonzero = None if vals is None else (vals != 0)
-        self._measured: dict[tuple[tuple[int, int], ...], tuple[int, np.ndarray, np.ndarray,
-                                                                list[np.ndarray]]] = {}
+        self._measured = _measured_of(self)
 
     def measure(self, sizes: dict[str, int], counts: dict[str, int],
                 levels: list[np.ndarray] | None = None
@@ -136,6 +171,35 @@ class _Tensor:
         return max(worst, int(parent.max(initial=0))), totals, has, levels
 
 
+Measured = dict[tuple[tuple[int, int], ...], tuple[int, np.ndarray, np.ndarray, list[np.ndarray]]]
+"""A tensor's measured cuts: its own variables' (size, count) -> :meth:`_Tensor.measure`."""
+
+MEASURED_KEPT = 16
+"""Tensors whose measured cuts are kept across compiles (compiler.order compiles the same
+operands for every candidate, finalist and tile-pipelining mode; measuring a cut sorts all
+of a tensor's entries): a compile-time knob, a few MB at most (grids of tile counts)."""
+
+_MEASURED: dict[bytes, Measured] = {}
+
+
+def _measured_of(t: _Tensor) -> Measured:
+    """The measured cuts of a tensor with ``t``'s entries, levels and order (shared by every
+    equal tensor; the oldest of more than ``MEASURED_KEPT`` forgotten)."""
+    import hashlib
+
+    h = hashlib.blake2b(repr((t.vars, t.formats, t.order, t.coords.shape)).encode(),
+                        digest_size=20)
+    h.update(np.ascontiguousarray(t.coords).tobytes())
+    if t.nonzero is not None:
+        h.update(np.packbits(t.nonzero).tobytes())
+    key = h.digest()
+    got = _MEASURED.pop(key, None)
+    _MEASURED[key] = got if got is not None else {}
+    while len(_MEASURED) > MEASURED_KEPT:
+        del _MEASURED[next(iter(_MEASURED))]
+    return _MEASURED[key]
+
+
 def _runs(ordered: np.ndarray) -> np.ndarray:
     """The distinct values of a sorted 1-D array."""
     return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
@@ -194,7 +258,8 @@ def _cost(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_
     work = _tile_work(assign, order, lengths, shape, chip.compiler.locate)
     cost = float((work * live).sum())
     # one kernel call per tile; pipelined, per run of tiles (one chained descriptor a tensor)
-    calls = -(-n_live // c.pipelined_tiles_per_call) if c.tile_pipelining else n_live
+    calls = -(-n_live // c.pipelined_tiles_per_call) if c.tile_pipelining is True \
+        else n_live
     cost += calls * (c.launch_cycles + (len(lengths) + 1) * c.dma_setup_cycles)
     if n_out:
         out = tensors[-1]
@@ -337,7 +402,6 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
     Raises: CompileError (``tiling:``) when a level cannot fit even in tiles of one
     coordinate per variable.
     """
-    cap = level_capacity(chip)
     extents = {v: n for a in assign.operands for v, n in zip(a.indices, images[a.tensor].shape)}
     tensors = [_operand(a.tensor, images[a.tensor], a.indices) for a in assign.operands]
     pattern = output_pattern(assign, images)
@@ -346,6 +410,34 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
         fmts = out_formats or ("compressed",) * len(out_vars)
         tensors.append(_Tensor(assign.out.tensor, out_vars, pattern, None, tuple(fmts),
                                tuple(range(len(out_vars)))))
+    best: tuple[float, dict[str, int], ChipConfig] | None = None
+    for mode in modes(chip):
+        at = with_pipelining(chip, mode)
+        try:
+            sizes, cost = _sizes(assign, order, tensors, extents, at)
+        except CompileError:
+            if best is None:
+                raise
+            continue            # fits full MEM tiles only: the mode that fits it
+        if all(sizes[v] == extents[v] for v in order):
+            return None         # fits untiled (in full MEM tiles: no mode to choose)
+        if best is None or cost < best[0]:
+            best = (cost, sizes, at)
+    assert best is not None
+    _, sizes, at = best
+    return _cut(assign, order, images, extents, sizes, level_capacity(at), at)
+
+
+def _sizes(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor],
+           extents: dict[str, int], chip: ChipConfig) -> tuple[dict[str, int], float]:
+    """The tile size per variable of the cut for ``chip``'s mode (plan_tiling's greedy, then
+    :func:`_coarsen`) and its rough cost (:func:`_cost`).
+
+    Raises: CompileError (``tiling:``) when a level cannot fit even in tiles of one
+    coordinate per variable.
+    """
+    cap = level_capacity(chip)
+    out_vars = assign.out.indices
     counts = dict.fromkeys(order, 1)
     sizes = dict(extents)
     n_out = len(tensors) - len(assign.operands)
@@ -365,15 +457,12 @@ def plan_tiling(assign: Assignment, order: tuple[str, ...], images: dict[str, Fi
         v = min(cands, key=lambda x: (_cost(assign, order, tensors, n_out, *trials[x], chip),
                                       x not in out_vars, -sizes[x], order.index(x)))
         sizes, counts = trials[v]
-    sizes, counts = _coarsen(assign, order, tensors, n_out, sizes, counts, extents, cap, chip)
-    if all(c == 1 for c in counts.values()):
-        return None
-    return _cut(assign, order, images, extents, sizes, cap, chip)
+    return _coarsen(assign, order, tensors, n_out, sizes, counts, extents, cap, chip)
 
 
 def _coarsen(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor], n_out: int,
              sizes: dict[str, int], counts: dict[str, int], extents: dict[str, int], cap: int,
-             chip: ChipConfig) -> tuple[dict[str, int], dict[str, int]]:
+             chip: ChipConfig) -> tuple[dict[str, int], float]:
     """Undo splits the greedy made needlessly: a split made early to relieve one tensor may
     be unnecessary once a later split (forced by another tensor) relieved it too (SpM*SpM:
     the output's rows split before C's columns are). In loop order, each variable's tile
@@ -392,7 +481,7 @@ def _coarsen(assign: Assignment, order: tuple[str, ...], tensors: list[_Tensor],
             if cost > best:
                 break
             sizes, counts, best = sz, c, cost
-    return sizes, counts
+    return sizes, best
 
 
 def _cut(assign: Assignment, order: tuple[str, ...], images: dict[str, FiberTree],

@@ -201,7 +201,8 @@ class ControllerConfig:
     dma_setup_cycles: int                # firmware overhead per DMA descriptor
     # issue 14 item 4: the firmware's energy and tile pipelining (docs/architecture.md)
     firmware_pj_per_cycle: float = 0.0   # energy of the firmware processor per busy cycle
-    tile_pipelining: bool = False        # level buffers as depth-2 FIFOs of tiles
+    tile_pipelining: bool | str = False  # level buffers as depth-2 FIFOs of tiles: true |
+    #                                      false | auto (the compiler picks per kernel)
     merge_cycles_per_element: int = 0    # firmware cycles per entry of a partial-output merge
     # issue 14 (i14-pipe): with tile_pipelining, the tiles that stream through one kernel call
     pipelined_tiles_per_call: int = 32
@@ -212,6 +213,9 @@ class ControllerConfig:
             out.append(("config_bits_per_cycle", "must be >= 1"))
         if self.pipelined_tiles_per_call < 1:
             out.append(("pipelined_tiles_per_call", "must be >= 1"))
+        if not (isinstance(self.tile_pipelining, bool) or self.tile_pipelining == "auto"):
+            out.append(("tile_pipelining", f"must be true, false or auto (got "
+                        f"{self.tile_pipelining!r})"))
         if not self.firmware_pj_per_cycle >= 0:
             out.append(("firmware_pj_per_cycle", "must be >= 0"))
         for key in ("launch_cycles", "dma_setup_cycles", "merge_cycles_per_element"):

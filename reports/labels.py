@@ -10,6 +10,7 @@ FIGURE_LABELS: dict[str, str] = {
     "firmware_cycles": "firmware (M3) busy cycles",
     "kernel_calls": "kernel calls",
     "tiling": "tiling (MEM-tile levels)",
+    "tile_pipelining": "tile pipelining",
     "firmware_energy_j": "firmware (M3) energy",
     "tile_kernel_cycles_sum": "tile kernel cycles (sum over lanes)",
     "compute_cycles": "compute cycles (dense GEMM, SCALE-Sim v3)",

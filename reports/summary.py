@@ -66,6 +66,7 @@ SUMMARY_ROWS = (   # (summary key, format, unit suffix): labels from reports.lab
     ("objective", "{}", ""),
     ("lanes", "{:,}", ""),
     ("tiles", "{:,}", ""),
+    ("tile_pipelining", "{}", ""),
 )
 
 BASELINE_ROWS = (

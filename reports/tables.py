@@ -93,6 +93,7 @@ def summary_rows(run: RunData) -> list[tuple[str, str]]:
     if s.get("tiles"):                  # 0: an untiled kernel, one call
         add("tiles", count)
     add("tiling", str)
+    add("tile_pipelining", str)
     add("firmware_energy_j", lambda v: si(v, "J"))
     add("compute_cycles", count)
     if s.get("loop_order"):

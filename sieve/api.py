@@ -20,6 +20,7 @@ from compiler.footprint import check_fits
 from compiler.layers import choose_fidelity, compile_model_layer, full_forward, is_model_layer
 from compiler.order import OrderChoice, choose_order
 from compiler.pipeline import compile_kernel, dense_equivalent_ops
+from compiler.tiling import mode_text
 from isa.arch import ChipConfig
 from isa.asm import print_program
 from isa.program import Program
@@ -211,6 +212,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         summary["loop_order"] = choice.order
         summary["loop_order_by"] = "forced" if choice.forced else choice.objective
         summary["formats_chosen"] = " ".join(f"{k}:{v}" for k, v in layer.formats.items())
+    if mode_text(program.tiling, cfg) is not None:   # a tiled kernel's mode and who chose it
+        summary["tile_pipelining"] = mode_text(program.tiling, cfg)
     if program.unroll is not None:      # compiler.unroll: copies of the kernel's graph, why
         summary["unroll"] = program.unroll.as_dict()
     if cpu is not None and preset is not None:

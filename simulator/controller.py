@@ -277,7 +277,7 @@ class Firmware:
                             f"since cycle {self.env.now}")
             if cmd.tile >= 0:
                 block = [c for c in sched[step:] if c.tile >= 0]
-                if self.chip.controller.tile_pipelining:
+                if self.tiling is not None and self.tiling.pipelined:   # the compiler's mode
                     yield from self.pipelined(block)
                 else:
                     yield from self.sequential(block)

@@ -370,9 +370,16 @@ def test_whole_run_samples_tile_calls_and_scales(small_chip, monkeypatch):
     got, how = whole_run(program, chip, linear, work=2.0 * n)     # 5 calls: 4 at most
     assert got[0] == pytest.approx(50.0 + 100.0 * n) and got[1] == pytest.approx(7.0 * n)
     assert sorted(seen) == [0, 4] and how == f"4 of {n} tile calls (1 copy), scaled to all"
-    # within the budget: the whole program, as the run is
+    # within the work budget but more calls than PROBE_CALLS: still sampled (each tile call
+    # is a burst run with its own set-up, whatever its work: issue 11's cost cliff)
+    seen.clear()
     got, how = whole_run(program, chip, linear, work=5)
-    assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run")
+    assert sorted(seen) == [0, 4] and how == f"4 of {n} tile calls (1 copy), scaled to all"
+    # at most PROBE_CALLS calls: the whole program, as the run is
+    monkeypatch.setattr(order_mod, "PROBE_CALLS", n)
+    seen.clear()
+    got, how = whole_run(program, chip, linear, work=5)
+    assert got[0] == 50.0 + 100.0 * n and how.startswith("whole run") and seen == [n]
 
 
 def test_when_no_finalist_compiles_as_the_run_would_its_error_is_raised():
