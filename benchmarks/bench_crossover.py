@@ -84,7 +84,7 @@ def measure(chip, n: int, sparsities: list[float], min_sparsity: float, *,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--min-sparsity", type=float, default=0.89)
+    ap.add_argument("--min-sparsity", type=float, default=0.80)
     ap.add_argument("--plot", default=None,
                     help="PNG to write (default: crossover.png in a new temporary folder)")
     args = ap.parse_args()

@@ -62,7 +62,7 @@ CHIP = ROOT / "configs/chips/onyx.yaml"
 # VLSI24 Fig. 7b's baselines, in its legend's order.
 BASELINES = ("xeon-12c", "xeon-1c", "xeon-1c-taco")
 CROSSOVER_N = {"quick": 128, "default": 512}
-CROSSOVER_MIN_SPARSITY = 0.89   # below it the sparse runs take tens of millions of token steps
+CROSSOVER_MIN_SPARSITY = 0.80   # below it the sparse runs take tens of millions of token steps
 PUBLISHED = ("VLSI24 / Spectrum: Onyx ~8x faster, ~1/70 the energy of the CPU on average; "
              "per-kernel EDP gains 4.4x-565x (MKL and TACO baselines)")
 
