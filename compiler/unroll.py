@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from isa.arch import ChipConfig
-from isa.errors import CompileError
+from isa.errors import CompileError, IsaError
 from isa.fibertree import FiberTree
 from isa.ops import SIGNATURES, WRITERS, Opcode, TileKind, signature
 from isa.program import Edge, Kernel, Node
@@ -331,39 +331,33 @@ def copies_of(kernel: Kernel) -> int:
                    default=1), tile_copies(kernel))
 
 
-def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
-               ) -> dict[str, int]:
-    """The largest factor each static limit allows: the PE and MEM tiles (a whole graph and
-    its filters per copy), the GLB links each way (GLB_LINKS_IN_PER_COPY and
-    GLB_LINKS_OUT_PER_COPY per copy) and the outer fiber's positions."""
+def _array_limits(kernel: Kernel, chip: ChipConfig, extra_pe: int = 0) -> dict[str, int]:
+    """The largest factor the array allows whole copies of ``kernel`` (plus ``extra_pe``
+    PE tiles each): its PE and MEM tiles and the GLB links each way (GLB_LINKS_IN_PER_COPY
+    and GLB_LINKS_OUT_PER_COPY per copy)."""
     per = tile_counts(kernel)
-    filters = len({(e.src, e.src_port) for e in kernel.edges
-                   if e.src in shape.region and e.dst not in shape.region})
     have = {k: len(chip.array.tiles(k)) for k in TileKind}
     links = chip.glb.array_links_per_direction
-    return {"pe_tiles": have[TileKind.PE] // max(per[TileKind.PE] + filters, 1),
+    return {"pe_tiles": have[TileKind.PE] // max(per[TileKind.PE] + extra_pe, 1),
             "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
             "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
-            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY,
-            "outer_positions": positions}
+            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY}
+
+
+def max_copies(kernel: Kernel, shape: Shape, chip: ChipConfig, positions: int
+               ) -> dict[str, int]:
+    """The largest factor each static limit allows: the array's (:func:`_array_limits`, a
+    whole graph and its filters per copy) and the outer fiber's positions."""
+    filters = len({(e.src, e.src_port) for e in kernel.edges
+                   if e.src in shape.region and e.dst not in shape.region})
+    return {**_array_limits(kernel, chip, filters), "outer_positions": positions}
 
 
 def max_tile_copies(kernel: Kernel, chip: ChipConfig, tiles: int) -> dict[str, int]:
-    """The largest factor each static limit allows copies that take whole tiles: the PE and
-    MEM tiles (a whole graph per copy, no filters), the GLB links each way (as
-    :func:`max_copies`) and the tiles (a copy dealt no tile would idle)."""
-    per = tile_counts(kernel)
-    have = {k: len(chip.array.tiles(k)) for k in TileKind}
-    links = chip.glb.array_links_per_direction
-    return {"pe_tiles": have[TileKind.PE] // max(per[TileKind.PE], 1),
-            "mem_tiles": have[TileKind.MEM] // max(per[TileKind.MEM], 1),
-            "glb_links_in": links // GLB_LINKS_IN_PER_COPY,
-            "glb_links_out": links // GLB_LINKS_OUT_PER_COPY,
-            "tiles": tiles}
-
-
-DEALS = ("auto", "positions", "tiles")
-"""``compiler.unroll_deal``: what unrolled copies take (module docstring)."""
+    """The largest factor each static limit allows copies that take whole tiles: the
+    array's (:func:`_array_limits`, a whole graph per copy, no filters) and the tiles (a
+    copy dealt no tile would idle)."""
+    return {**_array_limits(kernel, chip), "tiles": tiles}
 
 
 def parse_unroll(value: Any) -> int | None:
@@ -750,16 +744,15 @@ def copy_kernel(kernel: Kernel, copy: int) -> Kernel:
         if copy != 0:
             raise CompileError(f"unroll: kernel {kernel.name} has one copy, not {copy + 1}")
         return kernel
-    tail = f"_u{copy}"
-    ids = {n.id for n in kernel.nodes if n.id.endswith(tail)}
-    if not ids:
-        raise CompileError(f"unroll: kernel {kernel.name} has no copy {copy}")
-    return Kernel(kernel.name, tuple(n for n in kernel.nodes if n.id in ids),
-                  tuple(e for e in kernel.edges if e.src in ids and e.dst in ids),
-                  kernel.tensors, kernel.expr)
+    from isa.copies import copy_units
+
+    try:
+        return copy_units(kernel, copy)
+    except IsaError as exc:
+        raise CompileError(f"unroll: kernel {kernel.name} has no copy {copy}") from exc
 
 
-__all__ = ["DEALS", "GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice",
+__all__ = ["GLB_LINKS_IN_PER_COPY", "GLB_LINKS_OUT_PER_COPY", "UnrollChoice",
            "copies_of", "copy_kernel", "deal_tiles", "dealt_loads", "estimate_tile_deal",
            "kernel_shape", "max_tile_copies", "parse_unroll", "plan_lanes", "plan_unroll",
            "stream_depths", "tiles_why_not", "unroll_kernel"]

@@ -111,22 +111,30 @@ def tile_copies(kernel: Kernel) -> int:
                 if n.op in WRITERS and "copies" in n.a), default=1)
 
 
-def copy_alone(kernel: Kernel, copy: int) -> Kernel:
-    """Copy ``copy`` of a kernel whose copies take whole tiles, as a kernel of its own: its
-    units (ids ``*_u<copy>``, as placed and routed) and the streams between them, its writers
-    plain (it writes the whole output of the tile it runs). Copies share no unit or stream.
+def copy_units(kernel: Kernel, copy: int) -> Kernel:
+    """Copy ``copy`` of an unrolled kernel on its own, as placed and routed: its units (ids
+    ``*_u<copy>``, filters included) and the streams between them (copies share none).
 
     Raises IsaError when the kernel has no such copy."""
     tail = f"_u{copy}"
     mine = {n.id for n in kernel.nodes if n.id.endswith(tail)}
     if not mine:
         raise IsaError(f"kernel {kernel.name}: no copy {copy}")
-    nodes = tuple(Node(n.id, n.op, tuple((k, v) for k, v in n.attrs
-                                         if n.op not in WRITERS or k not in ("copy", "copies")),
-                       n.tile) for n in kernel.nodes if n.id in mine)
-    return Kernel(kernel.name, nodes, tuple(e for e in kernel.edges
-                                            if e.src in mine and e.dst in mine),
+    return Kernel(kernel.name, tuple(n for n in kernel.nodes if n.id in mine),
+                  tuple(e for e in kernel.edges if e.src in mine and e.dst in mine),
                   kernel.tensors, kernel.expr)
 
 
-__all__ = ["copy_alone", "dealt_copy", "tile_copies", "tile_copy", "union_of_copies"]
+def copy_alone(kernel: Kernel, copy: int) -> Kernel:
+    """Copy ``copy`` of a kernel whose copies take whole tiles, as a kernel of its own
+    (:func:`copy_units`), its writers plain (it writes the whole output of the tile it runs).
+
+    Raises IsaError when the kernel has no such copy."""
+    part = copy_units(kernel, copy)
+    return part.with_nodes(tuple(
+        Node(n.id, n.op, tuple((k, v) for k, v in n.attrs
+                               if n.op not in WRITERS or k not in ("copy", "copies")), n.tile)
+        for n in part.nodes))
+
+
+__all__ = ["copy_alone", "copy_units", "dealt_copy", "tile_copies", "tile_copy", "union_of_copies"]
