@@ -561,6 +561,16 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
         return build(mode, want), UnrollChoice(
             want, str(want), f"forced, {mode} dealt (limits: {_fmt(lim)})", lim,
             bind if want == lim[bind] else "compiler.unroll", mode)
+    return _auto(modes, est, build, limits_of, requested, base)
+
+
+def _auto(modes: list[str], est: Any, build: Any, limits_of: Any, requested: str,
+          base: Kernel) -> tuple[Kernel, UnrollChoice]:
+    """``compiler.unroll: auto``: every factor each deal of ``modes`` allows (``limits_of``:
+    mode -> (limits, the binding one)) and one copy, ranked by ``est(mode, n)`` (ties: more
+    copies, then tiles dealt); the best that ``build(mode, n)`` places and routes, else one
+    copy (``base``). The choice's ``why`` names the estimates, the other deals' best, the
+    limits, what bound N and the factors that did not place or route."""
     cands = [(m, n) for m in modes for n in range(2, limits_of(m)[0][limits_of(m)[1]] + 1)]
     cands.append(("", 1))
     ranked = sorted(cands, key=lambda c: (est(c[0], c[1]), -c[1], c[0] != "tiles"))
@@ -585,9 +595,9 @@ def plan_unroll(kernel: Kernel, calls: list[dict[str, FiberTree]],
         if failed:
             why += f"; did not place/route: {'; '.join(failed)}"
         return placed, UnrollChoice(n, requested, why, lim, binds, mode)
-    lim, bind = limits_of("tiles")
+    lim, bind = limits_of(modes[0])
     binds = bind if lim[bind] <= 1 else "estimate" if best[1] == 1 else "place_route"
-    why = (f"auto: 1 copy, least estimated cycles ({one:,.0f}) (limits, tiles dealt: "
+    why = (f"auto: 1 copy, least estimated cycles ({one:,.0f}) (limits, {modes[0]} dealt: "
            f"{_fmt(lim)}); bound by {binds}")
     if failed:
         why += f"; did not place/route: {'; '.join(failed)}"
@@ -622,7 +632,6 @@ def _plan_positions(kernel: Kernel, shape: Shape, calls: list[dict[str, FiberTre
     work, tail = work / len(calls), tail / len(calls)      # per call
     limits = max_copies(kernel, shape, chip, positions)
     binding = min(limits, key=lambda k: limits[k])
-    bound = limits[binding]
     if want is not None:
         return _forced(kernel, shape, want, limits, f"what kernel {kernel.name}", chip,
                        compile_fn)
@@ -636,35 +645,13 @@ def _plan_positions(kernel: Kernel, shape: Shape, calls: list[dict[str, FiberTre
     # when tiles are pipelined)
     fill = fill_cycles(base, chip)
 
-    def est(n: int) -> float:
+    def est(_mode: str, n: int) -> float:
         return estimate_cycles(work, tail, max(config, loads[0]), loads[1:], n, per_call,
                                pipelined, fill)
 
-    ranked = sorted(range(1, max(bound, 1) + 1), key=lambda n: (est(n), -n))
-    best = ranked[0]
-    failed: list[str] = []
-    for n in ranked:
-        if n == 1:
-            break
-        try:
-            placed = compile_fn(unroll_kernel(kernel, n, shape))
-        except CompileError as exc:        # does not place or route
-            failed.append(f"{n}: {str(exc).splitlines()[0]}")
-            continue
-        binds = binding if n == bound else "estimate" if n == best else "place_route"
-        why = (f"auto: {n} copies, positions dealt, least estimated cycles "
-               f"({est(n):,.0f} vs "
-               f"{est(1):,.0f} for 1) of the factors the limits "
-               f"allow ({_fmt(limits)}); bound by {binds}")
-        if failed:
-            why += f"; did not place/route: {'; '.join(failed)}"
-        return placed, UnrollChoice(n, requested, why, limits, binds, "positions")
-    binds = binding if bound <= 1 else "estimate" if best == 1 else "place_route"
-    why = (f"auto: 1 copy, least estimated cycles ({est(1):,.0f})"
-           f" (limits: {_fmt(limits)}); bound by {binds}")
-    if failed:
-        why += f"; did not place/route: {'; '.join(failed)}"
-    return base, UnrollChoice(1, requested, why, limits, binds)
+    return _auto(["positions"], est,
+                 lambda _mode, n: compile_fn(unroll_kernel(kernel, n, shape)),
+                 lambda _mode: (limits, binding), requested, base)
 
 
 def _forced(kernel: Kernel, shape: Shape, want: int, limits: dict[str, int], what: str,
