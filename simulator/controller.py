@@ -732,9 +732,7 @@ def schedule_modes(eng: Any, modes: list[str], chip: ChipConfig, buffers: int,
                          for sp in dense[3]]
     for ld in loads:                  # the phases' configuration loads, from their start
         if ld.user in ("sparse", "dense"):
-            start = 0 if ld.user == "sparse" else off
-            spans.append({"track": "config", "name": f"configure {ld.kernel}",
-                          "start": start, "end": start + ld.wait, "bits": ld.bits})
+            spans.append(ld.span(0 if ld.user == "sparse" else off))
     return off + dense[0], finish, lane_end, spans
 
 

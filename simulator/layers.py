@@ -599,6 +599,11 @@ class ConfigLoad:
         then the stream."""
         return self.setup_cycles + self.cycles
 
+    def span(self, start: int) -> dict[str, Any]:
+        """The load as a timeline span from ``start`` (the "configuration network" track)."""
+        return {"track": "config", "name": f"configure {self.kernel}", "start": start,
+                "end": start + self.wait, "bits": self.bits}
+
 
 def config_loads(plan: Any, chip: ChipConfig, modes: list[str], router: bool
                  ) -> tuple[ConfigLoad, ...]:
@@ -736,9 +741,7 @@ def finish_layer(eng: LayerEngine, output: np.ndarray, reference: np.ndarray,
                    eng.work, ls, experts, dict(chosen.memory), mode, eng.products,
                    timeline=_timeline(spans, chosen.setup + ls.router_cycles
                                       + ls.topk_cycles)
-                   + [{"track": "config", "name": f"configure {ld.kernel}", "start": 0,
-                       "end": ld.wait, "bits": ld.bits}
-                      for ld in chosen.config if ld.user == "router"],
+                   + [ld.span(0) for ld in chosen.config if ld.user == "router"],
                    jobs=jobs, stage_actions=dict(eng.stage_actions),
                    router_macs=eng.router_macs, counts=dict(chosen.counts),
                    config=chosen.config)
