@@ -39,6 +39,7 @@ sum) is skipped. Model layers cut their SpM*SpM products the same way by their o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -179,12 +180,10 @@ MEASURED_KEPT = 16
 operands for every candidate, finalist and tile-pipelining mode; measuring a cut sorts all
 of a tensor's entries): a compile-time knob, a few MB at most (grids of tile counts)."""
 
-_MEASURED: dict[bytes, Measured] = {}
-
 
 def _measured_of(t: _Tensor) -> Measured:
     """The measured cuts of a tensor with ``t``'s entries, levels and order (shared by every
-    equal tensor; the oldest of more than ``MEASURED_KEPT`` forgotten)."""
+    equal tensor; beyond ``MEASURED_KEPT`` tensors the least recently used is forgotten)."""
     import hashlib
 
     h = hashlib.blake2b(repr((t.vars, t.formats, t.order, t.coords.shape)).encode(),
@@ -192,12 +191,13 @@ def _measured_of(t: _Tensor) -> Measured:
     h.update(np.ascontiguousarray(t.coords).tobytes())
     if t.nonzero is not None:
         h.update(np.packbits(t.nonzero).tobytes())
-    key = h.digest()
-    got = _MEASURED.pop(key, None)
-    _MEASURED[key] = got if got is not None else {}
-    while len(_MEASURED) > MEASURED_KEPT:
-        del _MEASURED[next(iter(_MEASURED))]
-    return _MEASURED[key]
+    return _measured_for(h.digest())
+
+
+@functools.lru_cache(maxsize=MEASURED_KEPT)
+def _measured_for(key: bytes) -> Measured:
+    """The one (initially empty) record of measured cuts per tensor digest ``key``."""
+    return {}
 
 
 def _runs(ordered: np.ndarray) -> np.ndarray:
