@@ -196,7 +196,6 @@ class Firmware:
         self.tile_runs: list[tuple[int, Any]] = []
         self.tile_parts: dict[int, dict[str, list[FiberTree]]] = {}   # unrolled: per tile
         self.solo: dict[int, Any] = {}     # copies that take whole tiles: copy -> its graph
-        self._dealt: int | None = None     # how many copies take whole tiles (1: none)
 
     # ------------------------------------------------------------------ firmware actions
     def firmware(self, cycles: int):
@@ -344,12 +343,11 @@ class Firmware:
         for c in loads:
             yield from self.move("load", c.arg, c.size_bytes, descriptor)
 
+    @functools.cached_property
     def dealt_copies(self) -> int:
         """Copies that take whole tiles of the tiled kernel (isa.copies), else 1."""
-        if self._dealt is None:
-            kernel = self.program.kernels[0]
-            self._dealt = 1 if isinstance(kernel, SystolicKernel) else tile_copies(kernel)
-        return self._dealt
+        kernel = self.program.kernels[0]
+        return 1 if isinstance(kernel, SystolicKernel) else tile_copies(kernel)
 
     def solo_copy(self, name: str, copy: int) -> Any:
         """Copy ``copy`` of kernel ``name`` alone (isa.copies.copy_alone), made once."""
@@ -361,7 +359,7 @@ class Firmware:
         """Launch tile ``t`` and wait for it: returns the run. Copies that take whole tiles:
         on the copy the tile is dealt to, alone (its output the whole tile's)."""
         images = self.tiling.tiles[t].images
-        copies = self.dealt_copies()
+        copies = self.dealt_copies
         copy = (tile_copy(t, copies, self.chip.controller.pipelined_tiles_per_call)
                 if copies > 1 else None)
         proc = yield from self.launch(launch.arg, images, call, copy)
@@ -442,7 +440,7 @@ class Firmware:
         env, c = self.env, self.chip.controller
         steps = self.tile_steps(block)
         per_call = c.pipelined_tiles_per_call
-        copies = self.dealt_copies()
+        copies = self.dealt_copies
         owner = [tile_copy(launch.tile, copies, per_call) for _, launch, _ in steps]
         depth = 2
         in_slots = [simpy.Resource(env, capacity=depth) for _ in range(copies)]
