@@ -212,8 +212,8 @@ def run(chip: str | Path | ChipConfig, workload: str | KernelLayer, *,
         summary["loop_order"] = choice.order
         summary["loop_order_by"] = "forced" if choice.forced else choice.objective
         summary["formats_chosen"] = " ".join(f"{k}:{v}" for k, v in layer.formats.items())
-    if mode_text(program.tiling, cfg) is not None:   # a tiled kernel's mode and who chose it
-        summary["tile_pipelining"] = mode_text(program.tiling, cfg)
+    if (mode := mode_text(program.tiling, cfg)) is not None:   # a tiled kernel's, and who chose
+        summary["tile_pipelining"] = mode
     if program.unroll is not None:      # compiler.unroll: copies of the kernel's graph, why
         summary["unroll"] = program.unroll.as_dict()
     if cpu is not None and preset is not None:
