@@ -167,6 +167,8 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         start[is_data] = lv.seg[r]
         length[is_data] = lv.seg[r + 1] - lv.seg[r]
     bitmap = a["fmt"] == "bitmap"
+    if not bitmap and not a["skip_zeros"]:
+        return _scan_plain(node, lv, dense, root, k, d, fib, absorbed, start, length, r)
     fi = np.flatnonzero(fib)                       # fiber tokens
     lens = length[fi]
     pos = _ranges(start[fi], lens)                 # positions in the level
@@ -265,6 +267,92 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         pops["ref"] = pop
     return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd}, {"crd": s_crd, "ref": s_ref},
                   acts)
+
+
+def _fiber_word_changes(first: np.ndarray, length: np.ndarray) -> int:
+    """``_word_changes`` of the positions of fibers laid end to end (fiber f: ``first[f]``
+    to ``first[f] + length[f] - 1``), from the fibers alone: each nonempty fiber crosses
+    (last word - first word) words, and a fiber whose first word is not the previous
+    nonempty fiber's last word fetches one more (the first fiber always does)."""
+    ne = length > 0
+    if not ne.any():
+        return 0
+    fw = first[ne] // ELEMENTS_PER_WORD
+    lw = (first[ne] + length[ne] - 1) // ELEMENTS_PER_WORD
+    return int((lw - fw).sum()) + 1 + int(np.count_nonzero(fw[1:] != lw[:-1]))
+
+
+def _scan_plain(node: Node, lv: Any, dense: bool, root: bool, k: np.ndarray, d: np.ndarray,
+                fib: np.ndarray, absorbed: np.ndarray, start: np.ndarray, length: np.ndarray,
+                r: np.ndarray) -> Firing:
+    """``fire_scan`` of a compressed or dense level without zero skipping: every coordinate
+    of a fiber is emitted, so each token's outputs (a fiber's coordinates then its stop; a
+    lone stop's S_(l+1); D) are a run of consecutive steps and level positions, built with
+    one ``repeat`` each instead of scattering coordinates and control tokens apart."""
+    n_in = len(k)
+    counts = np.where(fib, 2 + length, 1 - absorbed)
+    off = np.empty(n_in, I64)
+    off[0] = 0
+    np.cumsum(counts[:-1], out=off[1:])
+    n = int(off[-1] + counts[-1])
+    own = ~absorbed
+    oi = np.flatnonzero(own)
+    c = length[oi] + 1                             # outputs of each own token
+    cend = np.cumsum(c)
+    total = int(cend[-1])
+    first_out = cend - c
+    ctl_pos = cend - 1
+    rep = np.repeat(np.arange(len(oi), dtype=I64), c)
+    idx = np.arange(total, dtype=I64)
+    # a fiber's outputs at steps off+1 .. off+1+len (the stop last), a lone token's at off
+    e_crd = idx + (off[oi] + fib[oi] - first_out)[rep]
+    # the level position of each output (a fiber's stop slot: one past its last; overwritten)
+    ref_data = idx + (start[oi] - first_out)[rep]
+    if dense:
+        crd_data = idx - first_out[rep]
+    elif len(lv.crd):
+        crd_data = np.take(lv.crd, ref_data, mode="clip").astype(I64, copy=False)
+    else:
+        crd_data = np.zeros(total, I64)
+    # control data: S_(l+1) for a stop S_l; a fiber's stop is S_(l+1) if a stop S_l
+    # follows (absorbed), else S0; D carries 0
+    x = np.where(k == STOP, d + 1, 0)
+    x[:-1] += np.where(absorbed[1:], x[1:], 0)
+    ctl = x[oi]
+    ref_data[ctl_pos] = ctl
+    crd_data[ctl_pos] = ctl
+    kind = np.zeros(total, np.int8)
+    kind[ctl_pos] = _CTL_KIND[k[oi]]
+    acts: dict[str, int] = {}
+    if not dense:
+        w0 = r // ELEMENTS_PER_WORD
+        w1 = (r + 1) // ELEMENTS_PER_WORD
+        seg_reads = int(np.count_nonzero(w1 != w0))
+        if len(r):
+            seg_reads += 1 + int(np.count_nonzero(w0[1:] != w1[:-1]))
+        acts["sram_read_words"] = seg_reads + _fiber_word_changes(start[oi], length[oi])
+    peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pops: dict[str, np.ndarray] = {}
+    if not root:
+        # every own token is peeked at its first step; a fiber's end step peeks the next
+        npk = 1 + fib[oi]
+        pk_end = np.cumsum(npk)
+        ps = np.empty(int(pk_end[-1]), I64)
+        pt = np.empty(len(ps), I64)
+        first_pk = pk_end - npk
+        ps[first_pk] = off[oi]
+        pt[first_pk] = oi
+        fo = npk == 2
+        ps[pk_end[fo] - 1] = (off[oi] + counts[oi] - 1)[fo]
+        pt[pk_end[fo] - 1] = oi[fo] + 1
+        peeks["ref"] = (ps, pt)
+        pops["ref"] = off - absorbed              # an absorbed stop: its fiber's end step
+    return Firing(n, peeks, pops, {"crd": e_crd, "ref": e_crd},
+                  {"crd": Stream(kind, crd_data), "ref": Stream(kind, ref_data)}, acts)
+
+
+_CTL_KIND = np.array([STOP, STOP, DONE_K, STOP, STOP], np.int8)
+"""The control token a scanner emits for each input kind (a fiber's stop, S_(l+1), D)."""
 
 
 def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
@@ -698,6 +786,8 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     is_d = ok == DATA
     kept = is_d & (L > 0)
     ck = np.cumsum(kept) - kept                      # kept tokens strictly before
+    if not prune:
+        return _crddrop_plain(outer, inner, stop_after, ci, fst, L, is_d, kept, ck)
     ki = np.flatnonzero(kept)
     ctl = np.flatnonzero(~is_d)
     ctl_stop = ctl[ok[ctl] == STOP]
@@ -768,6 +858,80 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"outer": pop_o, "inner": pop_i}, {"outer": e_o, "inner": e_i},
                   {"outer": s_o, "inner": s_i},
                   {"dropped_count": len(dropped)} if len(dropped) else {})
+
+
+def _crddrop_plain(outer: Stream, inner: Stream, stop_after: np.ndarray, ci: np.ndarray,
+                   fst: np.ndarray, L: np.ndarray, is_d: np.ndarray, kept: np.ndarray,
+                   ck: np.ndarray) -> Firing:
+    """``fire_crddrop`` without ``prune``: every outer token's steps are one run (a kept
+    coordinate: the S0 separator if a kept fiber precedes it in its outer fiber, its first
+    step, its inner data, the step popping the inner stop; any other token: one step), and
+    so is every output and peek of it: each is built with one ``repeat`` per array."""
+    ok = outer.kind
+    n_o = len(ok)
+    is_stop = ok == STOP
+    fiber = np.cumsum(is_stop) - is_stop             # outer fiber of each token
+    # kept coordinates before each one in its own outer fiber: ck less ck at the fiber's start
+    first_of = np.ones(n_o, bool)
+    first_of[1:] = fiber[1:] != fiber[:-1]
+    ck0 = ck[first_of]
+    ob = kept & (ck > ck0[fiber])                    # a separator opens the fiber
+    Lk = np.where(kept, L, 0)
+    counts = 1 + ob + Lk
+    off = np.empty(n_o, I64)
+    off[0] = 0
+    np.cumsum(counts[:-1], out=off[1:])
+    n = int(off[-1] + counts[-1])
+    first_step = off + ob                            # pops the kept coordinate
+    # outer output: kept coordinates and every control token, in token order
+    sel = np.flatnonzero(kept | ~is_d)
+    e_o = first_step[sel]
+    s_o = Stream(ok[sel], outer.data[sel])
+    # inner output per outer token: a kept one's separator and data, a control token's own
+    ni = np.where(kept, ob + L, ~is_d)
+    ti = np.flatnonzero(ni)
+    m_i = ni[ti]
+    iend = np.cumsum(m_i)
+    rep = np.repeat(np.arange(len(ti), dtype=I64), m_i)
+    idx = np.arange(int(iend[-1]) if len(iend) else 0, dtype=I64)
+    istart = iend - m_i
+    e_i = idx + (off[ti] - istart)[rep]
+    src = idx + (fst[ti] - ob[ti] - istart)[rep]     # the inner token forwarded
+    i_kind = np.take(inner.kind, src, mode="clip") if len(inner.kind) else idx.astype(np.int8)
+    i_data = np.take(inner.data, src, mode="clip") if len(inner.kind) else idx
+    i_data = i_data.astype(np.result_type(inner.data.dtype, I64), copy=True)
+    head = istart[ob[ti]]                            # separators: S0
+    i_kind[head] = STOP
+    i_data[head] = 0
+    ctl = np.flatnonzero(~is_d[ti])
+    at = istart[ctl]
+    tc = ti[ctl]
+    i_kind[at] = ok[tc]
+    i_data[at] = np.where(ok[tc] == STOP, outer.data[tc].astype(I64) + 1, 0)
+    s_i = Stream(i_kind, i_data)
+    # peeks: the outer token at each step up to its first (not inside a kept fiber); the
+    # inner stream's pending token at each step of a token that consumes an inner fiber
+    nb = 1 + ob
+    pb_end = np.cumsum(nb)
+    pb = np.arange(int(pb_end[-1]), dtype=I64)
+    rep_o = np.repeat(np.arange(n_o, dtype=I64), nb)
+    po = (pb + (off - pb_end + nb)[rep_o], rep_o)
+    mc = counts[ci]
+    m_end = np.cumsum(mc)
+    M = int(m_end[-1]) if len(m_end) else 0
+    rep_c = np.repeat(np.arange(len(ci), dtype=I64), mc)
+    jm = np.arange(M, dtype=I64) - (m_end - mc)[rep_c]    # step within the token's run
+    pi_steps = jm + off[ci][rep_c]
+    pi_toks = fst[ci][rep_c] + np.maximum(jm - ob[ci][rep_c], 0)
+    pop_o = np.where(kept, first_step, off + counts - 1)
+    # inner tokens: a kept fiber's from its first step on, an empty one's at its token's step
+    pop_i = np.arange(len(inner.kind), dtype=I64) + np.repeat(first_step[ci] - fst[ci],
+                                                              L[ci] + 1)
+    dropped = int(np.count_nonzero(is_d & (L == 0)))
+    return Firing(n, {"outer": po, "inner": (pi_steps, pi_toks)},
+                  {"outer": pop_o, "inner": pop_i}, {"outer": e_o, "inner": e_i},
+                  {"outer": s_o, "inner": s_i},
+                  {"dropped_count": dropped} if dropped else {})
 
 
 def _inside_steps(first_step: np.ndarray, L: np.ndarray) -> np.ndarray:
