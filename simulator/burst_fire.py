@@ -455,6 +455,9 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     da_i = np.flatnonzero(ca.kind == DATA)
     db_i = np.flatnonzero(cb.kind == DATA)
     na, nb = len(da_i), len(db_i)
+    if (na and (not len(ctl_a) or da_i[-1] > ctl_a[-1])) or \
+            (nb and (not len(ctl_b) or db_i[-1] > ctl_b[-1])):
+        raise _bad(node, "coordinates after the last control token")
     # the segment of each coordinate: the control tokens before it
     seg_of_a = da_i - np.arange(na, dtype=I64)
     seg_of_b = db_i - np.arange(nb, dtype=I64)
@@ -475,30 +478,34 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     hit_a[hit_a] = kb[lb[hit_a]] == ka[hit_a]
     ia_match = np.flatnonzero(hit_a)
     ib_match = lb[ia_match]
-    b_is_match = np.zeros(nb, bool)
-    b_is_match[ib_match] = True
     step_a = da_i + lb - (np.cumsum(hit_a) - hit_a)
-    step_b = db_i + np.cumsum(np.bincount(lb[~hit_a], minlength=nb + 1)[:nb])
     n_seg = len(ctl_a)
-    # each segment's merge steps: its coordinates on both sides less its matched pairs
-    per_a = np.diff(ctl_a, prepend=-1) - 1
-    per_b = np.diff(ctl_b, prepend=-1) - 1
     distinct = na + nb - len(ia_match)
-    merges = (per_a + per_b - np.bincount(seg_of_a[ia_match], minlength=n_seg)) if n_seg \
-        else np.zeros(0, I64)
-    ctl_step = np.cumsum(merges) + np.arange(n_seg)
     n = int(distinct + n_seg)
+    # b's tokens (coordinates and control tokens) each take one step, after the unmatched
+    # a coordinates merged before them: those below a b coordinate, or (above every b
+    # coordinate of their segment) before the segment's control token
+    ua = np.flatnonzero(~hit_a)
+    lu = lb[ua]
+    in_seg = lu < nb
+    in_seg[in_seg] = seg_of_b[lu[in_seg]] == seg_of_a[ua[in_seg]]
+    at_b = np.where(in_seg, db_i[np.minimum(lu, max(nb - 1, 0))] if nb else 0,
+                    ctl_b[seg_of_a[ua]] if n_seg else 0)
+    pop_b = np.arange(len(cb), dtype=I64)
+    if len(at_b):
+        pop_b += np.cumsum(np.bincount(at_b, minlength=len(cb))[:len(cb)])
+    step_b = pop_b[db_i]
+    ctl_step = pop_b[ctl_b]
     pop_a = np.empty(len(ca), I64)
-    pop_b = np.empty(len(cb), I64)
     pop_a[da_i] = step_a
-    pop_b[db_i] = step_b
     pop_a[ctl_a] = ctl_step
-    pop_b[ctl_b] = ctl_step
     acts = {"match_count": len(ia_match)}
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
     if union:
         # a union emits on every step: write the outputs straight into per-step slots
+        b_is_match = np.zeros(nb, bool)
+        b_is_match[ib_match] = True
         only_b = np.flatnonzero(~b_is_match)
         a_only = np.flatnonzero(~hit_a)
         ddt = np.result_type(ra.data.dtype, rb.data.dtype, ca.data.dtype)
