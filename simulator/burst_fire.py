@@ -571,14 +571,21 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     is_data = s.kind == DATA
-    r = s.data[is_data].astype(I64)
+    r = s.data[is_data].astype(I64, copy=False)
     if len(r) and (r.min() < 0 or r.max() >= len(vals)):
         raise _bad(node, f"ref outside {node.attr('tensor')} values")
-    out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
-    out[is_data] = vals[r]
-    out[~is_data] = s.data[~is_data]
+    if len(vals) and s.data.dtype.kind in "iu":
+        # every token's value read at its data (a control token's level, in range once
+        # clipped), then the control tokens given their own data back
+        out = np.take(vals, s.data, mode="clip")
+        ctl = np.flatnonzero(~is_data)
+        out[ctl] = s.data[ctl]
+    else:
+        out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
+        out[is_data] = vals[r]
+        out[~is_data] = s.data[~is_data]
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
-                  {"val": Stream(s.kind.copy(), out)}, {"sram_read_words": _word_changes(r)},
+                  {"val": Stream(s.kind, out)}, {"sram_read_words": _word_changes(r)},
                   frozenset({"ref"}))
 
 
@@ -606,29 +613,43 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                       {"val": Stream(kind, out)}, {"effectual_op_count": int(xv.sum())},
                       frozenset({"a"}))
     y = ins["b"]
-    yv = (y.kind == DATA) | (y.kind == EMPTY_K)
+    xe = x.kind == EMPTY_K
+    ye = y.kind == EMPTY_K
+    xv = (x.kind == DATA) | xe
     ctl = np.flatnonzero(~xv)
-    if len(y) != n or (xv != yv).any() or (x.kind[ctl] != y.kind[ctl]).any() or \
-            (x.data[ctl] != y.data[ctl]).any():
+    if len(y) != n or (xv != ((y.kind == DATA) | ye)).any() or \
+            (x.kind[ctl] != y.kind[ctl]).any() or (x.data[ctl] != y.data[ctl]).any():
         raise _bad(node, "operands out of step")
-    vx = np.where(x.kind == EMPTY_K, 0, x.data)
-    vy = np.where(y.kind == EMPTY_K, 0, y.data)
+    any_empty = bool(xe.any())
+    vx = np.where(xe, 0, x.data) if any_empty else x.data
+    vy = np.where(ye, 0, y.data) if ye.any() else y.data
     dtype = np.result_type(vx.dtype, vy.dtype)
     out = _NP_OPS[op](vx.astype(dtype, copy=False), vy.astype(dtype, copy=False))
     out[ctl] = x.data[ctl]                  # a control token passes its own data
     acts: dict[str, int] = {}
+    n_val = n - len(ctl)
     if op == "mul":
-        za = xv & (vx == 0)
-        zb = xv & (vy == 0)
+        # the classification of isa.interp.alu_op_kind, array-wise: a zero operand is
+        # ineffectual if every zero operand of the op has policy none, else gated
+        za = vx == 0
+        za &= xv
+        zb = vy == 0
+        zb &= xv
         zero = za | zb
-        # the classification of isa.interp.alu_op_kind, array-wise
-        none_only = ((~za) | (a["zero_a"] == "none")) & ((~zb) | (a["zero_b"] == "none"))
-        acts["effectual_op_count"] = int(np.count_nonzero(xv & ~zero))
-        acts["ineffectual_op_count"] = int(np.count_nonzero(zero & none_only))
-        acts["gated_op_count"] = int(np.count_nonzero(zero & ~none_only))
+        n_zero = int(np.count_nonzero(zero))
+        none_a, none_b = a["zero_a"] == "none", a["zero_b"] == "none"
+        if none_a and none_b:
+            n_ineff = n_zero
+        elif not none_a and not none_b:
+            n_ineff = 0
+        else:                                # the zeros of the none operand's side alone
+            n_ineff = int(np.count_nonzero(zero & ~(zb if none_a else za)))
+        acts["effectual_op_count"] = n_val - n_zero
+        acts["ineffectual_op_count"] = n_ineff
+        acts["gated_op_count"] = n_zero - n_ineff
     else:
-        acts["effectual_op_count"] = int(np.count_nonzero(xv))
-    kind = np.where(xv, DATA, x.kind).astype(np.int8)
+        acts["effectual_op_count"] = n_val
+    kind = np.where(xv, DATA, x.kind).astype(np.int8) if any_empty else x.kind
     return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
                   {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
                                                                if v}, frozenset({"a", "b"}))
@@ -682,12 +703,14 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     queued at the step of the input that completes it (a fiber's S_n, n >= 1, or D), is
     emitted at e_m = max(queued_m, e_(m-1) + 1), i.e. m + cummax(queued - m)."""
     c, v = ins["crd"], ins["val"]
-    if len(c) != len(v) or ((c.kind == DATA) != ((v.kind == DATA) | (v.kind == EMPTY_K))).any():
+    is_d = c.kind == DATA
+    ve = v.kind == EMPTY_K
+    if len(c) != len(v) or (is_d != ((v.kind == DATA) | ve)).any():
         raise _bad(node, "crd and val streams out of step")
     k = c.kind
     flush = (k == STOP) & (c.data >= 1)
-    di = np.flatnonzero(k == DATA)
-    vals = np.where(v.kind[di] == EMPTY_K, 0, v.data[di])
+    di = np.flatnonzero(is_d)
+    vals = np.where(ve[di], 0, v.data[di]) if ve.any() else v.data[di]
     g = np.cumsum(flush)[di]                      # the fiber of each coordinate
     cc = c.data[di].astype(I64)
     ug, uc, sums = _sums_by_key(g, cc, vals)
@@ -719,7 +742,7 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         col[entry_slot] = data
         col[stop_slot] = lvl
         col[-1] = 0
-        out.append(Stream(kind.copy(), col))
+        out.append(Stream(kind, col))
     tok = np.arange(len(k), dtype=I64)
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
     return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
