@@ -38,6 +38,9 @@ class Stream:
 
     kind: np.ndarray
     data: np.ndarray
+    # what units reading this stream derive from it alike (the stream filters of an
+    # unrolled kernel's copies: each element's copy), computed by the first of them
+    memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -1368,15 +1371,19 @@ def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     s = ins["in"]
     n = len(s)
     copy, copies = int(node.attr("copy")), int(node.attr("copies"))
-    elem = s.kind != STOP
-    elem[-1:] = False
-    if n == 0 or s.kind[-1] != DONE_K or (s.kind[:-1] == DONE_K).any() \
-            or (s.data[s.kind == STOP] != 0).any():
-        raise _bad(node, "an outermost-fiber stream holds elements, S0 and one final D")
-    pos = np.cumsum(elem) - elem
-    keep = ~elem | (dealt_copy(pos, copies) == copy)
-    steps = np.arange(n, dtype=I64)
-    return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": steps[keep]},
+    memo = s.memo.get(("deal", copies))
+    if memo is None:         # the first copy's filter: each token's copy (-1: every copy)
+        elem = s.kind != STOP
+        elem[-1:] = False
+        if n == 0 or s.kind[-1] != DONE_K or (s.kind[:-1] == DONE_K).any() \
+                or (s.data[s.kind == STOP] != 0).any():
+            raise _bad(node, "an outermost-fiber stream holds elements, S0 and one final D")
+        pos = np.cumsum(elem) - elem
+        memo = s.memo[("deal", copies)] = (np.where(elem, dealt_copy(pos, copies), -1),
+                                           np.arange(n, dtype=I64))
+    dest, steps = memo
+    keep = np.flatnonzero((dest == copy) | (dest < 0))
+    return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": keep},
                   {"out": Stream(s.kind[keep], s.data[keep])}, dense=frozenset({"in"}))
 
 
@@ -1495,14 +1502,14 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
     fired: dict[tuple, Firing] = {}
     for node in order:
         ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
+        f = None
         key = None
         if node.op not in WRITERS:   # they fill the memory's output levels
-            key = (node.op, node.attrs, tuple(sorted((p, id(s)) for p, s in ins.items())))
+            key = (node.op.value, node.attrs, *sorted((p, id(s)) for p, s in ins.items()))
             try:
-                hash(key)
+                f = fired.get(key)
             except TypeError:       # an unhashable attribute value: fire it on its own
                 key = None
-        f = fired.get(key) if key is not None else None
         if f is None:
             f = FIRE[node.op](node, ins, mem)
             if key is not None:
