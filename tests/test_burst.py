@@ -116,6 +116,36 @@ UNIT_CASES = [
     ("write_bv", Opcode.WRITE_BV, dict(tensor="X", level=1, dim=40),
      dict(crd="1 S0 0 2 35 S0 S1 17 S2 D")),
     ("write_bv", Opcode.WRITE_BV, dict(tensor="X", level=0, dim=4), dict(crd="D")),
+    # issue 11's fifth pass (run-built scanner, dropper, joiner pops, ALU and array without N,
+    # shared-deal filters): empty streams, empty fibers before absorbed and lone stops,
+    # one-token fibers, a joiner side empty in a segment, every zero-policy mix
+    ("scan", Opcode.SCAN, dict(tensor="B", level=1, fmt="compressed"), dict(ref="D")),
+    ("scan", Opcode.SCAN, dict(tensor="B", level=1, fmt="compressed"),
+     dict(ref="2 S0 S1 0 S0 N 1 S2 D")),
+    ("scan", Opcode.SCAN, dict(tensor="B", level=1, fmt="compressed"),
+     dict(ref="N S0 S1 N 1 D")),
+    ("scan", Opcode.SCAN, dict(tensor="D", level=1, fmt="dense", dim=4),
+     dict(ref="0 N S0 3 S1 S1 D")),
+    ("crddrop", Opcode.CRDDROP, {}, dict(outer="D", inner="D")),
+    ("crddrop", Opcode.CRDDROP, {}, dict(outer="1 2 S0 S1 D", inner="S0 S1 S2 D")),
+    ("crddrop", Opcode.CRDDROP, {}, dict(outer="1 2 S0 3 S1 D", inner="5 S0 6 7 S1 8 S2 D")),
+    ("intersect", Opcode.INTERSECT, {}, dict(crd_a="D", ref_a="D", crd_b="D", ref_b="D")),
+    ("intersect", Opcode.INTERSECT, {},
+     dict(crd_a="1 5 S0 2 3 S1 D", ref_a="0 1 S0 2 3 S1 D",
+          crd_b="S0 3 S1 D", ref_b="S0 0 S1 D")),
+    ("union", Opcode.UNION, {},
+     dict(crd_a="1 5 S0 2 3 S1 D", ref_a="0 1 S0 2 3 S1 D",
+          crd_b="S0 3 S1 D", ref_b="S0 0 S1 D")),
+    ("alu", Opcode.ALU, dict(op="mul", zero_a="none", zero_b="gate"),
+     dict(a="5 0 N 0 S0 D", b="2 3 0 0 S0 D")),
+    ("alu", Opcode.ALU, dict(op="mul", zero_a="none", zero_b="none"),
+     dict(a="5 0 3 0 S0 D", b="2 3 0 0 S0 D")),
+    ("alu", Opcode.ALU, dict(op="mul", zero_a="skip", zero_b="skip"),
+     dict(a="5 0 3 S0 S1 D", b="2 3 0 S0 S1 D")),
+    ("array", Opcode.ARRAY, dict(tensor="B"), dict(ref="D")),
+    ("array", Opcode.ARRAY, dict(tensor="B"), dict(ref="4 S0 S1 0 S1 D")),
+    ("filter", Opcode.FILTER, dict(copy=1, copies=3), {"in": "0 1 2 3 4 S0 D"}),
+    ("filter", Opcode.FILTER, dict(copy=0, copies=2), {"in": "S0 D"}),
 ]
 
 
@@ -149,6 +179,21 @@ def assert_firing_matches(node, streams, mem=lambda: None):
             assert first == {k: pops[k - 1] + 1 if k else 0 for k in range(len(pops))}
     assert f.dense <= set(toks)
     assert {k: v for k, v in f.acts.items() if v} == {k: v for k, v in acts.items() if v}
+
+
+def test_copies_filters_share_one_stream():
+    """An unrolled kernel's stream filters read one stream object; the first derives each
+    token's copy on the stream's memo and every copy's filter still equals its behaviour."""
+    toks = tokens("3 N 5 6 7 8 S0 D")
+    shared = Stream.encode(toks)
+    for copy in (2, 0, 1, 3):
+        node = Node.make("f", Opcode.FILTER, copy=copy, copies=4)
+        steps, outs, _ = trace_unit(node, {"in": toks}, None)
+        f = FIRE[Opcode.FILTER](node, {"in": shared}, None)
+        assert f.n == len(steps)
+        assert f.outs["out"].decode() == outs["out"]
+        assert f.emits["out"].tolist() == [i for i, s in enumerate(steps) if "out" in s.emits]
+    assert list(shared.memo) == [("deal", 4)]
 
 
 # ------------------------------------------------------------------ the random suite
