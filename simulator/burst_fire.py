@@ -101,6 +101,37 @@ def _word_changes(elements: np.ndarray, start: int = -1) -> int:
     return int(w[0] != start) + int(np.count_nonzero(w[1:] != w[:-1]))
 
 
+@dataclass(frozen=True)
+class Copies:
+    """An unrolled kernel's copies of one unit fired as one (``fire_kernel``): their input
+    streams concatenated port by port, ``of[port]`` the copy of each token. The opcode
+    functions that accept it return each action count as an array, one per copy."""
+
+    count: int
+    of: dict[str, np.ndarray]
+
+    def tally(self, port: str, where: np.ndarray) -> np.ndarray:
+        """Per copy, how many of the tokens of ``port`` at the indices or mask ``where``."""
+        return np.bincount(self.of[port][where], minlength=self.count)
+
+
+def _chain_words(fw: np.ndarray, lw: np.ndarray, cid: np.ndarray | None = None,
+                 copies: int = 1) -> Any:
+    """SRAM word fetches of a one-word cache walking runs of elements in order, run i from
+    word ``fw[i]`` to word ``lw[i]``: the words each run crosses, plus one where a run
+    starts on another word than the previous run ended on (the first run always). With
+    ``cid`` (the copy of each run), per copy: the cache starts empty in every copy."""
+    if cid is None:
+        if len(fw) == 0:
+            return 0
+        return int((lw - fw).sum()) + 1 + int(np.count_nonzero(fw[1:] != lw[:-1]))
+    out = np.bincount(cid, weights=lw - fw, minlength=copies).astype(I64)
+    out += np.bincount(cid, minlength=copies) > 0
+    brk = (fw[1:] != lw[:-1]) & (cid[1:] == cid[:-1])
+    out += np.bincount(cid[1:][brk], minlength=copies)
+    return out
+
+
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(counts), dtype=I64)
     if len(counts) > 1:
@@ -140,7 +171,8 @@ def _sorted_stream(pieces: list[tuple[np.ndarray, Any, Any]]
 
 
 # ----------------------------------------------------------------------------- opcodes
-def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory,
+              cp: Copies | None = None) -> Firing:
     a = node.a
     lv = mem.level(a["tensor"], a["level"])
     dense = a["fmt"] == "dense"
@@ -171,7 +203,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         length[is_data] = lv.seg[r + 1] - lv.seg[r]
     bitmap = a["fmt"] == "bitmap"
     if not bitmap and not a["skip_zeros"]:
-        return _scan_plain(node, lv, dense, root, k, d, fib, absorbed, start, length, r)
+        return _scan_plain(node, lv, dense, root, k, d, fib, absorbed, start, length, r, cp)
     fi = np.flatnonzero(fib)                       # fiber tokens
     lens = length[fi]
     pos = _ranges(start[fi], lens)                 # positions in the level
@@ -287,7 +319,7 @@ def _fiber_word_changes(first: np.ndarray, length: np.ndarray) -> int:
 
 def _scan_plain(node: Node, lv: Any, dense: bool, root: bool, k: np.ndarray, d: np.ndarray,
                 fib: np.ndarray, absorbed: np.ndarray, start: np.ndarray, length: np.ndarray,
-                r: np.ndarray) -> Firing:
+                r: np.ndarray, cp: Copies | None = None) -> Firing:
     """``fire_scan`` of a compressed or dense level without zero skipping: every coordinate
     of a fiber is emitted, so each token's outputs (a fiber's coordinates then its stop; a
     lone stop's S_(l+1); D) are a run of consecutive steps and level positions, built with
@@ -326,14 +358,23 @@ def _scan_plain(node: Node, lv: Any, dense: bool, root: bool, k: np.ndarray, d: 
     crd_data[ctl_pos] = ctl
     kind = np.zeros(total, np.int8)
     kind[ctl_pos] = _CTL_KIND[k[oi]]
-    acts: dict[str, int] = {}
-    if not dense:
+    acts: dict[str, Any] = {}
+    if not dense and cp is None:
         w0 = r // ELEMENTS_PER_WORD
         w1 = (r + 1) // ELEMENTS_PER_WORD
         seg_reads = int(np.count_nonzero(w1 != w0))
         if len(r):
             seg_reads += 1 + int(np.count_nonzero(w0[1:] != w1[:-1]))
         acts["sram_read_words"] = seg_reads + _fiber_word_changes(start[oi], length[oi])
+    elif not dense:
+        # the segment reads (each reference: its two seg entries) and the coordinate reads
+        # (each nonempty fiber: its positions), one word cache each, per copy
+        cid = cp.of["ref"]
+        ne = oi[length[oi] > 0]
+        acts["sram_read_words"] = _chain_words(
+            r // ELEMENTS_PER_WORD, (r + 1) // ELEMENTS_PER_WORD, cid[k == DATA], cp.count) + \
+            _chain_words(start[ne] // ELEMENTS_PER_WORD,
+                         (start[ne] + length[ne] - 1) // ELEMENTS_PER_WORD, cid[ne], cp.count)
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pops: dict[str, np.ndarray] = {}
     if not root:
@@ -446,7 +487,8 @@ class HeadPeeks(Mapping[str, tuple[np.ndarray, np.ndarray]]):
         return len(self._pops)
 
 
-def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
+def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
+               cp: Copies | None = None) -> Firing:
     ca, ra, cb, rb = ins["crd_a"], ins["ref_a"], ins["crd_b"], ins["ref_b"]
     ctl_a = np.flatnonzero(ca.kind != DATA)
     ctl_b = np.flatnonzero(cb.kind != DATA)
@@ -502,7 +544,8 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     pop_a = np.empty(len(ca), I64)
     pop_a[da_i] = step_a
     pop_a[ctl_a] = ctl_step
-    acts = {"match_count": len(ia_match)}
+    acts: dict[str, Any] = {"match_count": len(ia_match) if cp is None else
+                            cp.tally("crd_a", da_i[ia_match])}
     ctl_kind = ca.kind[ctl_a]
     ctl_data = ca.data[ctl_a].astype(I64)
     if union:
@@ -560,15 +603,18 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
                   {"crd": s_crd, "ref_a": s_ra, "ref_b": s_rb}, acts, frozenset(pops))
 
 
-def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
-    return _fire_join(node, ins, union=False)
+def fire_intersect(node: Node, ins: dict[str, Stream], mem: Memory,
+                   cp: Copies | None = None) -> Firing:
+    return _fire_join(node, ins, False, cp)
 
 
-def fire_union(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
-    return _fire_join(node, ins, union=True)
+def fire_union(node: Node, ins: dict[str, Stream], mem: Memory,
+               cp: Copies | None = None) -> Firing:
+    return _fire_join(node, ins, True, cp)
 
 
-def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_array(node: Node, ins: dict[str, Stream], mem: Memory,
+               cp: Copies | None = None) -> Firing:
     s = ins["ref"]
     vals = mem.vals(node.attr("tensor"))
     n = len(s)
@@ -587,8 +633,13 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         out = np.zeros(n, dtype=vals.dtype if len(vals) else I64)
         out[is_data] = vals[r]
         out[~is_data] = s.data[~is_data]
+    if cp is None:
+        reads = _word_changes(r)
+    else:
+        w = r // ELEMENTS_PER_WORD
+        reads = _chain_words(w, w, cp.of["ref"][is_data], cp.count)
     return Firing(n, {"ref": (steps, steps)}, {"ref": steps}, {"val": steps},
-                  {"val": Stream(s.kind, out)}, {"sram_read_words": _word_changes(r)},
+                  {"val": Stream(s.kind, out)}, {"sram_read_words": reads},
                   frozenset({"ref"}))
 
 
@@ -600,7 +651,8 @@ _NP_OPS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory,
+             cp: Copies | None = None) -> Firing:
     a = node.a
     op = a["op"]
     x = ins["a"]
@@ -629,8 +681,10 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     dtype = np.result_type(vx.dtype, vy.dtype)
     out = _NP_OPS[op](vx.astype(dtype, copy=False), vy.astype(dtype, copy=False))
     out[ctl] = x.data[ctl]                  # a control token passes its own data
-    acts: dict[str, int] = {}
-    n_val = n - len(ctl)
+    acts: dict[str, Any] = {}
+    n_val: Any = n - len(ctl)
+    if cp is not None:
+        n_val = cp.tally("a", xv)
     if op == "mul":
         # the classification of isa.interp.alu_op_kind, array-wise: a zero operand is
         # ineffectual if every zero operand of the op has policy none, else gated
@@ -639,14 +693,16 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         zb = vy == 0
         zb &= xv
         zero = za | zb
-        n_zero = int(np.count_nonzero(zero))
+        count = (lambda m: int(np.count_nonzero(m))) if cp is None else \
+            (lambda m: cp.tally("a", m))
+        n_zero = count(zero)
         none_a, none_b = a["zero_a"] == "none", a["zero_b"] == "none"
         if none_a and none_b:
             n_ineff = n_zero
         elif not none_a and not none_b:
-            n_ineff = 0
+            n_ineff = 0 * n_zero
         else:                                # the zeros of the none operand's side alone
-            n_ineff = int(np.count_nonzero(zero & ~(zb if none_a else za)))
+            n_ineff = count(zero & ~(zb if none_a else za))
         acts["effectual_op_count"] = n_val - n_zero
         acts["ineffectual_op_count"] = n_ineff
         acts["gated_op_count"] = n_zero - n_ineff
@@ -654,8 +710,8 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         acts["effectual_op_count"] = n_val
     kind = np.where(xv, DATA, x.kind).astype(np.int8) if any_empty else x.kind
     return Firing(n, {"a": (steps, steps), "b": (steps, steps)}, {"a": steps, "b": steps},
-                  {"val": steps}, {"val": Stream(kind, out)}, {k: v for k, v in acts.items()
-                                                               if v}, frozenset({"a", "b"}))
+                  {"val": steps}, {"val": Stream(kind, out)},
+                  {k: v for k, v in acts.items() if cp is not None or v}, frozenset({"a", "b"}))
 
 
 def _fiber_sums(kind: np.ndarray, data: np.ndarray, boundary: np.ndarray
@@ -806,7 +862,8 @@ def _inner_fibers(node: Node, outer: Stream, inner: Stream):
     return stop_after, ci, first, length, ends, L
 
 
-def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory,
+                 cp: Copies | None = None) -> Firing:
     outer, inner = ins["outer"], ins["inner"]
     prune = bool(node.a.get("prune", False))
     ok = outer.kind
@@ -820,7 +877,7 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     kept = is_d & (L > 0)
     ck = np.cumsum(kept) - kept                      # kept tokens strictly before
     if not prune:
-        return _crddrop_plain(outer, inner, stop_after, ci, fst, L, is_d, kept, ck)
+        return _crddrop_plain(outer, inner, stop_after, ci, fst, L, is_d, kept, ck, cp)
     ki = np.flatnonzero(kept)
     ctl = np.flatnonzero(~is_d)
     ctl_stop = ctl[ok[ctl] == STOP]
@@ -895,7 +952,7 @@ def fire_crddrop(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 
 def _crddrop_plain(outer: Stream, inner: Stream, stop_after: np.ndarray, ci: np.ndarray,
                    fst: np.ndarray, L: np.ndarray, is_d: np.ndarray, kept: np.ndarray,
-                   ck: np.ndarray) -> Firing:
+                   ck: np.ndarray, cp: Copies | None = None) -> Firing:
     """``fire_crddrop`` without ``prune``: every outer token's steps are one run (a kept
     coordinate: the S0 separator if a kept fiber precedes it in its outer fiber, its first
     step, its inner data, the step popping the inner stop; any other token: one step), and
@@ -960,11 +1017,14 @@ def _crddrop_plain(outer: Stream, inner: Stream, stop_after: np.ndarray, ci: np.
     # inner tokens: a kept fiber's from its first step on, an empty one's at its token's step
     pop_i = np.arange(len(inner.kind), dtype=I64) + np.repeat(first_step[ci] - fst[ci],
                                                               L[ci] + 1)
-    dropped = int(np.count_nonzero(is_d & (L == 0)))
+    if cp is not None:
+        acts: dict[str, Any] = {"dropped_count": cp.tally("outer", is_d & (L == 0))}
+    else:
+        dropped = int(np.count_nonzero(is_d & (L == 0)))
+        acts = {"dropped_count": dropped} if dropped else {}
     return Firing(n, {"outer": po, "inner": (pi_steps, pi_toks)},
                   {"outer": pop_o, "inner": pop_i}, {"outer": e_o, "inner": e_i},
-                  {"outer": s_o, "inner": s_i},
-                  {"dropped_count": dropped} if dropped else {})
+                  {"outer": s_o, "inner": s_i}, acts)
 
 
 def _inside_steps(first_step: np.ndarray, L: np.ndarray) -> np.ndarray:
@@ -1485,13 +1545,162 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
 
 
 # ----------------------------------------------------------------------------- driving
+def _batched(node: Node) -> Callable[..., Firing] | None:
+    """The opcode function that fires the copies of ``node`` as one (``Copies``), if its
+    behaviour on the copies' concatenated streams is theirs laid end to end: a unit whose
+    state is back to its start once it has passed D, which takes the copy's last step."""
+    op = node.op
+    if op is Opcode.SCAN:
+        a = node.a
+        plain = not a["root"] and a["fmt"] != "bitmap" and not a["skip_zeros"]
+        return fire_scan if plain else None
+    if op is Opcode.CRDDROP:
+        return None if node.a.get("prune", False) else fire_crddrop
+    if op is Opcode.ALU:
+        return None if node.attr("op") in ALU_UNARY else fire_alu
+    return _BATCHED.get(op)
+
+
+_BATCHED: dict[Opcode, Callable[..., Firing]] = {
+    Opcode.INTERSECT: fire_intersect, Opcode.UNION: fire_union, Opcode.ARRAY: fire_array}
+
+
+class _CopiesFired:
+    """The concatenated outputs of the roles fired as one (``fire_kernel``), so that a role
+    reading them in the same copy order takes them as they are."""
+
+    def __init__(self) -> None:
+        self.outs: dict[tuple[str, str], tuple[Stream, np.ndarray]] = {}  # first member's
+        self.members: dict[str, list[str]] = {}                           # first member's
+
+
+class _Parts:
+    """Copy c's parts of a role's arrays, one view object per array (an array two ports
+    share stays shared: the timing merges the terms of one array by its identity)."""
+
+    def __init__(self, c: int) -> None:
+        self.c = c
+        self.views: dict[int, np.ndarray] = {}
+
+    def __call__(self, arr: np.ndarray, cut: np.ndarray) -> np.ndarray:
+        got = self.views.get(id(arr))
+        if got is None:
+            got = self.views[id(arr)] = arr[cut[self.c]:cut[self.c + 1]]
+        return got
+
+
+def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[str, list],
+                 streams: dict[tuple[str, str], Stream], mem: Memory,
+                 done: _CopiesFired) -> list[Firing] | None:
+    """Fire a role's copies (same opcode and attributes, inputs from the same roles) as one
+    unit on their concatenated input streams and split the firing table back per copy: each
+    copy's steps are a run (its step numbers restart at 0), its tokens a run of every port.
+    None when that cannot be done exactly (the copies' streams differ in dtype, or one does
+    not end with D): the caller fires them one by one (and reports any malformed input)."""
+    ids = [m.id for m in members]
+    count = len(members)
+    edges = {e.dst_port: [] for e in in_edges[ids[0]]}
+    for m in ids:
+        for e in in_edges[m]:
+            if e.dst_port not in edges:
+                return None
+            edges[e.dst_port].append(e)
+    ins: dict[str, Stream] = {}
+    cuts: dict[str, np.ndarray] = {}
+    shared = 0
+    for port, es in edges.items():
+        if len(es) != count:
+            return None
+        got = done.outs.get((es[0].src, es[0].src_port))
+        if got is not None and done.members[es[0].src] == [e.src for e in es] and \
+                all(e.src_port == es[0].src_port for e in es):
+            ins[port], cuts[port] = got
+            continue
+        parts = [streams[(e.src, e.src_port)] for e in es]
+        if len({(p.kind.dtype, p.data.dtype) for p in parts}) != 1:
+            return None
+        if all(p is parts[0] for p in parts):
+            shared += 1
+        lens = np.array([len(p) for p in parts], I64)
+        cut = np.zeros(count + 1, I64)
+        np.cumsum(lens, out=cut[1:])
+        ins[port] = Stream(np.concatenate([p.kind for p in parts]),
+                           np.concatenate([p.data for p in parts]))
+        cuts[port] = cut
+    if shared == len(edges):        # the very same streams: one firing, shared by the caller
+        return None
+    for port, cut in cuts.items():
+        if (np.diff(cut) == 0).any() or (ins[port].kind[cut[1:] - 1] != DONE_K).any():
+            return None
+    cp = Copies(count, {p: np.repeat(np.arange(count, dtype=I64), np.diff(c))
+                        for p, c in cuts.items()})
+    try:
+        f = fn(members[0], ins, mem, cp=cp)
+    except SimulationError:
+        return None
+    first = next(iter(cuts))
+    bound = np.zeros(count + 1, I64)        # each copy's first step
+    bound[1:] = f.pops[first][cuts[first][1:] - 1] + 1
+    if bound[-1] != f.n:
+        return None
+    local: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def steps_of(arr: np.ndarray, cut: np.ndarray | None = None) -> tuple[np.ndarray,
+                                                                           np.ndarray]:
+        """``arr`` (steps, in copy order) less each copy's first step, and its copy cuts
+        (``cut`` if given, else found by step)."""
+        got = local.get(id(arr))
+        if got is None:
+            if cut is None:
+                cut = np.searchsorted(arr, bound)
+            got = local[id(arr)] = (arr - np.repeat(bound[:-1], np.diff(cut)), cut)
+        return got
+
+    pops = {p: steps_of(a, cuts[p])[0] for p, a in f.pops.items()}
+    emits = {p: steps_of(a) for p, a in f.emits.items()}
+    heads = isinstance(f.peeks, HeadPeeks)
+    peeks = {}
+    if not heads:
+        for p, (ps, pt) in f.peeks.items():
+            ls, pc = steps_of(ps)
+            if pt is ps and np.array_equal(cuts[p], bound):   # a step per token: one array
+                peeks[p] = (ls, ls, pc)
+            else:
+                peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], np.diff(pc)), pc)
+    acts = {k: np.broadcast_to(v, count).tolist() for k, v in f.acts.items()}
+    n = np.diff(bound).tolist()
+    out: list[Firing] = []
+    for c in range(count):
+        part = _Parts(c)
+        pops_c = {p: part(a, cuts[p]) for p, a in pops.items()}
+        emits_c = {}
+        outs_c = {}
+        for p, (e, q) in emits.items():
+            emits_c[p] = part(e, q)
+            o = f.outs[p]
+            outs_c[p] = Stream(part(o.kind, q), part(o.data, q))
+        peeks_c: Mapping[str, tuple[np.ndarray, np.ndarray]] = HeadPeeks(pops_c, n[c]) \
+            if heads else {p: (part(ls, pc), part(lt, pc)) for p, (ls, lt, pc) in peeks.items()}
+        out.append(Firing(n[c], peeks_c, pops_c, emits_c, outs_c,
+                          {k: v[c] for k, v in acts.items() if v[c]}, f.dense))
+    done.members[ids[0]] = ids
+    for p, (_, q) in emits.items():
+        done.outs[(ids[0], p)] = (f.outs[p], q)
+    return out
+
+
 def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
                 ) -> tuple[dict[str, Firing], Memory, list[Node]]:
-    """The functional pass over a whole kernel, in topological order.
+    """The functional pass over a whole kernel, in topological order of its roles.
 
-    Units of the same opcode and attributes reading the very same input streams (an unrolled
-    kernel's copies of its outer scanners and repeaters) have the same firing table: it is
-    computed once and shared (the tables are read-only). Writers are always fired."""
+    A *role* is a set of units of the same opcode and attributes (but ``copy``) whose inputs
+    come from the same ports of the same roles: an unrolled kernel's copies of one unit.
+    Roles are formed in topological order, which is then a topological order of the roles.
+    The copies of a role whose opcode allows it (``_batched``) are fired as one on their
+    concatenated streams (``_fire_copies``). Otherwise, units of the same opcode and
+    attributes reading the very same input streams (the copies of an unrolled kernel's
+    outer scanners and repeaters) have the same firing table: it is computed once and shared
+    (the tables are read-only). Writers are always fired, each on its own."""
     mem = Memory(images)
     streams: dict[tuple[str, str], Stream] = {}
     firings: dict[str, Firing] = {}
@@ -1499,24 +1708,49 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
     in_edges: dict[str, list] = {node.id: [] for node in order}
     for e in kernel.edges:
         in_edges[e.dst].append(e)
-    fired: dict[tuple, Firing] = {}
+    role_of: dict[str, int] = {}
+    roles: dict[Any, list[Node]] = {}
     for node in order:
-        ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
-        f = None
-        key = None
-        if node.op not in WRITERS:   # they fill the memory's output levels
-            key = (node.op.value, node.attrs, *sorted((p, id(s)) for p, s in ins.items()))
+        key: Any = node.id
+        if node.op not in WRITERS:   # they fill the memory's output levels, in order
+            key = (node.op.value, tuple(kv for kv in node.attrs if kv[0] != "copy"),
+                   *sorted((e.dst_port, role_of[e.src], e.src_port) for e in in_edges[node.id]))
             try:
-                f = fired.get(key)
-            except TypeError:       # an unhashable attribute value: fire it on its own
-                key = None
-        if f is None:
-            f = FIRE[node.op](node, ins, mem)
-            if key is not None:
-                fired[key] = f
-        for port, s in f.outs.items():
-            streams[(node.id, port)] = s
-        firings[node.id] = f
+                hash(key)
+            except TypeError:       # an unhashable attribute value: a role of its own
+                key = node.id
+        members = roles.setdefault(key, [])
+        role_of[node.id] = id(members)
+        members.append(node)
+    fired: dict[tuple, Firing] = {}
+    done = _CopiesFired()
+    for members in roles.values():
+        fn = _batched(members[0]) if len(members) > 1 else None
+        if fn is not None:
+            got = _fire_copies(members, fn, in_edges, streams, mem, done)
+            if got is not None:
+                for node, f in zip(members, got):
+                    for port, s in f.outs.items():
+                        streams[(node.id, port)] = s
+                    firings[node.id] = f
+                continue
+        for node in members:
+            ins = {e.dst_port: streams[(e.src, e.src_port)] for e in in_edges[node.id]}
+            f = None
+            key = None
+            if node.op not in WRITERS:
+                key = (node.op.value, node.attrs, *sorted((p, id(s)) for p, s in ins.items()))
+                try:
+                    f = fired.get(key)
+                except TypeError:   # an unhashable attribute value: fire it on its own
+                    key = None
+            if f is None:
+                f = FIRE[node.op](node, ins, mem)
+                if key is not None:
+                    fired[key] = f
+            for port, s in f.outs.items():
+                streams[(node.id, port)] = s
+            firings[node.id] = f
     return firings, mem, order
 
 
