@@ -539,7 +539,6 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
     pop_b = np.arange(len(cb), dtype=I64)
     if len(at_b):
         pop_b += np.cumsum(np.bincount(at_b, minlength=len(cb))[:len(cb)])
-    step_b = pop_b[db_i]
     ctl_step = pop_b[ctl_b]
     pop_a = np.empty(len(ca), I64)
     pop_a[da_i] = step_a
@@ -550,6 +549,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
     ctl_data = ca.data[ctl_a].astype(I64)
     if union:
         # a union emits on every step: write the outputs straight into per-step slots
+        step_b = pop_b[db_i]
         b_is_match = np.zeros(nb, bool)
         b_is_match[ib_match] = True
         only_b = np.flatnonzero(~b_is_match)
@@ -822,10 +822,12 @@ def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
     if size <= 4 * len(key) + 4096:
         present = np.zeros(size, bool)
         present[key] = True
-        uk = np.flatnonzero(present)
         acc = np.zeros(size, vals.dtype)
         np.add.at(acc, key, vals)
+        uk = np.flatnonzero(present)
         sums = acc[uk]
+        ug, uc = np.divmod(uk, span)
+        return ug, uc + lo, sums
     else:
         uk, inv = np.unique(key, return_inverse=True)
         sums = np.zeros(len(uk), vals.dtype)
