@@ -537,8 +537,11 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
     at_b = np.where(in_seg, db_i[np.minimum(lu, max(nb - 1, 0))] if nb else 0,
                     ctl_b[seg_of_a[ua]] if n_seg else 0)
     pop_b = np.arange(len(cb), dtype=I64)
-    if len(at_b):
-        pop_b += np.cumsum(np.bincount(at_b, minlength=len(cb))[:len(cb)])
+    if len(at_b):           # at_b is nondecreasing: how many are <= each b token, by runs
+        edges = np.empty(len(at_b) + 2, I64)
+        edges[0], edges[-1] = 0, len(cb)
+        edges[1:-1] = at_b
+        pop_b += np.repeat(np.arange(len(at_b) + 1, dtype=I64), np.diff(edges))
     ctl_step = pop_b[ctl_b]
     pop_a = np.empty(len(ca), I64)
     pop_a[da_i] = step_a
@@ -620,7 +623,7 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory,
     n = len(s)
     steps = np.arange(n, dtype=I64)
     is_data = s.kind == DATA
-    r = s.data[is_data].astype(I64, copy=False)
+    r = s.data[np.flatnonzero(is_data)].astype(I64, copy=False)
     if len(r) and (r.min() < 0 or r.max() >= len(vals)):
         raise _bad(node, f"ref outside {node.attr('tensor')} values")
     if len(vals) and s.data.dtype.kind in "iu":
@@ -770,10 +773,12 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     flush = (k == STOP) & (c.data >= 1)
     di = np.flatnonzero(is_d)
     vals = np.where(ve[di], 0, v.data[di]) if ve.any() else v.data[di]
-    g = np.cumsum(flush)[di]                      # the fiber of each coordinate
+    fi = np.flatnonzero(flush)
+    # the fiber of each coordinate: the flushing stops before it, by runs of coordinates
+    runs = np.diff(np.searchsorted(di, fi), prepend=0, append=len(di))
+    g = np.repeat(np.arange(len(fi) + 1, dtype=I64), runs)
     cc = c.data[di].astype(I64)
     ug, uc, sums = _sums_by_key(g, cc, vals)
-    fi = np.flatnonzero(flush)
     done = np.flatnonzero(k == DONE_K)
     if len(done) != 1 or done[0] != len(k) - 1:
         raise _bad(node, "the input does not end with one D")
