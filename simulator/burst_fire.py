@@ -179,7 +179,7 @@ def fire_scan(node: Node, ins: dict[str, Stream], mem: Memory,
     root = a["root"]
     src = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
         else ins["ref"]
-    k, d = src.kind, src.data.astype(I64)
+    k, d = src.kind, src.data.astype(I64, copy=False)
     n_in = len(k)
     if n_in == 0 or k[-1] != DONE_K:
         raise _bad(node, "ref stream does not end with D")
@@ -777,7 +777,7 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     # the fiber of each coordinate: the flushing stops before it, by runs of coordinates
     runs = np.diff(np.searchsorted(di, fi), prepend=0, append=len(di))
     g = np.repeat(np.arange(len(fi) + 1, dtype=I64), runs)
-    cc = c.data[di].astype(I64)
+    cc = c.data[di].astype(I64, copy=False)
     ug, uc, sums = _sums_by_key(g, cc, vals)
     done = np.flatnonzero(k == DONE_K)
     if len(done) != 1 or done[0] != len(k) - 1:
@@ -785,20 +785,23 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     if len(ug) and ug[-1] >= len(fi):
         raise _bad(node, "coordinates after the last fiber's stop")
     m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
-    # output order: each fiber's entries then its lowered stop, then D; slot of each
+    # output order: each fiber's entries then its lowered stop, all queued at the fiber's
+    # flushing stop, then D; the slot of each entry and stop
     n_out = len(ug) + len(fi) + 1
-    entry_slot = np.arange(len(ug), dtype=I64) + ug
-    stop_slot = np.cumsum(m) + np.arange(len(fi), dtype=I64)
-    queued = np.empty(n_out, I64)
-    queued[entry_slot] = fi[ug]
-    queued[stop_slot] = fi
-    queued[-1] = done[0]
+    entry_slot = np.arange(len(ug), dtype=I64)
+    entry_slot += ug
+    stop_slot = np.cumsum(m + 1) - 1
+    emit = np.empty(n_out, I64)
+    emit[:-1] = np.repeat(fi, m + 1)
+    emit[-1] = done[0]
     idx = np.arange(n_out, dtype=I64)
-    emit = idx + np.maximum.accumulate(queued - idx)   # increasing: the slots are in step order
+    emit -= idx
+    np.maximum.accumulate(emit, out=emit)
+    emit += idx                                        # increasing: slots in step order
     n = int(emit[-1]) + 1
     lvl = c.data[fi].astype(I64) - 1
-    kind = np.full(n_out, STOP, np.int8)
-    kind[entry_slot] = DATA
+    kind = np.zeros(n_out, np.int8)
+    kind[stop_slot] = STOP
     kind[-1] = DONE_K
     out = []
     for data in (uc, sums):
@@ -822,7 +825,10 @@ def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
         return g.astype(I64), cc, vals
     lo = int(cc.min())
     span = int(cc.max()) - lo + 1
-    key = g * span + (cc - lo)
+    key = g * span
+    key += cc
+    if lo:
+        key -= lo
     size = (int(g[-1]) + 1) * span
     if size <= 4 * len(key) + 4096:
         present = np.zeros(size, bool)
@@ -832,7 +838,8 @@ def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
         uk = np.flatnonzero(present)
         sums = acc[uk]
         ug, uc = np.divmod(uk, span)
-        return ug, uc + lo, sums
+        uc += lo
+        return ug, uc, sums
     else:
         uk, inv = np.unique(key, return_inverse=True)
         sums = np.zeros(len(uk), vals.dtype)
@@ -1096,9 +1103,9 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     n = len(s)
     steps = np.arange(n, dtype=I64)
     is_d = s.kind == DATA
-    crd = s.data[is_d].astype(I64)
+    crd = s.data[is_d].astype(I64, copy=False)
     stops = s.kind == STOP
-    seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64)
+    seg = np.concatenate([[0], np.cumsum(is_d)[stops]]).astype(I64, copy=False)
     out = mem.writer_of(node, node.attr("level"))
     out.crd, out.seg = crd, seg
     nc, ns = len(crd), len(seg)
@@ -1229,7 +1236,7 @@ def fire_scan_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     root = node.attr("root")
     src = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
         else ins["ref"]
-    k, d = src.kind, src.data.astype(I64)
+    k, d = src.kind, src.data.astype(I64, copy=False)
     n_in = len(k)
     if n_in == 0 or k[-1] != DONE_K or (k == REP_K).any():
         raise _bad(node, "ref stream does not end with D, or carries R")
@@ -1347,7 +1354,7 @@ def fire_write_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     nf = len(stops)
     fiber = np.cumsum(k != DATA) - (k != DATA)          # the fiber of each token
     di = np.flatnonzero(k == DATA)
-    c = s.data[di].astype(I64)
+    c = s.data[di].astype(I64, copy=False)
     fd = fiber[di]
     if len(di) and (fd.max() >= nf or c.min() < 0 or c.max() >= dim):
         raise _bad(node, f"coordinate out of order or outside dim {dim}")
