@@ -1588,21 +1588,6 @@ class _CopiesFired:
         self.members: dict[str, list[str]] = {}                           # first member's
 
 
-class _Parts:
-    """Copy c's parts of a role's arrays, one view object per array (an array two ports
-    share stays shared: the timing merges the terms of one array by its identity)."""
-
-    def __init__(self, c: int) -> None:
-        self.c = c
-        self.views: dict[int, np.ndarray] = {}
-
-    def __call__(self, arr: np.ndarray, cut: np.ndarray) -> np.ndarray:
-        got = self.views.get(id(arr))
-        if got is None:
-            got = self.views[id(arr)] = arr[cut[self.c]:cut[self.c + 1]]
-        return got
-
-
 def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[str, list],
                  streams: dict[tuple[str, str], Stream], mem: Memory,
                  done: _CopiesFired) -> list[Firing] | None:
@@ -1683,19 +1668,29 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
                 peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], np.diff(pc)), pc)
     acts = {k: np.broadcast_to(v, count).tolist() for k, v in f.acts.items()}
     n = np.diff(bound).tolist()
+    parts: dict[int, list[np.ndarray]] = {}
+
+    def split(arr: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
+        """Each copy's part of ``arr``: one view object per array and copy, so an array
+        two ports share stays shared (the timing merges the terms of one array)."""
+        got = parts.get(id(arr))
+        if got is None:
+            at = cut.tolist()
+            got = parts[id(arr)] = [arr[lo:hi] for lo, hi in zip(at, at[1:])]
+        return got
+
+    pops_s = {p: split(a, cuts[p]) for p, a in pops.items()}
+    emits_s = {p: split(e, q) for p, (e, q) in emits.items()}
+    outs_s = {p: (split(f.outs[p].kind, q), split(f.outs[p].data, q))
+              for p, (_, q) in emits.items()}
+    peeks_s = {p: (split(ls, pc), split(lt, pc)) for p, (ls, lt, pc) in peeks.items()}
     out: list[Firing] = []
     for c in range(count):
-        part = _Parts(c)
-        pops_c = {p: part(a, cuts[p]) for p, a in pops.items()}
-        emits_c = {}
-        outs_c = {}
-        for p, (e, q) in emits.items():
-            emits_c[p] = part(e, q)
-            o = f.outs[p]
-            outs_c[p] = Stream(part(o.kind, q), part(o.data, q))
+        pops_c = {p: v[c] for p, v in pops_s.items()}
         peeks_c: Mapping[str, tuple[np.ndarray, np.ndarray]] = HeadPeeks(pops_c, n[c]) \
-            if heads else {p: (part(ls, pc), part(lt, pc)) for p, (ls, lt, pc) in peeks.items()}
-        out.append(Firing(n[c], peeks_c, pops_c, emits_c, outs_c,
+            if heads else {p: (ls[c], lt[c]) for p, (ls, lt) in peeks_s.items()}
+        out.append(Firing(n[c], peeks_c, pops_c, {p: v[c] for p, v in emits_s.items()},
+                          {p: Stream(k[c], d[c]) for p, (k, d) in outs_s.items()},
                           {k: v[c] for k, v in acts.items() if v[c]}, f.dense))
     done.members[ids[0]] = ids
     for p, (_, q) in emits.items():
