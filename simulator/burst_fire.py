@@ -109,6 +109,7 @@ class Copies:
 
     count: int
     of: dict[str, np.ndarray]
+    cuts: dict[str, np.ndarray]     # port -> each copy's first token (and the total)
 
     def tally(self, port: str, where: np.ndarray) -> np.ndarray:
         """Per copy, how many of the tokens of ``port`` at the indices or mask ``where``."""
@@ -399,7 +400,8 @@ _CTL_KIND = np.array([STOP, STOP, DONE_K, STOP, STOP], np.int8)
 """The control token a scanner emits for each input kind (a fiber's stop, S_(l+1), D)."""
 
 
-def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory,
+                cp: Copies | None = None) -> Firing:
     s = ins["crd"]
     n = len(s)
     steps = np.arange(n, dtype=I64)
@@ -411,7 +413,8 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"repsig": Stream(kind, data)}, dense=frozenset({"crd"}))
 
 
-def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory,
+                cp: Copies | None = None) -> Firing:
     root = node.attr("root")
     ref = Stream(np.array([DATA, DONE_K], np.int8), np.array([0, 0], I64)) if root \
         else ins["ref"]
@@ -427,7 +430,8 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     gsize = np.diff(np.concatenate([[-1], ends]))
     ck = rk[consumer]
     is_fib = (ck == DATA) | (ck == EMPTY_K)
-    if ((~is_fib) & (gsize != 1)).any() or (sk[ends] == DONE_K).sum() != 1 \
+    if ((~is_fib) & (gsize != 1)).any() or \
+            (sk[ends] == DONE_K).sum() != (1 if cp is None else cp.count) \
             or ((ck == DONE_K) != (sk[ends] == DONE_K)).any():
         raise _bad(node, "repsig and ref streams out of step")
     counts = np.ones(len(rk), I64)
@@ -760,7 +764,8 @@ def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                   {"add_count": int(np.count_nonzero((k == DATA) | (k == EMPTY_K)))})
 
 
-def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
+def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory,
+                 cp: Copies | None = None) -> Firing:
     """The vector reducer (``isa.interp.vreduce``): step k pops input token k; output token m,
     queued at the step of the input that completes it (a fiber's S_n, n >= 1, or D), is
     emitted at e_m = max(queued_m, e_(m-1) + 1), i.e. m + cummax(queued - m)."""
@@ -780,6 +785,8 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     cc = c.data[di].astype(I64, copy=False)
     ug, uc, sums = _sums_by_key(g, cc, vals)
     done = np.flatnonzero(k == DONE_K)
+    if cp is not None:
+        return _vreduce_copies(node, c, di, fi, g, done, ug, uc, sums, cp)
     if len(done) != 1 or done[0] != len(k) - 1:
         raise _bad(node, "the input does not end with one D")
     if len(ug) and ug[-1] >= len(fi):
@@ -814,6 +821,64 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
     return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
                   {"crd": out[0], "val": out[1]}, {"add_count": len(di)}, frozenset(peeks))
+
+
+def _vreduce_copies(node: Node, c: Stream, di: np.ndarray, fi: np.ndarray, g: np.ndarray,
+                    done: np.ndarray, ug: np.ndarray, uc: np.ndarray, sums: np.ndarray,
+                    cp: Copies) -> Firing:
+    """``fire_vreduce`` of a role's copies on their concatenated streams: a copy's steps
+    restart at 0 and its output queue drains after its own D, so each copy's emits are its
+    own running maximum (kept apart by an offset per copy larger than any difference within
+    one) and the copies' steps are laid end to end by their own step counts."""
+    tokc = cp.of["crd"]
+    count = cp.count
+    cut = cp.cuts["crd"]
+    if len(done) != count or (done != cut[1:] - 1).any():
+        raise _bad(node, "a copy's input does not end with one D")
+    if len(g) and (g[-1] >= len(fi) or (tokc[fi[g[g < len(fi)]]] != tokc[di]).any()):
+        raise _bad(node, "coordinates after the last fiber's stop")
+    m = np.bincount(ug, minlength=len(fi)) if len(fi) else np.zeros(0, I64)
+    # output items in input order: each fiber (its entries, then its lowered stop) and each
+    # copy's D, queued at the token that completes it
+    item_tok = np.concatenate([fi, done])
+    order = np.argsort(item_tok, kind="stable")
+    size = np.concatenate([m + 1, np.ones(count, I64)])[order]
+    item_tok = item_tok[order]
+    start = _exclusive_cumsum(size)
+    n_out = int(start[-1] + size[-1])
+    queued = np.repeat(item_tok, size)
+    sc = tokc[queued]                                  # each output's copy
+    first_out = np.searchsorted(sc, np.arange(count + 1))
+    local_idx = np.arange(n_out, dtype=I64) - first_out[sc]
+    spread = len(tokc) + n_out + 1
+    v = queued - cut[sc] - local_idx + sc * spread
+    np.maximum.accumulate(v, out=v)
+    emit = local_idx + v - sc * spread                 # each copy's own steps
+    steps = emit[first_out[1:] - 1] + 1                # each copy's step count
+    base = _exclusive_cumsum(steps)
+    emit += base[sc]
+    n = int(steps.sum())
+    fiber_start = start[np.argsort(order, kind="stable")[:len(fi)]]
+    entry_slot = np.arange(len(ug), dtype=I64) + (fiber_start - _exclusive_cumsum(m))[ug]
+    stop_slot = fiber_start + m
+    d_slot = start[order >= len(fi)]
+    kind = np.zeros(n_out, np.int8)
+    kind[stop_slot] = STOP
+    kind[d_slot] = DONE_K
+    lvl = c.data[fi].astype(I64) - 1
+    out = []
+    for data in (uc, sums):
+        col = np.empty(n_out, np.result_type(data.dtype, I64))
+        col[entry_slot] = data
+        col[stop_slot] = lvl
+        col[d_slot] = 0
+        out.append(Stream(kind, col))
+    pop = np.arange(len(tokc), dtype=I64) + (base - cut[:-1])[tokc]
+    tok = np.arange(len(tokc), dtype=I64)
+    peeks = {"crd": (pop, tok), "val": (pop, tok)}
+    return Firing(n, peeks, {"crd": pop, "val": pop}, {"crd": emit, "val": emit},
+                  {"crd": out[0], "val": out[1]}, {"add_count": cp.tally("crd", di)},
+                  frozenset(peeks))
 
 
 def _sums_by_key(g: np.ndarray, cc: np.ndarray, vals: np.ndarray
@@ -1572,11 +1637,14 @@ def _batched(node: Node) -> Callable[..., Firing] | None:
         return None if node.a.get("prune", False) else fire_crddrop
     if op is Opcode.ALU:
         return None if node.attr("op") in ALU_UNARY else fire_alu
+    if op is Opcode.REPEAT:
+        return None if node.attr("root") else fire_repeat
     return _BATCHED.get(op)
 
 
 _BATCHED: dict[Opcode, Callable[..., Firing]] = {
-    Opcode.INTERSECT: fire_intersect, Opcode.UNION: fire_union, Opcode.ARRAY: fire_array}
+    Opcode.INTERSECT: fire_intersect, Opcode.UNION: fire_union, Opcode.ARRAY: fire_array,
+    Opcode.REPSIG: fire_repsig, Opcode.VREDUCE: fire_vreduce}
 
 
 class _CopiesFired:
@@ -1632,14 +1700,22 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
         if (np.diff(cut) == 0).any() or (ins[port].kind[cut[1:] - 1] != DONE_K).any():
             return None
     cp = Copies(count, {p: np.repeat(np.arange(count, dtype=I64), np.diff(c))
-                        for p, c in cuts.items()})
+                        for p, c in cuts.items()}, cuts)
     try:
         f = fn(members[0], ins, mem, cp=cp)
     except SimulationError:
         return None
     first = next(iter(cuts))
-    bound = np.zeros(count + 1, I64)        # each copy's first step
-    bound[1:] = f.pops[first][cuts[first][1:] - 1] + 1
+    # each copy's first step: after its last one, which pops its D (and any output D, as a
+    # vector reducer's drained queue, may come later)
+    last = f.pops[first][cuts[first][1:] - 1]
+    for p, o in f.outs.items():
+        ends = np.flatnonzero(o.kind == DONE_K)
+        if len(ends) != count:
+            return None
+        last = np.maximum(last, f.emits[p][ends])
+    bound = np.zeros(count + 1, I64)
+    bound[1:] = last + 1
     if bound[-1] != f.n:
         return None
     local: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -1662,10 +1738,9 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
     if not heads:
         for p, (ps, pt) in f.peeks.items():
             ls, pc = steps_of(ps)
-            if pt is ps and np.array_equal(cuts[p], bound):   # a step per token: one array
-                peeks[p] = (ls, ls, pc)
-            else:
-                peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], np.diff(pc)), pc)
+            lt = pt - np.repeat(cuts[p][:-1], np.diff(pc))
+            # a head per step (the same array in a copy's own table): one array
+            peeks[p] = (ls, ls if np.array_equal(lt, ls) else lt, pc)
     acts = {k: np.broadcast_to(v, count).tolist() for k, v in f.acts.items()}
     n = np.diff(bound).tolist()
     parts: dict[int, list[np.ndarray]] = {}
