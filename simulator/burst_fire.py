@@ -133,6 +133,24 @@ def _chain_words(fw: np.ndarray, lw: np.ndarray, cid: np.ndarray | None = None,
     return out
 
 
+_IOTA: list[np.ndarray] = [np.zeros(0, I64)]
+IOTA_CACHED = 1 << 20
+"""Step and token numbers up to this many are views of one read-only arange (``_iota``)."""
+
+
+def _iota(n: int) -> np.ndarray:
+    """``np.arange(n)`` as a read-only view of one shared array (up to ``IOTA_CACHED``):
+    the step and token numbers of a firing table that peeks, pops or emits once a step cost
+    neither an allocation nor its first touch (tables are read-only)."""
+    if n > IOTA_CACHED:
+        return np.arange(n, dtype=I64)
+    if n > len(_IOTA[0]):
+        grown = np.arange(min(max(n, 2 * len(_IOTA[0]), 4096), IOTA_CACHED), dtype=I64)
+        grown.flags.writeable = False
+        _IOTA[0] = grown
+    return _IOTA[0][:n]
+
+
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(counts), dtype=I64)
     if len(counts) > 1:
@@ -404,7 +422,7 @@ def fire_repsig(node: Node, ins: dict[str, Stream], mem: Memory,
                 cp: Copies | None = None) -> Firing:
     s = ins["crd"]
     n = len(s)
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     kind = np.where(s.kind == DATA, REP_K, s.kind).astype(np.int8)
     data = np.zeros(n, I64)                        # R carries 0, a stop its level
     ctl = np.flatnonzero(s.kind != DATA)
@@ -447,10 +465,10 @@ def fire_repeat(node: Node, ins: dict[str, Stream], mem: Memory,
     out_data = np.repeat(ref.data[consumer], gsize).astype(
         np.result_type(ref.data.dtype, sig.data.dtype), copy=False)
     out_data[ends] = sig.data[ends]
-    peeks = {"repsig": (sig_step, np.arange(len(sk), dtype=I64))}
+    peeks = {"repsig": (sig_step, _iota(len(sk)))}
     pops = {"repsig": sig_step}
     if not root:
-        peeks["ref"] = (np.arange(n, dtype=I64), np.repeat(np.arange(len(rk), dtype=I64), counts))
+        peeks["ref"] = (_iota(n), np.repeat(_iota(len(rk)), counts))
         pops["ref"] = off + counts - 1
     return Firing(n, peeks, pops, {"ref": sig_step}, {"ref": Stream(out_kind, out_data)},
                   dense=frozenset(peeks) - {"repsig"})
@@ -582,7 +600,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
         bd[step_b] = rb.data[db_i]
         bk[step_a[a_only]] = EMPTY_K
         bd[step_a[a_only]] = 0
-        e = np.arange(n, dtype=I64)
+        e = _iota(n)
         s_crd, s_ra, s_rb = (Stream(*outs[p]) for p in ("crd", "ref_a", "ref_b"))
     else:
         # in step order: each segment's matches, then its control token
@@ -625,7 +643,7 @@ def fire_array(node: Node, ins: dict[str, Stream], mem: Memory,
     s = ins["ref"]
     vals = mem.vals(node.attr("tensor"))
     n = len(s)
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     is_data = s.kind == DATA
     r = s.data[np.flatnonzero(is_data)].astype(I64, copy=False)
     if len(r) and (r.min() < 0 or r.max() >= len(vals)):
@@ -664,7 +682,7 @@ def fire_alu(node: Node, ins: dict[str, Stream], mem: Memory,
     op = a["op"]
     x = ins["a"]
     n = len(x)
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     xv = (x.kind == DATA) | (x.kind == EMPTY_K)
     if op in ALU_UNARY:
         out = x.data.astype(np.float64 if op != "relu" else x.data.dtype).copy()
@@ -759,7 +777,7 @@ def fire_reduce(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
                              (lower_step, STOP, s.data[lower].astype(I64) - 1),
                              (off[done], DONE_K, 0)])
     steps_all = off
-    return Firing(n, {"val": (steps_all, np.arange(len(k), dtype=I64))}, {"val": last},
+    return Firing(n, {"val": (steps_all, _iota(len(k)))}, {"val": last},
                   {"val": e}, {"val": out},
                   {"add_count": int(np.count_nonzero((k == DATA) | (k == EMPTY_K)))})
 
@@ -817,7 +835,7 @@ def fire_vreduce(node: Node, ins: dict[str, Stream], mem: Memory,
         col[stop_slot] = lvl
         col[-1] = 0
         out.append(Stream(kind, col))
-    tok = np.arange(len(k), dtype=I64)
+    tok = _iota(len(k))
     peeks = {"crd": (tok, tok), "val": (tok, tok)}
     return Firing(n, peeks, {"crd": tok, "val": tok}, {"crd": emit, "val": emit},
                   {"crd": out[0], "val": out[1]}, {"add_count": len(di)}, frozenset(peeks))
@@ -874,7 +892,7 @@ def _vreduce_copies(node: Node, c: Stream, di: np.ndarray, fi: np.ndarray, g: np
         col[d_slot] = 0
         out.append(Stream(kind, col))
     pop = np.arange(len(tokc), dtype=I64) + (base - cut[:-1])[tokc]
-    tok = np.arange(len(tokc), dtype=I64)
+    tok = _iota(len(tokc))
     peeks = {"crd": (pop, tok), "val": (pop, tok)}
     return Firing(n, peeks, {"crd": pop, "val": pop}, {"crd": emit, "val": emit},
                   {"crd": out[0], "val": out[1]}, {"add_count": cp.tally("crd", di)},
@@ -1157,7 +1175,7 @@ def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     pop_o = off + counts - 1
     pop_i = inner_step
     # peeks: outer at the first step of every outer token; inner at every inner step
-    peek_o = (off, np.arange(n_o, dtype=I64))
+    peek_o = (off, _iota(n_o))
     peek_i = (inner_step[order], tok_i[order])
     return Firing(n, {"outer": peek_o, "inner": peek_i}, {"outer": pop_o, "inner": pop_i},
                   {"outer": e, "inner": e}, {"outer": s_o, "inner": s_i})
@@ -1166,7 +1184,7 @@ def fire_crdhold(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     s = ins["crd"]
     n = len(s)
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     is_d = s.kind == DATA
     crd = s.data[is_d].astype(I64, copy=False)
     stops = s.kind == STOP
@@ -1182,7 +1200,7 @@ def fire_write_crd(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
 def fire_write_val(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     s = ins["val"]
     n = len(s)
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     val = (s.kind == DATA) | (s.kind == EMPTY_K)
     v = np.where(s.kind == DATA, s.data, 0)[val]
     out = mem.writer_of(node, -1)
@@ -1269,7 +1287,7 @@ def fire_locate(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     out_kind[di[absent]] = EMPTY_K
     out_data[di] = np.where(absent, 0, o_data * dim + c.data[di].astype(I64))
     peeks: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "crd": (off, np.arange(len(ck), dtype=I64))}
+        "crd": (off, _iota(len(ck)))}
     pops: dict[str, np.ndarray] = {"crd": off}
     if not root:
         peeks["ref"], pops["ref"] = _ref_stream_steps(off, owner, consumer, ends, drop_step,
@@ -1390,7 +1408,7 @@ def _fire_bv_join(node: Node, ins: dict[str, Stream], union: bool) -> Firing:
     _, s_ra = _sorted_stream(outs_ref[0] + cpieces)
     _, s_rb = _sorted_stream(outs_ref[1] + cpieces)
     pop = off + counts - 1
-    peeks = {p: (off, np.arange(len(kind), dtype=I64)) for p in ("bv_a", "ref_a", "bv_b", "ref_b")}
+    peeks = {p: (off, _iota(len(kind))) for p in ("bv_a", "ref_a", "bv_b", "ref_b")}
     pops = {p: pop for p in ("bv_a", "ref_a", "bv_b", "ref_b")}
     emits = {"crd": e, "ref_a": e, "ref_b": e}
     acts = {"match_count": len(row)} if len(row) else {}
@@ -1434,7 +1452,7 @@ def fire_write_bv(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
     pop[di] = foff[fd] + rank + c // BITMAP_WORD_BITS
     pop[stops] = foff + per - 1
     pop[-1] = n - 1
-    steps = np.arange(n, dtype=I64)
+    steps = _iota(n)
     out = mem.writer_of(node, node.attr("level"))
     out.masks = np.bincount(fd * words + c // BITMAP_WORD_BITS,
                             weights=np.left_shift(1, c % BITMAP_WORD_BITS).astype(np.float64),
@@ -1519,7 +1537,7 @@ def fire_filter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
             raise _bad(node, "an outermost-fiber stream holds elements, S0 and one final D")
         pos = np.cumsum(elem) - elem
         memo = s.memo[("deal", copies)] = (np.where(elem, dealt_copy(pos, copies), -1),
-                                           np.arange(n, dtype=I64))
+                                           _iota(n))
     dest, steps = memo
     keep = np.flatnonzero((dest == copy) | (dest < 0))
     return Firing(n, {"in": (steps, steps)}, {"in": steps}, {"out": keep},
@@ -1595,7 +1613,7 @@ def fire_arbiter(node: Node, ins: dict[str, Stream], mem: Memory) -> Firing:
         own_steps = np.concatenate([at, fin])
         peeks[port] = (own_steps, np.arange(len(s), dtype=I64))
         pops[port] = own_steps
-    return Firing(n, peeks, pops, {"out": np.arange(n, dtype=I64)}, {"out": Stream(kind, data)})
+    return Firing(n, peeks, pops, {"out": _iota(n)}, {"out": Stream(kind, data)})
 
 
 FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
@@ -1627,24 +1645,28 @@ FIRE: dict[Opcode, Callable[[Node, dict[str, Stream], Memory], Firing]] = {
 def _batched(node: Node) -> Callable[..., Firing] | None:
     """The opcode function that fires the copies of ``node`` as one (``Copies``), if its
     behaviour on the copies' concatenated streams is theirs laid end to end: a unit whose
-    state is back to its start once it has passed D, which takes the copy's last step."""
+    state is back to its start once it has passed D, which takes the copy's last step. Only
+    ``FIRE``'s own functions are (a replaced entry fires unit by unit)."""
     op = node.op
+    fn = FIRE[op]
+    if fn not in _BATCHED:
+        return None
     if op is Opcode.SCAN:
         a = node.a
         plain = not a["root"] and a["fmt"] != "bitmap" and not a["skip_zeros"]
-        return fire_scan if plain else None
+        return fn if plain else None
     if op is Opcode.CRDDROP:
-        return None if node.a.get("prune", False) else fire_crddrop
+        return None if node.a.get("prune", False) else fn
     if op is Opcode.ALU:
-        return None if node.attr("op") in ALU_UNARY else fire_alu
+        return None if node.attr("op") in ALU_UNARY else fn
     if op is Opcode.REPEAT:
-        return None if node.attr("root") else fire_repeat
-    return _BATCHED.get(op)
+        return None if node.attr("root") else fn
+    return fn
 
 
-_BATCHED: dict[Opcode, Callable[..., Firing]] = {
-    Opcode.INTERSECT: fire_intersect, Opcode.UNION: fire_union, Opcode.ARRAY: fire_array,
-    Opcode.REPSIG: fire_repsig, Opcode.VREDUCE: fire_vreduce}
+_BATCHED: frozenset[Callable[..., Firing]] = frozenset({
+    fire_scan, fire_crddrop, fire_alu, fire_repeat, fire_intersect, fire_union, fire_array,
+    fire_repsig, fire_vreduce})
 
 
 class _CopiesFired:
