@@ -356,14 +356,15 @@ def _scan_plain(node: Node, lv: Any, dense: bool, root: bool, k: np.ndarray, d: 
     total = int(cend[-1])
     first_out = cend - c
     ctl_pos = cend - 1
-    rep = np.repeat(np.arange(len(oi), dtype=I64), c)
-    idx = np.arange(total, dtype=I64)
+    idx = _iota(total)
     # a fiber's outputs at steps off+1 .. off+1+len (the stop last), a lone token's at off
-    e_crd = idx + (off[oi] + fib[oi] - first_out)[rep]
+    e_crd = np.repeat(off[oi] + fib[oi] - first_out, c)
+    e_crd += idx
     # the level position of each output (a fiber's stop slot: one past its last; overwritten)
-    ref_data = idx + (start[oi] - first_out)[rep]
+    ref_data = np.repeat(start[oi] - first_out, c)
+    ref_data += idx
     if dense:
-        crd_data = idx - first_out[rep]
+        crd_data = idx - np.repeat(first_out, c)
     elif len(lv.crd):
         crd_data = np.take(lv.crd, ref_data, mode="clip").astype(I64, copy=False)
     else:
@@ -526,14 +527,16 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
             (nb and (not len(ctl_b) or db_i[-1] > ctl_b[-1])):
         raise _bad(node, "coordinates after the last control token")
     # the segment of each coordinate: the control tokens before it
-    seg_of_a = da_i - np.arange(na, dtype=I64)
-    seg_of_b = db_i - np.arange(nb, dtype=I64)
+    seg_of_a = da_i - _iota(na)
+    seg_of_b = db_i - _iota(nb)
     # one sortable key per coordinate: (segment, coordinate); each side is already sorted
     crd_a = np.asarray(ca.data[da_i], dtype=I64)
     crd_b = np.asarray(cb.data[db_i], dtype=I64)
     span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
-    ka = seg_of_a * span + crd_a
-    kb = seg_of_b * span + crd_b
+    ka = seg_of_a * span
+    ka += crd_a
+    kb = seg_of_b * span
+    kb += crd_b
     if (na > 1 and bool((ka[1:] <= ka[:-1]).any())) or \
             (nb > 1 and bool((kb[1:] <= kb[:-1]).any())):
         raise _bad(node, "coordinates not strictly increasing within a fiber")
@@ -558,12 +561,14 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
     in_seg[in_seg] = seg_of_b[lu[in_seg]] == seg_of_a[ua[in_seg]]
     at_b = np.where(in_seg, db_i[np.minimum(lu, max(nb - 1, 0))] if nb else 0,
                     ctl_b[seg_of_a[ua]] if n_seg else 0)
-    pop_b = np.arange(len(cb), dtype=I64)
     if len(at_b):           # at_b is nondecreasing: how many are <= each b token, by runs
         edges = np.empty(len(at_b) + 2, I64)
         edges[0], edges[-1] = 0, len(cb)
         edges[1:-1] = at_b
-        pop_b += np.repeat(np.arange(len(at_b) + 1, dtype=I64), np.diff(edges))
+        pop_b = np.repeat(np.arange(len(at_b) + 1, dtype=I64), np.diff(edges))
+        pop_b += _iota(len(cb))
+    else:
+        pop_b = np.arange(len(cb), dtype=I64)
     ctl_step = pop_b[ctl_b]
     pop_a = np.empty(len(ca), I64)
     pop_a[da_i] = step_a
@@ -1079,11 +1084,12 @@ def _crddrop_plain(outer: Stream, inner: Stream, stop_after: np.ndarray, ci: np.
     ti = np.flatnonzero(ni)
     m_i = ni[ti]
     iend = np.cumsum(m_i)
-    rep = np.repeat(np.arange(len(ti), dtype=I64), m_i)
-    idx = np.arange(int(iend[-1]) if len(iend) else 0, dtype=I64)
+    idx = _iota(int(iend[-1]) if len(iend) else 0)
     istart = iend - m_i
-    e_i = idx + (off[ti] - istart)[rep]
-    src = idx + (fst[ti] - ob[ti] - istart)[rep]     # the inner token forwarded
+    e_i = np.repeat(off[ti] - istart, m_i)
+    e_i += idx
+    src = np.repeat(fst[ti] - ob[ti] - istart, m_i)  # the inner token forwarded
+    src += idx
     i_kind = np.take(inner.kind, src, mode="clip") if len(inner.kind) else idx.astype(np.int8)
     i_data = np.take(inner.data, src, mode="clip") if len(inner.kind) else idx
     i_data = i_data.astype(np.result_type(inner.data.dtype, I64), copy=True)
@@ -1106,14 +1112,15 @@ def _crddrop_plain(outer: Stream, inner: Stream, stop_after: np.ndarray, ci: np.
     mc = counts[ci]
     m_end = np.cumsum(mc)
     M = int(m_end[-1]) if len(m_end) else 0
-    rep_c = np.repeat(np.arange(len(ci), dtype=I64), mc)
-    jm = np.arange(M, dtype=I64) - (m_end - mc)[rep_c]    # step within the token's run
-    pi_steps = jm + off[ci][rep_c]
-    pi_toks = fst[ci][rep_c] + np.maximum(jm - ob[ci][rep_c], 0)
+    pi_steps = np.arange(M, dtype=I64)
+    pi_steps += np.repeat(off[ci] - (m_end - mc), mc)
+    # each inner token is peeked once, a kept fiber's first also at its separator step
+    reps = np.ones(len(inner.kind), I64)
+    reps[fst[ob]] += 1
+    pi_toks = np.repeat(_iota(len(inner.kind)), reps)
     pop_o = np.where(kept, first_step, off + counts - 1)
     # inner tokens: a kept fiber's from its first step on, an empty one's at its token's step
-    pop_i = np.arange(len(inner.kind), dtype=I64) + np.repeat(first_step[ci] - fst[ci],
-                                                              L[ci] + 1)
+    pop_i = _iota(len(inner.kind)) + np.repeat(first_step[ci] - fst[ci], L[ci] + 1)
     if cp is not None:
         acts: dict[str, Any] = {"dropped_count": cp.tally("outer", is_d & (L == 0))}
     else:
