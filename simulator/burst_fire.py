@@ -528,14 +528,14 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
         raise _bad(node, "coordinates after the last control token")
     # the segment of each coordinate: the control tokens before it
     seg_of_a = da_i - _iota(na)
-    seg_of_b = db_i - _iota(nb)
     # one sortable key per coordinate: (segment, coordinate); each side is already sorted
     crd_a = np.asarray(ca.data[da_i], dtype=I64)
     crd_b = np.asarray(cb.data[db_i], dtype=I64)
     span = int(max(crd_a.max(initial=0), crd_b.max(initial=0))) + 1
     ka = seg_of_a * span
     ka += crd_a
-    kb = seg_of_b * span
+    kb = db_i - _iota(nb)           # b's segments, then its keys in place
+    kb *= span
     kb += crd_b
     if (na > 1 and bool((ka[1:] <= ka[:-1]).any())) or \
             (nb > 1 and bool((kb[1:] <= kb[:-1]).any())):
@@ -558,7 +558,7 @@ def _fire_join(node: Node, ins: dict[str, Stream], union: bool,
     ua = np.flatnonzero(~hit_a)
     lu = lb[ua]
     in_seg = lu < nb
-    in_seg[in_seg] = seg_of_b[lu[in_seg]] == seg_of_a[ua[in_seg]]
+    in_seg[in_seg] = kb[lu[in_seg]] // span == seg_of_a[ua[in_seg]]
     at_b = np.where(in_seg, db_i[np.minimum(lu, max(nb - 1, 0))] if nb else 0,
                     ctl_b[seg_of_a[ua]] if n_seg else 0)
     if len(at_b):           # at_b is nondecreasing: how many are <= each b token, by runs
