@@ -1676,6 +1676,12 @@ _BATCHED: frozenset[Callable[..., Firing]] = frozenset({
     fire_repsig, fire_vreduce})
 
 
+BATCH_TOKENS = 1 << 18
+"""A role's copies are fired as one while each input port's concatenated stream holds at
+most this many tokens: batching saves the opcode function's per-call cost, which only
+matters for short streams, and costs a pass to concatenate and one to split each table."""
+
+
 class _CopiesFired:
     """The concatenated outputs of the roles fired as one (``fire_kernel``), so that a role
     reading them in the same copy order takes them as they are."""
@@ -1710,10 +1716,13 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
         got = done.outs.get((es[0].src, es[0].src_port))
         if got is not None and done.members[es[0].src] == [e.src for e in es] and \
                 all(e.src_port == es[0].src_port for e in es):
+            if len(got[0]) > BATCH_TOKENS:
+                return None
             ins[port], cuts[port] = got
             continue
         parts = [streams[(e.src, e.src_port)] for e in es]
-        if len({(p.kind.dtype, p.data.dtype) for p in parts}) != 1:
+        if len({(p.kind.dtype, p.data.dtype) for p in parts}) != 1 or \
+                sum(len(p) for p in parts) > BATCH_TOKENS:
             return None
         if all(p is parts[0] for p in parts):
             shared += 1
@@ -1767,9 +1776,10 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
     if not heads:
         for p, (ps, pt) in f.peeks.items():
             ls, pc = steps_of(ps)
-            lt = pt - np.repeat(cuts[p][:-1], np.diff(pc))
-            # a head per step (the same array in a copy's own table): one array
-            peeks[p] = (ls, ls if np.array_equal(lt, ls) else lt, pc)
+            if pt is ps and np.array_equal(cuts[p], bound):   # a token per step: one array
+                peeks[p] = (ls, ls, pc)
+            else:
+                peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], np.diff(pc)), pc)
     acts = {k: np.broadcast_to(v, count).tolist() for k, v in f.acts.items()}
     n = np.diff(bound).tolist()
     parts: dict[int, list[np.ndarray]] = {}
