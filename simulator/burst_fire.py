@@ -1838,11 +1838,10 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
         if node.op not in WRITERS:   # they fill the memory's output levels, in order
             key = (node.op.value, tuple(kv for kv in node.attrs if kv[0] != "copy"),
                    *sorted((e.dst_port, role_of[e.src], e.src_port) for e in in_edges[node.id]))
-            try:
-                hash(key)
-            except TypeError:       # an unhashable attribute value: a role of its own
-                key = node.id
-        members = roles.setdefault(key, [])
+        try:
+            members = roles.setdefault(key, [])
+        except TypeError:           # an unhashable attribute value: a role of its own
+            members = roles.setdefault(node.id, [])
         role_of[node.id] = id(members)
         members.append(node)
     fired: dict[tuple, Firing] = {}
