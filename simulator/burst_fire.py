@@ -1735,9 +1735,9 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
     if shared == len(edges):        # the very same streams: one firing, shared by the caller
         return None
     for port, cut in cuts.items():
-        if (np.diff(cut) == 0).any() or (ins[port].kind[cut[1:] - 1] != DONE_K).any():
+        if (cut[1:] == cut[:-1]).any() or (ins[port].kind[cut[1:] - 1] != DONE_K).any():
             return None
-    cp = Copies(count, {p: np.repeat(np.arange(count, dtype=I64), np.diff(c))
+    cp = Copies(count, {p: np.repeat(_iota(count), c[1:] - c[:-1])
                         for p, c in cuts.items()}, cuts)
     try:
         f = fn(members[0], ins, mem, cp=cp)
@@ -1766,7 +1766,7 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
         if got is None:
             if cut is None:
                 cut = np.searchsorted(arr, bound)
-            got = local[id(arr)] = (arr - np.repeat(bound[:-1], np.diff(cut)), cut)
+            got = local[id(arr)] = (arr - np.repeat(bound[:-1], cut[1:] - cut[:-1]), cut)
         return got
 
     pops = {p: steps_of(a, cuts[p])[0] for p, a in f.pops.items()}
@@ -1779,9 +1779,9 @@ def _fire_copies(members: list[Node], fn: Callable[..., Firing], in_edges: dict[
             if pt is ps and np.array_equal(cuts[p], bound):   # a token per step: one array
                 peeks[p] = (ls, ls, pc)
             else:
-                peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], np.diff(pc)), pc)
+                peeks[p] = (ls, pt - np.repeat(cuts[p][:-1], pc[1:] - pc[:-1]), pc)
     acts = {k: np.broadcast_to(v, count).tolist() for k, v in f.acts.items()}
-    n = np.diff(bound).tolist()
+    n = (bound[1:] - bound[:-1]).tolist()
     parts: dict[int, list[np.ndarray]] = {}
 
     def split(arr: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
@@ -1836,7 +1836,7 @@ def fire_kernel(kernel: Kernel, images: dict[str, FiberTree]
     for node in order:
         key: Any = node.id
         if node.op not in WRITERS:   # they fill the memory's output levels, in order
-            key = (node.op.value, tuple(kv for kv in node.attrs if kv[0] != "copy"),
+            key = (node.op.value, tuple([kv for kv in node.attrs if kv[0] != "copy"]),
                    *sorted((e.dst_port, role_of[e.src], e.src_port) for e in in_edges[node.id]))
         try:
             members = roles.setdefault(key, [])
