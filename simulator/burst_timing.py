@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from isa.errors import SimulationError
 from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
 from simulator.engine_cycle import channel_shape
+
+if TYPE_CHECKING:
+    from simulator.burst_batch import Batch
 
 SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
@@ -136,7 +140,7 @@ class _Dep:
     src: int
     index: np.ndarray
     targets: np.ndarray | None
-    weight: int
+    weight: int | np.ndarray    # an array (one per term, like index): batched copies only
     first: int = 0
 
     def limit(self, ready: int) -> int:
@@ -197,6 +201,38 @@ def _fill(index: np.ndarray, pos: np.ndarray, n: int) -> np.ndarray:
     return np.repeat(index, counts)
 
 
+SEGMENT = 1 << 34   # added per copy to a batched unit's chain, so no running maximum
+# crosses from one copy into the next (times stay below 2^31: the watchdog)
+
+
+def _fill_w(index: np.ndarray, weight: int | np.ndarray, pos: np.ndarray, n: int,
+            bounds: np.ndarray, dtype: type) -> tuple[np.ndarray, int | np.ndarray]:
+    """``_fill`` for a batched unit (``simulator.burst_batch``): its weights filled alike,
+    and the steps of a copy before that copy's first term (``bounds``: the copies' first
+    steps, in the frame of ``pos``), which would take a term of the previous copy, given a
+    weight so low (the dtype's minimum + 1) that the term never binds."""
+    p0 = int(pos[0])
+    if int(pos[-1]) - p0 + 1 == len(pos) == n - p0:
+        return index, weight
+    counts = np.empty(len(pos), dtype=I64)
+    np.subtract(pos[1:], pos[:-1], out=counts[:-1])
+    counts[-1] = n - pos[-1]
+    out = np.repeat(index, counts)
+    # the copies starting inside the run without a term at their first step
+    inner = bounds[(bounds > p0) & (bounds < n)]
+    at = pos.searchsorted(inner)
+    gap = at == len(pos)
+    gap[~gap] = pos[at[~gap]] != inner[~gap]
+    w = np.repeat(weight, counts) if isinstance(weight, np.ndarray) else weight
+    if gap.any():
+        if not isinstance(w, np.ndarray):
+            w = np.full(len(out), weight, dtype)
+        low = np.iinfo(dtype).min + 1
+        for s, j in zip(inner[gap].tolist(), at[gap].tolist(), strict=True):
+            w[s - p0:(int(pos[j]) if j < len(pos) else n) - p0] = low
+    return out, w
+
+
 def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: ChipConfig
           ) -> list[list[_Dep]]:
     """Every unit's constraints (``_constraints``) with sorted targets, pruned (``_prune``)."""
@@ -224,7 +260,7 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
-                chip: ChipConfig, *, window: int = 1 << 19
+                chip: ChipConfig, *, window: int = 1 << 19, batch: Batch | None = None
                 ) -> tuple[dict[str, np.ndarray], SolveStats]:
     """Least fixed point of the max-plus timing recurrences, solved window by window.
 
@@ -252,12 +288,23 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
     deadlock, reported with the units caught in it, as the cycle engine would.
+    ``batch`` (``simulator.burst_batch``, which calls this): solve its batched units (an
+    unrolled kernel's copies of a unit as one) instead; the result is then per batched unit,
+    and an error names no real unit (the caller solves again without it to report one).
     Returns (step times per unit, solver statistics).
     Raises: SimulationError for a deadlock or the watchdog (``sim.max_cycles``).
     """
-    deps = _deps(kernel, firings, order, chip)
-    ids = [n.id for n in order]
-    sizes = [firings[u].n for u in ids]
+    if batch is None:
+        deps = _deps(kernel, firings, order, chip)
+        ids = [n.id for n in order]
+        sizes = [firings[u].n for u in ids]
+        segs: list[np.ndarray | None] | None = None
+        labels = [f"{n.op.value} {n.id}" for n in order]
+        walker = _sequential_window
+    else:
+        deps, ids, sizes, segs = batch.deps, batch.ids, batch.sizes, batch.segs
+        labels = [f"batched {u}" for u in ids]
+        walker = batch.walk
     total = max(sum(sizes), 1)
     readers: list[list[int]] = [[] for _ in ids]
     for u, lst in enumerate(deps):
@@ -279,7 +326,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     def check() -> None:
         """A window whose sweeps do not settle may hold a cycle of steps (a deadlock): look
         for one once, over the whole step graph."""
-        if not checked:
+        if not checked and batch is None:
             checked.append(True)
             _check_deadlock(kernel, firings, order,
                             {e.name: channel_shape(e, chip) for e in kernel.edges})
@@ -296,13 +343,13 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         active = [u for u in open_units if hi[u] > done[u]]
         if not active:
             check()
-            stuck = "\n".join(f"  {order[u].op.value} {ids[u]}: blocked from its step "
+            stuck = "\n".join(f"  {labels[u]}: blocked from its step "
                                f"{done[u]} of {sizes[u]}" for u in open_units)
             raise SimulationError(f"deadlock in {kernel.name}: no unit can make progress:\n"
                                   + stuck)
         if budget:
             n_sweeps, settled, holds = _solve_window(deps, readers, times, done, hi, active,
-                                                     recomputed, budget)
+                                                     recomputed, budget, segs)
         else:       # a tight loop goes on: no sweeps, the window is walked
             n_sweeps, settled, holds = 0, False, list(done)
         sweeps += n_sweeps
@@ -324,7 +371,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 # the walk holds Python lists (about 200 bytes a step): it takes a smaller
                 # window from where the held steps end (the sweeps' times there are lower
                 # bounds, overwritten)
-                _accept(kernel, order, times, done, held, active, limit)
+                _accept(kernel, labels, times, done, held, active, limit, segs)
                 want, budget = SEQUENTIAL_MIN_WINDOW, 0
                 continue
             else:
@@ -332,7 +379,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 # every few tokens): one sweep per turn of the loop, so the rest of the
                 # window is solved in order
                 walk = [u for u in active if hi[u] > held[u]]
-                if not _sequential_window(deps, times, held, hi, walk):
+                if not walker(deps, times, held, hi, walk):
                     check()
                     raise SimulationError(f"deadlock in {kernel.name}: no unit can make "
                                           "progress")
@@ -340,7 +387,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         walked = 0 if settled else walked + 1
         budget = SWEEP_BUDGET if settled else PROBE_BUDGET if walked % PROBE_EVERY == 0 else 0
         windows += 1
-        _accept(kernel, order, times, done, hi, active, limit)
+        _accept(kernel, labels, times, done, hi, active, limit, segs)
         if settled and n_sweeps <= GROW_SWEEPS:
             want = min(2 * want, max(MAX_WINDOW, want))
         elif (n_sweeps > SHRINK_SWEEPS) if settled else (want > SEQUENTIAL_MIN_WINDOW):
@@ -374,21 +421,26 @@ def _downset(deps: list[list[_Dep]], readers: list[list[int]], hi: list[int],
                     queue.append(r)
 
 
-def _accept(kernel: Kernel, order: list[Node], times: list[np.ndarray], done: list[int],
-            hi: list[int], units: list[int], limit: int) -> None:
-    """Make the steps below ``hi`` final (``done``), checking the watchdog."""
+def _accept(kernel: Kernel, labels: list[str], times: list[np.ndarray], done: list[int],
+            hi: list[int], units: list[int], limit: int,
+            segs: list[np.ndarray | None] | None = None) -> None:
+    """Make the steps below ``hi`` final (``done``), checking the watchdog (on every copy of
+    a batched unit: its latest time in the window)."""
     for u in units:
         if hi[u] > done[u]:
-            if int(times[u][hi[u] - 1]) >= limit:
+            late = (int(times[u][hi[u] - 1]) if segs is None or segs[u] is None
+                    else int(times[u][done[u]:hi[u]].max()))
+            if late >= limit:
                 raise SimulationError(
-                    f"watchdog: {order[u].op.value} {order[u].id} in {kernel.name} would run "
+                    f"watchdog: {labels[u]} in {kernel.name} would run "
                     f"past sim.max_cycles={limit} (burst engine)")
             done[u] = hi[u]
 
 
 def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[np.ndarray],
                   lo: list[int], hi: list[int], active: list[int], recomputed: list[int],
-                  budget: int) -> tuple[int, bool, list[int]]:
+                  budget: int, segs: list[np.ndarray | None] | None = None
+                  ) -> tuple[int, bool, list[int]]:
     """Gauss-Seidel sweeps over the steps [lo[u], hi[u]) of the active units (a downset
     whose outside sources are final), alternately in and against topological order (room
     terms travel up the pipeline in one backward sweep), until no time changes or
@@ -397,26 +449,55 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
 
     A constraint whose targets are at least a quarter of the steps from its first one on
     is read as a contiguous run (``_fill``): gathering the few implied terms costs less
-    than scattering the sparse ones."""
+    than scattering the sparse ones.
+
+    ``segs`` (batched copies, ``simulator.burst_batch``): per unit None or its copies'
+    first steps (and its size last); a batched unit's chain restarts at each copy: its
+    running maximum runs over c - f + SEGMENT * (copy), whose later copies lie above every
+    earlier one, and its first window step is chained to the previous step only within a
+    copy. The running maximum is taken in place in the times' dtype, with a per-copy
+    offset chosen to fit it, while the terms are small enough (a run's times below about
+    2^31 / copies); otherwise in an int64 temporary with ``SEGMENT``. Weights may be
+    arrays (one per term)."""
     plan = []
+    dtype = times[active[0]].dtype
+    # batched units: (the window's ramp f - size * copy, its first step starts a copy, the
+    # size, each step's copy)
+    ramps: dict[int, tuple[np.ndarray, bool, int, np.ndarray]] = {}
     for u in active:
         a, b = lo[u], hi[u]
+        bounds = None
+        if segs is not None and segs[u] is not None:
+            st = segs[u]
+            k = int(st.searchsorted(a, side="right"))
+            bounds = st[k:int(st.searchsorted(b))] - a
+            cid = np.zeros(b - a, dtype)
+            for x in bounds.tolist():
+                cid[x:] += 1
+            size = int(np.iinfo(dtype).max) // (len(bounds) + 2)
+            sr = np.arange(b - a, dtype=dtype)
+            sr -= cid * size
+            ramps[u] = (sr, int(st[k - 1]) == a, size, cid)
         terms = []
         for d in deps[u]:
             k0, k1 = d.span(a, b)
             if k1 <= k0:
                 continue
             idx = d.index[k0:k1]
+            w = d.weight if not isinstance(d.weight, np.ndarray) else d.weight[k0:k1]
             if d.targets is None:
-                terms.append((d.src, idx, None, d.first + k0 - a, d.weight))
+                terms.append((d.src, idx, None, d.first + k0 - a, w))
                 continue
             pos = d.targets[k0:k1] - a
             if 4 * len(pos) >= b - a - int(pos[0]):
-                terms.append((d.src, _fill(idx, pos, b - a), None, int(pos[0]), d.weight))
+                if bounds is None:
+                    terms.append((d.src, _fill(idx, pos, b - a), None, int(pos[0]), w))
+                else:
+                    fi, fw = _fill_w(idx, w, pos, b - a, bounds, dtype)
+                    terms.append((d.src, fi, None, int(pos[0]), fw))
             else:
-                terms.append((d.src, idx, pos, 0, d.weight))
+                terms.append((d.src, idx, pos, 0, w))
         plan.append((u, a, b, terms))
-    dtype = times[active[0]].dtype
     ramp = np.arange(max(hi[u] - lo[u] for u in active), dtype=dtype)
     inside = set(active)
     # dirty: unit -> {source unit: its first step that changed since this unit was
@@ -451,11 +532,15 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                     end = int(idx.searchsorted(lo[src]))
                     if not end:
                         continue
-                v = times[src][idx[k:end]]
-                v += w
+                v = times[src].take(idx[k:end])
+                if isinstance(w, np.ndarray):
+                    v += w[k:end]
+                else:
+                    v += w
                 if pos is None:
                     if c is None:
-                        if off or k or len(v) != b - a:
+                        # (array weights may hold a fill's never-binding ones: no start)
+                        if off or k or len(v) != b - a or isinstance(w, np.ndarray):
                             c = np.zeros(b - a, dtype)
                         else:       # a term at every step: its values start the maximum
                             c = v
@@ -470,16 +555,45 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
                     p = pos[k:end]
                     c[p] = np.maximum(c[p], v)
                     touched = min(touched, int(p[0]))
+            rs = ramps.get(u)
             if fresh:
                 if c is None:
                     c = np.zeros(b - a, dtype)
-                if a:
+                if a and (rs is None or not rs[1]):
                     c[0] = max(int(c[0]), int(times[u][a - 1]) + 1)
                 maxima[u] = c
             elif touched == b - a:
                 continue            # no term read a changed step: its times stand
             seg = times[u][a:b]
-            if not fresh:
+            if rs is not None:
+                # a batched unit: the same, with its chain restarted at each copy
+                sr, _at, size, cid = rs
+                if fresh:
+                    i = 0
+                else:
+                    above = c[touched:] > seg[touched:]
+                    i = touched + int(above.argmax())
+                    if not above[i - touched]:
+                        continue
+                if int(c[i:].max()) + b - a < size:
+                    # c - f + size * copy: each copy's values above every earlier copy's
+                    out = seg[i:]
+                    np.subtract(c[i:], sr[i:], out=out)
+                    if i:       # the previous step, in its own copy's frame
+                        out[0] = max(int(out[0]), int(seg[i - 1]) - int(sr[i - 1]))
+                    np.maximum.accumulate(out, out=out)
+                    out += sr[i:]
+                else:
+                    r64 = np.arange(i, b - a, dtype=I64) - cid[i:].astype(I64) * SEGMENT
+                    tail = c[i:] - r64
+                    if i:
+                        tail[0] = max(int(tail[0]), int(seg[i - 1]) - (
+                            i - 1 - int(cid[i - 1]) * SEGMENT))
+                    np.maximum.accumulate(tail, out=tail)
+                    tail += r64
+                    seg[i:] = tail
+                first = a + i
+            elif not fresh:
                 # times only grow towards the fixed point and seg is the chain of the
                 # previous terms: where no new term exceeds it, it stays; the first step
                 # where one does is where the change starts, and there the new chain

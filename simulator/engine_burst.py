@@ -8,7 +8,8 @@ produces does not depend on timing. So the engine works in two phases, each in i
    emits, action totals).
 2. *Timing* (``simulator.burst_timing``): the cycle engine's rules as max-plus recurrences,
    solved to their least fixed point, which is exactly the schedule the cycle engine's
-   as-soon-as-possible processes produce.
+   as-soon-as-possible processes produce; an unrolled kernel's copies are solved as one
+   problem (``simulator.burst_batch``: the same times, fewer numpy calls).
 
 This module runs the two and turns the result into the cycle engine's ``KernelRun``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from isa.arch import ChipConfig
 from isa.fibertree import FiberTree
 from isa.program import Kernel
+from simulator.burst_batch import solve_batched
 from simulator.burst_fire import FIRE, Firing, Stream, fire_kernel
 from simulator.burst_timing import SolveStats, solve_times
 from simulator.engine_cycle import KernelRun
@@ -30,7 +32,7 @@ def run_burst(kernel: Kernel, images: dict[str, FiberTree], chip: ChipConfig, *,
     ``window``: about how many steps the timing solver starts its windows with
     (``solve_times``; any value gives the same result)."""
     firings, mem, order = fire_kernel(kernel, images)
-    times, _ = solve_times(kernel, firings, order, chip, window=window)
+    times, _ = solve_batched(kernel, firings, order, chip, window=window)
     units: dict[str, UnitStats] = {}
     end = -1
     for node in order:
