@@ -32,12 +32,13 @@ from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
+from simulator.burst_loop import walk_window
 from simulator.engine_cycle import channel_shape
 
 SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 PROBE_EVERY = 4      # after walked windows in a row, only every this many is probed
-SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
+SEQUENTIAL_MIN_WINDOW = 1 << 17   # windows solved step by step shrink no further (each
 # costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
 # and one more than twice as large is cut to this size before its walk (memory)
 GROW_SWEEPS = 8       # a window that settled within this many sweeps: the next one doubles
@@ -332,7 +333,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 # every few tokens): one sweep per turn of the loop, so the rest of the
                 # window is solved in order
                 walk = [u for u in active if hi[u] > held[u]]
-                if not _sequential_window(deps, times, held, hi, walk):
+                if not walk_window(deps, times, held, hi, walk):
                     check()
                     raise SimulationError(f"deadlock in {kernel.name}: no unit can make "
                                           "progress")
