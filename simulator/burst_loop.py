@@ -104,9 +104,10 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
     if out_pos:
         np.maximum.at(base, np.concatenate(out_pos), np.concatenate(out_val))
     if in_pos:
-        # by target (the order of one step's terms does not matter: their maximum is taken)
+        # by target: the concatenation is a few sorted runs per unit, which a stable sort
+        # (timsort) merges in about a third of the time of a quicksort
         tg = np.concatenate(in_pos)
-        o = np.argsort(tg)
+        o = np.argsort(tg, kind="stable")
         ptr_a = np.zeros(total + 1, I64)
         np.cumsum(np.bincount(tg, minlength=total), out=ptr_a[1:])
         ptr = ptr_a.tolist()
@@ -168,7 +169,7 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
                 return False
             stack.append(y)
             on[y] = True
-    solved = np.asarray(got, dtype=I64)
+    solved = np.fromiter(got, I64, total)
     for x, u in enumerate(active):
         times[u][lo[u]:hi[u]] = solved[woff[x]:woff[x + 1]]
     return True

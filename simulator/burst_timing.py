@@ -16,7 +16,7 @@ the memory per window is bounded. Terms another term implies are dropped before 
 recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
 window whose sweeps do not settle keeps the steps whose equations already hold (a downset of
 them is exact: ``_holding``, ``_downset``); if that is less than half of it (a tight loop,
-one sweep per turn), the rest is solved step by step (``_sequential_window``). A run in
+one sweep per turn), the rest is solved step by step (``burst_loop.walk_window``). A run in
 which no window can take a step is a deadlock, checked then (and only then) and reported
 with the units caught in it.
 """
@@ -246,7 +246,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     steps again. A tight loop, whose binding constraint alternates between two units every
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
     window: where less than half of the window holds, its rest is solved step by step
-    (``_sequential_window``, about 0.4 us a step), and the next window gets only
+    (``burst_loop.walk_window``, about 0.5 us a step), and the next window gets only
     ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every ``PROBE_EVERY``-th
     is probed (the others are walked at once: a loop that stays tight).
 

@@ -183,8 +183,30 @@ def test_random_unbalanced_kernels_walked_equal_the_cycle_engine(small_chip, mon
     assert_same(program.kernels[0], program.images, chip, window=64)
 
 
-def test_random_unbalanced_seeds_cover_deadlocks_and_depths():
+def test_random_unbalanced_seeds_walk_and_deadlock(small_chip, monkeypatch):
+    """The cases above are what they claim: every workload, FIFO depths 1 to 4 at least,
+    most of them solved by the walk, and some deadlocks among them."""
+    import simulator.burst_timing as bt
+    from isa.errors import SimulationError
+    from simulator.engine_burst import run_burst
+
     cases = [make_case(s) for s in UNBALANCED_SEEDS]
     assert len(cases) == 40
     assert {c["depth"] for c in cases} >= {1, 2, 3, 4}
     assert {c["workload"] for c in cases} == {"spmv", "spmspm", "elemadd", "elemmul"}
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 1)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 1)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 32)
+    walked = _both_walks(monkeypatch, bt)
+    walking = deadlocks = 0
+    for case in cases:
+        chip = configure(small_chip, case)
+        program = compile_layer(get_workload(case["workload"]).make(case["params"]), chip)
+        before = len(walked)
+        try:
+            run_burst(program.kernels[0], program.images, chip, window=64)
+        except SimulationError as exc:
+            assert "deadlock" in str(exc)
+            deadlocks += 1
+        walking += len(walked) > before
+    assert walking >= 20 and deadlocks >= 1
