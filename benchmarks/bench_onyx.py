@@ -127,13 +127,26 @@ def kernel_rows(runs: list[KernelRun], presets: tuple[str, ...] = BASELINES
             s = r.summary
             chip_s, chip_j = s["seconds"], s["energy_j"]
             row.update(cycles=s["cycles"], kernel_cycles=s.get("kernel_cycles"),
-                       order=s.get("loop_order"), chip_s=chip_s, chip_j=chip_j)
+                       order=s.get("loop_order"), mode=run_mode(s), chip_s=chip_s,
+                       chip_j=chip_j)
             for p in presets:
                 cpu_s, cpu_j = r.cpu[p]
                 row[p] = {"cpu_s": cpu_s, "cpu_j": cpu_j, "speedup": cpu_s / chip_s,
                           "energy": cpu_j / chip_j, "edp": (cpu_s * cpu_j) / (chip_s * chip_j)}
         rows.append(row)
     return rows
+
+
+def run_mode(summary: dict[str, Any]) -> str:
+    """How the kernel ran, from its summary: copies and what they were dealt (``unroll``),
+    and, for a tiled kernel, whether its tiles were pipelined (``tile_pipelining``)."""
+    unroll = summary.get("unroll") or {}
+    copies = int(unroll.get("copies", 1))
+    parts = [f"{copies} copies, {unroll['deal']} dealt" if copies > 1 and unroll.get("deal")
+             else f"{copies} cop{'y' if copies == 1 else 'ies'}"]
+    pipelining = summary.get("tile_pipelining")
+    parts.append("untiled" if pipelining is None else pipelining.split(" (")[0])
+    return "; ".join(parts)
 
 
 def geomeans(rows: list[dict[str, Any]], presets: tuple[str, ...] = BASELINES
@@ -191,7 +204,7 @@ def _f(v: float | None, fmt: str) -> str:
 def kernel_markdown(rows: list[dict[str, Any]], presets: tuple[str, ...] = BASELINES
                     ) -> str:
     """The per-kernel table: chip figures and one speedup / energy / EDP triple per preset."""
-    head = ["kernel", "shape @ density", "order", "cycles", "kernel cycles", "chip us",
+    head = ["kernel", "shape @ density", "order", "mode", "cycles", "kernel cycles", "chip us",
             "chip uJ"]
     for p in presets:
         head += [f"{p} us", f"{p} uJ", "speedup", "energy x", "EDP x"]
@@ -201,7 +214,8 @@ def kernel_markdown(rows: list[dict[str, Any]], presets: tuple[str, ...] = BASEL
         if r["error"] is not None:
             cells += [f"FAILED: {r['error']}"] + [""] * (len(head) - 3)
         else:
-            cells += [str(r["order"]), f"{r['cycles']:,}", _f(r["kernel_cycles"], ","),
+            cells += [str(r["order"]), r["mode"], f"{r['cycles']:,}",
+                      _f(r["kernel_cycles"], ","),
                       f"{r['chip_s'] * 1e6:.1f}", f"{r['chip_j'] * 1e6:.3f}"]
             for p in presets:
                 c = r[p]
@@ -210,7 +224,7 @@ def kernel_markdown(rows: list[dict[str, Any]], presets: tuple[str, ...] = BASEL
         lines.append("| " + " | ".join(cells) + " |")
     g = geomeans(rows, presets)
     n_ok = sum(r["error"] is None for r in rows)
-    cells = [f"geomean ({n_ok} of {len(rows)} ran)", "", "", "", "", "", ""]
+    cells = [f"geomean ({n_ok} of {len(rows)} ran)"] + [""] * 7
     for p in presets:
         cells += ["", "", _f(g[p]["speedup"], ".3g"), _f(g[p]["energy"], ".3g"),
                   _f(g[p]["edp"], ".3g")]

@@ -41,6 +41,10 @@ def test_ratios_are_cpu_over_chip_from_the_summaries(bench, runs):
         s = run.summary
         assert row["error"] is None and row["cycles"] == s["cycles"] > 0
         assert row["kernel_cycles"] == s["kernel_cycles"] <= s["cycles"]
+        copies = s.get("unroll", {}).get("copies", 1)
+        assert row["mode"].startswith(f"{copies} cop")
+        assert row["mode"].endswith("untiled" if "tile_pipelining" not in s
+                                    else s["tile_pipelining"].split(" (")[0])
         # the first preset is sieve.run's own baseline: its ratios must agree with the summary's
         base = s["baseline"]
         assert base["cpu"] == bench.BASELINES[0]
@@ -75,6 +79,16 @@ def test_failed_kernel_is_listed_and_left_out_of_the_geomean(bench, runs):
     table = bench.kernel_markdown(rows)
     assert "FAILED: " in table and "geomean (2 of 3 ran)" in table
     assert len({line.count("|") for line in table.splitlines()}) == 1   # every row as wide
+
+
+def test_run_mode_names_copies_deal_and_pipelining(bench):
+    assert bench.run_mode({}) == "1 copy; untiled"
+    assert bench.run_mode({"unroll": {"copies": 8, "deal": "tiles"},
+                           "tile_pipelining": "pipelined (compiler's choice: least edp of "
+                                              "both modes)"}) == "8 copies, tiles dealt; pipelined"
+    assert bench.run_mode({"unroll": {"copies": 1, "requested": "auto"},
+                           "tile_pipelining": "one tile at a time (forced: x)"}
+                          ) == "1 copy; one tile at a time"
 
 
 def test_geomean(bench):
