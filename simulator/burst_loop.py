@@ -27,6 +27,7 @@ about once per turn and depends on the exact times before it.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Protocol
 
 import numpy as np
@@ -103,21 +104,34 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
             base[woff[x]] = int(times[u][a - 1]) + 1
     if out_pos:
         np.maximum.at(base, np.concatenate(out_pos), np.concatenate(out_val))
-    if in_pos:
-        # by target: the concatenation is a few sorted runs per unit, which a stable sort
-        # (timsort) merges in about a third of the time of a quicksort
-        tg = np.concatenate(in_pos)
-        o = np.argsort(tg, kind="stable")
-        ptr_a = np.zeros(total + 1, I64)
-        np.cumsum(np.bincount(tg, minlength=total), out=ptr_a[1:])
-        ptr = ptr_a.tolist()
-        src = np.concatenate(in_src)[o].tolist()
-        wts = np.concatenate(in_w)[o].tolist()
-    else:
-        ptr, src, wts = [0] * (total + 1), [], []
+    del out_pos, out_val
+    # a step's base (its terms reading final steps, its chain from a final step) is one
+    # more term, reading a solved slot past the window's steps; a base of 0 never binds
+    cpos = np.flatnonzero(base > 0)
+    consts = base[cpos].tolist()
+    del base
+    in_pos.append(cpos)
+    in_src.append(np.arange(total, total + len(cpos), dtype=I64))
+    in_w.append(np.zeros(len(cpos), I64))
+    # by target: the concatenation is a few sorted runs per unit, which a stable sort
+    # (timsort) merges in about a third of the time of a quicksort; each array is freed
+    # once it is a list (the lists are the walk's memory, about 170 bytes a step)
+    tg = np.concatenate(in_pos)
+    in_pos.clear()
+    o = np.argsort(tg, kind="stable")
+    ptr_a = np.zeros(total + 1, I64)
+    np.cumsum(np.bincount(tg, minlength=total), out=ptr_a[1:])
+    del tg
+    ptr = ptr_a.tolist()
+    del ptr_a
+    src = np.concatenate(in_src)[o].tolist()
+    in_src.clear()
+    wts = np.concatenate(in_w)[o].tolist()
+    in_w.clear()
+    del o
     got: list[int | None] = [None] * total
-    bases = base.tolist()
-    owner = np.repeat(np.arange(nunits), sizes).tolist()
+    got += consts
+    del consts
     pos = woff[:-1]
     ends = woff[1:]
     wait = [-1] * nunits            # the step a unit waits for (-1: none)
@@ -136,13 +150,10 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
             x = stack[-1]
             f = pos[x]
             end = ends[x]
-            prev = got[f - 1] if f > woff[x] else bases[f] - 1
+            prev = got[f - 1] if f > woff[x] else -1
             k = ptr[f]
             while f < end:
                 c = prev + 1
-                b = bases[f]
-                if b > c:
-                    c = b
                 stop = ptr[f + 1]
                 while k < stop:
                     v = got[src[k]]
@@ -164,12 +175,12 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
                 stack.pop()
                 on[x] = False
                 continue
-            y = owner[wait[x]]
+            y = bisect_right(woff, wait[x]) - 1
             if on[y]:
                 return False
             stack.append(y)
             on[y] = True
-    solved = np.fromiter(got, I64, total)
+    solved = np.fromiter(got[:total], I64, total)
     for x, u in enumerate(active):
         times[u][lo[u]:hi[u]] = solved[woff[x]:woff[x + 1]]
     return True

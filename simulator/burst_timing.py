@@ -38,7 +38,7 @@ from simulator.engine_cycle import channel_shape
 SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 PROBE_EVERY = 4      # after walked windows in a row, only every this many is probed
-SEQUENTIAL_MIN_WINDOW = 1 << 17   # windows solved step by step shrink no further (each
+SEQUENTIAL_MIN_WINDOW = 1 << 16   # windows solved step by step shrink no further (each
 # costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
 # and one more than twice as large is cut to this size before its walk (memory)
 GROW_SWEEPS = 8       # a window that settled within this many sweeps: the next one doubles
