@@ -8,16 +8,16 @@ of the loop further. ``walk_window`` solves such a window in one pass: the longe
 its step graph, each step's time computed once every step it reads is solved.
 
 The set-up is numpy: the window's steps are numbered unit after unit, the terms that read
-final steps (outside the window) are folded into one base time per step, and the terms
-that read window steps are sorted by target into three flat lists (where each step's terms
-start, the step each reads, its weight). The walk is Python: the units take turns in
-topological order, each advancing while the steps it reads are solved, and a unit that meets
-an unsolved one is skipped until that step is solved (a pass carries tokens down the
-pipeline, the next one room back up). Solved times live in one flat list indexed by step, so
-a term costs one list read, an add and a compare, and a unit's turn costs a few list reads.
-The result does not depend on the order of the turns: every step's time is the maximum over
-its terms of final values, so the times are the window's longest paths, exactly what the
-cycle engine's as-soon-as-possible processes produce.
+final steps (outside the window) are folded into one base time per step (itself a term,
+reading a solved slot past the window's steps), and the terms are sorted by target into
+three flat lists (where each step's terms start, the step each reads, its weight). The walk
+is Python: a unit advances while the steps it reads are solved; one that meets an unsolved
+step hands over to that step's unit (a stack), which hands back as soon as the unit below it
+can go on, so no waiting unit is visited in vain and a cycle of waits (a deadlock) is found
+when it closes. Solved times live in one flat list indexed by step, so a term costs one list
+read, an add and a compare. The result does not depend on the order of the turns: every
+step's time is the maximum over its terms of solved values, so the times are the window's
+longest paths, exactly what the cycle engine's as-soon-as-possible processes produce.
 
 Why not numpy for the loop itself (measured on unbalanced SpM*SpM 256^3 @5%, see
 docs/fidelity.md, issue 11's fifth pass): the loop's sequential depth is its number of turns,
@@ -115,7 +115,7 @@ def walk_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int],
     in_w.append(np.zeros(len(cpos), I64))
     # by target: the concatenation is a few sorted runs per unit, which a stable sort
     # (timsort) merges in about a third of the time of a quicksort; each array is freed
-    # once it is a list (the lists are the walk's memory, about 170 bytes a step)
+    # once it is a list (the lists are the walk's memory, about 190 bytes a step)
     tg = np.concatenate(in_pos)
     in_pos.clear()
     o = np.argsort(tg, kind="stable")
