@@ -34,7 +34,7 @@ copies. Here the copies are solved as one problem whose arrays are the copies' c
   downset of the batched step graph is one of every copy's), ``_holding`` and the window
   growth rules work unchanged; the watchdog looks at each batched unit's latest time in
   the window (any copy's, not only the last step's). A window walked step by step
-  (``burst_timing._sequential_window``) runs on the copies themselves: the batched window
+  (``burst_loop.walk_window``) runs on the copies themselves: the batched window
   is cut into each copy's steps, the copies' own constraints (built once, when first
   needed) read their times through views of the batched arrays.
 - *Errors*: a deadlock or the watchdog in the batched solve is reported by solving again
@@ -60,6 +60,7 @@ from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.program import Edge, Kernel, Node
 from simulator.burst_fire import I64, Firing
+from simulator.burst_loop import walk_window
 from simulator.burst_timing import (
     SolveStats,
     _Dep,
@@ -67,7 +68,6 @@ from simulator.burst_timing import (
     _fill,
     _fill_w,
     _prune,
-    _sequential_window,
     solve_times,
 )
 from simulator.engine_cycle import channel_shape
@@ -302,7 +302,7 @@ class Batch:
     sizes: list[int]
     segs: list[np.ndarray | None]
     deps: list[list[_Dep]]
-    walker: Any = _sequential_window
+    walker: Any = walk_window
     unbatched: list[list[_Dep]] | None = None
 
     def walk(self, deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],

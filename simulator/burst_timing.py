@@ -16,7 +16,7 @@ the memory per window is bounded. Terms another term implies are dropped before 
 recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
 window whose sweeps do not settle keeps the steps whose equations already hold (a downset of
 them is exact: ``_holding``, ``_downset``); if that is less than half of it (a tight loop,
-one sweep per turn), the rest is solved step by step (``_sequential_window``). A run in
+one sweep per turn), the rest is solved step by step (``burst_loop.walk_window``). A run in
 which no window can take a step is a deadlock, checked then (and only then) and reported
 with the units caught in it.
 """
@@ -33,6 +33,7 @@ from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
+from simulator.burst_loop import walk_window
 from simulator.engine_cycle import channel_shape
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 PROBE_EVERY = 4      # after walked windows in a row, only every this many is probed
-SEQUENTIAL_MIN_WINDOW = 1 << 15   # windows solved step by step shrink no further (each
+SEQUENTIAL_MIN_WINDOW = 1 << 16   # windows solved step by step shrink no further (each
 # costs about a millisecond besides its steps: the downset cut, the probe sweeps, the set-up)
 # and one more than twice as large is cut to this size before its walk (memory)
 GROW_SWEEPS = 8       # a window that settled within this many sweeps: the next one doubles
@@ -119,7 +120,7 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
 class SolveStats:
     """How the timing solver converged: the windows it solved in order, the Gauss-Seidel
     sweeps over them (in total and at most in one window), unit recomputations, the
-    windows solved step by step (``_sequential_window``) and the unsettled windows whose
+    windows solved step by step (``burst_loop.walk_window``) and the unsettled windows whose
     steps that hold were kept (``partial``)."""
 
     windows: int
@@ -281,7 +282,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     steps again. A tight loop, whose binding constraint alternates between two units every
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
     window: where less than half of the window holds, its rest is solved step by step
-    (``_sequential_window``, about 0.4 us a step), and the next window gets only
+    (``burst_loop.walk_window``, about 0.5 us a step), and the next window gets only
     ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every ``PROBE_EVERY``-th
     is probed (the others are walked at once: a loop that stays tight).
 
@@ -300,7 +301,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         sizes = [firings[u].n for u in ids]
         segs: list[np.ndarray | None] | None = None
         labels = [f"{n.op.value} {n.id}" for n in order]
-        walker = _sequential_window
+        walker = walk_window
     else:
         deps, ids, sizes, segs = batch.deps, batch.ids, batch.sizes, batch.segs
         labels = [f"batched {u}" for u in ids]

@@ -1,0 +1,212 @@
+"""The tight-loop walk (``simulator.burst_loop.walk_window``) against derived times, the
+solver's earlier walk (``_sequential_window``), the time rules and the cycle engine.
+
+A two-unit loop has a closed form: a producer A whose token k (one per step) goes to a
+consumer B after ``latency`` cycles, and whose FIFO to B holds ``depth`` tokens, so A's
+token k + depth waits for B's step k (+1). If latency + 1 > depth, A runs in bursts of
+``depth`` tokens, one burst every latency + 1 cycles: t_A[k] = (k // depth) (latency + 1) +
+k % depth, t_B[k] = t_A[k] + latency. The compiled cases force the walk (sweep budgets of
+one or two) on unbalanced SpM*SpM, one copy and unrolled, and on the random suite's
+unbalanced kernels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from compiler.pipeline import compile_layer
+from isa.ops import Opcode
+from simulator.burst_loop import walk_window
+from simulator.burst_timing import _Dep, _sequential_window, solve_times
+from simulator.engine_burst import fire_kernel
+from tests.test_burst import assert_same, configure, make_case
+from tests.test_burst_timing import CASES, reference_times
+from workloads import get_workload
+
+I64 = np.int64
+
+
+def _loop(n: int, depth: int, latency: int) -> list[list[_Dep]]:
+    """Unit 0 (A) and unit 1 (B) of the module docstring's loop, ``n`` steps each."""
+    a = [_Dep(1, np.arange(n - depth, dtype=I64), None, 1, depth)]       # room
+    b = [_Dep(0, np.arange(n, dtype=I64), None, latency)]                # arrival
+    return [a, b]
+
+
+def _derived(n: int, depth: int, latency: int) -> tuple[np.ndarray, np.ndarray]:
+    k = np.arange(n, dtype=I64)
+    ta = (k // depth) * (latency + 1) + k % depth
+    return ta, ta + latency
+
+
+@pytest.mark.parametrize("depth,latency", [(1, 1), (2, 3), (2, 5), (3, 7), (4, 4)])
+def test_two_unit_loop_has_the_derived_times(depth, latency):
+    n = 41
+    deps = _loop(n, depth, latency)
+    ta, tb = _derived(n, depth, latency)
+    # the steps before the cuts are final; each pair is a downset (B's steps below cut_b
+    # read A's below cut_b, A's below cut_a read B's below cut_a - depth)
+    for cut_a, cut_b in [(0, 0), (5, 5), (3 + depth, 3), (20, 20 - depth), (32, 31)]:
+        assert cut_b <= cut_a <= cut_b + depth
+        for walk in (walk_window, _sequential_window):
+            times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+            times[0][:cut_a] = ta[:cut_a]
+            times[1][:cut_b] = tb[:cut_b]
+            assert walk(deps, times, [cut_a, cut_b], [n, n], [0, 1])
+            assert times[0].tolist() == ta.tolist(), (walk.__name__, cut_a, cut_b)
+            assert times[1].tolist() == tb.tolist(), (walk.__name__, cut_a, cut_b)
+
+
+def test_weights_may_be_arrays_aligned_with_the_index():
+    """A constraint's weight as an int64 array (one per term) gives the same times as the
+    int it repeats, and per-term weights are honoured."""
+    n, depth, latency = 30, 2, 3
+    ta, tb = _derived(n, depth, latency)
+    deps = _loop(n, depth, latency)
+    deps[1][0] = _Dep(0, np.arange(n, dtype=I64), None, np.full(n, latency, I64))
+    times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+    assert walk_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert times[0].tolist() == ta.tolist() and times[1].tolist() == tb.tolist()
+    # B's token 10 takes 20 cycles more: everything after it shifts, nothing before
+    w = np.full(n, latency, I64)
+    w[10] += 20
+    deps[1][0] = _Dep(0, np.arange(n, dtype=I64), None, w)
+    times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+    assert walk_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert times[1][:10].tolist() == tb[:10].tolist()
+    assert int(times[1][10]) == int(tb[10]) + 20
+    assert int(times[0][12]) == int(times[1][10]) + 1        # A waits for B's pop of token 10
+
+
+def test_a_cycle_of_steps_is_a_deadlock():
+    """A's step 1 waits for B's step 1, which waits for A's step 1 (a depth-0 FIFO): no
+    step of the cycle can be solved, the walk says so and leaves the times alone."""
+    n = 5
+    deps = [[_Dep(1, np.arange(n - 1, dtype=I64) + 1, None, 1, 1)],
+            [_Dep(0, np.arange(n, dtype=I64), None, 1)]]
+    times = [np.full(n, 7, np.int32), np.full(n, 7, np.int32)]
+    assert not walk_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert not _sequential_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert times[0].tolist() == [7] * n and times[1].tolist() == [7] * n
+
+
+def _both_walks(monkeypatch, bt):
+    """Replace the solver's walk by one that runs both walks on the same window and
+    checks they agree exactly; returns the list of walked window sizes."""
+    walked: list[int] = []
+
+    def both(deps, times, lo, hi, active):
+        old = [t.copy() for t in times]
+        ok_old = _sequential_window(deps, old, lo, hi, active)
+        ok = walk_window(deps, times, lo, hi, active)
+        assert ok == ok_old
+        for u in active:
+            assert times[u][lo[u]:hi[u]].tolist() == old[u][lo[u]:hi[u]].tolist(), u
+        walked.append(sum(hi[u] - lo[u] for u in active))
+        return ok
+
+    monkeypatch.setattr(bt, "walk_window", both)
+    return walked
+
+
+@pytest.mark.parametrize("budget", [1, 2])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}@{c[1]}-{'bal' if c[2] else 'unbal'}"
+                                             for c in CASES])
+def test_walk_equals_the_old_walk_and_the_time_rules(small_chip, monkeypatch, case, budget):
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", budget)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", budget)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 64)
+    walked = _both_walks(monkeypatch, bt)
+    shape, density, balanced, order_, depth, hop = case
+    chip = configure(small_chip, {"depth": depth, "hop": hop, "policy": ("skip", "skip"),
+                                  "balance": balanced})
+    program = compile_layer(get_workload("spmspm").make(
+        {"shape": shape, "density": density, "seed": 3, "order": order_}), chip)
+    kernel = program.kernels[0]
+    firings, _mem, order = fire_kernel(kernel, program.images)
+    want = reference_times(kernel, firings, order, chip)
+    for window in (64, 512, 10**9):
+        got, _stats = solve_times(kernel, firings, order, chip, window=window)
+        for u in want:
+            assert got[u].tolist() == want[u], (window, u)
+    assert walked                   # the walk ran
+
+
+@pytest.mark.parametrize("density", [0.1, 0.3])
+def test_unrolled_unbalanced_kernels_walked(onyx_chip, monkeypatch, density):
+    """Onyx's unrolled SpM*SpM without balancing (13-copy-like graphs in small): walked
+    windows give the time rules' times and the cycle engine's stats."""
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 2)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 2)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 256)
+    walked = _both_walks(monkeypatch, bt)
+    chip = dataclasses.replace(
+        onyx_chip, compiler=dataclasses.replace(onyx_chip.compiler, balance_fifos=False))
+    program = compile_layer(get_workload("spmspm").make(
+        {"shape": "24,20,24", "density": density, "seed": 4}), chip)
+    kernel = program.kernels[0]
+    assert any(n.op is Opcode.FILTER for n in kernel.nodes)       # unrolled
+    firings, _mem, order = fire_kernel(kernel, program.images)
+    want = reference_times(kernel, firings, order, chip)
+    got, stats = solve_times(kernel, firings, order, chip, window=512)
+    for u in want:
+        assert got[u].tolist() == want[u], u
+    assert stats.sequential >= 1 and walked
+    assert isinstance(assert_same(kernel, program.images, chip, window=512), int)
+
+
+UNBALANCED_SEEDS = [s for s in range(220) if not make_case(s)["balance"]][:40]
+
+
+@pytest.mark.parametrize("seed", UNBALANCED_SEEDS)
+def test_random_unbalanced_kernels_walked_equal_the_cycle_engine(small_chip, monkeypatch,
+                                                                 seed):
+    """The random suite's unbalanced kernels (every workload, format, FIFO depth 1-8, hop
+    latency 1-3, zero policy) with every window forced to the walk: burst equals the cycle
+    engine in every counter, or both report the deadlock."""
+    import simulator.burst_timing as bt
+
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 1)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 1)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 32)
+    _both_walks(monkeypatch, bt)
+    case = make_case(seed)
+    chip = configure(small_chip, case)
+    program = compile_layer(get_workload(case["workload"]).make(case["params"]), chip)
+    assert_same(program.kernels[0], program.images, chip, window=64)
+
+
+def test_random_unbalanced_seeds_walk_and_deadlock(small_chip, monkeypatch):
+    """The cases above are what they claim: every workload, FIFO depths 1 to 4 at least,
+    most of them solved by the walk, and some deadlocks among them."""
+    import simulator.burst_timing as bt
+    from isa.errors import SimulationError
+    from simulator.engine_burst import run_burst
+
+    cases = [make_case(s) for s in UNBALANCED_SEEDS]
+    assert len(cases) == 40
+    assert {c["depth"] for c in cases} >= {1, 2, 3, 4}
+    assert {c["workload"] for c in cases} == {"spmv", "spmspm", "elemadd", "elemmul"}
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 1)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 1)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 32)
+    walked = _both_walks(monkeypatch, bt)
+    walking = deadlocks = 0
+    for case in cases:
+        chip = configure(small_chip, case)
+        program = compile_layer(get_workload(case["workload"]).make(case["params"]), chip)
+        before = len(walked)
+        try:
+            run_burst(program.kernels[0], program.images, chip, window=64)
+        except SimulationError as exc:
+            assert "deadlock" in str(exc)
+            deadlocks += 1
+        walking += len(walked) > before
+    assert walking >= 20 and deadlocks >= 1
