@@ -68,6 +68,7 @@ from simulator.burst_timing import (
     _fill,
     _fill_w,
     _prune,
+    first_peeks,
     solve_times,
 )
 from simulator.engine_cycle import channel_shape
@@ -256,17 +257,12 @@ def _bundle(edges: list[Edge], firings: dict[str, Firing], chip: ChipConfig,
             ps = _cat([p[0] for p in peeks], s_dst)
             pt = _cat([p[1] for p in peeks], np.asarray(e0, dtype=I64))
             counts: list[int] | np.ndarray = n_s
-            if len(pt) > 1:
-                # the first peek of each token (a copy's first peek reads a token above
-                # every earlier copy's: kept)
-                later = pt[1:] > pt[:-1]
-                if not later.all():
-                    keep = np.empty(len(pt), dtype=bool)
-                    keep[0] = True
-                    keep[1:] = later
-                    ps, pt = ps[keep], pt[keep]
-                    if min(lat) != max(lat):
-                        counts = np.diff(ps.searchsorted(np.append(s_dst, 1 << 62)))
+            # the first peek of each token (a copy's first peek reads a token above every
+            # earlier copy's: kept)
+            n_all = len(pt)
+            ps, pt = first_peeks(ps, pt)
+            if len(pt) < n_all and min(lat) != max(lat):
+                counts = np.diff(ps.searchsorted(np.append(s_dst, 1 << 62)))
             out.append((True, emitted[pt], ps, _weights(lat, counts), True, 0))
     else:
         raise _NotBatchable(port)

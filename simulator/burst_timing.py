@@ -100,13 +100,7 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
             # the peeks are in step order and a head never moves back (a firing table's
             # invariants, checked against every opcode's behaviour in tests/test_burst.py):
             # the first peek of each token is where the token index grows
-            if len(pt) > 1:
-                later = pt[1:] > pt[:-1]
-                if not later.all():
-                    keep = np.empty(len(pt), dtype=bool)
-                    keep[0] = True
-                    keep[1:] = later
-                    ps, pt = ps[keep], pt[keep]
+            ps, pt = first_peeks(ps, pt)
             add(e.dst, e.src, es[pt], ps, latency, True)
         key = ("room", e.dst, id(firings[e.dst].pops[e.dst_port]), e.src, id(es), depth)
         if len(es) > depth and key not in seen:
@@ -114,6 +108,19 @@ def _constraints(kernel: Kernel, firings: dict[str, Firing], chip: ChipConfig
             pops = firings[e.dst].pops[e.dst_port]
             add(e.src, e.dst, pops[: len(es) - depth], es[depth:], 1)
     return out
+
+
+def first_peeks(steps: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (step, token) peeks that read a token for the first time: with the peeks in step
+    order and a head that never moves back, where the token index grows."""
+    if len(tokens) > 1:
+        later = tokens[1:] > tokens[:-1]
+        if not later.all():
+            keep = np.empty(len(tokens), dtype=bool)
+            keep[0] = True
+            keep[1:] = later
+            return steps[keep], tokens[keep]
+    return steps, tokens
 
 
 @dataclass
