@@ -1,5 +1,5 @@
 """The tight-loop walk (``simulator.burst_loop.walk_window``) against derived times, the
-solver's earlier walk (``_sequential_window``), the time rules and the cycle engine.
+solver's earlier walk (``tests/old_walk.py``), the time rules and the cycle engine.
 
 A two-unit loop has a closed form: a producer A whose token k (one per step) goes to a
 consumer B after ``latency`` cycles, and whose FIFO to B holds ``depth`` tokens, so A's
@@ -20,10 +20,11 @@ import pytest
 from compiler.pipeline import compile_layer
 from isa.ops import Opcode
 from simulator.burst_loop import walk_window
-from simulator.burst_timing import _Dep, _sequential_window, solve_times
+from simulator.burst_timing import _Dep, solve_times
 from simulator.engine_burst import fire_kernel
+from tests.old_walk import _sequential_window
 from tests.test_burst import assert_same, configure, make_case
-from tests.test_burst_timing import CASES, reference_times
+from tests.test_burst_timing import CASES, _compiled, reference_times
 from workloads import get_workload
 
 I64 = np.int64
@@ -122,13 +123,7 @@ def test_walk_equals_the_old_walk_and_the_time_rules(small_chip, monkeypatch, ca
     monkeypatch.setattr(bt, "PROBE_BUDGET", budget)
     monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 64)
     walked = _both_walks(monkeypatch, bt)
-    shape, density, balanced, order_, depth, hop = case
-    chip = configure(small_chip, {"depth": depth, "hop": hop, "policy": ("skip", "skip"),
-                                  "balance": balanced})
-    program = compile_layer(get_workload("spmspm").make(
-        {"shape": shape, "density": density, "seed": 3, "order": order_}), chip)
-    kernel = program.kernels[0]
-    firings, _mem, order = fire_kernel(kernel, program.images)
+    chip, kernel, firings, order = _compiled(small_chip, case)
     want = reference_times(kernel, firings, order, chip)
     for window in (64, 512, 10**9):
         got, _stats = solve_times(kernel, firings, order, chip, window=window)
