@@ -194,8 +194,11 @@ def test_a_worker_killed_mid_point_costs_only_its_point(tmp_path, always):
 
 def test_a_driver_killed_mid_sweep_resumes_to_exactly_one_row_per_point(tmp_path):
     """SIGKILL the `sieve sweep` process while points are in flight, then run it again."""
-    doc = small_spec(12, "burst")                 # 12 points, ~0.3 s each on burst
+    doc = small_spec(12, "burst")
     doc["chips"] = [SMALL]
+    # scale 2: 12 points of 0.3-1.1 s each on burst (at scale 8 they took 0.02-0.3 s, and the
+    # whole sweep could finish between two polls, so there was nothing left to kill)
+    doc["workloads"][0]["params"]["scale"] = 2
     doc["workloads"][0]["params"]["weight_sparsity"] = {"linspace": [0.8, 0.99, 12]}
     spec_path = write(tmp_path, doc)
     db = tmp_path / "s.sqlite"
