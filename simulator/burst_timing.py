@@ -375,10 +375,12 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
             if 2 * kept >= size:
                 # most of the window settled (a few slow turns at its end): keep that part
                 hi, settled, n_sweeps = held, True, budget
-            elif size > 2 * SEQUENTIAL_MIN_WINDOW:
+            elif size > 2 * SEQUENTIAL_MIN_WINDOW and want > SEQUENTIAL_MIN_WINDOW:
                 # the walk holds Python lists (about 200 bytes a step): it takes a smaller
                 # window from where the held steps end (the sweeps' times there are lower
-                # bounds, overwritten)
+                # bounds, overwritten). Once at the floor it walks what it is given (a
+                # window has a step per open unit: more units than twice the floor would
+                # propose too large a window again and again)
                 _accept(kernel, labels, times, done, held, active, limit, segs)
                 want, budget = SEQUENTIAL_MIN_WINDOW, 0
                 continue

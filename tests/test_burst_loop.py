@@ -205,3 +205,31 @@ def test_random_unbalanced_seeds_walk_and_deadlock(small_chip, monkeypatch):
             deadlocks += 1
         walking += len(walked) > before
     assert walking >= 20 and deadlocks >= 1
+
+
+def test_walked_windows_below_the_unit_count_still_progress(small_chip, monkeypatch):
+    """A walked-window floor (``SEQUENTIAL_MIN_WINDOW``) below half the kernel's unit count:
+    every proposed window then has more than twice the floor's steps (at least one a unit),
+    so cutting it to the floor again would loop without progress; it is walked instead."""
+    import simulator.burst_timing as bt
+
+    chip, kernel, firings, order = _compiled(small_chip, CASES[0])
+    assert len(order) > 4
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 1)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 1)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 2)
+    windows = []
+    accept = bt._accept
+
+    def counted(*args, **kwargs):
+        windows.append(1)
+        if len(windows) > 10 * sum(f.n for f in firings.values()):
+            raise AssertionError("the solver proposes windows without making progress")
+        return accept(*args, **kwargs)
+
+    monkeypatch.setattr(bt, "_accept", counted)
+    want = reference_times(kernel, firings, order, chip)
+    got, stats = solve_times(kernel, firings, order, chip, window=64)
+    assert stats.sequential >= 1
+    for u in want:
+        assert got[u].tolist() == want[u], u
