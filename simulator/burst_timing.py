@@ -39,7 +39,9 @@ from simulator.engine_cycle import channel_shape
 if TYPE_CHECKING:
     from simulator.burst_batch import Batch
 
-SWEEP_BUDGET = 32    # sweeps a window may take before the part that holds is kept (or walked)
+SWEEP_BUDGET = 8    # sweeps a window may take before the part that holds is kept (or walked);
+# 32 until issue 11's sixth pass: a tight loop's first window spent them settling nothing
+# (unbalanced SpM*SpM about 10% faster at 8, balanced 1-30% within the runs' spread)
 PROBE_BUDGET = 4     # the same, for the window after one that needed it
 PROBE_EVERY = 4      # after walked windows in a row, only every this many is probed
 SEQUENTIAL_MIN_WINDOW = 1 << 16   # windows solved step by step shrink no further (each
@@ -374,7 +376,8 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
             partial += int(kept > 0)
             if 2 * kept >= size:
                 # most of the window settled (a few slow turns at its end): keep that part
-                hi, settled, n_sweeps = held, True, budget
+                # (counted as more than SHRINK_SWEEPS: the next window halves)
+                hi, settled, n_sweeps = held, True, max(budget, SHRINK_SWEEPS + 1)
             elif size > 2 * SEQUENTIAL_MIN_WINDOW and want > SEQUENTIAL_MIN_WINDOW:
                 # the walk holds Python lists (about 200 bytes a step): it takes a smaller
                 # window from where the held steps end (the sweeps' times there are lower
