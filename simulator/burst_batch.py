@@ -33,8 +33,8 @@ copies. Here the copies are solved as one problem whose arrays are the copies' c
 - *Windows* are positions in the concatenation: the proportional cut, ``_downset`` (a
   downset of the batched step graph is one of every copy's), ``_holding`` and the window
   growth rules work unchanged; the watchdog looks at each batched unit's latest time in
-  the window (any copy's, not only the last step's). A window walked step by step
-  (``burst_loop.walk_window``) runs on the copies themselves: the batched window
+  the window (any copy's, not only the last step's). A window solved in one pass
+  (``burst_loop.dijkstra_window``) runs on the copies themselves: the batched window
   is cut into each copy's steps, the copies' own constraints (built once, when first
   needed) read their times through views of the batched arrays.
 - *Errors*: a deadlock or the watchdog in the batched solve is reported by solving again
@@ -60,7 +60,7 @@ from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.program import Edge, Kernel, Node
 from simulator.burst_fire import I64, Firing
-from simulator.burst_loop import walk_window
+from simulator.burst_loop import dijkstra_window
 from simulator.burst_timing import (
     SolveStats,
     _Dep,
@@ -298,12 +298,12 @@ class Batch:
     sizes: list[int]
     segs: list[np.ndarray | None]
     deps: list[list[_Dep]]
-    walker: Any = walk_window
+    walker: Any = dijkstra_window
     unbatched: list[list[_Dep]] | None = None
 
     def walk(self, deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],
              hi: list[int], active: list[int]) -> bool:
-        """A window solved step by step, on the copies: each batched unit's window cut into
+        """A window solved in one pass, on the copies: each batched unit's window cut into
         its copies' steps, solved with the copies' own constraints (``deps``, the batched
         ones, unused) on views of the batched times. Returns False on a cycle."""
         if self.unbatched is None:

@@ -16,7 +16,8 @@ the memory per window is bounded. Terms another term implies are dropped before 
 recomputes a unit only from the first step a changed term exceeds (``_solve_window``). A
 window whose sweeps do not settle keeps the steps whose equations already hold (a downset of
 them is exact: ``_holding``, ``_downset``); if that is less than half of it (a tight loop,
-one sweep per turn), the rest is solved step by step (``burst_loop.walk_window``). A run in
+one sweep per turn), the rest is solved in one pass (``burst_loop.dijkstra_window``: its longest
+paths by scipy's Dijkstra over a DFS potential; the Python walk where it holds a cycle). A run in
 which no window can take a step is a deadlock, checked then (and only then) and reported
 with the units caught in it.
 """
@@ -33,7 +34,7 @@ from isa.arch import ChipConfig
 from isa.errors import SimulationError
 from isa.program import Kernel, Node
 from simulator.burst_fire import I64, Firing
-from simulator.burst_loop import walk_window
+from simulator.burst_loop import dijkstra_window
 from simulator.engine_cycle import channel_shape
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def first_peeks(steps: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.n
 class SolveStats:
     """How the timing solver converged: the windows it solved in order, the Gauss-Seidel
     sweeps over them (in total and at most in one window), unit recomputations, the
-    windows solved step by step (``burst_loop.walk_window``) and the unsettled windows whose
+    windows solved in one pass (``burst_loop.dijkstra_window``) and the unsettled windows whose
     steps that hold were kept (``partial``)."""
 
     windows: int
@@ -290,10 +291,10 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     window (back-pressure from the output arbiters, a few turns) thus costs only its own
     steps again. A tight loop, whose binding constraint alternates between two units every
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
-    window: where less than half of the window holds, its rest is solved step by step
-    (``burst_loop.walk_window``, about 0.5 us a step), and the next window gets only
-    ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every ``PROBE_EVERY``-th
-    is probed (the others are walked at once: a loop that stays tight).
+    window: where less than half of the window holds, its rest is solved in one pass, its
+    longest paths (``burst_loop.dijkstra_window``, about 0.3 us a step), and the next
+    window gets only ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every
+    ``PROBE_EVERY``-th is probed (the others are walked at once: a loop that stays tight).
 
     A window that cannot take a single step means the next step of every unfinished unit
     waits for a step that is not final, which (finitely many units) closes a cycle: a
@@ -310,7 +311,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         sizes = [firings[u].n for u in ids]
         segs: list[np.ndarray | None] | None = None
         labels = [f"{n.op.value} {n.id}" for n in order]
-        walker = walk_window
+        walker = dijkstra_window
     else:
         deps, ids, sizes, segs = batch.deps, batch.ids, batch.sizes, batch.segs
         labels = [f"batched {u}" for u in ids]
@@ -379,7 +380,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
                 # (counted as more than SHRINK_SWEEPS: the next window halves)
                 hi, settled, n_sweeps = held, True, max(budget, SHRINK_SWEEPS + 1)
             elif size > 2 * SEQUENTIAL_MIN_WINDOW and want > SEQUENTIAL_MIN_WINDOW:
-                # the walk holds Python lists (about 200 bytes a step): it takes a smaller
+                # the one-pass solve holds about 220 bytes a step: it takes a smaller
                 # window from where the held steps end (the sweeps' times there are lower
                 # bounds, overwritten). Once at the floor it walks what it is given (a
                 # window has a step per open unit: more units than twice the floor would

@@ -19,7 +19,7 @@ import pytest
 
 from compiler.pipeline import compile_layer
 from isa.ops import Opcode
-from simulator.burst_loop import walk_window
+from simulator.burst_loop import dijkstra_window, walk_window
 from simulator.burst_timing import _Dep, solve_times
 from simulator.engine_burst import fire_kernel
 from tests.old_walk import _sequential_window
@@ -52,7 +52,7 @@ def test_two_unit_loop_has_the_derived_times(depth, latency):
     # read A's below cut_b, A's below cut_a read B's below cut_a - depth)
     for cut_a, cut_b in [(0, 0), (5, 5), (3 + depth, 3), (20, 20 - depth), (32, 31)]:
         assert cut_b <= cut_a <= cut_b + depth
-        for walk in (walk_window, _sequential_window):
+        for walk in (dijkstra_window, walk_window, _sequential_window):
             times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
             times[0][:cut_a] = ta[:cut_a]
             times[1][:cut_b] = tb[:cut_b]
@@ -61,7 +61,8 @@ def test_two_unit_loop_has_the_derived_times(depth, latency):
             assert times[1].tolist() == tb.tolist(), (walk.__name__, cut_a, cut_b)
 
 
-def test_weights_may_be_arrays_aligned_with_the_index():
+@pytest.mark.parametrize("walk", [dijkstra_window, walk_window])
+def test_weights_may_be_arrays_aligned_with_the_index(walk):
     """A constraint's weight as an int64 array (one per term) gives the same times as the
     int it repeats, and per-term weights are honoured."""
     n, depth, latency = 30, 2, 3
@@ -69,14 +70,14 @@ def test_weights_may_be_arrays_aligned_with_the_index():
     deps = _loop(n, depth, latency)
     deps[1][0] = _Dep(0, np.arange(n, dtype=I64), None, np.full(n, latency, I64))
     times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
-    assert walk_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert walk(deps, times, [0, 0], [n, n], [0, 1])
     assert times[0].tolist() == ta.tolist() and times[1].tolist() == tb.tolist()
     # B's token 10 takes 20 cycles more: everything after it shifts, nothing before
     w = np.full(n, latency, I64)
     w[10] += 20
     deps[1][0] = _Dep(0, np.arange(n, dtype=I64), None, w)
     times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
-    assert walk_window(deps, times, [0, 0], [n, n], [0, 1])
+    assert walk(deps, times, [0, 0], [n, n], [0, 1])
     assert times[1][:10].tolist() == tb[:10].tolist()
     assert int(times[1][10]) == int(tb[10]) + 20
     assert int(times[0][12]) == int(times[1][10]) + 1        # A waits for B's pop of token 10
@@ -89,27 +90,32 @@ def test_a_cycle_of_steps_is_a_deadlock():
     deps = [[_Dep(1, np.arange(n - 1, dtype=I64) + 1, None, 1, 1)],
             [_Dep(0, np.arange(n, dtype=I64), None, 1)]]
     times = [np.full(n, 7, np.int32), np.full(n, 7, np.int32)]
+    assert not dijkstra_window(deps, times, [0, 0], [n, n], [0, 1])
     assert not walk_window(deps, times, [0, 0], [n, n], [0, 1])
     assert not _sequential_window(deps, times, [0, 0], [n, n], [0, 1])
     assert times[0].tolist() == [7] * n and times[1].tolist() == [7] * n
 
 
 def _both_walks(monkeypatch, bt):
-    """Replace the solver's walk by one that runs both walks on the same window and
-    checks they agree exactly; returns the list of walked window sizes."""
+    """Replace the solver's walk by one that runs the Dijkstra solve, the walk and the old
+    walk on the same window and checks they agree exactly; returns the list of walked window
+    sizes."""
     walked: list[int] = []
 
     def both(deps, times, lo, hi, active):
         old = [t.copy() for t in times]
         ok_old = _sequential_window(deps, old, lo, hi, active)
-        ok = walk_window(deps, times, lo, hi, active)
-        assert ok == ok_old
+        walked_ = [t.copy() for t in times]
+        ok_walk = walk_window(deps, walked_, lo, hi, active)
+        ok = dijkstra_window(deps, times, lo, hi, active)
+        assert ok == ok_old == ok_walk
         for u in active:
             assert times[u][lo[u]:hi[u]].tolist() == old[u][lo[u]:hi[u]].tolist(), u
+            assert walked_[u][lo[u]:hi[u]].tolist() == old[u][lo[u]:hi[u]].tolist(), u
         walked.append(sum(hi[u] - lo[u] for u in active))
         return ok
 
-    monkeypatch.setattr(bt, "walk_window", both)
+    monkeypatch.setattr(bt, "dijkstra_window", both)
     return walked
 
 
@@ -233,3 +239,79 @@ def test_walked_windows_below_the_unit_count_still_progress(small_chip, monkeypa
     assert stats.sequential >= 1
     for u in want:
         assert got[u].tolist() == want[u], u
+
+
+def test_dijkstra_solves_walked_windows_without_falling_back(small_chip, monkeypatch):
+    """On the windows the solver walks (unbalanced SpM*SpM, sweep budget 1), the Dijkstra
+    solve's result satisfies every equation itself: the Python walk is never called."""
+    import simulator.burst_loop as bl
+    import simulator.burst_timing as bt
+
+    def no_walk(*args):
+        raise AssertionError("fell back to the Python walk")
+
+    monkeypatch.setattr(bl, "walk_window", no_walk)
+    monkeypatch.setattr(bt, "SWEEP_BUDGET", 1)
+    monkeypatch.setattr(bt, "PROBE_BUDGET", 1)
+    monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 64)
+    for case in CASES[:4]:
+        chip, kernel, firings, order = _compiled(small_chip, case)
+        want = reference_times(kernel, firings, order, chip)
+        got, stats = solve_times(kernel, firings, order, chip, window=512)
+        assert stats.sequential >= 1
+        for u in want:
+            assert got[u].tolist() == want[u], (case, u)
+
+
+def test_a_wrong_shortest_path_is_caught_by_the_equations(monkeypatch):
+    """If the compiled shortest paths were off by one anywhere, the equation check rejects
+    them and the window is walked: the times are still the derived ones."""
+    import simulator.burst_loop as bl
+
+    real = bl._shortest
+    calls = []
+
+    def off_by_one(graph, source):
+        dist = real(graph, source)
+        dist[len(dist) // 3] -= 1
+        calls.append(1)
+        return dist
+
+    monkeypatch.setattr(bl, "_shortest", off_by_one)
+    n, depth, latency = 41, 2, 5
+    ta, tb = _derived(n, depth, latency)
+    times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+    assert bl.dijkstra_window(_loop(n, depth, latency), times, [0, 0], [n, n], [0, 1])
+    assert calls
+    assert times[0].tolist() == ta.tolist() and times[1].tolist() == tb.tolist()
+
+
+def test_dfs_numbering_is_topological_on_dags_and_not_on_cycles():
+    """``_topological``: every edge of a random DAG (reached from one source) goes to a
+    larger number; add one edge closing a cycle and some edge does not."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import depth_first_order
+
+    from simulator.burst_loop import _topological
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        n = int(rng.integers(2, 60))
+        perm = rng.permutation(n)                       # a hidden topological order
+        m = int(rng.integers(n, 4 * n))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        keep = a != b
+        lo, hi = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+        src, dst = perm[lo], perm[hi]
+        # node n: a source with an edge to every node
+        src = np.concatenate([src, np.full(n, n)])
+        dst = np.concatenate([dst, np.arange(n)])
+        cyclic = trial % 3 == 0 and len(lo) > 0
+        if cyclic:                                      # back along an existing edge
+            src, dst = np.append(src, dst[0]), np.append(dst, src[0])
+        g = csr_matrix((np.ones(len(src)), (src, dst)), shape=(n + 1, n + 1))
+        pre, parent = depth_first_order(g, n, directed=True, return_predecessors=True)
+        assert len(pre) == n + 1
+        place = _topological(pre, parent, n + 1)
+        ok = bool((place[src] < place[dst]).all())
+        assert ok != cyclic, trial
