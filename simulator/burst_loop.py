@@ -41,12 +41,17 @@ a step here with the set-up, against 0.6-1 us for the walk).
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_right
 from typing import Protocol
 
 import numpy as np
 
 I64 = np.int64
+IMPORT_STEPS = 200_000   # steps a process walks in Python before scipy's graph routines
+IMPORT_WINDOW = 32_768   # pay for their import (60 ms against 0.3 us a step), and windows
+# this large are not walked at all (a tight loop the size of a walked window goes on)
+_WALKED = [0]            # steps this process has walked so far
 
 
 class Dep(Protocol):
@@ -218,8 +223,16 @@ def dijkstra_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int
     walk: the window's longest paths are shortest paths once every edge's weight is
     reduced by a potential that makes it positive (the module docstring). Falls back to
     ``walk_window`` where the window holds a cycle of waits (a deadlock: the walk reports
-    it) or the result does not satisfy every equation."""
-    # scipy only where a window is walked (start-up)
+    it) or the result does not satisfy every equation, and walks windows below
+    ``IMPORT_WINDOW`` steps, up to ``IMPORT_STEPS`` in a process, unless
+    scipy.sparse.csgraph is loaded already."""
+    if "scipy.sparse.csgraph" not in sys.modules:
+        # its first import costs about 60 ms (it loads scipy.linalg), the walk about 0.3 us
+        # a step more: a small window is walked, until the process has walked IMPORT_STEPS
+        steps = sum(hi[u] - lo[u] for u in active)
+        if steps < IMPORT_WINDOW and _WALKED[0] + steps < IMPORT_STEPS:
+            _WALKED[0] += steps
+            return walk_window(deps, times, lo, hi, active)
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import depth_first_order
 

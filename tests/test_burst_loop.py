@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse.csgraph  # noqa: F401  (loaded: dijkstra_window solves, not walks)
 
 from compiler.pipeline import compile_layer
 from isa.ops import Opcode
@@ -315,3 +316,34 @@ def test_dfs_numbering_is_topological_on_dags_and_not_on_cycles():
         place = _topological(pre, parent, n + 1)
         ok = bool((place[src] < place[dst]).all())
         assert ok != cyclic, trial
+
+
+def test_a_process_walks_until_the_graph_routines_pay_for_their_import(monkeypatch):
+    """Without scipy.sparse.csgraph loaded, small windows go to the Python walk (its import
+    costs more than they would save) until the process has walked ``IMPORT_STEPS``; then,
+    or for a window of ``IMPORT_WINDOW`` steps or more, Dijkstra."""
+    import types
+
+    import simulator.burst_loop as bl
+
+    monkeypatch.setattr(bl, "sys", types.SimpleNamespace(modules={}))
+    monkeypatch.setattr(bl, "_WALKED", [0])
+    monkeypatch.setattr(bl, "IMPORT_STEPS", 100)
+    used = []
+    walk, shortest = bl.walk_window, bl._shortest
+    monkeypatch.setattr(bl, "walk_window", lambda *a: used.append("walk") or walk(*a))
+    monkeypatch.setattr(bl, "_shortest", lambda *a: used.append("dijkstra") or shortest(*a))
+    n, depth, latency = 41, 2, 5
+    ta, tb = _derived(n, depth, latency)
+    for _ in range(3):                          # 82 steps a window
+        times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+        assert bl.dijkstra_window(_loop(n, depth, latency), times, [0, 0], [n, n], [0, 1])
+        assert times[0].tolist() == ta.tolist() and times[1].tolist() == tb.tolist()
+    assert used == ["walk", "dijkstra", "dijkstra"]
+    assert bl._WALKED == [82]
+    used.clear()
+    monkeypatch.setattr(bl, "_WALKED", [0])
+    monkeypatch.setattr(bl, "IMPORT_WINDOW", 82)     # a window this large: not walked
+    times = [np.zeros(n, np.int32), np.zeros(n, np.int32)]
+    assert bl.dijkstra_window(_loop(n, depth, latency), times, [0, 0], [n, n], [0, 1])
+    assert used == ["dijkstra"] and times[0].tolist() == ta.tolist()
