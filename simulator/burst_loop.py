@@ -326,7 +326,7 @@ def _topological(pre: np.ndarray, parent: np.ndarray, n: int) -> np.ndarray:
     last = np.full(n, -1, I64)
     kids = np.flatnonzero(up != me)
     np.maximum.at(last, up[kids], at[kids])
-    leaf = me
+    leaf = me.copy()
     has = last >= 0
     leaf[has] = pre[last[has]]
     while True:
