@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.burst_fire import I64
+from simulator.burst_loop import _window_terms
 from simulator.burst_timing import _Dep
 
 
@@ -20,54 +20,20 @@ def _sequential_window(deps: list[list[_Dep]], times: list[np.ndarray], lo: list
     take turns in topological order (a pass moves tokens down the pipeline and the next one
     room back up, fewer and cheaper turns than a work queue's). Linear in the window's
     steps and dependencies. Returns False if no unit can advance (a cycle)."""
-    slot = {u: k for k, u in enumerate(active)}
     sizes = [hi[u] - lo[u] for u in active]
-    # the window's steps numbered unit after unit (unit x's from woff[x]); the terms of
-    # every unit gathered into one set of arrays, sorted by target once (a dependency's
-    # indices never decrease, so the terms reading final steps are a prefix of its slice)
-    woff = [0]
-    for n in sizes:
-        woff.append(woff[-1] + n)
-    base = np.zeros(woff[-1], I64)
-    out_pos: list[np.ndarray] = []
-    out_val: list[np.ndarray] = []
-    in_pos: list[np.ndarray] = []
-    in_rel: list[np.ndarray] = []
-    in_src: list[int] = []
-    in_w: list[int] = []
-    in_len: list[int] = []
-    for x, u in enumerate(active):
-        a = lo[u]
-        shift = woff[x] - a
-        for d in deps[u]:
-            k0, k1 = d.span(a, hi[u])
-            if k1 <= k0:
-                continue
-            idx = d.index[k0:k1]
-            ls = lo[d.src]
-            kin = int(idx.searchsorted(ls))
-            steps = d.steps(k0, k1)
-            if kin:
-                out_pos.append(steps[:kin] + shift)
-                out_val.append(times[d.src][idx[:kin]].astype(I64) + d.weight)
-            if kin < len(idx):
-                in_pos.append(steps[kin:] + shift)
-                in_rel.append(idx[kin:] - ls)
-                in_src.append(slot[d.src])
-                in_w.append(d.weight)
-                in_len.append(len(idx) - kin)
-        if a:
-            base[woff[x]] = int(times[u][a - 1]) + 1
-    if out_pos:
-        np.maximum.at(base, np.concatenate(out_pos), np.concatenate(out_val))
-    if in_len:
+    # the window's steps numbered unit after unit (unit x's from woff[x]), the terms reading
+    # final steps folded into a base per step, the rest sorted by target once (the set-up
+    # the simulator's walks share: ``burst_loop._window_terms``)
+    woff, base, in_pos, in_src, in_w = _window_terms(deps, times, lo, hi, active)
+    if in_pos:
         tg = np.concatenate(in_pos)
         o = np.argsort(tg, kind="stable")
         ptr_all = np.searchsorted(tg[o], np.arange(woff[-1] + 1)).tolist()
-        lens = np.asarray(in_len, dtype=I64)
-        src_all = np.repeat(np.asarray(in_src, dtype=I64), lens)[o].tolist()
-        rel_all = np.concatenate(in_rel)[o].tolist()
-        w_all = np.repeat(np.asarray(in_w, dtype=I64), lens)[o].tolist()
+        src = np.concatenate(in_src)[o]
+        unit = np.searchsorted(np.asarray(woff), src, side="right") - 1
+        src_all = unit.tolist()
+        rel_all = (src - np.asarray(woff)[unit]).tolist()
+        w_all = np.concatenate(in_w)[o].tolist()
     else:
         ptr_all, src_all, rel_all, w_all = [0] * (woff[-1] + 1), [], [], []
     base_all = base.tolist()
