@@ -485,9 +485,7 @@ def _solve_window(deps: list[list[_Dep]], readers: list[list[int]], times: list[
             st = segs[u]
             k = int(st.searchsorted(a, side="right"))
             bounds = st[k:int(st.searchsorted(b))] - a
-            cid = np.zeros(b - a, dtype)
-            for x in bounds.tolist():
-                cid[x:] += 1
+            cid = np.searchsorted(bounds, np.arange(b - a), side="right").astype(dtype)
             size = int(np.iinfo(dtype).max) // (len(bounds) + 2)
             sr = np.arange(b - a, dtype=dtype)
             sr -= cid * size
