@@ -298,7 +298,6 @@ class Batch:
     sizes: list[int]
     segs: list[np.ndarray | None]
     deps: list[list[_Dep]]
-    walker: Any = dijkstra_window
     unbatched: list[list[_Dep]] | None = None
 
     def walk(self, deps: list[list[_Dep]], times: list[np.ndarray], lo: list[int],
@@ -323,7 +322,7 @@ class Batch:
                 lo1[x] = min(max(lo[u] - s, 0), e - s)
                 hi1[x] = min(max(hi[u] - s, 0), e - s)
         act = sorted(x for u in active for x in self.members[u] if hi1[x] > lo1[x])
-        return bool(self.walker(self.unbatched, views, lo1, hi1, act))
+        return bool(dijkstra_window(self.unbatched, views, lo1, hi1, act))
 
     def split(self, times: dict[str, np.ndarray], stats: SolveStats
               ) -> tuple[dict[str, np.ndarray], SolveStats]:
