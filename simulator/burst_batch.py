@@ -63,11 +63,9 @@ from simulator.burst_fire import I64, Firing
 from simulator.burst_loop import dijkstra_window
 from simulator.burst_timing import (
     SolveStats,
+    _as_dep,
     _Dep,
     _deps,
-    _fill,
-    _fill_w,
-    _prune,
     first_peeks,
     solve_times,
 )
@@ -408,22 +406,8 @@ def plan_batch(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
         for src, index, targets, w, inc, first in lst:
             if targets is None:         # a run already
                 out.append(_Dep(src, index, None, w, first))
-                continue
-            if len(targets) == n and targets[0] == 0 and targets[-1] == n - 1:
-                targets = None
-            if not inc:         # room terms: one weight for all
-                index, targets = _prune(index, targets, n)
-            if targets is not None and 10 * len(targets) >= 9 * (n - int(targets[0])):
-                first = int(targets[0])
-                if segs[u] is None:
-                    out.append(_Dep(src, _fill(index, targets - first, n - first), None, w,
-                                    first))
-                else:
-                    fi, fw = _fill_w(index, w, targets - first, n - first,
-                                     segs[u] - first, WEIGHT)
-                    out.append(_Dep(src, fi, None, fw, first))
-            else:
-                out.append(_Dep(src, index, targets, w))
+            else:                       # (room terms, pruned: one weight for all)
+                out.append(_as_dep(src, index, targets, w, inc, n, segs[u], WEIGHT))
         deps.append(out)
     ids = [order[m[0]].id if len(m) == 1 else f"{order[m[0]].id} (x{len(m)})"
            for m in members]

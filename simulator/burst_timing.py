@@ -256,18 +256,31 @@ def _deps(kernel: Kernel, firings: dict[str, Firing], order: list[Node], chip: C
             # targets are steps that peek or emit, in step order (firing table invariants)
             index = np.asarray(con.index, dtype=I64)
             targets = None if con.targets is None else np.asarray(con.targets, dtype=I64)
-            n = firings[node.id].n
-            if not con.increasing:
-                index, targets = _prune(index, targets, n)
-            if targets is not None and 10 * len(targets) >= 9 * (n - int(targets[0])):
-                # nearly every step from the first has a term: one run, filled (_fill)
-                first = int(targets[0])
-                deps.append(_Dep(pos[con.src], _fill(index, targets - first, n - first), None,
-                                 con.weight, first))
-            else:
-                deps.append(_Dep(pos[con.src], index, targets, con.weight))
+            deps.append(_as_dep(pos[con.src], index, targets, con.weight, con.increasing,
+                                firings[node.id].n))
         out.append(deps)
     return out
+
+
+def _as_dep(src: int, index: np.ndarray, targets: np.ndarray | None,
+            weight: int | np.ndarray, increasing: bool, n: int,
+            bounds: np.ndarray | None = None, dtype: type = np.int32) -> _Dep:
+    """A constraint of a unit of ``n`` steps in the solver's form: its targets None when
+    they are every step, pruned (``_prune``) unless its index increases already, and one
+    filled run (``_fill``) from its first target when nearly every step from there has a
+    term. ``bounds`` (a batched unit, ``simulator.burst_batch``): its copies' first steps;
+    the run is then filled per copy (``_fill_w``, weights of ``dtype``)."""
+    if targets is not None and len(targets) == n and targets[0] == 0 and targets[-1] == n - 1:
+        targets = None
+    if not increasing:
+        index, targets = _prune(index, targets, n)
+    if targets is None or 10 * len(targets) < 9 * (n - int(targets[0])):
+        return _Dep(src, index, targets, weight)
+    first = int(targets[0])
+    if bounds is None:
+        return _Dep(src, _fill(index, targets - first, n - first), None, weight, first)
+    fi, fw = _fill_w(index, weight, targets - first, n - first, bounds - first, dtype)
+    return _Dep(src, fi, None, fw, first)
 
 
 def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
