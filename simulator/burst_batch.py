@@ -25,9 +25,11 @@ copies. Here the copies are solved as one problem whose arrays are the copies' c
 - *Chains*: a unit's times are t[f] = max(t[f-1] + 1, c[f]); a copy's first step must not
   be chained to the previous copy's last. Of the two ways (virtual time offsets stored in
   the times, or segmented recurrences), this takes the segmented one: the running maximum
-  of a batched unit runs over c - f + 2^34 * copy in an int64 temporary (``SEGMENT``), so a
-  later copy's values lie above every earlier copy's and the maximum restarts at each copy;
-  the stored times stay the real ones (int32 where ``sim.max_cycles`` allows, as
+  of a batched unit runs over c - f + offset * copy, so a later copy's values lie above
+  every earlier copy's and the maximum restarts at each copy (in place in the times' int32,
+  the offset the dtype's range shared among the window's copies, while the terms leave
+  room; otherwise in an int64 temporary with ``SEGMENT``, 2^34: ``_solve_window``); the
+  stored times stay the real ones (int32 where ``sim.max_cycles`` allows, as
   unbatched), so nothing else changes. Virtual offsets would need int64 times (14 copies
   times 2^31 cycles) and a floor term per copy.
 - *Windows* are positions in the concatenation: the proportional cut, ``_downset`` (a

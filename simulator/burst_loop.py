@@ -35,7 +35,7 @@ Why no numpy formulation (measured on unbalanced SpM*SpM 256^3 @5%, see docs/fid
 issue 11's fifth and sixth passes): the loop's sequential depth is its number of turns, and
 an exact method must discover where the binding constraint switches, which happens about
 once per turn and depends on the exact times before it; a unit advances 1-3 steps before
-it waits for another. Dijkstra's heap is that sequential discovery, compiled (about 0.3 us
+it waits for another. Dijkstra's heap is that sequential discovery, compiled (about 0.4 us
 a step here with the set-up, against 0.6-1 us for the walk).
 """
 
@@ -49,7 +49,7 @@ import numpy as np
 
 I64 = np.int64
 IMPORT_STEPS = 200_000   # steps a process walks in Python before scipy's graph routines
-IMPORT_WINDOW = 32_768   # pay for their import (60 ms against 0.3 us a step), and windows
+IMPORT_WINDOW = 32_768   # pay for their import (50-60 ms against 0.3 us a step), and windows
 # this large are not walked at all (a tight loop the size of a walked window goes on)
 _WALKED = [0]            # steps this process has walked so far
 
@@ -227,7 +227,7 @@ def dijkstra_window(deps: list[list[Dep]], times: list[np.ndarray], lo: list[int
     ``IMPORT_WINDOW`` steps, up to ``IMPORT_STEPS`` in a process, unless
     scipy.sparse.csgraph is loaded already."""
     if "scipy.sparse.csgraph" not in sys.modules:
-        # its first import costs about 60 ms (it loads scipy.linalg), the walk about 0.3 us
+        # its first import costs 50-60 ms (it loads scipy.linalg), the walk about 0.3 us
         # a step more: a small window is walked, until the process has walked IMPORT_STEPS
         steps = sum(hi[u] - lo[u] for u in active)
         if steps < IMPORT_WINDOW and _WALKED[0] + steps < IMPORT_STEPS:

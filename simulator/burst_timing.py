@@ -305,7 +305,7 @@ def solve_times(kernel: Kernel, firings: dict[str, Firing], order: list[Node],
     steps again. A tight loop, whose binding constraint alternates between two units every
     few tokens (an unbalanced reconvergent path), needs a sweep per turn however small the
     window: where less than half of the window holds, its rest is solved in one pass, its
-    longest paths (``burst_loop.dijkstra_window``, about 0.3 us a step), and the next
+    longest paths (``burst_loop.dijkstra_window``, about 0.4 us a step), and the next
     window gets only ``PROBE_BUDGET`` sweeps; after walked windows in a row, only every
     ``PROBE_EVERY``-th is probed (the others are walked at once: a loop that stays tight).
 

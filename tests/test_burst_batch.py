@@ -110,8 +110,7 @@ def test_unsettled_batched_windows_keep_and_walk_exactly(onyx_chip, monkeypatch,
     monkeypatch.setattr(bb, "BATCH_STEPS", 1 << 40)
     monkeypatch.setattr(bt, "SWEEP_BUDGET", budget)
     monkeypatch.setattr(bt, "PROBE_BUDGET", budget)
-    # (the floor of walked windows stays above the unit count: every open unit takes at
-    # least one step of a window, so a smaller floor is never reached by the unbatched solve)
+    # (a floor of walked windows above the unit count, as the solver's own is)
     monkeypatch.setattr(bt, "SEQUENTIAL_MIN_WINDOW", 1024)
     walked = 0
     for seed in (1, 2):
